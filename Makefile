@@ -1,0 +1,63 @@
+# Two entry points (see README):  make reports   |   make test
+# Everything else is a building block of those two.
+
+PYTHON   ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV     := .venv
+PY       := $(CURDIR)/$(VENV)/bin/python
+KERNEL   := audience-intel
+
+# Parameters of the main job (papermill parameters of every notebook)
+N_USERS  ?= 50000
+SEED     ?= 42
+INPUT    ?=
+MAPPING  ?=
+DATA     ?= $(CURDIR)/data
+OUT      ?= $(CURDIR)/reports
+ENGINE   ?= duckdb
+HOST     ?= 127.0.0.1
+PORT     ?= 8050
+
+# Test runs write to build/, never over a real run's data/ and reports/
+TEST_DATA    := $(CURDIR)/build/test-data
+TEST_REPORTS := $(CURDIR)/build/test-reports
+
+.PHONY: setup browser reports test unit benchmark explorer clean help
+
+help:
+	@echo "make reports  - set up and run every notebook into $(OUT) (N_USERS=$(N_USERS) SEED=$(SEED))"
+	@echo "make test     - set up and run the whole test suite (unit tests + nbval of every notebook)"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
+	touch $@
+
+setup: $(VENV)/.installed
+
+reports: setup
+	$(PY) scripts/run_notebooks.py --kernel $(KERNEL) --data $(DATA) --out $(OUT) \
+		--n-users $(N_USERS) --seed $(SEED) --engine $(ENGINE) \
+		$(if $(INPUT),--input $(INPUT)) $(if $(MAPPING),--mapping $(MAPPING))
+
+# Debian Chromium for the Explorer's browser test; without apt/root the test skips and says why.
+browser:
+	@bash scripts/install_browser.sh || echo "warning: Chromium not installed; tests/test_explorer_browser.py will skip"
+
+test: setup browser
+	rm -rf $(TEST_DATA) $(TEST_REPORTS)
+	AUDIENCE_DATA_DIR=$(TEST_DATA) AUDIENCE_REPORTS_DIR=$(TEST_REPORTS) MPLBACKEND=Agg \
+		$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+unit: setup
+	$(PY) -m pytest tests
+
+benchmark: setup
+	$(PY) scripts/benchmark.py
+
+explorer: setup
+	$(PY) -m helpers.explorer --host $(HOST) --port $(PORT) --data $(DATA) --reports $(OUT)
+
+clean:
+	rm -rf build $(DATA)/raw $(DATA)/truth $(DATA)/processed $(DATA)/quarantine $(DATA)/exports

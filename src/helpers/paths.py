@@ -1,0 +1,69 @@
+"""Where every stage reads and writes: one resolver shared by notebooks, the CLI and tests.
+
+Notebooks take ``data_dir`` and ``reports_dir`` papermill parameters; ``None`` means the environment
+variables ``AUDIENCE_DATA_DIR`` / ``AUDIENCE_REPORTS_DIR`` (set by ``make test`` so that test runs never
+overwrite a real run) or, failing those, ``data/`` and ``reports/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders of one pipeline run."""
+
+    data: Path
+    reports: Path
+
+    @property
+    def raw(self) -> Path:
+        """Source files (synthetic or a user's own), as delivered."""
+        return self.data / "raw"
+
+    @property
+    def truth(self) -> Path:
+        """Planted truth of the synthetic generator; analysis notebooks read it only to score themselves."""
+        return self.data / "truth"
+
+    @property
+    def processed(self) -> Path:
+        """Artifacts each stage writes for the next (unified table, weights, segments, scores...)."""
+        return self.data / "processed"
+
+    @property
+    def quarantine(self) -> Path:
+        """Rejected input rows with the reason, one file per source."""
+        return self.data / "quarantine"
+
+    @property
+    def exports(self) -> Path:
+        """Activation exports (audience files and their manifests)."""
+        return self.data / "exports"
+
+    @property
+    def duckdb(self) -> Path:
+        """The embedded DuckDB warehouse written by ingestion."""
+        return self.processed / "audience.duckdb"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics.json"
+
+    def ensure(self) -> "Paths":
+        for p in (self.raw, self.truth, self.processed, self.quarantine, self.exports, self.reports):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def resolve(data_dir: str | os.PathLike | None = None,
+            reports_dir: str | os.PathLike | None = None) -> Paths:
+    """Resolve the run's folders from explicit parameters, then the environment, then the defaults."""
+    data = data_dir or os.environ.get("AUDIENCE_DATA_DIR") or REPO_ROOT / "data"
+    reports = reports_dir or os.environ.get("AUDIENCE_REPORTS_DIR") or REPO_ROOT / "reports"
+    return Paths(Path(data).resolve(), Path(reports).resolve()).ensure()
