@@ -1,0 +1,112 @@
+"""Tests of helpers.personas: indices against the generator's planted segment profiles, tests, names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.generate import P_PURCHASE, SEGMENT_NAMES
+from helpers.personas import (attribute_index, name_segments, persona_table, plot_persona_cards,
+                              profile_attributes, top_attributes)
+from helpers.segment import weighted_sizes
+
+
+@pytest.fixture(scope="module")
+def truth_index(small_panel):
+    seg = small_panel.truth["true_segment"].to_numpy()
+    return attribute_index(small_panel.data, seg)
+
+
+def test_behaviour_index_matches_planted_affinity(small_panel, truth_index):
+    """Index of minutes/conversions per true segment is close to the generator's true intensity index."""
+    seg = small_panel.truth["true_segment"].to_numpy()
+    shares = np.bincount(seg, minlength=6) / len(seg)
+    from helpers.generate import true_affinity
+    true = true_affinity(shares)
+    for col in true.columns:
+        est = truth_index[truth_index["attribute"] == col].set_index("segment")["index"]
+        np.testing.assert_allclose(est.to_numpy(), true[col].to_numpy(), rtol=0.15, err_msg=col)
+
+
+def test_partner_token_share_is_computed_among_matched_users_only(small_panel, truth_index):
+    """'buys electronics' must estimate P(electronics | segment) among partner-matched users, not be diluted
+    by the unmatched half of the panel (which would put every share at roughly half its true value)."""
+    rows = truth_index[truth_index["attribute"] == "partner_purchase_categories=electronics"].set_index("segment")
+    matched = small_panel.data["partner_purchase_categories"].notna()
+    seg = small_panel.truth["true_segment"]
+    assert (rows["n_observed"].to_numpy() == np.bincount(seg[matched], minlength=6)).all()
+    n = rows["n_observed"].to_numpy()
+    se = np.sqrt(P_PURCHASE[:, 0] * (1 - P_PURCHASE[:, 0]) / n)
+    assert np.all(np.abs(rows["segment_value"].to_numpy() - P_PURCHASE[:, 0]) < 4 * se)
+
+
+def test_planted_traits_are_significant_over_representations(truth_index):
+    def row(j, attr):
+        return truth_index[(truth_index["segment"] == j) & (truth_index["attribute"] == attr)].iloc[0]
+    for j, attr in [(2, "time_on_podcasts_min"), (4, "age_group=65+"), (0, "age_group=18-24"),
+                    (3, "homeowner_status=owner"), (5, "monthly_conversions")]:
+        r = row(j, attr)
+        assert r["index"] > 150 and r["significant"], (j, attr)
+    assert row(4, "time_on_social_media_min")["index"] < 50
+
+
+def test_no_signal_gives_few_discoveries(small_panel):
+    """With random segment labels the BH-controlled tests should flag (almost) nothing."""
+    noise = np.random.default_rng(1).integers(0, 5, len(small_panel.data))
+    t = attribute_index(small_panel.data, noise)
+    assert t["significant"].mean() < 0.02
+    assert t["index"].between(60, 140).mean() > 0.95
+
+
+def test_weights_enter_sizes_and_indices(small_panel):
+    df = small_panel.data.iloc[:400]
+    seg = (df["age_group"] == "18-24").to_numpy().astype(np.int64)
+    w = np.where(seg == 1, 3.0, 1.0)
+    t = attribute_index(df, seg, weights=w)
+    young = t[(t["attribute"] == "age_group=18-24") & (t["segment"] == 1)].iloc[0]
+    n1 = seg.sum()
+    assert young["panel_value"] == pytest.approx(3 * n1 / (3 * n1 + (len(df) - n1)))
+    assert young["index"] == pytest.approx(100 / young["panel_value"])
+    with pytest.raises(ValueError, match="weights"):
+        attribute_index(df, seg, weights=-w)
+    with pytest.raises(ValueError, match="one label per row"):
+        attribute_index(df, seg[:-1])
+
+
+def test_names_are_data_generated_and_recover_planted_personas(truth_index):
+    names = name_segments(truth_index)
+    assert len(set(names)) == 6
+    assert names[0].startswith("Social-first") and names[2].startswith("Podcast-heavy")
+    assert names[1].startswith("Binge-streaming") and names[4].startswith("Low-engagement")
+    assert names[5].startswith("Deal-seeking")
+    assert "seniors" in names[4] and "young adults" in names[0]
+    assert not any(n.startswith("Cluster") or n.startswith("Segment") for n in names)
+    assert names != SEGMENT_NAMES  # built from the data, not copied from the generator
+
+
+def test_top_attributes_and_persona_table(small_panel, truth_index):
+    seg = small_panel.truth["true_segment"].to_numpy()
+    over = top_attributes(truth_index, 2, n=3, direction="over")
+    under = top_attributes(truth_index, 2, n=3, direction="under")
+    assert (over["index"] > 100).all() and (under["index"] < 100).all()
+    assert over["index"].is_monotonic_decreasing and over["significant"].all()
+    names = name_segments(truth_index)
+    table = persona_table(truth_index, weighted_sizes(seg), names)
+    assert list(table.columns[:6]) == ["segment", "segment_name", "weighted_share", "n", "over_represented",
+                                       "under_represented"]
+    assert table["weighted_share"].sum() == pytest.approx(1.0)
+    assert "podcasts" in table.loc[2, "over_represented"]
+    fig = plot_persona_cards(truth_index, weighted_sizes(seg), names)
+    assert len([a for a in fig.axes if a.get_visible()]) == 6
+    assert all(a.get_title() and a.get_xlabel() for a in fig.axes if a.get_visible())
+
+
+def test_profile_attributes_keep_missing_as_missing(small_panel):
+    values, meta = profile_attributes(small_panel.data)
+    assert len(meta) == values.shape[1]
+    miss = small_panel.data["education_level"].isna().to_numpy()
+    assert values.loc[miss, "education_level=graduate"].isna().all()
+    assert values.loc[~miss, [c for c in values if c.startswith("education_level=")]].sum(axis=1).eq(1).all()
+    with pytest.raises(ValueError, match="non-empty"):
+        profile_attributes(pd.DataFrame())

@@ -1,0 +1,160 @@
+"""Tests of helpers.segment against the generator's planted segments (6 latent segments by default)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from helpers.features import FeatureBuilder
+from helpers.segment import (GMMSegmenter, StabilitySummary, ambiguous_share, bootstrap_stability, confusion_table,
+                             entropy, icl, match_labels, segments_frame, truth_scores, weighted_sizes)
+
+
+@pytest.fixture(scope="module")
+def small(small_panel):
+    X = FeatureBuilder().fit_transform(small_panel.data)
+    return X, small_panel.truth["true_segment"].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def small_fit(small):
+    X, _ = small
+    return GMMSegmenter(k_range=range(4, 9), covariance_types=("diag", "tied"), random_state=5).fit(X)
+
+
+def test_planted_truth_recovery_on_medium_panel(medium_panel):
+    """The default selection (k = 2..10 x 4 covariance types, ICL) finds 6 +- 1 segments with ARI >= 0.8."""
+    X = FeatureBuilder().fit_transform(medium_panel.data)
+    seg = GMMSegmenter(fit_sample=6000, random_state=0).fit(X)
+    truth = medium_panel.truth["true_segment"].to_numpy()
+    scores = truth_scores(seg.labels_, truth)
+    assert abs(seg.n_components_ - 6) <= 1
+    assert scores["ari"] >= 0.8
+    assert scores["matched_accuracy"] >= 0.85
+    assert len(seg.sweep_) == 9 * 4 and seg.sweep_["chosen"].sum() == 1
+    chosen = seg.sweep_[seg.sweep_["chosen"]].iloc[0]
+    assert chosen["icl"] == seg.sweep_["icl"].min()
+
+
+def test_same_seed_same_segments(small, small_fit):
+    X, _ = small
+    again = GMMSegmenter(k_range=range(4, 9), covariance_types=("diag", "tied"), random_state=5).fit(X)
+    np.testing.assert_array_equal(again.labels_, small_fit.labels_)
+    pd.testing.assert_frame_equal(again.sweep_, small_fit.sweep_)
+
+
+def test_segments_numbered_by_size_and_probabilities_consistent(small, small_fit):
+    X, _ = small
+    assert np.all(np.diff(small_fit.weights_) <= 0)
+    P = small_fit.predict_proba(X)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(P.argmax(axis=1), small_fit.labels_)
+    np.testing.assert_allclose(small_fit.predict_proba(X, chunk=997), P)
+
+
+def test_fit_sample_is_seeded_and_bounded(small):
+    X, _ = small
+    a = GMMSegmenter(k_range=[6], covariance_types=("diag",), fit_sample=1000, random_state=1).fit(X)
+    b = GMMSegmenter(k_range=[6], covariance_types=("diag",), fit_sample=1000, random_state=2).fit(X)
+    assert len(a.sample_index_) == 1000 and len(np.unique(a.sample_index_)) == 1000
+    assert not np.array_equal(a.sample_index_, b.sample_index_)
+    assert len(a.labels_) == len(X)
+
+
+def test_icl_penalises_overlap(small, small_fit):
+    X, _ = small
+    t = small_fit.sweep_
+    assert (t["icl"] >= t["bic"]).all()
+    m = small_fit.model_
+    assert icl(m, X) - m.bic(X) == pytest.approx(2 * entropy(m.predict_proba(X)).sum())
+
+
+def test_entropy_and_ambiguity_on_known_probabilities():
+    P = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.7, 0.3, 0.0], [0.9, 0.05, 0.05]])
+    np.testing.assert_allclose(entropy(P), [0.0, np.log(3), -(0.7 * np.log(0.7) + 0.3 * np.log(0.3)),
+                                            -(0.9 * np.log(0.9) + 0.1 * np.log(0.05))])
+    assert ambiguous_share(P, 0.8) == pytest.approx(0.5)
+    assert ambiguous_share(P, 0.8, weights=np.array([1, 3, 0, 0])) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="sum"):
+        entropy(np.array([[0.5, 0.2]]))
+
+
+def test_truth_ambiguity_is_small_but_real(small, small_fit):
+    X, _ = small
+    amb = ambiguous_share(small_fit.predict_proba(X))
+    assert 0.0 < amb < 0.3  # overlapping lognormal segments: some users are genuinely ambiguous
+
+
+def test_hungarian_matching_recovers_a_permutation():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 5, 500)
+    perm = np.array([3, 0, 4, 1, 2])
+    found = perm[true]
+    flip = rng.random(500) < 0.1
+    found[flip] = rng.integers(0, 5, flip.sum())
+    mapping = match_labels(found, true)
+    assert mapping == {int(perm[t]): t for t in range(5)}
+    tab = confusion_table(found, true)
+    assert np.trace(tab.to_numpy()) == (np.array([mapping[f] for f in found]) == true).sum()
+    assert truth_scores(found, true)["ari"] == pytest.approx(adjusted_rand_score(true, found))
+
+
+def test_extra_found_segment_is_unmatched():
+    true = np.array([0, 0, 1, 1, 1, 1])
+    found = np.array([0, 0, 1, 1, 2, 2])
+    mapping = match_labels(found, true)
+    assert mapping[0] == 0 and sorted(mapping.values()) == [-1, 0, 1]
+    assert list(confusion_table(found, true).columns)[-1] == [f for f, t in mapping.items() if t == -1][0]
+
+
+def test_bootstrap_stability_is_high_for_the_true_k_and_seeded(small, small_fit):
+    X, truth = small
+    ref = small_fit.labels_
+    a = bootstrap_stability(X, ref, k=6, covariance_type="diag", n_boot=6, random_state=3)
+    b = bootstrap_stability(X, ref, k=6, covariance_type="diag", n_boot=6, random_state=3)
+    np.testing.assert_array_equal(a, b)
+    s = StabilitySummary.of(a)
+    assert s.median > 0.8 and s.q1 <= s.median <= s.q3 and s.n_boot == 6
+    # a deliberately wrong reference (random labels) is not reproduced by the refits
+    noise = np.random.default_rng(0).integers(0, 6, len(X))
+    assert np.median(bootstrap_stability(X, noise, k=6, covariance_type="diag", n_boot=3)) < 0.05
+
+
+def test_weighted_sizes():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    w = np.array([1.0, 1.0, 2.0, 0.5, 0.5, 1.0])
+    s = weighted_sizes(labels, w, k=4)
+    assert s["n"].tolist() == [2, 1, 3, 0]
+    np.testing.assert_allclose(s["weighted_share"], [2 / 6, 2 / 6, 2 / 6, 0])
+    np.testing.assert_allclose(s["share"], [2 / 6, 1 / 6, 3 / 6, 0])
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        weighted_sizes(labels, -w)
+
+
+def test_segments_frame_matches_the_artifact_contract(small, small_fit):
+    X, _ = small
+    P = small_fit.predict_proba(X)
+    ids = pd.Series([f"U{i:08d}" for i in range(len(X))])
+    names = [f"name {j}" for j in range(P.shape[1])]
+    out = segments_frame(ids, P, names)
+    k = P.shape[1]
+    assert list(out.columns) == ["user_id", "segment", "segment_name", *[f"prob_{j}" for j in range(k)], "entropy"]
+    assert out["segment"].between(0, k - 1).all()
+    assert (out["segment_name"] == np.array(names)[out["segment"]]).all()
+    with pytest.raises(ValueError, match="one entry per segment"):
+        segments_frame(ids, P, names[:-1])
+
+
+def test_bad_inputs_raise():
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    X[7, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN.*rows \\[7\\]"):
+        GMMSegmenter(k_range=[2]).fit(X)
+    with pytest.raises(ValueError, match="criterion"):
+        GMMSegmenter(criterion="aic").fit(np.zeros((10, 2)) + np.arange(10)[:, None])
+    with pytest.raises(ValueError, match="2-D"):
+        GMMSegmenter().fit(np.arange(10.0))
+    with pytest.raises(ValueError, match="covariance types"):
+        GMMSegmenter(k_range=[2], covariance_types=("banded",)).fit(np.random.default_rng(1).normal(size=(40, 2)))
