@@ -1,0 +1,288 @@
+"""Flask app factory of the Audience Affinity Explorer: routes, input validation, export registry.
+
+The app serves one page (``templates/index.html`` with ``static/explorer.js``) and a small JSON API
+whose payloads come from :mod:`helpers.explorer.data`. Every script is served locally: plotly.js from
+the installed ``plotly`` Python package, the app's own JS/CSS from ``static/``; nothing is loaded from
+the network.
+
+Browser input is validated: unknown parameters, malformed or out-of-range values and unknown segments
+get a 4xx JSON ``{"error": message}``; unexpected failures get a 500 JSON without a traceback (the
+traceback goes to the server log). Exports go through :func:`helpers.export.export_audience` (the
+function behind the command line) with its minimum-size guard and manifest; the download endpoint
+serves only files the running app created, looked up by an opaque export id, never by a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import os
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from flask import Flask, jsonify, render_template, request, send_file
+from threadpoolctl import threadpool_limits
+from werkzeug.exceptions import HTTPException
+
+from .. import paths as paths_mod
+from . import data as D
+
+log = logging.getLogger(__name__)
+
+EXPORT_KINDS = ("segment", "lookalike")
+_EXPORT_ID = re.compile(r"^[0-9a-f]{16}$")
+MAX_PARAM_CHARS = 64
+
+
+class ApiError(Exception):
+    """An error the browser caused: sent as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def plotly_js_path() -> Path:
+    """Location of ``plotly.min.js`` inside the installed ``plotly`` package (served offline)."""
+    f = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    p = Path(str(f))
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} is missing: reinstall the 'plotly' package (pip install plotly)")
+    return p
+
+
+@dataclass
+class ExportRecord:
+    """Files one export created (absolute paths under the run's exports folder) and its manifest."""
+
+    files: dict[str, Path]
+    manifest: dict
+
+
+@dataclass
+class ExplorerState:
+    """Per-app state: the run's folders, the loaded data, fitted lookalikes and the export registry."""
+
+    paths: paths_mod.Paths
+    min_export_size: int | None = None
+    lookalike_seed: int = 0
+    max_train: int = 6000
+    max_cached_fits: int = 8
+    n_threads: int | None = None
+    data: D.ExplorerData | None = None
+    fits: "OrderedDict[int, D.LookalikeFit]" = field(default_factory=OrderedDict)
+    exports: dict[str, ExportRecord] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)       # data and export registry
+    fit_lock: threading.Lock = field(default_factory=threading.Lock)    # one model fit at a time
+
+    def load(self) -> D.ExplorerData:
+        """The run's data, loaded on first use (so the app picks up artifacts created after it started)."""
+        with self.lock:
+            if self.data is None:
+                self.data = D.load_explorer_data(self.paths)
+            return self.data
+
+    def fit(self, segment: int) -> D.LookalikeFit:
+        """The lookalike model seeded with ``segment`` (fitted once, least recently used ones dropped)."""
+        data = self.load()
+        with self.fit_lock:  # other views keep answering while a model is being fitted
+            if segment in self.fits:
+                self.fits.move_to_end(segment)
+                return self.fits[segment]
+            limit = threadpool_limits(self.n_threads) if self.n_threads else contextlib.nullcontext()
+            with limit:
+                fit = D.fit_lookalike(data, segment, max_train=self.max_train, seed=self.lookalike_seed)
+            self.fits[segment] = fit
+            while len(self.fits) > self.max_cached_fits:
+                self.fits.popitem(last=False)
+            return fit
+
+
+def _params(allowed: Mapping[str, bool], source: Mapping[str, Any]) -> dict[str, str]:
+    """Validated request parameters: ``allowed`` maps name -> required; unknown or too long -> 400."""
+    unknown = sorted(set(source) - set(allowed))
+    if unknown:
+        raise ApiError(f"unknown parameter(s) {unknown[:5]}; allowed: {sorted(allowed)}")
+    out = {}
+    for name, required in allowed.items():
+        v = source.get(name)
+        if v is None or (isinstance(v, str) and v.strip() == ""):
+            if required:
+                raise ApiError(f"missing parameter {name!r}")
+            continue
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise ApiError(f"parameter {name!r} must be a string or an integer, got {type(v).__name__}")
+        v = str(v)
+        if len(v) > MAX_PARAM_CHARS:
+            raise ApiError(f"parameter {name!r} is longer than {MAX_PARAM_CHARS} characters")
+        out[name] = v
+    return out
+
+
+def _call(fn: Callable, *args, **kwargs):
+    """Run a data function, turning its input errors into API errors (400 bad value, 404 unknown segment,
+    503 missing artifacts)."""
+    try:
+        return fn(*args, **kwargs)
+    except D.MissingArtifacts as e:
+        raise ApiError(str(e), 503) from None
+    except D.UnknownSegment as e:
+        raise ApiError(str(e), 404) from None
+    except ValueError as e:
+        raise ApiError(str(e), 400) from None
+
+
+def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
+               min_export_size: int | None = None, lookalike_seed: int = 0, max_train: int = 6000,
+               n_threads: int | None = None) -> Flask:
+    """Build the Explorer for the pipeline run in ``data_dir`` / ``reports_dir``.
+
+    Parameters
+    ----------
+    data_dir, reports_dir : path, optional
+        The run's folders (``None``: ``$AUDIENCE_DATA_DIR`` / ``$AUDIENCE_REPORTS_DIR`` or the repository's
+        ``data/`` and ``reports/``, see :func:`helpers.paths.resolve`).
+    min_export_size : int, optional
+        Minimum audience size of an export; ``None`` uses the export function's default guard.
+    lookalike_seed : int
+        Seed of the lookalike models (folds, hold-out, training sample): same seed, same audiences.
+    max_train : int
+        Users the lookalike model is trained on at most (see :func:`data.fit_lookalike`).
+    n_threads : int, optional
+        Cap on the BLAS / OpenMP threads of a lookalike fit (None: the libraries' default, all cores).
+    """
+    P = paths_mod.resolve(data_dir, reports_dir)
+    app = Flask(__name__, template_folder="templates", static_folder="static")
+    app.config["JSON_SORT_KEYS"] = False
+    if n_threads is not None and n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads}")
+    state = ExplorerState(P, min_export_size, lookalike_seed, max_train, n_threads=n_threads)
+    app.extensions["explorer"] = state
+
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError):
+        return jsonify(error=e.message), e.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        if request.path.startswith("/api/"):
+            return jsonify(error=f"{e.name}: {e.description}"), e.code
+        return e
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        log.exception("unexpected error on %s", request.path)
+        return jsonify(error="internal error while handling the request; the server log has the details"), 500
+
+    @app.get("/")
+    def index():
+        try:
+            data = state.load()
+        except D.MissingArtifacts as e:
+            return render_template("missing.html", artifacts=D.artifact_status(P), message=str(e),
+                                   make_target=D.MAKE_TARGET), 503
+        return render_template("index.html", overview=D.overview(data))
+
+    @app.get("/vendor/plotly.min.js")
+    def plotly_js():
+        return send_file(plotly_js_path(), mimetype="application/javascript", max_age=3600)
+
+    @app.get("/api/status")
+    def status():
+        _params({}, request.args)
+        arts = D.artifact_status(P)
+        ready = all(a["present"] for a in arts if a["required"])
+        return jsonify(ready=ready, artifacts=arts, make_target=D.MAKE_TARGET)
+
+    @app.get("/api/overview")
+    def overview():
+        _params({}, request.args)
+        return jsonify(_call(lambda: D.overview(state.load())))
+
+    @app.get("/api/segments")
+    def segments():
+        _params({}, request.args)
+        return jsonify(_call(lambda: D.segment_map(state.load())))
+
+    @app.get("/api/segments/<segment>")
+    def persona(segment: str):
+        _params({}, request.args)
+        if len(segment) > MAX_PARAM_CHARS:
+            raise ApiError("segment label is too long")
+        return jsonify(_call(lambda: D.persona_card(state.load(), segment)))
+
+    @app.get("/api/affinity")
+    def affinity():
+        p = _params({"view": False, "index_type": False}, request.args)
+        return jsonify(_call(lambda: D.affinity_heatmap(state.load(), p.get("view", D.CHANNELS),
+                                                         p.get("index_type"))))
+
+    @app.get("/api/lookalike")
+    def lookalike_view():
+        p = _params({"segment": True, "size": True}, request.args)
+        data = _call(state.load)
+        seg = _call(D.check_segment, data, p["segment"])
+        _call(D.check_size, data, seg, p["size"])
+        fit = _call(state.fit, seg)
+        return jsonify(_call(D.lookalike_payload, data, fit, p["size"]))
+
+    @app.post("/api/export")
+    def export():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ApiError('send a JSON object like {"kind": "segment", "segment": 0} or '
+                           '{"kind": "lookalike", "segment": 0, "size": 500}')
+        p = _params({"kind": True, "segment": True, "size": False}, body)
+        kind = p["kind"]
+        if kind not in EXPORT_KINDS:
+            raise ApiError(f"kind must be one of {list(EXPORT_KINDS)}, got {kind[:40]!r}")
+        data = _call(state.load)
+        seg = _call(D.check_segment, data, p["segment"])
+        fit = None
+        if kind == "lookalike":
+            if "size" not in p:
+                raise ApiError("a lookalike export needs 'size' (number of users)")
+            _call(D.check_size, data, seg, p["size"])
+            fit = _call(state.fit, seg)
+        elif "size" in p:
+            raise ApiError("'size' applies to lookalike exports only; a segment export lists every member")
+        audience, definition = _call(D.audience_frame, data, kind, seg, fit, p.get("size"))
+        export_id = secrets.token_hex(8)
+        name = D.export_name(data.segment_names()[seg] + (" lookalike" if kind == "lookalike" else ""))
+        try:
+            result = D.export_list(data, audience, definition, P.exports / "explorer" / export_id, name,
+                                   min_size=state.min_export_size,
+                                   seed=state.lookalike_seed if kind == "lookalike" else None)
+        except ValueError as e:  # AudienceTooSmall, DisallowedColumn: the export function's guard
+            raise ApiError(str(e), 422) from None
+        root = P.exports.resolve()
+        files = {k: Path(v).resolve() for k, v in result["files"].items()}
+        if not all(f.is_relative_to(root) and f.is_file() for f in files.values()):
+            raise RuntimeError(f"export wrote outside {root} or did not write its files: {files}")
+        with state.lock:
+            state.exports[export_id] = ExportRecord(files, result["manifest"])
+        links = {k: f"/api/exports/{export_id}/{k}" for k in files}
+        return jsonify(D.jsonable({"export_id": export_id, "kind": kind, "n_users": len(audience),
+                                   "manifest": result["manifest"], "downloads": links})), 201
+
+    @app.get("/api/exports/<export_id>/<part>")
+    def download(export_id: str, part: str):
+        _params({}, request.args)
+        if not _EXPORT_ID.match(export_id):
+            raise ApiError("malformed export id", 400)
+        rec = state.exports.get(export_id)
+        if rec is None:
+            raise ApiError(f"unknown export id {export_id}: this server created no such export", 404)
+        if part not in rec.files:
+            raise ApiError(f"unknown part {part[:40]!r}; this export has {sorted(rec.files)}", 404)
+        f = rec.files[part]
+        return send_file(f, as_attachment=True, download_name=f.name)
+
+    return app
+

@@ -1,0 +1,805 @@
+"""Data layer of the Audience Affinity Explorer: load the pipeline's artifacts, build the views' payloads.
+
+Everything the web app shows is computed here from the artifacts of the pipeline (``data/processed``,
+the embedded DuckDB and ``reports/metrics.json``) by plain functions returning JSON-ready dicts, so the
+numbers can be unit-tested without a browser. The Flask layer (:mod:`helpers.explorer.app`) only
+validates input and serialises these payloads.
+
+Views and their statistics:
+
+* segment map -- each segment is a bubble sized by its weighted audience; its position is a 2-D
+  principal-component projection of the segment centroids on the standardised channel / spend features
+  (``log1p`` then z-scored with the panel's weighted mean and SD, so heavy tails do not dominate);
+* persona card -- size, the segment's defining attributes from the affinity table (significant,
+  reported share indices), weighted demographics, the three channel minutes, churn risk and value;
+* affinity heatmap -- one index type of one attribute family (or the channels) as a segment x attribute
+  grid with its action tier, significance and base-size flags;
+* lookalikes -- the positive-unlabelled propensity model of :mod:`helpers.lookalike` seeded with a
+  segment, its held-out lift at the chosen audience size and the seed-vs-lookalike profile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts, lookalike
+from .. import metrics as metrics_mod
+from .. import schema as S
+from ..paths import Paths
+
+#: Make target that (re)creates every artifact the app reads.
+MAKE_TARGET = "make reports"
+#: Features of the segment map (channel minutes, conversions and spend), with their units.
+MAP_FEATURES: dict[str, str] = {
+    "time_on_social_media_min": "min/day",
+    "time_on_streaming_video_min": "min/day",
+    "time_on_podcasts_min": "min/day",
+    "monthly_conversions": "count/month",
+    "avg_monthly_spend": "USD/month",
+}
+#: Plain-language labels of the columns the app shows.
+LABELS: dict[str, str] = {
+    "time_on_social_media_min": "social media",
+    "time_on_streaming_video_min": "streaming video",
+    "time_on_podcasts_min": "podcasts",
+    "monthly_conversions": "conversions",
+    "avg_monthly_spend": "monthly spend",
+}
+#: Demographic columns of the persona card (1st-party ones cover everybody, 3rd-party only matched users).
+DEMOGRAPHICS: tuple[str, ...] = ("age_group", "income_bracket", "homeowner_status", "presence_of_children",
+                                 "marital_status")
+#: The pseudo-family of the heatmap that shows the channel metrics.
+CHANNELS = "channels"
+CHANNEL_INDEX_TYPES = ("intensity", "composition")
+SEGMENT_COLUMNS = ("user_id", "segment")
+AFFINITY_COLUMNS = ("segment", "family", "attribute", "index_type", "index", "ci_low", "ci_high", "q_value",
+                    "significant", "n_unweighted", "base_flag", "tier")
+
+
+# --- artifacts -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One artifact the app reads: file name(s) in ``data/processed``, who writes it, whether required."""
+
+    key: str
+    files: tuple[str, ...]
+    made_by: str
+    required: bool
+
+    def present(self, paths: Paths) -> bool:
+        """True when any of the artifact's alternative files exists."""
+        return any((paths.processed / f).exists() for f in self.files)
+
+
+ARTIFACT_SPECS: tuple[ArtifactSpec, ...] = (
+    ArtifactSpec("unified", (artifacts.UNIFIED_PARQUET, "audience.duckdb"), "notebook 01_ingest", True),
+    ArtifactSpec("segments", (artifacts.SEGMENTS,), "notebook 04 (GMM segmentation)", True),
+    ArtifactSpec("segment_profiles", (artifacts.SEGMENT_PROFILES,), "notebook 04 (GMM segmentation)", False),
+    ArtifactSpec("affinity", (artifacts.AFFINITY_TABLE,), "notebook 07 (affinity)", True),
+    ArtifactSpec("weights", (artifacts.WEIGHTS,), "notebook 02 (panel weighting)", False),
+    ArtifactSpec("churn_risk", (artifacts.CHURN_RISK,), "notebook 06 (churn survival)", False),
+    ArtifactSpec("segment_value", (artifacts.SEGMENT_VALUE,), "notebook 06 (churn survival)", False),
+    ArtifactSpec("lookalike_scores", (artifacts.LOOKALIKE_SCORES,), "notebook 08 (lookalike)", False),
+)
+
+
+class UnknownSegment(LookupError):
+    """The requested segment label does not exist in this run's segmentation."""
+
+
+class MissingArtifacts(artifacts.MissingArtifact):
+    """Required artifacts are absent; ``missing`` lists them with the notebook and make target creating them."""
+
+    def __init__(self, missing: list[dict]) -> None:
+        self.missing = missing
+        names = ", ".join(f"{m['files'][0]} ({m['made_by']})" for m in missing)
+        super().__init__(f"missing pipeline artifacts: {names}; run `{MAKE_TARGET}` to create them")
+
+
+def artifact_status(paths: Paths) -> list[dict]:
+    """Presence of every artifact the app reads, with the notebook and make target that write it."""
+    return [{"key": a.key, "files": list(a.files), "present": a.present(paths), "required": a.required,
+             "made_by": a.made_by, "make_target": MAKE_TARGET, "folder": str(paths.processed)}
+            for a in ARTIFACT_SPECS]
+
+
+def _read_unified(paths: Paths) -> pd.DataFrame:
+    """The unified table from its Parquet file, or from the embedded DuckDB (table ``audience``)."""
+    if (paths.processed / artifacts.UNIFIED_PARQUET).exists():
+        return artifacts.load_unified(paths)
+    import duckdb
+
+    con = duckdb.connect(str(paths.duckdb), read_only=True)
+    try:
+        return con.execute("SELECT * FROM audience").df()
+    finally:
+        con.close()
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing} (has {list(df.columns)[:12]}...); "
+                         f"re-create it with `{MAKE_TARGET}`")
+
+
+def _optional(paths: Paths, name: str) -> pd.DataFrame | None:
+    f = paths.processed / name
+    if not f.exists():
+        return None
+    return pd.read_parquet(f) if name.endswith(".parquet") else pd.read_csv(f)
+
+
+@dataclass
+class ExplorerData:
+    """Everything the app shows, loaded once from the artifacts of one pipeline run.
+
+    ``panel`` is the unified table with ``weight`` (1.0 without weighting), ``segment`` and
+    ``segment_name`` joined on; users without a segment are dropped.
+    """
+
+    paths: Paths
+    panel: pd.DataFrame
+    affinity: pd.DataFrame
+    segments: pd.DataFrame | None = None
+    profiles: pd.DataFrame | None = None
+    churn_risk: pd.DataFrame | None = None
+    segment_value: pd.DataFrame | None = None
+    lookalike_scores: pd.DataFrame | None = None
+    metrics: dict = field(default_factory=dict)
+    _features: Any = field(default=None, repr=False)
+    _version: str | None = field(default=None, repr=False)
+
+    @property
+    def segment_ids(self) -> list[int]:
+        """Segment labels present in the panel, ascending."""
+        return sorted(int(s) for s in pd.unique(self.panel["segment"]))
+
+    def segment_names(self) -> dict[int, str]:
+        """Segment label -> name."""
+        return {int(k): str(v) for k, v in self.panel.groupby("segment")["segment_name"].first().items()}
+
+    def panel_version(self) -> str:
+        """Content hash of the unified table (:func:`helpers.export.panel_version`), for export manifests."""
+        if self._version is None:
+            from .. import export as export_mod
+
+            self._version = export_mod.panel_version(_read_unified(self.paths))
+        return self._version
+
+    def features(self) -> lookalike.Features:
+        """The lookalike model matrix of the panel (built once, then cached)."""
+        if self._features is None:
+            sources = ["1st party"] + [src for src, cols in (("2nd party", S.SECOND_PARTY),
+                                                             ("3rd party", S.THIRD_PARTY))
+                                       if all(c in self.panel.columns for c in cols)]
+            cols = [c for c in S.COLUMN_NAMES if c in self.panel.columns]
+            self._features = lookalike.build_features(self.panel[cols].reset_index(drop=True), sources=sources)
+        return self._features
+
+
+def load_explorer_data(paths: Paths) -> ExplorerData:
+    """Read and check every artifact of the run in ``paths``.
+
+    Raises
+    ------
+    MissingArtifacts
+        When a required artifact is absent (the message names the notebook and ``make reports``).
+    ValueError
+        When an artifact lacks a required column or the segments do not match the unified table.
+    """
+    missing = [s for s in artifact_status(paths) if s["required"] and not s["present"]]
+    if missing:
+        raise MissingArtifacts(missing)
+    unified = _read_unified(paths)
+    _require_columns(unified, ["user_id", *MAP_FEATURES], "the unified table")
+    w = (artifacts.load_weights(paths) if (paths.processed / artifacts.WEIGHTS).exists()
+         else pd.Series(1.0, index=pd.Index(unified["user_id"].astype(str), name="user_id")))
+    segments = artifacts.load_segments(paths)
+    _require_columns(segments, SEGMENT_COLUMNS, artifacts.SEGMENTS)
+    if segments["segment"].isna().any():
+        rows = segments.index[segments["segment"].isna()][:5].tolist()
+        raise ValueError(f"{artifacts.SEGMENTS} has missing segment labels (rows e.g. {rows}); "
+                         f"re-create it with `{MAKE_TARGET}`")
+    seg = segments[["user_id", "segment"]].copy()
+    seg["segment"] = seg["segment"].astype(int)
+    seg["segment_name"] = (segments["segment_name"].astype(str) if "segment_name" in segments
+                           else "Segment " + seg["segment"].astype(str))
+    seg["user_id"] = seg["user_id"].astype(str)
+    dup = seg["user_id"].duplicated()
+    if dup.any():
+        raise ValueError(f"{artifacts.SEGMENTS} lists {int(dup.sum())} user_id more than once (e.g. "
+                         f"{seg.loc[dup, 'user_id'].iloc[0]!r}); each user needs exactly one segment")
+    panel = unified.copy()
+    panel["user_id"] = panel["user_id"].astype(str)
+    panel["weight"] = panel["user_id"].map(w.set_axis(w.index.astype(str))).fillna(1.0).astype(float)
+    panel = panel.merge(seg, on="user_id", how="inner", validate="one_to_one")
+    if panel.empty:
+        raise ValueError(f"no user_id of {artifacts.SEGMENTS} is in the unified table: the two artifacts come "
+                         f"from different runs; re-create them with `{MAKE_TARGET}`")
+    affinity = pd.read_csv(paths.processed / artifacts.AFFINITY_TABLE)
+    _require_columns(affinity, AFFINITY_COLUMNS, artifacts.AFFINITY_TABLE)
+    affinity["significant"] = affinity["significant"].astype(str).str.lower().isin(["true", "1"])
+    stray = sorted(set(affinity["segment"].astype(int)) - set(panel["segment"]))
+    if stray:
+        raise ValueError(f"{artifacts.AFFINITY_TABLE} has segments {stray} that {artifacts.SEGMENTS} does not: "
+                         f"the two come from different segmentations; re-create them with `{MAKE_TARGET}`")
+    affinity["segment"] = affinity["segment"].astype(int)
+    return ExplorerData(
+        paths=paths, panel=panel.reset_index(drop=True), affinity=affinity, segments=segments,
+        profiles=_optional(paths, artifacts.SEGMENT_PROFILES),
+        churn_risk=_optional(paths, artifacts.CHURN_RISK),
+        segment_value=_optional(paths, artifacts.SEGMENT_VALUE),
+        lookalike_scores=_optional(paths, artifacts.LOOKALIKE_SCORES),
+        metrics=metrics_mod.read(paths.metrics),
+    )
+
+
+# --- JSON helpers --------------------------------------------------------------------------------
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy / pandas scalars made native and NaN / inf / NA replaced by ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray, pd.Series, pd.Index)):
+        return [jsonable(v) for v in list(obj)]
+    if obj is None or obj is pd.NA or obj is pd.NaT:
+        return None
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (pd.Timestamp,)):
+        return obj.isoformat()
+    return obj if isinstance(obj, str) else str(obj)
+
+
+def check_segment(data: ExplorerData, segment: Any) -> int:
+    """``segment`` as an int label present in the data, else a ValueError naming the valid labels."""
+    try:
+        s = int(str(segment).strip())
+    except ValueError:
+        raise ValueError(f"segment must be an integer label, got {str(segment)[:40]!r}; valid: "
+                         f"{data.segment_ids}") from None
+    if s not in data.segment_ids:
+        raise UnknownSegment(f"unknown segment {s}; valid segments: {data.segment_ids}")
+    return s
+
+
+# --- weighted statistics -------------------------------------------------------------------------
+def weighted_mean_sd(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Weighted mean and (population) standard deviation, ignoring missing values."""
+    v, w = np.asarray(values, float), np.asarray(weights, float)
+    ok = np.isfinite(v) & np.isfinite(w)
+    if not ok.any() or w[ok].sum() <= 0:
+        return float("nan"), float("nan")
+    m = float(np.average(v[ok], weights=w[ok]))
+    return m, float(np.sqrt(np.average((v[ok] - m) ** 2, weights=w[ok])))
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Smallest value whose cumulative weight reaches half the total (missing values ignored)."""
+    v, w = np.asarray(values, float), np.asarray(weights, float)
+    ok = np.isfinite(v)
+    v, w = v[ok], w[ok]
+    if len(v) == 0:
+        return float("nan")
+    o = np.argsort(v, kind="stable")
+    cw = np.cumsum(w[o])
+    return float(v[o][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def standardised_features(panel: pd.DataFrame, features: Sequence[str] = tuple(MAP_FEATURES),
+                          log: bool = True) -> pd.DataFrame:
+    """Map features as ``log1p`` (when ``log``) and z-scored with the panel's weighted mean and SD."""
+    _require_columns(panel, [*features, "weight"], "the panel")
+    out = {}
+    w = panel["weight"].to_numpy(float)
+    for c in features:
+        v = pd.to_numeric(panel[c], errors="coerce").astype(float).to_numpy()
+        if log:
+            v = np.log1p(np.clip(v, 0, None))
+        m, sd = weighted_mean_sd(v, w)
+        out[c] = (v - m) / sd if sd > 0 else np.zeros_like(v)
+    return pd.DataFrame(out, index=panel.index)
+
+
+def segment_centroids(panel: pd.DataFrame, features: Sequence[str] = tuple(MAP_FEATURES),
+                      log: bool = True) -> pd.DataFrame:
+    """Weighted centroid of every segment on the standardised features (rows: segments)."""
+    z = standardised_features(panel, features, log)
+    w = panel["weight"].to_numpy(float)
+    z = z.mul(w, axis=0)
+    tot = pd.Series(w, index=panel.index).groupby(panel["segment"]).sum()
+    return z.groupby(panel["segment"]).sum().div(tot, axis=0).sort_index()
+
+
+def pca_2d(centroids: pd.DataFrame, weights: Sequence[float] | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted principal components of segment centroids: 2-D coordinates, explained shares, loadings.
+
+    The centroids are centred on their weighted mean (with segment-share weights that is the panel
+    average, so the origin is the average customer), and the components come from the SVD of the
+    ``sqrt(weight)``-scaled centred matrix. Each component's sign is fixed so that its largest loading is
+    positive (deterministic across runs). With fewer than three segments the missing axis is zero.
+
+    Returns
+    -------
+    coords : (k, 2) array
+    explained : (2,) array of the share of the between-segment variance each axis carries
+    loadings : (2, n_features) array
+    """
+    C = centroids.to_numpy(float)
+    k = C.shape[0]
+    if k < 1:
+        raise ValueError("no segments: the segments artifact is empty")
+    w = np.ones(k) if weights is None else np.asarray(weights, float)
+    if w.shape != (k,) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum")
+    w = w / w.sum()
+    Cc = C - w @ C
+    _, s, vt = np.linalg.svd(np.sqrt(w)[:, None] * Cc, full_matrices=False)
+    load = np.zeros((2, C.shape[1]))
+    r = min(2, vt.shape[0])
+    load[:r] = vt[:r]
+    for i in range(2):
+        j = int(np.argmax(np.abs(load[i])))
+        if load[i, j] < 0:
+            load[i] = -load[i]
+    var = s ** 2
+    explained = np.zeros(2)
+    if var.sum() > 0:
+        explained[:r] = var[:r] / var.sum()
+    return Cc @ load.T, explained, load
+
+
+def _axis_label(i: int, explained: float, loading: np.ndarray, features: Sequence[str]) -> str:
+    order = np.argsort(-np.abs(loading))[:2]
+    parts = [f"{'+' if loading[j] > 0 else '-'}{LABELS.get(features[j], features[j])}" for j in order]
+    return f"PC{i + 1} ({explained:.0%} of between-segment variance): {', '.join(parts)}"
+
+
+# --- views ---------------------------------------------------------------------------------------
+def segment_sizes(panel: pd.DataFrame) -> pd.DataFrame:
+    """Unweighted and weighted size and weighted share of every segment."""
+    g = panel.groupby("segment")
+    out = pd.DataFrame({"segment_name": g["segment_name"].first(), "n_users": g.size(),
+                        "weighted_size": g["weight"].sum()})
+    out["weighted_share"] = out["weighted_size"] / out["weighted_size"].sum()
+    return out.sort_index()
+
+
+def segment_map(data: ExplorerData, features: Sequence[str] = tuple(MAP_FEATURES), log: bool = True) -> dict:
+    """Payload of the segment map: one bubble per segment and the meaning of the two axes.
+
+    Bubble area is the weighted audience; position is :func:`pca_2d` of :func:`segment_centroids`
+    (weighted by segment share).
+    """
+    sizes = segment_sizes(data.panel)
+    cent = segment_centroids(data.panel, features, log)
+    coords, explained, load = pca_2d(cent, sizes["weighted_share"].to_numpy())
+    bubbles = [{"segment": int(s), "name": sizes.at[s, "segment_name"], "n_users": int(sizes.at[s, "n_users"]),
+                "weighted_size": float(sizes.at[s, "weighted_size"]),
+                "weighted_share": float(sizes.at[s, "weighted_share"]),
+                "x": float(coords[i, 0]), "y": float(coords[i, 1]),
+                "centroid": {f: float(cent.at[s, f]) for f in features}}
+               for i, s in enumerate(cent.index)]
+    return jsonable({
+        "segments": bubbles,
+        "features": list(features),
+        "transform": "log1p, then z-score with the panel's weighted mean and SD" if log else "z-score",
+        "explained": explained,
+        "loadings": {f: load[:, j] for j, f in enumerate(features)},
+        "x_label": _axis_label(0, explained[0], load[0], features),
+        "y_label": _axis_label(1, explained[1], load[1], features),
+        "n_users": int(len(data.panel)),
+        "weighted_total": float(data.panel["weight"].sum()),
+    })
+
+
+def weighted_distribution(panel: pd.DataFrame, column: str, segment: int) -> dict:
+    """Weighted % of each category of ``column`` in ``segment`` and in the whole panel (known values only)."""
+    known = panel[column].notna()
+    vals = panel[column].astype("string")
+    spec = S.BY_NAME.get(column)
+    if spec is not None and spec.kind == "bool":
+        vals = panel[column].astype("boolean").map({True: "yes", False: "no"}).astype("string")
+        cats = ["yes", "no"]
+    elif spec is not None and spec.categories:
+        cats = list(spec.categories)
+    else:
+        cats = sorted(vals[known].unique().tolist())
+    rows = []
+    in_seg = (panel["segment"] == segment).to_numpy()
+    w = panel["weight"].to_numpy(float)
+    seg_tot = w[in_seg & known.to_numpy()].sum()
+    base_tot = w[known.to_numpy()].sum()
+    for c in cats:
+        hit = (vals == str(c)).fillna(False).to_numpy()
+        rows.append({"category": str(c),
+                     "pct_segment": 100 * w[hit & in_seg].sum() / seg_tot if seg_tot > 0 else None,
+                     "pct_base": 100 * w[hit].sum() / base_tot if base_tot > 0 else None})
+    coverage = float(w[in_seg & known.to_numpy()].sum() / w[in_seg].sum()) if w[in_seg].sum() > 0 else 0.0
+    return {"column": column, "source": S.BY_NAME[column].source if column in S.BY_NAME else "",
+            "coverage": coverage, "n_known": int((in_seg & known.to_numpy()).sum()), "rows": rows}
+
+
+def _affinity_rows(t: pd.DataFrame) -> list[dict]:
+    cols = ["family", "attribute", "index_type", "index", "ci_low", "ci_high", "q_value", "significant",
+            "tier", "base_flag", "n_unweighted"]
+    extra = [c for c in ("vertical_pct",) if c in t.columns]
+    return t[cols + extra].to_dict(orient="records")
+
+
+def defining_attributes(affinity: pd.DataFrame, segment: int, top: int = 5,
+                        index_type: str = "share") -> dict:
+    """The segment's most over- and under-indexed attributes among significant, reported cells."""
+    t = affinity[(affinity["segment"] == segment) & (affinity["index_type"] == index_type)
+                 & affinity["significant"] & affinity["base_flag"].ne("suppressed") & affinity["index"].notna()]
+    high = t[t["index"] > 100].sort_values("index", ascending=False).head(top)
+    low = t[t["index"] < 100].sort_values("index").head(top)
+    return {"over": _affinity_rows(high), "under": _affinity_rows(low)}
+
+
+def channel_minutes(data: ExplorerData, segment: int) -> list[dict]:
+    """Weighted mean and median of the three channel minutes in the segment and the panel, with the
+    segment's intensity index from the affinity table when it has one."""
+    p = data.panel
+    in_seg = (p["segment"] == segment).to_numpy()
+    w = p["weight"].to_numpy(float)
+    a = data.affinity
+    out = []
+    for c in S.CHANNEL_MINUTES:
+        v = pd.to_numeric(p[c], errors="coerce").astype(float).to_numpy()
+        row = {"channel": c, "label": LABELS[c], "unit": "min/day",
+               "mean_segment": weighted_mean_sd(v[in_seg], w[in_seg])[0],
+               "median_segment": weighted_median(v[in_seg], w[in_seg]),
+               "mean_base": weighted_mean_sd(v, w)[0]}
+        r = a[(a["segment"] == segment) & (a["attribute"] == c) & (a["index_type"] == "intensity")]
+        if len(r):
+            r = r.iloc[0]
+            row.update(index=r["index"], ci_low=r["ci_low"], ci_high=r["ci_high"], tier=r["tier"],
+                       significant=bool(r["significant"]), base_flag=r["base_flag"])
+        out.append(row)
+    return out
+
+
+def churn_summary(data: ExplorerData, segment: int) -> dict | None:
+    """Churn risk and expected value of the segment, or None when the churn stage has not run.
+
+    From ``churn_risk.parquet``: the weighted mean 90-day churn probability of *active* members (users
+    not yet flagged ``churned_in_last_90_days``; the flag of the unified table, else the artifact's
+    ``churned`` column), the weighted churned share and the weighted mean ``expected_value``. Plus the
+    segment's row of ``segment_value.csv`` when it describes the same segment (same name).
+    """
+    if data.churn_risk is None and data.segment_value is None:
+        return None
+    out: dict[str, Any] = {}
+    if data.churn_risk is not None and {"user_id", "churn_prob_90d"} <= set(data.churn_risk.columns):
+        cr = data.churn_risk.set_index(data.churn_risk["user_id"].astype(str))
+        p = data.panel[data.panel["segment"] == segment]
+        risk = p["user_id"].map(cr["churn_prob_90d"]).astype(float).to_numpy()
+        w = p["weight"].to_numpy(float)
+        if "churned_in_last_90_days" in p:
+            churned = p["churned_in_last_90_days"].astype("boolean").fillna(False).to_numpy(bool)
+        elif "churned" in cr:
+            churned = p["user_id"].map(cr["churned"]).astype("boolean").fillna(False).to_numpy(bool)
+        else:
+            raise ValueError("cannot tell churned from active users: neither the unified table's "
+                             "churned_in_last_90_days nor churn_risk's 'churned' column exists")
+        active = ~churned & np.isfinite(risk)
+        out["n_scored"] = int(np.isfinite(risk).sum())
+        out["churn_prob_90d_active"] = weighted_mean_sd(risk[active], w[active])[0]
+        out["churned_share"] = float(np.average(churned, weights=w)) if w.sum() > 0 else None
+        if "expected_value" in cr:
+            ev = p["user_id"].map(cr["expected_value"]).astype(float).to_numpy()
+            out["expected_value_usd"] = weighted_mean_sd(ev, w)[0]
+    sv = data.segment_value
+    if sv is not None and "segment" in sv.columns and (sv["segment"] == segment).any():
+        row = sv[sv["segment"] == segment].iloc[0]
+        same = "segment_name" not in row or str(row["segment_name"]) == data.segment_names()[segment]
+        if same:  # segment_value.csv of another segmentation would describe a different group
+            out["segment_value"] = row.drop(labels=["segment"]).to_dict()
+    return out or None
+
+
+def persona_card(data: ExplorerData, segment: Any, top: int = 5) -> dict:
+    """Payload of a segment's persona card.
+
+    Size (unweighted, weighted, share), the ``segment_profiles.csv`` row when present, defining
+    attributes (:func:`defining_attributes`), weighted demographics (:func:`weighted_distribution`),
+    the three channel minutes (:func:`channel_minutes`) and churn (:func:`churn_summary`, or None).
+    """
+    s = check_segment(data, segment)
+    sizes = segment_sizes(data.panel)
+    profile = None
+    if data.profiles is not None and "segment" in data.profiles.columns:
+        r = data.profiles[data.profiles["segment"] == s]
+        if len(r):
+            profile = {k: v for k, v in r.iloc[0].to_dict().items()
+                       if isinstance(v, (int, float, str, np.integer, np.floating, bool, np.bool_))}
+    demo = [weighted_distribution(data.panel, c, s) for c in DEMOGRAPHICS if c in data.panel.columns]
+    return jsonable({
+        "segment": s, "name": sizes.at[s, "segment_name"],
+        "n_users": int(sizes.at[s, "n_users"]), "weighted_size": float(sizes.at[s, "weighted_size"]),
+        "weighted_share": float(sizes.at[s, "weighted_share"]),
+        "profile": profile,
+        "defining": defining_attributes(data.affinity, s, top),
+        "demographics": demo,
+        "media": channel_minutes(data, s),
+        "churn": churn_summary(data, s),
+    })
+
+
+def heatmap_options(data: ExplorerData) -> dict:
+    """Views the heatmap can switch between: the channels and every attribute family with share indices."""
+    a = data.affinity
+    fams = [f for f in pd.unique(a.loc[a["index_type"] == "share", "family"]) if f not in S.CHANNEL_METRICS]
+    ch_types = [t for t in CHANNEL_INDEX_TYPES if (a["index_type"] == t).any()]
+    return {"views": [CHANNELS, *map(str, fams)], "channel_index_types": ch_types}
+
+
+def affinity_heatmap(data: ExplorerData, view: str = CHANNELS, index_type: str | None = None,
+                     low: float = 80.0, high: float = 120.0) -> dict:
+    """Payload of the heatmap: a segment x attribute grid of one index type.
+
+    ``view`` is ``"channels"`` (the channel metrics, ``index_type`` ``intensity`` (default) or
+    ``composition``) or an attribute family (share indices). Suppressed cells have ``z = None`` and are
+    drawn grey; ``significant`` marks cells significant after FDR control; ``tier`` is the table's
+    (> ``high`` sweet spot, < ``low`` de-prioritise); ``low`` / ``high`` are the legend's thresholds.
+    """
+    opts = heatmap_options(data)
+    if view not in opts["views"]:
+        raise ValueError(f"unknown view {str(view)[:40]!r}; choose one of {opts['views']}")
+    a = data.affinity
+    if view == CHANNELS:
+        it = index_type or "intensity"
+        if it not in opts["channel_index_types"]:
+            raise ValueError(f"index_type must be one of {opts['channel_index_types']} for the channels, "
+                             f"got {str(it)[:40]!r}")
+        t = a[(a["index_type"] == it) & a["attribute"].isin(S.CHANNEL_METRICS)]
+    else:
+        if index_type not in (None, "share"):
+            raise ValueError("attribute families have share indices only, got "
+                             f"index_type={str(index_type)[:40]!r}")
+        it = "share"
+        t = a[(a["index_type"] == "share") & (a["family"] == view)]
+    names = data.segment_names()
+    segs = [s for s in data.segment_ids if (t["segment"] == s).any()]
+    attrs = list(pd.unique(t["attribute"]))
+    cell = t.drop_duplicates(["attribute", "segment"]).set_index(["attribute", "segment"])
+    grid = [[_heatmap_cell(cell.loc[(att, s)] if (att, s) in cell.index else None, f"{names[s]} x {att}")
+             for s in segs] for att in attrs]
+    out = {key: [[c[key] for c in row] for row in grid]
+           for key in ("z", "tier", "significant", "base_flag", "hover")}
+    return jsonable({"view": view, "index_type": it, "segments": segs, "segment_names": [names[s] for s in segs],
+                     "attributes": attrs, **out, "thresholds": {"low": low, "high": high}, **opts})
+
+
+def _heatmap_cell(r: pd.Series | None, label: str) -> dict:
+    """One heatmap cell: index (None when suppressed or absent), tier, significance, base flag, hover text."""
+    if r is None or r["base_flag"] == "suppressed" or pd.isna(r["index"]):
+        n = 0 if r is None else int(r["n_unweighted"])
+        return {"z": None, "tier": None, "significant": False, "base_flag": "suppressed",
+                "hover": f"{label}: suppressed (n={n} is below the reporting base)"}
+    caution = ", caution: small base" if r["base_flag"] == "caution" else ""
+    hover = (f"{label}: index {r['index']:.0f} (95% CI {r['ci_low']:.0f}-{r['ci_high']:.0f}), "
+             f"q={r['q_value']:.3g}, n={int(r['n_unweighted'])}, {r['tier']}{caution}")
+    return {"z": float(r["index"]), "tier": r["tier"], "significant": bool(r["significant"]),
+            "base_flag": r["base_flag"], "hover": hover}
+
+
+# --- lookalikes ----------------------------------------------------------------------------------
+@dataclass
+class LookalikeFit:
+    """A fitted lookalike model for one seed segment: per-user masks and ranking scores."""
+
+    segment: int
+    seed_name: str
+    seed: np.ndarray        # members of the seed segment
+    hold: np.ndarray        # seed members hidden from training (for the held-out lift)
+    raw: np.ndarray         # out-of-fold propensity ranking score, every user
+    proba: np.ndarray       # calibrated P(labelled | x), every user
+
+    @property
+    def pool(self) -> np.ndarray:
+        """Users a lookalike audience is drawn from: everybody outside the seed segment."""
+        return ~self.seed
+
+    @property
+    def max_size(self) -> int:
+        return int(self.pool.sum())
+
+
+def fit_lookalike(data: ExplorerData, segment: Any, holdout: float = 0.3, n_folds: int = 3,
+                  max_train: int = 6000, seed: int = 0) -> LookalikeFit:
+    """Fit :func:`helpers.lookalike.run_lookalike` (PU propensity model) with a segment as the seed.
+
+    ``holdout`` of the seed is hidden from training; the held-out members measure the lift. Panels
+    larger than ``max_train`` users are modelled on a simple random sample of ``max_train`` users (so a
+    request stays interactive at 50,000 users): the sample gets out-of-fold scores and everybody else is
+    scored by the model refitted on the whole sample; seed members outside the sample are neither
+    training nor held-out rows and are left out of the lift. Same ``seed``, same scores.
+    """
+    s = check_segment(data, segment)
+    mask = (data.panel["segment"] == s).to_numpy()
+    if max_train < 100:
+        raise ValueError(f"max_train must be at least 100 users, got {max_train}")
+    if mask.sum() < max(2 * n_folds, 10) or (~mask).sum() < 10:
+        raise ValueError(f"segment {s} has {int(mask.sum())} members: too few to train a lookalike model "
+                         f"(need at least {max(2 * n_folds, 10)})")
+    X = data.features().X
+    n = len(X)
+    if n <= max_train:
+        run = lookalike.run_lookalike(X, mask, holdout=holdout, n_folds=n_folds, seed=seed)
+        return LookalikeFit(s, data.segment_names()[s], mask, run.hold, run.raw, run.proba)
+    sub = np.sort(np.random.default_rng(seed).choice(n, size=max_train, replace=False))
+    if mask[sub].sum() < max(2 * n_folds, 10):
+        raise ValueError(f"segment {s} has only {int(mask[sub].sum())} members in the training sample of "
+                         f"{max_train} users; raise max_train")
+    run = lookalike.run_lookalike(X.iloc[sub], mask[sub], holdout=holdout, n_folds=n_folds, refit=True,
+                                  seed=seed)
+    raw, proba, hold = np.empty(n), np.empty(n), np.zeros(n, bool)
+    rest = np.setdiff1d(np.arange(n), sub)
+    raw[sub], proba[sub], hold[sub] = run.raw, run.proba, run.hold
+    raw[rest] = run.model.predict_raw(X.iloc[rest])
+    proba[rest] = run.model.predict_proba(X.iloc[rest])
+    return LookalikeFit(s, data.segment_names()[s], mask, hold, raw, proba)
+
+
+def check_size(data: ExplorerData, segment: Any, size: Any) -> int:
+    """``size`` as an int between 1 and the number of users outside ``segment``, else a ValueError."""
+    s = check_segment(data, segment)
+    try:
+        n = int(str(size).strip())
+    except ValueError:
+        raise ValueError(f"size must be an integer number of users, got {str(size)[:40]!r}") from None
+    pool = int((data.panel["segment"] != s).sum())
+    if not 1 <= n <= pool:
+        raise ValueError(f"size must be between 1 and {pool} (the users outside segment {s}), got {n}")
+    return n
+
+
+def lookalike_members(fit: LookalikeFit, size: int) -> np.ndarray:
+    """Row positions of the ``size`` best-ranked users outside the seed segment (ties: first rows win)."""
+    n = int(size)
+    if not 1 <= n <= fit.max_size:
+        raise ValueError(f"size must be between 1 and {fit.max_size} (the users outside the seed), got {n}")
+    pool = np.flatnonzero(fit.pool)
+    order = np.argsort(-fit.raw[pool], kind="stable")
+    return pool[order[:n]]
+
+
+def heldout_lift(fit: LookalikeFit, size: int) -> float:
+    """Lift of the top ``size`` candidates at finding the hidden seed members.
+
+    Candidates are the non-training users (everybody outside the seed plus the hidden members); the lift
+    is the hidden members' rate among the ``size`` top-ranked candidates over their rate among all
+    candidates (1 = no better than a random draw).
+    """
+    cand = ~(fit.seed & ~fit.hold)  # seed members outside a training sample are seed & ~hold: excluded
+    share = min(1.0, size / cand.sum())
+    return float(lookalike.lift_at(fit.hold[cand], fit.raw[cand], share))
+
+
+def profile_comparison(panel: pd.DataFrame, seed_rows: np.ndarray, audience_rows: np.ndarray,
+                       features: Sequence[str] = tuple(MAP_FEATURES)) -> list[dict]:
+    """Weighted means of the map features in the seed, the lookalike audience and the whole panel."""
+    w = panel["weight"].to_numpy(float)
+    out = []
+    for c in features:
+        v = pd.to_numeric(panel[c], errors="coerce").astype(float).to_numpy()
+        base = weighted_mean_sd(v, w)[0]
+        sm = weighted_mean_sd(v[seed_rows], w[seed_rows])[0]
+        lm = weighted_mean_sd(v[audience_rows], w[audience_rows])[0]
+        out.append({"feature": c, "label": LABELS.get(c, c), "unit": MAP_FEATURES.get(c, ""),
+                    "seed": sm, "lookalike": lm, "base": base,
+                    "seed_index": 100 * sm / base if base else None,
+                    "lookalike_index": 100 * lm / base if base else None})
+    return out
+
+
+def lookalike_payload(data: ExplorerData, fit: LookalikeFit, size: Any) -> dict:
+    """Payload of the lookalike view: audience size, held-out lift, segment mix and profile comparison."""
+    rows = lookalike_members(fit, check_size(data, fit.segment, size))
+    n = len(rows)
+    aud = np.zeros(len(fit.seed), bool)
+    aud[rows] = True
+    mix = data.panel.loc[aud, "segment_name"].value_counts(normalize=True)
+    return jsonable({
+        "segment": fit.segment, "seed_name": fit.seed_name, "seed_size": int(fit.seed.sum()),
+        "size": n, "max_size": fit.max_size,
+        "weighted_size": float(data.panel.loc[aud, "weight"].sum()),
+        "lift": heldout_lift(fit, n),
+        "mean_score": float(fit.proba[rows].mean()),
+        "segment_mix": [{"segment_name": k, "share": v} for k, v in mix.items()],
+        "profile": profile_comparison(data.panel, fit.seed, aud),
+        "method": "positive-unlabelled propensity model (helpers.lookalike, gradient boosting, out-of-fold "
+                  "scores); lift measured on 30% of the seed hidden from training",
+    })
+
+
+def audience_frame(data: ExplorerData, kind: str, segment: Any, fit: LookalikeFit | None = None,
+                   size: Any = None) -> tuple[pd.DataFrame, str]:
+    """The list an export takes and its definition, built as the command line builds it.
+
+    ``kind="segment"``: :func:`helpers.export.segment_audience` on ``segments.parquet`` (score = posterior
+    probability, plus ``churn_prob_90d`` when the churn stage ran), exactly as ``audience-export
+    --segment``. ``kind="lookalike"``: the ``size`` best-ranked users outside the seed segment with
+    ``segment_name`` "<seed> lookalike", ``score`` (calibrated ``P(labelled | x)``), plain-language
+    ``reason_codes`` (1st- and 2nd-party traits only) and ``churn_prob_90d`` when available.
+    """
+    from .. import export as export_mod
+
+    s = check_segment(data, segment)
+    churn = data.churn_risk if data.churn_risk is not None and "churn_prob_90d" in data.churn_risk else None
+    if kind == "segment":
+        segs = data.segments if data.segments is not None else data.panel[["user_id", "segment", "segment_name"]]
+        return export_mod.segment_audience(segs, s, churn)
+    if kind == "lookalike":
+        if fit is None or fit.segment != s:
+            raise ValueError("a lookalike export needs the lookalike model of the same seed segment "
+                             "(fit_lookalike)")
+        rows = lookalike_members(fit, check_size(data, s, size))
+        mask = np.zeros(len(fit.seed), bool)
+        mask[rows] = True
+        reasons = lookalike.reason_codes(data.features(), fit.seed, rows=mask)
+        aud = pd.DataFrame({"user_id": data.panel["user_id"].to_numpy()[mask],
+                            "segment_name": f"{fit.seed_name} lookalike", "score": fit.proba[mask],
+                            "reason_codes": reasons.to_numpy()})
+        if churn is not None:
+            p = aud["user_id"].map(churn.set_index(churn["user_id"].astype(str))["churn_prob_90d"])
+            if p.notna().all():
+                aud["churn_prob_90d"] = p.astype(float).to_numpy()
+        definition = (f"top {len(aud)} users outside segment {s} ({fit.seed_name}) by lookalike propensity to "
+                      f"its members (helpers.lookalike PU model; score = calibrated P(labelled | x))")
+        return aud, definition
+    raise ValueError(f"kind must be 'segment' or 'lookalike', got {str(kind)[:40]!r}")
+
+
+def overview(data: ExplorerData) -> dict:
+    """Run-level facts for the page header: users, segments, which optional artifacts exist, metrics."""
+    return jsonable({"n_users": len(data.panel), "n_segments": len(data.segment_ids),
+                     "weighted": bool((data.panel["weight"] != 1.0).any()),
+                     "has_churn": data.churn_risk is not None or data.segment_value is not None,
+                     "has_lookalike_scores": data.lookalike_scores is not None,
+                     "data_dir": str(data.paths.data), "metrics": data.metrics})
+
+
+# --- export --------------------------------------------------------------------------------------
+def export_name(label: str) -> str:
+    """A file stem the export function accepts, from a segment name (``"Podcast-heavy commuters"`` ->
+    ``"podcast-heavy_commuters"``)."""
+    stem = re.sub(r"[^a-z0-9_.-]+", "_", label.lower()).strip("_.-")[:90]
+    return stem or "audience"
+
+
+def export_list(data: ExplorerData, audience: pd.DataFrame, definition: str, out_dir: Path, name: str,
+                min_size: int | None = None, seed: int | None = None, hash_ids: bool = True) -> dict:
+    """Write an audience with :func:`helpers.export.export_audience`, the function behind the CLI.
+
+    Same privacy guard (``min_size``, default the export module's), same manifest; identifiers are
+    hashed by default (salted with ``$AUDIENCE_EXPORT_SALT`` when set, as the CLI does). Returns
+    ``{"files": {"csv": path, "parquet": path, "manifest": path}, "manifest": dict}``; the export
+    function's errors (``AudienceTooSmall``, ``DisallowedColumn``: ValueErrors) reach the caller.
+    """
+    from .. import export as export_mod
+
+    salt = os.environ.get(export_mod.SALT_ENV) if hash_ids else None
+    files = export_mod.export_audience(
+        audience, out_dir, name, definition=definition,
+        min_size=export_mod.DEFAULT_MIN_SIZE if min_size is None else min_size,
+        hash_ids=hash_ids, salt=salt, panel_version=data.panel_version(), seed=seed)
+    manifest = json.loads(Path(files["manifest"]).read_text())
+    return {"files": {k: Path(v) for k, v in files.items()}, "manifest": manifest}

@@ -1,0 +1,108 @@
+"""Stand-in artifacts for trying and testing the Explorer without running the whole pipeline.
+
+:func:`write_demo_artifacts` writes a small synthetic run whose segments are the generator's planted
+segments (optionally with a share of members deliberately mislabelled, as an imperfect segmentation
+would), an affinity table computed by :mod:`helpers.affinity` on them, and a churn-risk table computed
+from the planted Weibull proportional-hazards model. Because everything derives from planted truth, the
+app's numbers can be checked against it. Real runs use the artifacts of ``make reports`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts
+from ..affinity import affinity_table
+from ..generate import (DEFAULT_OBSERVATION_DATE, WEIBULL_SCALE_DAYS, WEIBULL_SHAPE, SyntheticPanel,
+                        generate_panel)
+from ..paths import Paths
+
+DAYS_PER_MONTH = 30.44
+
+
+def mislabel(segment: np.ndarray, share: float, k: int, seed: int = 0) -> np.ndarray:
+    """Move a random ``share`` of users to a uniformly chosen *other* segment (simulated segmentation error)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    if k < 2 and share > 0:
+        raise ValueError("mislabelling needs at least 2 segments")
+    rng = np.random.default_rng(seed)
+    out = np.asarray(segment).astype(np.int64).copy()
+    move = rng.random(len(out)) < share
+    out[move] = (out[move] + rng.integers(1, k, int(move.sum()))) % k
+    return out
+
+
+def true_churn_risk(panel: SyntheticPanel, horizon_days: int = 90, value_horizon_days: float = 3 * 365.0
+                    ) -> pd.DataFrame:
+    """Planted-truth churn risk: ``P(T <= a + l + h | T > a)`` under the generator's Weibull PH model.
+
+    ``a`` is the known-alive time (tenure minus days since last seen) and ``l`` the days since last seen;
+    users already flagged as churned get probability 1 and value 0. ``expected_value`` is the expected
+    remaining lifetime within ``value_horizon_days`` times monthly spend.
+    """
+    d, t = panel.data, panel.truth
+    lin = t["true_log_hazard"].to_numpy(float)
+    tenure = t["tenure_days"].to_numpy(float)
+    last = d["last_seen_days_ago"].astype(float).to_numpy()
+    churned = d["churned_in_last_90_days"].astype(bool).to_numpy()
+    a = tenure - last
+
+    def surv(x: np.ndarray) -> np.ndarray:
+        return np.exp(-((np.maximum(x, 0) / WEIBULL_SCALE_DAYS) ** WEIBULL_SHAPE) * np.exp(lin if x.ndim == 1
+                                                                                            else lin[:, None]))
+
+    s_a = surv(a)
+    prob = 1 - surv(a + last + horizon_days) / s_a
+    u = np.linspace(0, value_horizon_days, 157)
+    rem = np.trapezoid(surv((a + last)[:, None] + u[None, :]) / s_a[:, None], u, axis=1)
+    value = rem / DAYS_PER_MONTH * d["avg_monthly_spend"].astype(float).to_numpy()
+    return pd.DataFrame({"user_id": d["user_id"].astype(str).to_numpy(),
+                         f"churn_prob_{horizon_days}d": np.where(churned, 1.0, prob),
+                         "expected_remaining_days": np.where(churned, 0.0, rem),
+                         "expected_value": np.where(churned, 0.0, value), "churned": churned})
+
+
+def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, mislabel_share: float = 0.0,
+                         with_churn: bool = True, observation_date: str = DEFAULT_OBSERVATION_DATE
+                         ) -> SyntheticPanel:
+    """Write a stand-in run into ``paths``: unified table, truth, segments, profiles, affinity, churn risk.
+
+    Parameters
+    ----------
+    paths : Paths
+        Folders of the run (``helpers.paths.resolve``).
+    n_users, seed : int
+        Size and seed of :func:`helpers.generate.generate_panel`.
+    mislabel_share : float
+        Share of users whose segment label is moved to another segment (see :func:`mislabel`).
+    with_churn : bool
+        Also write ``churn_risk.parquet`` from :func:`true_churn_risk`.
+
+    Returns
+    -------
+    SyntheticPanel
+        The generated panel (its truth holds the planted segments).
+    """
+    panel = generate_panel(n_users, seed=seed, observation_date=observation_date)
+    P = paths.ensure()
+    panel.data.to_parquet(P.processed / artifacts.UNIFIED_PARQUET, index=False)
+    panel.truth.to_parquet(P.truth / "users_truth.parquet", index=False)
+    (P.truth / "truth_params.json").write_text(json.dumps(panel.params))
+    names = np.array(panel.params["segment_names"], dtype=object)
+    k = len(names)
+    seg = mislabel(panel.truth["true_segment"].to_numpy(), mislabel_share, k, seed)
+    segments = pd.DataFrame({"user_id": panel.data["user_id"].astype(str).to_numpy(), "segment": seg,
+                             "segment_name": names[seg]})
+    segments.to_parquet(P.processed / artifacts.SEGMENTS, index=False)
+    sizes = segments.groupby(["segment", "segment_name"]).size().rename("n_users").reset_index()
+    sizes["weighted_share"] = sizes["n_users"] / sizes["n_users"].sum()
+    sizes.to_csv(P.processed / artifacts.SEGMENT_PROFILES, index=False)
+    df = panel.data.assign(segment=seg, segment_name=names[seg], weight=1.0)
+    affinity_table(df).to_csv(P.processed / artifacts.AFFINITY_TABLE, index=False)
+    if with_churn:
+        true_churn_risk(panel).to_parquet(P.processed / artifacts.CHURN_RISK, index=False)
+    return panel

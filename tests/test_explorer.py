@@ -1,0 +1,383 @@
+"""Unit tests of the Explorer's data functions (against planted truth) and its routes (Flask test client).
+
+Stand-in runs come from :func:`helpers.explorer.demo.write_demo_artifacts`: segments are the planted
+ones (optionally with a share deliberately mislabelled), the affinity table is computed by
+``helpers.affinity`` and churn risk by the planted Weibull model, so numbers can be checked against truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
+
+from helpers import artifacts, export, generate, paths
+from helpers.explorer import create_app
+from helpers.explorer import data as D
+from helpers.explorer.__main__ import parse_args
+from helpers.explorer.demo import mislabel, write_demo_artifacts
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """(paths, panel, data) of a 3,000-user run whose segments are the planted ones."""
+    P = paths.resolve(tmp_path_factory.mktemp("explorer_clean") / "data",
+                      tmp_path_factory.mktemp("explorer_clean_reports"))
+    panel = write_demo_artifacts(P, n_users=3000, seed=11)
+    return P, panel, D.load_explorer_data(P)
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    """(paths, panel, data) of a 2,500-user run with 30% of segment labels moved to another segment."""
+    P = paths.resolve(tmp_path_factory.mktemp("explorer_noisy") / "data",
+                      tmp_path_factory.mktemp("explorer_noisy_reports"))
+    panel = write_demo_artifacts(P, n_users=2500, seed=5, mislabel_share=0.3, with_churn=False)
+    return P, panel, D.load_explorer_data(P)
+
+
+@pytest.fixture(scope="module")
+def client(clean):
+    P = clean[0]
+    return create_app(P.data, P.reports, min_export_size=50, n_threads=1, max_train=1500).test_client()
+
+
+@pytest.fixture(autouse=True)
+def _no_salt(monkeypatch):
+    monkeypatch.delenv(export.SALT_ENV, raising=False)
+
+
+def sha(ids) -> set[str]:
+    return {hashlib.sha256(str(u).encode()).hexdigest() for u in ids}
+
+
+# --- loading ------------------------------------------------------------------------------------
+def test_missing_artifacts_name_the_make_target(tmp_path):
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    with pytest.raises(D.MissingArtifacts, match=r"make reports") as e:
+        D.load_explorer_data(P)
+    assert {m["key"] for m in e.value.missing} == {"unified", "segments", "affinity"}
+    c = create_app(P.data, P.reports).test_client()
+    r = c.get("/")
+    assert r.status_code == 503
+    page = r.get_data(as_text=True)
+    assert "make reports" in page and "segments.parquet" in page and "affinity_table.csv" in page
+    r = c.get("/api/segments")
+    assert r.status_code == 503 and "make reports" in r.get_json()["error"]
+    status = c.get("/api/status").get_json()
+    assert status["ready"] is False
+
+
+def test_load_rejects_inconsistent_artifacts(clean, tmp_path):
+    P0 = clean[0]
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    for f in (artifacts.UNIFIED_PARQUET, artifacts.AFFINITY_TABLE):
+        (P.processed / f).write_bytes((P0.processed / f).read_bytes())
+    seg = pd.read_parquet(P0.processed / artifacts.SEGMENTS)
+    seg.drop(columns="segment").to_parquet(P.processed / artifacts.SEGMENTS)
+    with pytest.raises(ValueError, match=r"lacks columns \['segment'\]"):
+        D.load_explorer_data(P)
+    seg.assign(user_id="X" + seg["user_id"].astype(str)).to_parquet(P.processed / artifacts.SEGMENTS)
+    with pytest.raises(ValueError, match="different runs"):
+        D.load_explorer_data(P)
+
+
+# --- segment map --------------------------------------------------------------------------------
+def test_pca_2d_recovers_planar_centroids():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(5, 2)))[0]          # a plane in 5-D
+    C = rng.normal(size=(6, 2)) @ basis.T + rng.normal(size=5) * 3   # an affine plane off the origin
+    coords, explained, load = D.pca_2d(pd.DataFrame(C))
+    assert explained.sum() == pytest.approx(1.0)
+    d_full = np.linalg.norm(C[:, None] - C[None], axis=2)
+    d_map = np.linalg.norm(coords[:, None] - coords[None], axis=2)
+    np.testing.assert_allclose(d_map, d_full, atol=1e-9)      # a planar configuration is drawn exactly
+    assert (load[np.arange(2), np.abs(load).argmax(axis=1)] > 0).all()  # deterministic signs
+    coords2, _, _ = D.pca_2d(pd.DataFrame(-C))                # mirrored data, same picture up to signs
+    np.testing.assert_allclose(np.abs(coords2), np.abs(coords), atol=1e-9)
+    with pytest.raises(ValueError, match="non-negative"):
+        D.pca_2d(pd.DataFrame(C), weights=-np.ones(6))
+
+
+def test_segment_map_recovers_planted_structure(clean):
+    _, panel, data = clean
+    m = D.segment_map(data)
+    bubbles = pd.DataFrame(m["segments"]).set_index("segment")
+    n = len(panel.data)
+    true_share = np.array(panel.params["panel_segment_shares"])
+    se = np.sqrt(true_share * (1 - true_share) / n)
+    assert (np.abs(bubbles["weighted_share"].to_numpy() - true_share) < 4 * se).all()
+    cent = pd.DataFrame(bubbles["centroid"].tolist(), index=bubbles.index)
+    planted = pd.DataFrame(
+        np.column_stack([generate.MEDIAN_MINUTES, generate.CONVERSION_RATE, generate.MEDIAN_SPEND]),
+        columns=[*generate.S.CHANNEL_MINUTES, "monthly_conversions", "avg_monthly_spend"])
+    for f in D.MAP_FEATURES:  # the heaviest segment of every feature is the planted one
+        assert cent[f].idxmax() == planted[f].idxmax(), f
+    assert 0.5 < sum(m["explained"]) <= 1 + 1e-9
+    xy = bubbles[["x", "y"]].to_numpy()
+    full = cent.to_numpy()
+    iu = np.triu_indices(len(xy), 1)
+    d_map = np.linalg.norm(xy[:, None] - xy[None], axis=2)[iu]
+    d_full = np.linalg.norm(full[:, None] - full[None], axis=2)[iu]
+    assert spearmanr(d_map, d_full).statistic > 0.7, "the map keeps which segments are close"
+    assert m["x_label"].startswith("PC1 (") and m["y_label"].startswith("PC2 (")
+
+
+# --- persona card ----------------------------------------------------------------------------------
+def test_persona_card_channel_minutes_match_planted_means(clean):
+    _, panel, data = clean
+    true_mean = generate.MEDIAN_MINUTES * np.exp(generate.LOG_SD ** 2 / 2)
+    true_sd = true_mean * np.sqrt(np.exp(generate.LOG_SD ** 2) - 1)
+    for k in data.segment_ids:
+        card = D.persona_card(data, k)
+        n = int((panel.truth["true_segment"] == k).sum())
+        assert card["n_users"] == n and card["name"] == generate.SEGMENT_NAMES[k]
+        for j, row in enumerate(card["media"]):
+            z = (row["mean_segment"] - true_mean[k, j]) / (true_sd[k, j] / np.sqrt(n))
+            assert abs(z) < 4, (k, row["channel"], row["mean_segment"], true_mean[k, j])
+            assert row["index"] is not None and row["ci_low"] <= row["index"] <= row["ci_high"]
+
+
+def test_persona_card_defining_attributes_and_demographics(clean):
+    _, _, data = clean
+    card = D.persona_card(data, "3")
+    over, under = card["defining"]["over"], card["defining"]["under"]
+    assert over and under
+    assert all(r["significant"] and r["base_flag"] != "suppressed" and r["index"] > 100 for r in over)
+    assert all(r["significant"] and r["index"] < 100 for r in under)
+    assert [r["index"] for r in over] == sorted([r["index"] for r in over], reverse=True)
+    # planted: affluent family homeowners (segment 3) over-index on children at home
+    assert any(r["family"] == "presence_of_children" and r["attribute"] == "yes" for r in over)
+    age = next(d for d in card["demographics"] if d["column"] == "age_group")
+    assert sum(r["pct_segment"] for r in age["rows"]) == pytest.approx(100)
+    assert age["coverage"] == pytest.approx(1.0)
+    third = next(d for d in card["demographics"] if d["column"] == "homeowner_status")
+    assert 0.3 < third["coverage"] < 1.0, "3rd-party demographics cover only matched users"
+    kids = {r["category"]: r for r in next(d for d in card["demographics"]
+                                           if d["column"] == "presence_of_children")["rows"]}
+    assert set(kids) == {"yes", "no"} and kids["yes"]["pct_segment"] + kids["no"]["pct_segment"] == pytest.approx(100)
+    assert kids["yes"]["pct_segment"] > 2 * kids["yes"]["pct_base"]  # planted: families have children
+
+
+def test_persona_card_churn_follows_planted_hazards(clean):
+    _, _, data = clean
+    risk = {k: D.persona_card(data, k)["churn"]["churn_prob_90d_active"] for k in data.segment_ids}
+    # planted log hazard ratios: segment 4 highest (+0.45, most tickets), segment 3 lowest (-0.9)
+    assert max(risk, key=risk.get) == 4 and min(risk, key=risk.get) == 3
+    assert all(0 < v < 1 for v in risk.values())
+    # notebook 06's churn_risk has no 'churned' column: the unified table's flag decides who is active
+    without = dataclasses.replace(data, churn_risk=data.churn_risk.drop(columns="churned"))
+    assert D.churn_summary(without, 4)["churn_prob_90d_active"] == pytest.approx(risk[4])
+
+
+def test_segment_validation(clean):
+    data = clean[2]
+    with pytest.raises(D.UnknownSegment, match="unknown segment 99"):
+        D.persona_card(data, 99)
+    with pytest.raises(ValueError, match="integer"):
+        D.persona_card(data, "1; drop table")
+    for bad in ("abc", "0", "-3", "1.5", str(10 ** 9)):
+        with pytest.raises(ValueError, match="size"):
+            D.check_size(data, 1, bad)
+    assert D.check_size(data, 1, " 25 ") == 25
+
+
+# --- heatmap ---------------------------------------------------------------------------------------
+def test_heatmap_reproduces_table_and_planted_tiers(clean):
+    _, panel, data = clean
+    h = D.affinity_heatmap(data, "channels", "intensity")
+    t = data.affinity[data.affinity["index_type"] == "intensity"].set_index(["attribute", "segment"])
+    truth = pd.DataFrame.from_dict(panel.params["true_affinity_panel"], orient="index")
+    truth.index = truth.index.astype(int)
+    checked = 0
+    for i, att in enumerate(h["attributes"]):
+        for j, s in enumerate(h["segments"]):
+            row = t.loc[(att, s)]
+            z = h["z"][i][j]
+            if row["base_flag"] == "suppressed":
+                assert z is None
+                continue
+            assert z == pytest.approx(row["index"])
+            assert h["tier"][i][j] == ("sweet spot" if z > 120 else "de-prioritise" if z < 80 else "neutral")
+            true = truth.at[s, att]
+            if true > 150:
+                assert h["tier"][i][j] == "sweet spot" and h["significant"][i][j], (att, s, z, true)
+                checked += 1
+            if true < 60:
+                assert h["tier"][i][j] == "de-prioritise" and h["significant"][i][j], (att, s, z, true)
+                checked += 1
+    assert checked >= 8
+
+
+def test_heatmap_family_greys_suppressed_cells(clean):
+    data = clean[2]
+    h = D.affinity_heatmap(data, "traveler_type")
+    assert h["index_type"] == "share" and set(h["attributes"]) == set(generate.S.TRAVELER_TYPES)
+    flags = np.array(h["base_flag"])
+    z = np.array(h["z"], dtype=object)
+    assert (flags == "suppressed").any(), "a 3,000-user panel has small partner cells"
+    assert all(v is None for v in z[flags == "suppressed"])
+    assert all(v is not None for v in z[flags != "suppressed"])
+    with pytest.raises(ValueError, match="unknown view"):
+        D.affinity_heatmap(data, "no_such_family")
+    with pytest.raises(ValueError, match="share indices only"):
+        D.affinity_heatmap(data, "traveler_type", "intensity")
+    with pytest.raises(ValueError, match="index_type"):
+        D.affinity_heatmap(data, "channels", "share")
+
+
+# --- lookalikes ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def noisy_fit(noisy):
+    """Lookalike model seeded with (mislabelled) segment 2, trained on a 1,500-user sample of 2,500."""
+    with threadpool_limits(1):
+        return D.fit_lookalike(noisy[2], 2, max_train=1500, seed=0)
+
+
+def test_lookalike_finds_mislabelled_members_of_the_planted_segment(noisy, noisy_fit):
+    _, panel, data = noisy
+    fit = noisy_fit
+    true2 = (panel.truth["true_segment"] == 2).to_numpy()
+    missed = true2 & fit.pool           # planted members of segment 2 labelled as another segment
+    size = int(missed.sum())
+    rows = D.lookalike_members(fit, size)
+    assert not fit.seed[rows].any(), "the audience excludes the seed"
+    precision = true2[rows].mean()
+    base = missed.sum() / fit.pool.sum()
+    assert precision > max(0.4, 3 * base), (precision, base)
+    pay = D.lookalike_payload(data, fit, size)
+    assert pay["size"] == size and pay["lift"] > 2
+    podcasts = next(p for p in pay["profile"] if p["feature"] == "time_on_podcasts_min")
+    assert podcasts["seed_index"] > 150 and podcasts["lookalike_index"] > 120
+
+
+def test_lookalike_fit_is_deterministic(noisy, noisy_fit):
+    data = noisy[2]
+    with threadpool_limits(1):
+        again = D.fit_lookalike(data, 2, max_train=1500, seed=0)
+    np.testing.assert_array_equal(again.raw, noisy_fit.raw)
+    np.testing.assert_array_equal(D.lookalike_members(again, 200), D.lookalike_members(noisy_fit, 200))
+    assert noisy_fit.hold.sum() > 0 and not (noisy_fit.hold & ~noisy_fit.seed).any()
+    with pytest.raises(ValueError, match="max_train"):
+        D.fit_lookalike(data, 0, max_train=10)
+
+
+# --- routes ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method,url,body,status,fragment", [
+    ("get", "/api/segments/99", None, 404, "unknown segment 99"),
+    ("get", "/api/segments/abc", None, 400, "integer"),
+    ("get", "/api/segments/1?x=1", None, 400, "unknown parameter"),
+    ("get", "/api/affinity?view=nope", None, 400, "unknown view"),
+    ("get", "/api/affinity?view=" + "a" * 200, None, 400, "longer than"),
+    ("get", "/api/lookalike?segment=1", None, 400, "missing parameter 'size'"),
+    ("get", "/api/lookalike?segment=1&size=-5", None, 400, "size"),
+    ("get", "/api/lookalike?segment=1&size=99999999", None, 400, "between 1 and"),
+    ("get", "/api/lookalike?segment=7&size=10", None, 404, "unknown segment"),
+    ("post", "/api/export", "not json", 400, "JSON object"),
+    ("post", "/api/export", {"kind": "everyone", "segment": 1}, 400, "kind must be"),
+    ("post", "/api/export", {"kind": "segment", "segment": 1, "path": "/etc"}, 400, "unknown parameter"),
+    ("post", "/api/export", {"kind": "segment", "segment": [1]}, 400, "string or an integer"),
+    ("post", "/api/export", {"kind": "segment", "segment": 1, "size": 5}, 400, "lookalike exports only"),
+    ("post", "/api/export", {"kind": "lookalike", "segment": 1}, 400, "needs 'size'"),
+    ("get", "/api/exports/0123456789abcdef/csv", None, 404, "no such export"),
+    ("get", "/api/exports/..%2F..%2Fetc/csv", None, 404, "Not Found"),
+    ("get", "/api/exports/ABC/csv", None, 400, "malformed export id"),
+    ("get", "/api/nothing", None, 404, "Not Found"),
+    ("post", "/api/segments", None, 405, "Method Not Allowed"),
+])
+def test_bad_input_gets_json_4xx(client, method, url, body, status, fragment):
+    if isinstance(body, str):
+        r = client.post(url, data=body, content_type="text/plain")
+    else:
+        r = getattr(client, method)(url, json=body) if body is not None else getattr(client, method)(url)
+    assert r.status_code == status, r.get_data(as_text=True)
+    err = r.get_json()["error"]
+    assert fragment in err and "Traceback" not in err
+
+
+def test_pages_load_no_network_scripts(client):
+    html = client.get("/").get_data(as_text=True)
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert srcs and all(s.startswith("/") for s in srcs), srcs
+    js = client.get("/vendor/plotly.min.js")
+    assert js.status_code == 200 and js.mimetype == "application/javascript"
+    assert b"plotly.js v" in js.data[:200] and len(js.data) > 1_000_000
+    app_js = client.get("/static/explorer.js").get_data(as_text=True)
+    assert "http://" not in app_js and "https://" not in app_js
+    assert client.get("/api/segments").get_json()["segments"]
+
+
+def test_export_segment_through_the_cli_function(client, clean):
+    P, panel, data = clean
+    r = client.post("/api/export", json={"kind": "segment", "segment": 1})
+    assert r.status_code == 201, r.get_json()
+    body = r.get_json()
+    members = panel.data.loc[panel.truth["true_segment"] == 1, "user_id"]
+    csv = client.get(body["downloads"]["csv"])
+    assert csv.status_code == 200 and "attachment" in csv.headers["Content-Disposition"]
+    got = pd.read_csv(io.BytesIO(csv.data))
+    assert list(got.columns[:1]) == ["user_id_sha256"]
+    assert set(got["user_id_sha256"]) == sha(members), "exactly the segment's members, hashed"
+    # identical to what the CLI's audience builder hands the export function
+    aud, definition = export.segment_audience(pd.read_parquet(P.processed / artifacts.SEGMENTS), 1,
+                                              pd.read_parquet(P.processed / artifacts.CHURN_RISK))
+    assert list(got.columns[1:]) == [c for c in export.ALLOWED_COLUMNS if c in aud and c != "user_id"]
+    manifest = json.loads(client.get(body["downloads"]["manifest"]).data)
+    assert manifest == body["manifest"]
+    assert manifest["size"] == len(members) and manifest["min_size"] == 50 and manifest["definition"] == definition
+    assert manifest["panel_version"] == export.panel_version(artifacts.load_unified(P))
+    files = list((P.exports / "explorer" / body["export_id"]).iterdir())
+    assert {f.suffix for f in files} == {".csv", ".parquet", ".json"}
+    assert client.get(f"/api/exports/{body['export_id']}/secrets").status_code == 404
+
+
+def test_export_lookalike_excludes_seed_and_carries_reasons(client, clean):
+    _, panel, _ = clean
+    r = client.post("/api/export", json={"kind": "lookalike", "segment": "2", "size": "120"})
+    assert r.status_code == 201, r.get_json()
+    got = pd.read_csv(io.BytesIO(client.get(r.get_json()["downloads"]["csv"]).data))
+    assert len(got) == 120 and {"score", "reason_codes"} <= set(got.columns)
+    assert got["score"].is_monotonic_decreasing
+    seed_ids = panel.data.loc[panel.truth["true_segment"] == 2, "user_id"]
+    assert not set(got["user_id_sha256"]) & sha(seed_ids), "no seed member in the lookalike list"
+    view = client.get("/api/lookalike?segment=2&size=120").get_json()
+    assert view["size"] == 120 and view["lift"] > 1
+
+
+def test_export_guard_refuses_small_audiences(clean):
+    P = clean[0]
+    c = create_app(P.data, P.reports, min_export_size=10_000).test_client()
+    files = lambda: {p for p in P.exports.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    r = c.post("/api/export", json={"kind": "segment", "segment": 0})
+    assert r.status_code == 422
+    assert "minimum is 10000" in r.get_json()["error"]
+    assert files() == before, "a refused export writes no file"
+
+
+def test_cli_defaults_bind_loopback():
+    a = parse_args([])
+    assert (a.host, a.port) == ("127.0.0.1", 8050)
+    a = parse_args(["--port", "0", "--data", "d", "--reports", "r"])
+    assert (a.port, a.data, a.reports) == (0, "d", "r")
+    with pytest.raises(SystemExit):
+        parse_args(["--port", "70000"])
+
+
+def test_jsonable_and_mislabel():
+    out = D.jsonable({"a": np.float64("nan"), "b": np.int64(3), "c": [np.inf, pd.NA, np.bool_(True)]})
+    assert out == {"a": None, "b": 3, "c": [None, None, True]}
+    json.dumps(out, allow_nan=False)
+    seg = np.repeat(np.arange(4), 500)
+    moved = mislabel(seg, 0.25, 4, seed=1)
+    share = (moved != seg).mean()
+    assert abs(share - 0.25) < 4 * np.sqrt(0.25 * 0.75 / len(seg))
+    assert ((moved >= 0) & (moved < 4)).all()

@@ -1,0 +1,146 @@
+"""End-to-end test of the Explorer in headless Chromium (Debian ``chromium``, driven by Playwright).
+
+The app runs in a thread on a free loopback port over stand-in artifacts built from planted truth; the
+test clicks a segment bubble, reads its persona card, switches the heatmap's attribute family, runs a
+lookalike, downloads an export, and saves a screenshot of each view into
+``<reports>/screenshots/<view>.png`` (reports = ``helpers.paths.resolve().reports``, i.e.
+``$AUDIENCE_REPORTS_DIR`` under ``make test``), which ``reports/index.html`` links.
+Skips (with the reason) only when ``/usr/bin/chromium`` is absent: ``scripts/install_browser.sh``
+installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import paths
+from helpers.explorer import create_app
+from helpers.explorer.demo import write_demo_artifacts
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+N_USERS = 2000
+TIMEOUT_MS = 90_000  # a lookalike fit on a loaded 2-core machine can take a while
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, run paths, panel) of an Explorer served from a thread on 127.0.0.1:<free port>."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: run scripts/install_browser.sh "
+                    "(apt-get install chromium chromium-driver) to run the end-to-end browser test")
+    from werkzeug.serving import make_server
+
+    P = paths.resolve(tmp_path_factory.mktemp("explorer_e2e") / "data", paths.resolve().reports)
+    panel = write_demo_artifacts(P, n_users=N_USERS, seed=3)
+    app = create_app(P.data, P.reports, min_export_size=50, n_threads=1, max_train=1200)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", P, panel
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 950}, accept_downloads=True)
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        external: list[str] = []
+        pg.on("request", lambda r: None if r.url.startswith(served[0]) or r.url.startswith("data:")
+              else external.append(r.url))
+        pg.goto(served[0] + "/")
+        pg.wait_for_selector("body[data-ready='1']")
+        pg.external_requests = external
+        yield pg
+        browser.close()
+
+
+def _shot(pg, reports: Path, view: str) -> Path:
+    out = reports / "screenshots" / f"{view}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(out), full_page=True)
+    assert out.stat().st_size > 10_000, f"screenshot {out} looks empty"
+    return out
+
+
+def test_segment_map_and_persona_card(served, page):
+    url, P, panel = served
+    bubbles = page.locator("#map .scatterlayer .point")
+    k = len(panel.params["segment_names"])
+    assert bubbles.count() == k, "one bubble per segment"
+    _shot(page, P.reports, "segment_map")
+    target = 4  # low-engagement seniors: a bubble no other overlaps
+    box = bubbles.nth(target).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function(f"document.getElementById('card').dataset.segment === '{target}'")
+    name = panel.params["segment_names"][target]
+    assert page.locator("#card-title").inner_text() == name
+    n = int((panel.truth["true_segment"] == target).sum())
+    assert f"{n:,}" in page.locator("#card").inner_text(), "the card shows the segment's size"
+    assert "Mean 90-day churn probability" in page.locator("#card-churn").inner_text()
+    _shot(page, P.reports, "persona_card")
+    assert page.external_requests == [], f"the page loaded from the network: {page.external_requests}"
+
+
+def test_affinity_heatmap_switch_family(served, page):
+    url, P, _ = served
+    page.click("#tab-affinity")
+    page.wait_for_selector("#heatmap .hm, #heatmap .heatmaplayer")
+    assert "channels" in page.locator("#status").inner_text()
+    page.select_option("#aff-view", "traveler_type")
+    page.wait_for_function("document.getElementById('status').textContent.includes('traveler_type')")
+    ticks = page.locator("#heatmap .ytick text").all_text_contents()
+    assert "business" in ticks and "luxury" in ticks, ticks
+    _shot(page, P.reports, "affinity_heatmap")
+
+
+def test_lookalike(served, page):
+    url, P, _ = served
+    page.click("#tab-lookalike")
+    page.select_option("#la-segment", "2")
+    page.fill("#la-size", "150")
+    page.click("#la-run")
+    page.wait_for_selector("#la-lift")
+    assert page.locator("#la-out-size").inner_text() == "150"
+    lift = float(page.locator("#la-lift").inner_text().rstrip("x"))
+    assert lift > 1.5, f"held-out lift {lift} is not better than a random draw"
+    page.wait_for_selector("#la-chart .barlayer")
+    _shot(page, P.reports, "lookalike")
+
+
+def test_export_download(served, page, tmp_path):
+    url, P, panel = served
+    page.click("#tab-export")
+    page.select_option("#ex-kind", "segment")
+    page.select_option("#ex-segment", "1")
+    page.click("#ex-run")
+    page.wait_for_selector("#download-csv")
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    f = tmp_path / info.value.suggested_filename
+    info.value.save_as(f)
+    got = pd.read_csv(f) if f.suffix == ".csv" else pd.read_parquet(f)
+    n = int((panel.truth["true_segment"] == 1).sum())
+    assert len(got) == n, "the download holds every member of the segment"
+    assert list(got.columns[:1]) == ["user_id_sha256"], "identifiers are hashed"
+    raw_ids = set(panel.data["user_id"].astype(str))
+    assert not raw_ids & set(got["user_id_sha256"].astype(str)), "raw user ids leaked into the export"
+    manifest = json.loads(page.locator("#ex-result pre").inner_text())
+    assert manifest["size"] == n and manifest["min_size"] == 50, manifest
+    _shot(page, P.reports, "export")
