@@ -30,3 +30,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (CI always has it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def duckdb_con():
+    """An in-memory DuckDB Ibis backend (the default engine)."""
+    from helpers import engine
+
+    return engine.connect("duckdb")
+
+
+@pytest.fixture(scope="session")
+def spark_con():
+    """One local Spark session (loopback only) for the whole test run: starting the JVM costs seconds.
+
+    PySpark is installed by ``make setup`` (extra ``spark``) and CI runs these tests; no skip here.
+    """
+    from helpers import engine
+
+    con = engine.connect("spark")
+    yield con
+    con._session.stop()

@@ -12,13 +12,14 @@ CONDA_NAMES = {"python-duckdb": "duckdb"}  # conda-forge package name -> PyPI na
 
 def _split(req: str) -> tuple[str, str]:
     req = req.split("#")[0].strip()
-    m = re.match(r"^([A-Za-z0-9_.\-]+)\s*(.*)$", req)
-    return m.group(1).lower(), m.group(2).replace(" ", "")
+    m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(.*)$", req)  # extras ("ibis-framework[duckdb]") do not exist in conda
+    return m.group(1).lower(), m.group(3).replace(" ", "")
 
 
 def test_conda_and_pip_dependencies_agree():
     py = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    pip = dict(_split(r) for r in py["dependencies"] + py["optional-dependencies"]["test"])
+    extras = py["optional-dependencies"]
+    pip = dict(_split(r) for r in py["dependencies"] + extras["test"] + extras["spark"])
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     conda = {}
     for d in env["dependencies"]:
