@@ -59,11 +59,23 @@ td{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
 <p>Parameters: {html.escape(json.dumps(params))}. Headline figures are also in <a href="metrics.json">metrics.json</a>.</p>
 {''.join(rows)}
 <h2>Other reports</h2><ul>{links or '<li>none</li>'}</ul>
-<h2>Explorer screenshots</h2>{shot_html or '<p>none yet (written by the browser test)</p>'}
+<h2>Explorer screenshots</h2>{shot_html or '<p>none (Chromium absent: run scripts/install_browser.sh)</p>'}
 </body></html>"""
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def take_screenshots(data: Path, out: Path) -> None:
+    """Screenshot the Explorer's views on this run's artifacts (skipped, with the reason, without Chromium)."""
+    from helpers.explorer.screenshots import BrowserMissing, capture
+
+    try:
+        shots = capture(data, out)
+    except BrowserMissing as exc:
+        print(f"[run_notebooks] no Explorer screenshots: {exc}", flush=True)
+        return
+    print(f"[run_notebooks] Explorer screenshots: {', '.join(p.name for p in shots)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input", default=None, help="your own rich_audience_data.csv/parquet instead of synthetic")
     ap.add_argument("--mapping", default=None, help="column mapping CSV (source_column,target_column)")
     ap.add_argument("--only", nargs="*", help="run only notebooks whose stem starts with these prefixes")
+    ap.add_argument("--no-screenshots", action="store_true", help="do not screenshot the Explorer's views")
     args = ap.parse_args(argv)
 
     out = Path(args.out).resolve()
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         html_path = export_html(executed)
         runs.append({"stem": nb.stem, "ipynb": executed.name, "html": html_path.name, "seconds": seconds})
         print(f"[run_notebooks] {nb.name} done in {seconds:.1f} s", flush=True)
+    if not args.only and not args.no_screenshots:
+        take_screenshots(Path(args.data).resolve(), out)
     index = write_index(out, runs, params)
     print(f"[run_notebooks] wrote {index}")
     return 0

@@ -144,3 +144,4 @@ def test_export_download(served, page, tmp_path):
     manifest = json.loads(page.locator("#ex-result pre").inner_text())
     assert manifest["size"] == n and manifest["min_size"] == 50, manifest
     _shot(page, P.reports, "export")
+
