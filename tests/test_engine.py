@@ -51,3 +51,12 @@ def test_read_parquet_folder_of_parts_on_both_engines(duckdb_con, spark_con, tmp
         t = E.read_parquet(con, folder)
         assert t.count().execute() == 12
         assert int(t.x.sum().execute()) == 3 * 6
+
+
+def test_duckdb_memory_limit_is_applied(monkeypatch):
+    con = E.connect("duckdb", memory_limit="1GB")
+    limit = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.replace(" ", "").upper() in {"1GB", "953.6MIB", "1000.0MB", "953.6MB"}, limit
+    monkeypatch.setenv("AUDIENCE_DUCKDB_MEMORY_LIMIT", "2GB")
+    con2 = E.connect("duckdb")
+    assert con2.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0] != limit

@@ -38,8 +38,11 @@ def _require(paths: Paths, name: str, made_by: str) -> "pd.DataFrame":
 
 
 def load_unified(paths: Paths) -> pd.DataFrame:
-    """The validated 22-column table written by ingestion (01)."""
-    return _require(paths, UNIFIED_PARQUET, "01_ingest")
+    """The validated 22-column table written by ingestion (01), with the dictionary's dtypes."""
+    df = _require(paths, UNIFIED_PARQUET, "01_ingest")
+    # stored in microseconds so Spark can read it; pandas code downstream expects the schema's nanoseconds
+    df["customer_since_date"] = df["customer_since_date"].astype("datetime64[ns]")
+    return df
 
 
 def load_weights(paths: Paths) -> pd.Series:

@@ -9,6 +9,7 @@ parameters or environment variables, with no code change.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +20,7 @@ ENGINES = ("duckdb", "spark")
 # Spark settings that make local runs reproducible and match DuckDB's semantics where they differ.
 SPARK_DEFAULT_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",    # progress bars would fill executed notebooks' outputs
     "spark.sql.session.timeZone": "UTC",        # dates and timestamps compare the same on both engines
     "spark.sql.shuffle.partitions": "8",        # the default 200 is for clusters; local mode pays per task
     "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -65,6 +67,8 @@ def spark_session(master: str | None = None, remote: str | None = None, *, drive
         builder = SparkSession.builder.master(master).appName(app_name)
         if master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Python workers must run this interpreter (the venv's), not whatever python3 is on PATH
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             settings.setdefault("spark.driver.host", "127.0.0.1")
             settings.setdefault("spark.driver.bindAddress", "127.0.0.1")
         settings.setdefault("spark.driver.memory",
@@ -79,16 +83,21 @@ def spark_session(master: str | None = None, remote: str | None = None, *, drive
 
 def connect(engine: str = "duckdb", database: str | os.PathLike | None = None, *,
             master: str | None = None, remote: str | None = None,
-            conf: Mapping[str, str] | None = None) -> Any:
+            conf: Mapping[str, str] | None = None, memory_limit: str | None = None) -> Any:
     """Return an Ibis backend for ``engine``.
 
-    ``duckdb``: in-memory, or the file ``database`` (e.g. ``paths.duckdb``). ``spark``: a session from
-    :func:`spark_session` (``database`` is ignored: Spark reads the Parquet/CSV files directly).
+    ``duckdb``: in-memory, or the file ``database`` (e.g. ``paths.duckdb``); ``memory_limit`` (or
+    ``$AUDIENCE_DUCKDB_MEMORY_LIMIT``, e.g. ``8GB``) caps DuckDB's working memory, beyond which it spills to
+    disk (its default is 80% of RAM, which a shared machine may not have to spare). ``spark``: a session
+    from :func:`spark_session` (``database`` is ignored: Spark reads the Parquet/CSV files directly).
     """
     name = check_engine(engine)
     if name == "duckdb":
         con = ibis.duckdb.connect(str(database) if database else ":memory:")
         con.raw_sql("SET enable_progress_bar = false")
+        limit = memory_limit or os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT")
+        if limit:
+            con.raw_sql(f"SET memory_limit = '{limit}'")
         return con
     return ibis.pyspark.connect(spark_session(master, remote, conf=conf))
 

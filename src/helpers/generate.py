@@ -369,14 +369,30 @@ THIRD_FILE, THIRD_MATCH = "third_party_enrichment.csv", "third_party_match.csv"
 MARGINS_FILE = "population_margins.csv"
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def _csv_ready(df: pd.DataFrame) -> pa.Table:
+    """The Arrow table the CSV writer receives: dates as ``YYYY-MM-DD`` text, mixed columns as text."""
     out = df.copy()
     for c in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[c]):
             out[c] = out[c].dt.strftime("%Y-%m-%d")
         elif out[c].dtype == object:  # mixed values planted by _corrupt: write them as text
             out[c] = out[c].astype("string")
-    pacsv.write_csv(pa.Table.from_pandas(out, preserve_index=False), str(path))
+    return pa.Table.from_pandas(out, preserve_index=False)
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    pacsv.write_csv(_csv_ready(df), str(path))
+
+
+def text_table(df: pd.DataFrame) -> pa.Table:
+    """``df`` with every column as text, formatted exactly as the CSV writer formats it (nulls stay null).
+
+    Arrow's CSV writer turns non-text columns into text with Arrow's cast to string, so casting the same
+    table gives the same characters: a Parquet source written from this table is validated by ingestion
+    exactly like the CSV file would be.
+    """
+    table = _csv_ready(df)
+    return pa.table({name: table[name].cast(pa.string()) for name in table.column_names})
 
 
 def _corrupt(files: dict[str, pd.DataFrame], rng: np.random.Generator, share: float) -> pd.Series:
@@ -403,6 +419,41 @@ def _corrupt(files: dict[str, pd.DataFrame], rng: np.random.Generator, share: fl
     return crm["user_id"].iloc[victims]
 
 
+def _source_frames(panel: SyntheticPanel, rng: np.random.Generator, corrupt_share: float,
+                   id_offset: int = 0) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Split a panel into the source files' frames (as they are written) and the truth with ``corrupted``.
+
+    ``id_offset`` (the number of users generated before this panel, for chunked generation) shifts the
+    partner/enrichment identifiers so they stay unique across chunks; 0 reproduces :func:`write_sources`.
+    """
+    df = panel.data
+    files = {name: df[cols].copy() for name, cols in SOURCE_FILES.items()}
+    corrupted = _corrupt(files, rng, corrupt_share)
+    for fname, mname, cols, prefix, flag in [
+        (PARTNER_FILE, PARTNER_MATCH, S.SECOND_PARTY, "P", "partner_matched"),
+        (THIRD_FILE, THIRD_MATCH, S.THIRD_PARTY, "T", "third_party_matched"),
+    ]:
+        matched = panel.truth[flag].to_numpy()
+        ours = df.loc[matched, ["user_id", *cols]].reset_index(drop=True)
+        ext_id = pd.Series(rng.permutation(len(df) * 3)[: len(ours)] + 10**9 + 3 * id_offset, dtype="int64")
+        ours.insert(0, f"{prefix.lower()}_id", (prefix + ext_id.astype(str)).to_numpy())
+        # the provider also knows people who are not our customers: rows with no match
+        outsiders = ours.sample(frac=0.15, random_state=int(rng.integers(2**31))).copy()
+        outsiders[f"{prefix.lower()}_id"] = [f"{prefix}X{i + id_offset:09d}" for i in range(len(outsiders))]
+        key = "partner_id" if prefix == "P" else "tp_id"
+        ours = ours.rename(columns={f"{prefix.lower()}_id": key})
+        outsiders = outsiders.rename(columns={f"{prefix.lower()}_id": key})
+        profile = pd.concat([ours, outsiders]).drop(columns="user_id")
+        profile = profile.sample(frac=1.0, random_state=int(rng.integers(2**31)))
+        if "presence_of_children" in profile:
+            profile["presence_of_children"] = profile["presence_of_children"].astype("boolean")
+        files[fname] = profile
+        files[mname] = ours[["user_id", key]]
+    truth = panel.truth.copy()
+    truth["corrupted"] = truth["user_id"].isin(corrupted)
+    return files, truth
+
+
 def write_sources(panel: SyntheticPanel, raw_dir: str | Path, truth_dir: str | Path,
                   seed: int = 42, corrupt_share: float = 0.001) -> dict[str, Path]:
     """Write the panel as separate source files into ``raw_dir`` and its truth into ``truth_dir``.
@@ -414,47 +465,119 @@ def write_sources(panel: SyntheticPanel, raw_dir: str | Path, truth_dir: str | P
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 1])
-    df = panel.data
-    files = {name: df[cols].copy() for name, cols in SOURCE_FILES.items()}
-    corrupted = _corrupt(files, rng, corrupt_share)
-
+    files, truth = _source_frames(panel, np.random.default_rng([seed, 1]), corrupt_share)
     paths: dict[str, Path] = {}
     for name, part in files.items():
         paths[name] = raw_dir / name
         _write_csv(part, paths[name])
 
-    for fname, mname, cols, prefix, flag in [
-        (PARTNER_FILE, PARTNER_MATCH, S.SECOND_PARTY, "P", "partner_matched"),
-        (THIRD_FILE, THIRD_MATCH, S.THIRD_PARTY, "T", "third_party_matched"),
-    ]:
-        matched = panel.truth[flag].to_numpy()
-        ours = df.loc[matched, ["user_id", *cols]].reset_index(drop=True)
-        ext_id = pd.Series(rng.permutation(len(df) * 3)[: len(ours)] + 10**9, dtype="int64")
-        ours.insert(0, f"{prefix.lower()}_id", (prefix + ext_id.astype(str)).to_numpy())
-        # the provider also knows people who are not our customers: rows with no match
-        outsiders = ours.sample(frac=0.15, random_state=int(rng.integers(2**31))).copy()
-        outsiders[f"{prefix.lower()}_id"] = [f"{prefix}X{i:09d}" for i in range(len(outsiders))]
-        key = "partner_id" if prefix == "P" else "tp_id"
-        ours = ours.rename(columns={f"{prefix.lower()}_id": key})
-        outsiders = outsiders.rename(columns={f"{prefix.lower()}_id": key})
-        profile = pd.concat([ours, outsiders]).drop(columns="user_id")
-        profile = profile.sample(frac=1.0, random_state=int(rng.integers(2**31)))
-        if "presence_of_children" in profile:
-            profile["presence_of_children"] = profile["presence_of_children"].astype("boolean")
-        paths[fname] = raw_dir / fname
-        _write_csv(profile, paths[fname])
-        paths[mname] = raw_dir / mname
-        _write_csv(ours[["user_id", key]], paths[mname])
-
     margins = population_margins()
     paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
     margins.to_csv(paths[MARGINS_FILE], index=False)
 
-    truth = panel.truth.copy()
-    truth["corrupted"] = truth["user_id"].isin(corrupted)
     truth.to_parquet(truth_dir / "users_truth.parquet", index=False)
     (truth_dir / "truth_params.json").write_text(json.dumps(panel.params, indent=2))
     paths["truth"] = truth_dir / "users_truth.parquet"
     paths["truth_params"] = truth_dir / "truth_params.json"
+    return paths
+
+
+# --- out-of-core generation: Parquet parts, chunk by chunk ----------------------------------------
+#: users per chunk of :func:`write_sources_chunked`: about 0.6 GB peak per 500k users
+DEFAULT_CHUNK_SIZE = 500_000
+
+
+def chunk_seeds(seed: int, n_chunks: int) -> list[int]:
+    """Independent integer seeds of the chunks, from ``numpy.random.SeedSequence(seed).spawn``.
+
+    Child ``c`` of a SeedSequence does not depend on how many children are spawned, so chunk ``c`` is
+    the same whatever the total number of users.
+    """
+    return [int(child.generate_state(1, np.uint32)[0]) for child in np.random.SeedSequence(seed).spawn(n_chunks)]
+
+
+def _offset_ids(panel: SyntheticPanel, offset: int) -> SyntheticPanel:
+    """Renumber a chunk's users ``U{offset + 1}``, ... so ids continue across chunks."""
+    if offset == 0:
+        return panel
+    ids = pd.array([f"U{i:08d}" for i in range(offset + 1, offset + len(panel.data) + 1)], dtype="string")
+    data, truth = panel.data.copy(), panel.truth.copy()
+    data["user_id"], truth["user_id"] = ids, ids
+    return SyntheticPanel(data, truth, panel.params)
+
+
+def write_sources_chunked(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE, corrupt_share: float = 0.001,
+                          observation_date: str = DEFAULT_OBSERVATION_DATE) -> dict[str, Path]:
+    """Generate ``n_users`` customers chunk by chunk and write every source as a folder of Parquet parts.
+
+    Out-of-core counterpart of :func:`generate_panel` + :func:`write_sources` for panels that do not fit
+    in one pandas frame (10M users on a 24 GB machine): peak memory is set by ``chunk_size``, not by
+    ``n_users``. Chunk ``c`` holds users ``c * chunk_size + 1`` ... (ids continue across chunks) and is
+    generated by ``generate_panel(m, seed=chunk_seeds(seed, n)[c])`` and split into sources with the
+    generator ``default_rng([that seed, 1])``, exactly like ``write_sources(panel, seed=that seed)``: one
+    chunk of ``n_users <= chunk_size`` users is that call, value for value. Partner/enrichment
+    identifiers are offset per chunk so they stay unique; the planted defects are drawn per chunk.
+
+    Layout: ``raw_dir/<stem>/part-00000.parquet``, ... for each source of :data:`SOURCE_FILES` and the
+    partner/enrichment files and match tables (``stem`` = the CSV name without ``.csv``), with the CSV's
+    columns as text formatted as the CSV writer formats them (:func:`text_table`), so ingestion's text
+    validation applies unchanged; ``raw_dir/population_margins.csv``; ``truth_dir/users_truth.parquet/``
+    (a folder of parts, read by ``pandas.read_parquet`` and :func:`helpers.engine.read_parquet` alike) and
+    ``truth_dir/truth_params.json``.
+
+    Parameters
+    ----------
+    n_users : int
+        Customers in total (>= 1).
+    raw_dir, truth_dir : path
+        Output folders (created). Existing part folders of the sources are replaced.
+    seed : int, default 42
+        Root seed; same seed and chunk_size, same files.
+    chunk_size : int, default 500_000
+        Users per chunk (the last chunk may be smaller). Changing it changes the draws of later chunks.
+    corrupt_share : float, default 0.001
+        Share of each chunk's users given one planted defect.
+    observation_date : str
+        Observation date of the panel (never the wall clock).
+
+    Returns
+    -------
+    dict
+        Source stem (or ``population_margins.csv``, ``truth``, ``truth_params``) -> path written.
+    """
+    import shutil
+
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
+    stems = [Path(name).stem for name in [*SOURCE_FILES, PARTNER_FILE, PARTNER_MATCH, THIRD_FILE, THIRD_MATCH]]
+    paths: dict[str, Path] = {stem: raw_dir / stem for stem in stems}
+    paths["truth"] = truth_dir / "users_truth.parquet"
+    for folder in paths.values():
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        elif folder.exists():
+            folder.unlink()
+        folder.mkdir(parents=True)
+    n_chunks = -(-n_users // chunk_size)
+    params = None
+    for c, chunk_seed in enumerate(chunk_seeds(seed, n_chunks)):
+        offset = c * chunk_size
+        m = min(chunk_size, n_users - offset)
+        panel = _offset_ids(generate_panel(m, seed=chunk_seed, observation_date=observation_date), offset)
+        params = panel.params
+        files, truth = _source_frames(panel, np.random.default_rng([chunk_seed, 1]), corrupt_share, offset)
+        del panel
+        part = f"part-{c:05d}.parquet"
+        for name, frame in files.items():
+            pq.write_table(text_table(frame), paths[Path(name).stem] / part)
+        pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), paths["truth"] / part)
+        del files, truth
+    paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
+    population_margins().to_csv(paths[MARGINS_FILE], index=False)
+    paths["truth_params"] = truth_dir / "truth_params.json"
+    paths["truth_params"].write_text(json.dumps(params, indent=2))
     return paths

@@ -1,4 +1,4 @@
-"""Audience questions over the embedded DuckDB warehouse: filter + breakdown + metric, weighted, with CIs.
+"""Audience questions on the warehouse, on DuckDB or Spark: filter + breakdown + metric, weighted, with CIs.
 
 A question is "among the users who match ``where`` (the *audience*), how are they distributed over
 ``breakdown`` (or what is their mean ``metric`` per level), compared with the *base*?". Examples:
@@ -10,23 +10,26 @@ A question is "among the users who match ``where`` (the *audience*), how are the
   ``ask(breakdown="event_attendance_genres", where=[("presence_of_children", "==", True),
   ("offline_purchase_intent", "contains", "auto")])``.
 
-The warehouse is opened read-only; the table ``audience`` (22 columns, written by ingestion) is joined in
-SQL with ``weights.parquet`` (``weight``, 1.0 when absent) and ``segments.parquet`` (``segment``,
-``segment_name``) through ``read_parquet``. Filters are built from validated column names and bound
-parameters (no SQL text is accepted from the caller). Only weighted totals leave DuckDB, so questions
-scale to the full panel. A user whose filter column is missing (e.g. not matched by the partner) is not
-in the audience but stays in the base. Intervals use the same Taylor linearisation as :mod:`helpers.affinity`
-(weights fixed, units independent). Rows where the breakdown (or metric) is missing are left out of
-audience and base alike: shares are among users for whom the attribute is known.
+Questions are Ibis expressions, written once and run by the engine holding the data: by default the embedded
+DuckDB warehouse (opened read-only; the table ``audience`` of 22 columns written by ingestion), or any Ibis
+backend reading the processed Parquet files (:meth:`AudienceWarehouse.from_parquet`, e.g. Spark through
+:func:`helpers.engine.connect`). The panel is ``audience`` left-joined with ``weights.parquet`` (``weight``,
+1.0 when absent) and ``segments.parquet`` (``segment``, ``segment_name``). Filters are built from validated
+column names and values as Ibis literals (no SQL text is accepted from the caller). Only weighted totals
+leave the engine, so questions scale to the full panel. A user whose filter column is missing (e.g. not
+matched by the partner) is not in the audience but stays in the base. Intervals use the same Taylor
+linearisation as :mod:`helpers.affinity` (weights fixed, units independent). Rows where the breakdown (or
+metric) is missing are left out of audience and base alike: shares are among users for whom the attribute
+is known.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import duckdb
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -89,7 +92,7 @@ class QuestionResult:
     n_audience, n_base : int
         Unweighted sizes of the audience and of the base (with the breakdown observed).
     sql : str
-        The SQL that produced the weighted totals (parameters bound separately).
+        The engine's SQL (compiled by Ibis) that produced the weighted totals per level.
     """
 
     table: pd.DataFrame
@@ -110,49 +113,118 @@ class AudienceWarehouse:
         ``weights.parquet`` and ``segments.parquet``; ignored when None or absent (weight 1.0, no
         segment columns).
 
+    Attributes
+    ----------
+    backend : Ibis backend
+        The engine the questions run on.
+    con : connection
+        The engine's own connection: the read-only ``duckdb`` connection of the warehouse file, or the
+        SparkSession (for :meth:`from_parquet` on Spark).
+    panel : ibis.Table
+        The audience table with ``weight`` (and ``segment``, ``segment_name``) joined on.
+    columns : dict
+        Column name -> Ibis data type (as text) of :attr:`panel`.
+
     Examples
     --------
     >>> with AudienceWarehouse.from_paths(P) as wh:                       # doctest: +SKIP
     ...     wh.ask("income_bracket", where=[("time_on_podcasts_min", "above_mean")]).table
+    >>> con = engine.connect("spark")                                      # doctest: +SKIP
+    >>> wh = AudienceWarehouse.from_parquet(con, P.processed / artifacts.UNIFIED_PARQUET,
+    ...                                     P.processed / WEIGHTS, P.processed / SEGMENTS)
     """
 
     def __init__(self, db_path: str | Path, weights_path: str | Path | None = None,
                  segments_path: str | Path | None = None) -> None:
+        import ibis
+
         db_path = Path(db_path)
         if not db_path.exists():
             raise FileNotFoundError(f"{db_path} does not exist: it is written by notebook 01_ingest "
                                     "(run `make reports` or execute 01_ingest first).")
-        self.con = duckdb.connect(str(db_path), read_only=True)
-        self.con.execute("SET enable_progress_bar = false")
-        tables = {r[0] for r in self.con.execute("SHOW TABLES").fetchall()}
+        backend = ibis.duckdb.connect(str(db_path), read_only=True)
+        backend.raw_sql("SET enable_progress_bar = false")
+        tables = {r[0] for r in backend.con.execute("SHOW TABLES").fetchall()}
         if "audience" not in tables:
+            backend.disconnect()
             raise ValueError(f"{db_path} has no table 'audience' (tables: {sorted(tables)}); "
                              "re-run ingestion to create it.")
-        self.weights_path = Path(weights_path) if weights_path and Path(weights_path).exists() else None
-        self.segments_path = Path(segments_path) if segments_path and Path(segments_path).exists() else None
-        self._params: list = []
-        sel, joins = ["a.*"], []
-        if self.weights_path is not None:
-            sel.append("COALESCE(w.weight, 1.0) AS weight")
-            joins.append(f"LEFT JOIN read_parquet({self._bind(str(self.weights_path))}) w USING (user_id)")
-        else:
-            sel.append("1.0 AS weight")
-        if self.segments_path is not None:
-            sel.append("s.segment, s.segment_name")
-            joins.append(f"LEFT JOIN read_parquet({self._bind(str(self.segments_path))}) s USING (user_id)")
-        self._panel_sql = f"SELECT {', '.join(sel)} FROM audience a {' '.join(joins)}"
-        self._panel_params = list(self._params)
-        cols = self.con.execute(f"DESCRIBE {self._panel_sql}", self._panel_params).fetchall()
-        self.columns: dict[str, str] = {r[0]: r[1] for r in cols}
+        weights = backend.read_parquet(str(weights_path)) if _exists(weights_path) else None
+        segments = backend.read_parquet(str(segments_path)) if _exists(segments_path) else None
+        self.weights_path = Path(weights_path) if weights is not None else None
+        self.segments_path = Path(segments_path) if segments is not None else None
+        self._setup(backend, backend.table("audience"), weights, segments, owns=True)
 
     @classmethod
     def from_paths(cls, paths: Paths) -> "AudienceWarehouse":
         """The warehouse of a pipeline run, with its weights and segments if they exist."""
         return cls(paths.duckdb, paths.processed / WEIGHTS, paths.processed / SEGMENTS)
 
+    @classmethod
+    def from_parquet(cls, con: Any, unified: str | Path, weights: str | Path | None = None,
+                     segments: str | Path | None = None) -> "AudienceWarehouse":
+        """The warehouse on any engine, reading the processed Parquet artifacts.
+
+        Parameters
+        ----------
+        con : Ibis backend
+            From :func:`helpers.engine.connect` (``duckdb`` or ``spark``); it is not closed by :meth:`close`.
+        unified : path
+            ``rich_audience_data.parquet`` (file or folder of parts) written by ingestion.
+        weights, segments : path, optional
+            ``weights.parquet`` and ``segments.parquet``; ignored when None or absent.
+        """
+        from . import engine as E
+
+        if not Path(unified).exists():
+            raise FileNotFoundError(f"{unified} does not exist: it is written by notebook 01_ingest "
+                                    "(run `make reports` or execute 01_ingest first).")
+        w = E.read_parquet(con, weights) if _exists(weights) else None
+        s = E.read_parquet(con, segments) if _exists(segments) else None
+        return cls.from_tables(E.read_parquet(con, unified), w, s, con=con)
+
+    @classmethod
+    def from_tables(cls, audience: Any, weights: Any = None, segments: Any = None, *, con: Any = None
+                    ) -> "AudienceWarehouse":
+        """The warehouse over Ibis tables of one backend: ``audience`` (22 columns, ``user_id``), optional
+        ``weights`` (``user_id, weight``) and ``segments`` (``user_id, segment, segment_name``)."""
+        import ibis
+
+        self = cls.__new__(cls)
+        self.weights_path = self.segments_path = None
+        self._setup(con if con is not None else ibis.get_backend(audience), audience, weights, segments,
+                    owns=False)
+        return self
+
+    def _setup(self, backend: Any, audience: Any, weights: Any, segments: Any, owns: bool) -> None:
+        import ibis
+
+        from . import engine as E
+
+        self.backend, self._owns = backend, owns
+        self.engine = E.engine_of(backend)
+        self.con = backend.con if self.engine == "duckdb" else getattr(backend, "_session", None)
+        if "user_id" not in audience.columns:
+            raise ValueError(f"the audience table has no 'user_id' column (columns: {list(audience.columns)})")
+        panel = audience
+        if weights is not None:
+            w = weights.select(uid_w_=weights["user_id"], weight_w_=weights["weight"].cast("float64"))
+            panel = panel.left_join(w, panel["user_id"] == w["uid_w_"])
+            panel = panel.mutate(weight=panel["weight_w_"].fill_null(1.0)).drop("uid_w_", "weight_w_")
+        else:
+            panel = panel.mutate(weight=ibis.literal(1.0))
+        if segments is not None:
+            s = segments.select(uid_s_=segments["user_id"], segment=segments["segment"],
+                                segment_name=segments["segment_name"])
+            panel = panel.left_join(s, panel["user_id"] == s["uid_s_"]).drop("uid_s_")
+        self.panel = panel
+        self._schema = dict(panel.schema().items())
+        self.columns: dict[str, str] = {k: str(v) for k, v in self._schema.items()}
+
     def close(self) -> None:
-        """Close the connection."""
-        self.con.close()
+        """Close the connection (only one this object opened: the DuckDB file's)."""
+        if self._owns:
+            self.backend.disconnect()
 
     def __enter__(self) -> "AudienceWarehouse":
         return self
@@ -160,45 +232,47 @@ class AudienceWarehouse:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- SQL building --
-    def _bind(self, value: Any) -> str:
-        self._params.append(value)
-        return f"${len(self._params)}"
-
+    # -- expression building --
     def _col(self, name: str) -> str:
         if name not in self.columns:
             raise ValueError(f"column {name!r} is not in the warehouse (available: {sorted(self.columns)})")
-        return f'"{name}"'
+        return name
 
     def _is_numeric(self, name: str) -> bool:
-        t = self.columns[name].upper()
-        return any(k in t for k in ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL"))
+        return bool(self._schema[name].is_numeric())
 
-    def _condition_sql(self, c: Condition, base_sql: str) -> str:
-        col = self._col(c.column)
+    def _predicate(self, c: Condition, t: Any) -> Any:
+        """Ibis boolean expression of one condition on table ``t`` (means are ``t``'s weighted means)."""
+        col = t[self._col(c.column)]
         if c.op in ("above_mean", "below_mean"):
             if not self._is_numeric(c.column):
                 raise ValueError(f"condition {c.op!r} needs a numeric column, {c.column!r} is "
                                  f"{self.columns[c.column]}")
-            mean = (f"(SELECT sum(weight * {col}) / sum(weight) FROM ({base_sql}) "
-                    f"WHERE {col} IS NOT NULL)")
-            return f"{col} {'>' if c.op == 'above_mean' else '<'} {mean}"
+            x = col.cast("float64")
+            known = x.notnull()
+            mean = ((t["weight"] * x).sum(where=known) / t["weight"].sum(where=known)).as_scalar()
+            return x > mean if c.op == "above_mean" else x < mean
         if c.op == "is_null":
-            return f"{col} IS NULL"
+            return col.isnull()
         if c.op == "not_null":
-            return f"{col} IS NOT NULL"
+            return col.notnull()
         if c.op == "contains":
             if S.BY_NAME.get(c.column) is None or S.BY_NAME[c.column].kind != "multi":
                 raise ValueError(f"'contains' needs a multi-valued column ({S.MULTI_VALUED}), "
                                  f"got {c.column!r}")
-            return f"list_contains(string_split({col}, '{S.MULTI_SEP}'), {self._bind(str(c.value))})"
+            padded = ibis_literal(S.MULTI_SEP) + col.cast("string") + ibis_literal(S.MULTI_SEP)
+            return padded.contains(f"{S.MULTI_SEP}{c.value}{S.MULTI_SEP}")
         if c.op in ("in", "not in"):
-            items = ", ".join(self._bind(v) for v in c.value)
-            return f"{col} {'IN' if c.op == 'in' else 'NOT IN'} ({items})"
-        return f"{col} {'=' if c.op == '==' else c.op} {self._bind(c.value)}"
+            return col.isin(list(c.value)) if c.op == "in" else col.notin(list(c.value))
+        ops = {"==": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
+        return getattr(col, ops[c.op])(c.value)
 
-    def _where_sql(self, conds: list[Condition], base_sql: str) -> str:
-        return " AND ".join(f"({self._condition_sql(c, base_sql)})" for c in conds) or "TRUE"
+    def _filter(self, t: Any, conds: list[Condition]) -> Any:
+        import functools
+        import operator
+
+        preds = [self._predicate(c, t) for c in conds]
+        return functools.reduce(operator.and_, preds) if preds else None
 
     # -- the question --
     def ask(self, breakdown: str, where: Sequence[Condition | tuple] | None = None,
@@ -223,37 +297,41 @@ class AudienceWarehouse:
         confidence : float
             Level of the intervals.
         """
+        import ibis
+
         if not 0 < confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-        self._params = list(self._panel_params)
-        bcol = self._col(breakdown)
+        self._col(breakdown)
         base_conds, aud_conds = _conditions(base_where), _conditions(where)
-        base_sql = f"SELECT * FROM ({self._panel_sql}) WHERE {self._where_sql(base_conds, self._panel_sql)}"
-        aud = self._where_sql(aud_conds, base_sql)
-        spec = S.BY_NAME.get(breakdown)
-        level = (f"UNNEST(string_split(b, '{S.MULTI_SEP}'))" if spec is not None and spec.kind == "multi"
-                 else "CAST(b AS VARCHAR)")
+        base_pred = self._filter(self.panel, base_conds)
+        base = self.panel if base_pred is None else self.panel.filter(base_pred)
+        aud_pred = self._filter(base, aud_conds)
         if metric == "share":
-            ycol, yexpr = None, "1.0"
+            y = ibis.literal(1.0)
         else:
-            ycol = self._col(metric)
+            self._col(metric)
             if not self._is_numeric(metric):
                 raise ValueError(f"metric must be 'share' or a numeric column, {metric!r} is "
                                  f"{self.columns[metric]}")
-            yexpr = f"CAST({ycol} AS DOUBLE)"
-        keep = f"{bcol} IS NOT NULL" + (f" AND {ycol} IS NOT NULL" if ycol else "")
-        sql = f"""
-            WITH base AS (SELECT weight, {bcol} AS b, {yexpr} AS y, COALESCE(({aud}), FALSE) AS aud
-                          FROM ({base_sql}) WHERE {keep}),
-                 levels AS (SELECT {level} AS level, aud, weight, y FROM base)
-            SELECT level, aud, count(*) AS n, sum(weight) AS t, sum(weight * weight) AS t2,
-                   sum(weight * y) AS ty, sum(weight * weight * y) AS t2y, sum(weight * weight * y * y) AS t2yy
-            FROM levels GROUP BY level, aud ORDER BY level, aud"""
-        cells = self.con.execute(sql, self._params).df()
-        persons = self.con.execute(
-            f"WITH base AS (SELECT weight, COALESCE(({aud}), FALSE) AS aud FROM ({base_sql}) WHERE {keep}) "
-            "SELECT aud, count(*) AS n, sum(weight) AS t, sum(weight * weight) AS t2 FROM base GROUP BY aud",
-            self._params).df().set_index("aud")
+            y = base[metric].cast("float64")
+        rows = base.select(weight=base["weight"].cast("float64"), b=base[breakdown], y=y,
+                           aud=ibis.literal(True) if aud_pred is None else aud_pred.fill_null(False))
+        rows = rows.filter(rows["b"].notnull() & rows["y"].notnull())
+        spec = S.BY_NAME.get(breakdown)
+        if spec is not None and spec.kind == "multi":
+            sep = re.escape(S.MULTI_SEP) if self.engine == "spark" else S.MULTI_SEP  # Spark splits on a regex
+            levels = rows.mutate(level=rows["b"].cast("string").split(sep).unnest())
+        else:
+            levels = rows.mutate(level=rows["b"].cast("string"))
+        w, yy = levels["weight"], levels["y"]
+        cells_expr = levels.group_by(["level", "aud"]).aggregate(
+            n=levels.count(), t=w.sum(), t2=(w * w).sum(), ty=(w * yy).sum(), t2y=(w * w * yy).sum(),
+            t2yy=(w * w * yy * yy).sum()).order_by(["level", "aud"])
+        cells = self.backend.execute(cells_expr)
+        persons = self.backend.execute(rows.group_by("aud").aggregate(
+            n=rows.count(), t=rows["weight"].sum(), t2=(rows["weight"] * rows["weight"]).sum()))
+        cells["aud"] = cells["aud"].astype(bool)
+        persons = persons.assign(aud=persons["aud"].astype(bool)).set_index("aud")
         n_aud = int(persons["n"].get(True, 0))
         if n_aud == 0:
             raise ValueError(f"the audience is empty: no user with {breakdown!r} observed matches {aud_conds}")
@@ -264,6 +342,10 @@ class AudienceWarehouse:
         table["level"] = pd.Categorical(table["level"], categories=order, ordered=True)
         table = table.sort_values("level").reset_index(drop=True)
         table["level"] = table["level"].astype(str)
+        try:
+            sql = str(self.backend.compile(cells_expr))
+        except Exception:  # noqa: BLE001 - the SQL text is informative only
+            sql = ""
         return QuestionResult(table, text, n_aud, int(persons["n"].sum()), sql)
 
     def _level_order(self, column: str, levels: np.ndarray) -> list[str]:
@@ -279,6 +361,17 @@ class AudienceWarehouse:
         what = f"distribution over {breakdown}" if metric == "share" else f"mean {metric} by {breakdown}"
         return (f"{what} among users with {fmt(aud) or 'no filter'}"
                 f" (base: {fmt(base) or 'whole panel'})")
+
+
+def _exists(path: str | Path | None) -> bool:
+    return path is not None and Path(path).exists()
+
+
+def ibis_literal(value: Any) -> Any:
+    """An Ibis literal (imported lazily: the package imports without Ibis)."""
+    import ibis
+
+    return ibis.literal(value)
 
 
 def _share_table(cells: pd.DataFrame, persons: pd.DataFrame, zq: float) -> pd.DataFrame:

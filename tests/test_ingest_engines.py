@@ -1,0 +1,196 @@
+"""Ingestion is one Ibis code path: DuckDB and Spark give the same unified table, quarantine and line numbers.
+
+A 3,000-user panel with the generator's planted defects plus a few more (duplicate id, orphan, missing
+values, invalid multi-valued set, bad boolean, non-integer, unknown partner id, padded values) is ingested
+on both engines, from CSV files and from folders of Parquet parts. Spark runs on the session fixture.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import generate as G
+from helpers import schema as S
+from helpers.ingest import INCOMPLETE, ingest_sources, ingest_to_parquet, read_text_source
+
+#: Tests that run an ingestion on Spark: the first one pays the JVM warm-up (about 20-40 s of fixed cost
+#: on 2 cores for a 3,000-user panel, mostly Spark query planning and code generation, not data).
+SPARK = pytest.mark.slow
+ENGINES = ["on_duckdb", pytest.param("on_spark", marks=SPARK)]
+
+SOURCES = [*G.SOURCE_FILES, G.PARTNER_FILE, G.PARTNER_MATCH, G.THIRD_FILE, G.THIRD_MATCH]
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _plant(raw) -> None:
+    """Extra defects on top of the generator's (see EXPECTED_REASONS)."""
+    b = _read(raw / "billing.csv")
+    b.loc[10, "user_id"] = b.loc[11, "user_id"]
+    b.to_csv(raw / "billing.csv", index=False)
+    s = _read(raw / "support.csv")
+    s = pd.concat([s, pd.DataFrame({"user_id": ["U99999999"], "support_tickets_raised": ["1"]})])
+    s.to_csv(raw / "support.csv", index=False)
+    e = _read(raw / "engagement.csv")
+    e.loc[5, "time_on_social_media_min"] = " 12.5 "  # padded: valid after stripping
+    e.loc[6, "monthly_conversions"] = ""
+    e.loc[7, "monthly_conversions"] = "2.5"
+    e.to_csv(raw / "engagement.csv", index=False)
+    c = _read(raw / "crm_users.csv")
+    c.loc[3, "age_group"] = ""
+    c.to_csv(raw / "crm_users.csv", index=False)
+    p = _read(raw / G.PARTNER_FILE)
+    p.loc[0, "partner_purchase_categories"] = "cars|boats"
+    p.to_csv(raw / G.PARTNER_FILE, index=False)
+    m = _read(raw / G.PARTNER_MATCH)
+    m.loc[4, "partner_id"] = ""
+    m.to_csv(raw / G.PARTNER_MATCH, index=False)
+    t = _read(raw / G.THIRD_FILE)
+    t.loc[0, "presence_of_children"] = "maybe"
+    t.loc[1, "household_size"] = "2.5"
+    t.to_csv(raw / G.THIRD_FILE, index=False)
+
+
+#: reason fragments each source's quarantine must contain (planted by the generator and by _plant)
+EXPECTED_REASONS = {
+    "billing.csv": ["duplicate user_id", "not a number"], "support.csv": ["not in crm_users.csv"],
+    "engagement.csv": ["missing value", "not an integer", "out of range"],
+    "crm_users.csv": ["missing value", "unknown category", "unparseable date"],
+    G.PARTNER_FILE: ["invalid value"], G.PARTNER_MATCH: ["missing identifier", "has no valid row in"],
+    G.THIRD_FILE: ["not a boolean", "not an integer"]}
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engines")
+    G.write_sources(G.generate_panel(3_000, seed=13), root / "raw", root / "truth", seed=3, corrupt_share=0.01)
+    _plant(root / "raw")
+    return root / "raw"
+
+
+@pytest.fixture(scope="module")
+def parquet_dir(raw_dir, tmp_path_factory):
+    """The same sources as folders of three Parquet parts of text columns (nulls where the CSV is empty)."""
+    out = tmp_path_factory.mktemp("parts")
+    for name in SOURCES:
+        df = pd.read_csv(raw_dir / name, dtype=str, keep_default_na=False, na_values=[""])
+        folder = out / name.removesuffix(".csv")
+        folder.mkdir()
+        bounds = [0, len(df) // 3, 2 * len(df) // 3, len(df)]
+        for i in range(3):
+            part = df.iloc[bounds[i]:bounds[i + 1]]
+            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), folder / f"part-{i:05d}.parquet")
+    return out
+
+
+@pytest.fixture(scope="module")
+def on_duckdb(raw_dir, duckdb_con):
+    return ingest_sources(raw_dir, con=duckdb_con)
+
+
+@pytest.fixture(scope="module")
+def on_spark(raw_dir, spark_con):
+    return ingest_sources(raw_dir, engine="spark", con=spark_con)
+
+
+def _assert_same(a, b):
+    pd.testing.assert_frame_equal(a.data.sort_values("user_id").reset_index(drop=True),
+                                  b.data.sort_values("user_id").reset_index(drop=True), check_exact=True)
+    assert list(a.quarantine) == list(b.quarantine)
+    for name in a.quarantine:
+        pd.testing.assert_frame_equal(a.quarantine[name], b.quarantine[name], check_exact=True, obj=name)
+    assert a.report == b.report
+
+
+@SPARK
+def test_duckdb_and_spark_give_the_same_table_quarantine_and_report(on_duckdb, on_spark):
+    _assert_same(on_duckdb, on_spark)
+    assert list(on_spark.data.columns) == S.COLUMN_NAMES
+    assert on_spark.data["user_id"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize("which", ENGINES)
+def test_planted_defects_are_quarantined_with_their_reasons(which, raw_dir, request):
+    result = request.getfixturevalue(which)
+    for name, fragments in EXPECTED_REASONS.items():
+        reasons = " ".join(result.quarantine[name]["_reason"])
+        for f in fragments:
+            assert f in reasons, (name, f)
+    # the padded value was accepted, stripped and parsed
+    e = _read(raw_dir / "engagement.csv")
+    padded = result.data.set_index("user_id").loc[e.loc[5, "user_id"], "time_on_social_media_min"]
+    assert padded == 12.5
+    rep = result.report
+    assert rep["n_users"] + rep["n_rejected"] == rep["n_input"] == 3_000
+    assert len(result.quarantine["crm_users.csv"]) + len(result.quarantine[INCOMPLETE]) == rep["n_rejected"]
+
+
+@pytest.mark.parametrize("which", ENGINES)
+def test_quarantine_lines_point_at_the_raw_rows(which, raw_dir, request):
+    result = request.getfixturevalue(which)
+    checked = 0
+    for name in SOURCES:
+        q = result.quarantine[name]
+        with open(raw_dir / name, newline="") as f:
+            lines = f.read().split("\n")
+        header = next(csv.reader([lines[0]]))
+        for _, row in q.iterrows():
+            fields = dict(zip(header, next(csv.reader([lines[int(row["_line"]) - 1]]))))
+            for col in header:  # the quarantined raw text is the text on that line of the file
+                assert (fields[col] or None) == (None if pd.isna(row[col]) else row[col]), (name, row["_line"], col)
+            checked += 1
+    assert checked >= 50
+
+
+@SPARK
+def test_spark_line_numbers_across_partitions(spark_con, raw_dir):
+    """Force several partitions per file: lines still follow the file order."""
+    conf = spark_con._session.conf
+    old = {k: conf.get(k) for k in ("spark.sql.files.maxPartitionBytes", "spark.sql.files.openCostInBytes")}
+    conf.set("spark.sql.files.maxPartitionBytes", "8k")
+    conf.set("spark.sql.files.openCostInBytes", "0")
+    try:
+        t = read_text_source(spark_con, raw_dir / "engagement.csv", ["user_id"])
+        spark_df = spark_con._session.table(t.get_name())
+        assert spark_df.rdd.getNumPartitions() > 5
+        got = t.select("_line", "user_id").to_pandas().sort_values("_line").reset_index(drop=True)
+    finally:
+        for k, v in old.items():
+            conf.set(k, v)
+    expected = _read(raw_dir / "engagement.csv")[["user_id"]]
+    assert got["_line"].tolist() == list(range(2, len(expected) + 2))
+    assert got["user_id"].tolist() == expected["user_id"].tolist()
+
+
+def test_parquet_parts_give_the_same_result_as_the_csv(parquet_dir, on_duckdb, duckdb_con):
+    _assert_same(on_duckdb, ingest_sources(parquet_dir, con=duckdb_con))
+
+
+@SPARK
+def test_spark_reads_parquet_parts_like_the_csv(parquet_dir, raw_dir, spark_con):
+    """Validation after reading is the same Ibis code on both engines (compared above on the CSV files), so on
+    Spark it is enough that a folder of parts reads as the same text and line numbers as its CSV."""
+    for name in SOURCES:
+        got = [read_text_source(spark_con, src).to_pandas().sort_values("_line").reset_index(drop=True)
+               for src in (raw_dir / name, parquet_dir / name.removesuffix(".csv"))]
+        pd.testing.assert_frame_equal(got[0], got[1], obj=name)
+
+
+def test_ingest_to_parquet_writes_from_the_engine(raw_dir, on_duckdb, duckdb_con, tmp_path):
+    rep = ingest_to_parquet(raw_dir, tmp_path, con=duckdb_con)
+    data = pd.read_parquet(tmp_path / "rich_audience_data.parquet")
+    assert list(data.columns) == S.COLUMN_NAMES
+    pd.testing.assert_series_equal(data["user_id"].astype("string"), on_duckdb.data["user_id"])
+    for key in ("n_input", "n_users", "n_rejected", "quarantined_rows_by_source", "coverage",
+                "match_rate_partner", "match_rate_third_party", "source_rows_input"):
+        assert rep[key] == on_duckdb.report[key], key
+    q = pd.read_parquet(tmp_path / "quarantine" / "billing.parquet")
+    assert len(q) == len(on_duckdb.quarantine["billing.csv"]) and set(q["_line"]) == set(
+        on_duckdb.quarantine["billing.csv"]["_line"])
