@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 
-from helpers import artifacts, paths
 from helpers import questions as Q
 from helpers import schema as S
-from helpers.generate import INCLUSION_BY_AGE, P_EVENTS
+from helpers.generate import P_EVENTS
 
 
 @pytest.fixture(scope="module")
-def run(small_panel, tmp_path_factory):
-    """A pipeline run folder with the warehouse, design weights and the true segments."""
-    root = tmp_path_factory.mktemp("questions")
-    P = paths.resolve(root / "data", root / "reports")
-    df = small_panel.data
-    pq = P.processed / artifacts.UNIFIED_PARQUET
-    df.to_parquet(pq, index=False)
-    con = duckdb.connect(str(P.duckdb))
-    con.execute(f"CREATE TABLE audience AS SELECT * FROM read_parquet('{pq}')")
-    con.close()
-    age = df["age_group"].map({a: i for i, a in enumerate(S.AGE_GROUPS)}).to_numpy()
-    w = pd.DataFrame({"user_id": df["user_id"], "weight": 1 / INCLUSION_BY_AGE[age]})
-    w.to_parquet(P.processed / artifacts.WEIGHTS, index=False)
-    t = small_panel.truth
-    pd.DataFrame({"user_id": t["user_id"], "segment": t["true_segment"],
-                  "segment_name": t["true_segment_name"]}).to_parquet(P.processed / artifacts.SEGMENTS,
-                                                                      index=False)
-    frame = df.merge(w, on="user_id").assign(segment=t["true_segment"].to_numpy(),
-                                              segment_name=t["true_segment_name"].to_numpy())
-    return P, frame
+def run(warehouse_run):
+    return warehouse_run
 
 
 def test_share_question_matches_pandas(run):
