@@ -14,16 +14,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import time
 import tracemalloc
 
 import numpy as np
 
-from helpers.features import FeatureBuilder
-from helpers.generate import generate_panel
+from _bench_common import emit, peak_rss_mb, synthetic_features
+
 from helpers.segment import GMMSegmenter, entropy, truth_scores
 
 
@@ -36,15 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON record to this file")
     args = ap.parse_args(argv)
 
-    t0 = time.perf_counter()
-    panel = generate_panel(args.n_users, seed=args.seed)
-    t_gen = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    X = FeatureBuilder(random_state=args.seed).fit_transform(panel.data)
-    t_feat = time.perf_counter() - t0
-    truth = panel.truth["true_segment"].to_numpy()
-    del panel
+    X, truth, t_gen, t_feat = synthetic_features(args.n_users, args.seed)
 
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -74,18 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         "segmentation_total_s": round(t_fit + t_score, 1),
         "segmentation_peak_alloc_mb": round(peak / 2**20, 1),
         "feature_matrix_mb": round(X.nbytes / 2**20, 1),
-        "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "process_peak_rss_mb": peak_rss_mb(),
         "gmm_k": seg.n_components_,
         "covariance_type": seg.covariance_type_,
         "ari_truth": round(truth_scores(labels, truth)["ari"], 4),
         "median_entropy": round(float(np.median(ent)), 4),
         "segment_shares": np.round(np.bincount(labels) / n, 3).tolist(),
     }
-    text = json.dumps(record, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(record, args.out)
     return 0
 
 

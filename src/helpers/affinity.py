@@ -930,12 +930,11 @@ def segment_summaries(table: pd.DataFrame, top: int = 3, low: float = 80.0, high
 
 # --- scoring against planted truth -------------------------------------------------------------------
 def match_segments(predicted: np.ndarray, true: np.ndarray) -> dict:
-    """Map each predicted segment label to the true segment it overlaps most (Hungarian assignment)."""
-    from scipy.optimize import linear_sum_assignment
+    """Map each predicted segment label to the true segment it overlaps most (Hungarian assignment of
+    :func:`helpers.segment.match_labels`); predicted segments left unmatched are omitted."""
+    from .segment import match_labels
 
-    ct = pd.crosstab(pd.Series(np.asarray(predicted), name="pred"), pd.Series(np.asarray(true), name="true"))
-    r, c = linear_sum_assignment(-ct.to_numpy())
-    return {ct.index[i]: ct.columns[j] for i, j in zip(r, c)}
+    return {f: t for f, t in match_labels(predicted, true).items() if t >= 0}
 
 
 def truth_comparison(table: pd.DataFrame, true_affinity: Mapping | pd.DataFrame,

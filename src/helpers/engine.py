@@ -107,18 +107,6 @@ def engine_of(con: Any) -> str:
     return "spark" if con.name == "pyspark" else con.name
 
 
-def read_csv_text(con: Any, path: str | os.PathLike, *, delimiter: str = ",",
-                  table_name: str | None = None) -> ibis.Table:
-    """Read a CSV file with a header row as all-text columns, on either engine.
-
-    Values stay strings so that validation (not the reader) decides what is a bad value, and reports it.
-    """
-    path = str(Path(path))
-    if engine_of(con) == "duckdb":
-        return con.read_csv(path, table_name=table_name, all_varchar=True, header=True, delim=delimiter)
-    return con.read_csv(path, table_name=table_name, header=True, inferSchema=False, sep=delimiter)
-
-
 def read_parquet(con: Any, path: str | os.PathLike, *, table_name: str | None = None) -> ibis.Table:
     """Read a Parquet file or a folder of Parquet parts, on either engine."""
     path = Path(path)

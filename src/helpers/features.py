@@ -35,6 +35,25 @@ Role = Literal["segmentation", "profiling", "excluded"]
 MAX_ROWS_IN_MESSAGE = 5
 
 
+def check_matrix(X: np.ndarray, name: str = "X", min_rows: int = 0) -> np.ndarray:
+    """The contract of a segmentation feature matrix: 2-D, finite, at least ``min_rows`` users.
+
+    Returns ``X`` as float64; raises ``ValueError`` naming the offending rows otherwise.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (users x features), got shape {X.shape}; "
+                         "build it with helpers.features.FeatureBuilder")
+    if X.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows, got {X.shape[0]}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} has NaN or infinite values in {len(rows)} rows (e.g. rows {rows[:5].tolist()}); "
+                         "impute or drop them first (FeatureBuilder(allow_missing=True) imputes)")
+    return X
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """One input column of the feature pipeline.

@@ -18,6 +18,8 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import adjusted_rand_score
 
+from .features import check_matrix
+
 #: Largest panel :class:`HierarchicalSegmenter` clusters with exact Ward when ``method="auto"``
 #: (the condensed distance matrix of 5,000 users takes 100 MB).
 EXACT_MAX_N = 5_000
@@ -26,22 +28,6 @@ CUT_RULES = ("gap", "ch")
 
 
 # --- input checks ---------------------------------------------------------------------------------
-def _check_matrix(X: np.ndarray, name: str = "X") -> np.ndarray:
-    X = np.asarray(X, dtype=float)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (users x features), got shape {X.shape}")
-    if X.shape[0] < 2:
-        raise ValueError(f"{name} must have at least 2 rows to cluster, got {X.shape[0]}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows, cols = np.nonzero(bad)
-        raise ValueError(
-            f"{name} has {bad.sum()} non-finite values (NaN/inf), first at rows {rows[:5].tolist()} "
-            f"columns {cols[:5].tolist()}; impute or drop them before clustering (FeatureBuilder does)."
-        )
-    return X
-
-
 def _check_weights(w: np.ndarray | None, n: int, name: str = "sample_weight") -> np.ndarray:
     if w is None:
         return np.ones(n)
@@ -83,7 +69,7 @@ def weighted_ward_linkage(centroids: np.ndarray, sizes: np.ndarray) -> np.ndarra
         and the number of *leaves* (centroids) under the new cluster (scipy requires leaf counts; the
         sizes enter only the heights, see :func:`subtree_sizes` for the total size of each merge).
     """
-    C = _check_matrix(centroids, "centroids")
+    C = check_matrix(centroids, "centroids", min_rows=2)
     size = _check_weights(sizes, C.shape[0], "sizes").copy()
     m = C.shape[0]
     sq = (C * C).sum(axis=1)
@@ -238,7 +224,7 @@ def null_height_ratios(X: np.ndarray, k_range: tuple[int, int] = (2, 12), n_ref:
     -------
     DataFrame indexed by ``k`` with ``null_ratio_mean`` and ``null_ratio_max``.
     """
-    X = _check_matrix(X)
+    X = check_matrix(X, min_rows=2)
     if n_ref < k_range[1] + 2 or n_rep < 1:
         raise ValueError(f"need n_ref >= k_max + 2 = {k_range[1] + 2} and n_rep >= 1, got {n_ref}, {n_rep}")
     rng = np.random.default_rng(random_state)
@@ -340,7 +326,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):
             micro-cluster sizes (the tree then minimises the *weighted* sum of squares); exact Ward
             cannot (scipy's linkage takes no weights) and raises if they are unequal.
         """
-        X = _check_matrix(X)
+        X = check_matrix(X, min_rows=2)
         w = _check_weights(sample_weight, X.shape[0])
         if self.method not in ("auto", "exact", "two_stage"):
             raise ValueError(f"method must be 'auto', 'exact' or 'two_stage', got {self.method!r}")
@@ -399,7 +385,7 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):
         """
         if not hasattr(self, "centroids_"):
             raise ValueError("this HierarchicalSegmenter is not fitted yet; call fit(X) first")
-        X = _check_matrix(X)
+        X = check_matrix(X, min_rows=2)
         if X.shape[1] != self.centroids_.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features, the segmenter was fitted on "
                              f"{self.centroids_.shape[1]}")
@@ -439,7 +425,7 @@ def micro_clusters(X: np.ndarray, n_micro: int = 400, sample_weight: np.ndarray 
     sizes : ndarray of shape (m,)
         Total weight (user count when unweighted) of each micro-cluster.
     """
-    X = _check_matrix(X)
+    X = check_matrix(X, min_rows=2)
     n = X.shape[0]
     w = _check_weights(sample_weight, n)
     if not 2 <= n_micro <= n:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -213,18 +212,6 @@ def apply(scorer: Scorer, batch: pd.DataFrame, id_col: str = "user_id") -> pd.Da
 
 
 # --- scoring everyone ----------------------------------------------------------------------------
-def _ensure_worker_python(spark) -> None:
-    """Local Spark: run Python workers with this interpreter (the venv), not whatever ``python3`` is on PATH.
-
-    PySpark takes the worker interpreter from ``$PYSPARK_PYTHON`` (default ``python3``) when the
-    SparkContext starts; for a local master without that variable the executors are this machine, so
-    this process's interpreter is the right one. Cluster masters are left alone.
-    """
-    sc = spark.sparkContext
-    if "PYSPARK_PYTHON" not in os.environ and sc.master.startswith("local") and sc.pythonExec == "python3":
-        sc.pythonExec = sys.executable
-
-
 def spark_frame(con: Any, table: ibis.Table):
     """The PySpark DataFrame behind an Ibis table of the Spark backend."""
     return con.raw_sql(con.compile(table))
@@ -305,7 +292,6 @@ def duckdb_batches(con: Any, expr: ibis.Table, batch_size: int):
 def _score_spark(con: Any, expr: ibis.Table, scorer: Scorer, out: Path, id_col: str, batch_size: int,
                  sort: bool) -> None:
     spark = con._session
-    _ensure_worker_python(spark)
     shared = spark.sparkContext.broadcast(scorer)
 
     def run(batches):

@@ -30,6 +30,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from .features import check_matrix
+
 COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
 #: BLAS/OpenMP threads used by EM. The matrices are thin (users x a few features), so extra threads add
 #: contention rather than speed; on a shared 2-core machine one thread was ~10x faster than two.
@@ -38,19 +40,6 @@ CRITERIA = ("bic", "icl")
 
 
 # --- checks ------------------------------------------------------------------------------------------
-def _check_matrix(X: np.ndarray, name: str = "X") -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (users x features), got shape {X.shape}; "
-                         "build it with helpers.features.FeatureBuilder")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(f"{name} has NaN or infinite values in {len(rows)} rows (e.g. rows {rows[:5].tolist()}); "
-                         "impute or drop them first (FeatureBuilder(allow_missing=True) imputes)")
-    return X
-
-
 def _check_proba(proba: np.ndarray) -> np.ndarray:
     P = np.asarray(proba, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] < 1:
@@ -105,7 +94,7 @@ def ambiguous_share(proba: np.ndarray, threshold: float = 0.8, weights: np.ndarr
 
 def icl(model: GaussianMixture, X: np.ndarray) -> float:
     """Integrated completed likelihood criterion ``BIC + 2 * sum of posterior entropies`` (smaller is better)."""
-    X = _check_matrix(X)
+    X = check_matrix(X)
     return float(model.bic(X) + 2.0 * entropy(model.predict_proba(X)).sum())
 
 
@@ -142,7 +131,7 @@ def sweep(X: np.ndarray, k_range: Sequence[int] = range(2, 11),
     models : dict
         ``(k, covariance_type) -> fitted GaussianMixture``.
     """
-    X = _check_matrix(X)
+    X = check_matrix(X)
     ks = sorted({int(k) for k in k_range})
     if not ks or ks[0] < 1 or ks[-1] >= len(X):
         raise ValueError(f"k_range must hold integers between 1 and n_users - 1 = {len(X) - 1}, got {ks}")
@@ -227,7 +216,7 @@ class GMMSegmenter(ClusterMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y=None) -> "GMMSegmenter":
         """Sweep candidate mixtures on a seeded sample of ``X`` and keep the best by ``criterion``."""
-        X = _check_matrix(X)
+        X = check_matrix(X)
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
         rng = np.random.default_rng(self.random_state)
@@ -251,7 +240,7 @@ class GMMSegmenter(ClusterMixin, BaseEstimator):
     def predict_proba(self, X: np.ndarray, chunk: int = 200_000) -> np.ndarray:
         """Posterior probability of every segment, shape (n_users, k); scored in chunks of ``chunk`` rows."""
         check_is_fitted(self, "model_")
-        X = _check_matrix(X)
+        X = check_matrix(X)
         out = np.empty((len(X), self.n_components_))
         with threadpool_limits(limits=EM_THREADS):
             for start in range(0, len(X), chunk):
@@ -300,7 +289,7 @@ def bootstrap_stability(X: np.ndarray, reference: np.ndarray, k: int, covariance
     ndarray of shape (n_boot,)
         One ARI per replicate.
     """
-    X = _check_matrix(X)
+    X = check_matrix(X)
     ref = np.asarray(reference)
     if ref.shape != (len(X),):
         raise ValueError(f"reference must have one label per row of X ({len(X)}), got shape {ref.shape}")
