@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic panels with planted truth, and the shared real data folder."""
+"""Shared fixtures: small synthetic panels with planted truth, the shipped reference data (``external_data``)
+and the real data that is not shipped (``shared_data``, CDNOW only)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from helpers.generate import generate_panel
-from helpers.paths import REPO_ROOT
+from helpers import paths as _paths
 
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = _paths.SHARED_DATA
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +26,19 @@ def medium_panel():
 
 
 @pytest.fixture(scope="session")
+def external_data() -> Path:
+    """``<repo>/data/external``: the real public data shipped with the repository (``adult_census``,
+    ``census_popest``, ``telco_churn``; see its MANIFEST.md). Never skipped: a fresh clone has it."""
+    return _paths.EXTERNAL_DATA
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real public data); skips with a clear message only when it is absent."""
-    if not SHARED_DATA.exists():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (CI always has it)")
+    """``../shared/data``, for data that is NOT shipped (licence): CDNOW only. Skips with a clear message
+    when it is absent (a fresh clone alone); shipped sets are read through ``external_data``."""
+    if _paths.shared_data() is None:
+        pytest.skip(f"real data folder {SHARED_DATA} is absent: CDNOW (research licence) is not shipped "
+                    "with the repository")
     return SHARED_DATA
 
 

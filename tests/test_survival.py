@@ -256,8 +256,8 @@ def test_model_inputs_are_validated():
 
 
 # --- real data -----------------------------------------------------------------------------------
-def test_telco_real_data_cox_aft_and_ph_remedy(shared_data):
-    path = shared_data / "telco_churn" / "Telco-Customer-Churn.csv"
+def test_telco_real_data_cox_aft_and_ph_remedy(external_data):
+    path = external_data / "telco_churn" / "Telco-Customer-Churn.csv"
     frame, groups = sv.load_telco(path)
     assert len(frame) == 7032 and 0.25 < frame["event"].mean() < 0.28
     plain_frame, _ = sv.load_telco(path, log_charges=False)
@@ -275,8 +275,8 @@ def test_telco_real_data_cox_aft_and_ph_remedy(shared_data):
     assert sv.c_index(better, sv.telco_interactions(test)) > c_plain
 
 
-def test_load_telco_rejects_bad_churn_values(tmp_path, shared_data):
-    raw = pd.read_csv(shared_data / "telco_churn" / "Telco-Customer-Churn.csv", nrows=50)
+def test_load_telco_rejects_bad_churn_values(tmp_path, external_data):
+    raw = pd.read_csv(external_data / "telco_churn" / "Telco-Customer-Churn.csv", nrows=50)
     raw.loc[3, "Churn"] = "maybe"
     raw.to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(ValueError, match="'Churn' must be Yes/No"):

@@ -39,9 +39,9 @@ def panel_synth(panel_cart) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def adult_split(shared_data):
+def adult_split(external_data):
     """6,000 training and 3,000 held-out rows of UCI Adult (disjoint, seed 0)."""
-    df = load_adult(shared_data / "adult_census" / "adult.data")
+    df = load_adult(external_data / "adult_census" / "adult.data")
     idx = np.random.default_rng(0).permutation(len(df))
     return df.iloc[idx[:6000]].reset_index(drop=True), df.iloc[idx[6000:9000]].reset_index(drop=True)
 

@@ -245,14 +245,14 @@ def test_household_size_is_banded_like_the_margins():
 
 # --- real data -------------------------------------------------------------------------------------------
 @pytest.mark.realdata
-def test_census_margins_and_raking_adult(shared_data):
-    m = W.census_age_sex_margins(shared_data / "census_popest" / "sc-est2019-agesex-civ.csv", year=2019)
+def test_census_margins_and_raking_adult(external_data):
+    m = W.census_age_sex_margins(external_data / "census_popest" / "sc-est2019-agesex-civ.csv", year=2019)
     totals = m.groupby("variable")["target"].sum()
     assert totals.nunique() == 1 or np.allclose(totals, totals.iloc[0])
     assert 2.3e8 < totals.iloc[0] < 2.7e8  # US civilian adults in 2019: about 250 million
     shares = m[m["variable"] == "sex"].set_index("category")["target"] / totals.iloc[0]
     assert 0.50 < shares["Female"] < 0.53
-    adult = pd.read_csv(shared_data / "adult_census" / "adult.data", header=None, skipinitialspace=True,
+    adult = pd.read_csv(external_data / "adult_census" / "adult.data", header=None, skipinitialspace=True,
                         usecols=[0, 9], names=["age", "sex"])
     adult["age_group"] = pd.cut(adult["age"], [17, 24, 34, 44, 54, 64, np.inf],
                                 labels=["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]).astype("string")

@@ -13,6 +13,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+#: Reference data shipped inside the repository (licences allow redistribution; see data/external/MANIFEST.md).
+EXTERNAL_DATA = REPO_ROOT / "data" / "external"
+#: Reference data NOT shipped (licence does not clearly allow redistribution): read in place when present.
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+EXTERNAL_SETS = ("adult_census", "census_popest", "telco_churn")
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -67,3 +73,31 @@ def resolve(data_dir: str | os.PathLike | None = None,
     data = data_dir or os.environ.get("AUDIENCE_DATA_DIR") or REPO_ROOT / "data"
     reports = reports_dir or os.environ.get("AUDIENCE_REPORTS_DIR") or REPO_ROOT / "reports"
     return Paths(Path(data).resolve(), Path(reports).resolve()).ensure()
+
+
+def external(name: str) -> Path:
+    """Folder of a reference data set shipped in the repository: ``<repo>/data/external/<name>/``.
+
+    ``name`` is one of :data:`EXTERNAL_SETS` (``adult_census``, ``census_popest``, ``telco_churn``); the
+    manifest ``data/external/MANIFEST.md`` gives source, licence, citation, size and sha256 of each file.
+    Raises ``FileNotFoundError`` naming the folder when it is missing (a broken checkout, not a user error).
+    """
+    if name not in EXTERNAL_SETS:
+        raise ValueError(f"unknown shipped data set {name!r}: expected one of {', '.join(EXTERNAL_SETS)} "
+                         "(data sets that are not shipped are read with paths.shared_data(name))")
+    folder = EXTERNAL_DATA / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: it is shipped with the repository "
+                                "(see data/external/MANIFEST.md); restore it with `git checkout data/external`")
+    return folder
+
+
+def shared_data(name: str | None = None) -> Path | None:
+    """Folder of a reference data set that is NOT shipped (e.g. ``cdnow``, research/teaching licence):
+    ``<repo>/../shared/data/<name>/`` (or the whole folder when ``name`` is None), or None when it is absent.
+
+    A notebook section that needs it must say visibly that it is skipped when this returns None
+    (``metrics.skipped``), and the run goes on.
+    """
+    folder = SHARED_DATA if name is None else SHARED_DATA / name
+    return folder if folder.exists() else None
