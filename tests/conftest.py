@@ -64,35 +64,17 @@ def spark_con():
 
 
 def write_warehouse_run(panel, root: Path):
-    """A pipeline run folder built from planted truth: the unified Parquet (microsecond timestamps, as
-    ingestion writes it), the DuckDB warehouse, design weights (inverse inclusion) and the true segments.
+    """A pipeline run folder built from planted truth (:func:`helpers.standin.write_standin_run`): the unified
+    Parquet (microsecond timestamps, as ingestion writes it), the DuckDB warehouse, design weights (inverse
+    inclusion) and the true segments.
 
     Returns ``(paths, frame)``, ``frame`` being the user-level table joined with weight and segment.
     """
-    import duckdb
-    import pandas as pd
-
-    from helpers import artifacts, paths
-    from helpers import schema as S
-    from helpers.generate import INCLUSION_BY_AGE
+    from helpers import paths
+    from helpers.standin import write_standin_run
 
     P = paths.resolve(root / "data", root / "reports")
-    df = panel.data
-    pq = P.processed / artifacts.UNIFIED_PARQUET
-    df.to_parquet(pq, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
-    con = duckdb.connect(str(P.duckdb))
-    con.execute(f"CREATE TABLE audience AS SELECT * FROM read_parquet('{pq}')")
-    con.close()
-    age = df["age_group"].map({a: i for i, a in enumerate(S.AGE_GROUPS)}).to_numpy()
-    w = pd.DataFrame({"user_id": df["user_id"], "weight": 1 / INCLUSION_BY_AGE[age]})
-    w.to_parquet(P.processed / artifacts.WEIGHTS, index=False)
-    t = panel.truth
-    pd.DataFrame({"user_id": t["user_id"], "segment": t["true_segment"],
-                  "segment_name": t["true_segment_name"]}).to_parquet(P.processed / artifacts.SEGMENTS,
-                                                                      index=False)
-    frame = df.merge(w, on="user_id").assign(segment=t["true_segment"].to_numpy(),
-                                              segment_name=t["true_segment_name"].to_numpy())
-    return P, frame
+    return P, write_standin_run(P, panel, warehouse=True).frame
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from helpers import artifacts, paths
-from helpers import schema as S
-from helpers.generate import INCLUSION_BY_AGE, generate_panel, write_sources
-from helpers.segment import segments_frame
+from helpers.generate import generate_panel, write_sources
+from helpers.standin import write_standin_run
 
 pytestmark = pytest.mark.slow
 NOTEBOOKS = paths.REPO_ROOT / "notebooks"
@@ -50,19 +48,6 @@ def _run(nb: str, P: paths.Paths, engine: str, kernel: str) -> dict:
     return json.loads(P.metrics.read_text())[Path(nb).stem]
 
 
-def _stand_in_artifacts(P: paths.Paths, panel) -> None:
-    """weights.parquet (inverse inclusion) and segments.parquet (true segments) in place of notebooks 02/04."""
-    unified = pd.read_parquet(P.processed / artifacts.UNIFIED_PARQUET)
-    truth = panel.truth.set_index(panel.data["user_id"])
-    seg = truth.loc[unified["user_id"], "true_segment"].to_numpy()
-    age = unified["age_group"].map({a: i for i, a in enumerate(S.AGE_GROUPS)}).to_numpy()
-    pd.DataFrame({"user_id": unified["user_id"], "weight": 1 / INCLUSION_BY_AGE[age]}).to_parquet(
-        P.processed / artifacts.WEIGHTS, index=False)
-    k = panel.params["n_segments"]
-    segments_frame(unified["user_id"], np.eye(k)[seg], panel.params["segment_names"]).to_parquet(
-        P.processed / artifacts.SEGMENTS, index=False)
-
-
 def _assert_same(a: dict, b: dict, stem: str) -> None:
     assert a.keys() == b.keys(), f"{stem}: different metric keys"
     for key, va in a.items():
@@ -81,7 +66,7 @@ def test_ingest_and_affinity_metrics_agree_across_engines(tmp_path):
         P = paths.resolve(tmp_path / engine / "data", tmp_path / engine / "reports")
         write_sources(panel, P.raw, P.truth, seed=21)
         m01 = _run("01_ingest.ipynb", P, engine, kernel)
-        _stand_in_artifacts(P, panel)
+        write_standin_run(P, panel, unified=False)  # weights and true segments of 01's users, for 07
         m07 = _run("07_affinity.ipynb", P, engine, kernel)
         runs[engine] = {"01_ingest": m01, "07_affinity": m07, "paths": P}
     for stem in sorted(ENGINE_PARITY_KEYS):

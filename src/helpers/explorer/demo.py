@@ -9,8 +9,6 @@ app's numbers can be checked against it. Real runs use the artifacts of ``make r
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -19,21 +17,9 @@ from ..affinity import affinity_table
 from ..generate import (DEFAULT_OBSERVATION_DATE, WEIBULL_SCALE_DAYS, WEIBULL_SHAPE, SyntheticPanel,
                         generate_panel)
 from ..paths import Paths
+from ..standin import mislabel, write_standin_run  # noqa: F401 - mislabel re-exported for callers
 
 DAYS_PER_MONTH = 30.44
-
-
-def mislabel(segment: np.ndarray, share: float, k: int, seed: int = 0) -> np.ndarray:
-    """Move a random ``share`` of users to a uniformly chosen *other* segment (simulated segmentation error)."""
-    if not 0 <= share < 1:
-        raise ValueError(f"share must be in [0, 1), got {share}")
-    if k < 2 and share > 0:
-        raise ValueError("mislabelling needs at least 2 segments")
-    rng = np.random.default_rng(seed)
-    out = np.asarray(segment).astype(np.int64).copy()
-    move = rng.random(len(out)) < share
-    out[move] = (out[move] + rng.integers(1, k, int(move.sum()))) % k
-    return out
 
 
 def true_churn_risk(panel: SyntheticPanel, horizon_days: int = 90, value_horizon_days: float = 3 * 365.0
@@ -89,20 +75,11 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
     """
     panel = generate_panel(n_users, seed=seed, observation_date=observation_date)
     P = paths.ensure()
-    panel.data.to_parquet(P.processed / artifacts.UNIFIED_PARQUET, index=False)
-    panel.truth.to_parquet(P.truth / "users_truth.parquet", index=False)
-    (P.truth / "truth_params.json").write_text(json.dumps(panel.params))
-    names = np.array(panel.params["segment_names"], dtype=object)
-    k = len(names)
-    seg = mislabel(panel.truth["true_segment"].to_numpy(), mislabel_share, k, seed)
-    segments = pd.DataFrame({"user_id": panel.data["user_id"].astype(str).to_numpy(), "segment": seg,
-                             "segment_name": names[seg]})
-    segments.to_parquet(P.processed / artifacts.SEGMENTS, index=False)
-    sizes = segments.groupby(["segment", "segment_name"]).size().rename("n_users").reset_index()
+    df = write_standin_run(P, panel, truth=True, weights=False, mislabel_share=mislabel_share, seed=seed).frame
+    sizes = df.groupby(["segment", "segment_name"]).size().rename("n_users").reset_index()
     sizes["weighted_share"] = sizes["n_users"] / sizes["n_users"].sum()
-    sizes.to_csv(P.processed / artifacts.SEGMENT_PROFILES, index=False)
-    df = panel.data.assign(segment=seg, segment_name=names[seg], weight=1.0)
-    affinity_table(df).to_csv(P.processed / artifacts.AFFINITY_TABLE, index=False)
+    artifacts.save(P, "segment_profiles", sizes)
+    artifacts.save(P, "affinity_table", affinity_table(df))
     if with_churn:
-        true_churn_risk(panel).to_parquet(P.processed / artifacts.CHURN_RISK, index=False)
+        artifacts.save(P, "churn_risk", true_churn_risk(panel))
     return panel

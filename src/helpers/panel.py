@@ -1,0 +1,113 @@
+"""The panel: the unified table joined with its survey weight and segment, in one place.
+
+Every stage that needs "users with their weight (and segment)" reads :class:`Panel` instead of joining the
+artifacts itself, as pandas (:meth:`Panel.load` -> ``.frame``) or as an Ibis table on any engine
+(:meth:`Panel.ibis`). Weights are 1.0 when the weighting stage wrote none (``weights_used`` says which).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from . import artifacts
+from .paths import Paths
+
+
+class Panel:
+    """The unified table + ``weight`` (+ ``segment``, ``segment_name`` when a segmentation exists).
+
+    ``Panel.load(P)`` reads it as pandas; ``Panel.open(P)`` defers reading so that ``.ibis(con)`` can run
+    the same join on an engine without loading the table into memory.
+
+    Attributes
+    ----------
+    frame : pandas DataFrame, one row per user of the unified table (read on first access).
+    weights_used : True when the weights come from the weighting stage, False when every weight is 1.0.
+    segments_used : True when ``segment``/``segment_name`` come from the segmentation stage.
+    """
+
+    def __init__(self, paths: Paths, segments: bool = True) -> None:
+        self.paths = paths
+        self.weights_used = artifacts.exists(paths, "weights")
+        self.segments_used = bool(segments) and artifacts.exists(paths, "segments")
+        self._frame: pd.DataFrame | None = None
+
+    @classmethod
+    def open(cls, paths: Paths, segments: bool = True) -> "Panel":
+        """The run's panel, not read yet (``.frame`` or ``.ibis(con)`` read it)."""
+        return cls(paths, segments)
+
+    @classmethod
+    def load(cls, paths: Paths, segments: bool = True) -> "Panel":
+        """Read the run's panel as pandas. ``segments=False`` leaves segment columns out even when they exist.
+
+        Raises :class:`helpers.artifacts.MissingArtifact` when the unified table is absent and
+        :class:`helpers.artifacts.StaleArtifact` when weights or segments belong to an older run.
+        """
+        self = cls(paths, segments)
+        self.frame  # noqa: B018 - read now
+        return self
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            self._frame = self._read()
+        return self._frame
+
+    def _read(self) -> pd.DataFrame:
+        paths = self.paths
+        df = artifacts.load_unified(paths)
+        uid = df["user_id"].astype(str)
+        if self.weights_used:
+            w = artifacts.load(paths, "weights")
+            w = w.set_index(w["user_id"].astype(str))["weight"]
+            df["weight"] = uid.map(w).fillna(1.0).astype(float).to_numpy()
+        else:
+            df["weight"] = 1.0
+        if self.segments_used:
+            s = artifacts.load(paths, "segments", columns=["user_id", "segment", "segment_name"])
+            s = s.set_index(s["user_id"].astype(str))
+            seg = uid.map(s["segment"])
+            df["segment"] = seg.astype("int64").to_numpy() if seg.notna().all() else seg.to_numpy()
+            df["segment_name"] = uid.map(s["segment_name"].astype(str)).to_numpy()
+        return df
+
+    @property
+    def weights(self) -> pd.Series:
+        """The weights indexed by ``user_id``."""
+        return self.frame.set_index("user_id")["weight"]
+
+    def describe_weights(self) -> str:
+        """One sentence a notebook prints about the weights it uses."""
+        if self.weights_used:
+            return f"survey weights from {artifacts.REGISTRY['weights'].producer} (raked to population margins)"
+        return "no weights file: every user has weight 1 (results describe the customer base, not the population)"
+
+    def ibis(self, con: Any) -> Any:
+        """The same panel as an Ibis table on ``con`` (``helpers.engine.connect``): unified table left-joined
+        with ``weight`` (1.0 where absent) and, if present, ``segment``/``segment_name``."""
+        import ibis
+
+        from . import engine as E
+
+        paths = self.paths
+
+        def path(name: str):
+            return artifacts._check(paths, artifacts.artifact(name))
+
+        panel = E.read_parquet(con, path("unified"))
+        if self.weights_used:
+            w = E.read_parquet(con, path("weights"))
+            w = w.select(uid_w_=w["user_id"].cast("string"), weight_w_=w["weight"].cast("float64"))
+            panel = panel.left_join(w, panel["user_id"].cast("string") == w["uid_w_"])
+            panel = panel.mutate(weight=panel["weight_w_"].fill_null(1.0)).drop("uid_w_", "weight_w_")
+        else:
+            panel = panel.mutate(weight=ibis.literal(1.0))
+        if self.segments_used:
+            s = E.read_parquet(con, path("segments"))
+            s = s.select(uid_s_=s["user_id"].cast("string"), segment=s["segment"],
+                         segment_name=s["segment_name"])
+            panel = panel.left_join(s, panel["user_id"].cast("string") == s["uid_s_"]).drop("uid_s_")
+        return panel
