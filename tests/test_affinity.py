@@ -9,6 +9,7 @@ import pytest
 from helpers import affinity as A
 from helpers import report
 from helpers import schema as S
+from helpers.stats import core as C
 from helpers.generate import INCLUSION_BY_AGE, P_EVENTS, P_PURCHASE, PARTNER_MATCH_BY_SEGMENT
 
 
@@ -51,7 +52,8 @@ def test_share_index_vertical_horizontal_and_unobserved_rows():
         "time_on_social_media_min": [1.0] * 8,
     })
     t = A.AffinityIndex(metrics=["time_on_social_media_min"], attributes=["event_attendance_genres"],
-                        rule=A.BaseSizeRule(0, 0)).fit(df, weight_col=None, name_col=None).table_
+                        rule=A.BaseSizeRule(0, 0, rse_caution=None, rse_suppress=None)).fit(
+        df, weight_col=None, name_col=None).table_
     c = t[(t["attribute"] == "concerts")].set_index("segment")
     # observed: seg 0 has 3 (2 with concerts), seg 1 has 3 (0 with concerts); base 2/6
     assert c.loc[0, "vertical_pct"] == pytest.approx(100 * 2 / 3)
@@ -67,7 +69,10 @@ def test_linearised_se_matches_bootstrap():
     n = 3000
     seg = rng.integers(0, 3, n)
     y = np.exp(rng.normal(np.log([10.0, 20.0, 40.0])[seg], 0.8))
-    w = rng.gamma(4, 0.25, n)
+    # weights with a Kish design effect of about 2.7 (lognormal, sigma 1): a variance that ignored the
+    # weights (e.g. unweighted sums of squares) is off by far more than the 15% tolerance
+    w = rng.lognormal(0.0, 1.0, n)
+    assert C.design_effect(w) >= 2
     se = A.index_estimates(y, seg, w)["se_log_index"].to_numpy()
     boots = []
     for _ in range(300):

@@ -38,7 +38,9 @@ def test_partner_token_share_is_computed_among_matched_users_only(small_panel, t
     assert (rows["n_observed"].to_numpy() == np.bincount(seg[matched], minlength=6)).all()
     n = rows["n_observed"].to_numpy()
     se = np.sqrt(P_PURCHASE[:, 0] * (1 - P_PURCHASE[:, 0]) / n)
-    assert np.all(np.abs(rows["segment_value"].to_numpy() - P_PURCHASE[:, 0]) < 4 * se)
+    ok = rows["base_flag"].ne("suppressed").to_numpy()  # a segment with < 31 buyers is not reported
+    assert ok.sum() >= 4 and (rows.loc[~ok, "segment_value"].isna()).all()
+    assert np.all(np.abs(rows["segment_value"].to_numpy() - P_PURCHASE[:, 0])[ok] < 4 * se[ok])
 
 
 def test_planted_traits_are_significant_over_representations(truth_index):
@@ -56,7 +58,8 @@ def test_no_signal_gives_few_discoveries(small_panel):
     noise = np.random.default_rng(1).integers(0, 5, len(small_panel.data))
     t = attribute_index(small_panel.data, noise)
     assert t["significant"].mean() < 0.02
-    assert t["index"].between(60, 140).mean() > 0.95
+    reported = t.dropna(subset=["index"])
+    assert len(reported) > 0.8 * len(t) and reported["index"].between(60, 140).mean() > 0.95
 
 
 def test_weights_enter_sizes_and_indices(small_panel):

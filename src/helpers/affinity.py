@@ -24,13 +24,14 @@ Everything that depends on user-level data runs on an execution engine through I
 Apache Spark on request, see :mod:`helpers.engine`): :meth:`AffinityIndex.fit` asks the engine for per-segment
 sufficient statistics (:data:`MOMENTS`: counts and sums of ``w``, ``w y``, ``w^2``, ``w^2 y``, ``w^2 y^2``) in
 one group-by for the metrics and one for the attribute families, plus the weighted quantiles of the
-heavy-user cut; :func:`index_from_moments` turns that small table into indices, intervals and tests with the
-same code for every engine (and for :func:`index_estimates` on numpy arrays). A 10M-user Parquet panel never
+heavy-user cut; :func:`helpers.stats.core.index_table` (the project's one statistics core, also used by questions and
+personas) turns that small table into indices, intervals and tests with the same code for every engine. A 10M-user Parquet panel never
 has to fit in one pandas frame, and both engines give the same table to floating-point tolerance.
 
-Base-size rules follow MRI-Simmons' defaults: an unweighted cell count of 31-60 is flagged "caution",
-below 31 "suppressed" (the index is not reported). The thresholds are parameters and can be applied to
-the Kish effective sample size instead.
+Base-size rules (:class:`helpers.stats.core.BaseSizeRule`) follow MRI-Simmons' defaults for the
+unweighted cell count (31-60 "caution", below 31 "suppressed": the index is not reported), optionally the
+same thresholds on the Kish effective n, and a relative-standard-error rule on the effective base (RSE of
+the segment's estimate > 30 % caution, > 50 % suppressed, as NCHS / ABS publish).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from . import schema as S
+from .stats import core as C
+from .stats.core import (MOMENTS, BaseSizeRule, assign_tier, fdr_qvalues, index_estimates,  # noqa: F401
+                         moments, weighted_quantile)
+
 
 INDEX_TYPES = ("intensity", "composition", "share")
 #: Attributes indexed by share by default: partner, enrichment and demographic columns.
@@ -54,217 +57,15 @@ DEFAULT_ATTRIBUTES: tuple[str, ...] = (
     "education_level", "income_bracket", "age_group",
 )
 HOUSEHOLD_BANDS = ["1", "2", "3", "4", "5+"]
-TIER_SWEET, TIER_NEUTRAL, TIER_LOW = "sweet spot", "neutral", "de-prioritise"
+TIER_SWEET, TIER_NEUTRAL, TIER_LOW = C.TIER_SWEET, C.TIER_NEUTRAL, C.TIER_LOW_LABEL
 
 TABLE_COLUMNS = [
     "segment", "segment_name", "family", "attribute", "index_type", "definition", "index", "ci_low",
     "ci_high", "p_value", "q_value", "significant", "n_unweighted", "n_weighted", "n_effective",
     "n_segment", "base_flag", "tier", "segment_value", "base_value", "rest_value", "vertical_pct",
-    "horizontal_pct",
+    "horizontal_pct", "rse", "n_eff_segment", "descriptive",
 ]
 
-
-@dataclass(frozen=True)
-class BaseSizeRule:
-    """Syndicated-panel base-size rule for one cell of a crosstab.
-
-    Parameters
-    ----------
-    caution_below : int
-        Cells with fewer units than this (but at least ``suppress_below``) are flagged ``"caution"``.
-        Default 61 (MRI-Simmons: unweighted n 31-60 "use with caution").
-    suppress_below : int
-        Cells with fewer units than this are flagged ``"suppressed"``: too unstable to report.
-        Default 31 (MRI-Simmons: n under 31).
-    use_effective : bool
-        Apply the thresholds to the Kish effective n of the cell instead of its unweighted count, which
-        also penalises cells whose weights vary a lot.
-    """
-
-    caution_below: int = 61
-    suppress_below: int = 31
-    use_effective: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.suppress_below <= self.caution_below:
-            raise ValueError("BaseSizeRule needs 0 <= suppress_below <= caution_below, got "
-                             f"suppress_below={self.suppress_below}, caution_below={self.caution_below}")
-
-    def flag(self, n_unweighted: np.ndarray, n_effective: np.ndarray) -> np.ndarray:
-        """``"ok"``, ``"caution"`` or ``"suppressed"`` for each cell."""
-        n = np.asarray(n_effective if self.use_effective else n_unweighted, dtype=float)
-        return np.where(n < self.suppress_below, "suppressed",
-                        np.where(n < self.caution_below, "caution", "ok"))
-
-
-# --- input checks -----------------------------------------------------------------------------------
-def _check_weights(w: np.ndarray, name: str = "weight") -> np.ndarray:
-    w = np.asarray(w, dtype=float)
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        raise ValueError(f"column {name!r} must hold finite weights >= 0; {int(bad.sum())} rows do not "
-                         f"(first row positions: {rows}). Fix or drop them before computing affinities.")
-    return w
-
-
-def _check_codes(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = pd.Series(segments)
-    if s.isna().any():
-        rows = np.flatnonzero(s.isna().to_numpy())[:5].tolist()
-        raise ValueError(f"segment labels are missing in {int(s.isna().sum())} rows (first row positions: "
-                         f"{rows}); every unit of the base needs a segment (drop or assign them first).")
-    labels, codes = np.unique(s.to_numpy(), return_inverse=True)
-    return codes.astype(np.int64), labels
-
-
-# --- the core estimator: sufficient statistics -> indices ------------------------------------------------
-#: Per-segment sufficient statistics of one variable ``y`` over the units where it is observed (finite, weight
-#: > 0): unweighted count, sums of ``w``, ``w y``, ``w^2``, ``w^2 y``, ``w^2 y^2``, and the same count and
-#: weight sums restricted to ``y != 0`` (the cell of a 0/1 indicator). Everything in the affinity table that
-#: depends on user-level data is a function of these (see :func:`index_from_moments`), so an engine only
-#: has to return one small group-by per variable.
-MOMENTS = ("n", "t", "ty", "t2", "t2y", "t2yy", "n_nz", "t_nz", "t2_nz")
-
-
-def moments(y: np.ndarray, codes: np.ndarray, w: np.ndarray, k: int) -> pd.DataFrame:
-    """Sufficient statistics (:data:`MOMENTS`) of ``y`` per segment code ``0..k-1``, with numpy.
-
-    Units where ``y`` is not finite or the weight is 0 are left out.
-    """
-    y, codes, w = np.asarray(y, dtype=float), np.asarray(codes), np.asarray(w, dtype=float)
-    obs = np.isfinite(y) & (w > 0)
-    y, g, w = y[obs], codes[obs], w[obs]
-    bc = lambda v: np.bincount(g, weights=v, minlength=k)  # noqa: E731
-    w2 = w * w
-    nz = y != 0
-    return pd.DataFrame({
-        "n": np.bincount(g, minlength=k).astype(float), "t": bc(w), "ty": bc(w * y), "t2": bc(w2),
-        "t2y": bc(w2 * y), "t2yy": bc(w2 * y * y), "n_nz": np.bincount(g[nz], minlength=k).astype(float),
-        "t_nz": bc(w * nz), "t2_nz": bc(w2 * nz),
-    })
-
-
-def index_from_moments(mom: pd.DataFrame, labels: Sequence | np.ndarray | None = None,
-                       confidence: float = 0.95, count_cells: bool = False) -> pd.DataFrame:
-    """Index, linearised interval and test against the rest of the base from per-segment moments.
-
-    Parameters
-    ----------
-    mom : pandas.DataFrame
-        One row per segment (in the order of ``labels``) with the columns :data:`MOMENTS`, e.g. from
-        :func:`moments` or an engine's group-by; segments without observed units have zeros.
-    labels : sequence, optional
-        Segment labels (default ``mom.index``).
-    confidence, count_cells
-        As in :func:`index_estimates`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The columns of :func:`index_estimates`.
-
-    Notes
-    -----
-    With segment totals ``G0 = sum w^2``, ``G1 = sum w^2 y``, ``G2 = sum w^2 y^2`` (and ``S0, S1, S2`` over the
-    base), the influence values of :func:`index_estimates` give
-    ``sum u_i^2 = S0/T_n^2 - 2 S1/(T_n T_y) + S2/T_y^2 + G2/T_ys^2 - 2 G1/(T_ys T_s) + G0/T_s^2
-    + 2 [G1/(T_ys T_n) - G2/(T_ys T_y) - G0/(T_s T_n) + G1/(T_s T_y)]`` for a segment's units, the segment
-    terms vanishing for a segment with no observed unit.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    missing = [c for c in MOMENTS if c not in mom.columns]
-    if missing:
-        raise ValueError(f"moments frame lacks columns {missing} (expected {list(MOMENTS)})")
-    labels = np.asarray(mom.index if labels is None else labels)
-    get = lambda c: mom[c].to_numpy(dtype=float)  # noqa: E731
-    n_s, t_s, t_ys, g0, g1, g2 = (get(c) for c in ("n", "t", "ty", "t2", "t2y", "t2yy"))
-    k = labels.shape[0]
-    n = n_s.sum()
-    t_n, t_y, s0, s1, s2 = t_s.sum(), t_ys.sum(), g0.sum(), g1.sum(), g2.sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m_s, big_m = t_ys / t_s, t_y / t_n
-        t_r = t_n - t_s
-        m_r = (t_y - t_ys) / t_r
-        index = 100 * m_s / big_m
-        # variance of log(index): sum over all units of w^2 b^2 plus a segment-specific correction
-        base_part = s0 / t_n**2 - 2 * s1 / (t_n * t_y) + s2 / t_y**2
-        seg_part = (g2 / t_ys**2 - 2 * g1 / (t_ys * t_s) + g0 / t_s**2
-                    + 2 * (g1 / (t_ys * t_n) - g2 / (t_ys * t_y) - g0 / (t_s * t_n) + g1 / (t_s * t_y)))
-        ss = base_part + np.where(n_s > 0, seg_part, 0.0)
-        var_log = n / max(n - 1, 1) * ss
-        se_log = np.sqrt(np.maximum(var_log, 0))
-        # segment vs rest of the base
-        in_s = g2 - 2 * m_s * g1 + m_s**2 * g0
-        in_r = (s2 - g2) - 2 * m_r * (s1 - g1) + m_r**2 * (s0 - g0)
-        var_d = n / max(n - 1, 1) * (in_s / t_s**2 + in_r / t_r**2)
-        d = m_s - m_r
-        z = d / np.sqrt(var_d)
-        zq = stats.norm.ppf(0.5 + confidence / 2)
-        ok = (t_ys > 0) & np.isfinite(se_log)
-        ci_low = np.where(ok, index * np.exp(-zq * se_log), np.nan)
-        ci_high = np.where(ok, index * np.exp(zq * se_log), np.nan)
-        p = np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(z)), np.where(d == 0, 1.0, np.nan))
-        if count_cells:
-            n_cell, w_cell, w2_cell = get("n_nz"), get("t_nz"), get("t2_nz")
-        else:
-            n_cell, w_cell, w2_cell = n_s, t_s, g0
-        n_eff = np.where(w2_cell > 0, w_cell**2 / w2_cell, 0.0)
-        horizontal = 100 * t_ys / t_y
-    return pd.DataFrame({
-        "segment": labels, "n_segment": n_s.astype(np.int64), "n_unweighted": n_cell.astype(np.int64),
-        "n_weighted": w_cell, "n_effective": n_eff, "segment_value": m_s, "base_value": np.full(k, big_m),
-        "rest_value": m_r, "index": index, "se_log_index": se_log, "ci_low": ci_low, "ci_high": ci_high,
-        "z": z, "p_value": p, "horizontal_pct": horizontal,
-    })
-
-
-def index_estimates(y: np.ndarray, segments: np.ndarray, weights: np.ndarray | None = None,
-                    confidence: float = 0.95, count_cells: bool = False) -> pd.DataFrame:
-    """Affinity index of every segment for one variable, with linearised interval and test vs the rest.
-
-    Parameters
-    ----------
-    y : array-like of float, shape (n,)
-        The variable: a metric (intensity index) or a 0/1 indicator (composition / share index).
-        ``NaN`` marks units where it is not observed; they are left out of segment and base alike.
-    segments : array-like, shape (n,)
-        Segment label of each unit of the base (no missing values).
-    weights : array-like of float, shape (n,), optional
-        Non-negative survey weights (default: all 1).
-    confidence : float
-        Confidence level of the interval (default 0.95).
-    count_cells : bool
-        If True (0/1 indicators), the cell n is the number of segment members *with* the attribute,
-        as in syndicated crosstabs; otherwise it is the number of segment members observed.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per segment label: ``segment, n_segment, n_unweighted, n_weighted, n_effective,
-        segment_value, base_value, rest_value, index, se_log_index, ci_low, ci_high, z, p_value,
-        horizontal_pct`` (the segment's percentage of the base's weighted total of ``y``).
-
-    Notes
-    -----
-    ``index = 100 * (T_ys / T_s) / (T_y / T_n)`` with weighted totals ``T``. Its log has influence
-    values ``u_i = w_i [1_s (y_i / T_ys - 1 / T_s) + 1 / T_n - y_i / T_y]`` and
-    ``Var(log index) = n / (n - 1) * sum u_i^2``. The test of the segment against the rest of the base uses
-    ``d = mean_s - mean_rest`` with influence ``w_i [1_s (y_i - mean_s) / T_s - 1_rest (y_i - mean_rest) / T_rest]``
-    and a two-sided normal p-value. Both sums of squares are expanded into per-segment sufficient statistics
-    (:func:`moments`, :func:`index_from_moments`), which is also how the engines compute them.
-    """
-    y = np.asarray(y, dtype=float)
-    codes, labels = _check_codes(np.asarray(segments))
-    w = np.ones_like(y) if weights is None else _check_weights(weights)
-    if not (y.shape == codes.shape == w.shape):
-        raise ValueError(f"y, segments and weights must have the same length, got {y.shape[0]}, "
-                         f"{codes.shape[0]}, {w.shape[0]}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    mom = moments(y, codes, w, labels.shape[0])
-    return index_from_moments(mom, labels, confidence=confidence, count_cells=count_cells)
 
 # --- attribute indicators -------------------------------------------------------------------------------
 def _categories(df: pd.DataFrame, column: str) -> tuple[list[str], pd.Series]:
@@ -329,43 +130,6 @@ def attribute_indicators(df: pd.DataFrame, columns: Sequence[str] = DEFAULT_ATTR
     ind = pd.DataFrame(np.column_stack(blocks) if blocks else np.empty((len(df), 0)), columns=names,
                        index=df.index)
     return ind, pd.DataFrame(meta, index=names)
-
-
-def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """Weighted quantile (lower inverse of the weighted empirical CDF) of the finite ``values``."""
-    v, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
-    ok = np.isfinite(v)
-    v, w = v[ok], w[ok]
-    if v.size == 0:
-        raise ValueError("weighted_quantile needs at least one finite value")
-    order = np.argsort(v, kind="stable")
-    cdf = np.cumsum(w[order]) / w.sum()
-    return float(v[order][min(np.searchsorted(cdf, q, side="left"), v.size - 1)])
-
-
-# --- tiers, FDR, the table --------------------------------------------------------------------------------
-def assign_tier(index: np.ndarray | pd.Series, low: float = 80.0, high: float = 120.0) -> np.ndarray:
-    """Action tier of the data dictionary: index > ``high`` "sweet spot", < ``low`` "de-prioritise".
-
-    Missing (suppressed) indices get an empty string.
-    """
-    x = np.asarray(index, dtype=float)
-    return np.where(np.isnan(x), "", np.where(x > high, TIER_SWEET, np.where(x < low, TIER_LOW, TIER_NEUTRAL)))
-
-
-def fdr_qvalues(p: np.ndarray | pd.Series, method: str = "fdr_bh") -> np.ndarray:
-    """FDR-adjusted p-values (q-values) of the finite entries of ``p``; NaN stays NaN.
-
-    ``method`` is any :func:`statsmodels.stats.multitest.multipletests` method; ``"fdr_bh"``
-    (Benjamini-Hochberg, valid under independence and positive dependence) or ``"fdr_by"``
-    (Benjamini-Yekutieli, valid under any dependence).
-    """
-    p = np.asarray(p, dtype=float)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = multipletests(p[ok], method=method)[1]
-    return q
 
 
 # --- engine side: sufficient statistics by one Ibis group-by (DuckDB or Spark) ---------------------------
@@ -522,14 +286,6 @@ def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: st
     return expr, (lambda res: res.assign(tot_=res["tot_"].astype(bool)))
 
 
-def _flag_moments(n, t, t2, hn, ht, ht2) -> pd.DataFrame:
-    """:data:`MOMENTS` of a 0/1 indicator from the observed totals and the totals of units with it."""
-    f = lambda x: np.nan_to_num(np.asarray(x, dtype=float))  # noqa: E731
-    n, t, t2, hn, ht, ht2 = map(f, (n, t, t2, hn, ht, ht2))
-    return pd.DataFrame({"n": n, "t": t, "ty": ht, "t2": t2, "t2y": ht2, "t2yy": ht2, "n_nz": hn, "t_nz": ht,
-                         "t2_nz": ht2})
-
-
 def _family_categories(column: str, values: Sequence[str]) -> list[str]:
     spec = S.BY_NAME.get(column)
     if column == "household_size":
@@ -635,7 +391,13 @@ class AffinityIndex:
     rule : BaseSizeRule
         Base-size thresholds; suppressed cells have no index, interval, p- or q-value.
     tier_low, tier_high : float
-        Action-tier thresholds of the data dictionary (80 and 120).
+        Action-tier thresholds of the data dictionary (80 and 120, :data:`helpers.stats.core.TIER_LOW` /
+        ``TIER_HIGH``).
+    descriptive : sequence of str
+        Metrics / attribute families the segments were *built from* (the clustering features, see
+        :func:`clustering_features`): their cells keep index and interval but get no p-value, are left out
+        of the FDR family and are never significant (``descriptive`` column True). A segment differs from
+        the rest on its own clustering features by construction, so a test there says nothing.
 
     Attributes
     ----------
@@ -645,12 +407,14 @@ class AffinityIndex:
         The engine that aggregated the data (``duckdb`` or ``spark``).
     moments_ : pandas.DataFrame
         The engine's output: per variable and segment, the sufficient statistics :data:`MOMENTS`.
+    skipped_ : dict
+        Metric or attribute column -> why it has no cells (no observed value in the base).
 
     Notes
     -----
     :meth:`fit` runs on an execution engine through Ibis: the engine computes the labels, the weighted
     quantiles of the composition cut and, in one group-by over segments, the sufficient statistics of every
-    metric and attribute indicator; only that small table comes back, and :func:`index_from_moments` (the
+    metric and attribute indicator; only that small table comes back, and :func:`helpers.stats.core.index_table` (the
     same code for every engine) turns it into indices, intervals, tests, q-values, flags and tiers. A
     pandas frame is registered into an in-memory DuckDB (or the given backend), so the default takes the
     same code path as a 10M-user Parquet panel on Spark.
@@ -663,8 +427,9 @@ class AffinityIndex:
     alpha: float = 0.05
     fdr_method: str = "fdr_bh"
     rule: BaseSizeRule = field(default_factory=BaseSizeRule)
-    tier_low: float = 80.0
-    tier_high: float = 120.0
+    tier_low: float = C.TIER_LOW
+    tier_high: float = C.TIER_HIGH
+    descriptive: Sequence[str] = ()
 
     def fit(self, data, segment_col: str = "segment", weight_col: str | None = "weight",
             name_col: str | None = "segment_name", base=None, *, engine: str | None = None, con=None,
@@ -730,43 +495,65 @@ class AffinityIndex:
         parts, moms = [], []
 
         def add(family, attribute, kind, definition, mom, count):
-            est = index_from_moments(mom, labels, confidence=self.confidence, count_cells=count)
+            est = C.index_table(mom, labels, confidence=self.confidence, count_cells=count)
             vertical = 100 * est["segment_value"] if kind != "intensity" else np.nan
             parts.append(est.assign(family=family, attribute=attribute, index_type=kind, definition=definition,
                                     vertical_pct=vertical))
             moms.append(mom.assign(segment=labels, family=family, attribute=attribute, index_type=kind))
 
-        if self.metrics:  # one query for the quantiles, one group-by for every metric
-            cuts = engine_quantiles(table, self.metrics, self.heavy_quantile, con=con)
+        metrics = list(self.metrics)
+        self.skipped_ = {}
+        if metrics:  # columns with no finite value at all have no index: say so instead of failing
+            seen = con.execute(table.aggregate(**{f"m{i}": _finite(table[m].cast("float64")).sum()
+                                                  for i, m in enumerate(metrics)})).iloc[0]
+            for i, m in enumerate(list(metrics)):
+                if not int(seen[f"m{i}"] or 0):
+                    self.skipped_[m] = "no finite value in the base"
+            metrics = [m for m in metrics if m not in self.skipped_]
+        if metrics:  # one query for the quantiles, one group-by for every metric
+            cuts = engine_quantiles(table, metrics, self.heavy_quantile, con=con)
             res = con.execute(table.group_by(seg_=table[segment_col])
-                              .aggregate(**_metric_aggregates(table, self.metrics, cuts)))
+                              .aggregate(**_metric_aggregates(table, metrics, cuts)))
             res = res.set_index("seg_").reindex(pd.Index(labels)).astype(float).fillna(0.0)
-            for i, m in enumerate(self.metrics):
+            for i, m in enumerate(metrics):
                 g = lambda c: res[f"m{i}__{c}"].to_numpy()  # noqa: E731
                 mom = pd.DataFrame({"n": g("n"), "t": g("t"), "ty": g("ty"), "t2": g("t2"), "t2y": g("t2y"),
                                     "t2yy": g("t2yy"), "n_nz": g("n"), "t_nz": g("t"), "t2_nz": g("t2")})
                 add(m, m, "intensity", f"mean of {m}", mom, False)
                 add(m, m, "composition", f"heavy user: {m} > {cuts[m]:g} (base's weighted "
                     f"{100 * self.heavy_quantile:.0f}th percentile)",
-                    _flag_moments(g("n"), g("t"), g("t2"), g("hn"), g("ht"), g("ht2")), True)
+                    C.flag_moments(g("n"), g("t"), g("t2"), g("hn"), g("ht"), g("ht2")), True)
         if self.attributes:  # one query: a group-by per attribute family over segment x value
             expr, decode = _attribute_query(table, segment_col, self.attributes, self.engine_)
             res = decode(con.execute(expr))
+            seg_index = pd.Index(labels)
             for column in self.attributes:
                 fam = res[res["fam_"] == column]
-                vals = fam[~fam["tot_"]]
+                vals = fam[~fam["tot_"] & fam["val_"].notna()]
+                if vals.empty:  # the family has no observed value (e.g. an optional column left empty)
+                    self.skipped_[column] = "no observed value in the base"
+                    continue
                 if column == "household_size":
                     vals = vals.assign(val_=vals["val_"].replace({"5": "5+"}))
-                grid = (vals.pivot_table(index="seg_", columns="val_", values=["n", "t", "t2"], aggfunc="sum")
-                        if len(vals) else pd.DataFrame(columns=pd.MultiIndex.from_product([["n", "t", "t2"], []])))
-                tot = (fam[fam["tot_"]].set_index("seg_")[["n", "t", "t2"]] if fam["tot_"].any()
-                       else pd.DataFrame({k: grid[k].sum(axis=1) for k in ("n", "t", "t2")}))
-                tot = tot.reindex(pd.Index(labels)).astype(float).fillna(0.0)
-                for c in _family_categories(column, vals["val_"].dropna().unique()):
-                    cell = [grid[(k, c)].reindex(pd.Index(labels)).to_numpy(dtype=float) if (k, c) in grid.columns
-                            else np.zeros(len(labels)) for k in ("n", "t", "t2")]
+                vals = vals.assign(val_=vals["val_"].astype(str))
+                by_cell = vals.groupby(["val_", "seg_"])[["n", "t", "t2"]].sum()
+                if fam["tot_"].any():
+                    tot = fam[fam["tot_"]].groupby("seg_")[["n", "t", "t2"]].sum()
+                else:
+                    tot = vals.groupby("seg_")[["n", "t", "t2"]].sum()
+                tot = tot.reindex(seg_index).astype(float).fillna(0.0)
+                present = set(by_cell.index.get_level_values(0))
+                for c in _family_categories(column, sorted(present)):
+                    if c in present:
+                        cell = by_cell.loc[c].reindex(seg_index).astype(float).fillna(0.0)
+                        n_c, t_c, t2_c = (cell[k].to_numpy() for k in ("n", "t", "t2"))
+                    else:
+                        n_c = t_c = t2_c = np.zeros(len(labels))
                     add(column, c, "share", f"% with {column} = {c}",
-                        _flag_moments(tot["n"], tot["t"], tot["t2"], *cell), True)
+                        C.flag_moments(tot["n"], tot["t"], tot["t2"], n_c, t_c, t2_c), True)
+        if not parts:
+            raise ValueError("no metric or attribute column has an observed value in the base "
+                             f"(skipped: {self.skipped_}); nothing to index")
         table_out = pd.concat(parts, ignore_index=True)
         table_out["segment_name"] = (table_out["segment"].map(names) if names is not None
                                      else table_out["segment"].astype(str))
@@ -792,10 +579,10 @@ class AffinityIndex:
         data = df.loc[self._base_mask(df, base)]
         if data.empty:
             raise ValueError("the base is empty: the filter selected no rows")
-        _check_codes(data[segment_col].to_numpy())
+        C.check_codes(data[segment_col].to_numpy())
         has_w = bool(weight_col) and weight_col in data.columns
         if has_w:
-            _check_weights(data[weight_col].to_numpy(dtype=float), weight_col)
+            C.check_weights(data[weight_col].to_numpy(dtype=float), weight_col)
         keep = list(dict.fromkeys([segment_col] + ([name_col] if name_col and name_col in data.columns else [])
                                   + ([weight_col] if has_w else []) + list(self.metrics)
                                   + list(self.attributes)))
@@ -860,13 +647,9 @@ class AffinityIndex:
         return mask
 
     def _finish(self, t: pd.DataFrame) -> pd.DataFrame:
-        t["base_flag"] = self.rule.flag(t["n_unweighted"].to_numpy(), t["n_effective"].to_numpy())
-        hide = t["base_flag"].eq("suppressed").to_numpy()
-        for c in ("index", "ci_low", "ci_high", "p_value", "segment_value", "vertical_pct", "horizontal_pct"):
-            t.loc[hide, c] = np.nan
-        t["q_value"] = fdr_qvalues(t["p_value"].to_numpy(), self.fdr_method)
-        t["significant"] = t["q_value"].lt(self.alpha)
-        t["tier"] = assign_tier(t["index"], self.tier_low, self.tier_high)
+        """Base flags, suppression, FDR, significance and tiers: :func:`helpers.stats.core.finalize`."""
+        desc = t["family"].isin(list(self.descriptive)).to_numpy()
+        t = C.finalize(t, self.rule, self.alpha, self.fdr_method, desc, self.tier_low, self.tier_high)
         return t[TABLE_COLUMNS + ["se_log_index", "z"]]
 
     # -- views --
@@ -880,9 +663,9 @@ class AffinityIndex:
         return t.pivot(index=["family", "attribute"], columns="segment_name", values=value).reindex(
             index=rows, columns=cols.tolist())
 
-    def summaries(self, top: int = 3) -> pd.DataFrame:
+    def summaries(self, top: int = 3, labels: Mapping | None = None) -> pd.DataFrame:
         """One reasoning sentence per segment: see :func:`segment_summaries`."""
-        return segment_summaries(self.table_, top=top, low=self.tier_low, high=self.tier_high)
+        return segment_summaries(self.table_, top=top, low=self.tier_low, high=self.tier_high, labels=labels)
 
 
 def affinity_table(df, segment_col: str = "segment", weight_col: str | None = "weight",
@@ -892,38 +675,51 @@ def affinity_table(df, segment_col: str = "segment", weight_col: str | None = "w
                                        engine=engine, con=con).table_
 
 
-def _channel_name(metric: str) -> str:
+def _channel_name(metric: str, labels: Mapping | None = None) -> str:
+    if labels and metric in labels:
+        return str(labels[metric])
     return metric.replace("time_on_", "").replace("_min", "").replace("_", " ")
 
 
-def segment_summaries(table: pd.DataFrame, top: int = 3, low: float = 80.0, high: float = 120.0
-                      ) -> pd.DataFrame:
-    """The action-tier reasoning sentence for each segment's top and bottom channels.
+def segment_summaries(table: pd.DataFrame, top: int = 3, low: float = C.TIER_LOW, high: float = C.TIER_HIGH,
+                      labels: Mapping | None = None) -> pd.DataFrame:
+    """The action-tier reasoning sentence for each segment's top and bottom metrics.
 
-    Uses the intensity indices of the channel metrics: the ``top`` highest are named with their index,
-    interval and tier, followed by channels to de-prioritise. Only significant, reported cells are called
-    a sweet spot or de-prioritised; others are named as not distinguishable from the base.
+    Uses the intensity indices of the metrics: the ``top`` highest are named with their index, interval and
+    tier, followed by metrics to de-prioritise. Only significant, reported cells are called a sweet spot or
+    de-prioritised; others are named as not distinguishable from the base. A *descriptive* cell (a
+    clustering feature, no test) is named as such, and counts as a sweet spot / to de-prioritise only when
+    its whole interval is beyond the threshold. ``labels`` maps metric columns to display labels (from the
+    run configuration).
     """
     t = table[(table["index_type"] == "intensity")].copy()
+    if "descriptive" not in t.columns:
+        t["descriptive"] = False
+    t["descriptive"] = t["descriptive"].fillna(False).astype(bool)
     rows = []
     for (seg, name), g in t.groupby(["segment", "segment_name"], sort=True):
         g = g.dropna(subset=["index"]).sort_values("index", ascending=False)
         parts = []
         for _, r in g.head(top).iterrows():
-            ch = _channel_name(r["attribute"])
-            why = ("significantly above the base" if r["significant"] and r["index"] > 100
-                   else "not significantly different from the base" if not r["significant"]
-                   else "significantly below the base")
+            ch = _channel_name(r["attribute"], labels)
+            if r["descriptive"]:
+                why = "descriptive: a clustering feature, not tested"
+            elif r["significant"]:
+                why = "significantly above the base" if r["index"] > 100 else "significantly below the base"
+            else:
+                why = "not significantly different from the base"
             parts.append(f"{ch} index {r['index']:.0f} (95% CI {r['ci_low']:.0f}-{r['ci_high']:.0f}, "
                          f"{why}; tier: {r['tier']})")
-        low_ch = [_channel_name(a) for a in g[(g["index"] < low) & g["significant"]]["attribute"]]
-        high_ch = [_channel_name(a) for a in g[(g["index"] > high) & g["significant"]]["attribute"]]
+        d = g["descriptive"]
+        is_low = ((g["index"] < low) & g["significant"]) | (d & (g["ci_high"] < low))
+        is_high = ((g["index"] > high) & g["significant"]) | (d & (g["ci_low"] > high))
+        low_ch = [_channel_name(a, labels) for a in g.loc[is_low, "attribute"]]
+        high_ch = [_channel_name(a, labels) for a in g.loc[is_high, "attribute"]]
         sentence = (f"{name}: " + "; ".join(parts) + ". "
-                    + (f"Sweet spots (index > {high:g}, significant): " + ", ".join(high_ch) + ". "
-                       if high_ch else
-                       f"No channel is a significant sweet spot (index > {high:g}). ")
-                    + (f"De-prioritise (index < {low:g}, significant): " + ", ".join(low_ch) + "."
-                       if low_ch else "Nothing to de-prioritise."))
+                    + (f"Sweet spots (index > {high:g}, significant or interval above): " + ", ".join(high_ch)
+                       + ". " if high_ch else f"No metric is a clear sweet spot (index > {high:g}). ")
+                    + (f"De-prioritise (index < {low:g}, significant or interval below): " + ", ".join(low_ch)
+                       + "." if low_ch else "Nothing to de-prioritise."))
         rows.append({"segment": seg, "segment_name": name, "sentence": sentence})
     return pd.DataFrame(rows)
 

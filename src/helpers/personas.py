@@ -7,11 +7,17 @@ match has no ``partner_purchase_categories`` and is left out of that attribute r
 
 ``index = 100 * (weighted mean in the segment) / (weighted mean in the panel)``  (100 = average),
 
-with a two-sided z-test of segment versus the rest of the panel that uses Kish effective sample sizes
-for the survey weights, and Benjamini-Hochberg q-values over all segment x attribute tests.
-:func:`name_segments` builds short names from the top significant attributes ("Podcast-heavy
-homeowners"), :func:`persona_table` the marketer-readable table and :func:`plot_persona_cards` one card
-per segment.
+with the project's one statistics core (:mod:`helpers.stats.core`): linearised interval, linearised Wald
+test of the segment versus the rest of the panel, base-size rule (count, effective n, RSE) and
+Benjamini-Hochberg q-values over all segment x attribute tests. A persona card therefore shows the same
+index and interval as the affinity heatmap for the same cell. Attributes the segments were built from
+(the clustering features) are *descriptive*: no p-value, never "significant" (they differ by construction).
+
+Behaviour adjectives and units come from the run configuration (:func:`behaviour_vocabulary`): the built-in
+"Podcast-heavy", "Binge-streaming", ... describe the synthetic panel's channel columns and are used only when
+the configuration is the shipped default; any other table gets adjectives built from its own metric labels
+("High monthly charges"). :func:`name_segments` builds short names from the top attributes,
+:func:`persona_table` the marketer-readable table and :func:`plot_persona_cards` one card per segment.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from . import schema as S
+from .stats import core as C
 
-#: behaviour attributes and the adjective a segment gets when it over-indexes on them
+#: behaviour attributes of the shipped default configuration (the synthetic panel's columns) and the adjective a
+#: segment gets when it over-indexes on them; other configurations get adjectives from their own labels
+#: (:func:`behaviour_vocabulary`)
 BEHAVIOUR_ADJECTIVES = {
     "time_on_social_media_min": "Social-first",
     "time_on_streaming_video_min": "Binge-streaming",
@@ -66,9 +73,12 @@ class Attribute:
     kind: str      # "mean" (a numeric average) or "share" (a 0/1 indicator)
 
 
-def _label(column: str, value: str | None) -> str:
+def _label(column: str, value: str | None, cfg=None) -> str:
     if value is None:
         return UNITS.get(column, column)
+    if cfg is not None and not cfg.is_default:  # another table: its own labels, nothing assumed
+        lab = cfg.label(column, unit=False)
+        return lab if value == "True" else f"{lab}: {str(value).replace('_', ' ')}"
     short = {"age_group": "age", "income_bracket": "income", "traveler_type": "traveller",
              "education_level": "education", "marital_status": "", "homeowner_status": "",
              "estimated_net_worth": "net worth", "partner_purchase_categories": "buys",
@@ -82,13 +92,53 @@ def _label(column: str, value: str | None) -> str:
     return f"{prefix} {value}".strip().replace("_", " ")
 
 
-def profile_attributes(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Attribute]]:
+def _run_config(cfg):
+    """The run configuration: ``cfg`` itself, a path / preset name, or None -> $AUDIENCE_CONFIG / default."""
+    from . import config
+
+    return config.load(cfg)
+
+
+def behaviour_vocabulary(cfg=None) -> tuple[dict[str, str], dict[str, str]]:
+    """Adjectives and unit labels of the behaviour metrics, from the run configuration.
+
+    With the shipped default configuration (the synthetic panel) the built-in :data:`BEHAVIOUR_ADJECTIVES` /
+    :data:`UNITS` are used. With any other configuration nothing is assumed about what a column means: a
+    metric's adjective is ``"High <label>"`` from its declared label (``"High monthly charges"``) and its unit
+    label is ``"<label>, <unit>"`` -- so catalogue buyers are never called "Binge-streaming" even when their
+    columns were mapped onto the dictionary's names.
+
+    Returns ``(adjectives, units)``: column -> adjective, column -> "label, unit".
+    """
+    cfg = _run_config(cfg)
+    adjectives, units = {}, {}
+    for m in cfg.metrics:
+        label = m.label or m.name
+        if cfg.is_default:  # the synthetic panel: the built-in words (other metrics are profiled, not named)
+            if m.name in BEHAVIOUR_ADJECTIVES:
+                adjectives[m.name] = BEHAVIOUR_ADJECTIVES[m.name]
+        else:
+            adjectives[m.name] = f"High {label[:1].lower() + label[1:]}"
+        units[m.name] = (UNITS[m.name] if cfg.is_default and m.name in UNITS
+                         else f"{label}, {m.unit}" if m.unit else label)
+    for a in cfg.attributes:
+        if a.type == "int":
+            units[a.name] = (UNITS[a.name] if cfg.is_default and a.name in UNITS
+                             else f"{a.label}, {a.unit}" if a.unit else a.label)
+    return adjectives, units
+
+
+def profile_attributes(df: pd.DataFrame, cfg=None) -> tuple[pd.DataFrame, list[Attribute]]:
     """Descriptive attributes of every user, NaN where the source column is not observed.
 
     Parameters
     ----------
     df : pandas.DataFrame
-        The unified table (``helpers.schema`` columns; optional columns may be absent).
+        The unified table; declared columns that are absent are skipped.
+    cfg : RunConfig, path or None
+        Run configuration (:func:`helpers.config.load`): its metrics (means, in their units), its integer
+        attributes (means) and its category / ordinal / multi-valued / boolean attributes (a 0/1 indicator
+        per category or token). None -> ``$AUDIENCE_CONFIG`` or the shipped default.
 
     Returns
     -------
@@ -99,52 +149,50 @@ def profile_attributes(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Attribute]]
     """
     if not isinstance(df, pd.DataFrame) or len(df) == 0:
         raise ValueError("profile_attributes expects the unified table as a non-empty DataFrame")
+    cfg = _run_config(cfg)
+    _, units = behaviour_vocabulary(cfg)
     cols: dict[str, np.ndarray] = {}
     meta: list[Attribute] = []
-    for c in S.CHANNEL_METRICS + ["avg_monthly_spend", "support_tickets_raised", "household_size"]:
+    numeric = [(m.name, "1st") for m in cfg.metrics] + [(a.name, a.party) for a in cfg.attributes
+                                                         if a.type == "int"]
+    for c, party in numeric:
         if c in df:
             cols[c] = pd.to_numeric(df[c], errors="coerce").astype("float64").to_numpy()
-            meta.append(Attribute(c, _label(c, None), c, S.BY_NAME[c].source, "mean"))
-    for col in S.COLUMNS:
-        if col.name not in df or col.kind not in ("category", "ordinal", "multi", "bool"):
+            meta.append(Attribute(c, units.get(c, cfg.label(c)), c, _party(party), "mean"))
+    for att in cfg.attributes:
+        if att.name not in df or att.type not in ("category", "ordinal", "multi", "bool"):
             continue
-        s = df[col.name]
-        if col.kind == "bool":
+        s = df[att.name]
+        source = _party(att.party)
+        if att.type == "bool":
             b = s.astype("boolean")
-            cols[f"{col.name}=True"] = b.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-            meta.append(Attribute(f"{col.name}=True", _label(col.name, "True"), col.name, col.source, "share"))
+            cols[f"{att.name}=True"] = b.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+            meta.append(Attribute(f"{att.name}=True", _label(att.name, "True", cfg), att.name, source, "share"))
             continue
         txt = s.astype("string")
         observed = txt.notna().to_numpy()
-        if col.kind == "multi":
+        if att.type == "multi":
             tokens = txt.fillna("").str.split(S.MULTI_SEP)
-        for v in col.categories:
-            if col.kind == "multi":
+        cats = list(att.categories) or sorted(
+            set(tokens.explode().dropna()) - {""} if att.type == "multi" else set(txt.dropna()))
+        for v in cats:
+            if att.type == "multi":
                 hit = tokens.map(lambda t, v=v: v in t).to_numpy(dtype=bool)
             else:
                 hit = (txt == v).fillna(False).to_numpy(dtype=bool)
-            cols[f"{col.name}={v}"] = np.where(observed, hit.astype(float), np.nan)
-            meta.append(Attribute(f"{col.name}={v}", _label(col.name, v), col.name, col.source, "share"))
+            cols[f"{att.name}={v}"] = np.where(observed, hit.astype(float), np.nan)
+            meta.append(Attribute(f"{att.name}={v}", _label(att.name, v, cfg), att.name, source, "share"))
     return pd.DataFrame(cols, index=df.index), meta
 
 
-def _weighted_stats(y: np.ndarray, w: np.ndarray, groups: np.ndarray, k: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted mean, weighted variance and Kish effective n of ``y`` per group (NaN rows skipped)."""
-    ok = ~np.isnan(y)
-    y, w, g = y[ok], w[ok], groups[ok]
-    sw = np.bincount(g, weights=w, minlength=k)
-    sw2 = np.bincount(g, weights=w * w, minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(g, weights=w * y, minlength=k) / sw
-        var = np.bincount(g, weights=w * (y - mean[g]) ** 2, minlength=k) / sw
-        neff = sw * sw / sw2
-    return mean, var, neff
+def _party(party: str) -> str:
+    return {"1st": "1st party", "2nd": "2nd party", "3rd": "3rd party"}.get(party, party)
 
 
 def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray | None = None,
-                    names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Index of every attribute in every segment versus the whole panel, with a significance test.
+                    names: Sequence[str] | None = None, *, descriptive: Sequence[str] | None = None,
+                    cfg=None, rule: C.BaseSizeRule | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Index of every attribute in every segment versus the whole panel, with interval and test.
 
     Parameters
     ----------
@@ -156,15 +204,27 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
         Survey weights (``artifacts.load_panel(P)["weight"]``); default 1.
     names : sequence of str, optional
         Segment names, copied into the output.
+    descriptive : sequence of str, optional
+        Source columns the segments were built from (the clustering features, e.g.
+        ``[m.name for m in cfg.metrics if m.cluster]``): their rows keep index and interval but have no
+        p-value and are never significant. Default: none (e.g. for planted segments).
+    cfg : RunConfig, path or None
+        Run configuration (attributes, labels, adjectives); None -> ``$AUDIENCE_CONFIG`` or the default.
+    rule, alpha
+        Base-size rule and FDR level of :mod:`helpers.stats.core` (the affinity table's defaults).
 
     Returns
     -------
     pandas.DataFrame
         Tidy, one row per segment x attribute: ``segment``, ``attribute``, ``label``, ``column``,
         ``source``, ``kind``, ``segment_value`` / ``panel_value`` (weighted mean or share among users
-        with the attribute observed), ``index`` (100 = panel average), ``n_observed`` (users in the
-        segment with the attribute observed), ``z``, ``p_value`` (segment vs rest, two-sided, Kish
-        effective sizes), ``q_value`` (Benjamini-Hochberg over all rows) and ``significant`` (q < 0.05).
+        with the attribute observed), ``index`` (100 = panel average), ``ci_low`` / ``ci_high`` (95 %,
+        linearised), ``n_observed`` (users in the segment with the attribute observed), ``n_unweighted``
+        (the base-size rule's cell count), ``n_effective``, ``rse``, ``base_flag``, ``z``, ``p_value``
+        (segment vs rest), ``q_value`` (Benjamini-Hochberg over all rows), ``significant`` (q < alpha, a
+        finite interval, not descriptive), ``descriptive``, ``tier`` and ``adjective`` (the behaviour
+        adjective of a metric row, from :func:`behaviour_vocabulary`; empty otherwise). The numbers are
+        those of :mod:`helpers.stats.core`, as in the affinity table.
     """
     seg = np.asarray(segments)
     if seg.shape != (len(df),):
@@ -174,90 +234,114 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
     w = np.ones(len(df)) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != seg.shape or (~np.isfinite(w)).any() or (w < 0).any():
         raise ValueError(f"weights must be {len(df)} finite non-negative numbers (column 'weight' of load_panel)")
+    cfg = _run_config(cfg)
+    adjectives, _ = behaviour_vocabulary(cfg)
     k = int(seg.max()) + 1
-    values, meta = profile_attributes(df)
-    rows = []
+    values, meta = profile_attributes(df, cfg)
+    desc = set(descriptive or ())
+    parts = []
     for a in meta:
-        y = values[a.name].to_numpy()
-        m_s, v_s, n_s = _weighted_stats(y, w, seg, k)
-        panel = _weighted_stats(y, w, np.zeros(len(y), dtype=np.int64), 1)
-        n_obs = np.bincount(seg[~np.isnan(y)], minlength=k)
-        for j in range(k):
-            rest = seg != j
-            m_r, v_r, n_r = _weighted_stats(y[rest], w[rest], np.zeros(int(rest.sum()), dtype=np.int64), 1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                se = np.sqrt(v_s[j] / n_s[j] + v_r[0] / n_r[0])
-                z = (m_s[j] - m_r[0]) / se
-            rows.append({"segment": j, "attribute": a.name, "label": a.label, "column": a.column,
-                         "source": a.source, "kind": a.kind, "segment_value": m_s[j], "panel_value": panel[0][0],
-                         "index": 100 * m_s[j] / panel[0][0] if panel[0][0] > 0 else np.nan,
-                         "n_observed": int(n_obs[j]), "z": z})
-    out = pd.DataFrame(rows)
-    out["p_value"] = 2 * stats.norm.sf(np.abs(out["z"]))
-    ok = out["p_value"].notna()
-    out["q_value"] = np.nan
-    if ok.any():
-        out.loc[ok, "q_value"] = multipletests(out.loc[ok, "p_value"], method="fdr_bh")[1]
-    out["significant"] = out["q_value"] < 0.05
+        est = C.index_table(C.moments(values[a.name].to_numpy(), seg, w, k), np.arange(k),
+                            count_cells=a.kind == "share")
+        parts.append(est.assign(attribute=a.name, label=a.label, column=a.column, source=a.source, kind=a.kind,
+                                descriptive_=a.column in desc,
+                                adjective=adjectives.get(a.name, "") if a.kind == "mean" else ""))
+    out = pd.concat(parts, ignore_index=True)
+    out = C.finalize(out, rule, alpha, descriptive=out.pop("descriptive_").to_numpy())
+    out = out.rename(columns={"base_value": "panel_value", "n_segment": "n_observed"})
+    cols = ["segment", "attribute", "label", "column", "source", "kind", "segment_value", "panel_value", "index",
+            "ci_low", "ci_high", "n_observed", "n_unweighted", "n_effective", "rse", "base_flag", "z", "p_value",
+            "q_value", "significant", "descriptive", "tier", "adjective"]
+    out = out[cols]
     if names is not None:
         out.insert(1, "segment_name", np.asarray(names, dtype=object)[out["segment"]])
     return out
 
 
+def _clear(t: pd.DataFrame) -> pd.Series:
+    """Rows that differ from the panel: significant, or descriptive with an interval excluding 100."""
+    desc = t["descriptive"].fillna(False).astype(bool) if "descriptive" in t else pd.Series(False, index=t.index)
+    off = (t["ci_low"] > 100) | (t["ci_high"] < 100) if "ci_low" in t else pd.Series(True, index=t.index)
+    return t["significant"].fillna(False).astype(bool) | (desc & off)
+
+
 def top_attributes(index: pd.DataFrame, segment: int, n: int = 5, direction: str = "over",
                    min_observed: int = 30, min_share: float = 0.05) -> pd.DataFrame:
-    """The ``n`` most over- (or under-) represented significant attributes of one segment.
+    """The ``n`` most over- (or under-) represented attributes of one segment that differ from the panel.
 
-    Shares below ``min_share`` in both segment and panel, and attributes observed for fewer than
-    ``min_observed`` users of the segment, are skipped (a 1% trait at index 300 is still a 3% trait).
+    An attribute qualifies when it is significant (FDR), or -- for a descriptive row (a clustering feature,
+    not tested) -- when its interval excludes 100; suppressed rows never qualify. Shares below ``min_share``
+    in both segment and panel, and attributes observed for fewer than ``min_observed`` users of the segment,
+    are skipped (a 1% trait at index 300 is still a 3% trait).
     """
     if direction not in ("over", "under"):
         raise ValueError(f"direction must be 'over' or 'under', got {direction!r}")
-    t = index[(index["segment"] == segment) & index["significant"] & (index["n_observed"] >= min_observed)]
+    t = index[(index["segment"] == segment) & (index["n_observed"] >= min_observed)]
+    t = t[_clear(t) & t["index"].notna()]
     small = (t["kind"] == "share") & (t["segment_value"] < min_share) & (t["panel_value"] < min_share)
     t = t[~small]
     t = t[t["index"] > 100] if direction == "over" else t[t["index"] < 100]
     return t.sort_values("index", ascending=direction == "under").head(n)
 
 
-def name_segments(index: pd.DataFrame, min_index: float = 120.0, min_share: float = 0.3) -> list[str]:
+def name_segments(index: pd.DataFrame, min_index: float = 120.0, min_share: float = 0.3,
+                  adjectives: dict[str, str] | None = None, nouns: dict[str, str] | None = None) -> list[str]:
     """Short names "<behaviour adjective> <demographic noun>" built from each segment's top attributes.
 
-    The adjective comes from the behaviour attribute (:data:`BEHAVIOUR_ADJECTIVES`) with the highest
-    significant index of at least ``min_index``; a segment below 100 on every behaviour is
-    "Low-engagement". The noun comes from the demographic attribute (:data:`DEMOGRAPHIC_NOUNS`) with the
-    highest significant index of at least ``min_index`` that describes at least ``min_share`` of the
-    segment; "customers" when none does. Duplicate names get the next best noun or adjective.
+    The adjective comes from the behaviour metric with the highest index of at least ``min_index`` that
+    differs from the panel (significant, or descriptive with its interval above 100); its word is the row's
+    ``adjective`` column (from the run configuration, :func:`behaviour_vocabulary`), else ``adjectives``,
+    else :data:`BEHAVIOUR_ADJECTIVES`. A segment below 100 on every behaviour is "Low-engagement". The noun
+    comes from the demographic attribute (``nouns``, default :data:`DEMOGRAPHIC_NOUNS`) with the highest
+    significant index of at least ``min_index`` that describes at least ``min_share`` of the segment;
+    "customers" when none does. Duplicate names get the next best noun or adjective.
     """
+    nouns_map = DEMOGRAPHIC_NOUNS if nouns is None else nouns
+    if "adjective" in index.columns:
+        adj_map = {a: j for a, j in index.loc[index["adjective"].astype(str) != "", ["attribute", "adjective"]]
+                   .drop_duplicates("attribute").itertuples(index=False)}
+    else:
+        adj_map = dict(BEHAVIOUR_ADJECTIVES if adjectives is None else adjectives)
+    if adjectives is not None:
+        adj_map.update(adjectives)
     k = int(index["segment"].max()) + 1
-    adjectives, nouns = [], []
+    adj_list, noun_list = [], []
     for j in range(k):
-        t = index[(index["segment"] == j) & index["significant"]]
-        beh = t[t["attribute"].isin(list(BEHAVIOUR_ADJECTIVES))].sort_values("index", ascending=False)
-        all_beh = index[(index["segment"] == j) & index["attribute"].isin(list(BEHAVIOUR_ADJECTIVES))]
-        adj = [BEHAVIOUR_ADJECTIVES[a] for a in beh.loc[beh["index"] >= min_index, "attribute"]]
-        if (all_beh["index"] < 100).all():
+        mine = index[index["segment"] == j]
+        t = mine[_clear(mine)]
+        beh = t[t["attribute"].isin(list(adj_map))].sort_values("index", ascending=False)
+        all_beh = mine[mine["attribute"].isin(list(adj_map))]
+        adj = [adj_map[a] for a in beh.loc[beh["index"] >= min_index, "attribute"]]
+        if len(all_beh) and (all_beh["index"].dropna() < 100).all():
             adj = [LOW_ENGAGEMENT] + adj
-        adjectives.append(adj or ["Average-engagement"])
-        dem = t[t["attribute"].isin(list(DEMOGRAPHIC_NOUNS)) & (t["index"] >= min_index)
-                & (t["segment_value"] >= min_share)].sort_values("index", ascending=False)
-        nn = list(dict.fromkeys(DEMOGRAPHIC_NOUNS[a] for a in dem["attribute"]))
-        nouns.append(nn or ["customers"])
-    names = [f"{a[0]} {n[0]}" for a, n in zip(adjectives, nouns)]
+        adj_list.append(adj or ["Average-engagement"])
+        sig = mine[mine["significant"].fillna(False).astype(bool)]
+        dem = sig[sig["attribute"].isin(list(nouns_map)) & (sig["index"] >= min_index)
+                  & (sig["segment_value"] >= min_share)].sort_values("index", ascending=False)
+        nn = list(dict.fromkeys(nouns_map[a] for a in dem["attribute"]))
+        noun_list.append(nn or ["customers"])
+    names = [f"{a[0]} {n[0]}" for a, n in zip(adj_list, noun_list)]
     for j in range(k):
         dup = [i for i in range(k) if names[i] == names[j]]
         for rank, i in enumerate(dup[1:], start=1):
-            if len(nouns[i]) > 1:
-                names[i] = f"{adjectives[i][0]} {nouns[i][min(rank, len(nouns[i]) - 1)]}"
-            elif len(adjectives[i]) > 1:
-                names[i] = f"{adjectives[i][min(rank, len(adjectives[i]) - 1)]} {nouns[i][0]}"
+            if len(noun_list[i]) > 1:
+                names[i] = f"{adj_list[i][0]} {noun_list[i][min(rank, len(noun_list[i]) - 1)]}"
+            elif len(adj_list[i]) > 1:
+                names[i] = f"{adj_list[i][min(rank, len(adj_list[i]) - 1)]} {noun_list[i][0]}"
             if names[i] in names[:i]:
                 names[i] = f"{names[i]} ({i})"
     return names
 
 
 def _describe(t: pd.DataFrame) -> str:
-    return "; ".join(f"{r.label} ({r.index:.0f})" for r in t.itertuples())
+    """``label (index, 95% CI lo-hi)``; a descriptive row (clustering feature, not tested) is marked ``[d]``."""
+    out = []
+    for r in t.itertuples():
+        ci = (f", 95% CI {r.ci_low:.0f}-{r.ci_high:.0f}" if hasattr(r, "ci_low") and np.isfinite(r.ci_low)
+              else "")
+        mark = " [d]" if getattr(r, "descriptive", False) else ""
+        out.append(f"{r.label} ({r.index:.0f}{ci}){mark}")
+    return "; ".join(out)
 
 
 def persona_table(index: pd.DataFrame, sizes: pd.DataFrame, names: Sequence[str], n_top: int = 4) -> pd.DataFrame:
@@ -304,8 +388,14 @@ def plot_persona_cards(index: pd.DataFrame, sizes: pd.DataFrame, names: Sequence
     for j, ax in zip(range(k), axes.ravel()):
         t = pd.concat([top_attributes(index, j, n_top, "over"), top_attributes(index, j, n_top, "under")])
         t = t.sort_values("index")
-        colours = ["#c0392b" if v < 100 else "#2471a3" for v in t["index"]]
-        ax.barh(t["label"], t["index"] - 100, left=100, color=colours)
+        desc = t["descriptive"].fillna(False).astype(bool).to_numpy() if "descriptive" in t else np.zeros(len(t), bool)
+        labels = [f"{lab} [d]" if d else lab for lab, d in zip(t["label"], desc)]
+        colours = [("#e6a29b" if d else "#c0392b") if v < 100 else ("#9cc3e0" if d else "#2471a3")
+                   for v, d in zip(t["index"], desc)]  # descriptive rows in a paler shade
+        ax.barh(labels, t["index"] - 100, left=100, color=colours)
+        if "ci_low" in t and len(t):  # the same linearised 95% interval as the affinity heatmap
+            ax.errorbar(t["index"], np.arange(len(t)), xerr=[t["index"] - t["ci_low"], t["ci_high"] - t["index"]],
+                        fmt="none", ecolor="k", lw=0.8)
         ax.axvline(100, color="grey", lw=1)
         ax.set_title(f"{j}: {names[j]}\n{sizes.loc[j, 'weighted_share']:.0%} of panel (weighted), "
                      f"n={int(sizes.loc[j, 'n']):,}", fontsize=10)
@@ -313,6 +403,7 @@ def plot_persona_cards(index: pd.DataFrame, sizes: pd.DataFrame, names: Sequence
         ax.tick_params(axis="y", labelsize=8)
     for ax in axes.ravel()[k:]:
         ax.set_visible(False)
-    fig.suptitle("Persona cards: most over- (blue) and under-represented (red) significant attributes")
+    fig.suptitle("Persona cards: most over- (blue) and under-represented (red) attributes, 95% CI; significant "
+                 "after FDR, or [d] descriptive = a clustering feature (not tested, interval excludes 100)")
     fig.tight_layout()
     return fig

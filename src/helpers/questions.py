@@ -18,7 +18,7 @@ backend reading the processed Parquet files (:meth:`AudienceWarehouse.from_parqu
 column names and values as Ibis literals (no SQL text is accepted from the caller). Only weighted totals
 leave the engine, so questions scale to the full panel. A user whose filter column is missing (e.g. not
 matched by the partner) is not in the audience but stays in the base. Intervals use the same Taylor
-linearisation as :mod:`helpers.affinity` (weights fixed, units independent). Rows where the breakdown (or
+linearisation as :mod:`helpers.affinity`, computed by :mod:`helpers.stats.core` (weights fixed, units independent). Rows where the breakdown (or
 metric) is missing are left out of audience and base alike: shares are among users for whom the attribute
 is known.
 """
@@ -35,9 +35,9 @@ import pandas as pd
 from scipy import stats
 
 from . import schema as S
-from .affinity import fdr_qvalues
 from .artifacts import SEGMENTS, WEIGHTS
 from .paths import Paths
+from .stats import core as C
 
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains", "above_mean", "below_mean",
        "is_null", "not_null")
@@ -86,7 +86,11 @@ class QuestionResult:
         n_effective, share, ci_low, ci_high, base_share, index, index_ci_low, index_ci_high, p_value,
         q_value`` (shares in %, index = audience share / base share x 100, test of the audience against
         the rest of the base, Benjamini-Hochberg q-values over the levels). For a numeric metric:
-        ``level, n_unweighted, n_weighted, n_effective, mean, ci_low, ci_high, base_mean, index``.
+        ``level, n_unweighted, n_weighted, n_effective, mean, ci_low, ci_high, base_mean, index,
+        index_ci_low, index_ci_high, p_value, q_value``. Both also have ``rse`` (relative standard error of
+        the audience's share or mean) and ``base_flag`` (the base-size rule of
+        :class:`helpers.stats.core.BaseSizeRule`). Every index, interval and test comes from
+        :mod:`helpers.stats.core`, the code the affinity table and the personas use.
     question : str
         The question in words.
     n_audience, n_base : int
@@ -337,8 +341,7 @@ class AudienceWarehouse:
             raise ValueError(f"the audience is empty: no user with {breakdown!r} observed matches {aud_conds}")
         text = self._describe(breakdown, metric, aud_conds, base_conds)
         order = self._level_order(breakdown, cells["level"].unique())
-        zq = stats.norm.ppf(0.5 + confidence / 2)
-        table = (_share_table(cells, persons, zq) if metric == "share" else _mean_table(cells, zq))
+        table = (_share_table(cells, persons, confidence) if metric == "share" else _mean_table(cells, confidence))
         table["level"] = pd.Categorical(table["level"], categories=order, ordered=True)
         table = table.sort_values("level").reset_index(drop=True)
         table["level"] = table["level"].astype(str)
@@ -374,58 +377,70 @@ def ibis_literal(value: Any) -> Any:
     return ibis.literal(value)
 
 
-def _share_table(cells: pd.DataFrame, persons: pd.DataFrame, zq: float) -> pd.DataFrame:
-    """Weighted shares per level in the audience, index vs base and test vs the rest of the base."""
-    wide = cells.pivot(index="level", columns="aud", values=["n", "t", "t2"]).fillna(0.0)
-    get = lambda col, a: (wide[(col, a)] if (col, a) in wide.columns  # noqa: E731
-                          else pd.Series(0.0, index=wide.index)).to_numpy(dtype=float)
-    n1, t11, w11 = get("n", True), get("t", True), get("t2", True)
-    t01, w01 = get("t", False), get("t2", False)
-    pa_ = persons.reindex([True, False]).fillna(0.0)
-    na, ta, wa = (float(pa_.at[True, c]) for c in ("n", "t", "t2"))
-    nr, tr, wr = (float(pa_.at[False, c]) for c in ("n", "t", "t2"))
-    n, tn = na + nr, ta + tr
-    tl = t11 + t01
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_a, p_r = t11 / ta, t01 / tr
-        var_a = na / max(na - 1, 1) * (w11 * (1 - p_a) ** 2 + (wa - w11) * p_a**2) / ta**2
-        var_r = nr / max(nr - 1, 1) * (w01 * (1 - p_r) ** 2 + (wr - w01) * p_r**2) / tr**2
-        se_logit = np.sqrt(var_a) / (p_a * (1 - p_a))
-        lo = np.where((p_a > 0) & (p_a < 1), 1 / (1 + np.exp(-(np.log(p_a / (1 - p_a)) - zq * se_logit))), p_a)
-        hi = np.where((p_a > 0) & (p_a < 1), 1 / (1 + np.exp(-(np.log(p_a / (1 - p_a)) + zq * se_logit))), p_a)
-        index = 100 * p_a / (tl / tn)
-        c11 = 1 / t11 - 1 / ta - 1 / tl + 1 / tn
-        c10, c01, c00 = -1 / ta + 1 / tn, -1 / tl + 1 / tn, 1 / tn
-        w10, w00 = wa - w11, wr - w01
-        var_log = n / max(n - 1, 1) * (c11**2 * w11 + c10**2 * w10 + c01**2 * w01 + c00**2 * w00)
-        se_log = np.sqrt(var_log)
-        z = (p_a - p_r) / np.sqrt(var_a + var_r)
-        p = np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(z)), np.nan)
-    return pd.DataFrame({
-        "level": wide.index.astype(str), "n_unweighted": n1.astype(int), "n_weighted": t11,
-        "n_effective": np.where(w11 > 0, t11**2 / np.where(w11 > 0, w11, 1), 0.0),
-        "share": 100 * p_a, "ci_low": 100 * lo, "ci_high": 100 * hi, "base_share": 100 * tl / tn,
-        "index": index, "index_ci_low": np.where(t11 > 0, index * np.exp(-zq * se_log), np.nan),
-        "index_ci_high": np.where(t11 > 0, index * np.exp(zq * se_log), np.nan),
-        "p_value": p, "q_value": fdr_qvalues(p),
-    })
+def _two_group_arrays(cells: pd.DataFrame, cols: Sequence[str]) -> tuple[pd.Index, dict[str, np.ndarray]]:
+    """Per level, the (rest, audience) sums of ``cols`` as arrays of shape (levels, 2)."""
+    wide = cells.pivot(index="level", columns="aud", values=list(cols)).fillna(0.0)
+    out = {}
+    for c in cols:
+        out[c] = np.column_stack([(wide[(c, a)] if (c, a) in wide.columns else pd.Series(0.0, index=wide.index))
+                                  .to_numpy(dtype=float) for a in (False, True)])
+    return wide.index, out
 
 
-def _mean_table(cells: pd.DataFrame, zq: float) -> pd.DataFrame:
-    """Weighted means per level in the audience, with the base mean at the same level."""
-    a = cells[cells["aud"]].set_index("level")
-    allc = cells.groupby("level")[["t", "ty"]].sum()
-    n, t, t2, ty, t2y, t2yy = (a[c].to_numpy(dtype=float) for c in ("n", "t", "t2", "ty", "t2y", "t2yy"))
+def _share_table(cells: pd.DataFrame, persons: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Weighted shares per level in the audience, index vs base and test vs the rest of the base.
+
+    Each level is a 0/1 indicator over the users with the breakdown observed; its index, interval and test
+    come from :func:`helpers.stats.core.index_arrays` (the same code as the affinity table and personas).
+    """
+    levels, g = _two_group_arrays(cells, ("n", "t", "t2"))
+    pa_ = persons.reindex([False, True]).fillna(0.0)
+    shape = g["n"].shape
+    n_p, t_p, t2_p = (np.broadcast_to(pa_[c].to_numpy(dtype=float), shape) for c in ("n", "t", "t2"))
+    # y = 1{level}: sum w y = t at the level, sum w^2 y = sum w^2 y^2 = t2 at the level
+    r = C.index_arrays(n_p, t_p, g["t"], t2_p, g["t2"], g["t2"], confidence)
+    p_a, se_a = r["value"][:, 1], r["se_value"][:, 1]
+    lo, hi = C.logit_interval(p_a, se_a, confidence)
+    n1, t11, w11 = g["n"][:, 1], g["t"][:, 1], g["t2"][:, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        m = ty / t
-        var = n / np.maximum(n - 1, 1) * (t2yy - 2 * m * t2y + m**2 * t2) / t**2
-        se = np.sqrt(np.maximum(var, 0))
-        base = (allc["ty"] / allc["t"]).reindex(a.index).to_numpy()
-    return pd.DataFrame({
-        "level": a.index.astype(str), "n_unweighted": n.astype(int), "n_weighted": t,
-        "n_effective": t**2 / t2, "mean": m, "ci_low": m - zq * se, "ci_high": m + zq * se,
-        "base_mean": base, "index": 100 * m / base,
+        n_eff = np.where(w11 > 0, t11**2 / np.where(w11 > 0, w11, 1), 0.0)
+    p = r["p_value"][:, 1]
+    out = pd.DataFrame({
+        "level": levels.astype(str), "n_unweighted": n1.astype(int), "n_weighted": t11, "n_effective": n_eff,
+        "share": 100 * p_a, "ci_low": 100 * lo, "ci_high": 100 * hi, "base_share": 100 * r["base_value"][:, 1],
+        "index": r["index"][:, 1], "index_ci_low": r["ci_low"][:, 1], "index_ci_high": r["ci_high"][:, 1],
+        "p_value": p, "q_value": C.fdr_qvalues(p), "rse": r["rse"][:, 1],
     })
+    return _flags(out)
+
+
+def _mean_table(cells: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Weighted means per level in the audience, with the base mean at the same level, the index of the
+    audience against the base at that level (linearised interval) and the test against the rest."""
+    levels, g = _two_group_arrays(cells, ("n", "t", "t2", "ty", "t2y", "t2yy"))
+    r = C.index_arrays(g["n"], g["t"], g["ty"], g["t2"], g["t2y"], g["t2yy"], confidence)
+    zq = stats.norm.ppf(0.5 + confidence / 2)
+    m, se = r["value"][:, 1], r["se_value"][:, 1]
+    n, t, t2 = g["n"][:, 1], g["t"][:, 1], g["t2"][:, 1]
+    keep = n > 0  # levels the audience has
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n_eff = np.where(t2 > 0, t**2 / np.where(t2 > 0, t2, 1), 0.0)
+    p = r["p_value"][:, 1]
+    out = pd.DataFrame({
+        "level": levels.astype(str), "n_unweighted": n.astype(int), "n_weighted": t, "n_effective": n_eff,
+        "mean": m, "ci_low": m - zq * se, "ci_high": m + zq * se, "base_mean": r["base_value"][:, 1],
+        "index": r["index"][:, 1], "index_ci_low": r["ci_low"][:, 1], "index_ci_high": r["ci_high"][:, 1],
+        "p_value": p, "rse": r["rse"][:, 1],
+    })[keep].reset_index(drop=True)
+    out["q_value"] = C.fdr_qvalues(out["p_value"].to_numpy())
+    return _flags(out)
+
+
+def _flags(out: pd.DataFrame) -> pd.DataFrame:
+    """The core's base-size flag (count, effective n, RSE) of each level; answers are flagged, not blanked."""
+    out["base_flag"] = C.BaseSizeRule().flag(out["n_unweighted"].to_numpy(), out["n_effective"].to_numpy(),
+                                              out["rse"].to_numpy())
+    return out
 
 
 def ask(paths: Paths, breakdown: str, where: Sequence[Condition | tuple] | None = None,
