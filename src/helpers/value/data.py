@@ -1,0 +1,130 @@
+"""Inputs of the customer-value models: the CDNOW reference data (read in place, never copied) and the
+recency-frequency-monetary summary of a transaction log, aggregated on the engine with Ibis so that the same
+code runs on DuckDB or Spark at panel scale."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paths as _paths
+
+EPOCH = pd.Timestamp("1970-01-01")
+
+
+def cdnow_dir() -> Path | None:
+    """``../shared/data/cdnow`` (research/teaching licence: read in place, not shipped), or None if absent."""
+    if hasattr(_paths, "shared_data"):
+        try:
+            return _paths.shared_data("cdnow")
+        except (FileNotFoundError, ValueError):
+            return None
+    folder = _paths.REPO_ROOT.parent / "shared" / "data" / "cdnow"
+    return folder if folder.is_dir() else None
+
+
+def _need(folder: str | os.PathLike | None, name: str) -> Path:
+    if folder is None:
+        raise FileNotFoundError(f"the CDNOW folder is absent (expected {_paths.REPO_ROOT.parent / 'shared/data/cdnow'}); "
+                                "it is not shipped with the repository (research/teaching licence)")
+    f = Path(folder) / name
+    if not f.exists():
+        raise FileNotFoundError(f"{f} does not exist: the CDNOW folder should hold {name} "
+                                "(as shipped in the lifetimes 0.11.3 wheel; see ../shared/data/MANIFEST.md)")
+    return f
+
+
+def load_cdnow_summary(folder: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The published 39-week calibration summary of the CDNOW sample (2,357 customers), columns
+    ``customer_id, frequency, recency, T`` (weeks) and ``monetary_value`` (mean spend of repeat purchases)."""
+    f = _need(folder if folder is not None else cdnow_dir(), "cdnow_customers_summary_with_transactions.csv")
+    d = pd.read_csv(f)
+    return d.rename(columns={"ID": "customer_id", "x": "frequency", "t_x": "recency", "zbar": "monetary_value"})
+
+
+def load_cdnow_transactions(folder: str | os.PathLike | None = None, which: str = "sample") -> pd.DataFrame:
+    """CDNOW transactions: ``which='sample'`` (1/10th sample, 2,357 customers, ``CDNOW_sample.txt``) or
+    ``'master'`` (23,570 customers). Columns ``customer_id, date, cds, amount``."""
+    folder = folder if folder is not None else cdnow_dir()
+    if which == "sample":
+        f = _need(folder, "CDNOW_sample.txt")
+        d = pd.read_csv(f, sep=r"\s+", header=None, names=["customer_id", "sample_id", "date", "cds", "amount"],
+                        dtype={"customer_id": str, "sample_id": str, "date": str})
+    elif which == "master":
+        f = _need(folder, "CDNOW_master.txt")
+        d = pd.read_csv(f, sep=r"\s+", header=None, skiprows=1, names=["customer_id", "date", "cds", "amount"],
+                        dtype={"customer_id": str, "date": str})
+    else:
+        raise ValueError(f"which={which!r}: expected 'sample' or 'master'")
+    try:
+        d["date"] = pd.to_datetime(d["date"], format="%Y%m%d")
+    except ValueError as exc:
+        raise ValueError(f"{f}: column 3 (date) must be YYYYMMDD: {exc}") from exc
+    return d
+
+
+def _days(ts) -> int:
+    return int((pd.Timestamp(ts) - EPOCH).days)
+
+
+def rfm_summary(transactions, calibration_end, observation_end=None, *, customer: str = "user_id",
+                date: str = "date", amount: str | None = "amount", unit_days: float = 7.0, con=None) -> pd.DataFrame:
+    """Per-customer calibration summary (and holdout counts) of a transaction log.
+
+    Purchases on the same day count as one transaction (amounts summed), as in the published CDNOW work.
+    Customers whose first purchase is after ``calibration_end`` are left out. Times are in units of
+    ``unit_days`` days (7 = weeks). Returns columns ``<customer>, first_purchase, frequency`` (repeat
+    transactions in the calibration period), ``recency`` (first to last calibration purchase), ``T`` (first
+    purchase to ``calibration_end``), ``monetary_value`` (mean amount of the repeat calibration
+    transactions, 0 without repeats) and, when ``observation_end`` is given, ``frequency_holdout`` (transactions
+    in (calibration_end, observation_end]) and ``duration_holdout``.
+
+    ``transactions`` is a pandas frame or an Ibis table; the aggregation runs on ``con`` (Ibis backend; default
+    an in-memory DuckDB), so a Spark table is summarised on Spark.
+    """
+    import ibis
+
+    if isinstance(transactions, pd.DataFrame):
+        missing = [c for c in (customer, date, amount) if c and c not in transactions.columns]
+        if missing:
+            raise KeyError(f"transaction table lacks column(s) {missing}; columns present: {list(transactions.columns)}")
+        if con is None:
+            from .. import engine
+            con = engine.connect("duckdb")
+        t = ibis.memtable(transactions[[c for c in (customer, date, amount) if c]])
+    else:
+        t = transactions
+    cal = _days(calibration_end)
+    obs = _days(observation_end) if observation_end is not None else None
+    dd = t[date].cast("date").epoch_days()
+    amt = t[amount].cast("float64") if amount else ibis.literal(0.0)
+    daily = t.group_by([t[customer].name(customer), dd.name("d")]).aggregate(amt=amt.sum())
+    first = daily.group_by(customer).aggregate(first=daily.d.min())
+    j = daily.join(first, customer)
+    j = j.filter(j["first"] <= cal)
+    in_cal = j.d <= cal
+    agg = {
+        "first": j["first"].min(),
+        "n_cal": in_cal.cast("int64").sum(),
+        "last_cal": ibis.ifelse(in_cal, j.d, ibis.null()).max(),
+        "amt_rep": ibis.ifelse(in_cal & (j.d > j["first"]), j.amt, 0.0).sum(),
+    }
+    if obs is not None:
+        agg["frequency_holdout"] = ((j.d > cal) & (j.d <= obs)).cast("int64").sum()
+        agg["amount_holdout"] = ibis.ifelse((j.d > cal) & (j.d <= obs), j.amt, 0.0).sum()
+    g = j.group_by(customer).aggregate(**agg)
+    df = (con.execute(g) if con is not None else g.execute()).sort_values(customer).reset_index(drop=True)
+    out = pd.DataFrame({customer: df[customer]})
+    out["first_purchase"] = EPOCH + pd.to_timedelta(df["first"].astype(int), unit="D")
+    out["frequency"] = (df["n_cal"] - 1).astype(int)
+    out["recency"] = (df["last_cal"] - df["first"]) / unit_days
+    out["T"] = (cal - df["first"]) / unit_days
+    out["monetary_value"] = np.where(out["frequency"] > 0, df["amt_rep"] / out["frequency"].clip(lower=1), 0.0)
+    if obs is not None:
+        out["frequency_holdout"] = df["frequency_holdout"].astype(int)
+        out["amount_holdout"] = df["amount_holdout"].astype(float)
+        out["duration_holdout"] = (obs - cal) / unit_days
+    return out

@@ -1,0 +1,349 @@
+"""BG/NBD, Pareto/NBD and Gamma-Gamma customer-value models fitted by maximum likelihood on scipy.
+
+Log-likelihoods are computed in logs throughout (``gammaln``/``betaln``, ``logaddexp`` for the two-branch
+mixtures, Euler-transformed Gauss hypergeometric functions for Pareto/NBD and BG/NBD expectations), so fits
+do not overflow for heavy buyers or long calendars. References: Fader, Hardie & Lee (2005) "Counting your
+customers the easy way" (BG/NBD); Schmittlein, Morrison & Colombo (1987) and Fader & Hardie (2005) "A note on
+deriving the Pareto/NBD model" (Pareto/NBD); Fader, Hardie & Lee (2005) "RFM and CLV" (Gamma-Gamma).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.special import betaln, expit, gammaln, hyp2f1
+
+from ._fit import MLFitter
+
+_ALIASES = {"frequency": ("frequency", "x", "frequency_cal"),
+            "recency": ("recency", "t_x", "recency_cal"),
+            "T": ("T", "T_cal", "age"),
+            "monetary_value": ("monetary_value", "zbar", "m", "monetary_value_cal"),
+            "weight": ("weight", "n_customers", "count")}
+
+
+def _col(df: pd.DataFrame, role: str, required: bool = True):
+    for c in _ALIASES[role]:
+        if c in df.columns:
+            return df[c].to_numpy(float)
+    if required:
+        raise KeyError(f"the data frame has no {role!r} column (accepted names: {', '.join(_ALIASES[role])}; "
+                       f"columns present: {', '.join(map(str, df.columns))})")
+    return None
+
+
+def rfm_arrays(X, recency=None, T=None, weights=None, what: str = "fit"):
+    """Validated ``(frequency, recency, T, weights)`` from a data frame or three arrays.
+
+    Raises ``ValueError`` naming the first offending row when frequency is negative or not whole,
+    recency is outside [0, T], or a customer without repeat purchases has a recency other than 0.
+    """
+    if isinstance(X, pd.DataFrame):
+        x, tx, T_ = _col(X, "frequency"), _col(X, "recency"), _col(X, "T")
+        if weights is None:
+            weights = _col(X, "weight", required=False)
+        index = X.index
+    else:
+        x, tx, T_ = (np.atleast_1d(np.asarray(v, float)) for v in (X, recency, T))
+        index = pd.RangeIndex(max(len(x), len(tx), len(T_)))
+    x, tx, T_ = np.broadcast_arrays(x, tx, T_)
+    checks = [(~np.isfinite(x) | ~np.isfinite(tx) | ~np.isfinite(T_), "values must be finite numbers"),
+              ((x < 0) | (np.abs(x - np.round(x)) > 1e-9), "frequency must be a whole number >= 0"),
+              ((tx < 0) | (tx > T_ + 1e-9), "recency must satisfy 0 <= recency <= T"),
+              ((x == 0) & (tx != 0), "recency must be 0 when frequency is 0"),
+              (T_ <= 0, "T (customer age) must be > 0")]
+    for bad, msg in checks:
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{what}: {int(bad.sum())} row(s) invalid, first at index {index[i]!r} "
+                             f"(frequency={x[i]}, recency={tx[i]}, T={T_[i]}): {msg}")
+    w = None if weights is None else np.asarray(weights, float)
+    return x, tx, T_, w
+
+
+def _like(v, like):
+    """A float when the caller passed scalars, else the array."""
+    return float(np.asarray(v).ravel()[0]) if np.ndim(like) == 0 and np.size(v) == 1 else v
+
+
+def compress(x, tx, T_, w=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Collapse identical (frequency, recency, T) rows into one row with a count weight (same likelihood,
+    far fewer evaluations on large panels measured in days or weeks)."""
+    w = np.ones(len(x)) if w is None else w
+    keys = np.stack([x, tx, T_], axis=1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    counts = np.bincount(inv.ravel(), weights=w)
+    return uniq[:, 0], uniq[:, 1], uniq[:, 2], counts
+
+
+class _CountModel(MLFitter):
+    """Shared ``fit`` of the two purchase-count models."""
+
+    def fit(self, X, recency=None, T=None, weights=None, initial: Sequence[float] | None = None,
+            compress_rows: bool = True):
+        """Fit by maximum likelihood.
+
+        ``X`` is a data frame with columns ``frequency`` (repeat purchases), ``recency`` (time of the last
+        purchase since the first) and ``T`` (time since the first purchase), or ``X, recency, T`` arrays;
+        optional ``weights`` (e.g. raking weights or row counts). Returns ``self``.
+        """
+        x, tx, T_, w = rfm_arrays(X, recency, T, weights, what=f"{type(self).__name__}.fit")
+        if compress_rows:
+            x, tx, T_, w = compress(x, tx, T_, w)
+        self._scale = float(np.average(T_, weights=w))
+        return self._finish_fit((x, tx, T_), w, initial, f"{type(self).__name__}.fit")
+
+    def expected_total(self, X, recency=None, T=None, t: float = 1.0, weights=None) -> float:
+        """Sum over customers of the conditional expected purchases in the next ``t`` periods."""
+        x, tx, T_, w = rfm_arrays(X, recency, T, weights)
+        e = self.conditional_expected_number_of_purchases_up_to_time(t, x, tx, T_)
+        return float(np.sum(e if w is None else e * w))
+
+    def plot(self, ax=None, X=None, max_frequency: int = 7, seed: int = 0, label: str = "repeat purchases"):
+        """Observed vs model-implied number of customers by repeat purchases in the calibration period."""
+        from .plots import plot_period_transactions
+        return plot_period_transactions(self, X if X is not None else self._fit_frame(), ax=ax,
+                                        max_frequency=max_frequency, seed=seed, label=label)
+
+    def _fit_frame(self) -> pd.DataFrame:
+        x, tx, T_ = self._data
+        return pd.DataFrame({"frequency": x, "recency": tx, "T": T_, "weight": self._w})
+
+
+class BetaGeoFitter(_CountModel):
+    """BG/NBD (beta-geometric / negative binomial) model of repeat purchasing.
+
+    Purchases follow a Poisson process with rate ``lambda ~ Gamma(r, alpha)``; after each purchase the
+    customer drops out with probability ``p ~ Beta(a, b)``.
+    """
+
+    _param_names = ("r", "alpha", "a", "b")
+
+    def _initial(self):
+        return np.log([0.5, max(self._scale / 10, 0.1), 1.0, 2.0])
+
+    @staticmethod
+    def _negll_vec(logp, x, tx, T_):
+        r, alpha, a, b = np.exp(logp)
+        A1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
+        A2 = betaln(a, b + x) - betaln(a, b) - (r + x) * np.log(alpha + T_)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A3 = np.where(x > 0, betaln(a + 1, b + np.maximum(x, 1) - 1) - betaln(a, b)
+                          - (r + x) * np.log(alpha + tx), -np.inf)
+        return -(A1 + np.logaddexp(A2, A3))
+
+    def _log_odds_dead(self, x, tx, T_, p=None):
+        r, alpha, a, b = self.params_.to_numpy() if p is None else p
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log(a) - np.log(b + np.maximum(x, 1) - 1) + (r + x) * (np.log(alpha + T_) - np.log(alpha + tx))
+        return np.where(x > 0, v, -np.inf)
+
+    def conditional_probability_alive(self, frequency, recency, T, params=None) -> np.ndarray:
+        """P(alive at T | x, t_x, T) = 1 / (1 + [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x))."""
+        self._check_fitted()
+        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
+        return _like(expit(-self._log_odds_dead(x, tx, T_, params)), frequency)
+
+    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
+        """E[Y(t) | x, t_x, T]: expected purchases in (T, T+t]."""
+        self._check_fitted()
+        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
+        r, alpha, a, b = self.params_.to_numpy() if params is None else params
+        t = np.asarray(t, float)
+        z = t / (alpha + T_ + t)
+        # Euler transform: (1-z)^(r+x) 2F1(r+x, b+x; a+b+x-1; z) = (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)
+        core = 1 - np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        return _like((a + b + x - 1) / (a - 1) * core * expit(-self._log_odds_dead(x, tx, T_, (r, alpha, a, b))),
+                     frequency)
+
+    def expected_number_of_purchases_up_to_time(self, t, params=None):
+        """E[X(t)] for a new customer: (a+b-1)/(a-1) [1 - (alpha/(alpha+t))^r 2F1(r, b; a+b-1; t/(alpha+t))]."""
+        self._check_fitted()
+        r, alpha, a, b = self.params_.to_numpy() if params is None else params
+        t = np.asarray(t, float)
+        z = t / (alpha + t)
+        return (a + b - 1) / (a - 1) * (1 - np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + b - 1 - r, a - 1, a + b - 1, z))
+
+    def probability_of_n_purchases_up_to_time(self, t, n) -> np.ndarray:
+        """P(X(t) = n) for a new customer, n = 0, 1, ... (closed form of Fader, Hardie & Lee 2005, eq. 8)."""
+        self._check_fitted()
+        r, alpha, a, b = self.params_.to_numpy()
+        n = np.asarray(n)
+        lt = np.log(t / (alpha + t)); la = np.log(alpha / (alpha + t))
+        first = np.exp(betaln(a, b + n) - betaln(a, b) + gammaln(r + n) - gammaln(r) - gammaln(n + 1)
+                       + r * la + n * lt)
+        out = []
+        for ni, fi in zip(np.atleast_1d(n), np.atleast_1d(first)):
+            if ni == 0:
+                out.append(fi)
+                continue
+            j = np.arange(ni)
+            s = np.exp(gammaln(r + j) - gammaln(r) - gammaln(j + 1) + j * lt).sum()
+            out.append(fi + np.exp(betaln(a + 1, b + ni - 1) - betaln(a, b)) * (1 - np.exp(r * la) * s))
+        return np.asarray(out)
+
+    def sample_frequencies(self, T, seed: int = 0) -> np.ndarray:
+        """Simulated repeat-purchase counts in (0, T] for customers of ages ``T`` (for plots)."""
+        self._check_fitted()
+        r, alpha, a, b = self.params_.to_numpy()
+        rng = np.random.default_rng(seed)
+        T = np.asarray(T, float)
+        lam = rng.gamma(r, 1 / alpha, size=len(T)); p = rng.beta(a, b, size=len(T))
+        out = np.zeros(len(T), int)
+        alive = np.ones(len(T), bool); clock = np.zeros(len(T))
+        while alive.any():
+            clock[alive] += rng.exponential(1 / lam[alive])
+            buy = alive & (clock <= T)
+            out[buy] += 1
+            alive = buy & (rng.random(len(T)) >= p)
+        return out
+
+
+class ParetoNBDFitter(_CountModel):
+    """Pareto/NBD model: Poisson purchasing with ``lambda ~ Gamma(r, alpha)``, exponential lifetime with
+    ``mu ~ Gamma(s, beta)``."""
+
+    _param_names = ("r", "alpha", "s", "beta")
+
+    def _initial(self):
+        return np.log([0.5, max(self._scale / 4, 0.1), 0.5, max(self._scale / 4, 0.1)])
+
+    @staticmethod
+    def _log_A0(r, alpha, s, beta, x, tx, T_):
+        """log of A0 (the integral over death times in (t_x, T]) with Euler-transformed 2F1."""
+        rsx = r + s + x
+        if alpha >= beta:
+            big, bpar = alpha, s + 1
+        else:
+            big, bpar = beta, r + x
+        d = abs(alpha - beta)
+
+        def log_term(t):
+            z = d / (big + t)
+            # 2F1(rsx, bpar; rsx+1; z) = (1-z)^(1-bpar) 2F1(1, rsx+1-bpar; rsx+1; z)
+            return ((1 - bpar) * np.log1p(-z) + np.log(hyp2f1(1.0, rsx + 1 - bpar, rsx + 1, z))
+                    - rsx * np.log(big + t))
+        l1, l2 = log_term(tx), log_term(T_)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return l1 + np.log(-np.expm1(np.minimum(l2 - l1, 0.0)))
+
+    @classmethod
+    def _negll_vec(cls, logp, x, tx, T_):
+        r, alpha, s, beta = np.exp(logp)
+        A1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+        A2 = np.logaddexp(-(r + x) * np.log(alpha + T_) - s * np.log(beta + T_),
+                          np.log(s) - np.log(r + s + x) + cls._log_A0(r, alpha, s, beta, x, tx, T_))
+        return -(A1 + A2)
+
+    def _log_odds_dead(self, x, tx, T_, p=None):
+        r, alpha, s, beta = self.params_.to_numpy() if p is None else p
+        return (np.log(s) - np.log(r + s + x) + (r + x) * np.log(alpha + T_) + s * np.log(beta + T_)
+                + self._log_A0(r, alpha, s, beta, x, tx, T_))
+
+    def conditional_probability_alive(self, frequency, recency, T, params=None) -> np.ndarray:
+        """P(alive at T | x, t_x, T) = 1 / (1 + s/(r+s+x) (alpha+T)^(r+x) (beta+T)^s A0)."""
+        self._check_fitted()
+        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
+        return _like(expit(-self._log_odds_dead(x, tx, T_, params)), frequency)
+
+    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
+        """E[Y(t) | x, t_x, T] = (r+x)(beta+T)/((alpha+T)(s-1)) [1 - ((beta+T)/(beta+T+t))^(s-1)] P(alive)."""
+        self._check_fitted()
+        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
+        r, alpha, s, beta = self.params_.to_numpy() if params is None else params
+        L = np.log((beta + T_ + t) / (beta + T_))
+        g = L if abs(s - 1) < 1e-9 else -np.expm1(-(s - 1) * L) / (s - 1)
+        return _like((r + x) * (beta + T_) / (alpha + T_) * g
+                     * expit(-self._log_odds_dead(x, tx, T_, (r, alpha, s, beta))), frequency)
+
+    def expected_number_of_purchases_up_to_time(self, t, params=None):
+        """E[X(t)] = r beta / (alpha (s-1)) [1 - (beta/(beta+t))^(s-1)]."""
+        self._check_fitted()
+        r, alpha, s, beta = self.params_.to_numpy() if params is None else params
+        L = np.log((beta + np.asarray(t, float)) / beta)
+        g = L if abs(s - 1) < 1e-9 else -np.expm1(-(s - 1) * L) / (s - 1)
+        return r * beta / alpha * g
+
+    def sample_frequencies(self, T, seed: int = 0) -> np.ndarray:
+        """Simulated repeat-purchase counts in (0, T] (for plots)."""
+        self._check_fitted()
+        r, alpha, s, beta = self.params_.to_numpy()
+        rng = np.random.default_rng(seed)
+        T = np.asarray(T, float)
+        lam = rng.gamma(r, 1 / alpha, size=len(T)); mu = rng.gamma(s, 1 / beta, size=len(T))
+        life = rng.exponential(1 / mu)
+        return rng.poisson(lam * np.minimum(life, T))
+
+
+class GammaGammaFitter(MLFitter):
+    """Gamma-Gamma model of average transaction value: spend per transaction ``~ Gamma(p, nu)``,
+    ``nu ~ Gamma(q, gamma)`` across customers; fitted on repeat buyers only."""
+
+    _param_names = ("p", "q", "v")
+
+    def _initial(self):
+        return np.log([2.0, 2.0, max(self._scale, 1e-3)])
+
+    @staticmethod
+    def _negll_vec(logp, x, m):
+        p, q, g = np.exp(logp)
+        px = p * x
+        return -(gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(g) + (px - 1) * np.log(m)
+                 + px * np.log(x) - (px + q) * np.log(g + m * x))
+
+    @staticmethod
+    def _arrays(X, monetary_value=None, weights=None, what="GammaGammaFitter"):
+        if isinstance(X, pd.DataFrame):
+            x, m = _col(X, "frequency"), _col(X, "monetary_value")
+            if weights is None:
+                weights = _col(X, "weight", required=False)
+        else:
+            x, m = np.asarray(X, float), np.asarray(monetary_value, float)
+        bad = ~(np.isfinite(x) & np.isfinite(m)) | (x <= 0) | (m <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{what}: {int(bad.sum())} row(s) with frequency <= 0 or mean spend <= 0 "
+                             f"(first at position {i}: frequency={x[i]}, monetary_value={m[i]}); the Gamma-Gamma "
+                             "model is fitted on repeat buyers with positive spend only: filter frequency > 0")
+        return x, m, (None if weights is None else np.asarray(weights, float))
+
+    def fit(self, X, monetary_value=None, weights=None, initial: Sequence[float] | None = None):
+        """Fit on repeat buyers: ``X`` a data frame with ``frequency`` and ``monetary_value`` (mean spend of
+        the repeat transactions), or two arrays. Returns ``self``."""
+        x, m, w = self._arrays(X, monetary_value, weights, "GammaGammaFitter.fit")
+        self._scale = float(np.mean(m))
+        return self._finish_fit((x, m), w, initial, "GammaGammaFitter.fit")
+
+    @property
+    def gamma_(self) -> float:
+        return float(self.params_["v"])
+
+    def conditional_expected_average_profit(self, frequency, monetary_value, params=None) -> np.ndarray:
+        """E[M | p, q, gamma, mean spend, x] = p (gamma + x mean) / (p x + q - 1); for x = 0 the population
+        mean p gamma / (q - 1)."""
+        self._check_fitted()
+        p, q, g = self.params_.to_numpy() if params is None else params
+        x = np.asarray(frequency, float); m = np.nan_to_num(np.asarray(monetary_value, float))
+        return _like(p * (g + x * m) / (p * x + q - 1), frequency)
+
+    def population_mean_spend(self) -> float:
+        p, q, g = self.params_.to_numpy()
+        return float(p * g / (q - 1))
+
+    def plot(self, ax=None, X=None, label: str = "mean spend per transaction"):
+        """Observed distribution of customers' mean spend against the model-implied density."""
+        from .plots import plot_spend_fit
+        if X is None:
+            x, m = self._data
+            X = pd.DataFrame({"frequency": x, "monetary_value": m})
+        return plot_spend_fit(self, X, ax=ax, label=label)
+
+
+def spend_frequency_correlation(frequency, monetary_value) -> float:
+    """Pearson correlation of frequency and mean spend among repeat buyers: Gamma-Gamma assumes they are
+    independent (values far from 0 are a warning)."""
+    x, m = np.asarray(frequency, float), np.asarray(monetary_value, float)
+    k = x > 0
+    return float(np.corrcoef(x[k], m[k])[0, 1])
