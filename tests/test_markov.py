@@ -1,0 +1,150 @@
+"""Markov engagement chains: textbook absorbing-chain results, counts on the engine, recovery of planted
+matrices inside the customer-bootstrap intervals, the stationarity/order tests, survival and value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.dynamics import markov as mk
+
+P_A = np.array([[0.88, 0.085, 0.027, 0.008], [0.30, 0.52, 0.15, 0.03], [0.12, 0.15, 0.65, 0.08], [0, 0, 0, 1]])
+P_B = np.array([[0.80, 0.13, 0.055, 0.015], [0.20, 0.55, 0.20, 0.05], [0.07, 0.12, 0.70, 0.11], [0, 0, 0, 1]])
+
+
+def test_drunkards_walk():
+    """Kemeny & Snell / Grinstead & Snell: five states, p = 1/2, 0 and 4 absorbing."""
+    P = np.zeros((5, 5))
+    P[0, 0] = P[4, 4] = 1
+    for i in (1, 2, 3):
+        P[i, i - 1] = P[i, i + 1] = 0.5
+    res = mk.absorbing_analysis(P)
+    np.testing.assert_allclose(res.fundamental, [[1.5, 1, 0.5], [1, 2, 1], [0.5, 1, 1.5]])
+    np.testing.assert_allclose(res.expected_steps, [3, 4, 3])
+    np.testing.assert_allclose(res.absorption_probabilities[:, 0], [0.75, 0.5, 0.25])
+    np.testing.assert_allclose(res.absorption_probabilities.sum(axis=1), 1)
+    assert res.transient == [1, 2, 3] and res.absorbing == [0, 4]
+
+
+def test_counts_on_engine_match_pandas(duckdb_con):
+    w = mk.simulate_waves(300, P_A, months=12, seed=1)
+    w = w.drop(index=w.index[5])  # a missing month breaks the pair around it
+    c = mk.customer_transition_counts(w, con=duckdb_con)
+    # the same counts in pandas
+    d = w.sort_values(["user_id", "month"]).copy()
+    code = {s: i for i, s in enumerate(mk.STATES)}
+    d["s"] = d["engagement_state"].map(code)
+    d["m"] = d["month"].dt.year * 12 + d["month"].dt.month
+    d["f"] = d.groupby("user_id")["s"].shift(); d["fm"] = d.groupby("user_id")["m"].shift()
+    d = d[d["m"] - d["fm"] == 1]
+    ref = d.groupby(["user_id", "f", "s"]).size()
+    got = c.set_index(["user_id", "from_state", "to_state"])["n"]
+    assert int(got.sum()) == int(ref.sum()) == 300 * 11 - 2
+    assert got.sort_index().to_numpy().tolist() == ref.sort_index().to_numpy().tolist()
+
+
+def test_unknown_state_is_named():
+    w = mk.simulate_waves(20, P_A, months=3, seed=0)
+    w.loc[w.index[1], "engagement_state"] = "asleep"
+    with pytest.raises(ValueError, match="outside"):
+        mk.customer_transition_counts(w)
+
+
+@pytest.fixture(scope="module")
+def two_segment_fit():
+    w = mk.simulate_waves(4000, {"a": P_A, "b": P_B}, months=24, seed=3)
+    c = mk.customer_transition_counts(w)
+    seg = w.groupby("user_id")["segment"].first()
+    return w, seg, mk.fit_chains(c, seg, n_boot=150, seed=0)
+
+
+def test_planted_matrices_inside_bootstrap_intervals(two_segment_fit):
+    _, _, fit = two_segment_fit
+    share, table = mk.truth_in_ci_share(fit, {"a": P_A.tolist(), "b": P_B.tolist()})
+    assert len(table) == 2 * 3 * 4
+    assert share >= 0.8  # nominal 95%; shrinkage toward the pooled matrix costs a little
+    assert np.abs(fit.P - np.stack([P_A, P_B])).max() < 0.03
+    # shrinkage is finite (segments differ) and pulls estimates toward the pooled matrix
+    assert np.all(fit.kappa[:3] > 0) and np.all(np.isfinite(fit.kappa))
+
+
+def test_bootstrap_is_over_customers_not_transitions(two_segment_fit):
+    """Customer resampling keeps within-path dependence: with heterogeneous stickiness inside a segment the
+    customer bootstrap's interval is wider than a transition-level multinomial interval would be."""
+    sticky = P_A.copy(); sticky[0] = [0.97, 0.02, 0.008, 0.002]
+    loose = P_A.copy(); loose[0] = [0.70, 0.20, 0.08, 0.02]
+    w = pd.concat([mk.simulate_waves(1500, sticky, seed=1), mk.simulate_waves(1500, loose, seed=2)
+                   .assign(user_id=lambda d: "v" + d["user_id"])])
+    fit = mk.fit_chains(mk.customer_transition_counts(w), n_boot=200, seed=1)
+    lo, hi = fit.interval()
+    n0 = fit.counts[0, 0].sum()
+    p = fit.P[0, 0, 0]
+    naive = 2 * 1.96 * np.sqrt(p * (1 - p) / n0)
+    assert (hi[0, 0, 0] - lo[0, 0, 0]) > 1.25 * naive  # measured 1.5x at this seed
+
+
+def test_weights_change_the_estimate():
+    w = pd.concat([mk.simulate_waves(2000, P_A, seed=4), mk.simulate_waves(2000, P_B, seed=5)
+                   .assign(user_id=lambda d: "b" + d["user_id"])])
+    c = mk.customer_transition_counts(w)
+    users = w["user_id"].unique()
+    wt = pd.Series(np.where(pd.Index(users).str.startswith("b"), 9.0, 1.0), index=users)
+    P_w = mk.fit_chains(c, weight=wt, n_boot=0).P[0]
+    P_u = mk.fit_chains(c, n_boot=0).P[0]
+    # weighting 9:1 toward the B customers moves the pooled estimate toward P_B
+    assert np.abs(P_w - (0.9 * P_B + 0.1 * P_A)).max() < 0.02
+    assert np.abs(P_u - (0.5 * P_B + 0.5 * P_A)).max() < 0.02
+
+
+def test_expected_months_to_churn_and_value(two_segment_fit):
+    w, seg, fit = two_segment_fit
+    ab = fit.absorption()
+    true = {s: mk.absorbing_analysis(P).expected_steps for s, P in (("a", P_A), ("b", P_B))}
+    for r in ab.itertuples():
+        t = true[r.segment][mk.STATES.index(r._2)]
+        assert r.ci_low <= t <= r.ci_high or abs(r.expected_months_to_churn / t - 1) < 0.1
+    # segment b churns faster from every state
+    a = ab.set_index(["segment", "from"])["expected_months_to_churn"]
+    assert all(a[("b", s)] < a[("a", s)] for s in ("active", "light", "dormant"))
+    R = mk.state_rewards(w, seg, None, fit)
+    assert R[0, 0] == pytest.approx(40.0, rel=0.05) and R[0, 3] == 0
+    v = mk.value_by_state(fit, R, discount=0.0, horizon=None)
+    # undiscounted infinite-horizon value = expected visits x reward (fundamental matrix times rewards)
+    N = mk.absorbing_analysis(fit.P[0]).fundamental
+    exp_v = N @ R[0, :3]
+    got = v[v.segment == "a"].set_index("state")["value"]
+    np.testing.assert_allclose(got[["active", "light", "dormant"]].to_numpy(), exp_v, rtol=1e-8)
+
+
+def test_pfeifer_carraway_finite_horizon_converges():
+    R = np.array([10.0, 3.0, 0.0, 0.0])
+    inf = mk.pfeifer_carraway(P_A, R, discount=0.02, horizon=None)
+    fin = mk.pfeifer_carraway(P_A, R, discount=0.02, horizon=2000)
+    np.testing.assert_allclose(inf, fin, rtol=1e-8)
+    assert inf[0] > inf[1] > inf[2] > inf[3] == 0
+
+
+def test_stationarity_and_order_tests():
+    w = mk.simulate_waves(3000, P_A, months=12, seed=6)
+    st = mk.stationarity_test(mk.customer_transition_counts(w, by_month=True))
+    od = mk.order_test(mk.customer_transition_counts(w, order=2))
+    assert st["df"] > 0 and st["p_value"] > 0.001
+    assert od["df"] > 0 and od["p_value"] > 0.001
+    # non-stationary: the chain changes half-way
+    w2 = pd.concat([mk.simulate_waves(3000, P_A, months=6, seed=7),
+                    mk.simulate_waves(3000, P_B, months=6, seed=8, first_month="2024-07-01")])
+    assert mk.stationarity_test(mk.customer_transition_counts(w2, by_month=True))["p_value"] < 1e-6
+    # a hidden state seen through a coarse label is not first order: merge light and dormant
+    w3 = mk.simulate_waves(4000, P_A, months=24, seed=10)
+    w3 = w3.assign(engagement_state=w3["engagement_state"].replace({"dormant": "light"}))
+    assert mk.order_test(mk.customer_transition_counts(w3, order=2))["p_value"] < 1e-3
+
+
+def test_implied_survival_matches_kaplan_meier_for_a_markov_chain():
+    w = mk.simulate_waves(4000, P_A, months=24, seed=9)
+    fit = mk.fit_chains(mk.customer_transition_counts(w), n_boot=0)
+    cmp_ = mk.survival_comparison(fit, mk.entry_states(w), months=23)
+    assert cmp_["markov"].iloc[0] == 1 and cmp_["km"].iloc[0] == 1
+    assert cmp_["gap"].abs().max() < 0.02
+    assert cmp_["markov"].is_monotonic_decreasing
