@@ -14,6 +14,15 @@ MAPPING  ?=
 DATA     ?= $(CURDIR)/data
 OUT      ?= $(CURDIR)/reports
 ENGINE   ?= duckdb
+# Run configuration and input options (empty = the configuration's / notebook's default)
+CONFIG           ?=
+OBSERVATION_DATE ?=
+DELIMITER        ?=
+ENCODING         ?=
+SEED_OUTCOME     ?=
+SEED_VALUE       ?=
+SEED_IDS         ?=
+RMST_TAU_DAYS    ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 8050
 
@@ -26,6 +35,8 @@ TEST_REPORTS := $(CURDIR)/build/test-reports
 help:
 	@echo "make reports  - set up and run every notebook into $(OUT) (N_USERS=$(N_USERS) SEED=$(SEED))"
 	@echo "make test     - set up and run the whole test suite (unit tests + nbval of every notebook)"
+	@echo "  options: CONFIG= INPUT= MAPPING= OBSERVATION_DATE= DELIMITER= ENCODING= SEED_OUTCOME= SEED_VALUE="
+	@echo "           SEED_IDS= RMST_TAU_DAYS= N_USERS= SEED= ENGINE= DATA= OUT= (see README)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +50,11 @@ setup: $(VENV)/.installed
 reports: setup
 	$(PY) scripts/run_notebooks.py --kernel $(KERNEL) --data $(DATA) --out $(OUT) \
 		--n-users $(N_USERS) --seed $(SEED) --engine $(ENGINE) \
-		$(if $(INPUT),--input $(INPUT)) $(if $(MAPPING),--mapping $(MAPPING))
+		$(if $(INPUT),--input '$(INPUT)') $(if $(MAPPING),--mapping '$(MAPPING)') \
+		$(if $(CONFIG),--config '$(CONFIG)') $(if $(OBSERVATION_DATE),--observation-date '$(OBSERVATION_DATE)') \
+		$(if $(DELIMITER),--delimiter '$(DELIMITER)') $(if $(ENCODING),--encoding '$(ENCODING)') \
+		$(if $(SEED_OUTCOME),--seed-outcome '$(SEED_OUTCOME)') $(if $(SEED_VALUE),--seed-value '$(SEED_VALUE)') \
+		$(if $(SEED_IDS),--seed-ids '$(SEED_IDS)') $(if $(RMST_TAU_DAYS),--rmst-tau-days '$(RMST_TAU_DAYS)')
 
 # Debian Chromium for the Explorer's browser test; without apt/root the test skips and says why.
 browser:

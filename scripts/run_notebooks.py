@@ -2,68 +2,350 @@
 
 Usage (what `make reports` runs):
     python scripts/run_notebooks.py --kernel audience-intel --data data --out reports --n-users 50000 --seed 42
+
+A run either completes or says exactly what failed, and never mixes two runs:
+
+* each stage is a transaction: its registered outputs (``helpers.artifacts.REGISTRY``, by producer) are moved
+  aside before it runs; if the notebook fails, whatever it wrote is removed, its previous outputs, metrics entry
+  and skipped sections are put back, and the run stops (``--keep-going`` runs the remaining stages anyway);
+* the stage record ``processed/_run_state.json`` says which stage ran after which, so outputs of later stages
+  written before an upstream stage re-ran are *stale*: ``helpers.artifacts.load`` refuses them (naming the
+  notebook to re-run), their figures move from ``metrics.json`` to ``metrics_stale.json``, and index.html
+  lists them;
+* ``reports/index.html`` is written for every run (and after every stage): each notebook's status, the
+  sections it skipped (``metrics.skipped``), and for a failure the failing cell and the error message at the
+  top. The exit status is 1 when a notebook failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import html
 import json
+import os
+import re
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import papermill as pm
-from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
+STEM = re.compile(r"^\d{2}[a-z]?_[A-Za-z0-9_]+$")
+#: folders of the data tree a stage may write to (the shipped data/external is never touched)
+DATA_FOLDERS = ("raw", "truth", "processed", "quarantine", "exports")
+STAGING = ".staging"
+
+#: papermill parameters (name -> CLI option) passed to every notebook that declares them
+SHARED_PARAMETERS = ("n_users", "seed", "data_dir", "reports_dir", "engine", "config_path", "observation_date",
+                     "delimiter", "encoding", "seed_outcome", "seed_value", "seed_ids_path", "rmst_tau_days",
+                     "input_path", "mapping_path")
 
 
-def numbered_notebooks() -> list[Path]:
-    """Notebooks named NN_*.ipynb, in data-flow (numeric) order."""
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+def numbered_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """Notebooks named ``NN_*.ipynb`` or ``NNx_*.ipynb`` (06b_, 07c_ ...), in data-flow (sorted) order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb") if STEM.match(p.stem))
 
 
-def export_html(executed: Path) -> Path:
-    nb = nbformat.read(executed, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+def declared_parameters(nb_path: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters`` (empty set when it has none)."""
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                return set()
+            names = set()
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign) else [])
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+            return names
+    return set()
+
+
+def parameters_for(nb_path: Path, params: dict) -> tuple[dict, list[str]]:
+    """The subset of ``params`` the notebook declares (None values are never passed), and the names of
+    explicitly set parameters it does not declare (reported, not passed: papermill would warn)."""
+    declared = declared_parameters(nb_path)
+    given = {k: v for k, v in params.items() if v is not None}
+    passed = {k: v for k, v in given.items() if k in declared}
+    ignored = sorted(k for k in given if k not in declared and k not in ("n_users", "seed", "data_dir",
+                                                                           "reports_dir", "engine"))
+    return passed, ignored
+
+
+def scalar(text: str | None):
+    """A make/CLI value as a notebook parameter: integers and decimals become numbers, other text stays."""
+    if text is None or text == "":
+        return None
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        return float(text) if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", text) else text
+    except ValueError:
+        return text
+
+
+# --- transactions --------------------------------------------------------------------------------------
+def _snapshot(data: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for folder in DATA_FOLDERS:
+        for p in (data / folder).rglob("*"):
+            if p.is_file():
+                s = p.stat()
+                out[str(p.relative_to(data))] = (s.st_size, s.st_mtime_ns)
+    return out
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+@dataclass
+class StageTransaction:
+    """Replace one stage's outputs and its metrics entry together, or not at all."""
+
+    P: object
+    stem: str
+    outputs: list = field(default_factory=list)
+    moved: dict = field(default_factory=dict)
+    before: dict = field(default_factory=dict)
+    old_metrics: dict | None = None
+    old_skipped: list = field(default_factory=list)
+
+    def begin(self) -> None:
+        from helpers import artifacts, metrics
+
+        P = self.P
+        self.outputs = artifacts.produced_by(self.stem)
+        stage_dir = P.data / STAGING / self.stem
+        _remove(stage_dir)
+        files = [a.file for a in self.outputs]
+        for a in self.outputs:
+            if any(a.file != f and a.file.startswith(f.rstrip("/") + "/") for f in files):
+                continue  # inside a folder that is moved as a whole
+            src = a.path(P)
+            if src.exists():
+                dst = stage_dir / a.file
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+                self.moved[a.name] = (src, dst)
+                if a.kind == "folder":
+                    src.mkdir(parents=True, exist_ok=True)
+        self.before = _snapshot(P.data)
+        self.old_metrics = metrics.read(P.metrics).get(self.stem)
+        self.old_skipped = metrics.clear_skipped(P.metrics, self.stem)
+
+    def _clean(self) -> None:
+        _remove(self.P.data / STAGING / self.stem)
+        try:
+            (self.P.data / STAGING).rmdir()
+        except OSError:
+            pass
+
+    def commit(self, state: dict) -> None:
+        from helpers import artifacts
+
+        P = self.P
+        self._clean()
+        state["seq"] = int(state.get("seq", 0)) + 1
+        state.setdefault("stages", {})[self.stem] = {
+            "seq": state["seq"], "run": state.get("run", 0),
+            "outputs": {a.name: artifacts.signature(a.path(P)) for a in self.outputs if a.path(P).exists()}}
+        artifacts.write_state(P, state)
+
+    def rollback(self) -> list[str]:
+        """Remove what the failed stage wrote and put its previous outputs back; returns warnings."""
+        from helpers import metrics
+
+        P = self.P
+        warnings = []
+        for a in self.outputs:
+            _remove(a.path(P))
+        after = _snapshot(P.data)
+        for rel in sorted(set(after) - set(self.before)):
+            _remove(P.data / rel)
+        changed = sorted(rel for rel in set(after) & set(self.before) if after[rel] != self.before[rel])
+        gone = sorted(set(self.before) - set(after))
+        if changed or gone:
+            warnings.append(f"{self.stem} changed files it does not declare as outputs (not restored): "
+                            + ", ".join((changed + gone)[:8]))
+        for src, dst in self.moved.values():
+            _remove(src)
+            src.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(dst, src)
+        self._clean()
+        metrics.restore(P.metrics, self.stem, self.old_metrics, self.old_skipped)
+        return warnings
+
+
+# --- failures ------------------------------------------------------------------------------------------
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def describe_failure(exc: BaseException) -> dict:
+    """Failing cell (index, execution count, source), error type and message, and where in src/ it was raised."""
+    info = {"ename": type(exc).__name__, "evalue": str(exc).strip(), "cell_index": None, "exec_count": None,
+            "source": "", "where": ""}
+    if hasattr(exc, "ename") and hasattr(exc, "traceback"):  # papermill.PapermillExecutionError
+        info.update(ename=exc.ename, evalue=ANSI.sub("", str(exc.evalue)).strip(), cell_index=exc.cell_index,
+                    exec_count=exc.exec_count, source=exc.source or "")
+        frames = re.findall(r'File\s+"?([^",\s]+)"?,?\s+line\s+(\d+)', ANSI.sub("", "\n".join(exc.traceback)))
+        ours = [(f, n) for f, n in frames if "/src/helpers/" in f or "/helpers/" in f]
+        if ours:
+            f, n = ours[-1]
+            info["where"] = f"{f[f.index('helpers/'):] if 'helpers/' in f else f}:{n}"
+    return info
+
+
+def cell_label(info: dict) -> str:
+    """``In [5] (cell 6 of the executed notebook)``, or where a failure happened that is not in a cell."""
+    if info["cell_index"] is None:
+        return "before any cell ran (kernel or notebook file)"
+    return f"In [{info['exec_count']}] (cell {info['cell_index'] + 1} of the executed notebook)"
+
+
+def short_message(info: dict, limit: int = 600) -> str:
+    msg = f"{info['ename']}: {info['evalue']}" if info["evalue"] else info["ename"]
+    return msg if len(msg) <= limit else msg[:limit] + " …"
+
+
+# --- index.html ----------------------------------------------------------------------------------------
+def export_html(executed: Path) -> Path | None:
+    from nbconvert import HTMLExporter
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+        body, _ = HTMLExporter().from_notebook_node(nb)
+    except Exception as exc:  # noqa: BLE001 - an unreadable executed notebook must not hide the real failure
+        print(f"[run_notebooks] could not export {executed.name} to HTML: {exc}", flush=True)
+        return None
     out = executed.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
 
 
-def write_index(out: Path, runs: list[dict], params: dict) -> Path:
-    """reports/index.html: a link to every executed notebook with its headline figures."""
-    metrics_file = out / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    extra = sorted(p.name for p in out.glob("*.html") if p.name != "index.html"
-                   and not any(p.name == r["html"] for r in runs))
-    shots = sorted(p.name for p in out.glob("screenshots/*.png"))
+STATUS_TEXT = {"ok": "ok", "failed": "FAILED", "running": "running", "pending": "not run yet",
+               "not run": "not run (an earlier stage failed)", "not selected": "not run in this run",
+               "stale": "stale"}
+STATUS_COLOUR = {"ok": "#1a7f37", "failed": "#cf222e", "stale": "#9a6700", "not run": "#57606a",
+                 "not selected": "#57606a", "running": "#0969da", "pending": "#57606a"}
+
+
+def write_index(out: Path, runs: list[dict], params: dict, P=None, state: dict | None = None) -> Path:
+    """reports/index.html: status of every notebook (failure first), skipped sections, stale artifacts,
+    links to executed notebooks and their headline figures."""
+    from helpers import artifacts, metrics
+
+    e = html.escape
+    figures_all = metrics.read(out / "metrics.json")
+    stale_figures = metrics.read(out / "metrics_stale.json")
+    skipped = metrics.read_skipped(out / "metrics.json")
+    failed = [r for r in runs if r["status"] == "failed"]
+    top = ""
+    for r in failed:
+        f = r["failure"]
+        cell = cell_label(f)
+        src = "\n".join(f["source"].splitlines()[:12])
+        where = f"<p>raised in <code>{e(f['where'])}</code></p>" if f["where"] else ""
+        link = f" · <a href='{e(r['html'])}'>executed notebook (HTML)</a>" if r.get("html") else ""
+        link += f" · <a href='{e(r['ipynb'])}'>.ipynb</a>" if r.get("ipynb") else ""
+        top += (f"<div class='fail'><h2>Run failed in {e(r['stem'])}, {e(cell)}</h2>"
+                f"<p class='msg'>{e(short_message(f, 2000))}</p>{where}"
+                f"<details><summary>failing cell</summary><pre>{e(src)}</pre></details>"
+                f"<p>Nothing it wrote in this run was kept; "
+                f"{'its previous outputs and figures were put back (see stale artifacts below)' if r.get('restored') else 'it had no earlier outputs'}"
+                f"{link}.</p></div>")
+    if not failed and runs and all(r["status"] in ("ok", "not selected") for r in runs):
+        top = "<div class='ok'>Every selected notebook finished.</div>"
     rows = []
     for r in runs:
-        m = metrics.get(r["stem"], {})
-        figures = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in m.items())
-        rows.append(
-            f"<section><h2><a href='{r['html']}'>{html.escape(r['stem'])}</a></h2>"
-            f"<p><a href='{r['ipynb']}'>executed notebook</a> · {r['seconds']:.0f} s</p>"
-            f"<table>{figures}</table></section>")
-    links = "".join(f"<li><a href='{n}'>{n}</a></li>" for n in extra)
-    shot_html = "".join(f"<figure><img src='screenshots/{n}' width='480'><figcaption>{n}</figcaption></figure>"
-                        for n in shots)
+        status = r["status"]
+        label = STATUS_TEXT.get(status, status)
+        if status == "failed":
+            label += f": {short_message(r['failure'], 160)}"
+        if r.get("stale") and status != "failed":
+            label = f"{label}; its outputs are stale: {r['stale']}"
+        secs = f"{r['seconds']:.0f} s" if r.get("seconds") is not None else ""
+        link = f"<a href='{e(r['html'])}'>{e(r['stem'])}</a>" if r.get("html") else e(r["stem"])
+        sk = "".join(f"<li><b>{e(s['section'])}</b>: {e(s['reason'])}</li>" for s in skipped.get(r["stem"], []))
+        colour = STATUS_COLOUR.get("stale" if r.get("stale") and status != "failed" else status, "#000")
+        rows.append(f"<tr><td>{link}</td><td style='color:{colour}'>{e(label)}</td><td>{secs}</td>"
+                    f"<td>{'<ul>' + sk + '</ul>' if sk else ''}</td></tr>")
+    sections = []
+    for r in runs:
+        m = figures_all.get(r["stem"])
+        note = ""
+        if m is None and r["stem"] in stale_figures:
+            m, note = stale_figures[r["stem"]], " (stale figures from an earlier run, in metrics_stale.json)"
+        if not m:
+            continue
+        figs = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in m.items())
+        sections.append(f"<section><h3>{e(r['stem'])}{e(note)}</h3><table>{figs}</table></section>")
+    stale_rows = ""
+    if P is not None:
+        st = artifacts.status(P)
+        bad = st[st["stale"]]
+        stale_rows = "".join(f"<li><code>{e(x.file)}</code>: {e(x.reason)}</li>" for x in bad.itertuples())
+    extra = sorted(p.name for p in out.glob("*.html") if p.name != "index.html"
+                   and not any(p.name == r.get("html") for r in runs))
+    links = "".join(f"<li><a href='{e(n)}'>{e(n)}</a></li>" for n in extra)
+    shots = sorted(p.name for p in out.glob("screenshots/*.png"))
+    shot_html = "".join(f"<figure><img src='screenshots/{e(n)}' width='480'><figcaption>{e(n)}</figcaption>"
+                        f"</figure>" for n in shots)
+    run_no = (state or {}).get("run")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Audience intelligence reports</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}table{{border-collapse:collapse}}
-td{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
-<h1>Audience intelligence: executed notebooks</h1>
-<p>Parameters: {html.escape(json.dumps(params))}. Headline figures are also in <a href="metrics.json">metrics.json</a>.</p>
-{''.join(rows)}
+<style>body{{font-family:sans-serif;max-width:72em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;vertical-align:top}}.fail{{border:2px solid #cf222e;background:#ffebe9;
+padding:0 1em;margin-bottom:1em}}.fail .msg{{font-family:monospace;white-space:pre-wrap;font-size:1.05em}}
+.ok{{border:2px solid #1a7f37;background:#dafbe1;padding:.5em 1em;margin-bottom:1em}}ul{{margin:0}}</style></head><body>
+<h1>Audience intelligence: executed notebooks{f' (run {run_no})' if run_no else ''}</h1>
+{top}
+<h2>Stages</h2>
+<table><tr><th>notebook</th><th>status</th><th>time</th><th>sections skipped (input absent)</th></tr>{''.join(rows)}</table>
+<h2>Stale artifacts</h2><ul>{stale_rows or '<li>none</li>'}</ul>
+<p>Parameters: {e(json.dumps(params))}. Headline figures are also in <a href="metrics.json">metrics.json</a>.</p>
+<h2>Headline figures</h2>{''.join(sections) or '<p>none</p>'}
 <h2>Other reports</h2><ul>{links or '<li>none</li>'}</ul>
 <h2>Explorer screenshots</h2>{shot_html or '<p>none (Chromium absent: run scripts/install_browser.sh)</p>'}
 </body></html>"""
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, index)
     return index
+
+
+def move_stale_figures(P, out: Path, stems: list[str], state: dict) -> dict[str, str]:
+    """Figures of stages whose last run is older than an upstream re-run go to metrics_stale.json."""
+    from helpers import artifacts, metrics
+
+    figures = metrics.read(out / "metrics.json")
+    stale_file = out / "metrics_stale.json"
+    stale_figs = metrics.read(stale_file)
+    reasons = {}
+    for stem in stems:
+        why = artifacts.stage_stale_reason(P, stem, state)
+        if why:
+            reasons[stem] = why
+            if stem in figures:
+                stale_figs[stem] = figures[stem]
+                metrics.restore(out / "metrics.json", stem, None, metrics.read_skipped(out / "metrics.json")
+                                .get(stem))
+        else:
+            stale_figs.pop(stem, None)
+    if stale_figs or stale_file.exists():
+        metrics._write_json(stale_file, stale_figs)
+    return reasons
 
 
 def take_screenshots(data: Path, out: Path) -> None:
@@ -75,7 +357,23 @@ def take_screenshots(data: Path, out: Path) -> None:
     except BrowserMissing as exc:
         print(f"[run_notebooks] no Explorer screenshots: {exc}", flush=True)
         return
+    except Exception as exc:  # noqa: BLE001 - screenshots are a report extra; the run itself succeeded
+        print(f"[run_notebooks] Explorer screenshots failed: {type(exc).__name__}: {exc}", flush=True)
+        return
     print(f"[run_notebooks] Explorer screenshots: {', '.join(p.name for p in shots)}", flush=True)
+
+
+# --- main ----------------------------------------------------------------------------------------------
+def build_params(args, data: Path, out: Path) -> dict:
+    def path(p):
+        return str(Path(p).expanduser().resolve()) if p else None
+
+    return {"n_users": args.n_users, "seed": args.seed, "data_dir": str(data), "reports_dir": str(out),
+            "engine": args.engine, "config_path": path(args.config), "observation_date": args.observation_date or None,
+            "delimiter": args.delimiter or None, "encoding": args.encoding or None,
+            "seed_outcome": args.seed_outcome or None, "seed_value": scalar(args.seed_value),
+            "seed_ids_path": path(args.seed_ids), "rmst_tau_days": scalar(args.rmst_tau_days),
+            "input_path": path(args.input), "mapping_path": path(args.mapping)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,35 +386,109 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"])
     ap.add_argument("--input", default=None, help="your own rich_audience_data.csv/parquet instead of synthetic")
     ap.add_argument("--mapping", default=None, help="column mapping CSV (source_column,target_column)")
+    ap.add_argument("--config", default=None, help="run configuration YAML (make CONFIG=)")
+    ap.add_argument("--observation-date", default=None, help="ISO date the data was observed (make OBSERVATION_DATE=)")
+    ap.add_argument("--delimiter", default=None, help="input field delimiter (make DELIMITER=)")
+    ap.add_argument("--encoding", default=None, help="input text encoding (make ENCODING=)")
+    ap.add_argument("--seed-outcome", default=None, help="outcome column seeding the lookalike (make SEED_OUTCOME=)")
+    ap.add_argument("--seed-value", default=None, help="value of that column meaning 'yes' (make SEED_VALUE=)")
+    ap.add_argument("--seed-ids", default=None, help="file of seed user ids (make SEED_IDS=)")
+    ap.add_argument("--rmst-tau-days", default=None, help="RMST horizon in days (make RMST_TAU_DAYS=)")
     ap.add_argument("--only", nargs="*", help="run only notebooks whose stem starts with these prefixes")
+    ap.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     ap.add_argument("--no-screenshots", action="store_true", help="do not screenshot the Explorer's views")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (plain log lines only)")
+    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' printed output live")
+    ap.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)  # tests: another folder
     args = ap.parse_args(argv)
 
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    from helpers import artifacts, paths
+
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    params = {"n_users": args.n_users, "seed": args.seed, "data_dir": str(Path(args.data).resolve()),
-              "reports_dir": str(out), "engine": args.engine}
-    if args.input:
-        params["input_path"] = str(Path(args.input).resolve())
-    if args.mapping:
-        params["mapping_path"] = str(Path(args.mapping).resolve())
-    runs = []
-    for nb in numbered_notebooks():
-        if args.only and not any(nb.stem.startswith(p) for p in args.only):
+    data = Path(args.data).resolve()
+    P = paths.resolve(data, out)
+    params = build_params(args, data, out)
+    notebooks = numbered_notebooks(Path(args.notebooks))
+    selected = [nb for nb in notebooks if not args.only or any(nb.stem.startswith(p) for p in args.only)]
+    state = artifacts.read_state(P)
+    state["run"] = int(state.get("run", 0)) + 1
+    artifacts.write_state(P, state)
+    runs = [{"stem": nb.stem, "status": "pending" if nb in selected else "not selected", "seconds": None,
+             "html": (nb.stem + ".html") if (out / (nb.stem + ".html")).exists() and nb not in selected else None,
+             "ipynb": None, "failure": None, "stale": None} for nb in notebooks]
+    by_stem = {r["stem"]: r for r in runs}
+    shown = {k: v for k, v in params.items() if v is not None}
+
+    def log(msg: str) -> None:
+        tqdm.write(f"[run_notebooks] {msg}", file=sys.stdout)
+        sys.stdout.flush()
+
+    failed = False
+    # on a terminal the bars redraw in place; in a log (CI, `make ... > log`) they print every 30 s at most
+    tty = {} if sys.stderr.isatty() else {"mininterval": 30.0, "ncols": 100}
+    bar = tqdm(selected, desc="notebooks", unit="nb", disable=args.no_progress, file=sys.stderr, position=0,
+               dynamic_ncols=not tty, **tty)
+    for i, nb in enumerate(bar, 1):
+        r = by_stem[nb.stem]
+        if failed and not args.keep_going:
+            r["status"] = "not run"
             continue
+        bar.set_postfix_str(nb.stem)
+        passed, ignored = parameters_for(nb, params)
+        if ignored:
+            log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
         executed = out / nb.name
-        print(f"[run_notebooks] {nb.name} ...", flush=True)
+        r.update(status="running", ipynb=executed.name)
+        write_index(out, runs, shown, P, state)
+        log(f"[{i}/{len(selected)}] {nb.name} ...")
+        tx = StageTransaction(P, nb.stem)
+        tx.begin()
         t0 = time.perf_counter()
-        pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=args.kernel,
-                            cwd=str(NOTEBOOKS), progress_bar=False, report_mode=False)
-        seconds = time.perf_counter() - t0
+        try:
+            pm.execute_notebook(str(nb), str(executed), parameters=passed, kernel_name=args.kernel,
+                                cwd=str(nb.parent), log_output=args.log_output, report_mode=False,
+                                progress_bar=False if args.no_progress else
+                                {"desc": f"  {nb.stem} cells", "position": 1, "leave": False,
+                                 "file": sys.stderr, "dynamic_ncols": not tty, **tty})
+        except Exception as exc:  # noqa: BLE001 - any failure of a stage is reported, then rolled back
+            r["seconds"] = time.perf_counter() - t0
+            r.update(status="failed", failure=describe_failure(exc),
+                     restored=bool(tx.moved) or tx.old_metrics is not None)
+            for w in tx.rollback():
+                log(f"warning: {w}")
+            html_path = export_html(executed) if executed.exists() else None
+            r["html"] = html_path.name if html_path else None
+            f = r["failure"]
+            where = f" (raised in {f['where']})" if f["where"] else ""
+            log(f"FAILED {nb.name} at {cell_label(f)}{where}: {short_message(f)}")
+            log(f"  nothing it wrote was kept ({'its previous outputs were put back' if r['restored'] else 'it had no earlier outputs'}); "
+                f"see {executed} and {out / 'index.html'}")
+            failed = True
+            write_index(out, runs, shown, P, state)
+            continue
+        r["seconds"] = time.perf_counter() - t0
+        tx.commit(state)
         html_path = export_html(executed)
-        runs.append({"stem": nb.stem, "ipynb": executed.name, "html": html_path.name, "seconds": seconds})
-        print(f"[run_notebooks] {nb.name} done in {seconds:.1f} s", flush=True)
-    if not args.only and not args.no_screenshots:
-        take_screenshots(Path(args.data).resolve(), out)
-    index = write_index(out, runs, params)
-    print(f"[run_notebooks] wrote {index}")
+        r.update(status="ok", html=html_path.name if html_path else None)
+        log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s")
+    bar.close()
+    reasons = move_stale_figures(P, out, [nb.stem for nb in notebooks], state)
+    for stem, why in reasons.items():
+        if by_stem[stem]["status"] != "failed":
+            by_stem[stem]["stale"] = why
+    if not args.only and not args.no_screenshots and not failed:
+        take_screenshots(data, out)
+    index = write_index(out, runs, shown, P, state)
+    if reasons:
+        log(f"stale (older than an upstream re-run): {', '.join(sorted(reasons))}")
+    log(f"wrote {index}")
+    if failed:
+        bad = [r["stem"] for r in runs if r["status"] == "failed"]
+        log(f"run FAILED in {', '.join(bad)}: see {index}")
+        return 1
     return 0
 
 

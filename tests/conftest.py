@@ -81,3 +81,17 @@ def write_warehouse_run(panel, root: Path):
 def warehouse_run(small_panel, tmp_path_factory):
     """:func:`write_warehouse_run` on the small panel, once per test module."""
     return write_warehouse_run(small_panel, tmp_path_factory.mktemp("warehouse"))
+
+
+@pytest.fixture(scope="session")
+def venv_kernel() -> str:
+    """Name of a Jupyter kernel running this interpreter (``audience-intel``, registered by make setup)."""
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().get_all_specs()
+    ours = [name for name, spec in specs.items() if spec["spec"]["argv"][0] == sys.executable]
+    if not ours:
+        pytest.fail(f"no Jupyter kernel runs {sys.executable}: run `make setup` (registers 'audience-intel')")
+    return "audience-intel" if "audience-intel" in ours else sorted(ours)[0]

@@ -73,6 +73,9 @@ def _a(name: str, file: str, producer: str, columns: Iterable[str] = (), descrip
 
 
 REGISTRY: dict[str, Artifact] = dict([
+    _a("raw_sources", "raw", "00_synthetic_sources", (),
+       "synthetic source files (first-, second- and third-party tables, margins)", False),
+    _a("truth", "truth", "00_synthetic_sources", (), "planted truth of the synthetic panel", False),
     _a("users_truth", "truth/users_truth.parquet", "00_synthetic_sources", ("user_id",),
        "planted truth per user (synthetic panel only; read only to score a stage's own results)", False),
     _a("truth_params", "truth/truth_params.json", "00_synthetic_sources", (),

@@ -1,0 +1,51 @@
+"""The artifact registry, the Panel, and the one stand-in run builder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import artifacts, paths
+from helpers.panel import Panel
+from helpers.standin import design_weights, write_standin_run
+
+
+def test_every_producer_is_a_notebook_and_every_file_constant_is_registered():
+    stems = {p.stem for p in (paths.REPO_ROOT / "notebooks").glob("*.ipynb")}
+    assert {a.producer for a in artifacts.REGISTRY.values()} <= stems
+    for const in ("UNIFIED_CSV", "UNIFIED_PARQUET", "WEIGHTS", "SEGMENTS", "SEGMENT_PROFILES", "SEGMENTS_HIER",
+                  "CHURN_RISK", "SEGMENT_VALUE", "AFFINITY_TABLE", "LOOKALIKE_SCORES"):
+        assert artifacts.by_file(getattr(artifacts, const)) is not None, const
+    assert artifacts.producers() == sorted(artifacts.producers())
+
+
+def test_missing_artifact_names_its_producer(tmp_path):
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    with pytest.raises(artifacts.MissingArtifact, match="written by notebook 04_segment_gmm"):
+        artifacts.load(P, "segments")
+    with pytest.raises(ValueError, match="unknown artifact 'segmentz'"):
+        artifacts.load(P, "segmentz")
+    with pytest.raises(ValueError, match=r"needs column\(s\) \['weight'\]"):
+        artifacts.save(P, "weights", pd.DataFrame({"user_id": ["a"]}))
+    assert not artifacts.exists(P, "weights")
+
+
+def test_panel_pandas_and_ibis_agree_and_weights_default_to_one(small_panel, tmp_path, duckdb_con):
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    pan = write_standin_run(P, small_panel, weights=False, segments=False)
+    assert not pan.weights_used and not pan.segments_used and (pan.frame["weight"] == 1.0).all()
+    assert "every user has weight 1" in pan.describe_weights()
+    pan = write_standin_run(P, small_panel, mislabel_share=0.2, seed=3)
+    f = pan.frame
+    assert pan.weights_used and pan.segments_used and len(f) == len(small_panel.data)
+    assert np.allclose(f["weight"], design_weights(small_panel.data["age_group"]))
+    moved = (f["segment"].to_numpy() != small_panel.truth["true_segment"].to_numpy()).mean()
+    assert 0.15 < moved < 0.25  # the planted mislabelling share
+    t = pan.ibis(duckdb_con).to_pandas().sort_values("user_id").reset_index(drop=True)
+    g = f.sort_values("user_id").reset_index(drop=True)
+    assert np.allclose(t["weight"], g["weight"]) and (t["segment"].to_numpy() == g["segment"].to_numpy()).all()
+    by_seg = g.groupby("segment")["weight"].sum()
+    assert np.allclose(t.groupby("segment")["weight"].sum(), by_seg)
+    old = artifacts.load_panel(P)
+    assert "segment" not in old and np.allclose(old["weight"], f["weight"])

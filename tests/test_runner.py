@@ -1,0 +1,162 @@
+"""The notebook runner (scripts/run_notebooks.py): discovery, parameters, and runs that never mix.
+
+The transaction tests run three tiny stand-in notebooks (named like the real stages, so the artifact
+registry's producers apply) through papermill: a failed stage keeps nothing it wrote, its previous outputs
+and figures come back, later stages' outputs become stale, and index.html names the failing cell and error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from helpers import artifacts, metrics, paths
+
+spec = importlib.util.spec_from_file_location("run_notebooks", paths.REPO_ROOT / "scripts" / "run_notebooks.py")
+R = importlib.util.module_from_spec(spec)
+sys.modules["run_notebooks"] = R
+spec.loader.exec_module(R)
+
+PARAMS = '''n_users = 4000
+seed = 42
+data_dir = None
+reports_dir = None'''
+
+HEAD = '''from helpers import artifacts, metrics, paths
+import pandas as pd
+P = paths.resolve(data_dir, reports_dir)'''
+
+STAGES = {
+    "01_ingest": '''artifacts.save(P, "unified", pd.DataFrame({"user_id": ["a", "b", "c"], "age_group": ["18-24"] * 3}))
+metrics.record(P.metrics, "01_ingest", {"run_marker": seed})''',
+    "02_panel_weighting_fusion": '''artifacts.load(P, "unified")
+artifacts.save(P, "weights", pd.DataFrame({"user_id": ["a", "b", "c"], "weight": [float(seed)] * 3}))
+metrics.record(P.metrics, "02_panel_weighting_fusion", {"run_marker": seed})
+metrics.skipped(P.metrics, "02_panel_weighting_fusion", "real-data demonstration", "reference data absent")
+if (P.data / "FAIL_02").exists():
+    (P.processed / "half_written.tmp").write_text("partial")
+    raise ValueError("planted failure: margins file /x/population_margins.csv does not exist")''',
+    "04_segment_gmm": '''w = artifacts.load(P, "weights")
+artifacts.save(P, "segments", pd.DataFrame({"user_id": w["user_id"], "segment": 0, "segment_name": "all"}))
+metrics.record(P.metrics, "04_segment_gmm", {"run_marker": seed})''',
+}
+
+
+def write_notebook(path: Path, body: str, params: str = PARAMS) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# stand-in"), cell, nbformat.v4.new_code_cell(HEAD),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture()
+def stand_in_notebooks(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stem, body in STAGES.items():
+        write_notebook(folder / f"{stem}.ipynb", body)
+    return folder
+
+
+def run(folder, root, kernel, seed, *extra):
+    return R.main(["--kernel", kernel, "--data", str(root / "data"), "--out", str(root / "reports"),
+                   "--seed", str(seed), "--notebooks", str(folder), "--no-progress", "--no-screenshots", *extra])
+
+
+def test_discovery_sorts_lettered_stems(tmp_path):
+    for name in ["08_lookalike.ipynb", "07c_media_planning.ipynb", "06b_engagement_value.ipynb", "07_affinity.ipynb",
+                 "07b_text_signals.ipynb", "06_churn.ipynb", "scratch.ipynb", "1_x.ipynb", "06b.ipynb"]:
+        write_notebook(tmp_path / name, "pass")
+    assert [p.stem for p in R.numbered_notebooks(tmp_path)] == [
+        "06_churn", "06b_engagement_value", "07_affinity", "07b_text_signals", "07c_media_planning", "08_lookalike"]
+
+
+def test_only_declared_parameters_are_passed(tmp_path):
+    nb = write_notebook(tmp_path / "06_x.ipynb", "pass", PARAMS + "\nobservation_date = None  # ISO date\n"
+                        "rmst_tau_days: float = 365.0")
+    params = {"n_users": 10, "seed": 1, "data_dir": "/d", "reports_dir": "/r", "engine": "duckdb",
+              "observation_date": "2014-06-30", "rmst_tau_days": 730, "seed_outcome": "Churn", "delimiter": None}
+    passed, ignored = R.parameters_for(nb, params)
+    assert passed == {"n_users": 10, "seed": 1, "data_dir": "/d", "reports_dir": "/r",
+                      "observation_date": "2014-06-30", "rmst_tau_days": 730}
+    assert ignored == ["seed_outcome"]  # said in the log, never passed (papermill would warn)
+    assert R.scalar("1") == 1 and R.scalar("0.5") == 0.5 and R.scalar("Yes") == "Yes" and R.scalar("") is None
+
+
+def test_failed_stage_keeps_nothing_and_later_stages_turn_stale(stand_in_notebooks, tmp_path, venv_kernel):
+    root = tmp_path / "run"
+    P = paths.resolve(root / "data", root / "reports")
+    assert run(stand_in_notebooks, root, venv_kernel, 1) == 0
+    m = metrics.read(P.metrics)
+    assert {k: v["run_marker"] for k, v in m.items()} == {"01_ingest": 1, "02_panel_weighting_fusion": 1,
+                                                           "04_segment_gmm": 1}
+    index = (P.reports / "index.html").read_text()
+    assert "Every selected notebook finished" in index and "real-data demonstration" in index
+    assert metrics.read_skipped(P.metrics)["02_panel_weighting_fusion"][0]["reason"] == "reference data absent"
+
+    (P.data / "FAIL_02").write_text("")
+    assert run(stand_in_notebooks, root, venv_kernel, 2) == 1
+    # 01 re-ran; 02 failed: the weights it wrote (marker 2) and its half-written file are gone, run 1's are back
+    assert artifacts.load(P, "unified")["user_id"].tolist() == ["a", "b", "c"]
+    assert not (P.processed / "half_written.tmp").exists()
+    assert pd.read_parquet(P.processed / artifacts.WEIGHTS)["weight"].tolist() == [1.0] * 3
+    # ... but they belong to run 1, older than the new 01: refused, and so are 04's
+    with pytest.raises(artifacts.StaleArtifact, match="02_panel_weighting_fusion before 01_ingest re-ran"):
+        artifacts.load(P, "weights")
+    with pytest.raises(artifacts.StaleArtifact):
+        artifacts.load_segments(P)
+    m = metrics.read(P.metrics)
+    assert m == {"01_ingest": {"run_marker": 2}}  # metrics.json holds only this run's figures
+    stale = json.loads((P.reports / "metrics_stale.json").read_text())
+    assert stale["02_panel_weighting_fusion"]["run_marker"] == 1 and stale["04_segment_gmm"]["run_marker"] == 1
+    index = (P.reports / "index.html").read_text()
+    top = index[:index.index("<h2>Stages</h2>")]
+    assert "Run failed in 02_panel_weighting_fusion, In [4] (cell 5 of the executed notebook)" in top
+    assert "ValueError: planted failure: margins file /x/population_margins.csv does not exist" in top
+    assert "Traceback" not in index and "not run (an earlier stage failed)" in index
+    assert "weights.parquet is stale" in index
+    st = artifacts.status(P).set_index("name")
+    assert st.loc["weights", "stale"] and st.loc["segments", "stale"] and not st.loc["unified", "stale"]
+
+    (P.data / "FAIL_02").unlink()
+    assert run(stand_in_notebooks, root, venv_kernel, 3, "--only", "02", "04") == 0
+    assert artifacts.load(P, "weights")["weight"].tolist() == [3.0] * 3
+    assert {k: v["run_marker"] for k, v in metrics.read(P.metrics).items()} == {
+        "01_ingest": 2, "02_panel_weighting_fusion": 3, "04_segment_gmm": 3}
+    assert json.loads((P.reports / "metrics_stale.json").read_text()) == {}
+    assert not artifacts.status(P)["stale"].any()
+
+
+def test_describe_failure_names_cell_error_and_helper_line():
+    from papermill.exceptions import PapermillExecutionError
+
+    exc = PapermillExecutionError(
+        7, 5, "w = weights.rake(panel, margins)", "ValueError", "margins file m.csv does not exist",
+        ["\x1b[0;31m---------\x1b[0m", 'File "/work/main/src/helpers/weights.py", line 88, in rake',
+         "ValueError: margins file m.csv does not exist"])
+    info = R.describe_failure(exc)
+    assert (info["cell_index"], info["exec_count"], info["where"]) == (7, 5, "helpers/weights.py:88")
+    assert R.short_message(info) == "ValueError: margins file m.csv does not exist"
+
+
+def test_metrics_restore_and_skipped(tmp_path):
+    f = tmp_path / "metrics.json"
+    metrics.record(f, "02_x", {"a": 1})
+    metrics.skipped(f, "02_x", "demo", "absent")
+    old = metrics.clear_skipped(f, "02_x")
+    assert old == [{"section": "demo", "reason": "absent"}] and metrics.read_skipped(f) == {}
+    metrics.record(f, "02_x", {"a": 2})
+    metrics.restore(f, "02_x", {"a": 1}, old)
+    assert metrics.read(f) == {"02_x": {"a": 1}} and metrics.read_skipped(f)["02_x"] == old
+    metrics.restore(f, "02_x", None, None)
+    assert metrics.read(f) == {} and metrics.read_skipped(f) == {}
