@@ -40,7 +40,9 @@ def test_sources_round_trip_to_the_generated_table(ingested, sources, small_pane
     truth = pd.read_parquet(sources / "truth" / "users_truth.parquet")
     assert ingested.report["n_rejected"] == truth["corrupted"].sum() == 20
     expected = small_panel.data[~truth["corrupted"].to_numpy()].reset_index(drop=True)
-    pd.testing.assert_frame_equal(ingested.data, expected, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(ingested.data[S.COLUMN_NAMES], expected, check_exact=False, rtol=1e-9)
+    # the default configuration's extension columns follow the dictionary (empty if the CRM lacks them)
+    assert list(ingested.data.columns[22:24]) == ["state", "gender"]
 
 
 def test_row_count_invariant_per_source(ingested, sources):
@@ -64,7 +66,8 @@ def _incomplete_due_to(q, name):
 
 
 def test_match_rates_reported(ingested, small_panel):
-    assert ingested.report["match_rate_partner"] == pytest.approx(ingested.data["traveler_type"].notna().mean())
+    assert ingested.report["match_rate_partner"] == pytest.approx(ingested.data["traveler_type"].notna().mean(),
+                                                                  abs=1e-6)
     assert 0.3 < ingested.report["match_rate_third_party"] < 0.8
 
 
@@ -80,7 +83,8 @@ def test_quarantine_names_file_line_column_and_reason(ingested, sources):
 def test_write_outputs_csv_parquet_duckdb(ingested, tmp_path):
     out = write_outputs(ingested, tmp_path / "processed", tmp_path / "quarantine")
     csv = pd.read_csv(out["csv"], dtype=str)
-    assert list(csv.columns) == S.COLUMN_NAMES and len(csv) == len(ingested.data)
+    assert list(csv.columns) == list(ingested.data.columns) and len(csv) == len(ingested.data)
+    assert list(csv.columns[:22]) == S.COLUMN_NAMES
     con = duckdb.connect(str(out["duckdb"]), read_only=True)
     assert con.execute("SELECT count(*) FROM audience").fetchone()[0] == len(ingested.data)
     con.close()
@@ -92,7 +96,8 @@ def test_write_outputs_csv_parquet_duckdb(ingested, tmp_path):
 # --- a user's own file ----------------------------------------------------------------------------
 def test_user_file_round_trip(user_table, tmp_path):
     r = ingest_table(_user_csv(user_table, tmp_path / "mine.csv"))
-    pd.testing.assert_frame_equal(r.data, user_table.sort_values("user_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(r.data[S.COLUMN_NAMES], user_table.sort_values("user_id").reset_index(drop=True))
+    assert r.data[["state", "gender"]].isna().all().all()  # declared optional, absent: added empty
     assert r.report["churn_flag"] == "checked against last_seen_days_ago"
 
 
@@ -112,9 +117,9 @@ def test_missing_required_column_is_an_error(user_table, tmp_path):
 def test_optional_columns_absent_ingests_with_statement(user_table, tmp_path):
     path = _user_csv(user_table.drop(columns=S.THIRD_PARTY + ["churned_in_last_90_days"]), tmp_path / "m.csv")
     r = ingest_table(path)
-    assert len(r.data) == 200 and list(r.data.columns) == S.COLUMN_NAMES
+    assert len(r.data) == 200 and list(r.data.columns) == S.COLUMN_NAMES + ["state", "gender"]
     assert r.data[S.THIRD_PARTY].isna().all().all()
-    assert set(r.report["missing_optional_columns"]) == set(S.THIRD_PARTY)
+    assert set(r.report["missing_optional_columns"]) == set(S.THIRD_PARTY) | {"state", "gender"}
     assert any("household" in s for s in r.report["limits"])
     assert (r.data["churned_in_last_90_days"] == (r.data["last_seen_days_ago"] > 90)).all()
     assert r.report["churn_flag"] == "derived from last_seen_days_ago"
@@ -194,7 +199,8 @@ def test_column_mapping_file(user_table, tmp_path):
     pd.DataFrame({"source_column": ["customer_id", "spend"],
                   "target_column": ["user_id", "avg_monthly_spend"]}).to_csv(tmp_path / "map.csv", index=False)
     r = ingest_table(path, mapping=tmp_path / "map.csv")
-    assert len(r.data) == 200 and r.report["ignored_columns"] == ["email"]
+    assert len(r.data) == 200 and r.report["extension_columns"] == ["email"]  # kept, not dropped
+    assert (r.data["email"] == "x@example.com").all() and r.report["ignored_columns"] == []
 
 
 def test_mapping_to_unknown_column_is_an_error(tmp_path):

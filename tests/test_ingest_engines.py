@@ -112,7 +112,7 @@ def _assert_same(a, b):
 @SPARK
 def test_duckdb_and_spark_give_the_same_table_quarantine_and_report(on_duckdb, on_spark):
     _assert_same(on_duckdb, on_spark)
-    assert list(on_spark.data.columns) == S.COLUMN_NAMES
+    assert list(on_spark.data.columns) == S.COLUMN_NAMES + ["state", "gender"]
     assert on_spark.data["user_id"].is_monotonic_increasing
 
 
@@ -186,7 +186,7 @@ def test_spark_reads_parquet_parts_like_the_csv(parquet_dir, raw_dir, spark_con)
 def test_ingest_to_parquet_writes_from_the_engine(raw_dir, on_duckdb, duckdb_con, tmp_path):
     rep = ingest_to_parquet(raw_dir, tmp_path, con=duckdb_con)
     data = pd.read_parquet(tmp_path / "rich_audience_data.parquet")
-    assert list(data.columns) == S.COLUMN_NAMES
+    assert list(data.columns) == list(on_duckdb.data.columns) == S.COLUMN_NAMES + ["state", "gender"]
     pd.testing.assert_series_equal(data["user_id"].astype("string"), on_duckdb.data["user_id"])
     for key in ("n_input", "n_users", "n_rejected", "quarantined_rows_by_source", "coverage",
                 "match_rate_partner", "match_rate_third_party", "source_rows_input"):

@@ -60,6 +60,10 @@ DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 #: spells the characters as ``'\v\f'`` escapes that Spark reads as the letters v and f.
 EDGE_SPACE = r"^[ \t\n\r\f\x0b]+|[ \t\n\r\f\x0b]+$"
 ORPHAN_REASON = "user_id not in crm_users.csv (or its CRM row was rejected)"
+#: Control characters an identifier must not contain (a regex both engines' regex libraries understand).
+CONTROL_CHARS = r"[\x00-\x1f\x7f]"
+#: Dates before this are implausible for a customer table (typing errors such as 1800 or 0202).
+EARLIEST_DATE = "1900-01-01"
 INCOMPLETE = "unified (incomplete customers)"
 QUARANTINE_META = ["_source", "_line", "_column", "_reason"]
 
@@ -83,6 +87,40 @@ class IngestError(ValueError):
 
 
 # --- file-level checks (Python, header only) -------------------------------------------------------
+#: File signatures of formats that are not delimited text: (magic bytes, what it is, what to do).
+MAGIC = [
+    (b"\x1f\x8b", "a gzip-compressed file, not text",
+     "an uncompressed CSV: decompress it first (gunzip FILE, or 7-Zip on Windows) and ingest the .csv inside"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook, or a zipped CSV), not text",
+     "a CSV: open the workbook in Excel or LibreOffice and use 'Save As' > 'CSV UTF-8' (or unzip the archive)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 workbook (.xls), not text",
+     "a CSV: open it in Excel or LibreOffice and use 'Save As' > 'CSV UTF-8'"),
+    (b"PAR1", "a Parquet file with a text file name",
+     "its real name: rename it to .parquet (Parquet is read directly)"),
+    (b"BZh", "a bzip2-compressed file, not text", "an uncompressed CSV: decompress it first (bunzip2 FILE)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file, not text", "an uncompressed CSV: decompress it first (unxz FILE)"),
+]
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+#: DuckDB's maximum line size (bytes); a longer line is refused with this as the cause.
+MAX_LINE_BYTES = 2_097_152
+
+
+def _check_format(path: Path, encoding: str) -> None:
+    """Refuse compressed files, workbooks and UTF-16 text read as 8-bit text, naming the real cause."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    for magic, what, remedy in MAGIC:
+        if head.startswith(magic):
+            raise IngestError(path, f"the file is {what}", expected=remedy)
+    enc = codecs.lookup(encoding).name
+    if enc.startswith(("utf-16", "utf-32")):
+        return
+    if head.startswith(UTF16_BOMS) or (len(head) >= 8 and head.count(b"\x00") >= len(head) // 4):
+        raise IngestError(path, "the file is UTF-16 text (a byte-order mark / every other byte is 0), read as "
+                          f"{encoding}", expected="pass encoding='utf-16' (make reports ENCODING=utf-16, or "
+                          "'input: {encoding: utf-16}' in the run configuration), or re-save it as UTF-8")
+
+
 def _check_encoding(path: Path, encoding: str) -> None:
     """Decode the file in chunks; on the first invalid byte, name its line."""
     decoder = codecs.getincrementaldecoder(encoding)()
@@ -100,8 +138,24 @@ def _check_encoding(path: Path, encoding: str) -> None:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise IngestError(path, f"bytes that are not valid {encoding} (byte {e.start}: {data[e.start:e.start + 1]!r})",
-                          rows=[line], expected=f"a {encoding}-encoded file; pass encoding='latin-1' (or the "
-                          "file's real encoding) if it was exported that way") from None
+                          rows=[line], expected=f"a {encoding}-encoded file; pass encoding='latin-1' (make reports "
+                          "ENCODING=latin-1, or 'input: {encoding: latin-1}' in the run configuration; or the "
+                          "file's real encoding, e.g. cp1252) if it was exported that way") from None
+
+
+def _check_header(path: Path, names: list[str]) -> None:
+    """Every column needs a name, and each name may appear once."""
+    empty = [i + 1 for i, n in enumerate(names) if not n]
+    if empty:
+        raise IngestError(path, f"header field(s) {', '.join(map(str, empty))} have no name (header: "
+                          f"{', '.join(repr(n) for n in names)})", rows=[1],
+                          expected="a name for every column (remove trailing delimiters or name the column)")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names, 1):
+        if n in seen:
+            raise IngestError(path, f"column name {n!r} appears twice in the header (fields {seen[n]} and {i})",
+                              column=n, rows=[1], expected="each column name once: rename or drop one of them")
+        seen[n] = i
 
 
 def _check_columns(path: Path, names: list[str], required: list[str] | None) -> None:
@@ -118,28 +172,106 @@ def sniff_csv(path: str | Path, required: list[str] | None = None, delimiter: st
     Raises
     ------
     IngestError
-        For a missing or empty file, wrong encoding, a header delimited by another delimiter than
-        ``delimiter``, a header without data rows, or a required column that is absent.
+        For a missing or empty file, a compressed file, workbook or UTF-16 text, wrong encoding, a header
+        delimited by another delimiter than ``delimiter``, empty or duplicate header names, a header without
+        data rows, or a required column that is absent.
     """
     path = Path(path)
     if not path.exists():
         raise IngestError(path, "file not found", expected="the file produced by the source system")
+    if path.is_dir():
+        raise IngestError(path, "is a folder without Parquet parts", expected="a CSV file or a folder of "
+                          "part-*.parquet files")
     if path.stat().st_size == 0:
         raise IngestError(path, "file is empty (0 bytes)", expected="a header line and data rows")
+    _check_format(path, encoding)
     _check_encoding(path, encoding)
     with open(path, encoding=encoding, newline="") as f:
         header = f.readline()
         has_rows = any(line.strip() for line in iter(f.readline, ""))  # stops at the first data line
-    names = [n.strip() for n in next(csv.reader([header.lstrip("\ufeff")], delimiter=delimiter))]
+    names = [n.strip() for n in next(csv.reader([header.lstrip("\ufeff").rstrip("\r\n")], delimiter=delimiter))]
     if len(names) == 1:
         found = [d for d in DELIMITERS if d != delimiter and d in header]
         if found:
             raise IngestError(path, f"the header is {found[0]!r}-delimited",
-                              expected=f"{delimiter!r}-delimited columns; pass delimiter={found[0]!r}")
+                              expected=f"{delimiter!r}-delimited columns; pass delimiter={found[0]!r} (make reports "
+                              f"DELIMITER='{found[0]}', or 'input: {{delimiter: \"{found[0]}\"}}' in the run "
+                              "configuration)")
     if not has_rows:
         raise IngestError(path, "file has a header but no data rows", expected="at least one data row")
+    _check_header(path, names)
     _check_columns(path, names, required)
     return names
+
+
+def _csv_records(path: Path, delimiter: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """``(physical first line, fields)`` of every record after the header, blank lines skipped.
+
+    A strict CSV parse (RFC 4180 quoting with doubled quotes); raises :class:`IngestError` naming the line
+    of a quoting error.
+    """
+    csv.field_size_limit(2**31 - 1)
+    with open(path, encoding=encoding, newline="") as f:
+        r = csv.reader(f, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
+        prev = 0
+        try:
+            next(r, None)
+            prev = r.line_num
+            for rec in r:
+                start, prev = prev + 1, r.line_num
+                if rec:
+                    yield start, rec
+        except csv.Error as e:
+            raise IngestError(path, f"broken quoting ({e})", rows=[prev + 1],
+                              expected='values with quotes, delimiters or line breaks enclosed in double quotes, '
+                              'inner quotes doubled ("")') from None
+
+
+def _needs_line_map(path: Path, encoding: str) -> bool:
+    """Whether ``record index + 2`` may differ from the physical line: quotes (possible quoted line breaks)
+    or blank lines. A cheap byte scan; a file without either has one record per line."""
+    if not codecs.lookup(encoding).name.startswith(("utf-8", "ascii", "iso8859", "cp125", "latin")):
+        return True
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            buf = tail + chunk
+            if b'"' in buf or b"\n\n" in buf or b"\n\r\n" in buf or b"\r\r" in buf:
+                return True
+            tail = buf[-2:]
+    return False
+
+
+def physical_lines(path: str | Path, delimiter: str = ",", encoding: str = "utf-8") -> list[int] | None:
+    """The physical line on which each record of a CSV starts (header = line 1, blank lines skipped), or
+    ``None`` when every record is one line and ``index + 2`` is exact (no quotes, no blank lines)."""
+    path = Path(path)
+    if not _needs_line_map(path, encoding):
+        return None
+    return [start for start, _ in _csv_records(path, delimiter, encoding)]
+
+
+def _diagnose_csv(path: Path, names: list[str], delimiter: str, encoding: str, err: Exception) -> IngestError:
+    """Why the engine could not parse a CSV, in terms of the file: an over-long line, a row with another
+    number of fields than the header (its physical line), or broken quoting."""
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, 1):
+            if len(line) > MAX_LINE_BYTES:
+                return IngestError(path, f"line {i} is {len(line) / 1e6:.1f} MB long, over the maximum line size of "
+                                   f"{MAX_LINE_BYTES / 1e6:.1f} MB (one value is far longer than an attribute)",
+                                   rows=[i], expected="values of at most a few kB: remove or shorten the long value "
+                                   "(free text such as documents belongs in its own table), then ingest again")
+    try:
+        for start, rec in _csv_records(path, delimiter, encoding):
+            if len(rec) != len(names):
+                return IngestError(path, f"a row has {len(rec)} field(s), the header has {len(names)}", rows=[start],
+                                   expected=f"{delimiter!r}-delimited rows with as many fields as the header "
+                                   f"(quote values that contain {delimiter!r}, or pass the right delimiter)")
+    except IngestError as e:
+        return e
+    first = str(err).splitlines()[0]
+    return IngestError(path, f"cannot be parsed as {delimiter!r}-delimited text ({first})",
+                       expected=f"{delimiter!r}-delimited rows with as many fields as the header")
 
 
 def _parquet_parts(path: Path) -> list[Path]:
@@ -157,10 +289,23 @@ def sniff_parquet(path: str | Path, required: list[str] | None = None) -> tuple[
     if not path.exists():
         raise IngestError(path, "file not found", expected="the file produced by the source system")
     if path.is_file() and path.stat().st_size == 0:
-        raise IngestError(path, "file is empty (0 bytes)", expected="a header line and data rows")
+        raise IngestError(path, "file is empty (0 bytes)", expected="a Parquet file with rows")
     parts = _parquet_parts(path)
-    metas = [pq.ParquetFile(p).metadata for p in parts]
+    metas = []
+    for p in parts:
+        try:
+            metas.append(pq.ParquetFile(p).metadata)
+        except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError: the file is not readable Parquet
+            with open(p, "rb") as f:
+                head = f.read(4)
+            for magic, what, remedy in MAGIC:
+                if head.startswith(magic) and magic != b"PAR1":
+                    raise IngestError(p, f"the file is {what}", expected=remedy) from None
+            raise IngestError(p, f"is not a readable Parquet file ({type(e).__name__}: {str(e).splitlines()[0]})",
+                              expected="a complete Parquet file: the file is truncated or corrupt (an interrupted "
+                              "copy or download?); copy or export it again") from None
     names = [str(n).strip() for n in metas[0].schema.to_arrow_schema().names]
+    _check_header(parts[0], names)
     rows = [m.num_rows for m in metas]
     if sum(rows) == 0:
         raise IngestError(path, "file has a header but no data rows", expected="at least one data row")
@@ -270,6 +415,7 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
         return t.select(_line=(first + t._row + 2).cast("int64"), **text)
     names = sniff_csv(path, required, delimiter, encoding)
     enc = _engine_encoding(encoding, ses.engine)
+    lines = physical_lines(path, delimiter, encoding)  # None: one record per line (the fast, usual case)
     if ses.engine == "duckdb":
         tmp = ses.name("TABLE")
         cols = "{" + ", ".join(f"{_sql_str(n)}: 'VARCHAR'" for n in names) + "}"
@@ -278,15 +424,37 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
                         f"delim={_sql_str(delimiter)}, quote='\"', escape='\"', columns={cols}, auto_detect=false, "
                         f"encoding={_sql_str(enc)})")
         except duckdb.Error as e:  # rows with another number of fields than the header, unclosed quotes, ...
-            raise IngestError(path, f"cannot be parsed as {delimiter!r}-delimited text ({str(e).splitlines()[0]})",
-                              expected=f"{delimiter!r}-delimited rows with as many fields as the header") from None
+            raise _diagnose_csv(path, names, delimiter, encoding, e) from None
         view = ses.name()
-        con.raw_sql(f'CREATE TEMP VIEW "{view}" AS SELECT CAST(rowid + 2 AS BIGINT) AS _line, * FROM "{tmp}"')
+        if lines is None:
+            con.raw_sql(f'CREATE TEMP VIEW "{view}" AS SELECT CAST(rowid + 2 AS BIGINT) AS _line, * FROM "{tmp}"')
+        else:
+            n = con.raw_sql(f'SELECT count(*) FROM "{tmp}"').fetchone()[0]
+            _check_line_map(path, n, lines)
+            lm = ses.name("TABLE")
+            con.create_table(lm, pd.DataFrame({"_idx": range(len(lines)), "_pl": lines}, dtype="int64"), temp=True)
+            con.raw_sql(f'CREATE TEMP VIEW "{view}" AS SELECT m._pl AS _line, t.* EXCLUDE (_rid) FROM '
+                        f'(SELECT rowid AS _rid, * FROM "{tmp}") t JOIN "{lm}" m ON t._rid = m._idx')
         return con.table(view)
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     schema = StructType([StructField(n, StringType(), True) for n in names])
+    if lines is not None:  # quoted line breaks or blank lines: one partition in file order, mapped to lines
+        spark = con._session
+        df = spark.read.csv(str(path), schema=schema, header=True, sep=delimiter, encoding=enc, quote='"',
+                            escape='"', multiLine=True, enforceSchema=True, mode="FAILFAST").coalesce(1)
+        df = df.withColumn("_mid", F.monotonically_increasing_id())
+        try:
+            n = df.count()
+        except Exception as e:  # noqa: BLE001 - a malformed record under FAILFAST
+            raise _diagnose_csv(path, names, delimiter, encoding, e) from None
+        _check_line_map(path, n, lines)
+        lm = spark.createDataFrame(pd.DataFrame({"_mid": range(len(lines)), "_line": lines}, dtype="int64"))
+        view = ses.name()
+        df.join(F.broadcast(lm), "_mid").select("_line", *[F.col(f"`{c}`") for c in names]) \
+            .createOrReplaceTempView(view)
+        return con.table(view)
     df = con._session.read.csv(str(path), schema=schema, header=True, sep=delimiter, encoding=enc, quote='"',
                                escape='"', multiLine=False, enforceSchema=True)
     df = df.withColumn("_mid", F.monotonically_increasing_id())
@@ -302,6 +470,13 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
     view = ses.name()
     df.select(line.cast("long").alias("_line"), *[F.col(f"`{n}`") for n in names]).createOrReplaceTempView(view)
     return con.table(view)
+
+
+def _check_line_map(path: Path, n_engine: int, lines: list[int]) -> None:
+    if n_engine != len(lines):
+        raise IngestError(path, f"ambiguous quoting: the engine read {n_engine:,} rows, a strict CSV parse "
+                          f"{len(lines):,}", expected='values with quotes, delimiters or line breaks enclosed in '
+                          'double quotes, inner quotes doubled ("")')
 
 
 # --- value rules, as Ibis expressions (the same on both engines) -----------------------------------
@@ -325,7 +500,8 @@ def _parse(s: ibis.Value, col: S.Column) -> dict[str, ibis.Value]:
     return {"v": s}
 
 
-def _problem(s: ibis.Value, v: ibis.Value, m: ibis.Value | None, col: S.Column) -> ibis.Value:
+def _problem(s: ibis.Value, v: ibis.Value, m: ibis.Value | None, col: S.Column,
+             observation_date: str | None = None) -> ibis.Value:
     """Stage 3 of :func:`validate`: the problem text of a value (``NULL`` when valid)."""
     missing = s.isnull()
     exp = f"; expected {col.allowed()}"
@@ -345,10 +521,17 @@ def _problem(s: ibis.Value, v: ibis.Value, m: ibis.Value | None, col: S.Column) 
         cases.append((out, "out of range: " + s + exp))
         problem = ibis.ifelse(missing, null, ibis.cases(*cases, else_=null))
     elif col.kind == "date":
-        problem = ibis.ifelse(~missing & v.isnull(), "unparseable date: " + s + exp, null)
+        cases = [(v.isnull(), "unparseable date: " + s + exp),
+                 (v < ibis.date(EARLIEST_DATE), f"implausibly old date (before {EARLIEST_DATE}): " + s
+                  + f"; expected a date from {EARLIEST_DATE} on")]
+        if observation_date:
+            cases.append((v > ibis.date(observation_date), "date after the observation date " + _text(
+                observation_date) + ": " + s + f"; expected a date on or before {observation_date} (or pass the "
+                "real observation_date)"))
+        problem = ibis.ifelse(missing, null, ibis.cases(*cases, else_=null))
     elif col.kind == "bool":
         problem = ibis.ifelse(~missing & v.isnull(), "not a boolean: " + s + exp, null)
-    elif col.kind == "id":
+    elif col.kind in ("id", "text"):
         problem = null
     else:  # pragma: no cover - the dictionary only has the kinds above
         raise ValueError(f"unknown column kind {col.kind}")
@@ -358,8 +541,11 @@ def _problem(s: ibis.Value, v: ibis.Value, m: ibis.Value | None, col: S.Column) 
 
 
 def _key_problem(s: ibis.Value, copies: ibis.Value, key: str) -> ibis.Value:
-    """An identifier must be present and unique: every copy of a duplicated value is rejected."""
+    """An identifier must be present, free of control characters and unique: every copy of a duplicated
+    value is rejected."""
     return ibis.cases((s.isnull(), _text("missing identifier")),
+                      (s.re_search(CONTROL_CHARS), _text("identifier contains a control character (NUL, tab, line "
+                                                         "break, ...); expected printable text")),
                       (copies > 1, f"duplicate {key} " + s + " (every copy is rejected)"),
                       else_=ibis.null("string"))
 
@@ -376,14 +562,17 @@ def _combine(problems: dict[str, ibis.Value]) -> tuple[ibis.Value, ibis.Value]:
 
 
 def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_keys: list[str] | None = None,
-             stage=None) -> ibis.Table:
+             stage=None, spec: Mapping[str, S.Column] | None = None,
+             observation_date: str | None = None) -> ibis.Table:
     """Apply the data dictionary's rules to a text table (from :func:`read_text_source`), on any engine.
 
     Values are stripped of surrounding whitespace (an empty cell is missing). Rules: unknown category,
     invalid multi-valued set (:func:`helpers.schema.multi_pattern`), not a number (:data:`NUMBER_PATTERN`),
     not an integer, out of range, unparseable date (``YYYY-MM-DD``), not a boolean, missing value where the
     column is not nullable; ``key`` and ``extra_keys`` are identifiers that must be present and unique
-    (every copy of a duplicate is rejected).
+    (every copy of a duplicate is rejected) and free of control characters. Dates before
+    :data:`EARLIEST_DATE` or after ``observation_date`` (when given) are implausible. ``spec`` maps column
+    names to their :class:`helpers.schema.Column` rule (default: the 22-column dictionary).
 
     Returns ``_line``, the raw text columns, the parsed value of each checked column as ``_v_<column>``,
     and ``_column`` (first column with a problem) / ``_reason`` (``'column: problem; ...'``), both ``NULL``
@@ -391,6 +580,7 @@ def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_ke
     parsing stages so the generated SQL stays small; without it the expression is one (large) query.
     """
     stage = stage or (lambda t: t)
+    spec = S.BY_NAME if spec is None else spec
     keys = [key, *(extra_keys or [])]
     checked = keys + [c for c in columns if c not in keys]
     t = raw.mutate(**{f"_s_{c}": raw[c].re_replace(EDGE_SPACE, "").nullif("") for c in checked})
@@ -399,19 +589,19 @@ def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_ke
     parsed = {}
     for c in checked:
         if c not in keys:
-            for part, expr in _parse(t[f"_s_{c}"], S.BY_NAME[c]).items():
+            for part, expr in _parse(t[f"_s_{c}"], spec[c]).items():
                 parsed[f"_{part}_{c}"] = expr
     t = stage(t.mutate(**parsed))
     problems = {k: _key_problem(t[f"_s_{k}"], t[f"_n_{k}"], k) for k in keys}
     for c in checked:
         if c not in keys:
             problems[c] = _problem(t[f"_s_{c}"], t[f"_v_{c}"], t[f"_m_{c}"] if f"_m_{c}" in t.columns else None,
-                                   S.BY_NAME[c])
+                                   spec[c], observation_date)
     t = stage(t.mutate(**{f"_p_{c}": p for c, p in problems.items()}))
     column, reason = _combine({c: t[f"_p_{c}"] for c in checked})
     values = {}
     for c in checked:
-        kind = "id" if c in keys else S.BY_NAME[c].kind
+        kind = "id" if c in keys else spec[c].kind
         v = t[f"_s_{c}"] if kind == "id" else t[f"_v_{c}"]
         if kind in ("int", "float"):
             v = ibis.ifelse(t[f"_p_{c}"].isnull(), v, ibis.null("float64"))
@@ -450,6 +640,7 @@ class IngestPlan:
     quarantine: dict[str, ibis.Table]    # per source (+ incomplete customers)
     rows_input: ibis.Table               # one row per source file: source, n (input rows)
     session: _Session
+    columns: tuple = S.COLUMNS           # the unified table's columns (dictionary + CRM extension columns)
 
     def input_rows(self) -> dict[str, int]:
         """Input rows per source file, in the order the sources are read."""
@@ -481,28 +672,49 @@ class IngestPlan:
         self.session.close()
 
 
-def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8") -> IngestPlan:
+def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8",
+                 observation_date: str | None = None, config: Any = None) -> IngestPlan:
     """Build the ingestion of :mod:`helpers.generate`'s source layout as Ibis expressions on ``con``.
 
     The CRM file is the spine: one input row per customer. A customer is accepted when their CRM row
     and their engagement, billing, activity and support rows are valid; partner and enrichment
     attributes are joined through the match tables where present. Rows of any file that cannot be
     used (invalid values, duplicates, identifiers unknown to the CRM) go to the quarantine with the reason.
+
+    Columns of the CRM file beyond the dictionary are kept: those the run configuration declares
+    (``config``, default: ``state`` and ``gender``) are validated by their rule, others are kept as text.
+    Dates after ``observation_date`` (or before 1900) are quarantined.
     """
+    from . import config as C
     from .generate import PARTNER_FILE, PARTNER_MATCH, SOURCE_FILES, THIRD_FILE, THIRD_MATCH
 
+    cfg = C.load(config)
+    spec = {c.name: c for c in S.columns_for(cfg)} if cfg.is_default else dict(S.BY_NAME)
     ses = _Session(con)
     try:
         def load(name: str, required: list[str], columns: list[str], key: str = "user_id",
-                 extra: list[str] | None = None) -> ibis.Table:
+                 extra: list[str] | None = None, keep_extra: bool = False) -> ibis.Table:
             raw = read_text_source(con, locate_source(raw_dir, name), required, delimiter, encoding, ses)
-            v = ses.cache(validate(raw, columns, key, extra, stage=ses.stage))
+            if keep_extra:
+                for c in raw.columns:
+                    if c != "_line" and c not in columns and c != key:
+                        spec.setdefault(c, S.extension_column(c))
+                        columns = [*columns, c]
+                        crm_extra.append(c)
+            v = ses.cache(validate(raw, columns, key, extra, stage=ses.stage, spec=spec,
+                                   observation_date=observation_date))
             rows.append(v.aggregate(source=_text(name), n=v.count()))
             return v
 
         rows: list[ibis.Table] = []
-        checked = {name: load(name, cols, cols) for name, cols in SOURCE_FILES.items()}
-        crm = accepted(checked["crm_users.csv"], SOURCE_FILES["crm_users.csv"])
+        crm_extra: list[str] = []
+        checked = {name: load(name, cols, cols, keep_extra=name == "crm_users.csv")
+                   for name, cols in SOURCE_FILES.items()}
+        crm_cols = list(dict.fromkeys([*SOURCE_FILES["crm_users.csv"], *crm_extra]))
+        present_ext = [c for c in crm_cols if c not in S.BY_NAME]
+        declared_ext = [c for c in spec if c not in S.BY_NAME and not spec[c].kind == "text"]
+        crm_extra = list(dict.fromkeys([*declared_ext, *present_ext]))  # declared first, absent ones empty
+        crm = accepted(checked["crm_users.csv"], crm_cols)
         crm_ids = crm.select(_uid="user_id")
         quarantine: dict[str, ibis.Table] = {"crm_users.csv": rejected(checked["crm_users.csv"], "crm_users.csv")}
         first: dict[str, ibis.Table] = {}
@@ -517,7 +729,7 @@ def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: 
         pairs = {}
         for prof_file, match_file, key, cols in [(PARTNER_FILE, PARTNER_MATCH, "partner_id", S.SECOND_PARTY),
                                                  (THIRD_FILE, THIRD_MATCH, "tp_id", S.THIRD_PARTY)]:
-            prof = load(prof_file, [key, *cols], cols, key=key)
+            prof = load(prof_file, [key, *cols], cols, key=key)  # noqa: B023
             match = load(match_file, ["user_id", key], [], key="user_id", extra=[key])
             prof_ok = accepted(prof, [key, *cols])
             keys = prof_ok.select(_k=key)
@@ -546,12 +758,13 @@ def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: 
             r = r.rename({f"_uid_{k}": "_uid", **{f"_flag_{k}": c for c in r.columns if c in ("_has", "_matched")}})
             j = j.left_join(r, j.user_id == r[f"_uid_{k}"])
             flags[k] = f"_flag_{k}"
-        j = j.select(*S.COLUMN_NAMES[:-1], **{k: j[f].notnull() for k, f in flags.items()})
+        j = j.select(*S.COLUMN_NAMES[:-1], **{c: j[c] if c in present_ext else ibis.null("string")
+                                              for c in crm_extra}, **{k: j[f].notnull() for k, f in flags.items()})
         complete = j.engagement & j.billing & j.activity & j.support
         out = {c: j[c] for c in S.COLUMN_NAMES[:-1]}
         unified = j.filter(complete).select(
             **out, churned_in_last_90_days=j.last_seen_days_ago > S.CHURN_INACTIVE_DAYS,
-            _partner_matched=j.partner, _third_matched=j.third)
+            **{c: j[c] for c in crm_extra}, _partner_matched=j.partner, _third_matched=j.third)
         why = None
         for k in parts:
             piece = ibis.ifelse(j[k], _text(""), _text(f", {k}.csv"))
@@ -560,7 +773,8 @@ def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: 
         quarantine[INCOMPLETE] = inc.select(
             user_id=inc.user_id, _source=_text("unified"), _column=_text("first-party"),
             _reason="no valid row in " + why.substr(2))
-        return IngestPlan(unified, quarantine, ibis.union(*rows), ses)
+        columns = (*S.COLUMNS, *[spec[c] for c in crm_extra])
+        return IngestPlan(unified, quarantine, ibis.union(*rows), ses, columns)
     except BaseException:
         ses.close()
         raise
@@ -594,16 +808,17 @@ class IngestResult:
     data: pd.DataFrame
     quarantine: dict[str, pd.DataFrame]
     report: dict = field(default_factory=dict)
+    columns: tuple = S.COLUMNS  # the column rules of ``data`` (dictionary, configuration and extension columns)
 
     @property
     def n_rejected(self) -> int:
         return int(self.report["n_rejected"])
 
 
-def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
-    """Cast the dictionary columns of ``df`` to their dtypes and order them as the dictionary does."""
+def coerce_dtypes(df: pd.DataFrame, columns: tuple | list | None = None) -> pd.DataFrame:
+    """Cast the columns of ``df`` to their dtypes and order them as ``columns`` (default: the dictionary)."""
     out = {}
-    for c in S.COLUMNS:
+    for c in (S.COLUMNS if columns is None else columns):
         s = df[c.name] if c.name in df else pd.Series(pd.NA, index=df.index)
         if c.kind == "date":
             out[c.name] = pd.to_datetime(s).astype("datetime64[ns]")
@@ -611,14 +826,29 @@ def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
             out[c.name] = s.astype("boolean")
         elif c.kind == "int":
             out[c.name] = pd.to_numeric(s).astype("Int64")
+        elif c.kind == "float":
+            out[c.name] = pd.to_numeric(s).astype("float64")
         else:
             out[c.name] = s.astype(c.dtype)
     return pd.DataFrame(out, index=df.index)
 
 
+def _limits(missing_optional: list[str], columns: tuple) -> list[str]:
+    by = {c.name: c for c in columns}
+    out = set()
+    for c in missing_optional:
+        if c in S.BY_NAME and S.BY_NAME[c].source in S.LIMITS:
+            out.add(S.LIMITS[S.BY_NAME[c].source])
+        else:
+            src = by[c].source if c in by else "1st party"
+            out.add(f"analyses of {c} ({src})")
+    return sorted(out)
+
+
 def _report(data: pd.DataFrame, n_input: int, quarantine: dict[str, pd.DataFrame],
-            missing_optional: list[str], extra: dict) -> dict:
-    coverage = {c: round(float(data[c].notna().mean()) if len(data) else 0.0, 6) for c in S.COLUMN_NAMES}
+            missing_optional: list[str], extra: dict, columns: tuple | None = None) -> dict:
+    columns = S.COLUMNS if columns is None else columns
+    coverage = {c.name: round(float(data[c.name].notna().mean()) if len(data) else 0.0, 6) for c in columns}
     rep = {
         "n_input": int(n_input),
         "n_users": int(len(data)),
@@ -626,38 +856,60 @@ def _report(data: pd.DataFrame, n_input: int, quarantine: dict[str, pd.DataFrame
         "quarantined_rows_by_source": {k: int(len(v)) for k, v in quarantine.items()},
         "coverage": coverage,
         "missing_optional_columns": missing_optional,
-        "limits": sorted({S.LIMITS[S.BY_NAME[c].source] for c in missing_optional}),
+        "limits": _limits(missing_optional, columns),
         **extra,
     }
     assert rep["n_users"] + rep["n_rejected"] == rep["n_input"]
     return rep
 
 
+def _no_rows_error(file: str | Path, n_input: int, quarantine: Mapping[str, pd.DataFrame]) -> IngestError:
+    """Zero accepted rows: an error (before anything is written) with the most frequent reasons."""
+    reasons = pd.concat([q[["_column", "_reason"]].assign(_source=name) for name, q in quarantine.items() if len(q)],
+                        ignore_index=True) if any(len(q) for q in quarantine.values()) else None
+    top = ""
+    if reasons is not None:
+        short = reasons["_reason"].astype(str).str.split(":").str[:2].str.join(":").str.slice(0, 80)
+        counts = (reasons.assign(r=short).groupby(["_source", "_column", "r"], dropna=False).size()
+                  .sort_values(ascending=False).head(3))
+        top = "; most frequent reasons: " + "; ".join(f"{src} {col}: {r} ({n:,} rows)"
+                                                      for (src, col, r), n in counts.items())
+    return IngestError(file, f"no row was accepted: all {n_input:,} input row(s) were rejected{top}. Nothing "
+                       "was written (the previous run's outputs are unchanged)",
+                       expected="a file whose rows follow the run configuration: look at the reasons above, fix the "
+                       "file, the mapping or the configuration (delimiter, encoding, observation_date)")
+
+
 def ingest_sources(raw_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8", engine: str = "duckdb",
-                   con: Any = None) -> IngestResult:
+                   con: Any = None, observation_date: str | None = None, config: Any = None) -> IngestResult:
     """Ingest the separate source files of :mod:`helpers.generate`'s layout into the unified table.
 
     Runs :func:`plan_sources` on ``engine`` (``duckdb`` or ``spark``; or on the Ibis backend ``con`` from
     :func:`helpers.engine.connect`) and collects the unified table (sorted by ``user_id``) and the
-    quarantine as pandas. Both engines give the same table, quarantine and report.
+    quarantine as pandas. Both engines give the same table, quarantine and report. Raises
+    :class:`IngestError` when no customer is accepted.
     """
     with _connection(engine, con) as con:
-        plan = plan_sources(con, raw_dir, delimiter, encoding)
+        plan = plan_sources(con, raw_dir, delimiter, encoding, observation_date, config)
         try:
             n_rows = plan.input_rows()
             joined = plan.unified.to_pandas().sort_values("user_id", kind="stable").reset_index(drop=True)
             quarantine = plan.collect_quarantine()
         finally:
             plan.close()
-    data = coerce_dtypes(joined)
-    S.pandera_schema().validate(data, lazy=True)
     n_input = n_rows["crm_users.csv"]
+    if len(joined) == 0:
+        raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_input, quarantine)
+    data = coerce_dtypes(joined, plan.columns)
+    S.pandera_schema(plan.columns).validate(data, lazy=True)
     extra = {
-        "match_rate_partner": round(float(joined["_partner_matched"].mean()), 6) if len(data) else 0.0,
-        "match_rate_third_party": round(float(joined["_third_matched"].mean()), 6) if len(data) else 0.0,
+        "match_rate_partner": round(float(joined["_partner_matched"].mean()), 6),
+        "match_rate_third_party": round(float(joined["_third_matched"].mean()), 6),
         "source_rows_input": n_rows,
+        "extension_columns": [c.name for c in plan.columns[len(S.COLUMNS):]],
+        "observation_date": observation_date,
     }
-    return IngestResult(data, quarantine, _report(data, n_input, quarantine, [], extra))
+    return IngestResult(data, quarantine, _report(data, n_input, quarantine, [], extra, plan.columns), plan.columns)
 
 
 def _safe_name(name: str) -> str:
@@ -665,15 +917,16 @@ def _safe_name(name: str) -> str:
 
 
 def ingest_to_parquet(raw_dir: str | Path, out_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8",
-                      engine: str = "duckdb", con: Any = None) -> dict:
+                      engine: str = "duckdb", con: Any = None, observation_date: str | None = None) -> dict:
     """Ingest the sources and write the results straight from the engine to Parquet (nothing in pandas).
 
     For panels larger than memory (e.g. 10M users from :func:`helpers.generate.write_sources_chunked`):
-    writes ``out_dir/rich_audience_data.parquet`` (the 22 columns, sorted by ``user_id``) and
-    ``out_dir/quarantine/<source>.parquet`` (``_source, _line, _column, _reason`` + raw text), and returns
-    the report dict of :func:`ingest_sources` (counts, match rates, coverage) computed on the engine. DuckDB
-    writes single files; Spark writes each as a folder of parts (read both with
-    :func:`helpers.engine.read_parquet` or ``pandas.read_parquet``).
+    writes ``out_dir/rich_audience_data.parquet`` (the 22 columns and the CRM extension columns, sorted by
+    ``user_id``) and ``out_dir/quarantine/<source>.parquet`` (``_source, _line, _column, _reason`` + raw
+    text), and returns the report dict of :func:`ingest_sources` (counts, match rates, coverage) computed on
+    the engine. DuckDB writes single files; Spark writes each as a folder of parts (read both with
+    :func:`helpers.engine.read_parquet` or ``pandas.read_parquet``). Nothing is written when no customer is
+    accepted (:class:`IngestError`).
     """
     import shutil
 
@@ -681,12 +934,20 @@ def ingest_to_parquet(raw_dir: str | Path, out_dir: str | Path, delimiter: str =
 
     out_dir = Path(out_dir)
     qdir = out_dir / "quarantine"
-    qdir.mkdir(parents=True, exist_ok=True)
     with _connection(engine, con) as con:
-        plan = plan_sources(con, raw_dir, delimiter, encoding)
+        plan = plan_sources(con, raw_dir, delimiter, encoding, observation_date)
         try:
             n_rows = plan.input_rows()
-            targets = {UNIFIED_PARQUET: plan.unified.select(*S.COLUMN_NAMES).order_by("user_id")}
+            names = [c.name for c in plan.columns]
+            u = plan.unified
+            stats = u.aggregate(n=u.count(), partner=u._partner_matched.cast("int64").sum(),
+                                third=u._third_matched.cast("int64").sum(),
+                                **{f"c_{c}": u[c].count() for c in names}).to_pandas().iloc[0]
+            if int(stats["n"]) == 0:
+                raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_rows["crm_users.csv"],
+                                     plan.collect_quarantine())
+            qdir.mkdir(parents=True, exist_ok=True)
+            targets = {UNIFIED_PARQUET: plan.unified.select(*names).order_by("user_id")}
             targets.update({f"quarantine/{_safe_name(k)}.parquet": t.order_by("_line" if "_line" in t.columns
                                                                               else "user_id")
                             for k, t in plan.quarantine.items()})
@@ -696,10 +957,6 @@ def ingest_to_parquet(raw_dir: str | Path, out_dir: str | Path, delimiter: str =
                     shutil.rmtree(p)
                 p.unlink(missing_ok=True)
                 con.to_parquet(t, p)
-            u = plan.unified
-            stats = u.aggregate(n=u.count(), partner=u._partner_matched.cast("int64").sum(),
-                                third=u._third_matched.cast("int64").sum(),
-                                **{f"c_{c}": u[c].count() for c in S.COLUMN_NAMES}).to_pandas().iloc[0]
             counts = ibis.union(*[t.aggregate(source=_text(k), n=t.count())
                                   for k, t in plan.quarantine.items()]).to_pandas()
             got = dict(zip(counts["source"], counts["n"].astype(int)))
@@ -710,72 +967,208 @@ def ingest_to_parquet(raw_dir: str | Path, out_dir: str | Path, delimiter: str =
     rep = {
         "n_input": n_rows["crm_users.csv"], "n_users": n, "n_rejected": n_rows["crm_users.csv"] - n,
         "quarantined_rows_by_source": qn,
-        "coverage": {c: round(float(stats[f"c_{c}"]) / n, 6) if n else 0.0 for c in S.COLUMN_NAMES},
+        "coverage": {c: round(float(stats[f"c_{c}"]) / n, 6) if n else 0.0 for c in names},
         "missing_optional_columns": [], "limits": [],
         "match_rate_partner": round(float(stats["partner"]) / n, 6) if n else 0.0,
         "match_rate_third_party": round(float(stats["third"]) / n, 6) if n else 0.0,
         "source_rows_input": n_rows,
+        "extension_columns": names[len(S.COLUMNS):],
+        "observation_date": observation_date,
     }
     (out_dir / "ingest_report.json").write_text(json.dumps(rep, indent=2))
     return rep
 
 
-def read_mapping(mapping: str | Path | Mapping[str, str] | None) -> dict[str, str]:
-    """A column mapping {their column: dictionary column}, from a dict or a two-column CSV.
+# --- column mappings ----------------------------------------------------------------------------
+@dataclass
+class Mapping_:
+    """A column mapping read from a file or a dict: ``{their column: target}`` and where each came from."""
 
-    The CSV has the header ``source_column,target_column``.
-    """
+    pairs: dict[str, str]
+    where: dict[str, str]  # source column -> "row 3" (file line) or "entry 'x'"
+    name: str              # the mapping file, or "column mapping"
+
+
+def _read_mapping(mapping: str | Path | Mapping[str, str] | None, targets: list[str] | None) -> Mapping_ | None:
     if mapping is None:
-        return {}
+        return None
+    targets = S.COLUMN_NAMES if targets is None else targets
     if isinstance(mapping, Mapping):
-        m = dict(mapping)
+        name = "column mapping"
+        rows = [(f"entry {k!r}", str(k), str(v)) for k, v in mapping.items()]
     else:
-        f = pd.read_csv(mapping, dtype=str)
-        need = {"source_column", "target_column"}
-        if not need <= set(f.columns):
-            raise IngestError(mapping, f"mapping file has columns {list(f.columns)}",
+        path = Path(mapping)
+        name = str(path)
+        expect_file = "a CSV with the header 'source_column,target_column' and one row per renamed column"
+        if not path.exists():
+            raise IngestError(path, "mapping file not found", expected=expect_file)
+        if path.is_dir() or path.stat().st_size == 0 or not path.read_bytes().strip():
+            raise IngestError(path, "mapping file is empty", expected=expect_file)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise IngestError(path, f"mapping file is not UTF-8 text (byte {e.start})", expected=expect_file) from None
+        recs = list(_csv_lines(text))
+        header = [h.strip() for h in recs[0][1]]
+        if header[:2] != ["source_column", "target_column"] and not {"source_column", "target_column"} <= set(header):
+            raise IngestError(path, f"mapping file has columns {header}", rows=[1],
                               expected="a header 'source_column,target_column'")
-        m = dict(zip(f["source_column"].str.strip(), f["target_column"].str.strip()))
-    unknown = sorted(set(m.values()) - set(S.COLUMN_NAMES))
-    if unknown:
-        raise IngestError(str(mapping) if not isinstance(mapping, Mapping) else "column mapping",
-                          f"maps to unknown column(s) {', '.join(unknown)}",
-                          expected="targets among the 22 dictionary columns")
-    return m
+        si, ti = header.index("source_column"), header.index("target_column")
+        rows = []
+        for line, rec in recs[1:]:
+            if not any(x.strip() for x in rec):
+                continue
+            src = rec[si].strip() if len(rec) > si else ""
+            tgt = rec[ti].strip() if len(rec) > ti else ""
+            if not src or not tgt:
+                raise IngestError(path, f"row {line} has an empty {'source_column' if not src else 'target_column'}",
+                                  rows=[line], expected="a source column name and a target column name on every row")
+            rows.append((f"row {line}", src, tgt))
+        if not rows:
+            raise IngestError(path, "mapping file has a header but no rows", expected=expect_file)
+    pairs: dict[str, str] = {}
+    where: dict[str, str] = {}
+    by_target: dict[str, str] = {}
+    for w, src, tgt in rows:
+        if src in pairs:
+            raise IngestError(name, f"{w} maps source column {src!r} again (first at {where[src]})",
+                              expected="each source column once")
+        if tgt in by_target:
+            first = by_target[tgt]
+            raise IngestError(name, f"{w} maps {src!r} to {tgt!r}, which {where[first]} already maps {first!r} to",
+                              column=tgt, expected="each target column once (two source columns cannot become one)")
+        if tgt not in targets:
+            raise IngestError(name, f"{w} maps {src!r} to unknown column {tgt!r}",
+                              expected="targets among the columns of the run configuration (" + ", ".join(targets) + ")")
+        pairs[src], where[src], by_target[tgt] = tgt, w, src
+    return Mapping_(pairs, where, name)
 
 
-def ingest_table(path: str | Path, mapping: str | Path | Mapping[str, str] | None = None,
-                 delimiter: str = ",", encoding: str = "utf-8", engine: str = "duckdb",
-                 con: Any = None) -> IngestResult:
-    """Ingest a user's own ``rich_audience_data.csv`` (or Parquet) in place of the synthetic sources.
+def _csv_lines(text: str) -> Iterator[tuple[int, list[str]]]:
+    import io
 
-    ``user_id`` and the first-party columns are required; second- and third-party columns are optional
-    and are added empty when absent, with a statement of which analyses that limits. Columns not in the
-    dictionary are reported as ignored. ``churned_in_last_90_days`` is derived when absent and checked
-    against ``last_seen_days_ago`` when present. Invalid rows go to the quarantine with their reasons.
-    Validation is the same Ibis code as :func:`ingest_sources`, on ``engine`` (or ``con``).
+    r = csv.reader(io.StringIO(text, newline=""))
+    prev = 0
+    for rec in r:
+        start, prev = prev + 1, r.line_num
+        yield start, rec
+
+
+def read_mapping(mapping: str | Path | Mapping[str, str] | None, targets: list[str] | None = None) -> dict[str, str]:
+    """A column mapping {their column: target column}, from a dict or a two-column CSV.
+
+    The CSV has the header ``source_column,target_column``. Refused, with the mapping file, the row and
+    what was expected: a missing or empty file, a wrong header, empty cells, a source column mapped twice,
+    two source columns mapped to one target, a target that is not a column of the run configuration
+    (``targets``, default: the 22 dictionary columns). :func:`check_mapping` checks it against a file.
     """
+    m = _read_mapping(mapping, targets)
+    return {} if m is None else dict(m.pairs)
+
+
+def check_mapping(m: Mapping_, found: list[str], path: str | Path) -> None:
+    """Every source column must be in the file, and no target may collide with another column of the file."""
+    for src, tgt in m.pairs.items():
+        if src not in found:
+            raise IngestError(m.name, f"{m.where[src]}: source column {src!r} is not in {Path(path).name} (its "
+                              f"columns: {', '.join(found)})", column=src,
+                              expected="source_column values that are column names of the input file")
+        if tgt in found and tgt != src and tgt not in m.pairs:
+            raise IngestError(m.name, f"{m.where[src]} maps {src!r} to {tgt!r}, but {Path(path).name} already has a "
+                              f"column {tgt!r}", column=tgt,
+                              expected=f"a target that is not already a column of the file (drop or rename the "
+                              f"existing {tgt!r} first, or leave {src!r} unmapped)")
+
+
+# --- a user's own table ---------------------------------------------------------------------------
+def _derived_column(d: Any, cfg: Any) -> S.Column:
+    unit = cfg.metric(d.name).unit if d.name in cfg.metric_names else ""
+    return S.Column(d.name, "int", "derived", d.note or f"derived: {d.rule}", unit=unit, required=False,
+                    nullable=False, min_value=0)
+
+
+def ingest_table(path: str | Path | None = None, mapping: str | Path | Mapping[str, str] | None = None,
+                 delimiter: str | None = None, encoding: str | None = None, engine: str = "duckdb",
+                 con: Any = None, config: Any = None, observation_date: str | None = None) -> IngestResult:
+    """Ingest a user's own table (CSV, Parquet file or folder of parts) as the run configuration declares it.
+
+    ``config`` is a :class:`helpers.config.RunConfig`, a path or ``None`` (the 22-column dictionary).
+    ``path``, ``mapping``, ``delimiter``, ``encoding`` and ``observation_date`` default to the
+    configuration's ``input`` and ``dates`` keys. The identifier and the required columns (metrics and
+    dates, or the dictionary's first-party columns) must be present; optional attributes are added empty
+    when absent, with a statement of which analyses that limits. Columns the configuration does not declare
+    are **kept** as text extension columns (``report["extension_columns"]``). ``when_missing`` rules fill
+    blank metrics explicitly (counted in ``report["filled"]``); ``derived`` columns are computed.
+    ``churned_in_last_90_days`` (dictionary) is derived when absent and checked against
+    ``last_seen_days_ago`` when present. Invalid rows go to the quarantine with their reasons. Raises
+    :class:`IngestError` for unreadable files, bad mappings and when no row is accepted.
+    """
+    from . import config as C
+
+    cfg = C.load(config)
+    if path is None:
+        path = cfg.input.resolved_path()
+        if path is None:
+            raise IngestError(cfg.path or "run configuration", "no input table (key 'input.path' is null)",
+                              expected="input_path, or 'input: {path: ...}' in the run configuration")
     path = Path(path)
-    m = read_mapping(mapping)
+    delimiter = cfg.input.delimiter if delimiter is None else delimiter
+    encoding = cfg.input.encoding if encoding is None else encoding
+    observation_date = observation_date or cfg.dates.observation_date
+    mapping = cfg.input.mapping if mapping is None else mapping
+    columns = S.columns_for(cfg)
+    spec = {c.name: c for c in columns}
+    key = cfg.id
+    m = _read_mapping(mapping, [c.name for c in columns])
+    derived = [_derived_column(d, cfg) for d in cfg.derived]
     with _connection(engine, con) as con:
         ses = _Session(con)
         try:
             raw = read_text_source(con, path, None, delimiter, encoding, ses)
-            raw = raw.rename({new: old for old, new in m.items() if old in raw.columns and old != new})
+            found0 = [c for c in raw.columns if c != "_line"]
+            if m is not None:
+                check_mapping(m, found0, path)
+                raw = raw.rename({new: old for old, new in m.pairs.items() if old != new})
             found = [c for c in raw.columns if c != "_line"]
-            missing_required = [c for c in S.REQUIRED if c not in found]
+            required = [c.name for c in columns if c.required]
+            missing_required = [c for c in required if c not in found]
             if missing_required:
                 raise IngestError(path, f"missing required column(s) {', '.join(missing_required)} "
                                   f"(found: {', '.join(found)})", column=missing_required[0],
-                                  expected="user_id and the first-party columns; map your names with a mapping "
-                                           "file (source_column,target_column)")
-            ignored = [c for c in found if c not in S.COLUMN_NAMES]
-            missing_optional = [c for c in S.OPTIONAL if c not in found and c != "churned_in_last_90_days"]
+                                  expected=("user_id and the first-party columns" if cfg.is_default else
+                                            f"the columns the run configuration {cfg.path} declares as required")
+                                  + "; map your names with a mapping file (source_column,target_column) or "
+                                  "declare your columns in a run configuration (src/helpers/config/presets/README.md)")
+            extension = [c for c in found if c not in spec]
+            for c in extension:
+                spec[c] = S.extension_column(c)
             has_flag = "churned_in_last_90_days" in found
+            flag_rule = cfg.is_default and "last_seen_days_ago" in spec
+            missing_optional = [c.name for c in columns if not c.required and c.name not in found
+                                and not (flag_rule and c.name == "churned_in_last_90_days")]
             raw = raw.mutate(**{c: ibis.null("string") for c in missing_optional})
-            cols = [c for c in S.COLUMN_NAMES if c != "churned_in_last_90_days" or has_flag]
-            v = validate(raw, cols, stage=ses.stage)
-            if has_flag:  # the flag must agree with the business rule
+            filled = {}
+            for metric in cfg.metrics:  # explicit rules for blank cells, counted in the report
+                rule = metric.when_missing
+                if not rule or metric.name not in found:
+                    continue
+                blank = raw[metric.name].re_replace(EDGE_SPACE, "").nullif("").isnull()
+                cond = blank
+                if rule.get("if"):
+                    col, eq = rule["if"]["column"], rule["if"]["equals"]
+                    if col not in found:
+                        raise IngestError(path, f"the rule metrics.{metric.name}.when_missing needs column {col!r}",
+                                          column=col, expected=f"a column {col!r} (or drop the rule in {cfg.path})")
+                    other = raw[col].re_replace(EDGE_SPACE, "").nullif("")
+                    cond = cond & (other.try_cast("float64") == float(eq) if isinstance(eq, (int, float))
+                                   and not isinstance(eq, bool) else other == str(eq))
+                filled[metric.name] = (rule, raw.filter(cond).count())
+                raw = raw.mutate(**{metric.name: ibis.ifelse(cond, _text(f"{float(rule['fill']):g}"),
+                                                             raw[metric.name])})
+            cols = [c.name for c in columns if c.name != key and
+                    (c.name != "churned_in_last_90_days" or has_flag or not flag_rule)] + extension
+            v = validate(raw, cols, key=key, stage=ses.stage, spec=spec, observation_date=observation_date)
+            if has_flag and flag_rule:  # the flag must agree with the business rule
                 given, seen = v._v_churned_in_last_90_days, v._v_last_seen_days_ago
                 bad = v._reason.isnull() & given.notnull() & (given != (seen > S.CHURN_INACTIVE_DAYS))
                 text = ("churned_in_last_90_days is " + ibis.ifelse(given, _text("True"), _text("False"))
@@ -784,36 +1177,303 @@ def ingest_table(path: str | Path, mapping: str | Path | Mapping[str, str] | Non
                 v = v.mutate(_column=ibis.ifelse(bad, _text("churned_in_last_90_days"), v._column),
                              _reason=ibis.ifelse(bad, text, v._reason))
             v = ses.cache(v)
-            ok = accepted(v, [c for c in cols if c != "churned_in_last_90_days"])
+            keep = [key] + [c for c in cols if c != "churned_in_last_90_days" or not flag_rule]
+            ok = accepted(v, keep)
+            for d in cfg.derived:
+                absent = [c for c in d.columns if c not in found]
+                if absent:
+                    raise IngestError(path, f"derived column {d.name!r} needs column(s) {', '.join(absent)}",
+                                      column=absent[0], expected=f"the columns listed under derived in {cfg.path}")
+                total = None
+                for c in d.columns:
+                    piece = ibis.ifelse(ok[c].cast("string").isin(list(d.values)), 1, 0)
+                    total = piece if total is None else total + piece
+                ok = ok.mutate(**{d.name: total.cast("int64")})
             n_input = int(v.count().to_pandas())
             data = ok.to_pandas()
             rejected_rows = _collect_quarantine(rejected(v, path.name)).sort_values("_line").reset_index(drop=True)
+            fill_counts = {}
+            for name, (rule, count) in filled.items():
+                fill_counts[name] = {"rows": int(count.to_pandas()), "fill": rule["fill"],
+                                     "note": rule.get("note", "")}
         finally:
             ses.close()
-    data = coerce_dtypes(data.drop(columns=["_line"]))
-    data["churned_in_last_90_days"] = (data["last_seen_days_ago"] > S.CHURN_INACTIVE_DAYS).astype("boolean")
-    data = data.sort_values("user_id").reset_index(drop=True)
-    S.pandera_schema().validate(data, lazy=True)
     quarantine = {path.name: rejected_rows}
-    extra = {
-        "match_rate_partner": round(float(data["traveler_type"].notna().mean()), 6) if len(data) else 0.0,
-        "match_rate_third_party": round(float(data[S.THIRD_PARTY].notna().any(axis=1).mean()), 6)
-        if len(data) else 0.0,
-        "ignored_columns": ignored,
-        "churn_flag": "checked against last_seen_days_ago" if has_flag else "derived from last_seen_days_ago",
+    if len(data) == 0:
+        raise _no_rows_error(path, n_input, quarantine)
+    if flag_rule:
+        columns = tuple(c for c in columns if c.name in found or c.name in missing_optional
+                        or c.name == "churned_in_last_90_days")
+    out_cols = (*columns, *derived, *[spec[c] for c in extension])
+    data = coerce_dtypes(data.drop(columns=["_line"]), out_cols)
+    if flag_rule:
+        data["churned_in_last_90_days"] = (data["last_seen_days_ago"] > S.CHURN_INACTIVE_DAYS).astype("boolean")
+    data = data.sort_values(key).reset_index(drop=True)
+    S.pandera_schema(out_cols).validate(data, lazy=True)
+    extra: dict[str, Any] = {
+        "config": cfg.name,
+        "extension_columns": extension,
+        "ignored_columns": [],
+        "filled": fill_counts,
+        "derived_columns": {d.name: d.note for d in cfg.derived},
+        "mapping": dict(m.pairs) if m is not None else {},
+        "observation_date": observation_date,
     }
-    return IngestResult(data, quarantine, _report(data, n_input, quarantine, missing_optional, extra))
+    if "traveler_type" in data and set(S.THIRD_PARTY) <= set(data.columns):
+        extra["match_rate_partner"] = round(float(data["traveler_type"].notna().mean()), 6)
+        extra["match_rate_third_party"] = round(float(data[S.THIRD_PARTY].notna().any(axis=1).mean()), 6)
+    if flag_rule:
+        extra["churn_flag"] = "checked against last_seen_days_ago" if has_flag else "derived from last_seen_days_ago"
+    return IngestResult(data, quarantine, _report(data, n_input, quarantine, missing_optional, extra, out_cols),
+                        out_cols)
+
+
+# --- long tables (one row per user and month / transaction / exposure / post) ---------------------
+@dataclass(frozen=True)
+class EventSpec:
+    """The rules of a long table: its identifier, its columns and the key that must be unique."""
+
+    columns: tuple[S.Column, ...]
+    id: str = "user_id"
+    unique: tuple[str, ...] = ()      # e.g. ("user_id", "month"): every copy of a duplicate is rejected
+    description: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [self.id, *[c.name for c in self.columns]]
+
+
+def _num(name, kind="float", lo=0.0, hi=None, unit="", desc="", required=True):
+    return S.Column(name, kind, "1st party", desc or name, unit=unit, required=required, nullable=not required,
+                    min_value=lo, max_value=hi)
+
+
+ENGAGEMENT_STATES = ("active", "light", "dormant", "churned")
+#: The long tables notebook 01 ingests when present in ``raw/`` (file ``<name>.parquet``, a folder of parts,
+#: or ``<name>.csv``). Columns not listed are kept as text.
+EVENT_SPECS: dict[str, EventSpec] = {
+    "monthly_activity": EventSpec((
+        S.Column("month", "date", "1st party", "First day of the month."),
+        S.Column("engagement_state", "category", "1st party", "Engagement state that month.",
+                 categories=ENGAGEMENT_STATES),
+        _num("minutes_social", hi=1440, unit="min/day"), _num("minutes_video", hi=1440, unit="min/day"),
+        _num("minutes_podcasts", hi=1440, unit="min/day"), _num("conversions", "int", hi=100000, unit="count"),
+        _num("spend", hi=1e7, unit="USD")), unique=("user_id", "month"),
+        description="one row per user and month"),
+    "transactions": EventSpec((S.Column("date", "date", "1st party", "Transaction date."),
+                               _num("amount", hi=1e7, unit="USD")), description="one row per purchase"),
+    "exposures": EventSpec((S.Column("date", "date", "1st party", "Exposure date."),
+                            _num("hour", "int", 0, 23, unit="h", required=False),
+                            S.Column("channel", "text", "1st party", "Media channel."),
+                            _num("impressions", "int", hi=1e9, unit="count", required=False)),
+                           description="one row per user, day, hour and channel"),
+    "posts": EventSpec((S.Column("date", "date", "1st party", "Post date.", required=False, nullable=True),),
+                       description="one row per post"),
+}
+
+
+def locate_event_source(raw_dir: str | Path, name: str) -> Path | None:
+    """``raw/<name>.parquet`` (file or folder of parts), ``raw/<name>/`` or ``raw/<name>.csv``; None if absent."""
+    raw_dir = Path(raw_dir)
+    for cand in (raw_dir / f"{name}.parquet", raw_dir / name, raw_dir / f"{name}.csv"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = None, con: Any = None,
+                       engine: str = "duckdb", known_ids: Any = None, observation_date: str | None = None,
+                       delimiter: str = ",", encoding: str = "utf-8", id_column: str | None = None) -> IngestResult:
+    """Validate a long table (many rows per user) with quarantine, on either engine.
+
+    ``spec`` defaults to :data:`EVENT_SPECS` ``[name]`` (an unknown name: the id and every other column as
+    text). Rules: the id is present and free of control characters; dates parse, are not before 1900 and
+    not after ``observation_date``; numbers in range; categories known; the ``unique`` key (e.g.
+    ``user_id, month``) is unique (every copy of a duplicate is rejected); an id not in ``known_ids``
+    (the accepted customers of the unified table) is an orphan. Every rejected row is in the quarantine with
+    the file, physical line, column and reason, so accepted + rejected = input. Columns not in the spec are
+    kept as text. Raises :class:`IngestError` for unreadable files and when no row is accepted.
+    """
+    path = Path(path)
+    spec = spec or EVENT_SPECS.get(name) or EventSpec((), id=id_column or "user_id")
+    if id_column:
+        spec = EventSpec(spec.columns, id=id_column, unique=tuple(id_column if c == spec.id else c for c in spec.unique),
+                         description=spec.description)
+    rules = {c.name: c for c in spec.columns}
+    required = [spec.id] + [c.name for c in spec.columns if c.required]
+    with _connection(engine, con) as con:
+        ses = _Session(con)
+        try:
+            raw = read_text_source(con, path, required, delimiter, encoding, ses)
+            found = [c for c in raw.columns if c != "_line"]
+            extension = [c for c in found if c != spec.id and c not in rules]
+            absent = [c.name for c in spec.columns if c.name not in found]
+            raw = raw.mutate(**{c: ibis.null("string") for c in absent})
+            for c in extension:
+                rules[c] = S.extension_column(c)
+            cols = [c.name for c in spec.columns] + extension
+            v = validate(raw, cols, key=spec.id, stage=ses.stage, spec=rules, observation_date=observation_date)
+            if spec.unique:
+                w = ibis.window(group_by=[v[f"_v_{c}"] for c in spec.unique])
+                v = ses.stage(v.mutate(_copies=v._line.count().over(w)))
+                dup = v._reason.isnull() & (v._copies > 1)
+                key_text = ", ".join(spec.unique)
+                v = v.mutate(_column=ibis.ifelse(dup, _text(spec.unique[-1]), v._column),
+                             _reason=ibis.ifelse(dup, _text(f"duplicate ({key_text}) (every copy is rejected)"),
+                                                 v._reason)).drop("_copies")
+            if known_ids is not None:
+                ids = known_ids if isinstance(known_ids, ibis.Table) else _id_table(con, ses, known_ids)
+                v = ses.stage(v.left_join(ids, v[f"_v_{spec.id}"] == ids._known).mutate(
+                    _orphan=lambda t: t._known.isnull()))
+                orphan = v._reason.isnull() & v._orphan
+                v = v.mutate(_column=ibis.ifelse(orphan, _text(spec.id), v._column),
+                             _reason=ibis.ifelse(orphan, _text(f"{spec.id} not in the unified table (unknown "
+                                                               "customer, or their row was rejected)"), v._reason))
+                v = v.drop("_known", "_orphan")
+            v = ses.cache(v)
+            ok = accepted(v, [spec.id, *cols])
+            n_input = int(v.count().to_pandas())
+            data = ok.to_pandas()
+            quarantine = {path.name: _collect_quarantine(rejected(v, path.name)).sort_values("_line")
+                          .reset_index(drop=True)}
+        finally:
+            ses.close()
+    if len(data) == 0:
+        raise _no_rows_error(path, n_input, quarantine)
+    out_cols = (S.Column(spec.id, "id", "1st party", "identifier"), *[rules[c] for c in cols])
+    sort = [c for c in (spec.id, *[c.name for c in spec.columns if c.kind == "date"]) if c in data.columns]
+    data = coerce_dtypes(data.drop(columns=["_line"]).assign(_order=data["_line"]), out_cols).assign(
+        _order=data["_line"].to_numpy()).sort_values([*sort, "_order"], kind="stable").drop(columns="_order") \
+        .reset_index(drop=True)
+    rep = {"name": name, "file": str(path), "n_input": n_input, "n_rows": int(len(data)),
+           "n_rejected": int(n_input - len(data)), "n_users": int(data[spec.id].nunique()),
+           "extension_columns": extension, "absent_optional_columns": absent,
+           "observation_date": observation_date,
+           "quarantined_rows_by_source": {path.name: int(len(quarantine[path.name]))}}
+    assert rep["n_rows"] + rep["n_rejected"] == rep["n_input"]
+    return IngestResult(data, quarantine, rep, out_cols)
+
+
+def _id_table(con: Any, ses: _Session, ids: Any) -> ibis.Table:
+    name = ses.name("TABLE")
+    df = pd.DataFrame({"_known": pd.Series(pd.unique(pd.Series(ids).astype(str)), dtype=object)})
+    if ses.engine == "duckdb":
+        con.create_table(name, df, temp=True)
+        return con.table(name)
+    view = ses.name()
+    con._session.createDataFrame(df).createOrReplaceTempView(view)
+    return con.table(view)
+
+
+def write_event_table(result: IngestResult, processed_dir: str | Path, quarantine_dir: str | Path,
+                      name: str) -> dict[str, Path]:
+    """``processed/<name>.parquet`` and its quarantine ``quarantine/<name>.csv`` (only once rows were accepted)."""
+    processed_dir, quarantine_dir = Path(processed_dir), Path(quarantine_dir)
+    processed_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    out = {"parquet": processed_dir / f"{name}.parquet", "quarantine": quarantine_dir / f"{name}.csv"}
+    result.data.to_parquet(out["parquet"], index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    q = next(iter(result.quarantine.values()))
+    out["quarantine"].unlink(missing_ok=True)
+    if len(q):
+        q.to_csv(out["quarantine"], index=False)
+    return out
+
+
+# --- the observation date and the ingestion metadata ----------------------------------------------
+def observation_date_from_activity(raw_dir: str | Path) -> tuple[str | None, str | None]:
+    """The latest activity month of ``raw/monthly_activity`` (its last day) holding at least 1% of the rows,
+    else the 99.9th percentile of ``raw/transactions`` dates; robust to a few implausible future dates.
+    Returns ``(date, how)`` or ``(None, None)``."""
+    for name, col in (("monthly_activity", "month"), ("transactions", "date")):
+        p = locate_event_source(raw_dir, name)
+        if p is None:
+            continue
+        try:
+            if _is_parquet(p):
+                dates = pd.read_parquet(p, columns=[col])[col]
+            else:
+                dates = pd.read_csv(p, usecols=[col], dtype=str)[col]
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is ingested
+            continue
+        d = pd.to_datetime(dates.astype(str).str.slice(0, 10), errors="coerce", format="%Y-%m-%d").dropna()
+        d = d[d >= pd.Timestamp(EARLIEST_DATE)]
+        if not len(d):
+            continue
+        if name == "monthly_activity":
+            share = d.dt.to_period("M").value_counts(normalize=True).sort_index()
+            last = share[share >= 0.01].index.max()
+            return str(last.end_time.date()), f"the last day of the latest month in {p.name} ({last})"
+        return str(d.quantile(0.999).date()), f"the 99.9th percentile of the dates in {p.name}"
+    return None, None
+
+
+def resolve_observation_date(given: str | None = None, config: Any = None, truth_dir: str | Path | None = None,
+                             raw_dir: str | Path | None = None) -> tuple[str | None, str]:
+    """The run's observation date and where it came from, in this order: the parameter ``given`` (notebook
+    parameter / ``make OBSERVATION_DATE=``), the run configuration's ``dates.observation_date``, the
+    synthetic truth's (``truth_params.json``), the latest activity in ``raw/monthly_activity`` or
+    ``raw/transactions``; else ``None`` (stages that need one say so)."""
+    from . import config as C
+
+    if given:
+        return C._check_date(str(given), None, "observation_date (parameter)"), "the observation_date parameter"
+    cfg = C.load(config)
+    if cfg.dates.observation_date:
+        return cfg.dates.observation_date, f"dates.observation_date of the run configuration ({cfg.name})"
+    if truth_dir is not None:
+        tp = Path(truth_dir) / "truth_params.json"
+        if tp.exists():
+            try:
+                obs = json.loads(tp.read_text()).get("observation_date")
+            except json.JSONDecodeError:
+                obs = None
+            if obs:
+                return str(obs)[:10], "the synthetic truth (truth_params.json)"
+    if raw_dir is not None:
+        obs, how = observation_date_from_activity(raw_dir)
+        if obs:
+            return obs, how
+    return None, ("none: no parameter, no dates.observation_date in the configuration, no synthetic truth and no "
+                  "activity dates; stages that need one (06 survival from dates, recency) say so")
+
+
+#: Stages that cannot run without an observation date when the configuration derives durations from dates.
+NEEDS_OBSERVATION_DATE = ("06_churn_survival (durations from dates.customer_since)",)
+
+
+def write_ingest_meta(processed_dir: str | Path, meta: dict) -> Path:
+    """``processed/ingest_meta.json``: what ingestion used (observation date and its source, configuration,
+    input format, panel version) so later stages neither re-hash the table nor guess the date."""
+    p = Path(processed_dir) / "ingest_meta.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(p)
+    return p
+
+
+def read_ingest_meta(processed_dir: str | Path) -> dict:
+    """The metadata :func:`write_ingest_meta` wrote ({} when ingestion has not run)."""
+    p = Path(processed_dir) / "ingest_meta.json"
+    return json.loads(p.read_text()) if p.exists() else {}
 
 
 # --- writing ------------------------------------------------------------------------------------
 def table_fingerprint(df: pd.DataFrame) -> str:
     """A short content hash of the unified table (the 'panel version' recorded by exports)."""
-    h = pd.util.hash_pandas_object(df[S.COLUMN_NAMES], index=False).to_numpy()
+    cols = [c for c in S.COLUMN_NAMES if c in df.columns] + [c for c in df.columns if c not in S.BY_NAME]
+    h = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
     return hashlib.sha256(h.tobytes()).hexdigest()[:16]
 
 
 def write_outputs(result: IngestResult, processed_dir: str | Path, quarantine_dir: str | Path) -> dict[str, Path]:
-    """Write the unified table (CSV, Parquet, DuckDB table ``audience``), the quarantine and the report."""
+    """Write the unified table (CSV, Parquet, DuckDB table ``audience``), the quarantine and the report.
+
+    Raises :class:`IngestError` (and writes nothing) when the table has no rows.
+    """
+    if len(result.data) == 0:
+        raise _no_rows_error("unified table", int(result.report.get("n_input", 0)), result.quarantine)
     processed_dir, quarantine_dir = Path(processed_dir), Path(quarantine_dir)
     processed_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -821,6 +1481,7 @@ def write_outputs(result: IngestResult, processed_dir: str | Path, quarantine_di
 
     out = {"parquet": processed_dir / UNIFIED_PARQUET, "csv": processed_dir / UNIFIED_CSV,
            "duckdb": processed_dir / "audience.duckdb", "report": processed_dir / "ingest_report.json"}
+    key = next((c.name for c in result.columns if c.kind == "id"), result.data.columns[0])
     # microsecond timestamps: Spark cannot read pandas' default nanoseconds (customer_since_date is a date anyway)
     result.data.to_parquet(out["parquet"], index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
     db = out["duckdb"]
@@ -828,11 +1489,13 @@ def write_outputs(result: IngestResult, processed_dir: str | Path, quarantine_di
         f.unlink(missing_ok=True)
     con = duckdb.connect(str(db))
     con.execute("SET enable_progress_bar = false")
-    con.execute(f"CREATE TABLE audience AS SELECT * FROM read_parquet('{out['parquet']}') ORDER BY user_id")
-    con.execute(f"""COPY (SELECT * REPLACE (strftime(customer_since_date, '%Y-%m-%d') AS customer_since_date)
-                    FROM audience ORDER BY user_id) TO '{out['csv']}' (HEADER, DELIMITER ',')""")
+    con.execute(f"CREATE TABLE audience AS SELECT * FROM read_parquet('{out['parquet']}') ORDER BY \"{key}\"")
+    dates = [c.name for c in result.columns if c.kind == "date" and c.name in result.data.columns]
+    rep_dates = (" REPLACE (" + ", ".join(f"strftime(\"{d}\", '%Y-%m-%d') AS \"{d}\"" for d in dates) + ")") if dates else ""
+    con.execute(f"""COPY (SELECT *{rep_dates} FROM audience ORDER BY "{key}") TO '{out['csv']}' (HEADER, DELIMITER ',')""")
     for old in quarantine_dir.glob("*.csv"):
-        old.unlink()
+        if old.stem not in EVENT_SPECS:
+            old.unlink()
     rows = []
     for name, q in result.quarantine.items():
         safe = _safe_name(name)
@@ -844,5 +1507,5 @@ def write_outputs(result: IngestResult, processed_dir: str | Path, quarantine_di
     con.execute("CREATE TABLE quarantine_summary AS SELECT * FROM qsum")
     con.close()
     rep = dict(result.report, panel_version=table_fingerprint(result.data))
-    out["report"].write_text(json.dumps(rep, indent=2))
+    out["report"].write_text(json.dumps(rep, indent=2, default=str))
     return out

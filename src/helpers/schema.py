@@ -1,8 +1,14 @@
-"""The data dictionary as code: the 22 columns of ``rich_audience_data.csv``.
+"""The data dictionary as code: the 22 columns of ``rich_audience_data.csv``, and any table's columns.
 
 This module is the single source of truth for column names, types, allowed categories, ranges,
 nullability and provenance (1st/2nd/3rd party, derived). The pandera schema used by ingestion and the
 README's data-dictionary table are both generated from :data:`COLUMNS`.
+
+The 22-column dictionary is the default. A run configuration (:mod:`helpers.config`) can declare other
+columns: :func:`columns_for` turns a configuration into the :class:`Column` list ingestion validates
+(for the default configuration: the 22 dictionary columns plus its extension columns ``state`` and
+``gender``). Columns of a table beyond its configuration are kept as text extension columns
+(:func:`extension_column`), never dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Literal
 import pandas as pd
 import pandera.pandas as pa
 
-Kind = Literal["id", "category", "ordinal", "multi", "int", "float", "date", "bool"]
+Kind = Literal["id", "category", "ordinal", "multi", "int", "float", "date", "bool", "text"]
 Source = Literal["1st party", "2nd party", "3rd party", "derived"]
 
 #: Separator of the multi-valued columns (``"electronics|travel_gear"``).
@@ -59,7 +65,7 @@ class Column:
         """The pandas dtype the column has in the unified table."""
         return {
             "id": "string", "category": "string", "ordinal": "string", "multi": "string",
-            "int": "Int64", "float": "float64", "date": "datetime64[ns]", "bool": "boolean",
+            "int": "Int64", "float": "float64", "date": "datetime64[ns]", "bool": "boolean", "text": "string",
         }[self.kind]
 
     def allowed(self) -> str:
@@ -76,7 +82,9 @@ class Column:
             return "ISO date YYYY-MM-DD"
         if self.kind == "bool":
             return "true/false (also 1/0, yes/no)"
-        return "non-empty unique identifier"
+        if self.kind == "text":
+            return "text"
+        return "non-empty unique identifier without control characters"
 
 
 _P3 = dict(source="3rd party", required=False, nullable=True)
@@ -172,13 +180,14 @@ def _checks(col: Column) -> list[pa.Check]:
     return []
 
 
-def pandera_schema(columns: list[str] | None = None) -> pa.DataFrameSchema:
-    """The pandera schema of the unified table (optionally restricted to ``columns``).
+def pandera_schema(columns: "list[str] | list[Column] | tuple[Column, ...] | None" = None) -> pa.DataFrameSchema:
+    """The pandera schema of the unified table (optionally restricted to ``columns``: names of the
+    dictionary, or :class:`Column` objects such as :func:`columns_for` returns).
 
     The schema is strict about the set of columns and coerces nothing: ingestion parses values
     first and reports what could not be parsed, then this schema checks what was parsed.
     """
-    cols = [BY_NAME[c] for c in (columns or COLUMN_NAMES)]
+    cols = [c if isinstance(c, Column) else BY_NAME[c] for c in (columns or COLUMN_NAMES)]
     return pa.DataFrameSchema(
         {
             c.name: pa.Column(
@@ -193,16 +202,82 @@ def pandera_schema(columns: list[str] | None = None) -> pa.DataFrameSchema:
     )
 
 
-def empty_frame() -> pd.DataFrame:
-    """An empty unified table with the right columns and dtypes."""
-    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in COLUMNS})
-
-
-def dictionary_markdown() -> str:
-    """The README's data-dictionary table, generated from :data:`COLUMNS`."""
+def dictionary_markdown(columns: "tuple[Column, ...] | list[Column] | None" = None) -> str:
+    """The README's data-dictionary table, generated from :data:`COLUMNS` (or from ``columns``, e.g.
+    ``columns_for(config.load("telco"))``)."""
     rows = ["| # | column | source | type | unit | required | allowed values | description |",
             "|---|---|---|---|---|---|---|---|"]
-    for i, c in enumerate(COLUMNS, 1):
+    for i, c in enumerate(COLUMNS if columns is None else columns, 1):
         rows.append(f"| {i} | `{c.name}` | {c.source} | {c.kind} | {c.unit} | "
                     f"{'yes' if c.required else 'no'} | {c.allowed()} | {c.description} |")
     return "\n".join(rows)
+
+
+# --- columns of any table, from a run configuration ------------------------------------------------
+_PARTY = {"1st": "1st party", "2nd": "2nd party", "3rd": "3rd party", "derived": "derived"}
+
+
+def extension_column(name: str) -> Column:
+    """A column of a table that its configuration does not declare: kept as optional text."""
+    return Column(name, "text", "1st party", "Extension column (not declared in the run configuration); kept "
+                  "as text.", required=False, nullable=True)
+
+
+def columns_for(cfg) -> tuple[Column, ...]:
+    """The columns a run configuration declares, as :class:`Column` rules for ingestion.
+
+    A name of the 22-column dictionary keeps its dictionary rule (description, range, categories)
+    unless the configuration changes its categories, range or requirement. For the default
+    configuration the result is :data:`COLUMNS` followed by the extension columns (``state``,
+    ``gender``). Derived columns (``derived:`` in the configuration) are not input columns and are not
+    listed. Requirement: the id, metrics, date columns and the survival duration are required unless a
+    metric says ``required: false``; attributes and outcomes are optional unless they say
+    ``required: true``.
+    """
+    from dataclasses import replace as _replace
+
+    derived = {d.name for d in cfg.derived}
+    out: dict[str, Column] = {}
+
+    def put(col: Column) -> None:
+        if col.name in derived or col.name in out:
+            return
+        if col.name in BY_NAME:
+            base = BY_NAME[col.name]
+            same_kind = base.kind == col.kind or (base.kind in ("int", "float") and col.kind in ("int", "float"))
+            if same_kind:
+                col = _replace(base, required=col.required, nullable=col.nullable,
+                               categories=col.categories or base.categories,
+                               min_value=base.min_value if col.min_value is None else col.min_value,
+                               max_value=base.max_value if col.max_value is None else col.max_value)
+        out[col.name] = col
+
+    if cfg.is_default:  # the dictionary's own order first
+        for c in COLUMNS:
+            out[c.name] = c
+    put(Column(cfg.id, "id", "1st party", "Customer identifier (run configuration)."))
+    for m in cfg.metrics:
+        put(Column(m.name, m.type, "1st party", m.description or f"{m.label} (behavioural metric).", unit=m.unit,
+                   required=m.required, nullable=not m.required, min_value=m.min, max_value=m.max))
+    for a in cfg.attributes:
+        kind = a.type
+        lo = a.min if a.min is not None else (0.0 if kind == "int" else None)
+        put(Column(a.name, kind, _PARTY[a.party], a.description or f"{a.label} (profile attribute).", unit=a.unit,
+                   required=a.required, nullable=not a.required, categories=tuple(a.categories),
+                   min_value=lo, max_value=a.max))
+    if cfg.dates.customer_since:
+        put(Column(cfg.dates.customer_since, "date", "1st party", "Date the customer joined."))
+    if cfg.dates.recency:
+        put(Column(cfg.dates.recency, "int", "1st party", "Time since the last activity.",
+                   unit=cfg.dates.recency_unit, min_value=0))
+    if cfg.survival.duration:
+        put(Column(cfg.survival.duration, "float", "1st party", "Time as a customer (survival duration).",
+                   unit=cfg.survival.duration_unit, min_value=0))
+    for o in cfg.outcomes:
+        typ = o.type or "bool"
+        kind = {"bool": "bool", "category": "category", "int": "int", "float": "float"}[typ]
+        is_event = o.name == cfg.survival.event
+        put(Column(o.name, kind, "1st party", o.description or f"{o.label} (outcome).", unit=o.unit,
+                   required=is_event and not cfg.is_default, nullable=not (is_event and not cfg.is_default),
+                   categories=tuple(o.categories), min_value=0.0 if kind in ("int", "float") else None))
+    return tuple(out.values())
