@@ -75,4 +75,4 @@ explorer: setup
 	$(PY) -m helpers.explorer --host $(HOST) --port $(PORT) --data $(DATA) --reports $(OUT)
 
 clean:
-	rm -rf build $(DATA)/raw $(DATA)/truth $(DATA)/processed $(DATA)/quarantine $(DATA)/exports
+	rm -rf build $(DATA)/raw $(DATA)/truth $(DATA)/processed $(DATA)/quarantine $(DATA)/exports $(DATA)/.staging

@@ -31,3 +31,19 @@ def test_conda_and_pip_dependencies_agree():
     assert "python=3.11" in env["dependencies"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert any(p.startswith("-e") for p in pip_section)
+
+
+def test_make_variables_reach_the_runner():
+    """Every make variable of the run configuration becomes the runner option that passes it to notebooks."""
+    import subprocess
+
+    r = subprocess.run(["make", "-n", "-s", "reports", "CONFIG=c.yaml", "OBSERVATION_DATE=2014-06-30", "DELIMITER=;",
+                        "ENCODING=latin-1", "SEED_OUTCOME=Churn", "SEED_VALUE=Yes", "SEED_IDS=ids.csv",
+                        "RMST_TAU_DAYS=730", "DATA=/tmp/d", "OUT=/tmp/o"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    line = " ".join(r.stdout.replace("\\\n", " ").split())
+    for option in ("--config 'c.yaml'", "--observation-date '2014-06-30'", "--delimiter ';'",
+                   "--encoding 'latin-1'", "--seed-outcome 'Churn'", "--seed-value 'Yes'", "--seed-ids 'ids.csv'",
+                   "--rmst-tau-days '730'", "--data /tmp/d", "--out /tmp/o"):
+        assert option in line, f"make reports does not pass {option}: {line}"
+    assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()  # CI runs the README's test command
