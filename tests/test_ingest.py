@@ -221,3 +221,379 @@ def test_source_missing_column_names_file(sources, tmp_path):
         raw / "billing.csv", index=False)
     with pytest.raises(IngestError, match=r"billing.csv: missing column\(s\) avg_monthly_spend"):
         ingest_sources(raw)
+
+
+# --- issue 13: ingestion edges (each test fails without its fix) ---------------------------------------
+from helpers import config as C  # noqa: E402
+from helpers.ingest import (EVENT_SPECS, ingest_event_table, physical_lines, read_ingest_meta,  # noqa: E402
+                            resolve_observation_date, write_ingest_meta)
+
+
+def _text_table(user_table):
+    t = user_table.astype({c: object for c in user_table.columns})
+    t["customer_since_date"] = user_table["customer_since_date"].dt.strftime("%Y-%m-%d")
+    return t
+
+
+def test_physical_line_numbers_after_quoted_line_breaks_and_blank_lines(user_table, tmp_path):
+    """Defects after a quoted line break and blank lines are reported on their physical line."""
+    t = _text_table(user_table.head(40))
+    t.loc[3, "partner_purchase_categories"] = "fashion\nbeauty"   # a quoted line break (invalid value, line 5-6)
+    t.loc[30, "age_group"] = "17-"                                 # a defect further down
+    t.loc[35, "age_group"] = "old"
+    text = t.to_csv(index=False, lineterminator="\n")
+    lines = text.split("\n")
+    lines.insert(10, "")                                           # two blank lines in the middle
+    lines.insert(20, "")
+    path = tmp_path / "mine.csv"
+    path.write_text("\n".join(lines))
+    r = ingest_table(path)
+    q = r.quarantine["mine.csv"].set_index("user_id")
+    physical = path.read_text().split("\n")
+    for uid in (t.loc[30, "user_id"], t.loc[35, "user_id"], t.loc[3, "user_id"]):
+        line = int(q.loc[uid, "_line"])
+        assert physical[line - 1].startswith(uid + ","), (uid, line)
+    assert int(q.loc[t.loc[30, "user_id"], "_line"]) == 30 + 2 + 1 + 2  # header, quoted break, 2 blank lines
+    assert len(r.data) + len(q) == 40
+    assert physical_lines(path)[:5] == [2, 3, 4, 5, 7]
+
+
+def test_physical_lines_fast_path_without_quotes(tmp_path):
+    p = tmp_path / "plain.csv"
+    p.write_text("a,b\n1,2\n3,4\n")
+    assert physical_lines(p) is None
+
+
+@pytest.mark.parametrize("value,message", [
+    ("2099-01-01", "date after the observation date 2026-06-30"),
+    ("1800-01-01", "implausibly old date (before 1900-01-01)"),
+])
+def test_implausible_dates_are_quarantined(user_table, tmp_path, value, message):
+    t = _text_table(user_table)
+    t.loc[[4, 9], "customer_since_date"] = value
+    t.to_csv(tmp_path / "mine.csv", index=False)
+    r = ingest_table(tmp_path / "mine.csv", observation_date="2026-06-30")
+    q = r.quarantine["mine.csv"]
+    assert len(q) == 2 and sorted(q["_line"].astype(int)) == [6, 11]
+    assert (q["_column"] == "customer_since_date").all() and q["_reason"].str.contains(message, regex=False).all()
+
+
+def test_future_date_needs_an_observation_date_to_be_refused(user_table, tmp_path):
+    t = _text_table(user_table)
+    t.loc[4, "customer_since_date"] = "2099-01-01"
+    t.to_csv(tmp_path / "mine.csv", index=False)
+    assert ingest_table(tmp_path / "mine.csv").n_rejected == 0  # no date known: said in ingest_meta
+    cfg = C.load().with_overrides(observation_date="2026-06-30")  # the configuration's date is used
+    assert ingest_table(tmp_path / "mine.csv", config=cfg).n_rejected == 1
+
+
+@pytest.mark.parametrize("bad", ["U\x00123", "U12\t3", "U1\x1b23", "U12\x7f"])
+def test_control_characters_in_ids_are_rejected(user_table, tmp_path, bad):
+    t = _text_table(user_table)
+    t.loc[5, "user_id"] = bad
+    path = tmp_path / "mine.csv"
+    t.to_csv(path, index=False)
+    r = ingest_table(path)
+    q = r.quarantine["mine.csv"]
+    assert len(q) == 1 and int(q["_line"].iloc[0]) == 7 and "control character" in q["_reason"].iloc[0]
+
+
+# mapping files -----------------------------------------------------------------------------------
+@pytest.fixture
+def renamed(user_table, tmp_path):
+    t = user_table.rename(columns={"user_id": "customer_id", "avg_monthly_spend": "spend"})
+    return _user_csv(t, tmp_path / "mine.csv")
+
+
+def _map(tmp_path, rows, name="map.csv"):
+    p = tmp_path / name
+    p.write_text("source_column,target_column\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    return p
+
+
+def test_mapping_two_sources_to_one_target_is_an_error(renamed, tmp_path):
+    m = _map(tmp_path, [("customer_id", "user_id"), ("spend", "avg_monthly_spend"), ("cid", "user_id")])
+    with pytest.raises(IngestError, match=r"map.csv: row 4 maps 'cid' to 'user_id', which row 2 already maps "
+                                          r"'customer_id' to.*each target column once"):
+        ingest_table(renamed, mapping=m)
+
+
+def test_mapping_source_not_in_file_is_an_error(renamed, tmp_path):
+    m = _map(tmp_path, [("customer_id", "user_id"), ("spend", "avg_monthly_spend"), ("kids", "presence_of_children")])
+    with pytest.raises(IngestError, match=r"map.csv: row 4: source column 'kids' is not in mine.csv.*expected "
+                                          r"source_column values that are column names"):
+        ingest_table(renamed, mapping=m)
+
+
+def test_mapping_target_colliding_with_a_column_is_an_error(user_table, tmp_path):
+    path = _user_csv(user_table.assign(spend2=1.0), tmp_path / "mine.csv")
+    m = _map(tmp_path, [("spend2", "avg_monthly_spend")])
+    with pytest.raises(IngestError, match=r"map.csv: row 2 maps 'spend2' to 'avg_monthly_spend', but mine.csv "
+                                          r"already has a column 'avg_monthly_spend'"):
+        ingest_table(path, mapping=m)
+
+
+def test_mapping_swap_is_allowed(user_table, tmp_path):
+    t = _text_table(user_table)
+    t = t.rename(columns={"time_on_podcasts_min": "x", "time_on_social_media_min": "time_on_podcasts_min"})
+    t = t.rename(columns={"x": "time_on_social_media_min"})
+    t.to_csv(tmp_path / "mine.csv", index=False)
+    m = _map(tmp_path, [("time_on_podcasts_min", "time_on_social_media_min"),
+                        ("time_on_social_media_min", "time_on_podcasts_min")])
+    r = ingest_table(tmp_path / "mine.csv", mapping=m)
+    assert r.n_rejected == 0
+    assert (r.data["time_on_podcasts_min"].to_numpy() ==
+            user_table.sort_values("user_id")["time_on_podcasts_min"].to_numpy()).all()
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "mapping file not found"),
+    ("", "mapping file is empty"),
+    ("\n\n", "mapping file is empty"),
+    ("source_column,target_column\n", "mapping file has a header but no rows"),
+    ("from,to\ncustomer_id,user_id\n", "mapping file has columns"),
+    ("source_column,target_column\ncustomer_id,\n", "row 2 has an empty target_column"),
+    ("source_column,target_column\ncustomer_id,user_id\ncustomer_id,age_group\n", "row 3 maps source column "
+                                                                                  "'customer_id' again"),
+    ("source_column,target_column\ncustomer_id,client\n", "row 2 maps 'customer_id' to unknown column 'client'"),
+])
+def test_bad_mapping_files_name_file_row_and_expectation(renamed, tmp_path, content, message):
+    m = tmp_path / "map.csv"
+    if content is not None:
+        m.write_text(content)
+    with pytest.raises(IngestError) as e:
+        ingest_table(renamed, mapping=m)
+    assert str(m) in str(e.value) and message in str(e.value) and "expected" in str(e.value)
+
+
+# messages that named the wrong cause ------------------------------------------------------------------
+def test_corrupt_parquet_names_the_file_and_cause(user_table, tmp_path):
+    p = tmp_path / "mine.parquet"
+    user_table.to_parquet(p, index=False)
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # a truncated copy
+    with pytest.raises(IngestError, match=r"mine.parquet: is not a readable Parquet file.*truncated or corrupt"):
+        ingest_table(p)
+
+
+def test_ten_megabyte_cell_is_a_line_size_error(user_table, tmp_path):
+    t = _text_table(user_table.head(20))
+    t.loc[7, "traveler_type"] = "x" * 10_000_000
+    t.to_csv(tmp_path / "mine.csv", index=False)
+    with pytest.raises(IngestError, match=r"line 9 is 10.0 MB long, over the maximum line size.*remove or shorten"):
+        ingest_table(tmp_path / "mine.csv")
+
+
+def test_wrong_field_count_names_the_physical_line(user_table, tmp_path):
+    t = _text_table(user_table.head(20))
+    t.loc[2, "traveler_type"] = "a\nb"        # quoted line break: later rows are one line further down
+    text = t.to_csv(index=False).split("\n")
+    text[12] = text[12] + ",extra"            # physical line 13
+    (tmp_path / "mine.csv").write_text("\n".join(text))
+    with pytest.raises(IngestError, match=r"a row has 23 field\(s\), the header has 22.*line\(s\) 13"):
+        ingest_table(tmp_path / "mine.csv")
+
+
+@pytest.mark.parametrize("header,message", [
+    ("user_id,age_group,age_group", "column name 'age_group' appears twice in the header (fields 2 and 3)"),
+    ("user_id,,age_group", "header field(s) 2 have no name"),
+    ("user_id,age_group,", "header field(s) 3 have no name"),
+])
+def test_duplicate_or_empty_header_names(tmp_path, header, message):
+    (tmp_path / "h.csv").write_text(header + "\nU1,18-24,x\n")
+    with pytest.raises(IngestError) as e:
+        ingest_table(tmp_path / "h.csv")
+    assert message in str(e.value) and "Binder" not in str(e.value)
+
+
+def test_duplicate_header_in_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table([pa.array(["U1"]), pa.array(["a"]), pa.array(["b"])],
+                            names=["user_id", "age_group", "age_group"]), tmp_path / "d.parquet")
+    with pytest.raises(IngestError, match="column name 'age_group' appears twice"):
+        ingest_table(tmp_path / "d.parquet")
+
+
+def test_utf16_file_is_named_and_the_remedy_works(user_table, tmp_path):
+    path = tmp_path / "u16.csv"
+    path.write_text(_text_table(user_table).to_csv(index=False), encoding="utf-16")
+    with pytest.raises(IngestError, match=r"u16.csv: the file is UTF-16 text.*encoding='utf-16'") as e:
+        ingest_table(path)
+    assert "latin-1" not in str(e.value)
+    assert len(ingest_table(path, encoding="utf-16").data) == 200  # the advice can be followed
+
+
+@pytest.mark.parametrize("kind,message", [("gzip", "gzip-compressed"), ("xlsx", "Excel .xlsx"),
+                                          ("xls", "Excel 97-2003"), ("bz2", "bzip2")])
+def test_compressed_and_excel_files_are_named(user_table, tmp_path, kind, message):
+    import bz2
+    import gzip
+    import zipfile
+    text = _text_table(user_table).to_csv(index=False).encode()
+    path = tmp_path / "mine.csv"
+    if kind == "gzip":
+        path.write_bytes(gzip.compress(text))
+    elif kind == "bz2":
+        path.write_bytes(bz2.compress(text))
+    elif kind == "xlsx":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("xl/workbook.xml", "<workbook/>")
+    else:
+        path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512)
+    with pytest.raises(IngestError) as e:
+        ingest_table(path)
+    assert message in str(e.value) and "mine.csv" in str(e.value) and "latin-1" not in str(e.value)
+
+
+def test_delimiter_and_encoding_advice_names_make_and_config(user_table, tmp_path):
+    path = _user_csv(user_table, tmp_path / "semi.csv", sep=";")
+    with pytest.raises(IngestError, match=r"DELIMITER=';'.*run configuration"):
+        ingest_table(path)
+    cfg = C.load().with_overrides(delimiter=";")  # following the advice through the configuration works
+    assert len(ingest_table(path, config=cfg).data) == 200
+
+
+def test_zero_accepted_rows_is_an_error_before_anything_is_written(user_table, tmp_path):
+    t = _text_table(user_table)
+    t["age_group"] = "unknown"
+    t.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(IngestError, match=r"bad.csv: no row was accepted: all 200 input row\(s\) were rejected; "
+                                          r"most frequent reasons: bad.csv age_group: unknown category.*Nothing was "
+                                          r"written"):
+        ingest_table(tmp_path / "bad.csv")
+
+
+def test_zero_accepted_sources_is_an_error(sources, tmp_path):
+    import shutil
+    raw = tmp_path / "raw"
+    shutil.copytree(sources / "raw", raw)
+    crm = pd.read_csv(raw / "crm_users.csv", dtype=str)
+    crm["income_bracket"] = "lots"
+    crm.to_csv(raw / "crm_users.csv", index=False)
+    with pytest.raises(IngestError, match="crm_users.csv: no row was accepted"):
+        ingest_sources(raw)
+
+
+def test_write_outputs_refuses_an_empty_table(ingested, tmp_path):
+    from helpers.ingest import IngestResult
+    empty = IngestResult(ingested.data.head(0), {}, {"n_input": 5})
+    with pytest.raises(IngestError, match="no row was accepted"):
+        write_outputs(empty, tmp_path / "p", tmp_path / "q")
+    assert not (tmp_path / "p").exists()
+
+
+# configuration-driven ingestion ---------------------------------------------------------------------
+def test_telco_table_ingests_with_its_configuration(external_data):
+    cfg = C.load("telco")
+    r = ingest_table(config=cfg)
+    assert r.report["n_input"] == 7043 and r.n_rejected == 0
+    assert r.report["filled"]["TotalCharges"]["rows"] == 11  # the documented rule, counted
+    zero = r.data[r.data["tenure"] == 0]
+    assert len(zero) == 11 and (zero["TotalCharges"] == 0).all()
+    assert r.data["n_services"].between(1, 9).all() and r.data["SeniorCitizen"].dtype == "boolean"
+    assert set(r.data["Churn"]) == {"Yes", "No"} and cfg.outcome("Churn").indicator(r.data).sum() == 1869
+    assert r.report["extension_columns"] == [] and r.report["config"] == "telco"
+
+
+def test_telco_blank_total_charges_with_tenure_is_quarantined(external_data, tmp_path):
+    src = C.load("telco").input.resolved_path()
+    df = pd.read_csv(src, dtype=str, keep_default_na=False)
+    df.loc[5, "TotalCharges"] = " "
+    df["loyalty_tier"] = "gold"  # undeclared: kept as an extension column
+    df.to_csv(tmp_path / "telco.csv", index=False)
+    r = ingest_table(tmp_path / "telco.csv", config="telco")
+    q = r.quarantine["telco.csv"]
+    assert len(q) == 1 and int(q["_line"].iloc[0]) == 7 and "missing value" in q["_reason"].iloc[0]
+    assert r.report["extension_columns"] == ["loyalty_tier"] and (r.data["loyalty_tier"] == "gold").all()
+
+
+def test_a_config_with_two_metrics_on_the_synthetic_table(user_table, tmp_path):
+    (tmp_path / "two.yaml").write_text(
+        "id: user_id\nmetrics:\n  - {name: avg_monthly_spend, kind: money, unit: USD/month}\n"
+        "  - {name: support_tickets_raised, kind: count}\n"
+        "attributes:\n  - {name: age_group, type: ordinal, categories: ['18-24','25-34','35-44','45-54','55-64','65+']}\n")
+    path = _user_csv(user_table, tmp_path / "mine.csv")
+    r = ingest_table(path, config=tmp_path / "two.yaml")
+    assert r.n_rejected == 0 and list(r.data.columns[:4]) == ["user_id", "avg_monthly_spend",
+                                                                "support_tickets_raised", "age_group"]
+    assert "time_on_podcasts_min" in r.report["extension_columns"]  # kept, as text
+    t = _text_table(user_table)
+    t.loc[3, "support_tickets_raised"] = "-1"
+    t.drop(columns=["time_on_podcasts_min"]).to_csv(tmp_path / "m2.csv", index=False)  # not required any more
+    r2 = ingest_table(tmp_path / "m2.csv", config=tmp_path / "two.yaml")
+    assert r2.n_rejected == 1 and "out of range" in r2.quarantine["m2.csv"]["_reason"].iloc[0]
+    with pytest.raises(IngestError, match=r"missing required column\(s\) avg_monthly_spend.*run configuration"):
+        ingest_table(_user_csv(user_table.drop(columns="avg_monthly_spend"), tmp_path / "m3.csv"),
+                     config=tmp_path / "two.yaml")
+
+
+# long tables ----------------------------------------------------------------------------------------
+def _activity(n_users=30, months=3):
+    rows = []
+    for u in range(1, n_users + 1):
+        for m in range(months):
+            rows.append({"user_id": f"U{u:08d}", "month": f"2026-0{4 + m}-01", "engagement_state": "active",
+                         "minutes_social": 10.5, "minutes_video": 20.0, "minutes_podcasts": 1.0,
+                         "conversions": 1, "spend": 12.5})
+    return pd.DataFrame(rows)
+
+
+def test_event_table_validates_with_quarantine(tmp_path):
+    a = _activity().astype(str)
+    a.loc[4, "engagement_state"] = "asleep"
+    a.loc[7, "month"] = "2099-01-01"
+    a.loc[9, "spend"] = "-3"
+    a.loc[11, "month"] = a.loc[10, "month"]          # duplicate (user_id, month): both copies
+    a.loc[20, "user_id"] = "U99999999"               # orphan
+    a["campaign"] = "spring"                         # extension column, kept
+    a.to_parquet(tmp_path / "monthly_activity.parquet", index=False)
+    known = [f"U{u:08d}" for u in range(1, 31)]
+    r = ingest_event_table("monthly_activity", tmp_path / "monthly_activity.parquet", known_ids=known,
+                           observation_date="2026-06-30")
+    q = r.quarantine["monthly_activity.parquet"].set_index("_line")
+    assert r.report["n_rows"] + r.report["n_rejected"] == r.report["n_input"] == 90
+    assert "unknown category asleep" in q.loc[6, "_reason"]
+    assert "after the observation date" in q.loc[9, "_reason"]
+    assert "out of range" in q.loc[11, "_reason"]
+    assert "duplicate (user_id, month)" in q.loc[12, "_reason"] and "duplicate" in q.loc[13, "_reason"]
+    assert "not in the unified table" in q.loc[22, "_reason"]
+    assert len(q) == 6 and r.report["extension_columns"] == ["campaign"]
+    assert str(r.data["month"].dtype).startswith("datetime64") and r.data["conversions"].dtype == "Int64"
+
+
+def test_event_table_zero_rows_and_csv_lines(tmp_path):
+    a = _activity(3, 1)
+    a["engagement_state"] = "zzz"
+    a.to_csv(tmp_path / "monthly_activity.csv", index=False)
+    with pytest.raises(IngestError, match="monthly_activity.csv: no row was accepted"):
+        ingest_event_table("monthly_activity", tmp_path / "monthly_activity.csv")
+    t = pd.DataFrame({"user_id": ["U1", "U2", "U3"], "date": ["2026-01-02", "1800-01-01", "2026-02-03"],
+                      "amount": ["1.5", "2", "x"]})
+    t.to_csv(tmp_path / "transactions.csv", index=False)
+    r = ingest_event_table("transactions", tmp_path / "transactions.csv")
+    q = r.quarantine["transactions.csv"]
+    assert list(q["_line"]) == [3, 4] and "implausibly old" in q["_reason"].iloc[0]
+    assert set(EVENT_SPECS) == {"monthly_activity", "transactions", "exposures", "posts"}
+
+
+def test_observation_date_resolution_order(tmp_path):
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "raw").mkdir()
+    assert resolve_observation_date("2014-12-31", None, tmp_path / "truth", tmp_path / "raw")[0] == "2014-12-31"
+    cfg = C.load().with_overrides(observation_date="2015-01-31")
+    assert resolve_observation_date(None, cfg, tmp_path / "truth")[0] == "2015-01-31"
+    obs, how = resolve_observation_date(None, None, tmp_path / "truth", tmp_path / "raw")
+    assert obs is None and "stages that need one" in how
+    a = _activity(200, 3)
+    a.loc[0, "month"] = "2099-01-01"  # one implausible month does not move the date
+    a.to_parquet(tmp_path / "raw" / "monthly_activity.parquet", index=False)
+    obs, how = resolve_observation_date(None, None, tmp_path / "truth", tmp_path / "raw")
+    assert obs == "2026-06-30" and "monthly_activity" in how
+    (tmp_path / "truth" / "truth_params.json").write_text('{"observation_date": "2026-05-31"}')
+    assert resolve_observation_date(None, None, tmp_path / "truth", tmp_path / "raw")[0] == "2026-05-31"
+
+
+def test_ingest_meta_round_trip(tmp_path):
+    write_ingest_meta(tmp_path, {"observation_date": "2026-06-30", "panel_version": "abc"})
+    assert read_ingest_meta(tmp_path)["panel_version"] == "abc"
+    assert read_ingest_meta(tmp_path / "nope") == {}

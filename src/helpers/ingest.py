@@ -563,14 +563,15 @@ def _combine(problems: dict[str, ibis.Value]) -> tuple[ibis.Value, ibis.Value]:
 
 def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_keys: list[str] | None = None,
              stage=None, spec: Mapping[str, S.Column] | None = None,
-             observation_date: str | None = None) -> ibis.Table:
+             observation_date: str | None = None, key_unique: bool = True) -> ibis.Table:
     """Apply the data dictionary's rules to a text table (from :func:`read_text_source`), on any engine.
 
     Values are stripped of surrounding whitespace (an empty cell is missing). Rules: unknown category,
     invalid multi-valued set (:func:`helpers.schema.multi_pattern`), not a number (:data:`NUMBER_PATTERN`),
     not an integer, out of range, unparseable date (``YYYY-MM-DD``), not a boolean, missing value where the
     column is not nullable; ``key`` and ``extra_keys`` are identifiers that must be present and unique
-    (every copy of a duplicate is rejected) and free of control characters. Dates before
+    (every copy of a duplicate is rejected; ``key_unique=False`` for long tables) and free of control
+    characters. Dates before
     :data:`EARLIEST_DATE` or after ``observation_date`` (when given) are implausible. ``spec`` maps column
     names to their :class:`helpers.schema.Column` rule (default: the 22-column dictionary).
 
@@ -585,7 +586,7 @@ def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_ke
     checked = keys + [c for c in columns if c not in keys]
     t = raw.mutate(**{f"_s_{c}": raw[c].re_replace(EDGE_SPACE, "").nullif("") for c in checked})
     t = stage(t.mutate(**{f"_n_{k}": t[f"_s_{k}"].count().over(ibis.window(group_by=t[f"_s_{k}"]))
-                          for k in keys}))
+                          if key_unique or k != key else ibis.literal(1, type="int64") for k in keys}))
     parsed = {}
     for c in checked:
         if c not in keys:
@@ -863,13 +864,26 @@ def _report(data: pd.DataFrame, n_input: int, quarantine: dict[str, pd.DataFrame
     return rep
 
 
+_REASON_KINDS = ("unknown category", "invalid value", "not a number", "not an integer", "out of range",
+                 "unparseable date", "implausibly old date", "date after the observation date", "not a boolean",
+                 "missing value", "missing identifier", "identifier contains a control character", "duplicate",
+                 "not in", "no valid row")
+
+
+def _short_reason(reason: str) -> str:
+    """``'age_group: unknown category x; expected ...'`` -> ``'unknown category'`` (for summaries)."""
+    text = reason.split("; ")[0]
+    text = text.split(": ", 1)[1] if ": " in text else text
+    return next((k for k in _REASON_KINDS if text.startswith(k)), text[:60])
+
+
 def _no_rows_error(file: str | Path, n_input: int, quarantine: Mapping[str, pd.DataFrame]) -> IngestError:
     """Zero accepted rows: an error (before anything is written) with the most frequent reasons."""
     reasons = pd.concat([q[["_column", "_reason"]].assign(_source=name) for name, q in quarantine.items() if len(q)],
                         ignore_index=True) if any(len(q) for q in quarantine.values()) else None
     top = ""
     if reasons is not None:
-        short = reasons["_reason"].astype(str).str.split(":").str[:2].str.join(":").str.slice(0, 80)
+        short = reasons["_reason"].astype(str).map(_short_reason)
         counts = (reasons.assign(r=short).groupby(["_source", "_column", "r"], dropna=False).size()
                   .sort_values(ascending=False).head(3))
         top = "; most frequent reasons: " + "; ".join(f"{src} {col}: {r} ({n:,} rows)"
@@ -1312,7 +1326,8 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
             for c in extension:
                 rules[c] = S.extension_column(c)
             cols = [c.name for c in spec.columns] + extension
-            v = validate(raw, cols, key=spec.id, stage=ses.stage, spec=rules, observation_date=observation_date)
+            v = validate(raw, cols, key=spec.id, stage=ses.stage, spec=rules, observation_date=observation_date,
+                         key_unique=False)
             if spec.unique:
                 w = ibis.window(group_by=[v[f"_v_{c}"] for c in spec.unique])
                 v = ses.stage(v.mutate(_copies=v._line.count().over(w)))
