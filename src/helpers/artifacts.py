@@ -82,12 +82,14 @@ REGISTRY: dict[str, Artifact] = dict([
        "planted truth parameters (segment shares, affinities, hazard model, margins)", False),
     _a("population_margins", "raw/population_margins.csv", "00_synthetic_sources",
        ("variable", "category", "target"), "population shares the panel is raked to (synthetic panel)", False),
-    _a("unified", f"processed/{UNIFIED_PARQUET}", "01_ingest", ("user_id",),
-       "the validated unified table, one row per user"),
-    _a("unified_csv", f"processed/{UNIFIED_CSV}", "01_ingest", ("user_id",), "the unified table as CSV"),
+    _a("unified", f"processed/{UNIFIED_PARQUET}", "01_ingest", (),
+       "the validated unified table, one row per user (identifier column: id_column(P))"),
+    _a("unified_csv", f"processed/{UNIFIED_CSV}", "01_ingest", (), "the unified table as CSV"),
     _a("warehouse", "processed/audience.duckdb", "01_ingest", (), "DuckDB file with table `audience`"),
     _a("ingest_report", "processed/ingest_report.json", "01_ingest", (),
        "counts per source, rejected rows, match rates, panel fingerprint"),
+    _a("ingest_meta", "processed/ingest_meta.json", "01_ingest", (),
+       "what ingestion used: observation date and its source, configuration, input format, panel version", False),
     _a("quarantine", "quarantine", "01_ingest", (), "rejected rows per source with line, column and reason"),
     _a("monthly_activity", "processed/monthly_activity.parquet", "01_ingest",
        ("user_id", "month", "engagement_state"), "validated monthly activity (long table)", False),
@@ -113,6 +115,46 @@ REGISTRY: dict[str, Artifact] = dict([
     _a("lookalike_scores", f"processed/{LOOKALIKE_SCORES}", "08_lookalike_activation", ("user_id",),
        "lookalike score per user"),
 ])
+
+
+#: In ``Artifact.columns``, ``user_id`` stands for the run's identifier column (``cfg.id``, e.g. ``customerID``).
+ID = "user_id"
+
+
+def id_column(paths: Paths) -> str:
+    """The identifier column of the run's unified table: ``id`` recorded by ingestion in ``ingest_meta.json``
+    (or its configuration's ``id``), else ``user_id`` when the table has it, else the table's first column."""
+    meta_file = REGISTRY["ingest_meta"].path(paths)
+    if meta_file.exists():
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        conf = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        for v in (meta.get("id"), meta.get("id_column"), conf.get("id")):
+            if isinstance(v, str) and v:
+                return v
+    f = REGISTRY["unified"].path(paths)
+    if f.exists():
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.ParquetDataset(f).schema.names
+        except Exception:  # noqa: BLE001 - unreadable: the loader reports it with the file name
+            return ID
+        if ID not in names and names:
+            return names[0]
+    return ID
+
+
+def key_column(df: pd.DataFrame, paths: Paths) -> str:
+    """The column of ``df`` that holds user identifiers: the run's id column if present, else ``user_id``."""
+    col = id_column(paths)
+    if col in df.columns:
+        return col
+    if ID in df.columns:
+        return ID
+    raise ValueError(f"no identifier column ({col!r} or {ID!r}) among {list(df.columns)[:10]}")
 
 
 class MissingArtifact(FileNotFoundError):
@@ -255,7 +297,7 @@ def load(paths: Paths, name: str, columns: list[str] | None = None, allow_stale:
     else:
         return f
     want = [c for c in a.columns if columns is None or c in columns]
-    missing = [c for c in want if c not in df.columns]
+    missing = [c for c in want if c not in df.columns and not (c == ID and id_column(paths) in df.columns)]
     if missing:
         raise ValueError(f"{f} lacks columns {missing} that {a.producer} writes; re-run {a.producer} "
                          f"(`{MAKE_TARGET}`)")
@@ -276,7 +318,7 @@ def save(paths: Paths, name: str, df: Any, **kwargs: Any) -> Path:
         return f
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"artifact {name!r} ({f.name}) is a table: pass a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in a.columns if c not in df.columns]
+    missing = [c for c in a.columns if c not in df.columns and not (c == ID and id_column(paths) in df.columns)]
     if missing:
         raise ValueError(f"artifact {name!r} ({f.name}) needs column(s) {missing}; got {list(df.columns)}")
     fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".tmp")
@@ -327,9 +369,11 @@ def load_unified(paths: Paths) -> pd.DataFrame:
 def load_weights(paths: Paths) -> pd.Series:
     """Raking weights indexed by user_id (02); all 1.0 if the weighting stage has not written any."""
     if not exists(paths, "weights"):
-        users = load_unified(paths)["user_id"]
-        return pd.Series(1.0, index=pd.Index(users, name="user_id"), name="weight")
-    return load(paths, "weights").set_index("user_id")["weight"]
+        u = load_unified(paths)
+        users = u[key_column(u, paths)]
+        return pd.Series(1.0, index=pd.Index(users, name=users.name), name="weight")
+    w = load(paths, "weights")
+    return w.set_index(key_column(w, paths))["weight"]
 
 
 def load_panel(paths: Paths) -> pd.DataFrame:

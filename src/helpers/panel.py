@@ -30,6 +30,7 @@ class Panel:
 
     def __init__(self, paths: Paths, segments: bool = True) -> None:
         self.paths = paths
+        self.id = artifacts.id_column(paths)  # the run's identifier column (``user_id`` in the dictionary)
         self.weights_used = artifacts.exists(paths, "weights")
         self.segments_used = bool(segments) and artifacts.exists(paths, "segments")
         self._frame: pd.DataFrame | None = None
@@ -59,16 +60,16 @@ class Panel:
     def _read(self) -> pd.DataFrame:
         paths = self.paths
         df = artifacts.load_unified(paths)
-        uid = df["user_id"].astype(str)
+        uid = df[artifacts.key_column(df, paths)].astype(str)
         if self.weights_used:
             w = artifacts.load(paths, "weights")
-            w = w.set_index(w["user_id"].astype(str))["weight"]
+            w = w.set_index(w[artifacts.key_column(w, paths)].astype(str))["weight"]
             df["weight"] = uid.map(w).fillna(1.0).astype(float).to_numpy()
         else:
             df["weight"] = 1.0
         if self.segments_used:
-            s = artifacts.load(paths, "segments", columns=["user_id", "segment", "segment_name"])
-            s = s.set_index(s["user_id"].astype(str))
+            s = artifacts.load(paths, "segments")
+            s = s.set_index(s[artifacts.key_column(s, paths)].astype(str))
             seg = uid.map(s["segment"])
             df["segment"] = seg.astype("int64").to_numpy() if seg.notna().all() else seg.to_numpy()
             df["segment_name"] = uid.map(s["segment_name"].astype(str)).to_numpy()
@@ -76,8 +77,8 @@ class Panel:
 
     @property
     def weights(self) -> pd.Series:
-        """The weights indexed by ``user_id``."""
-        return self.frame.set_index("user_id")["weight"]
+        """The weights indexed by the identifier column."""
+        return self.frame.set_index(artifacts.key_column(self.frame, self.paths))["weight"]
 
     def describe_weights(self) -> str:
         """One sentence a notebook prints about the weights it uses."""
@@ -97,17 +98,20 @@ class Panel:
         def path(name: str):
             return artifacts._check(paths, artifacts.artifact(name))
 
+        def key(t) -> str:
+            return self.id if self.id in t.columns else artifacts.ID
+
         panel = E.read_parquet(con, path("unified"))
+        pid = panel[key(panel)].cast("string")
         if self.weights_used:
             w = E.read_parquet(con, path("weights"))
-            w = w.select(uid_w_=w["user_id"].cast("string"), weight_w_=w["weight"].cast("float64"))
-            panel = panel.left_join(w, panel["user_id"].cast("string") == w["uid_w_"])
+            w = w.select(uid_w_=w[key(w)].cast("string"), weight_w_=w["weight"].cast("float64"))
+            panel = panel.left_join(w, pid == w["uid_w_"])
             panel = panel.mutate(weight=panel["weight_w_"].fill_null(1.0)).drop("uid_w_", "weight_w_")
         else:
             panel = panel.mutate(weight=ibis.literal(1.0))
         if self.segments_used:
             s = E.read_parquet(con, path("segments"))
-            s = s.select(uid_s_=s["user_id"].cast("string"), segment=s["segment"],
-                         segment_name=s["segment_name"])
-            panel = panel.left_join(s, panel["user_id"].cast("string") == s["uid_s_"]).drop("uid_s_")
+            s = s.select(uid_s_=s[key(s)].cast("string"), segment=s["segment"], segment_name=s["segment_name"])
+            panel = panel.left_join(s, panel[key(panel)].cast("string") == s["uid_s_"]).drop("uid_s_")
         return panel
