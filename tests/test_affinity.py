@@ -256,3 +256,84 @@ def test_html_report_is_self_contained(fitted, tmp_path):
     assert text.count('class="sup"') == n_sup
     with pytest.raises(ValueError, match="lacks columns"):
         report.render_affinity_report(est.table_.drop(columns="tier"), tmp_path / "x.html")
+
+
+# --- Monte Carlo coverage with true labels; label error measured apart (issue 15, item 4) -------------------------
+@pytest.mark.slow
+def test_interval_coverage_with_true_labels_from_the_generator(medium_panel):
+    """600 replicates x 24 cells of n = 20,000 drawn from the generator's 20k panel (planted labels): the
+    Monte Carlo SE of the coverage is about 0.15 points, so the +-2-point band around 95% is a real check.
+    Heavy-tailed cells (podcast minutes of small segments) under-cover; the pooled coverage stays in the band."""
+    labels = medium_panel.truth["true_segment"].to_numpy()
+    r = A.interval_coverage(medium_panel.data[S.CHANNEL_METRICS], labels, n=20_000, replicates=600, seed=3,
+                            chunk=10)
+    assert 1.96 * r["mc_se"] < 0.01
+    assert 0.93 <= r["coverage"] <= 0.97, r["coverage"]
+
+
+def test_interval_coverage_study_is_vectorised_and_nominal_on_a_light_tailed_model():
+    """The study itself: on a light-tailed model (lognormal sd 0.5, 3 segments) coverage is nominal within
+    +-2 points with 2000 replicates, and a deliberately too narrow interval (90%) is caught."""
+    rng = np.random.default_rng(0)
+    lab = rng.choice(3, size=30_000, p=[0.5, 0.3, 0.2])
+    y = pd.DataFrame({"m": np.exp(rng.normal(np.log([20.0, 35.0, 50.0])[lab], 0.5))})
+    r = A.interval_coverage(y, lab, n=1500, replicates=2000, seed=1, chunk=200)
+    assert 1.96 * r["mc_se"] < 0.02 and abs(r["coverage"] - 0.95) < 0.02, r["coverage"]
+    r90 = A.interval_coverage(y, lab, n=1500, replicates=2000, seed=1, chunk=200, confidence=0.90)
+    assert r90["coverage"] < 0.93
+
+
+def test_misassignment_bias_is_zero_with_true_labels_and_grows_with_label_noise(small_panel):
+    lab = small_panel.truth["true_segment"].to_numpy()
+    vals = small_panel.data[S.CHANNEL_METRICS]
+    assert A.misassignment_bias(vals, lab, lab)["bias"].abs().max() == pytest.approx(0, abs=1e-9)
+    noisy = lab.copy()
+    flip = np.random.default_rng(2).random(len(lab)) < 0.2
+    noisy[flip] = np.random.default_rng(3).integers(0, lab.max() + 1, flip.sum())
+    b = A.misassignment_bias(vals, noisy, lab)
+    assert len(b) == 6 * len(S.CHANNEL_METRICS) and b["bias"].abs().mean() > 3  # label noise pulls indices to 100
+    assert (np.sign(b["bias"]) == -np.sign(b["index_true_labels"] - 100)).mean() > 0.8
+
+
+# --- issue 12: families with no values and the "required columns only" table do not crash -------------------------
+def test_family_with_no_observed_value_is_skipped_not_a_keyerror(small_panel):
+    """07 crashed with KeyError 'n' on an attribute family whose values are all missing."""
+    df = _with_truth(small_panel)
+    df["traveler_type"] = pd.Series([None] * len(df), dtype="string")
+    df["household_size"] = np.nan
+    est = A.AffinityIndex(attributes=["traveler_type", "household_size", "age_group"]).fit(df)
+    assert set(est.skipped_) == {"traveler_type", "household_size"}
+    assert set(est.table_["family"]) >= {"age_group"} and "traveler_type" not in set(est.table_["family"])
+
+
+def test_required_columns_only_table_through_the_configured_crosstab(small_panel):
+    """The README's "required columns only" case: every optional column present but empty (as ingestion
+    writes it) or absent; the configured families that remain are indexed, the others reported as skipped."""
+    from helpers import config
+
+    df = _with_truth(small_panel)
+    for c in S.OPTIONAL:
+        df[c] = None
+    cfg = config.load(None)
+    cols = A.run_columns(cfg, df.columns)
+    est = A.AffinityIndex(metrics=cols["metrics"], attributes=cols["attributes"]).fit(df)
+    fams = set(est.table_["family"])
+    assert {"age_group", "income_bracket"} <= fams and not fams & set(S.OPTIONAL)
+    assert set(S.OPTIONAL) & set(cols["attributes"]) <= set(est.skipped_)
+    assert set(cols["metrics"]) == {m.name for m in cfg.metrics}
+    with pytest.raises(ValueError, match="nothing to index"):
+        A.AffinityIndex(metrics=[], attributes=["traveler_type"]).fit(df)
+
+
+def test_descriptive_cells_in_the_table_report_and_summaries(small_panel, tmp_path):
+    t = A.AffinityIndex(metrics=list(S.CHANNEL_METRICS), attributes=["age_group"],
+                        descriptive=["time_on_podcasts_min"]).fit(_with_truth(small_panel, True)).table_
+    d = t[t["family"] == "time_on_podcasts_min"]
+    assert d["descriptive"].all() and d["p_value"].isna().all() and d["q_value"].isna().all()
+    rep = d[d["base_flag"] != "suppressed"]
+    assert not d["significant"].any() and len(rep) >= 10 and (rep["ci_low"] < rep["ci_high"]).all()
+    assert not t.loc[t["family"] != "time_on_podcasts_min", "descriptive"].any()
+    text = report.render_affinity_report(t, tmp_path / "affinity_report.html",
+                                         summaries=A.segment_summaries(t)).read_text()
+    assert "descriptive" in text and "<sup>d</sup>" in text
+    assert A.segment_summaries(t)["sentence"].str.contains("descriptive: a clustering feature").any()

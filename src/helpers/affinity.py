@@ -761,3 +761,165 @@ def truth_comparison(table: pd.DataFrame, true_affinity: Mapping | pd.DataFrame,
     t["sign_agrees"] = np.sign(t["index"] - 100) == np.sign(t["true_index"] - 100)
     return t[["segment", "segment_name", "attribute", "true_index", "index", "ci_low", "ci_high", "inside",
               "significant", "sign_agrees"]].reset_index(drop=True)
+
+
+# --- the run configuration: which columns, which labels, which were clustered ----------------------------------
+#: Attribute types that form share families (an ``int`` attribute only when banded: household size).
+SHARE_TYPES = ("category", "ordinal", "multi", "bool")
+
+
+def run_columns(cfg, columns: Sequence[str]) -> dict:
+    """Metrics, attribute families and labels of the affinity table, from the run configuration.
+
+    Parameters
+    ----------
+    cfg : helpers.config.RunConfig
+        The run configuration (:func:`helpers.config.load`).
+    columns : sequence of str
+        Columns present in the data; declared columns that are absent are reported, not required.
+
+    Returns
+    -------
+    dict
+        ``metrics`` (declared behavioural metrics present), ``attributes`` (declared category / ordinal /
+        multi-valued / boolean attributes present, plus ``household_size`` banded), ``labels`` (column ->
+        label with unit), ``short`` (column -> label without unit) and ``absent`` (declared, not present).
+    """
+    have = set(columns)
+    metrics = [m.name for m in cfg.metrics if m.name in have]
+    attributes = [a.name for a in cfg.attributes
+                  if a.name in have and (a.type in SHARE_TYPES or a.name == "household_size")]
+    declared = [m.name for m in cfg.metrics] + [a.name for a in cfg.attributes]
+    labels = {c: cfg.label(c) for c in declared}
+    short = {c: cfg.label(c, unit=False) for c in declared}
+    return {"metrics": metrics, "attributes": attributes, "labels": labels, "short": short,
+            "absent": [c for c in declared if c not in have]}
+
+
+def clustering_features(paths=None, cfg=None, segments_file=None) -> tuple[list[str], str]:
+    """Source columns the segments were built from, and where that was read.
+
+    In order: the ``clustering_features`` entry (a JSON list of column names) of the segments Parquet file's
+    key-value metadata, written by the segmentation notebook; else the run configuration's metrics marked
+    ``cluster: true``; else nothing. Cells of these columns are *descriptive* in the affinity table.
+    """
+    import json
+
+    f = segments_file
+    if f is None and paths is not None:
+        from . import artifacts
+
+        f = paths.processed / artifacts.SEGMENTS
+    if f is not None:
+        try:
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(f).metadata or {}
+            raw = meta.get(b"clustering_features")
+            if raw:
+                return [str(c) for c in json.loads(raw)], f"{getattr(f, 'name', f)} metadata"
+        except (OSError, ValueError):
+            pass
+    if cfg is not None:
+        return [m.name for m in cfg.metrics if getattr(m, "cluster", True)], "run configuration (cluster: true)"
+    return [], "none"
+
+
+# --- Monte Carlo study of the interval with true labels; misassignment bias ------------------------------------
+def interval_coverage(values: pd.DataFrame, labels: np.ndarray, weights: np.ndarray | None = None, *,
+                      n: int = 2000, replicates: int = 1000, seed: int = 0, confidence: float = 0.95,
+                      chunk: int = 100, rule: BaseSizeRule | None = None) -> dict:
+    """Coverage of the linearised intensity-index interval with *true* segment labels, by Monte Carlo.
+
+    The rows of ``values`` (a large panel with its planted labels, e.g. the generator's output) are the
+    population; each replicate draws ``n`` units with replacement, computes every segment x metric index and
+    its interval with :func:`helpers.stats.core.index_arrays` (all replicates of a chunk in one vectorised
+    call) and checks whether it covers the population's own index. Weights, if given, travel with the units
+    (the weighted estimator and its weighted target). Label error plays no part: this measures the
+    interval, not the segmentation. Only cells the base-size ``rule`` reports (not suppressed) count, as only
+    those are published.
+
+    Returns
+    -------
+    dict
+        ``coverage`` (share of covering cells over replicates x reported cells), ``mc_se`` (its Monte Carlo
+        standard error from the replicate-level means, which accounts for cells of one replicate being
+        correlated), ``coverage_all_cells`` (also suppressed cells with an interval), ``reported_share``,
+        ``replicates``, ``n``, ``cells`` (cells per replicate), ``per_cell`` (DataFrame: segment, metric,
+        true index, coverage among the replicates where the cell is reported, reported share).
+    """
+    rule = rule or BaseSizeRule()
+    Y = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    codes, labs = C.check_codes(np.asarray(labels))
+    k = labs.shape[0]
+    w = np.ones(len(Y)) if weights is None else C.check_weights(weights)
+    truth = np.column_stack([C.index_table(C.moments(Y[:, j], codes, w, k))["index"].to_numpy()
+                             for j in range(Y.shape[1])])  # (k, metrics)
+    rng = np.random.default_rng(seed)
+    hits, reps = [], []
+    done = 0
+    while done < replicates:
+        r = min(chunk, replicates - done)
+        idx = rng.integers(0, len(Y), size=(r, n))
+        g = codes[idx]
+        key = (np.arange(r)[:, None] * k + g).ravel()
+        ww = w[idx].ravel()
+        bc = lambda v: np.bincount(key, weights=v, minlength=r * k).reshape(r, k)  # noqa: E731
+        cov = np.empty((r, k, Y.shape[1]))
+        ok = np.empty((r, k, Y.shape[1]), dtype=bool)
+        rep = np.empty((r, k, Y.shape[1]), dtype=bool)
+        for j in range(Y.shape[1]):
+            y = Y[idx, j].ravel()
+            fin = np.isfinite(y)
+            y0 = np.where(fin, y, 0.0)
+            wj = ww * fin
+            n_obs = np.bincount(key, weights=fin.astype(float), minlength=r * k).reshape(r, k)
+            t, t2 = bc(wj), bc(wj * ww)
+            res = C.index_arrays(n_obs, t, bc(wj * y0), t2, bc(wj * ww * y0), bc(wj * ww * y0 * y0), confidence)
+            lo, hi = res["ci_low"], res["ci_high"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                n_eff = np.where(t2 > 0, t**2 / np.where(t2 > 0, t2, 1), 0.0)
+            ok[:, :, j] = np.isfinite(lo) & np.isfinite(hi)
+            rep[:, :, j] = rule.flag(n_obs, n_eff, res["rse"]) != "suppressed"
+            cov[:, :, j] = (lo <= truth[None, :, j]) & (truth[None, :, j] <= hi)
+        hits.append(np.where(ok, cov, np.nan))
+        reps.append(rep & ok)
+        done += r
+    H_all = np.concatenate(hits)  # (replicates, k, metrics): 1 covered, 0 missed, NaN no interval
+    R = np.concatenate(reps)
+    H = np.where(R, H_all, np.nan)
+    per_rep = np.nanmean(H.reshape(H.shape[0], -1), axis=1)
+    per_rep = per_rep[np.isfinite(per_rep)]
+    per_cell = pd.DataFrame([{"segment": labs[s], "metric": values.columns[j], "true_index": truth[s, j],
+                              "coverage": float(np.nanmean(H[:, s, j])) if R[:, s, j].any() else np.nan,
+                              "reported_share": float(R[:, s, j].mean())}
+                             for s in range(k) for j in range(Y.shape[1])])
+    return {"coverage": float(np.nanmean(H)), "mc_se": float(np.std(per_rep, ddof=1) / np.sqrt(len(per_rep))),
+            "coverage_all_cells": float(np.nanmean(H_all)), "reported_share": float(R.mean()),
+            "replicates": int(replicates), "n": int(n), "cells": int(k * Y.shape[1]), "per_cell": per_cell}
+
+
+def misassignment_bias(values: pd.DataFrame, estimated: np.ndarray, true: np.ndarray,
+                       weights: np.ndarray | None = None) -> pd.DataFrame:
+    """What segment-label error alone does to the intensity indices, on one panel.
+
+    For every metric, the index of each estimated segment (matched to a true segment by
+    :func:`match_segments`) is compared with the index of that true segment *on the same units and weights*:
+    the difference is due only to users assigned to the wrong segment (no sampling noise in it).
+
+    Returns one row per matched segment x metric: ``segment`` (estimated), ``true_segment``, ``metric``,
+    ``index_estimated_labels``, ``index_true_labels``, ``bias`` (difference, index points).
+    """
+    est, tru = np.asarray(estimated), np.asarray(true)
+    m = match_segments(est, tru)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    rows = []
+    for col in values.columns:
+        y = pd.to_numeric(values[col], errors="coerce").to_numpy(dtype=float)
+        a = index_estimates(y, est, w).set_index("segment")["index"]
+        b = index_estimates(y, tru, w).set_index("segment")["index"]
+        for s, ts in m.items():
+            if s in a.index and ts in b.index:
+                rows.append({"segment": s, "true_segment": ts, "metric": col, "index_estimated_labels": a[s],
+                             "index_true_labels": b[ts], "bias": a[s] - b[ts]})
+    return pd.DataFrame(rows)

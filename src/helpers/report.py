@@ -44,11 +44,17 @@ def _cell(r: pd.Series) -> str:
         tip = f"suppressed: unweighted n = {int(r['n_unweighted'])}, effective n = {r['n_effective']:.0f}"
         return f'<td class="sup" title="{html.escape(tip)}">&ndash;</td>'
     mark = ""
+    desc = str(r.get("descriptive", False)).lower() in ("true", "1")
     if r["significant"]:
         mark = "&#9650;" if r["index"] > 100 else "&#9660;"
-    tip = (f"index {r['index']:.0f} (95% CI {r['ci_low']:.0f}-{r['ci_high']:.0f}); q = {r['q_value']:.3g}; "
+    elif desc:
+        mark = "<sup>d</sup>"
+    test = ("descriptive: a clustering feature, no test" if desc else f"q = {r['q_value']:.3g}")
+    tip = (f"index {r['index']:.0f} (95% CI {r['ci_low']:.0f}-{r['ci_high']:.0f}); {test}; "
            f"n unweighted {int(r['n_unweighted'])}, weighted {r['n_weighted']:.0f}, effective "
            f"{r['n_effective']:.0f}; tier: {r['tier']}")
+    if np.isfinite(r.get("rse", np.nan)):
+        tip += f"; RSE {100 * r['rse']:.0f}%"
     if np.isfinite(r.get("vertical_pct", np.nan)):
         tip += f"; vertical {r['vertical_pct']:.1f}%, horizontal {r['horizontal_pct']:.1f}%"
     cls = ' class="cau"' if r["base_flag"] == "caution" else ""
@@ -57,8 +63,9 @@ def _cell(r: pd.Series) -> str:
             f"{r['index']:.0f}{mark}{dag}</td>")
 
 
-def crosstab_html(table: pd.DataFrame, index_type: str) -> str:
-    """A coloured crosstab (attributes as rows, segments as columns) of one index type."""
+def crosstab_html(table: pd.DataFrame, index_type: str, labels: Mapping[str, str] | None = None) -> str:
+    """A coloured crosstab (attributes as rows, segments as columns) of one index type; ``labels`` maps
+    columns to display labels (from the run configuration)."""
     t = table[table["index_type"] == index_type]
     if t.empty:
         return "<p class='note'>No cells of this type.</p>"
@@ -67,7 +74,7 @@ def crosstab_html(table: pd.DataFrame, index_type: str) -> str:
     rows = []
     for (fam, att), g in t.groupby(["family", "attribute"], sort=False):
         g = g.set_index("segment")
-        label = _label(fam, att)
+        label = _label(fam, att, labels)
         cells = "".join(_cell(g.loc[s]) for s in segs["segment"])
         rows.append(f'<tr><td class="row">{html.escape(str(label))}</td>{cells}</tr>')
     return f'<table class="xt"><tr><th>attribute</th>{head}</tr>{"".join(rows)}</table>'
@@ -83,7 +90,8 @@ def figure_html(fig, alt: str, dpi: int = 80) -> str:
 
 def render_affinity_report(table: pd.DataFrame, path: str | Path, summaries: pd.DataFrame | None = None,
                            figures: Mapping[str, object] | None = None, title: str = "Affinity report",
-                           context: Mapping[str, object] | None = None, alpha: float = 0.05) -> Path:
+                           context: Mapping[str, object] | None = None, alpha: float = 0.05,
+                           labels: Mapping[str, str] | None = None, rule=None) -> Path:
     """Write the standalone HTML affinity report and return its path.
 
     Parameters
@@ -102,7 +110,14 @@ def render_affinity_report(table: pd.DataFrame, path: str | Path, summaries: pd.
         Key facts shown at the top (base, weighting, panel size, thresholds...).
     alpha : float
         The FDR level the table was built with (for the legend).
+    labels : mapping, optional
+        Column -> display label (``helpers.config`` labels); default: tidy column names.
+    rule : helpers.stats.core.BaseSizeRule, optional
+        The base-size rule the table was built with (for the legend; default the core's defaults).
     """
+    from .stats import core as C
+
+    rule = rule or C.BaseSizeRule()
     required = {"segment", "segment_name", "family", "attribute", "index_type", "index", "ci_low", "ci_high",
                 "q_value", "significant", "n_unweighted", "n_weighted", "n_effective", "base_flag", "tier"}
     missing = sorted(required - set(table.columns))
@@ -119,15 +134,22 @@ def render_affinity_report(table: pd.DataFrame, path: str | Path, summaries: pd.
     heavy = f"above the {heavy}" if heavy else "above the base's heavy-user cut-off"
     n_sig = int(table["significant"].sum())
     n_sup = int(table["base_flag"].eq("suppressed").sum())
+    n_desc = int(table["descriptive"].fillna(False).astype(bool).sum()) if "descriptive" in table else 0
+    rse_txt = (f", or whose relative standard error on the effective base exceeds {100 * rule.rse_caution:.0f}% "
+               f"(caution) / {100 * rule.rse_suppress:.0f}% (suppressed)" if rule.rse_caution is not None
+               and rule.rse_suppress is not None else "")
     parts.append(
         f"<p>{len(table)} cells; {n_sig} significant after false-discovery-rate control; "
-        f"{n_sup} suppressed for small base.</p>"
+        f"{n_sup} suppressed for small base; {n_desc} descriptive (clustering features, not tested).</p>"
         "<div class='box note'><b>How to read.</b> An index of 100 means the segment looks like the base; "
         "120 means 20% more. <b>&#9650;/&#9660;</b>: significantly above/below the rest of the base "
-        f"(q &lt; {alpha:g}, false-discovery-rate control over the whole table). <b>&dagger;</b>: small base, use with "
-        "caution. <b>&ndash;</b>: suppressed, base too small to report. Hover a cell for its 95% interval, "
-        "unweighted / weighted / effective n and tier. Tiers: index &gt; 120 sweet spot, &lt; 80 "
-        f"de-prioritise.<br><b>Intensity</b> index = segment's average / base average (ratio of means): a "
+        f"(q &lt; {alpha:g}, false-discovery-rate control over the whole table). <b><sup>d</sup></b>: descriptive "
+        "cell of a feature the segments were built from: a segment differs from the rest on its own clustering "
+        "features by construction, so no test is reported (index and interval describe it). "
+        f"<b>&dagger;</b>: small base (fewer than {rule.caution_below} in the cell{html.escape(rse_txt)}), use "
+        f"with caution. <b>&ndash;</b>: suppressed (fewer than {rule.suppress_below}), base too small to report. "
+        "Hover a cell for its 95% interval, unweighted / weighted / effective n, RSE and tier. Tiers: index "
+        f"&gt; {C.TIER_HIGH:g} sweet spot (concentrate), &lt; {C.TIER_LOW:g} de-prioritise.<br><b>Intensity</b> index = segment's average / base average (ratio of means): a "
         "few very heavy users can lift it. <b>Composition</b> index = share of the segment that is a heavy "
         f"user ({html.escape(heavy)}) / share of the base: counts people, ignores how heavy, depends on the "
         "cut-off. <b>Share</b> index = % of segment with the attribute / % of base, among users for whom "
@@ -135,10 +157,10 @@ def render_affinity_report(table: pd.DataFrame, path: str | Path, summaries: pd.
     if summaries is not None and len(summaries):
         parts.append("<h2>What to do with each segment</h2><ul class='sum'>"
                      + "".join(f"<li>{html.escape(s)}</li>" for s in summaries["sentence"]) + "</ul>")
-    for kind, head in [("intensity", "Channel intensity index (ratio of means)"),
-                       ("composition", "Channel composition index (share of heavy users)"),
+    for kind, head in [("intensity", "Behavioural metrics: intensity index (ratio of means)"),
+                       ("composition", "Behavioural metrics: composition index (share of heavy users)"),
                        ("share", "Attribute share index")]:
-        parts.append(f"<h2>{head}</h2>" + crosstab_html(table, kind))
+        parts.append(f"<h2>{head}</h2>" + crosstab_html(table, kind, labels))
     for caption, fig in (figures or {}).items():
         parts.append(f"<h2>{html.escape(caption)}</h2>" + figure_html(fig, caption))
     parts.append("<p class='note'>Generated by helpers.report from the tidy table affinity_table.csv; "
@@ -162,19 +184,24 @@ def _short(attribute: str) -> str:
     return attribute.replace("time_on_", "").replace("_min", " (min/day)").replace("_", " ")
 
 
-def _label(family: str, attribute: str) -> str:
-    """Short row label: channel name, or ``family: value``."""
+def _label(family: str, attribute: str, labels: Mapping[str, str] | None = None) -> str:
+    """Short row label: the metric's label, or ``family: value`` (labels from the run configuration when
+    given, else short names of the default dictionary)."""
+    if labels and family in labels:
+        return str(labels[family]) if family == attribute else f"{labels[family]}: {attribute.replace('_', ' ')}"
     if family == attribute:
         return _short(attribute)
     return f"{SHORT_FAMILY.get(family, family.replace('_', ' '))}: {attribute.replace('_', ' ')}"
 
 
 def heatmap_figure(table: pd.DataFrame, index_type: str = "intensity", families: list[str] | None = None,
-                   title: str | None = None):
+                   title: str | None = None, labels: Mapping[str, str] | None = None, ylabel: str | None = None,
+                   ax=None):
     """Segment x attribute heatmap of one index type, log colour scale centred on 100.
 
-    Cells are annotated with the index, ``*`` when significant after FDR control, ``?`` when the base is
-    "caution"; suppressed cells are blank.
+    Cells are annotated with the index, ``*`` when significant after FDR control, ``d`` when descriptive (a
+    clustering feature, not tested), ``?`` when the base is "caution"; suppressed cells are blank. ``labels``
+    maps columns to display labels (run configuration).
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -184,22 +211,27 @@ def heatmap_figure(table: pd.DataFrame, index_type: str = "intensity", families:
         t = t[t["family"].isin(families)]
     if t.empty:
         raise ValueError(f"no {index_type!r} cells to draw (families={families})")
-    t = t.assign(label=[_label(f, a) for f, a in zip(t["family"], t["attribute"])])
+    t = t.assign(label=[_label(f, a, labels) for f, a in zip(t["family"], t["attribute"])])
+    desc = (t["descriptive"].fillna(False).astype(bool) if "descriptive" in t else pd.Series(False, index=t.index))
     rows = list(dict.fromkeys(t["label"]))
     names = t[["segment", "segment_name"]].drop_duplicates().sort_values("segment")["segment_name"].tolist()
     idx = t.pivot_table(index="label", columns="segment_name", values="index", dropna=False).reindex(
         index=rows, columns=names)
-    ann = t.assign(txt=[("" if not np.isfinite(i) else f"{i:.0f}" + ("*" if s else "") +
+    ann = t.assign(txt=[("" if not np.isfinite(i) else f"{i:.0f}" + ("*" if s else "d" if d else "") +
                          ("?" if b == "caution" else ""))
-                        for i, s, b in zip(t["index"], t["significant"], t["base_flag"])]
+                        for i, s, d, b in zip(t["index"], t["significant"], desc, t["base_flag"])]
                    ).pivot(index="label", columns="segment_name", values="txt").reindex(index=rows, columns=names)
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 0.32 * len(rows) + 1.8))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 0.32 * len(rows) + 1.8))
+    else:
+        fig = ax.figure
     sns.heatmap(np.log2(idx.astype(float) / 100), annot=ann.fillna(""), fmt="", cmap="RdYlGn", vmin=-1.5,
                 vmax=1.5, center=0, ax=ax, linewidths=0.4, annot_kws={"fontsize": 8},
                 cbar_kws={"label": "log2(index / 100): +1 = index 200, -1 = index 50"})
-    ax.set_title(title or f"{index_type.capitalize()} affinity index by segment (* = significant, FDR 5%)")
+    ax.set_title(title or f"{index_type.capitalize()} affinity index by segment (* significant, FDR 5%; "
+                 "d descriptive)")
     ax.set_xlabel("segment")
-    ax.set_ylabel("attribute" if index_type == "share" else "channel metric")
+    ax.set_ylabel(ylabel or ("attribute: value" if index_type == "share" else "behavioural metric (unit)"))
     ax.tick_params(axis="x", labelrotation=30)
     plt.setp(ax.get_xticklabels(), ha="right")
     fig.tight_layout()
@@ -207,11 +239,18 @@ def heatmap_figure(table: pd.DataFrame, index_type: str = "intensity", families:
 
 
 def ranked_bars_figure(table: pd.DataFrame, top: int = 6, index_types: tuple[str, ...] = ("intensity", "share"),
-                       title: str = "Top and bottom significant indices per segment (95% CI)"):
-    """Per-segment ranked bars: the ``top`` highest and lowest significant, reported indices with CIs."""
+                       title: str = "Top and bottom significant indices per segment (95% CI)",
+                       labels: Mapping[str, str] | None = None, include_descriptive: bool = False):
+    """Per-segment ranked bars: the ``top`` highest and lowest significant, reported indices with CIs.
+
+    Descriptive cells (clustering features) are left out unless ``include_descriptive`` (then marked [d]
+    and kept only when their interval excludes 100)."""
     import matplotlib.pyplot as plt
 
-    t = table[table["index_type"].isin(index_types) & table["significant"]].dropna(subset=["index"])
+    desc = (table["descriptive"].fillna(False).astype(bool) if "descriptive" in table
+            else pd.Series(False, index=table.index))
+    clear_desc = desc & ((table["ci_low"] > 100) | (table["ci_high"] < 100)) if include_descriptive else False
+    t = table[table["index_type"].isin(index_types) & (table["significant"] | clear_desc)].dropna(subset=["index"])
     segs = table[["segment", "segment_name"]].drop_duplicates().sort_values("segment")
     ncol = 3
     nrow = int(np.ceil(len(segs) / ncol))
@@ -219,15 +258,16 @@ def ranked_bars_figure(table: pd.DataFrame, top: int = 6, index_types: tuple[str
     for ax, (_, s) in zip(axes.ravel(), segs.iterrows()):
         g = t[t["segment"] == s["segment"]].sort_values("index")
         g = pd.concat([g.head(top // 2), g.tail(top - top // 2)]).drop_duplicates()
-        labels = [_label(f, a) + (" [I]" if k == "intensity" else "")
-                  for f, a, k in zip(g["family"], g["attribute"], g["index_type"])]
+        gd = g["descriptive"].fillna(False).astype(bool) if "descriptive" in g else pd.Series(False, index=g.index)
+        ylabels = [_label(f, a, labels) + (" [I]" if k == "intensity" else "") + (" [d]" if d else "")
+                   for f, a, k, d in zip(g["family"], g["attribute"], g["index_type"], gd)]
         y = np.arange(len(g))
         colours = np.where(g["index"] > 100, "#2a9d4a", "#c0392b")
         ax.barh(y, g["index"] - 100, left=100, color=colours, alpha=0.8)  # bars start at the base (100)
         ax.errorbar(g["index"], y, xerr=[g["index"] - g["ci_low"], g["ci_high"] - g["index"]], fmt="none",
                     ecolor="k", lw=1)
         ax.axvline(100, color="grey", ls="--", lw=1)
-        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_yticks(y, ylabels, fontsize=8)
         ax.set_xscale("log")
         ticks = [t for t in (10, 25, 50, 100, 200, 400, 800) if g["ci_low"].min() / 1.5 <= t <= g["ci_high"].max() * 1.5]
         ax.set_xticks(ticks, [str(t) for t in ticks])
