@@ -184,3 +184,14 @@ def test_presets_readme_documents_every_key():
     for group, ks in (("metrics", _METRIC_KEYS), ("attributes", _ATTR_KEYS), ("outcomes", _OUT_KEYS)):
         for k in ks:
             assert f"{group}[].{k}" in text or f"`{k}`" in text or f"/ `{k}`" in text, (group, k)
+
+
+def test_outcome_sql_matches_indicator():
+    import duckdb
+    df = pd.DataFrame({"monthly_conversions": [0, 2, None], "churned_in_last_90_days": [True, False, None],
+                       "Churn": ["Yes", "No", None]})
+    con = duckdb.connect()
+    con.register("t", df)
+    for o in [*config.load().outcomes_of("conversion", "churn_event"), config.load("telco").outcome("Churn")]:
+        got = [int(x[0]) for x in con.execute(f"SELECT {o.sql()} FROM t").fetchall()]
+        assert got == o.indicator(df).astype(int).tolist(), o.name

@@ -228,17 +228,31 @@ def _csv_records(path: Path, delimiter: str, encoding: str) -> Iterator[tuple[in
 
 
 def _needs_line_map(path: Path, encoding: str) -> bool:
-    """Whether ``record index + 2`` may differ from the physical line: quotes (possible quoted line breaks)
-    or blank lines. A cheap byte scan; a file without either has one record per line."""
+    """Whether ``record index + 2`` may differ from the physical line: a quoted line break (a line break
+    after an odd number of quote characters) or a blank line. A vectorised byte scan (numpy), so files that
+    quote every value but hold one record per line keep the fast path."""
+    import numpy as np
+
     if not codecs.lookup(encoding).name.startswith(("utf-8", "ascii", "iso8859", "cp125", "latin")):
         return True
-    tail = b""
+    parity, prev_nl_end = 0, -2  # quote count parity so far; position just after the previous line break
+    offset = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            buf = tail + chunk
-            if b'"' in buf or b"\n\n" in buf or b"\n\r\n" in buf or b"\r\r" in buf:
-                return True
-            tail = buf[-2:]
+        while chunk := f.read(1 << 24):
+            a = np.frombuffer(chunk, dtype=np.uint8)
+            q = np.cumsum(a == 34, dtype=np.int64) + parity
+            nl = np.flatnonzero(a == 10)
+            if len(nl):
+                if (q[nl] % 2).any():
+                    return True
+                starts = np.concatenate([[prev_nl_end - offset], nl[:-1] + 1])
+                length = nl - starts  # bytes before each line break on its line
+                blank = (length == 0) | ((length == 1) & (a[np.maximum(nl - 1, 0)] == 13))
+                if blank[1:].any() or (blank[0] and prev_nl_end >= 0):
+                    return True
+                prev_nl_end = offset + int(nl[-1]) + 1
+            parity = int(q[-1]) % 2 if len(q) else parity
+            offset += len(chunk)
     return False
 
 
@@ -920,7 +934,7 @@ def ingest_sources(raw_dir: str | Path, delimiter: str = ",", encoding: str = "u
         "match_rate_partner": round(float(joined["_partner_matched"].mean()), 6),
         "match_rate_third_party": round(float(joined["_third_matched"].mean()), 6),
         "source_rows_input": n_rows,
-        "extension_columns": [c.name for c in plan.columns[len(S.COLUMNS):]],
+        "extension_columns": [c.name for c in plan.columns[len(S.COLUMNS):] if c.kind == "text"],
         "observation_date": observation_date,
     }
     return IngestResult(data, quarantine, _report(data, n_input, quarantine, [], extra, plan.columns), plan.columns)
@@ -986,7 +1000,7 @@ def ingest_to_parquet(raw_dir: str | Path, out_dir: str | Path, delimiter: str =
         "match_rate_partner": round(float(stats["partner"]) / n, 6) if n else 0.0,
         "match_rate_third_party": round(float(stats["third"]) / n, 6) if n else 0.0,
         "source_rows_input": n_rows,
-        "extension_columns": names[len(S.COLUMNS):],
+        "extension_columns": [c.name for c in plan.columns[len(S.COLUMNS):] if c.kind == "text"],
         "observation_date": observation_date,
     }
     (out_dir / "ingest_report.json").write_text(json.dumps(rep, indent=2))

@@ -164,6 +164,18 @@ class Outcome:
             return (b == pos).fillna(False).astype(bool)
         return (s.astype("string").str.strip() == str(pos)).fillna(False).astype(bool)
 
+    def sql(self) -> str:
+        """The indicator as a SQL expression (1 when positive, else 0), e.g. ``CASE WHEN "Churn" = 'Yes' ...``."""
+        c = '"' + self.name.replace('"', '""') + '"'
+        pos = self.positive if self.positive is not None else (">0" if self.kind == "value" else True)
+        if isinstance(pos, bool):
+            return f"CASE WHEN {c} = {str(pos).upper()} THEN 1 ELSE 0 END"
+        m = _RULE.match(str(pos))
+        if m:
+            return f"CASE WHEN {c} {m.group(1)} {m.group(2)} THEN 1 ELSE 0 END"
+        text = str(pos).replace("'", "''")
+        return f"CASE WHEN trim(CAST({c} AS VARCHAR)) = '{text}' THEN 1 ELSE 0 END"
+
     @property
     def rule(self) -> str:
         """``"Churn == 'Yes'"``, ``"monthly_conversions > 0"``: the seed definition in words."""
