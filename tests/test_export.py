@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -13,6 +16,12 @@ import pytest
 
 from helpers import artifacts, export
 from helpers.export import AudienceTooSmall, DisallowedColumn, export_audience
+
+
+@pytest.fixture(autouse=True)
+def _no_key_env(monkeypatch):
+    """Every test starts without $AUDIENCE_EXPORT_KEY (the key file is then used)."""
+    monkeypatch.delenv(export.KEY_ENV, raising=False)
 
 
 def _audience(n: int = 150, seed: int = 0) -> pd.DataFrame:
@@ -28,7 +37,7 @@ def _audience(n: int = 150, seed: int = 0) -> pd.DataFrame:
 def test_export_contents_and_manifest(tmp_path):
     aud = _audience()
     paths = export_audience(aud, tmp_path, "affluent", definition={"seed": "segment 3"}, panel_version="abc123",
-                            seed=42, created_at="2026-01-01T00:00:00+00:00")
+                            seed=42, created_at="2026-01-01T00:00:00+00:00", hash_ids=False)
     assert set(paths) == {"csv", "parquet", "manifest"} and all(p.exists() for p in paths.values())
     csv = pd.read_csv(paths["csv"])
     pq = pd.read_parquet(paths["parquet"])
@@ -49,8 +58,10 @@ def test_export_contents_and_manifest(tmp_path):
 
 def test_files_do_not_depend_on_the_clock_or_row_order(tmp_path):
     aud = _audience()
-    a = export_audience(aud, tmp_path / "a", "x", definition="d", created_at="2026-01-01T00:00:00+00:00")
-    b = export_audience(aud.sample(frac=1.0, random_state=1), tmp_path / "b", "x", definition="d")
+    a = export_audience(aud, tmp_path / "a", "x", definition="d", created_at="2026-01-01T00:00:00+00:00",
+                        key_file=tmp_path / "key")
+    b = export_audience(aud.sample(frac=1.0, random_state=1), tmp_path / "b", "x", definition="d",
+                        key_file=tmp_path / "key")
     for kind in ("csv", "parquet"):
         assert a[kind].read_bytes() == b[kind].read_bytes()
     ma, mb = (json.loads(p["manifest"].read_text()) for p in (a, b))
@@ -69,25 +80,80 @@ def test_minimum_size_refusal_writes_nothing(tmp_path):
     assert len(pd.read_csv(paths["csv"])) == 100
 
 
-def test_hashed_ids(tmp_path):
+def test_ids_are_hashed_by_default_with_a_keyed_hash(tmp_path):
+    """Issue 13: unsalted SHA-256 of a guessable id pattern is reversible. The default is HMAC-SHA256 under
+    a per-installation key created on first use outside the export folder (mode 0600); the manifest says
+    which method and where the key came from, never the key."""
+    data = tmp_path / "data"
+    out = data / "exports"
     aud = _audience()
-    plain = export_audience(aud, tmp_path, "h", definition="d", hash_ids=True)
-    salted = export_audience(aud, tmp_path, "s", definition="d", hash_ids=True, salt="pepper")
-    out = pd.read_csv(plain["csv"])
-    assert "user_id" not in out.columns and out.columns[0] == "user_id_sha256"
-    want = {hashlib.sha256(u.encode()).hexdigest() for u in aud["user_id"]}
-    assert set(out["user_id_sha256"]) == want
-    assert not any(u in plain["csv"].read_text() for u in aud["user_id"])  # no raw id anywhere
-    s = pd.read_csv(salted["csv"])
-    assert set(s["user_id_sha256"]) == {hashlib.sha256(("pepper" + u).encode()).hexdigest() for u in aud["user_id"]}
-    assert set(s["user_id_sha256"]).isdisjoint(want)
-    m = json.loads(salted["manifest"].read_text())
-    assert m["id_hashing"] == "sha256-salted" and "pepper" not in salted["manifest"].read_text()
-    with pytest.raises(ValueError, match="salt only makes sense"):
-        export_audience(aud, tmp_path, "bad", definition="d", salt="x")
+    paths = export_audience(aud, out, "h", definition="d")  # no hash_ids argument: hashed by default
+    key_file = data / ".secrets" / "export_key"
+    assert key_file.exists() and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not any(p.name == "export_key" for p in out.rglob("*"))  # the key is not in the export folder
+    key = key_file.read_text().strip().encode()
+    got = pd.read_csv(paths["csv"])
+    assert got.columns[0] == "user_id_hmac" and "user_id" not in got.columns
+    assert set(got["user_id_hmac"]) == {hmac.new(key, u.encode(), hashlib.sha256).hexdigest() for u in aud["user_id"]}
+    # guessing the id pattern and hashing it without the key recovers nothing
+    guesses = {hashlib.sha256(f"U{i:08d}".encode()).hexdigest() for i in range(1, 1000)}
+    assert guesses.isdisjoint(got["user_id_hmac"])
+    assert not any(u in paths["csv"].read_text() for u in aud["user_id"])  # no raw id anywhere
+    m = json.loads(paths["manifest"].read_text())
+    assert m["id_hashing"] == "hmac-sha256" and "key file" in m["id_hashing_detail"]["key_source"]
+    assert key.decode() not in paths["manifest"].read_text()
+    # the same key on the next export: same hashes (exports stay joinable); a second key file is not made
+    again = export_audience(aud, out / "explorer" / "x1", "h2", definition="d")
+    assert set(pd.read_csv(again["csv"])["user_id_hmac"]) == set(got["user_id_hmac"])
+    assert json.loads(again["manifest"].read_text())["id_hashing_detail"]["key_id"] == m["id_hashing_detail"]["key_id"]
+
+
+def test_key_from_the_environment_and_unsafe_key_files(tmp_path, monkeypatch):
+    aud = _audience()
+    monkeypatch.setenv(export.KEY_ENV, "k" * 32)
+    p = export_audience(aud, tmp_path / "exports", "e", definition="d")
+    m = json.loads(p["manifest"].read_text())
+    assert m["id_hashing_detail"]["key_source"] == "$AUDIENCE_EXPORT_KEY" and "k" * 32 not in p["manifest"].read_text()
+    assert not (tmp_path / ".secrets").exists()  # no key file when the environment gives the key
+    want = {hmac.new(b"k" * 32, u.encode(), hashlib.sha256).hexdigest() for u in aud["user_id"]}
+    assert set(pd.read_csv(p["csv"])["user_id_hmac"]) == want
+    monkeypatch.setenv(export.KEY_ENV, "short")
+    with pytest.raises(ValueError, match="at least 16"):
+        export_audience(aud, tmp_path / "exports", "e2", definition="d")
+    monkeypatch.delenv(export.KEY_ENV)
+    loose = tmp_path / "loose_key"
+    loose.write_text("x" * 64)
+    os.chmod(loose, 0o644)
+    with pytest.raises(ValueError, match="readable by other users.*chmod 600"):
+        export_audience(aud, tmp_path / "exports", "e3", definition="d", key_file=loose)
+    raw = export_audience(aud, tmp_path / "exports", "raw", definition="d", hash_ids=False)
+    assert json.loads(raw["manifest"].read_text())["id_hashing"] == "none"
+    with pytest.raises(ValueError, match="key only makes sense"):
+        export_audience(aud, tmp_path, "bad", definition="d", salt="x" * 20, hash_ids=False)
+
+
+def test_third_party_derived_fields_follow_the_policy(tmp_path, small_panel):
+    """Persona names can be built from 3rd-party traits ('renters', 'families'): a segment export carries a
+    neutral label unless the configuration allows 3rd-party-derived fields, and a frame that declares
+    such a field is refused unless allowed."""
+    segs = pd.DataFrame({"user_id": small_panel.data["user_id"].astype(str),
+                         "segment": small_panel.truth["true_segment"].to_numpy(),
+                         "segment_name": small_panel.truth["true_segment_name"].to_numpy()})
+    aud, _ = export.segment_audience(segs, 3)
+    assert set(aud["segment_name"]) == {"segment 3"}
+    named, _ = export.segment_audience(segs, 3, allow_third_party=True)
+    assert set(named["segment_name"]) == {"Affluent family homeowners"}
+    with pytest.raises(DisallowedColumn, match="derived from 2nd/3rd-party"):
+        export_audience(named, tmp_path, "n", definition="d", third_party_fields=("segment_name",))
+    ok = export_audience(named, tmp_path, "n", definition="d", third_party_fields=("segment_name",),
+                         allow_third_party=True, key_file=tmp_path / "k")
+    assert json.loads(ok["manifest"].read_text())["field_policy"]["third_party_derived_fields"] == \
+        "allowed by the configuration"
+    assert export.allow_third_party(None) is False  # the shipped configuration does not allow them
 
 
 @pytest.mark.parametrize("column,match", [("estimated_net_worth", "3rd-party"), ("household_size", "3rd-party"),
+                                          ("traveler_type", "2nd/3rd-party"),
                                           ("email", "may not be exported")])
 def test_disallowed_columns_refused(tmp_path, column, match):
     aud = _audience().assign(**{column: 1})
@@ -105,13 +171,16 @@ def test_bad_input_messages(tmp_path):
         export_audience(aud.assign(user_id=aud["user_id"].where(aud.index != 3)), tmp_path, "x", definition="d")
     with pytest.raises(ValueError, match="'score' must be a finite number; rows \\[5\\]"):
         export_audience(aud.assign(score=aud["score"].where(aud.index != 5)), tmp_path, "x", definition="d")
-    for name in ("../escape", "a/b", "", ".hidden"):
+    for name in ("../escape", "a/b", "", ".hidden", "a\nb", "ok\n", "a\\b"):
         with pytest.raises(ValueError, match="export name"):
             export_audience(aud, tmp_path, name, definition="d")
-    export_audience(aud, tmp_path, "once", definition="d")
+    for bad in ("yesterday", "2026-13-01", "2026-01-01; rm -rf /", "1 Jan 2026"):
+        with pytest.raises(ValueError, match="created_at"):
+            export_audience(aud, tmp_path, "x", definition="d", created_at=bad)
+    export_audience(aud, tmp_path, "once", definition="d", key_file=tmp_path / "k")
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        export_audience(aud, tmp_path, "once", definition="d")
-    export_audience(aud, tmp_path, "once", definition="d", overwrite=True)
+        export_audience(aud, tmp_path, "once", definition="d", key_file=tmp_path / "k")
+    export_audience(aud, tmp_path, "once", definition="d", overwrite=True, key_file=tmp_path / "k")
 
 
 def test_panel_version_tracks_content(small_panel):
@@ -121,8 +190,8 @@ def test_panel_version_tracks_content(small_panel):
     changed = df.copy()
     changed.loc[0, "avg_monthly_spend"] += 1
     assert export.panel_version(changed) != v
-    with pytest.raises(ValueError, match="unified 22-column table"):
-        export.panel_version(df.drop(columns="traveler_type"))
+    own = df.drop(columns="traveler_type")  # a user's own table: every column counts
+    assert export.panel_version(own) == export.panel_version(own.copy()) != v
 
 
 def test_segment_audience(small_panel):
@@ -132,7 +201,7 @@ def test_segment_audience(small_panel):
                          "prob_3": np.where(small_panel.truth["true_segment"] == 3, 0.9, 0.1)})
     aud, definition = export.segment_audience(segs, 3)
     assert len(aud) == int((segs["segment"] == 3).sum()) and (aud["score"] == 0.9).all()
-    assert "segment 3" in definition
+    assert "segment 3" in definition and "thin call" in export.segment_audience.__doc__
     churn = pd.DataFrame({"user_id": segs["user_id"].iloc[:10], "churn_prob_90d": 0.2})
     with pytest.raises(ValueError, match="churn_risk lacks"):
         export.segment_audience(segs, 3, churn)
@@ -156,19 +225,31 @@ def run_dir(tmp_path, small_panel):
     return tmp_path / "data"
 
 
-def test_cli_exports_segment_and_lookalikes(run_dir, capsys):
-    rc = export.main(["--segment", "3", "--name", "seg3", "--data", str(run_dir), "--hash-ids",
+def test_cli_exports_segment_and_lookalikes(run_dir, small_panel, capsys):
+    rc = export.main(["--segment", "3", "--name", "seg3", "--data", str(run_dir),
                       "--seed", "42", "--created-at", "2026-01-01T00:00:00+00:00"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "seg3.csv" in printed and "seg3.manifest.json" in printed
     m = json.loads((run_dir / "exports" / "seg3.manifest.json").read_text())
-    assert m["id_hashing"] == "sha256" and m["seed"] == 42 and len(m["panel_version"]) == 16
-    assert m["size"] == len(pd.read_csv(run_dir / "exports" / "seg3.csv"))
-    assert export.main(["--lookalike", "--top", "250", "--name", "lal", "--data", str(run_dir)]) == 0
+    assert m["id_hashing"] == "hmac-sha256" and m["seed"] == 42 and len(m["panel_version"]) == 16  # hashed by default
+    seg3 = pd.read_csv(run_dir / "exports" / "seg3.csv")
+    assert m["size"] == len(seg3) and set(seg3["segment_name"]) == {"segment 3"}
+    # churned users are not exported (the planted churn flag of the panel), unless asked for
+    df = small_panel.data
+    members = df["user_id"][small_panel.truth["true_segment"].to_numpy() == 3]
+    active = members[~df.loc[members.index, "churned_in_last_90_days"].astype(bool)]
+    assert len(seg3) == len(active) < len(members)
+    assert export.main(["--segment", "3", "--name", "seg3all", "--data", str(run_dir), "--include-churned"]) == 0
+    assert len(pd.read_csv(run_dir / "exports" / "seg3all.csv")) == len(members)
+    assert export.main(["--lookalike", "--top", "250", "--name", "lal", "--data", str(run_dir), "--raw-ids",
+                        "--include-churned"]) == 0
     lal = pd.read_csv(run_dir / "exports" / "lal.csv")
     assert len(lal) == 250 and lal["user_id"].iloc[0] == "U00000101"  # rank 1 = first non-seed user
     assert (lal["segment_name"] == "Seed lookalike").all()
+    assert export.main(["--outcome", "churned_in_last_90_days", "--value", "true", "--name", "gone",
+                        "--data", str(run_dir), "--raw-ids"]) == 0
+    assert len(pd.read_csv(run_dir / "exports" / "gone.csv")) == int(df["churned_in_last_90_days"].sum())
 
 
 def test_cli_refuses_small_audience_with_exit_code_2(run_dir, capsys):
@@ -182,7 +263,35 @@ def test_cli_refuses_small_audience_with_exit_code_2(run_dir, capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--lookalike", "--top-share", "inf", "--name", "x"], "finite share"),
+    (["--lookalike", "--top-share", "nan", "--name", "x"], "finite share"),
+    (["--lookalike", "--top-share", "1e308", "--name", "x"], "finite share"),
+    (["--lookalike", "--name", "a\nb"], "export name"),
+    (["--lookalike", "--name", "ok\n"], "export name"),
+    (["--lookalike", "--name", "../x"], "export name"),
+    (["--lookalike", "--name", "x", "--created-at", "last tuesday"], "ISO 8601"),
+    (["--lookalike", "--name", "x", "--created-at", "2026-01-01\nforged: yes"], "ISO 8601"),
+])
+def test_cli_refuses_bad_arguments_cleanly(run_dir, capsys, args, message):
+    """Issue 13: each of these ended in a raw traceback, a file name with a newline, or free text in the
+    manifest. Now: exit status 2, a one-line reason, nothing written."""
+    with pytest.raises(SystemExit) as e:
+        export.main([*args, "--data", str(run_dir)])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (run_dir / "exports").exists() or not any((run_dir / "exports").iterdir())
+
+
+def test_cli_does_not_create_a_missing_data_folder(tmp_path, capsys):
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(SystemExit) as e:
+        export.main(["--lookalike", "--name", "x", "--data", str(missing)])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert not missing.exists()
+
+
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "helpers.export", "--help"], capture_output=True, text=True,
                          check=True)
-    assert "audience-export" in out.stdout and "--hash-ids" in out.stdout
+    assert "audience-export" in out.stdout and "--raw-ids" in out.stdout and "HMAC" in out.stdout

@@ -14,7 +14,6 @@ import pytest
 
 from helpers import engine as E
 from helpers import generate as G
-from helpers import lookalike as L
 from helpers import scoring as SC
 from helpers.features import FeatureBuilder
 from helpers.ingest import read_text_source
@@ -53,26 +52,18 @@ def gmm_scorer(sample):
     return SC.GMMScorer(seg, fb, [f"Segment {j}" for j in range(seg.n_components_)])
 
 
-@pytest.fixture(scope="module")
-def lookalike_scorer(panel, sample):
-    truth = panel.truth.set_index("user_id").loc[sample["user_id"], "true_segment"].to_numpy()
-    X = L.build_features(sample).X
-    model = L.PropensityLookalike(n_folds=3, refit=True, random_state=0).fit(X, truth == 3)
-    return SC.LookalikeScorer.from_fit(model, sample)
-
-
 def _read(path) -> pd.DataFrame:
     return pd.read_parquet(path).sort_values("user_id").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
-def scored(duckdb_con, spark_con, unified_parquet, gmm_scorer, lookalike_scorer, tmp_path_factory):
-    """GMM and lookalike scores of every user on both engines (different batch sizes on purpose)."""
+def scored(duckdb_con, spark_con, unified_parquet, gmm_scorer, tmp_path_factory):
+    """GMM scores of every user on both engines (different batch sizes on purpose)."""
     out = tmp_path_factory.mktemp("scored")
     res = {}
     for engine, con, batch in [("duckdb", duckdb_con, 700), ("spark", spark_con, 450)]:
         t = E.read_parquet(con, unified_parquet)
-        for model, scorer in [("gmm", gmm_scorer), ("lookalike", lookalike_scorer)]:
+        for model, scorer in [("gmm", gmm_scorer)]:
             path = SC.score(con, t, scorer, out / f"{model}_{engine}", batch_size=batch)
             res[model, engine] = (_read(path), path)
     return res
@@ -88,7 +79,7 @@ def test_gmm_scores_are_identical_on_both_engines_and_in_memory(scored, panel, g
     assert (duck["segment"] == spark["segment"]).all()
     np.testing.assert_allclose(duck[prob + ["entropy"]], spark[prob + ["entropy"]], rtol=1e-9, atol=1e-12)
     # the fitted pipeline applied to the whole frame in memory gives the same numbers
-    mem = SC.score_in_memory(gmm_scorer, panel.data)
+    mem = SC.apply(gmm_scorer, panel.data).sort_values("user_id", kind="mergesort").reset_index(drop=True)
     direct = gmm_scorer.segmenter.predict_proba(gmm_scorer.features.transform(panel.data))
     np.testing.assert_allclose(mem[prob], direct, rtol=1e-9, atol=1e-12)
     assert (mem["segment"] == duck["segment"]).all()
@@ -98,23 +89,9 @@ def test_gmm_scores_are_identical_on_both_engines_and_in_memory(scored, panel, g
     assert truth_scores(duck["segment"].to_numpy(), truth)["ari"] > 0.6
 
 
-def test_lookalike_scores_are_identical_on_both_engines_and_match_the_model(scored, sample, lookalike_scorer):
-    duck, spark = scored["lookalike", "duckdb"][0], scored["lookalike", "spark"][0]
-    assert list(duck.columns) == ["user_id", "score", "raw"]
-    assert (duck["user_id"] == spark["user_id"]).all() and len(duck) == N_USERS
-    np.testing.assert_allclose(duck[["score", "raw"]], spark[["score", "raw"]], rtol=1e-9, atol=1e-12)
-    # on the fitting frame the frozen constants reproduce build_features exactly
-    model = lookalike_scorer.model
-    expected = model.predict_proba(L.build_features(sample).X)
-    got = SC.score_in_memory(lookalike_scorer, sample).set_index("user_id").loc[sample["user_id"], "score"]
-    np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-12)
-    assert 0 <= duck["score"].min() and duck["score"].max() <= 1 and duck["score"].std() > 0.05
-
-
-def test_batch_boundaries_do_not_change_scores(duckdb_con, unified_parquet, gmm_scorer, lookalike_scorer,
-                                               scored, tmp_path):
+def test_batch_boundaries_do_not_change_scores(duckdb_con, unified_parquet, gmm_scorer, scored, tmp_path):
     t = E.read_parquet(duckdb_con, unified_parquet)
-    for model, scorer, batch in [("gmm", gmm_scorer, 97), ("lookalike", lookalike_scorer, 1_999)]:
+    for model, scorer, batch in [("gmm", gmm_scorer, 97), ("gmm", gmm_scorer, 1_999)]:
         ref = scored[model, "duckdb"][0]
         other = _read(SC.score(duckdb_con, t, scorer, tmp_path / model, batch_size=batch))
         pd.testing.assert_frame_equal(other[["user_id"]], ref[["user_id"]])
@@ -141,42 +118,56 @@ def test_score_names_missing_columns(duckdb_con, gmm_scorer):
 
 # --- activation export on either engine ---------------------------------------------------------
 def test_engine_selected_audiences_export_identically(duckdb_con, spark_con, scored, sample, tmp_path):
+    """The selector's engine-side rule (helpers.audience.segment_expr / top_expr, scoring.top_audience a
+    thin call of it) gives the same bytes on both engines and the same cut as ranking in pandas."""
+    from helpers import audience as A
+
     files = {}
     seed_ids = pd.DataFrame({"user_id": sample["user_id"].astype(str)})
     for engine, con in [("duckdb", duckdb_con), ("spark", spark_con)]:
         seg = E.read_parquet(con, scored["gmm", engine][1])
-        look = E.read_parquet(con, scored["lookalike", engine][1])
         exclude = ibis.memtable(seed_ids)  # a temporary view on Spark, nothing written to a warehouse
-        for name, aud in [("seg1", SC.segment_audience(seg, 1)),
-                          ("look", SC.top_audience(look, top=300, label="Seed 3 lookalike", exclude=exclude)),
-                          ("share", SC.top_audience(look, share=0.1, label="Seed 3 lookalike"))]:
+        for name, aud in [("seg1", A.segment_expr(seg, 1)),
+                          ("look", SC.top_audience(seg, top=300, label="Seed lookalike", score_col="prob_0",
+                                                   exclude=exclude)),
+                          ("share", A.top_expr(seg, share=0.1, label="Seed lookalike", score_col="prob_0"))]:
             paths = SC.export_from_engine(aud, tmp_path / engine, name, definition={"test": name},
-                                          created_at="2026-01-01T00:00:00+00:00", seed=1)
+                                          created_at="2026-01-01T00:00:00+00:00", seed=1, hash_ids=False)
             files[engine, name] = paths["csv"].read_bytes()
     for name in ("seg1", "look", "share"):
         assert files["duckdb", name] == files["spark", name], name
-    # the lookalike cut equals ranking in pandas: score desc, user_id asc, seed members excluded
-    scores = scored["lookalike", "duckdb"][0]
+    scores = scored["gmm", "duckdb"][0]
     cand = scores[~scores["user_id"].isin(sample["user_id"])]
-    expected = cand.sort_values(["score", "user_id"], ascending=[False, True], kind="mergesort").head(300)
+    expected = cand.sort_values(["prob_0", "user_id"], ascending=[False, True], kind="mergesort").head(300)
     got = pd.read_csv(tmp_path / "duckdb" / "look.csv")
     assert got["user_id"].tolist() == expected["user_id"].tolist()
     assert len(pd.read_csv(tmp_path / "spark" / "share.csv")) == round(0.1 * N_USERS)
     seg1 = pd.read_csv(tmp_path / "spark" / "seg1.csv")
     assert len(seg1) == (scored["gmm", "duckdb"][0]["segment"] == 1).sum()
-    assert set(seg1["segment_name"]) == {"Segment 1"}
+    assert set(seg1["segment_name"]) == {"segment 1"}  # neutral label: persona names stay home
 
 
 def test_export_from_engine_refuses_oversized_and_tiny_audiences(duckdb_con, scored, tmp_path):
     from helpers.export import AudienceTooSmall
 
-    look = E.read_parquet(duckdb_con, scored["lookalike", "duckdb"][1])
+    seg = E.read_parquet(duckdb_con, scored["gmm", "duckdb"][1])
     with pytest.raises(ValueError, match="more than max_rows=100"):
-        SC.export_from_engine(SC.top_audience(look, top=500, label="x"), tmp_path, "big", definition="d",
-                              max_rows=100)
+        SC.export_from_engine(SC.top_audience(seg, top=500, label="x", score_col="prob_0"), tmp_path, "big",
+                              definition="d", max_rows=100)
     with pytest.raises(AudienceTooSmall):
-        SC.export_from_engine(SC.top_audience(look, top=20, label="x"), tmp_path, "tiny", definition="d")
+        SC.export_from_engine(SC.top_audience(seg, top=20, label="x", score_col="prob_0"), tmp_path, "tiny",
+                              definition="d")
     assert not list(tmp_path.iterdir())
+
+
+def test_removed_selection_copies_stay_removed():
+    """One selector (helpers.audience): the old copies and the unused lookalike scorer are gone."""
+    from helpers import export, lookalike
+
+    for mod, name in [(SC, "LookalikeScorer"), (SC, "score_in_memory"), (SC, "segment_audience"),
+                      (lookalike, "lookalike_audience"), (lookalike, "_NUMERIC_1P")]:
+        assert not hasattr(mod, name), f"{mod.__name__}.{name} should be gone"
+    assert export.segment_audience.__doc__ and "thin call" in export.segment_audience.__doc__
 
 
 # --- chunked out-of-core generation -------------------------------------------------------------

@@ -1,41 +1,78 @@
-"""Activation export: write an audience (segment or lookalikes) as CSV + Parquet + a JSON manifest.
+"""Activation export: write an audience (segment, lookalikes, outcome, ids, query) as CSV + Parquet + a manifest.
 
 :func:`export_audience` is a pure library function (used by notebook 08, the ``audience-export`` command
-line and the web explorer): it validates the audience, enforces the privacy guard -- a minimum audience
-size, an allow-list of exportable columns (no 3rd-party raw attribute can leave), optional SHA-256
-(optionally salted) identifiers -- and returns the paths it wrote. Nothing in the files depends on the wall
-clock; only the manifest's ``created_at`` does.
+line and the web explorer): it validates the audience, enforces the privacy guard and returns the paths it
+wrote. Audiences are chosen by :func:`helpers.audience.select` (the one selector). Nothing in the files
+depends on the wall clock; only the manifest's ``created_at`` does.
+
+**Identifiers are hashed by default** (CLI, Explorer and library alike) with a keyed hash:
+``user_id_hmac = HMAC-SHA256(key, user_id)``. The key is per installation: ``$AUDIENCE_EXPORT_KEY`` when
+set, else the file ``<data>/.secrets/export_key`` (created on first use with 32 random bytes, mode 0600,
+outside the export folder). Without the key nobody can recompute the hashes from guessed ids (unsalted
+SHA-256 of a ``U00000001`` pattern is reversed in milliseconds); with it the same id always gets the same
+hash, so exports stay joinable with each other. The manifest records the method and where the key came
+from, never the key. Raw ids only on request (``hash_ids=False``, CLI ``--raw-ids``).
+
+**Field policy** (what an exported row may carry):
+
+========================  ==========================================================================
+field                     rule
+========================  ==========================================================================
+``user_id_hmac``          always (or ``user_id`` with ``--raw-ids``)
+``score``                 a model score (an opaque number, no attribute value)
+``churn_prob_90d``        the 1st-party churn model's score
+``reason_codes``          plain-language 1st-party traits only (:func:`helpers.lookalike.reason_codes`
+                          leaves 2nd/3rd-party features out)
+``segment_name``          a label: neutral (``"segment 3"``, an outcome's configured label) by default;
+                          persona names are built from profile attributes, some 3rd-party, so they
+                          travel only when the configuration allows 3rd-party-derived fields
+anything else             refused (:class:`DisallowedColumn`); raw 2nd/3rd-party attributes never leave
+========================  ==========================================================================
+
+"Allowed by the configuration" means ``export: {allow_third_party: true}`` in the run configuration.
 
 Command line (``audience-export --help`` or ``python -m helpers.export --help``)::
 
-    audience-export --segment 3 --name affluent_families --hash-ids
+    audience-export --segment 3 --name segment_3
     audience-export --lookalike --top-share 0.05 --name seed_lookalikes --min-size 500
+    audience-export --outcome Churn --value Yes --name churners
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
+import math
 import os
 import re
+import secrets
+import stat
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import schema as S
-
-#: The only columns an activation file may carry (besides the identifier, which may be hashed).
+#: The only columns an activation file may carry (besides the identifier, which is hashed by default).
 ALLOWED_COLUMNS = ("user_id", "segment_name", "score", "reason_codes", "churn_prob_90d")
+#: Columns whose content may be derived from 3rd-party attributes: exported only when allowed.
+THIRD_PARTY_DERIVED = ("segment_name",)
 #: Default minimum audience size: smaller audiences could single people out.
 DEFAULT_MIN_SIZE = 100
-HASHED_ID = "user_id_sha256"
-SALT_ENV = "AUDIENCE_EXPORT_SALT"
+HASHED_ID = "user_id_hmac"
+HASH_METHOD = "hmac-sha256"
+#: environment variable holding the export key (any text of at least 16 characters)
+KEY_ENV = "AUDIENCE_EXPORT_KEY"
+#: kept for callers that pass ``salt=os.environ.get(SALT_ENV)``: the same variable, used as the HMAC key
+SALT_ENV = KEY_ENV
+#: the per-installation key file, relative to the run's data folder (never inside ``exports/``)
+KEY_FILE = Path(".secrets") / "export_key"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 
 
 class AudienceTooSmall(ValueError):
@@ -46,37 +83,156 @@ class DisallowedColumn(ValueError):
     """The audience frame carries a column that may not be exported (e.g. a 3rd-party attribute)."""
 
 
-def sha256_ids(user_ids: pd.Series, salt: str | None = None) -> pd.Series:
-    """Hex SHA-256 of ``salt + user_id`` per identifier (``salt=None``: unsalted, matchable by partners)."""
-    prefix = "" if salt is None else salt
-    return pd.Series([hashlib.sha256((prefix + str(u)).encode("utf-8")).hexdigest() for u in user_ids],
+def key_path(data_dir: str | os.PathLike) -> Path:
+    """The per-installation key file of a run's data folder: ``<data>/.secrets/export_key``."""
+    return Path(data_dir) / KEY_FILE
+
+
+def _data_dir_of(out_dir: Path) -> Path:
+    """The data folder an export folder belongs to: the parent of the nearest ``exports`` ancestor, else
+    the export folder's parent (so the key is never written inside the export folder)."""
+    out = Path(out_dir).resolve()
+    for p in (out, *out.parents):
+        if p.name == "exports":
+            return p.parent
+    return out.parent
+
+
+def export_key(key_file: str | os.PathLike | None = None, *, create: bool = True) -> tuple[bytes, str]:
+    """The HMAC key and where it came from (``"$AUDIENCE_EXPORT_KEY"`` or ``"key file <path>"``).
+
+    ``$AUDIENCE_EXPORT_KEY`` wins when set (at least 16 characters). Otherwise ``key_file`` is read, or
+    created on first use (32 random bytes as hex, mode 0600, its folder 0700). A key file that other
+    users can read is refused: ``chmod 600`` it.
+    """
+    env = os.environ.get(KEY_ENV)
+    if env:
+        if len(env) < 16:
+            raise ValueError(f"${KEY_ENV} is {len(env)} characters long: use at least 16 random characters "
+                             "(e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+        return env.encode("utf-8"), f"${KEY_ENV}"
+    if key_file is None:
+        raise ValueError(f"no export key: set ${KEY_ENV} or give the key file (<data>/{KEY_FILE})")
+    f = Path(key_file)
+    if not f.exists():
+        if not create:
+            raise ValueError(f"the export key file {f} does not exist")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(f.parent, 0o700)
+        try:
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # created concurrently: read it below
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+    mode = stat.S_IMODE(f.stat().st_mode)
+    if mode & 0o077:
+        raise ValueError(f"the export key file {f} is readable by other users (mode {mode:o}); "
+                         f"run: chmod 600 {f}")
+    key = f.read_text(encoding="utf-8").strip()
+    if len(key) < 16:
+        raise ValueError(f"the export key file {f} holds {len(key)} characters; delete it to create a new key "
+                         "(earlier exports then no longer match new ones)")
+    return key.encode("utf-8"), f"key file {f}"
+
+
+def hmac_ids(user_ids: pd.Series, key: bytes) -> pd.Series:
+    """Hex HMAC-SHA256 of each identifier under ``key`` (no key, no way back from a guessed id)."""
+    if not key:
+        raise ValueError("an empty key would make the hashes reversible")
+    return pd.Series([hmac.new(key, str(u).encode("utf-8"), hashlib.sha256).hexdigest() for u in user_ids],
                      index=user_ids.index, name=HASHED_ID, dtype="string")
 
 
-def panel_version(df: pd.DataFrame) -> str:
-    """Content hash of the unified table the audience was built from (16 hex characters)."""
-    missing = set(S.COLUMN_NAMES) - set(df.columns)
-    if missing:
-        raise ValueError(f"panel_version needs the unified 22-column table; missing {sorted(missing)}")
-    from .ingest import table_fingerprint
+def key_id(key: bytes) -> str:
+    """A fingerprint of the key (HMAC of a fixed text, 12 hex characters): tells whether two exports used
+    the same key without revealing it."""
+    return hmac.new(key, b"audience-export key id", hashlib.sha256).hexdigest()[:12]
 
-    return table_fingerprint(df)
+
+def check_created_at(value: str | None) -> str | None:
+    """``value`` if it is an ISO 8601 date or date-time (``2026-01-01``, ``2026-01-01T00:00:00+00:00``)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not _ISO.match(text):
+        raise ValueError(f"created_at {str(value)[:40]!r} is not an ISO 8601 date or date-time "
+                         "(e.g. 2026-01-01 or 2026-01-01T00:00:00+00:00)")
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"created_at {text!r} is not a valid date or time") from None
+    return text
+
+
+def check_name(name: Any) -> str:
+    """An export file stem: 1-100 letters, digits, ``_ . -`` starting with a letter or digit (no path
+    separator, no newline or other control character)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"export name {str(name)[:60]!r} is not allowed: use 1-100 letters, digits, '_', '.', "
+                         "'-' starting with a letter or digit (no '/', '\\', spaces or line breaks)")
+    return name
+
+
+def allow_third_party(config: Any = None) -> bool:
+    """Whether the run configuration allows 3rd-party-derived fields in exports
+    (``export: {allow_third_party: true}``; default False)."""
+    from .audience import load_config
+
+    cfg = load_config(config)
+    raw = getattr(cfg, "raw", None) or {}
+    return bool((raw.get("export") or {}).get("allow_third_party", False))
+
+
+def panel_version(df: pd.DataFrame) -> str:
+    """Content hash of the unified table the audience was built from (16 hex characters).
+
+    The 22-column dictionary's columns when the table has them all (the same value ingestion records),
+    else every column, in order (a user's own table).
+    """
+    from . import schema as S
+
+    if set(S.COLUMN_NAMES) <= set(df.columns):
+        from .ingest import table_fingerprint
+
+        return table_fingerprint(df)
+    h = pd.util.hash_pandas_object(df, index=False).to_numpy()
+    return hashlib.sha256(h.tobytes()).hexdigest()[:16]
 
 
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def validate_audience(audience: pd.DataFrame, min_size: int = DEFAULT_MIN_SIZE) -> pd.DataFrame:
+def _restricted_columns(config: Any = None) -> set[str]:
+    """2nd/3rd-party attribute columns of the configuration (and of the 22-column dictionary)."""
+    from . import schema as S
+    from .audience import load_config
+
+    cols = set(S.THIRD_PARTY) | set(S.SECOND_PARTY)
+    cfg = load_config(config)
+    for a in getattr(cfg, "attributes", None) or []:
+        if a.party in ("2nd", "3rd"):
+            cols.add(a.name)
+    return cols
+
+
+def validate_audience(audience: pd.DataFrame, min_size: int = DEFAULT_MIN_SIZE, *,
+                      allow_third_party: bool = False, third_party_fields: Sequence[str] = (),
+                      config: Any = None) -> pd.DataFrame:
     """Check an audience frame against the export contract and return it in canonical form.
 
     Canonical form: allowed columns in :data:`ALLOWED_COLUMNS` order, ``user_id`` as string, rows sorted
     by descending ``score`` (when present) then ``user_id``, so the same audience gives the same bytes.
+    ``third_party_fields``: columns of this frame whose content derives from 2nd/3rd-party attributes
+    (e.g. a persona ``segment_name``); refused unless ``allow_third_party``.
 
     Raises
     ------
     DisallowedColumn
-        A column outside :data:`ALLOWED_COLUMNS` (3rd-party attributes are named as such).
+        A column outside :data:`ALLOWED_COLUMNS` (2nd/3rd-party attributes are named as such), or a
+        3rd-party-derived field the policy does not allow.
     AudienceTooSmall
         Fewer than ``min_size`` distinct users.
     ValueError
@@ -86,10 +242,17 @@ def validate_audience(audience: pd.DataFrame, min_size: int = DEFAULT_MIN_SIZE) 
         raise TypeError(f"audience must be a pandas DataFrame, got {type(audience).__name__}")
     extra = [c for c in audience.columns if c not in ALLOWED_COLUMNS]
     if extra:
-        third = [c for c in extra if c in S.THIRD_PARTY]
-        why = (f"; {third} are 3rd-party attributes, which are never exported" if third else "")
+        third = [c for c in extra if c in _restricted_columns(config)]
+        why = (f"; {third} are 2nd/3rd-party attributes, which are never exported" if third else "")
         raise DisallowedColumn(f"columns {extra} may not be exported{why}. Allowed columns: "
                                f"{list(ALLOWED_COLUMNS)}; drop the others before exporting.")
+    derived = [c for c in third_party_fields if c in audience.columns]
+    if derived and not allow_third_party:
+        raise DisallowedColumn(
+            f"columns {derived} are derived from 2nd/3rd-party attributes (e.g. persona names built from "
+            "enrichment traits) and the export policy does not allow them; use a neutral label "
+            "(helpers.audience.select does by default) or allow them in the run configuration "
+            "(export: {allow_third_party: true})")
     if "user_id" not in audience:
         raise ValueError("the audience needs a 'user_id' column")
     ids = audience["user_id"]
@@ -124,55 +287,76 @@ def validate_audience(audience: pd.DataFrame, min_size: int = DEFAULT_MIN_SIZE) 
     return out[[c for c in ALLOWED_COLUMNS if c in out]].reset_index(drop=True)
 
 
-def export_audience(audience: pd.DataFrame, out_dir: str | os.PathLike, name: str, *,
-                    definition: str | Mapping[str, object], min_size: int = DEFAULT_MIN_SIZE,
-                    hash_ids: bool = False, salt: str | None = None, panel_version: str | None = None,
-                    seed: int | None = None, created_at: str | None = None,
-                    overwrite: bool = False) -> dict[str, Path]:
+def export_audience(audience: Any, out_dir: str | os.PathLike, name: str, *,
+                    definition: str | Mapping[str, object] | None = None, min_size: int = DEFAULT_MIN_SIZE,
+                    hash_ids: bool = True, salt: str | None = None, key_file: str | os.PathLike | None = None,
+                    panel_version: str | None = None, seed: int | None = None, created_at: str | None = None,
+                    overwrite: bool = False, allow_third_party: bool = False,
+                    third_party_fields: Sequence[str] = (), config: Any = None) -> dict[str, Path]:
     """Write an audience ready for activation: ``<name>.csv``, ``<name>.parquet``, ``<name>.manifest.json``.
 
     Parameters
     ----------
-    audience : pandas.DataFrame
+    audience : pandas.DataFrame or helpers.audience.Audience
         One row per user: ``user_id`` and any of ``segment_name``, ``score``, ``reason_codes``,
-        ``churn_prob_90d`` -- nothing else (:data:`ALLOWED_COLUMNS`; enforced).
+        ``churn_prob_90d`` -- nothing else (:data:`ALLOWED_COLUMNS`; enforced). An ``Audience`` brings
+        its frame and definition.
     out_dir : path
         Folder to write into (created if needed).
     name : str
-        File stem: letters, digits, ``_``, ``.``, ``-`` (max 100), so a web form cannot write elsewhere.
+        File stem (:func:`check_name`), so a web form cannot write elsewhere.
     definition : str or mapping
-        How the audience was built (recorded in the manifest), e.g. the seed definition and model.
+        How the audience was built (recorded in the manifest).
     min_size : int
         Refuse (:class:`AudienceTooSmall`) audiences with fewer users. Default 100.
-    hash_ids : bool
-        Replace ``user_id`` by ``user_id_sha256`` = SHA-256 of ``salt + user_id``.
+    hash_ids : bool, default True
+        Replace ``user_id`` by ``user_id_hmac`` = HMAC-SHA256(key, ``user_id``).
     salt : str, optional
-        Secret salt of the hashes (never written anywhere); only with ``hash_ids``.
+        The key as text (e.g. ``$AUDIENCE_EXPORT_KEY`` read by a caller); default :func:`export_key`.
+    key_file : path, optional
+        The per-installation key file; default ``<data>/.secrets/export_key`` of the data folder
+        ``out_dir`` belongs to.
     panel_version : str, optional
         Content hash of the unified table (:func:`panel_version`), recorded in the manifest.
     seed : int, optional
         Random seed of the run that built the audience, recorded in the manifest.
     created_at : str, optional
-        ISO timestamp for the manifest; default the current UTC time. It is the only wall-clock value:
-        the CSV and Parquet bytes, and every number in the manifest, depend on the inputs alone.
+        ISO 8601 date/time for the manifest (checked); default the current UTC time. It is the only
+        wall-clock value: the CSV and Parquet bytes, and every number in the manifest, depend on the
+        inputs alone.
     overwrite : bool
         Replace existing files of the same name (default: refuse with :class:`FileExistsError`).
+    allow_third_party, third_party_fields, config
+        The field policy (:func:`validate_audience`); ``allow_third_party`` defaults to False.
 
     Returns
     -------
     dict
         ``{"csv": Path, "parquet": Path, "manifest": Path}``.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"export name {name!r} is not allowed: use 1-100 letters, digits, '_', '.', '-' "
-                         "starting with a letter or digit")
+    check_name(name)
+    created_at = check_created_at(created_at)
+    if hasattr(audience, "frame") and hasattr(audience, "definition"):
+        definition = audience.definition if definition is None else definition
+        audience = audience.frame
+    if definition is None:
+        raise ValueError("give the audience's definition (how it was built), recorded in the manifest")
     if salt is not None and not hash_ids:
-        raise ValueError("a salt only makes sense with hash_ids=True")
-    table = validate_audience(audience, min_size)
-    if hash_ids:
-        table.insert(0, HASHED_ID, sha256_ids(table["user_id"], salt))
-        table = table.drop(columns="user_id")
+        raise ValueError("a key only makes sense with hash_ids=True")
+    table = validate_audience(audience, min_size, allow_third_party=allow_third_party,
+                              third_party_fields=third_party_fields, config=config)
     out = Path(out_dir)
+    hashing: dict[str, object] = {"method": "none (raw ids requested)"}
+    if hash_ids:
+        if salt:
+            key, source = salt.encode("utf-8"), f"${KEY_ENV} (passed by the caller)"
+        else:
+            key, source = export_key(key_file if key_file is not None else key_path(_data_dir_of(out)))
+        table.insert(0, HASHED_ID, hmac_ids(table["user_id"], key))
+        table = table.drop(columns="user_id")
+        hashing = {"method": HASH_METHOD, "key_source": source, "key_id": key_id(key),
+                   "note": "keyed hash: the key is never written to an export; the same key gives the same "
+                           "hash for the same id across exports"}
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / f"{name}.csv", "parquet": out / f"{name}.parquet",
              "manifest": out / f"{name}.manifest.json"}
@@ -190,7 +374,11 @@ def export_audience(audience: pd.DataFrame, out_dir: str | os.PathLike, name: st
         "panel_version": panel_version,
         "seed": seed,
         "id_column": HASHED_ID if hash_ids else "user_id",
-        "id_hashing": ("sha256-salted" if salt is not None else "sha256") if hash_ids else "none",
+        "id_hashing": HASH_METHOD if hash_ids else "none",
+        "id_hashing_detail": hashing,
+        "field_policy": {"allowed_columns": list(ALLOWED_COLUMNS),
+                         "third_party_derived_fields": "allowed by the configuration" if allow_third_party
+                         else "not exported (neutral labels; 1st-party reason codes)"},
         "columns": list(table.columns),
         "min_size": int(min_size),
         "segment_names": sorted(table["segment_name"].unique().tolist()) if "segment_name" in table else [],
@@ -200,105 +388,138 @@ def export_audience(audience: pd.DataFrame, out_dir: str | os.PathLike, name: st
     return paths
 
 
+# --- audiences the Explorer and older callers ask for by name --------------------------------------------
+def segment_audience(segments: pd.DataFrame, segment: int, churn_risk: pd.DataFrame | None = None,
+                     allow_third_party: bool = False) -> tuple[pd.DataFrame, str]:
+    """An exportable frame of one segment's members and its definition: a thin call of
+    :func:`helpers.audience.select` (kind ``segment``; neutral label unless ``allow_third_party``).
+
+    Churned users are not removed here (the caller passes no unified table); ``audience-export`` and
+    notebook 08 call the selector with the table, which drops them.
+    """
+    from .audience import select
+
+    aud = select(None, "segment", segments=segments, segment=segment, churn_risk=churn_risk,
+                 include_churned=True, allow_third_party=allow_third_party)
+    if churn_risk is not None and "churn_prob_90d" not in aud.frame:
+        raise ValueError("churn_risk lacks some of the segment's users; rerun 06_churn on this panel")
+    d = aud.definition
+    how = "; score = posterior probability of the segment" if "score" in aud.frame else ""
+    return aud.frame, f"members of GMM segment {d['segment']} (exported label '{aud.frame['segment_name'].iloc[0]}'){how}"
+
+
 # --- command line ---------------------------------------------------------------------------------
+def _share(text: str) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a share such as 0.05") from None
+    if not math.isfinite(q) or not 0 < q <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite share in (0, 1], e.g. 0.05")
+    return q
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of users") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return n
+
+
+def _name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _iso(text: str) -> str:
+    try:
+        return check_created_at(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="audience-export",
-        description="Export a segment or a lookalike audience for activation (CSV + Parquet + manifest), "
-                    "from the artifacts of a pipeline run (segments.parquet / lookalike_scores.parquet).")
+        description="Export an audience for activation (CSV + Parquet + manifest) from the artifacts of a "
+                    "pipeline run. Ids are hashed with HMAC-SHA256 under the installation's key "
+                    f"(${KEY_ENV}, else <data>/{KEY_FILE}, created on first use); already-churned users "
+                    "are left out unless --include-churned.")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--segment", type=int, help="export the members of this GMM segment (04)")
-    what.add_argument("--lookalike", action="store_true",
-                      help="export the best-ranked lookalikes of notebook 08's seed")
+    what.add_argument("--segment", type=int, help="the members of this GMM segment (04)")
+    what.add_argument("--lookalike", action="store_true", help="the best-ranked lookalikes of notebook 08's seed")
+    what.add_argument("--outcome", metavar="COLUMN", help="users whose outcome COLUMN equals --value")
+    what.add_argument("--ids", metavar="FILE", help="the users listed in FILE (one id per line, or a CSV)")
+    what.add_argument("--query", help="a filter such as \"state == 'CA' and household_size >= 3\"")
+    p.add_argument("--value", help="--outcome: the value meaning 'yes' (e.g. Yes, true, 1)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--top-share", type=float, help="lookalikes: share of candidates (e.g. 0.05)")
-    size.add_argument("--top", type=int, help="lookalikes: number of users")
-    p.add_argument("--name", required=True, help="file stem of the export (letters, digits, _ . -)")
-    p.add_argument("--data", default=None, help="pipeline data folder (default $AUDIENCE_DATA_DIR or data/)")
+    size.add_argument("--top-share", type=_share, help="lookalikes: share of candidates in (0, 1] (e.g. 0.05)")
+    size.add_argument("--top", type=_count, help="lookalikes: number of users")
+    p.add_argument("--name", required=True, type=_name, help="file stem of the export (letters, digits, _ . -)")
+    p.add_argument("--data", default=None, help="pipeline data folder (default $AUDIENCE_DATA_DIR or data/); "
+                                                "must exist")
+    p.add_argument("--config", default=None, help="run configuration (default $AUDIENCE_CONFIG or the shipped one)")
     p.add_argument("--out", default=None, help="output folder (default <data>/exports)")
-    p.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE, help="refuse smaller audiences")
-    p.add_argument("--hash-ids", action="store_true", help="write SHA-256 of the ids instead of raw ids")
-    p.add_argument("--salt-env", default=SALT_ENV,
-                   help=f"environment variable holding the hash salt (default {SALT_ENV}; unset: no salt)")
+    p.add_argument("--min-size", type=_count, default=DEFAULT_MIN_SIZE, help="refuse smaller audiences")
+    ids = p.add_mutually_exclusive_group()
+    ids.add_argument("--hash-ids", action="store_true", default=True,
+                     help="write HMAC-SHA256 of the ids (the default)")
+    ids.add_argument("--raw-ids", action="store_true", help="write raw ids instead (only if your policy allows)")
+    p.add_argument("--include-churned", action="store_true", help="keep users who already churned")
     p.add_argument("--seed", type=int, default=None, help="seed of the run, recorded in the manifest")
-    p.add_argument("--created-at", default=None, help="manifest timestamp (default: now, UTC)")
+    p.add_argument("--created-at", type=_iso, default=None,
+                   help="manifest timestamp, ISO 8601 (default: now, UTC)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
     return p
-
-
-def segment_audience(segments: pd.DataFrame, segment: int,
-                     churn_risk: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
-    """An exportable frame of one segment's members and its definition.
-
-    ``segments`` is ``segments.parquet`` (``user_id``, ``segment``, ``segment_name``, ``prob_<k>``); the
-    score is the posterior probability of the segment when ``prob_<segment>`` exists. ``churn_risk``
-    (``user_id``, ``churn_prob_90d``) adds the churn column;
-    users it does not cover make it raise: an export never carries invented values.
-    """
-    missing = {"user_id", "segment", "segment_name"} - set(segments.columns)
-    if missing:
-        raise ValueError(f"segments frame lacks columns {sorted(missing)}; expected segments.parquet (04)")
-    rows = (segments["segment"] == segment).to_numpy()
-    if not rows.any():
-        raise ValueError(f"segment {segment} has no members; segments present: "
-                         f"{sorted(segments['segment'].unique().tolist())}")
-    aud = segments.loc[rows, ["user_id", "segment_name"]].reset_index(drop=True)
-    how = ""
-    if f"prob_{segment}" in segments:
-        aud["score"] = segments.loc[rows, f"prob_{segment}"].to_numpy(float)
-        how = "; score = posterior probability of the segment"
-    if churn_risk is not None:
-        p = aud["user_id"].astype(str).map(churn_risk.set_index(churn_risk["user_id"].astype(str))["churn_prob_90d"])
-        if p.isna().any():
-            raise ValueError(f"churn_risk lacks {int(p.isna().sum())} of the segment's users "
-                             f"(e.g. {aud.loc[p.isna(), 'user_id'].iloc[0]!r}); rerun 06_churn on this panel")
-        aud["churn_prob_90d"] = p.astype(float).to_numpy()
-    return aud, f"members of GMM segment {segment} ({aud['segment_name'].iloc[0]}){how}"
-
-
-def _lookalike_audience(processed: Path, top: int | None, share: float | None) -> tuple[pd.DataFrame, str]:
-    from .artifacts import LOOKALIKE_SCORES, MissingArtifact
-    from .lookalike import lookalike_audience
-
-    f = processed / LOOKALIKE_SCORES
-    if not f.exists():
-        raise MissingArtifact(f"{f} does not exist: it is written by notebook 08_lookalike_activation")
-    scores = pd.read_parquet(f)
-    if top is None and share is None:
-        share = 0.05
-    aud = lookalike_audience(scores, size=top, share=share)
-    how = f"top {top} users" if top is not None else f"top {share:.1%} of candidates"
-    return aud, (f"{how} by lookalike propensity to the seed '{scores['audience'].iloc[0]}' "
-                 "(score = calibrated P(labelled | x))")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``audience-export``: returns 0 on success; prints the paths written.
 
     Exits with status 2 and a one-line message when the export is refused (too small, bad input,
-    missing artifact).
+    missing artifact or folder).
     """
-    from .artifacts import CHURN_RISK, MissingArtifact, load_segments, load_unified
-    from .paths import resolve
+    from .artifacts import CHURN_RISK, MissingArtifact, load_unified
+    from .audience import select
+    from .paths import Paths
 
     parser = _parser()
     a = parser.parse_args(argv)
     if not a.lookalike and (a.top is not None or a.top_share is not None):
         parser.error("--top/--top-share apply to --lookalike only")
-    P = resolve(a.data, None)
-    churn_file = P.processed / CHURN_RISK
-    churn = pd.read_parquet(churn_file) if churn_file.exists() else None
-    salt = os.environ.get(a.salt_env) if a.hash_ids else None
+    if (a.outcome is None) != (a.value is None):
+        parser.error("--outcome and --value go together")
+    data = Path(a.data or os.environ.get("AUDIENCE_DATA_DIR") or Path(__file__).resolve().parents[2] / "data")
+    if not data.is_dir():
+        parser.exit(2, f"audience-export: error: the data folder {data} does not exist; run the pipeline "
+                       "first (make reports) or pass --data <the run's data folder>\n")
+    P = Paths(data.resolve(), data.resolve().parent / "reports")  # nothing is created
     try:
+        churn_file = P.processed / CHURN_RISK
+        churn = pd.read_parquet(churn_file) if churn_file.exists() else None
+        frame = load_unified(P)
+        allowed = allow_third_party(a.config)
+        common = dict(frame=frame, config=a.config, include_churned=a.include_churned,
+                      allow_third_party=allowed, churn_risk=churn)
         if a.lookalike:
-            aud, definition = _lookalike_audience(P.processed, a.top, a.top_share)
+            aud = select(P, "lookalike", top=a.top, top_share=a.top_share, **common)
+        elif a.segment is not None:
+            aud = select(P, "segment", segment=a.segment, **common)
+        elif a.outcome is not None:
+            aud = select(P, "outcome", column=a.outcome, value=a.value, **common)
+        elif a.ids is not None:
+            aud = select(P, "ids", path=a.ids, **common)
         else:
-            aud, definition = segment_audience(load_segments(P), a.segment, churn)
-        version = panel_version(load_unified(P))
-        paths = export_audience(aud, a.out or P.exports, a.name, definition=definition,
-                                min_size=a.min_size, hash_ids=a.hash_ids, salt=salt,
-                                panel_version=version, seed=a.seed, created_at=a.created_at,
-                                overwrite=a.overwrite)
+            aud = select(P, "query", query=a.query, **common)
+        paths = export_audience(aud, a.out or P.exports, a.name, min_size=a.min_size, hash_ids=not a.raw_ids,
+                                key_file=key_path(P.data), panel_version=panel_version(frame), seed=a.seed,
+                                created_at=a.created_at, overwrite=a.overwrite, allow_third_party=allowed,
+                                config=a.config)
     except (ValueError, MissingArtifact, FileExistsError) as e:
         parser.exit(2, f"audience-export: error: {e}\n")
     for kind, path in paths.items():

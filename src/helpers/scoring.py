@@ -21,9 +21,10 @@ The same input gives the same numbers on both engines (tests/test_scoring.py): s
 construction -- features depend only on the row and on constants fixed at fit (scales, imputation
 values, the tenure reference date, the per-user dequantisation hash of ``user_id``), never on the batch.
 
-:func:`segment_audience` and :func:`top_audience` select an activation audience with the engine (ordered by
-score descending, then ``user_id``), and :func:`export_from_engine` collects only that audience and hands
-it to :func:`helpers.export.export_audience` (privacy guard, manifest).
+:func:`helpers.audience.segment_expr` and :func:`helpers.audience.top_expr` (the audience selector's
+engine-side rule; :func:`top_audience` is a thin call of it) select an activation audience with the engine
+(ordered by score descending, then ``user_id``), and :func:`export_from_engine` collects only that audience
+and hands it to :func:`helpers.export.export_audience` (privacy guard, manifest).
 """
 
 from __future__ import annotations
@@ -128,75 +129,6 @@ class GMMScorer:
         return out
 
 
-#: lookalike features whose missing values ``build_features`` fills with the median *of the frame*: the
-#: scorer replaces them with the median of the fitting frame, so a row's score does not depend on its batch
-_MEDIAN_FILLED = {"household_size": "household_size", "education_level": "education_level_score",
-                  "estimated_net_worth": "estimated_net_worth_score"}
-
-
-@dataclass
-class LookalikeScorer:
-    """Calibrated propensity ``P(labelled | x)`` of a fitted :class:`~helpers.lookalike.PropensityLookalike`.
-
-    Build it with :meth:`from_fit` from the frame the model was trained on: the tenure reference date and
-    the medians that fill missing enrichment values are taken from that frame and frozen, so scoring is
-    row-wise. Outputs ``score`` (calibrated) and ``raw`` (the all-rows model's ranking score). The model
-    must be fitted with ``refit=True`` (its all-rows model scores users it has not seen). Users that were
-    in the training frame get the all-rows model's in-sample score, not their out-of-fold score.
-    """
-
-    model: Any
-    reference_date: pd.Timestamp
-    fill: dict[str, float]
-    sources: tuple[str, ...] = ("1st party", "2nd party", "3rd party")
-    input_columns: list[str] = field(init=False)
-    output_schema: list[tuple[str, str]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        from . import schema as S
-
-        if getattr(self.model, "model_", None) is None:
-            raise ValueError("the lookalike model has no all-rows model: fit PropensityLookalike(refit=True)")
-        self.reference_date = pd.Timestamp(self.reference_date)
-        cols = ["age_group", "income_bracket", "customer_since_date", *S.CHANNEL_METRICS, "avg_monthly_spend",
-                "last_seen_days_ago", "support_tickets_raised"]
-        if "2nd party" in self.sources:
-            cols += S.SECOND_PARTY
-        if "3rd party" in self.sources:
-            cols += S.THIRD_PARTY
-        self.input_columns = list(dict.fromkeys(cols))
-        self.output_schema = [("score", "float64"), ("raw", "float64")]
-
-    @classmethod
-    def from_fit(cls, model: Any, fit_frame: pd.DataFrame,
-                 sources: Sequence[str] = ("1st party", "2nd party", "3rd party")) -> "LookalikeScorer":
-        """Freeze the frame-dependent constants of ``lookalike.build_features(fit_frame)``."""
-        from .lookalike import build_features
-
-        f = build_features(fit_frame, sources=tuple(sources))
-        reference = pd.to_datetime(fit_frame["customer_since_date"]).max()
-        fill = {}
-        for src, col in _MEDIAN_FILLED.items():  # median of the observed values, as build_features fills
-            if col in f.X:
-                observed = fit_frame[src].notna().to_numpy()
-                fill[col] = float(f.X.loc[observed, col].median()) if observed.any() else 0.0
-        return cls(model, reference, fill, tuple(sources))
-
-    def features(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """The model matrix of ``batch``, with the frozen reference date and imputation values."""
-        from .lookalike import build_features
-
-        X = build_features(batch, sources=self.sources, reference_date=self.reference_date).X
-        for src, col in _MEDIAN_FILLED.items():
-            if col in X:
-                X.loc[batch[src].isna().to_numpy(), col] = self.fill[col]
-        return X
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        raw = self.model.predict_raw(self.features(batch))
-        return pd.DataFrame({"score": self.model._calibrate(raw), "raw": raw}, index=batch.index)
-
-
 def apply(scorer: Scorer, batch: pd.DataFrame, id_col: str = "user_id") -> pd.DataFrame:
     """Score one pandas batch: ``id_col`` then the scorer's output columns, typed as declared."""
     out = scorer(batch)
@@ -233,7 +165,7 @@ def score(con: Any, table: ibis.Table, scorer: Scorer, out_path: str | os.PathLi
     table : ibis.Table
         Holds ``id_col`` and the scorer's ``input_columns`` (e.g. the unified table).
     scorer : Scorer
-        E.g. :class:`GMMScorer`, :class:`LookalikeScorer`.
+        E.g. :class:`GMMScorer`.
     out_path : path
         Output folder (replaced if it exists).
     columns : sequence of str, optional
@@ -316,59 +248,16 @@ def _score_spark(con: Any, expr: ibis.Table, scorer: Scorer, out: Path, id_col: 
         shared.unpersist()
 
 
-def score_in_memory(scorer: Scorer, df: pd.DataFrame, id_col: str = "user_id") -> pd.DataFrame:
-    """Score a pandas frame in one batch (reference for tests and small panels), sorted by ``id_col``."""
-    return apply(scorer, df, id_col).sort_values(id_col, kind="mergesort").reset_index(drop=True)
-
-
 # --- activation audiences, selected by the engine ------------------------------------------------
-def segment_audience(scores: ibis.Table, segment: int, segment_name: str | None = None,
-                     id_col: str = "user_id") -> ibis.Table:
-    """Members of ``segment`` in a scored table (:class:`GMMScorer` output), as an export-ready expression.
-
-    Columns ``user_id``, ``segment_name``, ``score`` (= ``prob_<segment>``, the posterior probability);
-    ordered by score descending, then ``user_id``.
-    """
-    prob = f"prob_{segment}"
-    if "segment" not in scores.columns or prob not in scores.columns:
-        raise ValueError(f"the scores lack 'segment' or {prob!r}; expected GMMScorer output "
-                         f"(has {list(scores.columns)})")
-    if segment_name is None and "segment_name" not in scores.columns:
-        raise ValueError("give segment_name, or score with GMMScorer(segment_names=...)")
-    members = scores.filter(scores["segment"] == segment)
-    name = ibis.literal(segment_name) if segment_name is not None else members["segment_name"]
-    sel = members.select(user_id=members[id_col].cast("string"), segment_name=name,
-                         score=members[prob].cast("float64"))
-    return sel.order_by([ibis.desc("score"), "user_id"])
-
-
 def top_audience(scores: ibis.Table, *, top: int | None = None, share: float | None = None,
                  label: str, score_col: str = "score", exclude: ibis.Table | None = None,
                  id_col: str = "user_id") -> ibis.Table:
-    """The ``top`` best-scored users (or the top ``share`` of candidates) as an export-ready expression.
+    """Engine-side top-``top`` (or top-``share``) audience: a thin call of :func:`helpers.audience.top_expr`,
+    the selector's rule (score descending, ties by ``user_id``), kept for the benchmarks' scripts."""
+    from .audience import top_expr
 
-    Candidates are the rows of ``scores`` whose ``id_col`` is not in ``exclude`` (e.g. the seed members a
-    lookalike model was trained on). Ranking: ``score_col`` descending, ties by ``user_id`` ascending, so
-    the cut-off is the same on every engine. Columns ``user_id``, ``segment_name`` (= ``label``),
-    ``score``.
-    """
-    if (top is None) == (share is None):
-        raise ValueError("give exactly one of top (users) or share (of candidates)")
-    cand = scores
-    if exclude is not None:
-        ex = exclude.select(_excluded_id=exclude[id_col].cast("string"))
-        cand = cand.anti_join(ex, cand[id_col].cast("string") == ex["_excluded_id"])
-    if share is not None:
-        if not 0 < share <= 1:
-            raise ValueError(f"share must be in (0, 1], got {share}")
-        n_cand = int(cand.count().execute())
-        top = int(round(share * n_cand))
-    n = int(top)
-    if n < 1:
-        raise ValueError(f"audience size {n} must be at least 1")
-    sel = cand.select(user_id=cand[id_col].cast("string"), segment_name=ibis.literal(label),
-                      score=cand[score_col].cast("float64"))
-    return sel.order_by([ibis.desc("score"), "user_id"]).limit(n)
+    return top_expr(scores, top=top, share=share, label=label, score_col=score_col, exclude=exclude,
+                    id_col=id_col)
 
 
 def export_from_engine(audience: ibis.Table, out_dir: str | os.PathLike, name: str, *,
