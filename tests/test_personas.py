@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 
 from helpers.generate import P_PURCHASE, SEGMENT_NAMES
-from helpers.personas import (attribute_index, name_segments, persona_table, plot_persona_cards,
-                              profile_attributes, top_attributes)
+from helpers.personas import (attribute_index, behaviour_vocabulary, name_segments, persona_table,
+                              plot_persona_cards, profile_attributes, top_attributes)
 from helpers.segment import weighted_sizes
 
 
 @pytest.fixture(scope="module")
 def truth_index(small_panel):
     seg = small_panel.truth["true_segment"].to_numpy()
-    return attribute_index(small_panel.data, seg)
+    return attribute_index(small_panel.data, seg, descriptive=())  # planted segments: nothing is circular
 
 
 def test_behaviour_index_matches_planted_affinity(small_panel, truth_index):
@@ -56,7 +56,7 @@ def test_planted_traits_are_significant_over_representations(truth_index):
 def test_no_signal_gives_few_discoveries(small_panel):
     """With random segment labels the BH-controlled tests should flag (almost) nothing."""
     noise = np.random.default_rng(1).integers(0, 5, len(small_panel.data))
-    t = attribute_index(small_panel.data, noise)
+    t = attribute_index(small_panel.data, noise, descriptive=())
     assert t["significant"].mean() < 0.02
     reported = t.dropna(subset=["index"])
     assert len(reported) > 0.8 * len(t) and reported["index"].between(60, 140).mean() > 0.95
@@ -66,7 +66,7 @@ def test_weights_enter_sizes_and_indices(small_panel):
     df = small_panel.data.iloc[:400]
     seg = (df["age_group"] == "18-24").to_numpy().astype(np.int64)
     w = np.where(seg == 1, 3.0, 1.0)
-    t = attribute_index(df, seg, weights=w)
+    t = attribute_index(df, seg, weights=w, descriptive=())
     young = t[(t["attribute"] == "age_group=18-24") & (t["segment"] == 1)].iloc[0]
     n1 = seg.sum()
     assert young["panel_value"] == pytest.approx(3 * n1 / (3 * n1 + (len(df) - n1)))
@@ -113,3 +113,47 @@ def test_profile_attributes_keep_missing_as_missing(small_panel):
     assert values.loc[~miss, [c for c in values if c.startswith("education_level=")]].sum(axis=1).eq(1).all()
     with pytest.raises(ValueError, match="non-empty"):
         profile_attributes(pd.DataFrame())
+
+
+def test_clustering_features_are_descriptive_by_default_and_never_discoveries(small_panel):
+    """Issue 15 item 5: with segments built from the behaviour metrics (as notebook 04 does), persona cards
+    must not present those metrics as significant discoveries; they stay as described, with interval."""
+    from helpers import config
+
+    cfg = config.load(None)
+    seg = small_panel.truth["true_segment"].to_numpy()
+    t = attribute_index(small_panel.data, seg)  # default: the configuration's clustering metrics
+    clustered = {m.name for m in cfg.metrics if m.cluster}
+    d = t[t["column"].isin(clustered)]
+    assert len(d) and d["descriptive"].all() and d["p_value"].isna().all() and not d["significant"].any()
+    assert not t.loc[~t["column"].isin(clustered), "descriptive"].any()
+    names = name_segments(t)  # descriptive behaviour with an interval above 100 still names the segment
+    assert names[2].startswith("Podcast-heavy") and names[0].startswith("Social-first")
+    table = persona_table(t, weighted_sizes(seg), names)
+    assert "[d]" in table.loc[2, "over_represented"] and "95% CI" in table.loc[2, "over_represented"]
+
+
+def test_persona_words_come_from_the_configuration_not_the_channel_columns(small_panel):
+    """A retailer who mapped catalogue spend onto the dictionary's streaming column must not read
+    "Binge-streaming": another configuration gets adjectives and units from its own labels."""
+    from helpers import config
+
+    raw = config.load(None).raw
+    data = {**raw, "name": "catalogue_retailer"}
+    data["metrics"] = [{"name": "time_on_streaming_video_min", "label": "Catalogue spend", "unit": "USD/month",
+                        "kind": "money"},
+                       {"name": "time_on_podcasts_min", "label": "Store visits", "unit": "visits/month",
+                        "kind": "count"}]
+    cfg = config.parse(data)
+    adjectives, units = behaviour_vocabulary(cfg)
+    assert adjectives == {"time_on_streaming_video_min": "High catalogue spend",
+                          "time_on_podcasts_min": "High store visits"}
+    assert units["time_on_streaming_video_min"] == "Catalogue spend, USD/month"
+    seg = small_panel.truth["true_segment"].to_numpy()
+    t = attribute_index(small_panel.data, seg, cfg=cfg, descriptive=())
+    names = name_segments(t)
+    assert not any(w in n for n in names for w in ("Binge", "Podcast", "Social-first", "Deal-seeking"))
+    assert any(n.startswith("High catalogue spend") for n in names)
+    assert set(t.loc[t["kind"] == "mean", "label"]) >= {"Catalogue spend, USD/month", "Store visits, visits/month"}
+    default_adj, _ = behaviour_vocabulary(None)
+    assert default_adj["time_on_streaming_video_min"] == "Binge-streaming"

@@ -185,6 +185,11 @@ def profile_attributes(df: pd.DataFrame, cfg=None) -> tuple[pd.DataFrame, list[A
     return pd.DataFrame(cols, index=df.index), meta
 
 
+def clustering_columns(cfg=None) -> list[str]:
+    """The configuration's metrics that form segments (``cluster: true``): descriptive in persona cards."""
+    return [m.name for m in _run_config(cfg).metrics if getattr(m, "cluster", True)]
+
+
 def _party(party: str) -> str:
     return {"1st": "1st party", "2nd": "2nd party", "3rd": "3rd party"}.get(party, party)
 
@@ -205,9 +210,11 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
     names : sequence of str, optional
         Segment names, copied into the output.
     descriptive : sequence of str, optional
-        Source columns the segments were built from (the clustering features, e.g.
-        ``[m.name for m in cfg.metrics if m.cluster]``): their rows keep index and interval but have no
-        p-value and are never significant. Default: none (e.g. for planted segments).
+        Source columns the segments were built from (the clustering features): their rows keep index and
+        interval but have no p-value and are never significant (a segment differs from the rest on its own
+        clustering features by construction). Default None: the run configuration's metrics marked
+        ``cluster: true`` (what notebook 04 clusters on); pass ``()`` for segments not built from the data
+        (e.g. planted ones).
     cfg : RunConfig, path or None
         Run configuration (attributes, labels, adjectives); None -> ``$AUDIENCE_CONFIG`` or the default.
     rule, alpha
@@ -238,7 +245,7 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
     adjectives, _ = behaviour_vocabulary(cfg)
     k = int(seg.max()) + 1
     values, meta = profile_attributes(df, cfg)
-    desc = set(descriptive or ())
+    desc = set(clustering_columns(cfg) if descriptive is None else descriptive)
     parts = []
     for a in meta:
         est = C.index_table(C.moments(values[a.name].to_numpy(), seg, w, k), np.arange(k),

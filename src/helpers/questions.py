@@ -351,6 +351,30 @@ class AudienceWarehouse:
             sql = ""
         return QuestionResult(table, text, n_aud, int(persons["n"].sum()), sql)
 
+    def observed(self, column: str, table: Any = None) -> bool:
+        """Whether ``column`` exists and has at least one non-missing value (in ``table``, default the panel)."""
+        if column not in self.columns:
+            return False
+        t = self.panel if table is None else table
+        return int(self.backend.execute(t.aggregate(n=t[column].count()))["n"].iloc[0]) > 0
+
+    def ask_or_skip(self, label: str, breakdown: str, *, metrics_path=None, stem: str | None = None,
+                    **kwargs) -> QuestionResult | None:
+        """:meth:`ask`, printing the question and its sizes; a question that cannot be answered (absent column,
+        empty audience) prints why and, given ``metrics_path`` and ``stem``, is recorded as a skipped section
+        (:func:`helpers.metrics.skipped`) instead of stopping the notebook. Returns None when skipped."""
+        try:
+            r = self.ask(breakdown, **kwargs)
+        except ValueError as exc:
+            print(f"{label}: skipped ({exc})")
+            if metrics_path is not None and stem:
+                from . import metrics
+
+                metrics.skipped(metrics_path, stem, f"question {label}", str(exc))
+            return None
+        print(f"{label}: {r.question} | audience n = {r.n_audience:,}, base n = {r.n_base:,}")
+        return r
+
     def _level_order(self, column: str, levels: np.ndarray) -> list[str]:
         spec = S.BY_NAME.get(column)
         cats = list(spec.categories) if spec is not None and spec.categories else []
