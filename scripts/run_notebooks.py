@@ -364,6 +364,8 @@ def take_screenshots(data: Path, out: Path) -> None:
 
 
 # --- main ----------------------------------------------------------------------------------------------
+#: the per-notebook records of the last :func:`main` call (stem, status, seconds, failure, stale), for tests
+last_runs: list[dict] = []
 def build_params(args, data: Path, out: Path) -> dict:
     def path(p):
         return str(Path(p).expanduser().resolve()) if p else None
@@ -420,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
              "html": (nb.stem + ".html") if (out / (nb.stem + ".html")).exists() and nb not in selected else None,
              "ipynb": None, "failure": None, "stale": None} for nb in notebooks]
     by_stem = {r["stem"]: r for r in runs}
+    last_runs[:] = runs
     shown = {k: v for k, v in params.items() if v is not None}
 
     def log(msg: str) -> None:
