@@ -119,8 +119,10 @@ def _panel(small_panel):
 
 def test_persona_card_and_heatmap_show_the_same_index_and_interval(small_panel):
     df = _panel(small_panel)
+    clustered = personas.clustering_columns()  # what 04 clusters on; 07 reads the same list
     aff = A.AffinityIndex(metrics=["time_on_podcasts_min", "avg_monthly_spend"],
-                          attributes=["age_group", "homeowner_status", "partner_purchase_categories"]).fit(df).table_
+                          attributes=["age_group", "homeowner_status", "partner_purchase_categories"],
+                          descriptive=clustered).fit(df).table_
     per = personas.attribute_index(df.drop(columns=["segment", "segment_name", "weight"]),
                                    df["segment"].to_numpy(), weights=df["weight"].to_numpy())
     pairs = [("time_on_podcasts_min", "time_on_podcasts_min", "intensity", "time_on_podcasts_min"),
@@ -132,6 +134,7 @@ def test_persona_card_and_heatmap_show_the_same_index_and_interval(small_panel):
         a = aff[(aff["family"] == fam) & (aff["attribute"] == att) & (aff["index_type"] == kind)].set_index("segment")
         p = per[per["attribute"] == pname].set_index("segment")
         assert (a["base_flag"] == p["base_flag"]).all(), pname
+        assert (a["descriptive"] == p["descriptive"]).all() and (a["tier"] == p["tier"]).all(), pname
         for col in ("index", "ci_low", "ci_high", "p_value"):
             np.testing.assert_allclose(a[col].to_numpy(float), p[col].to_numpy(float), rtol=1e-9, err_msg=pname)
 
