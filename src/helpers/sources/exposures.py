@@ -80,7 +80,7 @@ GEO_HOLDOUT_SHARE = 0.30
 FLIGHT_DAYS = 14
 DEFAULT_WEEKS = 6
 #: the stated objective of the planted optimum: USD per person of the audience over the campaign
-DEFAULT_BUDGET_PER_PERSON = 1.0
+DEFAULT_BUDGET_PER_PERSON = 0.25
 HOURS, WEEKDAYS = 24, 7
 CHUNK_USERS = 100_000
 

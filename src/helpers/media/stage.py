@@ -1,0 +1,207 @@
+"""The media-planning stage (notebook 07c) as a few calls: each returns tables and numbers the notebook shows.
+
+:func:`prepare` finds the run's media tables (or, on a synthetic run whose notebook 00 did not write them,
+generates them from the planted truth, saying so); when there are none it returns a stage with ``ok=False``
+and the reason, and every later call returns ``None``, so the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import attribution as AT
+from . import budget as BU
+from . import daypart as DP
+from . import experiments as XP
+from . import exposures_module
+from . import reach as RC
+from .data import MediaData, available, load_media, missing_reason
+
+
+@dataclass
+class Stage:
+    P: object
+    ok: bool
+    reason: str = ""
+    md: MediaData | None = None
+    users: pd.DataFrame | None = None
+    groups: pd.Series | None = None          # segment label (name) by user_id
+    group_codes: pd.Series | None = None     # segment code by user_id
+    dates: pd.DatetimeIndex | None = None
+    generated_here: bool = False
+    notes: list = field(default_factory=list)
+
+    @property
+    def has_truth(self) -> bool:
+        return self.md is not None and self.md.truth is not None and self.md.users_truth is not None
+
+
+def prepare(P, seed: int = 42) -> Stage:
+    """Load the media tables of run ``P`` (generating them from planted truth when 00 did not)."""
+    from helpers import artifacts
+
+    generated = False
+    if not available(P):
+        truth_file = P.truth / "users_truth.parquet"
+        if truth_file.exists() and (P.processed / artifacts.UNIFIED_PARQUET).exists():
+            users = artifacts.load_unified(P)
+            truth = pd.read_parquet(truth_file)
+            exposures_module().write_exposures((users, truth), P.raw, P.truth, seed)
+            generated = True
+        else:
+            return Stage(P, False, missing_reason(P))
+    users = artifacts.load_unified(P)
+    md = load_media(P, users=users)
+    try:
+        seg = artifacts.load_segments(P)
+        groups = pd.Series(seg["segment_name"].astype(str).to_numpy(), index=seg["user_id"].astype(str))
+        codes = pd.Series(seg["segment"].to_numpy(), index=seg["user_id"].astype(str))
+    except FileNotFoundError:
+        ids = users["user_id"].astype(str)
+        groups = pd.Series("All customers", index=ids)
+        codes = pd.Series(0, index=ids)
+    dates = pd.DatetimeIndex(sorted(pd.to_datetime(md.spend["date"]).unique()))
+    return Stage(P, True, "", md, users, groups, codes, dates, generated)
+
+
+# --- reach ----------------------------------------------------------------------------------------
+def reach_section(S: Stage, seed: int = 0) -> dict | None:
+    if not S.ok:
+        return None
+    md = S.md
+    served = md.assignment.loc[~md.assignment["user_holdout"], "user_id"].astype(str) if md.assignment is not None \
+        else pd.Series(md.exposures["user_id"].astype(str).unique())
+    cube = RC.exposure_cube(md.exposures, served, md.channels, S.dates)
+    g = S.groups.reindex(pd.Index(served)).fillna("unsegmented").to_numpy()
+    curves = RC.reach_curves(cube, md.channels, seed=seed)
+    by_seg = RC.reach_curves(cube, md.channels, groups=g, n_grid=(1, 7, 14, 28), n_draws=4, seed=seed)
+    reached = cube.any(2)
+    dup = RC.duplication(reached, md.channels)
+    err = float((curves["reach_bbd"] - curves["reach_observed"]).abs().max())
+    err_seg = float((by_seg["reach_bbd"] - by_seg["reach_observed"]).abs().max())
+    return {"curves": curves, "by_segment": by_seg, "duplication": dup, "total": RC.total_reach(reached),
+            "bbd_check": RC.published_bbd_check(), "bbd_fit_err": err, "bbd_fit_err_segments": err_seg,
+            "sainsbury_union_err": float((dup["union_sainsbury"] - dup["union_observed"]).abs().max())}
+
+
+# --- budget ---------------------------------------------------------------------------------------
+def target_audience(S: Stage, segment=None) -> tuple[str, pd.Index]:
+    """(name, user ids) of the target segment: ``segment`` (code or name) or the largest one."""
+    if segment is None:
+        name = S.groups.value_counts().index[0]
+    elif segment in set(S.groups):
+        name = segment
+    else:
+        name = S.groups[S.group_codes == segment].iloc[0]
+    return str(name), pd.Index(S.groups.index[S.groups == name])
+
+
+def budget_section(S: Stage, audience_ids, budget_per_person: float = 1.0, seed: int = 0) -> dict | None:
+    """Fit, optimise (conversions and reach), compare with the affinity rule and score against the truth."""
+    if not S.ok:
+        return None
+    model = BU.fit_response(S.md, audience_ids, seed=seed)
+    alloc = BU.optimise(model, budget_per_person, "conversions", seed=seed)
+    alloc_reach = BU.optimise(model, budget_per_person, "reach", effective_frequency=3, seed=seed)
+    rule = BU.affinity_rule(model, budget_per_person)
+    equal = np.full(len(model.channels), budget_per_person / len(model.channels))
+    rows = {"optimised (conversions)": alloc.spend_per_person, "optimised (reach 3+)": alloc_reach.spend_per_person,
+            "affinity rule of thumb": rule, "equal split": equal}
+    out = {"model": model, "alloc": alloc, "alloc_reach": alloc_reach}
+    score = None
+    if S.has_truth:
+        ut = S.md.users_truth.set_index(S.md.users_truth["user_id"].astype(str)).loc[model.users].reset_index(drop=True)
+        days = int(S.md.truth["days"])
+        sc = BU.share_of_planted_optimum(alloc.spend_per_person, ut, budget_per_person, days,
+                                         channels=model.channels)
+        rows["planted optimum"] = pd.Series(sc["optimum"], index=exposures_module().CHANNELS).reindex(
+            model.channels).to_numpy()
+        score = sc
+        sr = BU.share_of_planted_optimum(alloc_reach.spend_per_person, ut, budget_per_person, days, "reach", 3,
+                                         channels=model.channels)
+        out["reach_score"] = sr
+    comp = []
+    for name, x in rows.items():
+        r = {"allocation": name, **{c: x[j] * model.n for j, c in enumerate(model.channels)},
+             "conversions_model": model.conversions(x) * model.n, "reach3_model": model.reach(x, 3)}
+        if score is not None:
+            E = exposures_module()
+            xx = pd.Series(x, index=model.channels).reindex(E.CHANNELS).fillna(0).to_numpy()
+            r["conversions_planted"] = E.true_outcome(xx, ut, days) * model.n
+            r["share_of_planted_optimum"] = E.true_outcome(xx, ut, days) / score["optimum_value"]
+            r["reach3_planted"] = E.true_outcome(xx, ut, days, "reach", 3)
+        comp.append(r)
+    out["comparison"] = pd.DataFrame(comp)
+    out["score"] = score
+    return out
+
+
+# --- daypart, attribution, experiments -------------------------------------------------------------
+def daypart_section(S: Stage) -> dict | None:
+    if not S.ok or S.md.conversions is None:
+        return None
+    cells = DP.cell_counts(S.md.conversions, S.groups, S.dates)
+    fit = DP.fit_profile(cells)
+    out = {"fit": fit, "best": DP.best_cells(fit, 3), "corr": None}
+    if S.has_truth:
+        t = S.md.users_truth.set_index(S.md.users_truth["user_id"].astype(str))["true_segment"]
+        truth = DP.truth_profile(t, S.groups, S.md.truth["response_daypart"])
+        out["truth"] = truth
+        out["corr"] = DP.truth_corr(fit, truth)
+    return out
+
+
+def attribution_section(S: Stage, n_boot: int = 100, seed: int = 0) -> dict | None:
+    if not S.ok or S.md.touch_paths is None:
+        return None
+    res = AT.attribute(S.md.touch_paths, S.md.channels, n_boot=n_boot, seed=seed)
+    out = {"result": res, "errors": None}
+    if S.has_truth:
+        true = S.md.truth["incremental_share"]
+        errs = AT.truth_error(res.table, true)
+        uniform = float(np.mean([abs(1 / len(true) - v) for v in true.values()]))
+        errs = pd.concat([errs, pd.DataFrame([{"method": "uniform (baseline)", "mean_abs_err": uniform,
+                                               "coverage": np.nan}])], ignore_index=True)
+        out["errors"] = errs
+    return out
+
+
+def experiments_section(S: Stage, n_sims: int = 2000, seed: int = 0) -> dict | None:
+    if not S.ok or S.md.conversions is None or S.md.assignment is None:
+        return None
+    a = S.md.assignment
+    ids = a["user_id"].astype(str)
+    conv = S.md.conversions.groupby(S.md.conversions["user_id"].astype(str))["conversions"].sum()
+    y = ids.map(conv).fillna(0).to_numpy(float)
+    pre = pd.to_numeric(S.users.set_index(S.users["user_id"].astype(str))["monthly_conversions"],
+                        errors="coerce").reindex(ids).fillna(0).to_numpy(float) \
+        if "monthly_conversions" in S.users.columns else None
+    treat = ~a["user_holdout"].to_numpy(bool)
+    plain = XP.diff_in_means(y, treat)
+    cuped = XP.diff_in_means(y, treat, pre) if pre is not None else None
+    fpr = XP.aa_false_positive_rate(y[treat], n_sims=n_sims, seed=seed)
+    out = {"plain": plain, "cuped": cuped, "fpr": fpr, "n_sims": n_sims}
+    gd = XP.geo_daily(S.md.conversions, a, S.dates)
+    dark = sorted(a.loc[a["geo_holdout"], "geo"].unique())
+    test_start = S.md.truth["geo_holdout"]["test_start"] if S.has_truth else S.dates[-14]
+    out["geo"] = XP.geo_lift(gd, dark, test_start)
+    base = float(y[~treat].mean())
+    out["sample_size_10pct"] = XP.sample_size_arcsine(min(base, 0.99), min(base * 1.1, 0.999)) if base < 0.9 else None
+    if S.has_truth:
+        ut = S.md.users_truth.set_index(S.md.users_truth["user_id"].astype(str)).reindex(ids)
+        mu0 = ut["expected_baseline_conversions"].to_numpy()
+        mu1 = mu0 + ut["expected_media_conversions"].to_numpy()
+        out["power"] = XP.simulate_rejection(mu0, mu1, treat_share=float(treat.mean()), n_sims=max(n_sims // 2, 500),
+                                             seed=seed)
+        out["fpr_model"] = XP.simulate_rejection(mu0, None, treat_share=float(treat.mean()),
+                                                 n_sims=max(n_sims // 2, 500), seed=seed + 1)
+        planted = S.md.truth["user_holdout"]["lift_abs_per_user"]
+        out["planted_lift"] = planted
+        out["lift_in_ci"] = bool(plain.ci_low <= planted <= plain.ci_high)
+        g = S.md.truth["geo_holdout"]["lift_conversions"]
+        out["planted_geo_lift"] = g
+        out["geo_in_ci"] = bool(out["geo"].ci_low <= g <= out["geo"].ci_high)
+    return out

@@ -1,0 +1,128 @@
+"""Synthetic exposures (planted truth), budget allocation under constraints, dayparting, attribution and
+geo lift on a 4,000-user panel."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.media import budget as BU
+from helpers.media import daypart as DP
+from helpers.media import data as MD
+from helpers.media import experiments as XP
+from helpers.media import exposures_module, plan
+
+E = exposures_module()
+
+
+@pytest.fixture(scope="module")
+def world(small_panel):
+    raw, truth, ut = E.generate_exposures(small_panel, seed=7)
+    return raw, truth, ut, MD.from_frames(raw, truth, ut, small_panel.data)
+
+
+@pytest.fixture(scope="module")
+def model(world):
+    raw, truth, ut, md = world
+    seg = ut["true_segment"].value_counts().index[0]
+    return BU.fit_response(md, ut.loc[ut["true_segment"] == seg, "user_id"])
+
+
+def test_generator_is_seeded_and_complete(small_panel, world):
+    raw, truth, ut, _ = world
+    raw2, truth2, _ = E.generate_exposures(small_panel, seed=7)
+    pd.testing.assert_frame_equal(raw["exposures"], raw2["exposures"])
+    assert set(raw["exposures"]["channel"]) == set(E.CHANNELS)
+    assert raw["exposures"]["hour"].between(0, 23).all()
+    # holdout users are never served; dark geos get nothing in the test window
+    a = raw["media_assignment"]
+    served = set(raw["exposures"]["user_id"])
+    assert not served & set(a.loc[a["user_holdout"], "user_id"])
+    dark = set(a.loc[a["geo_holdout"], "user_id"])
+    late = raw["exposures"][pd.to_datetime(raw["exposures"]["date"]) >= pd.Timestamp(truth["geo_holdout"]["test_start"])]
+    assert not set(late["user_id"]) & dark
+    assert sum(truth["incremental_share"].values()) == pytest.approx(1, abs=1e-5)
+    assert truth["user_holdout"]["lift_abs_per_user"] > 0 and truth["geo_holdout"]["lift_conversions"] > 0
+
+
+def test_planted_optimum_beats_every_single_channel(world):
+    _, truth, ut, _ = world
+    u = ut[ut["true_segment"] == 0]
+    opt = E.planted_optimum(u, 0.25, truth["days"])
+    v = E.true_outcome(opt, u, truth["days"])
+    for j in range(len(E.CHANNELS)):
+        assert v >= E.true_outcome(np.eye(len(E.CHANNELS))[j] * 0.25, u, truth["days"]) - 1e-9
+    assert opt.sum() == pytest.approx(0.25, rel=1e-6)
+
+
+def test_every_constraint_holds_at_the_solution(model):
+    ch = model.channels
+    n = model.n
+    lin = [{"coef": {"video": 1, "linear_tv": 1}, "op": ">=", "rhs": 0.3, "unit": "share"},
+           {"coef": {"social": 1}, "op": "<=", "rhs": 0.1 * 0.25 * n, "unit": "usd"}]
+    a = BU.optimise(model, 0.25, min_spend={"search": 0.05 * n}, max_spend={"display": 0.01 * n},
+                    frequency_cap={"video": 4.0}, linear_constraints=lin)
+    x = a.spend_per_person
+    assert a.feasible and not a.violations
+    assert x.sum() == pytest.approx(0.25, rel=1e-5)
+    j = ch.index
+    assert x[j("search")] >= 0.05 - 1e-6 and x[j("display")] <= 0.01 + 1e-6
+    assert (x[j("video")] + x[j("linear_tv")]) / 0.25 >= 0.3 - 1e-6
+    assert x[j("social")] <= 0.1 * 0.25 + 1e-6
+    assert model.frequency(x, per_channel=True)[j("video")] <= 4.0 + 1e-3
+    # an overall frequency cap (nonlinear constraint)
+    b = BU.optimise(model, 0.25, frequency_cap=6.0)
+    assert model.frequency(b.spend_per_person) <= 6.0 + 1e-3
+
+
+def test_infeasible_constraints_are_reported(model):
+    with pytest.raises(ValueError, match="cannot all hold"):
+        BU.optimise(model, 0.25, min_spend={c: 0.1 * model.n for c in model.channels})
+
+
+def test_optimum_beats_start_points_and_equalises_marginals(model):
+    a = BU.optimise(model, 0.25)
+    assert a.value >= model.conversions(np.full(len(model.channels), 0.25 / len(model.channels))) - 1e-9
+    assert a.value >= model.conversions(BU.affinity_rule(model, 0.25)) - 1e-9
+    used = a.spend_per_person > 1e-3
+    m = a.marginal[used]
+    assert m.max() - m.min() <= 0.05 * m.max()          # interior channels: equal marginal return
+
+
+def test_reach_allocation_scores_against_planted_optimum(world, model):
+    _, truth, ut, _ = world
+    u = ut.set_index("user_id").loc[model.users].reset_index()
+    a = BU.optimise(model, 0.25, "reach", effective_frequency=3)
+    s = BU.share_of_planted_optimum(a.spend_per_person, u, 0.25, truth["days"], "reach", 3)
+    assert s["share"] >= 0.95
+
+
+def test_plan_for_audience_table(world, model):
+    _, _, ut, md = world
+    p = plan.plan_for_audience(md, model.users, budget_total=0.25 * model.n, model=model, n_draws=50)
+    t = p.table.set_index("channel")
+    assert t.loc["Total", "spend_usd"] == pytest.approx(0.25 * model.n, rel=1e-5)
+    assert (t["conversions_low"] <= t["conversions"] + 1e-9).all() and (t["conversions"] <= t["conversions_high"] + 1e-9).all()
+    assert 0 <= t.loc["Total", "reach"] <= 1
+    assert "USD" in p.summary()
+    d = p.as_dict()
+    assert d["table"][-1]["channel"] == "Total"
+
+
+def test_daypart_glm_recovers_planted_profile(world):
+    raw, truth, ut, _ = world
+    dates = pd.date_range(truth["start_date"], periods=truth["days"])
+    g = pd.Series(ut["true_segment"].to_numpy(), index=ut["user_id"])
+    big = g.value_counts().index[:2]
+    g = g[g.isin(big)]
+    fit = DP.fit_profile(DP.cell_counts(raw["campaign_conversions"], g, dates))
+    c = DP.truth_corr(fit, DP.truth_profile(g, g, truth["response_daypart"]))
+    assert (c["corr_glm"] > 0.6).all()
+    assert (c["corr_glm"] > c["corr_raw"]).all()     # shrinkage beats the raw rates
+
+
+def test_geo_lift_interval_covers_planted(world):
+    raw, truth, _, _ = world
+    dates = pd.date_range(truth["start_date"], periods=truth["days"])
+    gd = XP.geo_daily(raw["campaign_conversions"], raw["media_assignment"], dates)
+    g = XP.geo_lift(gd, truth["geo_holdout"]["geos"], truth["geo_holdout"]["test_start"])
+    assert g.ci_low <= truth["geo_holdout"]["lift_conversions"] <= g.ci_high
