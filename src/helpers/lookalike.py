@@ -934,7 +934,8 @@ def explain_importance(importance: pd.DataFrame, profile: pd.Series, features: F
         d = float(profile[col])
         hi, lo = features.reason.get(col, (col, None))
         trait = hi if d > 0 or lo is None else lo
-        out.append(f"{r['label'].capitalize()}: scrambling it lowers the model's AUC by {r['importance']:.3f}; "
+        label = str(r['label'])
+        out.append(f"{label[:1].upper() + label[1:]}: scrambling it lowers the model's AUC by {r['importance']:.3f}; "
                    f"seed members stand out as '{trait}' ({abs(d):.2f} panel SDs "
                    f"{'above' if d > 0 else 'below'} average).")
     return out
