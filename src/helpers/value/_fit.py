@@ -30,18 +30,21 @@ def num_hessian(f: Callable[[np.ndarray], float], x: np.ndarray, step: float = 1
     return H
 
 
-def maximise(negll: Callable[[np.ndarray], float], x0: np.ndarray, what: str) -> optimize.OptimizeResult:
-    """Minimise ``negll`` over unconstrained (log) parameters: BFGS, then a Nelder-Mead polish.
+def maximise(negll: Callable[[np.ndarray], float], x0: np.ndarray, what: str,
+             bounds: Sequence[tuple[float, float]] | None = None) -> optimize.OptimizeResult:
+    """Minimise ``negll`` over unconstrained (log) parameters: BFGS (L-BFGS-B within ``bounds`` on the log
+    scale), then a short Nelder-Mead polish.
 
     The derivative-free restart makes the fit robust to flat ridges (users of ``lifetimes`` report
     non-convergence as their first problem); raises :class:`ConvergenceError` if nothing finite is found.
     """
     best = None
     x = np.asarray(x0, float)
-    for method, opts in (("BFGS", {"gtol": 1e-8, "maxiter": 2000}),
-                         ("Nelder-Mead", {"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20000, "maxfev": 20000})):
+    k = len(x)
+    first = ("L-BFGS-B", {"maxiter": 500}) if bounds is not None else ("BFGS", {"gtol": 1e-8, "maxiter": 500})
+    for method, opts in (first, ("Nelder-Mead", {"xatol": 1e-9, "fatol": 1e-11, "maxfev": 300 * k})):
         with np.errstate(all="ignore"):
-            res = optimize.minimize(negll, x, method=method, options=opts)
+            res = optimize.minimize(negll, x, method=method, options=opts, bounds=bounds)
         if np.isfinite(res.fun) and (best is None or res.fun <= best.fun):
             best = res
             x = res.x
@@ -98,6 +101,8 @@ class MLFitter:
 
     _param_names: Sequence[str] = ()
     _data_cols: Sequence[str] = ()
+    #: optional bounds of the log-parameters (None: unbounded)
+    _log_bounds: Sequence[tuple[float, float]] | None = None
 
     def __init__(self, penalizer: float = 0.0):
         self.penalizer = penalizer
@@ -124,8 +129,10 @@ class MLFitter:
         if len(self._w) != n:
             raise ValueError(f"{what}: weights have {len(self._w)} rows, data {n}")
         x0 = np.log(np.asarray(initial, float)) if initial is not None else self._initial()
-        res = maximise(self._objective, x0, what)
+        res = maximise(self._objective, x0, what, self._log_bounds)
         self._logp = res.x
+        lb = self._log_bounds
+        self.at_bound_ = [n for n, v, b in zip(self._param_names, res.x, lb or []) if min(abs(v - b[0]), abs(v - b[1])) < 1e-3]
         self.params_ = pd.Series(np.exp(res.x), index=list(self._param_names), name="coef")
         self.log_likelihood_ = -float(res.fun)
         self.n_ = float(self._w.sum())

@@ -71,10 +71,13 @@ def _days(ts) -> int:
 
 
 def rfm_summary(transactions, calibration_end, observation_end=None, *, customer: str = "user_id",
-                date: str = "date", amount: str | None = "amount", unit_days: float = 7.0, con=None) -> pd.DataFrame:
+                date: str = "date", amount: str | None = "amount", unit_days: float = 7.0,
+                merge_same_day: bool = True, con=None) -> pd.DataFrame:
     """Per-customer calibration summary (and holdout counts) of a transaction log.
 
-    Purchases on the same day count as one transaction (amounts summed), as in the published CDNOW work.
+    Purchases on the same day count as one transaction (amounts summed), as in the published CDNOW work;
+    ``merge_same_day=False`` counts every row (extra purchases on the first day are repeats at time 0), to
+    match outcomes that count every transaction.
     Customers whose first purchase is after ``calibration_end`` are left out. Times are in units of
     ``unit_days`` days (7 = weeks). Returns columns ``<customer>, first_purchase, frequency`` (repeat
     transactions in the calibration period), ``recency`` (first to last calibration purchase), ``T`` (first
@@ -101,19 +104,22 @@ def rfm_summary(transactions, calibration_end, observation_end=None, *, customer
     obs = _days(observation_end) if observation_end is not None else None
     dd = t[date].cast("date").epoch_days()
     amt = t[amount].cast("float64") if amount else ibis.literal(0.0)
-    daily = t.group_by([t[customer].name(customer), dd.name("d")]).aggregate(amt=amt.sum())
+    daily = t.group_by([t[customer].name(customer), dd.name("d")]).aggregate(amt=amt.sum(), k=ibis._.count())
     first = daily.group_by(customer).aggregate(first=daily.d.min())
     j = daily.join(first, customer)
     j = j.filter(j["first"] <= cal)
     in_cal = j.d <= cal
+    cnt = ibis.literal(1) if merge_same_day else j.k
+    first_amt = j.amt if merge_same_day else j.amt * (j.k - 1) / j.k
     agg = {
         "first": j["first"].min(),
-        "n_cal": in_cal.cast("int64").sum(),
+        "n_cal": ibis.ifelse(in_cal, cnt, 0).sum(),
         "last_cal": ibis.ifelse(in_cal, j.d, ibis.null()).max(),
-        "amt_rep": ibis.ifelse(in_cal & (j.d > j["first"]), j.amt, 0.0).sum(),
+        "amt_rep": ibis.ifelse(in_cal & (j.d > j["first"]), j.amt,
+                               ibis.ifelse(j.d == j["first"], 0.0 if merge_same_day else first_amt, 0.0)).sum(),
     }
     if obs is not None:
-        agg["frequency_holdout"] = ((j.d > cal) & (j.d <= obs)).cast("int64").sum()
+        agg["frequency_holdout"] = ibis.ifelse((j.d > cal) & (j.d <= obs), cnt, 0).sum()
         agg["amount_holdout"] = ibis.ifelse((j.d > cal) & (j.d <= obs), j.amt, 0.0).sum()
     g = j.group_by(customer).aggregate(**agg)
     df = (con.execute(g) if con is not None else g.execute()).sort_values(customer).reset_index(drop=True)

@@ -206,6 +206,9 @@ class ParetoNBDFitter(_CountModel):
     ``mu ~ Gamma(s, beta)``."""
 
     _param_names = ("r", "alpha", "s", "beta")
+    #: s above 50 means no identifiable heterogeneity in dropout (the fit runs off to s, beta -> infinity with
+    #: s / beta fixed, where the hypergeometric terms get slow); ``at_bound_`` then names it
+    _log_bounds = [(-12.0, 8.0), (-12.0, 14.0), (-12.0, float(np.log(50.0))), (-12.0, 18.0)]
 
     def _initial(self):
         return np.log([0.5, max(self._scale / 4, 0.1), 0.5, max(self._scale / 4, 0.1)])

@@ -26,7 +26,8 @@ def plot_period_transactions(model, X: pd.DataFrame, ax=None, max_frequency: int
     obs = np.bincount(np.minimum(x, max_frequency), weights=w, minlength=max_frequency + 1)
     mod = np.bincount(np.minimum(sim, max_frequency), minlength=max_frequency + 1)
     ax.bar(bins - 0.2, obs, width=0.4, label="observed")
-    ax.bar(bins + 0.2, mod, width=0.4, label=f"{type(model).__name__.replace('Fitter', '')} (simulated)")
+    name = {"BetaGeoFitter": "BG/NBD", "ParetoNBDFitter": "Pareto/NBD"}.get(type(model).__name__, type(model).__name__)
+    ax.bar(bins + 0.2, mod, width=0.4, label=f"{name} (simulated)")
     ax.set_xticks(bins, [str(b) for b in bins[:-1]] + [f"{max_frequency}+"])
     ax.set(title="Calibration fit: customers by number of " + label, xlabel=f"{label} in calibration period (count)",
            ylabel="customers (count)")

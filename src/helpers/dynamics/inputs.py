@@ -1,0 +1,29 @@
+"""Where the long tables of the engagement/value stage come from: ``processed/<name>.parquet`` (validated by
+01_ingest) when present, else ``raw/<name>.parquet`` (as the sources delivered it), else None."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..paths import Paths
+
+
+def long_path(P: Paths, name: str) -> Path | None:
+    """Path of long table ``name`` (``monthly_activity``, ``transactions``), processed first, or None."""
+    for folder in (P.processed, P.raw):
+        f = folder / f"{name}.parquet"
+        if f.exists():
+            return f
+    return None
+
+
+def load_long(P: Paths, name: str) -> pd.DataFrame | None:
+    """The long table as pandas (``user_id`` as str), or None when neither copy exists."""
+    f = long_path(P, name)
+    if f is None:
+        return None
+    df = pd.read_parquet(f)
+    df["user_id"] = df["user_id"].astype(str)
+    return df
