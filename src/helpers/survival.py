@@ -179,7 +179,8 @@ _LOG_KINDS = {"minutes", "count", "money"}
 
 def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
                       duration: pd.Series | None = None, parties: Sequence[str] = ("1st",),
-                      max_levels: int = 12, leak_threshold: float = 0.8) -> pd.DataFrame:
+                      max_levels: int = 12, leak_threshold: float = 0.8, include_metrics: bool = True
+                      ) -> pd.DataFrame:
     """Numeric survival covariates from the run configuration (``helpers.config``), not from column names.
 
     * behavioural metrics (``cfg.metrics``): ``log1p`` of kinds minutes / count / money, as-is otherwise;
@@ -188,6 +189,10 @@ def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
       ``max_levels`` levels are skipped), ``ordinal`` as the position in the declared categories, ``bool`` as
       0/1, ``int`` as a number; ``multi`` is skipped;
     * segment dummies when ``segments`` is given (reference: the largest segment).
+
+    ``include_metrics=False`` leaves the behavioural metrics out: they are snapshots at the observation date,
+    so a model fitted on *past* months (:func:`monthly_churn_risk`) must not see them (a customer who closed
+    last month has no minutes today, which would teach the model that no minutes means closing).
 
     Columns that play another role (id, dates, churn outcomes, the survival duration/event) are never used. A
     column with missing values is skipped; one whose rank correlation with ``duration`` exceeds
@@ -220,7 +225,7 @@ def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
                 return
         out[name] = v.to_numpy()
 
-    for m in getattr(cfg, "metrics", []) or []:
+    for m in (getattr(cfg, "metrics", []) or []) if include_metrics else []:
         if m.name in roles or m.name not in df:
             continue
         x = pd.to_numeric(df[m.name], errors="coerce")
@@ -650,7 +655,7 @@ def c_index(model, frame: pd.DataFrame) -> float:
 
 
 def concordance_interval(durations, risk, events, n_boot: int = 200, seed: int = 0,
-                         max_rows: int | None = 3_000, level: float = 0.95) -> dict[str, float]:
+                         max_rows: int | None = 1_500, level: float = 0.95) -> dict[str, float]:
     """Harrell's C of a higher-is-riskier ``risk`` with a percentile bootstrap interval (rows resampled
     with replacement, ``n_boot`` times, seeded). Above ``max_rows`` rows each replicate resamples only
     ``max_rows`` rows (an m-out-of-n bootstrap) and its deviation from the estimate is rescaled by
