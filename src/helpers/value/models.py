@@ -232,18 +232,52 @@ class ParetoNBDFitter(_CountModel):
         with np.errstate(divide="ignore", invalid="ignore"):
             return l1 + np.log(-np.expm1(np.minimum(l2 - l1, 0.0)))
 
+    _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(64)
+
+    @classmethod
+    def _log_A0_quad(cls, r, alpha, s, beta, x, tx, T_):
+        """log A0 by quadrature: A0 = (r+s+x) * integral over (t_x, T] of (alpha+t)^-(r+x) (beta+t)^-(s+1) dt.
+
+        In u = log(alpha + t) and then y = exp(-c (u - u0)) with c = max(r+x-1, 0.5), the integrand's
+        exponential decay is absorbed and what is left is smooth, so 64 Gauss-Legendre nodes suffice; used
+        where the hypergeometric series converges slowly (|alpha - beta| close to beta + t_x)."""
+        x, tx, T_ = (np.asarray(v, float)[:, None] for v in (x, tx, T_))
+        u0, u1 = np.log(alpha + tx), np.log(alpha + T_)
+        c = np.maximum(r + x - 1, 0.5)
+        span = -np.expm1(-c * (u1 - u0))                      # 1 - y1
+        y = 1 - span * (cls._NODES[None, :] + 1) / 2            # nodes on [y1, 1]
+        u = u0 - np.log(y) / c
+        logh = -(r + x - 1 - c) * u - (s + 1) * np.log(beta - alpha + np.exp(u))
+        with np.errstate(divide="ignore"):
+            lw = np.log(cls._WEIGHTS)[None, :] + np.log(span / 2)
+        from scipy.special import logsumexp
+        li = -c[:, 0] * u0[:, 0] - np.log(c[:, 0]) + logsumexp(logh + lw, axis=1)
+        return np.log(r + s + x[:, 0]) + li
+
+    @classmethod
+    def _log_A0_any(cls, r, alpha, s, beta, x, tx, T_):
+        x, tx, T_ = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, float)) for v in (x, tx, T_)))
+        z = abs(alpha - beta) / (max(alpha, beta) + tx)
+        slow = z > 0.9
+        out = np.empty(len(x))
+        if (~slow).any():
+            out[~slow] = cls._log_A0(r, alpha, s, beta, x[~slow], tx[~slow], T_[~slow])
+        if slow.any():
+            out[slow] = cls._log_A0_quad(r, alpha, s, beta, x[slow], tx[slow], T_[slow])
+        return np.where(tx >= T_, -np.inf, out)
+
     @classmethod
     def _negll_vec(cls, logp, x, tx, T_):
         r, alpha, s, beta = np.exp(logp)
         A1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
         A2 = np.logaddexp(-(r + x) * np.log(alpha + T_) - s * np.log(beta + T_),
-                          np.log(s) - np.log(r + s + x) + cls._log_A0(r, alpha, s, beta, x, tx, T_))
+                          np.log(s) - np.log(r + s + x) + cls._log_A0_any(r, alpha, s, beta, x, tx, T_))
         return -(A1 + A2)
 
     def _log_odds_dead(self, x, tx, T_, p=None):
         r, alpha, s, beta = self.params_.to_numpy() if p is None else p
         return (np.log(s) - np.log(r + s + x) + (r + x) * np.log(alpha + T_) + s * np.log(beta + T_)
-                + self._log_A0(r, alpha, s, beta, x, tx, T_))
+                + self._log_A0_any(r, alpha, s, beta, x, tx, T_))
 
     def conditional_probability_alive(self, frequency, recency, T, params=None) -> np.ndarray:
         """P(alive at T | x, t_x, T) = 1 / (1 + s/(r+s+x) (alpha+T)^(r+x) (beta+T)^s A0)."""
