@@ -147,3 +147,35 @@ def test_customer_value_intervals_and_segments():
     assert (t["clv_low"] < t["clv_mean"]).all() and (t["clv_mean"] < t["clv_high"]).all()
     assert t.set_index("segment").loc["frequent", "clv_mean"] > t.set_index("segment").loc["rare", "clv_mean"]
     assert abs(t["value_share"].sum() - 1) < 1e-9
+
+
+def test_pareto_quadrature_agrees_with_hypergeometric_path():
+    """The two ways of computing log A0 agree where both are usable (the quadrature takes over where the
+    series converges slowly, |alpha - beta| close to beta + t_x)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 60, 400).astype(float)
+    T = rng.uniform(20, 100, 400)
+    tx = T * rng.uniform(0.05, 0.99, 400)
+    for prm in [(0.55, 10.6, 0.6, 11.7), (0.9, 3.0, 1.4, 20.0), (0.75, 2.1, 10.0, 3200.0), (2.0, 30.0, 0.5, 1.0)]:
+        a = V.ParetoNBDFitter._log_A0(*prm, x, tx, T)
+        b = V.ParetoNBDFitter._log_A0_quad(*prm, x, tx, T)
+        assert np.abs(a - b).max() < 2e-5, prm
+
+
+def test_rfm_summary_same_day_rule_and_holdout():
+    tx = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b", "c"],
+                       "date": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-15", "2024-03-01",
+                                               "2024-01-08", "2024-02-20"]),
+                       "amount": [10.0, 30.0, 20.0, 5.0, 7.0, 9.0]})
+    s = V.rfm_summary(tx, "2024-01-31", "2024-03-31", unit_days=1).set_index("user_id")
+    # c's first purchase is after the calibration end: left out
+    assert list(s.index) == ["a", "b"]
+    assert s.loc["a", "frequency"] == 1 and s.loc["a", "recency"] == 14 and s.loc["a", "T"] == 30
+    assert s.loc["a", "monetary_value"] == 20.0 and s.loc["a", "frequency_holdout"] == 1
+    assert s.loc["b", "frequency"] == 0 and s.loc["b", "recency"] == 0 and s.loc["b", "monetary_value"] == 0
+    k = V.rfm_summary(tx, "2024-01-31", unit_days=1, merge_same_day=False).set_index("user_id")
+    # counting every row: the second purchase of 1 January is a repeat at time 0
+    assert k.loc["a", "frequency"] == 2 and k.loc["a", "recency"] == 14
+    assert k.loc["a", "monetary_value"] == pytest.approx((20.0 + 20.0) / 2)
+    with pytest.raises(KeyError, match="lacks column"):
+        V.rfm_summary(tx.drop(columns="amount"), "2024-01-31")
