@@ -207,11 +207,22 @@ def describe_failure(exc: BaseException) -> dict:
     return info
 
 
+def locate_cell(nb_path: Path, source: str) -> int | None:
+    """1-based position of the cell with ``source`` in the notebook as committed (None if not found)."""
+    try:
+        cells = nbformat.read(nb_path, as_version=4).cells
+    except Exception:  # noqa: BLE001
+        return None
+    hits = [i for i, c in enumerate(cells, 1) if c.cell_type == "code" and c.source.strip() == source.strip()]
+    return hits[0] if len(hits) == 1 else None
+
+
 def cell_label(info: dict) -> str:
-    """``In [5] (cell 6 of the executed notebook)``, or where a failure happened that is not in a cell."""
+    """``In [5] (cell 9 of notebooks/01_ingest.ipynb)``, or where a failure happened that is not in a cell."""
     if info["cell_index"] is None:
         return "before any cell ran (kernel or notebook file)"
-    return f"In [{info['exec_count']}] (cell {info['cell_index'] + 1} of the executed notebook)"
+    where = f" (cell {info['cell_number']} of {info['notebook']})" if info.get("cell_number") else ""
+    return f"In [{info['exec_count']}]{where}"
 
 
 def short_message(info: dict, limit: int = 600) -> str:
@@ -460,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             r["seconds"] = time.perf_counter() - t0
             r.update(status="failed", failure=describe_failure(exc),
                      restored=bool(tx.moved) or tx.old_metrics is not None)
+            if r["failure"]["source"]:
+                r["failure"].update(cell_number=locate_cell(nb, r["failure"]["source"]),
+                                    notebook=f"{nb.parent.name}/{nb.name}")
             for w in tx.rollback():
                 log(f"warning: {w}")
             html_path = export_html(executed) if executed.exists() else None

@@ -121,7 +121,7 @@ def test_failed_stage_keeps_nothing_and_later_stages_turn_stale(stand_in_noteboo
     assert stale["02_panel_weighting_fusion"]["run_marker"] == 1 and stale["04_segment_gmm"]["run_marker"] == 1
     index = (P.reports / "index.html").read_text()
     top = index[:index.index("<h2>Stages</h2>")]
-    assert "Run failed in 02_panel_weighting_fusion, In [4] (cell 5 of the executed notebook)" in top
+    assert "Run failed in 02_panel_weighting_fusion, In [4] (cell 4 of notebooks/02_panel_weighting_fusion.ipynb)" in top
     assert "ValueError: planted failure: margins file /x/population_margins.csv does not exist" in top
     assert "Traceback" not in index and "not run (an earlier stage failed)" in index
     assert "weights.parquet is stale" in index
