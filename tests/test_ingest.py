@@ -597,3 +597,10 @@ def test_ingest_meta_round_trip(tmp_path):
     write_ingest_meta(tmp_path, {"observation_date": "2026-06-30", "panel_version": "abc"})
     assert read_ingest_meta(tmp_path)["panel_version"] == "abc"
     assert read_ingest_meta(tmp_path / "nope") == {}
+
+
+def test_control_character_in_a_header_name(tmp_path):
+    """Found by the fuzz: a NUL byte in the header surfaced as a raw pandas ValueError."""
+    (tmp_path / "h.csv").write_bytes(b"user_id,age\x00_group\nU1,18-24\n")
+    with pytest.raises(IngestError, match=r"h.csv: header field 2 \('age\\x00_group'\) contains a control character"):
+        ingest_table(tmp_path / "h.csv")

@@ -150,6 +150,13 @@ def _check_header(path: Path, names: list[str]) -> None:
         raise IngestError(path, f"header field(s) {', '.join(map(str, empty))} have no name (header: "
                           f"{', '.join(repr(n) for n in names)})", rows=[1],
                           expected="a name for every column (remove trailing delimiters or name the column)")
+    import re
+
+    bad = [(i, n) for i, n in enumerate(names, 1) if re.search(r"[\x00-\x1f\x7f]", n)]
+    if bad:
+        raise IngestError(path, f"header field {bad[0][0]} ({bad[0][1]!r}) contains a control character", rows=[1],
+                          expected="printable column names (a NUL or control byte in the header: is the file "
+                          "damaged, or not text?)")
     seen: dict[str, int] = {}
     for i, n in enumerate(names, 1):
         if n in seen:
@@ -205,13 +212,16 @@ def sniff_csv(path: str | Path, required: list[str] | None = None, delimiter: st
 
 
 def _csv_records(path: Path, delimiter: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
-    """``(physical first line, fields)`` of every record after the header, blank lines skipped.
+    """``(physical first line, fields)`` of every record after the header, blank lines skipped. Lines are
+    counted by line feeds.
 
     A strict CSV parse (RFC 4180 quoting with doubled quotes); raises :class:`IngestError` naming the line
     of a quoting error.
     """
     csv.field_size_limit(2**31 - 1)
-    with open(path, encoding=encoding, newline="") as f:
+    # newline="\n": a physical line ends at a line feed (as in grep -n, wc -l, editors' line numbers); a carriage
+    # return inside a value does not start a new line
+    with open(path, encoding=encoding, newline="\n") as f:
         r = csv.reader(f, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
         prev = 0
         try:
@@ -222,6 +232,10 @@ def _csv_records(path: Path, delimiter: str, encoding: str) -> Iterator[tuple[in
                 if rec:
                     yield start, rec
         except csv.Error as e:
+            if "new-line character seen in unquoted field" in str(e):
+                raise IngestError(path, "a carriage return (\\r) inside an unquoted value", rows=[prev + 1],
+                                  expected="values that contain line breaks enclosed in double quotes (or the stray "
+                                  "carriage returns removed)") from None
             raise IngestError(path, f"broken quoting ({e})", rows=[prev + 1],
                               expected='values with quotes, delimiters or line breaks enclosed in double quotes, '
                               'inner quotes doubled ("")') from None
