@@ -195,3 +195,16 @@ def test_outcome_sql_matches_indicator():
     for o in [*config.load().outcomes_of("conversion", "churn_event"), config.load("telco").outcome("Churn")]:
         got = [int(x[0]) for x in con.execute(f"SELECT {o.sql()} FROM t").fetchall()]
         assert got == o.indicator(df).astype(int).tolist(), o.name
+
+
+def test_readme_generated_blocks_are_current():
+    """The README's dictionary table and Telco configuration are generated (scripts/update_readme.py)."""
+    import importlib.util
+
+    from helpers.paths import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("update_readme", REPO_ROOT / "scripts" / "update_readme.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert mod.render(readme) == readme, "README is stale: run scripts/update_readme.py"
+    assert mod.telco_block() in readme and "make reports CONFIG=src/helpers/config/presets/telco.yaml" in readme
