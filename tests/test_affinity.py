@@ -124,7 +124,7 @@ def test_share_index_recovers_planted_partner_affinities(fitted, small_panel):
             if r["significant"]:
                 agree.append(np.sign(r["index"] - 100) == np.sign(true - 100))
     # mean coverage over 12 seeds was 0.955 (calibrated for 'ok' and 'caution' cells); single panels vary
-    assert len(inside) >= 60 and np.mean(inside) >= 0.8
+    assert len(inside) >= 50 and np.mean(inside) >= 0.8  # reported cells (count and RSE rules)
     assert len(agree) >= 30 and np.mean(agree) == 1.0
 
 
@@ -382,3 +382,27 @@ def _kernel() -> str:
         if spec["spec"]["argv"][0] == sys.executable:
             return name
     pytest.skip(f"no Jupyter kernel runs {sys.executable}: run `make setup`")
+
+
+def test_a_real_table_through_its_own_configuration(external_data):
+    """IBM Telco with its configuration: metrics, families, types and labels come from the YAML, nothing from
+    the synthetic dictionary (SeniorCitizen is a 0/1 flag there: one "yes" share, not categories "0"/"1")."""
+    from helpers import config
+
+    cfg = config.load("telco")
+    df = pd.read_csv(external_data / "telco_churn" / "Telco-Customer-Churn.csv")
+    df["TotalCharges"] = pd.to_numeric(df["TotalCharges"], errors="coerce")
+    df["segment"] = df["Contract"].map({"Month-to-month": 0, "One year": 1, "Two year": 2})
+    cols = A.run_columns(cfg, df.columns)
+    assert cols["metrics"] == ["MonthlyCharges", "TotalCharges"] and "n_services" in cols["absent"]
+    est = A.AffinityIndex(metrics=cols["metrics"], attributes=cols["attributes"], types=cols["types"],
+                          descriptive=["MonthlyCharges"]).fit(df, weight_col=None, name_col=None)
+    t = est.table_
+    senior = t[t["family"] == "SeniorCitizen"]
+    assert senior["attribute"].unique().tolist() == ["yes"]
+    internet = t[t["family"] == "InternetService"]["attribute"].unique().tolist()
+    assert internet == ["DSL", "Fiber optic", "No"]
+    two_year = t[(t["family"] == "Contract") & (t["attribute"] == "Two year")].set_index("segment")
+    assert two_year.loc[2, "index"] == pytest.approx(100 / (df["Contract"] == "Two year").mean())
+    assert t.loc[t["family"] == "MonthlyCharges", "descriptive"].all()
+    assert cols["labels"]["MonthlyCharges"] == "Monthly charges (USD/month)"

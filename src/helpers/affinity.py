@@ -190,7 +190,20 @@ def _metric_aggregates(table, metrics: Sequence[str], cuts: Mapping[str, float])
     return aggs
 
 
-def _family_values(table, column: str, engine: str):
+def _kind(column: str, types: Mapping | None = None) -> tuple[str, tuple[str, ...]]:
+    """(type, categories) of an attribute: from ``types`` (the run configuration's attribute types, e.g.
+    ``{a.name: (a.type, a.categories) for a in cfg.attributes}``), else the data dictionary, else a
+    categorical column with the categories it holds."""
+    if types and column in types:
+        kind, cats = types[column]
+        return str(kind), tuple(cats or ())
+    spec = S.BY_NAME.get(column)
+    if spec is not None:
+        return spec.kind, tuple(spec.categories or ())
+    return "category", ()
+
+
+def _family_values(table, column: str, engine: str, types: Mapping | None = None):
     """(observed, value) Ibis expressions of an attribute family and whether it is multi-valued.
 
     The value is the category as text: household size banded ``1..5`` (``5`` means 5+), booleans ``yes``/``no``,
@@ -199,14 +212,14 @@ def _family_values(table, column: str, engine: str):
     import ibis
 
     col = table[column]
-    spec = S.BY_NAME.get(column)
+    kind, _ = _kind(column, types)
     if column == "household_size":
         v = col.cast("float64")
         return _finite(v), ibis.least(v, 5.0).round().cast("int64").cast("string"), False
-    if spec is not None and spec.kind == "multi":
+    if kind == "multi":
         sep = re.escape(S.MULTI_SEP) if engine == "spark" else S.MULTI_SEP  # Spark's split takes a regex
         return col.notnull(), _distinct_tokens(col.cast("string").split(sep), engine), True
-    if spec is not None and spec.kind == "bool":
+    if kind == "bool":
         b = col.cast("boolean")
         return b.notnull(), b.ifelse("yes", "no"), False
     return col.notnull(), col.cast("string"), False
@@ -227,7 +240,8 @@ def _distinct_tokens(arr, engine: str):
 _ITEM, _FV, _TOT = "\x1e", "\x1f", "\x1d"  # separators of the long layout (control characters)
 
 
-def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: str, layout: str | None = None):
+def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: str, layout: str | None = None,
+                     types: Mapping | None = None):
     """One query: per family, segment and value the unweighted count and sums of ``w``, ``w^2``.
 
     Multi-valued families also get a row per segment with the totals over users with the column observed
@@ -245,7 +259,7 @@ def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: st
     if layout == "long":
         items = []
         for column in columns:
-            obs, value, multi = _family_values(table, column, engine)
+            obs, value, multi = _family_values(table, column, engine, types)
             pre = ibis.literal(column + _FV)
             if multi:  # a totals item, then every token prefixed with its family
                 raw = table[column].cast("string")
@@ -271,7 +285,7 @@ def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: st
         raise ValueError(f"layout must be 'union' or 'long', got {layout!r}")
     parts = []
     for column in columns:
-        obs, value, multi = _family_values(table, column, engine)
+        obs, value, multi = _family_values(table, column, engine, types)
         sub = table.filter(obs).select(seg_=table[segment_col], val_=value, w_=w, w2_=w2)
         if multi:
             parts.append(sub.group_by("seg_").aggregate(
@@ -286,14 +300,14 @@ def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: st
     return expr, (lambda res: res.assign(tot_=res["tot_"].astype(bool)))
 
 
-def _family_categories(column: str, values: Sequence[str]) -> list[str]:
-    spec = S.BY_NAME.get(column)
+def _family_categories(column: str, values: Sequence[str], types: Mapping | None = None) -> list[str]:
+    kind, cats = _kind(column, types)
     if column == "household_size":
         return HOUSEHOLD_BANDS
-    if spec is not None and spec.kind == "bool":
+    if kind == "bool":
         return ["yes"]
-    if spec is not None and spec.categories:
-        return list(spec.categories)
+    if cats:
+        return list(cats)
     return sorted(str(v) for v in values)
 
 
@@ -398,6 +412,9 @@ class AffinityIndex:
         :func:`clustering_features`): their cells keep index and interval but get no p-value, are left out
         of the FDR family and are never significant (``descriptive`` column True). A segment differs from
         the rest on its own clustering features by construction, so a test there says nothing.
+    types : mapping, optional
+        Attribute column -> ``(type, categories)`` from the run configuration (``category``, ``ordinal``,
+        ``multi``, ``bool``); default: the data dictionary's (:mod:`helpers.schema`), else categorical.
 
     Attributes
     ----------
@@ -430,6 +447,7 @@ class AffinityIndex:
     tier_low: float = C.TIER_LOW
     tier_high: float = C.TIER_HIGH
     descriptive: Sequence[str] = ()
+    types: Mapping | None = None
 
     def fit(self, data, segment_col: str = "segment", weight_col: str | None = "weight",
             name_col: str | None = "segment_name", base=None, *, engine: str | None = None, con=None,
@@ -524,7 +542,7 @@ class AffinityIndex:
                     f"{100 * self.heavy_quantile:.0f}th percentile)",
                     C.flag_moments(g("n"), g("t"), g("t2"), g("hn"), g("ht"), g("ht2")), True)
         if self.attributes:  # one query: a group-by per attribute family over segment x value
-            expr, decode = _attribute_query(table, segment_col, self.attributes, self.engine_)
+            expr, decode = _attribute_query(table, segment_col, self.attributes, self.engine_, types=self.types)
             res = decode(con.execute(expr))
             seg_index = pd.Index(labels)
             for column in self.attributes:
@@ -543,7 +561,7 @@ class AffinityIndex:
                     tot = vals.groupby("seg_")[["n", "t", "t2"]].sum()
                 tot = tot.reindex(seg_index).astype(float).fillna(0.0)
                 present = set(by_cell.index.get_level_values(0))
-                for c in _family_categories(column, sorted(present)):
+                for c in _family_categories(column, sorted(present), self.types):
                     if c in present:
                         cell = by_cell.loc[c].reindex(seg_index).astype(float).fillna(0.0)
                         n_c, t_c, t2_c = (cell[k].to_numpy() for k in ("n", "t", "t2"))
@@ -783,7 +801,8 @@ def run_columns(cfg, columns: Sequence[str]) -> dict:
     dict
         ``metrics`` (declared behavioural metrics present), ``attributes`` (declared category / ordinal /
         multi-valued / boolean attributes present, plus ``household_size`` banded), ``labels`` (column ->
-        label with unit), ``short`` (column -> label without unit) and ``absent`` (declared, not present).
+        label with unit), ``short`` (column -> label without unit), ``types`` (attribute -> (type,
+        categories), for :class:`AffinityIndex`) and ``absent`` (declared, not present).
     """
     have = set(columns)
     metrics = [m.name for m in cfg.metrics if m.name in have]
@@ -792,7 +811,8 @@ def run_columns(cfg, columns: Sequence[str]) -> dict:
     declared = [m.name for m in cfg.metrics] + [a.name for a in cfg.attributes]
     labels = {c: cfg.label(c) for c in declared}
     short = {c: cfg.label(c, unit=False) for c in declared}
-    return {"metrics": metrics, "attributes": attributes, "labels": labels, "short": short,
+    types = {a.name: (a.type, tuple(a.categories)) for a in cfg.attributes}
+    return {"metrics": metrics, "attributes": attributes, "labels": labels, "short": short, "types": types,
             "absent": [c for c in declared if c not in have]}
 
 
