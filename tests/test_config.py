@@ -208,3 +208,17 @@ def test_readme_generated_blocks_are_current():
     readme = (REPO_ROOT / "README.md").read_text()
     assert mod.render(readme) == readme, "README is stale: run scripts/update_readme.py"
     assert mod.telco_block() in readme and "make reports CONFIG=src/helpers/config/presets/telco.yaml" in readme
+
+
+def test_stage_needs_follow_the_configuration(tmp_path):
+    for name in ("default", "telco"):
+        cfg = config.load(name)
+        for stage in config.STAGE_NEEDS:
+            cfg.require_stage(stage)  # both shipped configurations serve every stage
+    bare = config.load(_write(tmp_path, "id: u\nattributes:\n  - {name: a, type: bool}\n"))
+    assert bare.missing("metrics", "attributes", "survival") == ["metrics", "survival"]
+    with pytest.raises(MissingRole, match="stage 04_segment_gmm needs column role 'metrics'"):
+        bare.require_stage("04_segment_gmm")
+    with pytest.raises(MissingRole, match="stage 06_churn_survival needs column role 'survival'"):
+        bare.require_stage("06_churn_survival")
+    bare.require_stage("99_unknown")

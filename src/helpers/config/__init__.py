@@ -68,6 +68,20 @@ ROLES = {
 }
 
 
+#: What each stage needs from the run configuration (README "Bring your own data"). A stage calls
+#: ``cfg.require_stage(stem)``; roles in brackets are alternatives (one of them is enough).
+STAGE_NEEDS: dict[str, tuple] = {
+    "01_ingest": ("id",),
+    "02_panel_weighting_fusion": ("id",),          # margins optional: none -> weights 1
+    "04_segment_gmm": ("id", "metrics"),
+    "05_segment_hier": ("id", "metrics"),
+    "06_churn_survival": ("id", "survival"),
+    "06b_engagement_value": ("id",),               # long tables (monthly_activity, transactions) are its inputs
+    "07_affinity": ("id", "metrics", "attributes"),
+    "08_lookalike_activation": ("id", "metrics"),  # seed: an outcome (seed_outcome) or a file of ids
+}
+
+
 class ConfigError(ValueError):
     """A run configuration is invalid: the message names the file, the key and what is expected."""
 
@@ -375,6 +389,14 @@ class RunConfig:
         for r in roles:
             if not self.has(r):
                 raise MissingRole(stage, r, self.path)
+
+    def missing(self, *roles: str) -> list[str]:
+        """The roles (or columns) among ``roles`` that the configuration does not declare."""
+        return [r for r in roles if not self.has(r)]
+
+    def require_stage(self, stage: str) -> None:
+        """:meth:`require` the roles :data:`STAGE_NEEDS` lists for ``stage`` (nothing for unlisted stages)."""
+        self.require(stage, *STAGE_NEEDS.get(stage, ()))
 
     # variants ------------------------------------------------------------------------------------
     def with_overrides(self, delimiter: str | None = None, encoding: str | None = None,
@@ -713,5 +735,5 @@ def load(path: str | os.PathLike | RunConfig | None = None) -> RunConfig:
 
 
 __all__ = ["load", "parse", "preset", "RunConfig", "Metric", "Attribute", "Outcome", "Dates", "Survival",
-           "Weighting", "Input", "Derived", "ConfigError", "MissingRole", "ROLES", "DEFAULT_PATH", "PRESETS",
+           "Weighting", "Input", "Derived", "ConfigError", "MissingRole", "ROLES", "STAGE_NEEDS", "DEFAULT_PATH", "PRESETS",
            "tidy_title"]
