@@ -1,10 +1,21 @@
-"""Synthetic sources with planted truth: the built-in demo data of the pipeline.
+"""Synthetic sources with planted truth: the built-in demo data of the pipeline (façade).
 
-A latent-segment model generates a customer base whose behaviour, partner (2nd-party) and enrichment
-(3rd-party) attributes, and churn times depend on a hidden segment. :func:`generate_panel` returns the
-unified 22-column table, the per-user truth and the model's parameters; :func:`write_sources` splits it
-into the separate files a company would hold (CRM, engagement, billing, activity, support, partner file
-+ match table, enrichment file + match table) and saves the truth beside them.
+The world itself lives in :mod:`helpers.sources` (one module per source: world and segments,
+behaviour, monthly waves, transactions, places, future outcomes); this module keeps the public API.
+:func:`generate_panel` returns the unified 22-column snapshot - *derived from the monthly waves* at the
+observation date - the per-user truth and the model's parameters, plus the long tables (monthly
+activity, transactions), the extension columns (``state``, ``gender``, noise metrics), the latent paths
+and the future outcomes. :func:`write_sources` splits it into the separate files a company would hold and
+saves the truth beside them; :func:`write_sources_chunked` does the same out of core.
+
+How the snapshot follows from the waves (observation month = the month of the observation date):
+
+* ``time_on_*_min``: the observation month's average minutes per day (its "last 30 days");
+* ``monthly_conversions``: purchases per month averaged over the last 3 months since sign-up, rounded
+  half up (a conversion is a purchase of the transaction log);
+* ``avg_monthly_spend``: billed purchases per month averaged over the last 12 months since sign-up;
+* ``last_seen_days_ago``: days from the last active day (or the sign-up day) to the observation date;
+* ``churned_in_last_90_days``: the business rule ``last_seen_days_ago > 90`` (not the latent state).
 
 Everything is vectorised and driven by one ``numpy.random.Generator`` seeded from ``seed``; the
 observation date is a parameter, never the wall clock.
@@ -14,6 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,151 +36,70 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from . import schema as S
+from .sources import behaviour as _B
+from .sources import places as _PL
+from .sources import transactions as _TX  # noqa: F401  (documented module of the log)
+from .sources import waves as _W
+from .sources import world as _WD
+from .sources.world import (HOUSEHOLD_EXTRA_MEAN, HOUSEHOLD_MAX, INCLUSION_BY_AGE,  # noqa: F401
+                            INCLUSION_BY_SEGMENT, K, MAX_TENURE_DAYS, MIN_TENURE_DAYS, P_AGE,
+                            P_CHILDREN_IF_HH3, P_EDU, P_EVENTS, P_INCOME, P_INTENT, P_MARITAL, P_NET_WORTH,
+                            P_OWNER, P_PURCHASE, P_TRAVELER, PARTNER_MATCH_BY_SEGMENT, POP_SHARES,
+                            SEGMENT_NAMES, THIRD_PARTY_ITEM_MISSING, THIRD_PARTY_MATCH_BY_AGE, TICKET_RATE,
+                            World, WorldConfig)
 
 DEFAULT_OBSERVATION_DATE = "2026-06-30"
+STATES = _W.STATES
 
-# --- the latent-segment model -------------------------------------------------------------------
-SEGMENT_NAMES = [
-    "Social-first young adults",
-    "Binge-streaming renters",
-    "Podcast-heavy commuters",
-    "Affluent family homeowners",
-    "Low-engagement seniors",
-    "Deal-seeking power shoppers",
-]
-K = len(SEGMENT_NAMES)
-#: population share of each segment
-POP_SHARES = np.array([0.18, 0.20, 0.15, 0.17, 0.18, 0.12])
-#: median minutes/day (social, streaming video, podcasts) and median spend (USD/month) per segment
-MEDIAN_MINUTES = np.array([
-    [150.0, 60.0, 5.0],
-    [45.0, 200.0, 8.0],
-    [30.0, 40.0, 90.0],
-    [25.0, 90.0, 25.0],
-    [8.0, 30.0, 4.0],
-    [80.0, 25.0, 15.0],
-])
-MEDIAN_SPEND = np.array([25.0, 45.0, 60.0, 150.0, 35.0, 90.0])
-LOG_SD = 0.5  # within-segment sd of log minutes and log spend
-CONVERSION_RATE = np.array([1.0, 1.5, 2.0, 4.0, 0.5, 9.0])
-CONVERSION_LOG_SD = 0.3
-TICKET_RATE = np.array([0.8, 1.2, 0.7, 1.0, 2.2, 1.5])
-
-# P(category | segment); rows are segments, columns follow the schema's category order.
-P_AGE = np.array([
-    [0.55, 0.30, 0.08, 0.04, 0.02, 0.01],
-    [0.20, 0.40, 0.22, 0.10, 0.05, 0.03],
-    [0.08, 0.35, 0.30, 0.17, 0.07, 0.03],
-    [0.02, 0.15, 0.35, 0.30, 0.13, 0.05],
-    [0.01, 0.03, 0.06, 0.15, 0.30, 0.45],
-    [0.10, 0.30, 0.28, 0.18, 0.09, 0.05],
-])
-P_INCOME = np.array([
-    [0.35, 0.35, 0.18, 0.07, 0.04, 0.01],
-    [0.15, 0.35, 0.28, 0.13, 0.07, 0.02],
-    [0.05, 0.20, 0.30, 0.25, 0.15, 0.05],
-    [0.01, 0.04, 0.12, 0.25, 0.33, 0.25],
-    [0.25, 0.35, 0.22, 0.10, 0.06, 0.02],
-    [0.08, 0.22, 0.30, 0.22, 0.13, 0.05],
-])
-P_TRAVELER = np.array([  # business, leisure, adventure, budget, luxury, non_traveler
-    [0.03, 0.25, 0.25, 0.35, 0.02, 0.10],
-    [0.05, 0.30, 0.10, 0.30, 0.05, 0.20],
-    [0.40, 0.25, 0.10, 0.10, 0.10, 0.05],
-    [0.15, 0.35, 0.10, 0.05, 0.30, 0.05],
-    [0.02, 0.30, 0.02, 0.16, 0.05, 0.45],
-    [0.10, 0.30, 0.15, 0.25, 0.15, 0.05],
-])
-# P(attribute present | segment) for the multi-valued columns (columns follow the schema's order)
-P_PURCHASE = np.array([  # electronics fashion groceries home_garden beauty sports books toys automotive travel
-    [0.45, 0.60, 0.30, 0.05, 0.45, 0.25, 0.15, 0.03, 0.05, 0.20],
-    [0.55, 0.25, 0.40, 0.10, 0.15, 0.15, 0.35, 0.05, 0.08, 0.10],
-    [0.40, 0.20, 0.35, 0.15, 0.10, 0.30, 0.55, 0.10, 0.15, 0.35],
-    [0.35, 0.35, 0.60, 0.60, 0.25, 0.30, 0.25, 0.55, 0.30, 0.30],
-    [0.10, 0.10, 0.55, 0.40, 0.10, 0.05, 0.30, 0.05, 0.10, 0.05],
-    [0.60, 0.55, 0.50, 0.35, 0.40, 0.35, 0.20, 0.25, 0.25, 0.25],
-])
-P_EVENTS = np.array([  # concerts sports theatre comedy festivals conferences family_events
-    [0.55, 0.25, 0.05, 0.25, 0.45, 0.03, 0.03],
-    [0.30, 0.30, 0.10, 0.30, 0.15, 0.05, 0.05],
-    [0.25, 0.20, 0.25, 0.35, 0.10, 0.45, 0.05],
-    [0.20, 0.45, 0.30, 0.10, 0.05, 0.15, 0.60],
-    [0.05, 0.10, 0.30, 0.05, 0.02, 0.01, 0.15],
-    [0.35, 0.35, 0.10, 0.20, 0.25, 0.10, 0.20],
-])
-P_INTENT = np.array([  # auto home furniture appliances electronics travel luxury_goods
-    [0.05, 0.03, 0.10, 0.05, 0.35, 0.20, 0.10],
-    [0.10, 0.05, 0.15, 0.10, 0.30, 0.15, 0.05],
-    [0.20, 0.10, 0.10, 0.10, 0.20, 0.35, 0.10],
-    [0.30, 0.25, 0.30, 0.30, 0.20, 0.30, 0.30],
-    [0.08, 0.05, 0.10, 0.20, 0.05, 0.10, 0.03],
-    [0.25, 0.10, 0.25, 0.25, 0.45, 0.25, 0.25],
-])
-P_EDU = np.array([  # less_than_hs hs some_college bachelors graduate
-    [0.08, 0.35, 0.40, 0.15, 0.02],
-    [0.08, 0.32, 0.32, 0.22, 0.06],
-    [0.02, 0.10, 0.20, 0.43, 0.25],
-    [0.02, 0.10, 0.18, 0.40, 0.30],
-    [0.15, 0.40, 0.25, 0.13, 0.07],
-    [0.05, 0.25, 0.30, 0.28, 0.12],
-])
-P_MARITAL = np.array([  # single married partnered divorced widowed
-    [0.75, 0.05, 0.18, 0.01, 0.01],
-    [0.50, 0.20, 0.22, 0.07, 0.01],
-    [0.35, 0.40, 0.15, 0.08, 0.02],
-    [0.05, 0.80, 0.08, 0.06, 0.01],
-    [0.10, 0.45, 0.05, 0.15, 0.25],
-    [0.30, 0.45, 0.12, 0.11, 0.02],
-])
-P_OWNER = np.array([0.10, 0.20, 0.50, 0.88, 0.75, 0.55])
-P_NET_WORTH = np.array([  # <50k 50k-100k 100k-250k 250k-500k 500k-1m 1m+
-    [0.60, 0.25, 0.10, 0.04, 0.01, 0.00],
-    [0.40, 0.30, 0.18, 0.08, 0.03, 0.01],
-    [0.10, 0.20, 0.30, 0.25, 0.10, 0.05],
-    [0.03, 0.07, 0.20, 0.30, 0.25, 0.15],
-    [0.15, 0.20, 0.30, 0.20, 0.10, 0.05],
-    [0.15, 0.25, 0.30, 0.18, 0.09, 0.03],
-])
-HOUSEHOLD_EXTRA_MEAN = np.array([0.4, 0.8, 1.0, 2.3, 0.6, 1.4])  # household_size = 1 + Poisson, capped
-HOUSEHOLD_MAX = 8
-P_CHILDREN_IF_HH3 = np.array([0.30, 0.45, 0.55, 0.90, 0.10, 0.65])  # P(children | household_size >= 3)
-
-# --- panel selection and matching ------------------------------------------------------------------
-#: P(a person of this age group ends up in the customer base): young people are over-represented,
-#: so the unweighted panel is biased against the population margins and raking has work to do.
-INCLUSION_BY_AGE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35])
-PARTNER_MATCH_BY_SEGMENT = np.array([0.40, 0.45, 0.50, 0.50, 0.30, 0.60])
-THIRD_PARTY_MATCH_BY_AGE = np.array([0.45, 0.55, 0.65, 0.70, 0.72, 0.70])
-THIRD_PARTY_ITEM_MISSING = 0.04  # each enrichment value is missing at this rate among matched users
-
-# --- the churn model: Weibull proportional hazards -------------------------------------------------
+# --- backwards-compatible names of the old (flattering) world ---------------------------------------
+#: Median minutes/day per channel in an active month (see :mod:`helpers.sources.behaviour`).
+MEDIAN_MINUTES = _B.MEDIAN_MINUTES
+#: Left-side log sd of the minutes (the margins are split Student-t, not lognormal).
+LOG_SD = float(_B.LOG_SD[0])
+#: Median purchases per active month (= conversions) and median monthly spend of an active month.
+CONVERSION_RATE = _B.PURCHASE_RATE
+MEDIAN_SPEND = _B.PURCHASE_RATE * _B.MEDIAN_TICKET
+#: The old Weibull churn model's constants. The generator no longer uses them: churn is the absorbing
+#: state of the monthly Markov chain and the truth records the implied hazard (``params["hazard_model"]``).
 WEIBULL_SHAPE = 1.3
 WEIBULL_SCALE_DAYS = 1100.0
-#: true log hazard ratios; segment effects are relative to segment 0
-TRUE_LOG_HR = {
-    **{f"segment_{k}": v for k, v in enumerate([0.0, -0.35, -0.6, -0.9, 0.45, -0.2]) if k > 0},
-    "support_tickets_raised": 0.15,
-    "age_18_24": 0.3,
-}
-MAX_TENURE_DAYS = 5 * 365
-MIN_TENURE_DAYS = 30
+
+
+def _implied_log_hr() -> dict[str, float]:
+    """PH summary of the chain: log ratio of each segment's mean monthly hazard (first 5 years) to segment 0.
+
+    The chain's hazards are not proportional; support tickets and age have no effect on churn (0.0).
+    """
+    h = _W.implied_hazard().mean(axis=1)
+    out = {f"segment_{k}": float(np.log(h[k] / h[0])) for k in range(1, K)}
+    out.update({"support_tickets_raised": 0.0, "age_18_24": 0.0})
+    return out
+
+
+TRUE_LOG_HR = _implied_log_hr()
 
 
 @dataclass
 class SyntheticPanel:
-    """A generated customer base: the unified table, the per-user truth and the model parameters."""
+    """A generated customer base: the unified table, the per-user truth and the model parameters.
+
+    ``extension`` holds the extension columns (``user_id``, ``state``, ``gender``, noise metrics);
+    ``monthly`` / ``transactions`` the long tables as a company logs them; ``paths`` the latent monthly
+    states and ``future`` the outcomes after the observation date (both truth only).
+    """
 
     data: pd.DataFrame
     truth: pd.DataFrame
     params: dict = field(default_factory=dict)
+    extension: pd.DataFrame | None = None
+    monthly: pd.DataFrame | None = None
+    transactions: pd.DataFrame | None = None
+    paths: pd.DataFrame | None = None
+    future: pd.DataFrame | None = None
 
 
 def _draw_categorical(rng: np.random.Generator, probs: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """Draw one category index per row from ``probs[seg]`` by inverse CDF (vectorised)."""
-    cum = np.cumsum(probs, axis=1)
-    cum[:, -1] = 1.0
-    u = rng.random(seg.shape[0])
-    return (u[:, None] > cum[seg]).sum(axis=1)
+    return _WD.draw_categorical(rng, probs, seg)
 
 
 def _draw_multi(rng: np.random.Generator, probs: np.ndarray, seg: np.ndarray,
@@ -183,33 +114,68 @@ def _draw_multi(rng: np.random.Generator, probs: np.ndarray, seg: np.ndarray,
     return lookup[codes]
 
 
-def _lognormal_mean(median: np.ndarray, sd: float) -> np.ndarray:
-    return median * np.exp(sd**2 / 2)
+def _segment_shares_in_panel(cfg: WorldConfig | None = None) -> np.ndarray:
+    return _WD.panel_segment_shares(cfg)
 
 
-def _segment_shares_in_panel() -> np.ndarray:
-    w = POP_SHARES * (P_AGE @ INCLUSION_BY_AGE)
-    return w / w.sum()
+# --- the snapshot derived from the waves ------------------------------------------------------------
+def _cell_totals(world: World) -> tuple[np.ndarray, np.ndarray]:
+    """Purchases and spend per cell (users x window+future months) from the transaction log."""
+    n, m = world.cells["latent"].shape
+    cnt = world.tx["count"]
+    spend = np.bincount(world.tx["cell"], weights=world.tx["amount"], minlength=n * m).reshape(n, m)
+    return cnt, np.round(spend, 2)
 
 
-def true_affinity(shares: np.ndarray) -> pd.DataFrame:
-    """True intensity affinity (ratio of means x 100) per segment and channel metric for a segment mix."""
-    means = np.column_stack([
-        _lognormal_mean(MEDIAN_MINUTES, LOG_SD),
-        CONVERSION_RATE * np.exp(CONVERSION_LOG_SD**2 / 2),
-    ])
-    index = means / (shares @ means) * 100
+def _behaviour_snapshot(world: World) -> dict[str, np.ndarray]:
+    """The snapshot's behaviour columns from the waves (see the module docstring for each rule)."""
+    cnt, spend = _cell_totals(world)
+    o = world.obs_col
+    since = world.cells["latent"][:, : o + 1] >= 0
+    def last(a: np.ndarray, months: int) -> np.ndarray:
+        w = since[:, o + 1 - months: o + 1]
+        return (a[:, o + 1 - months: o + 1] * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1)
+    minutes = np.round(world.cells["minutes"][:, o, :].astype(np.float64), 1)
+    return {
+        "minutes": minutes,
+        "conversions": np.floor(last(cnt.astype(float), 3) + 0.5).astype(np.int64),
+        "spend": np.round(last(spend, 12), 2),
+        "cnt": cnt, "spend_cells": spend,
+    }
+
+
+@lru_cache(maxsize=8)
+def _segment_metric_means(cfg: WorldConfig, observation_date: str, n_sim: int = 50_000) -> np.ndarray:
+    """Mean of each channel metric per segment among customers, by simulation (fixed seed; MC error ~1%)."""
+    world = _WD.simulate(n_sim, np.random.default_rng([20_261_130, 1]), cfg, observation_date)
+    snap = _behaviour_snapshot(world)
+    X = np.column_stack([snap["minutes"], snap["conversions"]])
+    seg = world.user["seg"]
+    return np.vstack([X[seg == k].mean(axis=0) for k in range(K)])
+
+
+def true_affinity(shares: np.ndarray, cfg: WorldConfig | None = None,
+                  observation_date: str = DEFAULT_OBSERVATION_DATE) -> pd.DataFrame:
+    """True intensity affinity (ratio of means x 100) per segment and channel metric for a segment mix.
+
+    The segment means are those of customers at the observation date (selection depends on behaviour),
+    computed once per process by simulating 50,000 customers of the world with a fixed seed.
+    """
+    means = _segment_metric_means(cfg or WorldConfig(), observation_date)
+    index = means / (np.asarray(shares) @ means) * 100
     return pd.DataFrame(index, columns=S.CHANNEL_METRICS, index=pd.RangeIndex(K, name="segment"))
 
 
-def population_margins() -> pd.DataFrame:
-    """True population shares of the raking variables (age, income, education, household size).
+def population_margins(cfg: WorldConfig | None = None, with_places: bool = True) -> pd.DataFrame:
+    """True population shares of the raking variables (age, income, education, household size,
+    and - the places extension - gender and US state).
 
     Household size is reported in the bands ``1, 2, 3, 4, 5+``; education is the share among the whole
-    population (the enrichment source covers only matched users, the population does not).
+    population. State shares combine the model's age and gender with the Census ``P(state | age, sex)``.
     """
+    cfg = cfg or WorldConfig()
     hh = np.array([stats.poisson.pmf(np.arange(HOUSEHOLD_MAX - 1), m) for m in HOUSEHOLD_EXTRA_MEAN])
-    hh = np.column_stack([hh, 1 - hh.sum(axis=1)])  # capped at HOUSEHOLD_MAX
+    hh = np.column_stack([hh, 1 - hh.sum(axis=1)])
     hh_bands = np.column_stack([hh[:, :4], hh[:, 4:].sum(axis=1)])
     rows = []
     for var, probs, cats in [
@@ -220,88 +186,148 @@ def population_margins() -> pd.DataFrame:
     ]:
         share = POP_SHARES @ probs
         rows += [{"variable": var, "category": c, "target": float(s)} for c, s in zip(cats, share)]
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if with_places:
+        table, _ = _PL.state_given_age_sex(cfg.census)
+        out = pd.concat([out, _PL.margins(POP_SHARES, P_AGE, table)], ignore_index=True)
+    return out
 
 
-def model_parameters(observation_date: str = DEFAULT_OBSERVATION_DATE) -> dict:
-    """The planted truth as a JSON-ready dict (segments, affinities, hazard model, margins)."""
-    panel_shares = _segment_shares_in_panel()
+def model_parameters(observation_date: str = DEFAULT_OBSERVATION_DATE, cfg: WorldConfig | None = None) -> dict:
+    """The planted truth as a JSON-ready dict (segments, affinities, chain, transactions, margins, knobs)."""
+    cfg = cfg or WorldConfig()
+    panel_shares = _segment_shares_in_panel(cfg)
+    hazard = _W.implied_hazard()
+    _, places_source = _PL.state_given_age_sex(cfg.census)
     return {
         "observation_date": observation_date,
+        "world": cfg.to_dict(),
         "n_segments": K,
         "segment_names": SEGMENT_NAMES,
         "population_segment_shares": POP_SHARES.tolist(),
         "panel_segment_shares": panel_shares.tolist(),
-        "true_affinity_population": true_affinity(POP_SHARES).round(6).to_dict(orient="index"),
-        "true_affinity_panel": true_affinity(panel_shares).round(6).to_dict(orient="index"),
-        "hazard_model": {
-            "family": "weibull_ph",
-            "shape": WEIBULL_SHAPE,
-            "scale_days": WEIBULL_SCALE_DAYS,
-            "log_hr": TRUE_LOG_HR,
-            "covariates": {
-                "segment_k": "1 if true segment == k (reference: segment 0)",
-                "support_tickets_raised": "count, as in the unified table",
-                "age_18_24": "1 if age_group == '18-24'",
-            },
-            "event_rule": f"churned when inactive for more than {S.CHURN_INACTIVE_DAYS} days",
+        "true_affinity_population": true_affinity(POP_SHARES, cfg, observation_date).round(6).to_dict(orient="index"),
+        "true_affinity_panel": true_affinity(panel_shares, cfg, observation_date).round(6).to_dict(orient="index"),
+        "behaviour": {
+            "median_minutes_active_month": _B.MEDIAN_MINUTES.tolist(),
+            "p_uses_channel": _B.P_USES.tolist(),
+            "median_purchases_per_active_month": _B.PURCHASE_RATE.tolist(),
+            "median_ticket_usd": _B.MEDIAN_TICKET.tolist(),
+            "log_sd": _B.LOG_SD.tolist(),
+            "copula_correlation": _B.correlation(cfg.copula_strength, 0).tolist(),
+            "margins": f"split Student-t on the log scale (df {cfg.tail_df}, right/left scale {cfg.skew})",
+            "noise_columns": cfg.noise_columns,
         },
-        "population_margins": population_margins().to_dict(orient="records"),
+        "markov": {
+            "states": _W.STATES,
+            "transition": {str(k): _W.TRANSITION[k].tolist() for k in range(K)},
+            "transition_keys": "segment index (see segment_names)",
+            "initial": _W.INITIAL.tolist(),
+            "active_day_share": _W.ACTIVE_DAY_SHARE.tolist(),
+            "label_rule": (f"observed engagement_state: churned = account closed; active = active on >= "
+                           f"{_W.ACTIVE_LABEL_SHARE:.0%} of the month's days; light = fewer; dormant = none"),
+        },
+        "transactions": {
+            "process": ("purchases ~ Poisson(rate_i * active share / 0.7 * available share * season * "
+                        "Gamma(shape, 1/shape)); amount = ticket_i * LogNormal(-s^2/2, s)"),
+            "median_rate_per_active_month": _B.PURCHASE_RATE.tolist(),
+            "median_ticket_usd": _B.MEDIAN_TICKET.tolist(),
+            "count_gamma_shape": None if not np.isfinite(cfg.count_shape) else cfg.count_shape,
+            "ticket_sd": cfg.ticket_sd,
+            "rate_ticket_copula_correlation": float(_B.correlation(cfg.copula_strength, 0)[3, 4]),
+            "not_bg_nbd_because": "dropout via the engagement chain (reversible dormancy), over-dispersed "
+                                  "counts, lognormal amounts correlated with frequency",
+        },
+        "hazard_model": {
+            "family": "markov_chain",
+            "event": "account closes (first day of the first churned month)",
+            "implied_monthly_hazard": {str(k): hazard[k].round(6).tolist() for k in range(K)},
+            "log_hr": TRUE_LOG_HR,
+            "log_hr_note": "PH summary only: log ratio of mean monthly hazard (5 years) vs segment 0",
+            "event_rule": f"business flag churned when inactive for more than {S.CHURN_INACTIVE_DAYS} days",
+        },
+        "selection": {
+            "inclusion_by_age": INCLUSION_BY_AGE.tolist(),
+            "inclusion_by_segment": _WD.segment_inclusion(cfg).tolist(),
+            "behaviour_probit_slope": cfg.selection_behaviour,
+        },
+        "places": {"source": places_source, "region_effect_on_log_minutes": _PL.REGION_EFFECT.tolist(),
+                   "p_female_by_segment": _PL.P_FEMALE.tolist()},
+        "population_margins": population_margins(cfg).to_dict(orient="records"),
     }
 
 
-def _sample_population(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Segments and age groups of ``n`` customers, drawn from the population with age-biased inclusion."""
-    seg_parts, age_parts, have = [], [], 0
-    while have < n:
-        m = int((n - have) * 1.8) + 100
-        seg = rng.choice(K, size=m, p=POP_SHARES)
-        age = _draw_categorical(rng, P_AGE, seg)
-        keep = rng.random(m) < INCLUSION_BY_AGE[age]
-        seg_parts.append(seg[keep])
-        age_parts.append(age[keep])
-        have += int(keep.sum())
-    return np.concatenate(seg_parts)[:n], np.concatenate(age_parts)[:n]
+def _ids(n: int, offset: int = 0) -> np.ndarray:
+    return np.array([f"U{i:08d}" for i in range(offset + 1, offset + n + 1)], dtype=object)
 
 
-def generate_panel(n_users: int = 10_000, seed: int = 42,
-                   observation_date: str = DEFAULT_OBSERVATION_DATE) -> SyntheticPanel:
-    """Generate ``n_users`` customers from the latent-segment model.
+def _days_to_ts(days: np.ndarray) -> np.ndarray:
+    return days.astype("datetime64[D]").astype("datetime64[ns]")
 
-    Returns the unified 22-column table (rows sorted by ``user_id``), the per-user truth
-    (``true_segment``, ``true_event_time_days``, ``tenure_days``) and :func:`model_parameters`.
-    """
+
+def _long_tables(world: World, ids: pa.Array) -> dict[str, pa.Table]:
+    """Arrow tables of the long sources (ids dictionary-encoded: no per-row Python strings)."""
+    snap_cnt, snap_spend = _cell_totals(world)
+    n, m = world.cells["latent"].shape
+    nw = world.cfg.n_months
+    lat = world.cells["latent"][:, :nw]
+    flat = np.flatnonzero(lat.ravel() >= 0)
+    u, c = flat // nw, flat % nw
+    states = pa.array(_W.STATES, pa.string())
+    uid = pa.DictionaryArray.from_arrays(pa.array(u.astype(np.int32)), ids)
+    month = pa.array(world.grid_months[:nw][c].astype("datetime64[D]"), pa.date32())
+    mins = np.round(world.cells["minutes"][:, :nw, :].reshape(-1, 3)[flat].astype(np.float64), 1)
+    monthly = pa.table({
+        "user_id": uid, "month": month,
+        "engagement_state": pa.DictionaryArray.from_arrays(
+            pa.array(world.cells["label"][:, :nw].ravel()[flat].astype(np.int8)), states),
+        "minutes_social": pa.array(mins[:, 0].astype(np.float64)),
+        "minutes_video": pa.array(mins[:, 1].astype(np.float64)),
+        "minutes_podcasts": pa.array(mins[:, 2].astype(np.float64)),
+        "conversions": pa.array(snap_cnt[:, :nw].ravel()[flat].astype(np.int64)),
+        "spend": pa.array(snap_spend[:, :nw].ravel()[flat]),
+    })
+    paths = pa.table({"user_id": uid, "month": month,
+                      "true_state": pa.DictionaryArray.from_arrays(pa.array(lat.ravel()[flat].astype(np.int8)), states)})
+    cell, day, amt = world.tx["cell"], world.tx["day"], world.tx["amount"]
+    past = (cell % m) < nw
+    tu = (cell[past] // m).astype(np.int32)
+    tx = pa.table({"user_id": pa.DictionaryArray.from_arrays(pa.array(tu), ids),
+                   "date": pa.array(day[past].astype("datetime64[D]"), pa.date32()),
+                   "amount": pa.array(amt[past])})
+    return {"monthly_activity": monthly, "transactions": tx, "user_paths": paths}
+
+
+def _as_pandas(t: pa.Table) -> pd.DataFrame:
+    df = t.to_pandas()
+    for col in df.columns:
+        if isinstance(df[col].dtype, pd.CategoricalDtype):
+            df[col] = df[col].astype("string")
+        elif df[col].dtype == object and len(df) and isinstance(df[col].iloc[0], type(pd.Timestamp(0).date())):
+            df[col] = pd.to_datetime(df[col])
+    return df
+
+
+def _build(n_users: int, seed: int, observation_date: str, cfg: WorldConfig, id_offset: int = 0,
+           long_tables: bool = True):
+    """Simulate one panel: (data, truth, extension, long arrow tables or None, future)."""
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
     rng = np.random.default_rng(seed)
-    obs = pd.Timestamp(observation_date)
-    seg, age = _sample_population(rng, n_users)
-    n = n_users
+    world = _WD.simulate(n_users, rng, cfg, observation_date)
+    u = world.user
+    seg, age, n = u["seg"], u["age"], n_users
+    snap = _behaviour_snapshot(world)
 
     income = _draw_categorical(rng, P_INCOME, seg)
-    log_minutes = np.log(MEDIAN_MINUTES[seg]) + rng.normal(0, LOG_SD, (n, 3))
-    minutes = np.minimum(np.round(np.exp(log_minutes), 1), 1440.0)
-    spend = np.round(np.exp(np.log(MEDIAN_SPEND[seg]) + rng.normal(0, LOG_SD, n)), 2)
-    conversions = rng.poisson(CONVERSION_RATE[seg] * np.exp(rng.normal(0, CONVERSION_LOG_SD, n)))
     tickets = rng.poisson(TICKET_RATE[seg])
+    obs = pd.Timestamp(observation_date)
+    since = obs - pd.to_timedelta(u["tenure"], unit="D")
 
-    # churn: Weibull PH event time T, tenure C at the observation date
-    lin = np.array([0.0] + [TRUE_LOG_HR[f"segment_{k}"] for k in range(1, K)])[seg]
-    lin = lin + TRUE_LOG_HR["support_tickets_raised"] * tickets + TRUE_LOG_HR["age_18_24"] * (age == 0)
-    event_time = WEIBULL_SCALE_DAYS * (rng.exponential(1.0, n) / np.exp(lin)) ** (1 / WEIBULL_SHAPE)
-    tenure = rng.integers(MIN_TENURE_DAYS, MAX_TENURE_DAYS + 1, n)
-    recent = np.minimum(rng.geometric(0.15, n) - 1, tenure)  # days since last visit of active users
-    gone = event_time < tenure
-    last_seen = np.where(gone, np.floor(tenure - event_time).astype(np.int64), recent)
-    since = obs - pd.to_timedelta(tenure, unit="D")
-
-    # 2nd party (partner) attributes, only for matched users
     partner = rng.random(n) < PARTNER_MATCH_BY_SEGMENT[seg]
     purchases = _draw_multi(rng, P_PURCHASE, seg, S.PURCHASE_CATEGORIES)
     traveler = np.array(S.TRAVELER_TYPES, dtype=object)[_draw_categorical(rng, P_TRAVELER, seg)]
     events = _draw_multi(rng, P_EVENTS, seg, S.EVENT_GENRES)
-
-    # 3rd party (enrichment) attributes, only for matched users, with their own item non-response
     third = rng.random(n) < THIRD_PARTY_MATCH_BY_AGE[age]
     household = np.minimum(1 + rng.poisson(HOUSEHOLD_EXTRA_MEAN[seg]), HOUSEHOLD_MAX)
     children = (household >= 3) & (rng.random(n) < P_CHILDREN_IF_HH3[seg])
@@ -311,17 +337,19 @@ def generate_panel(n_users: int = 10_000, seed: int = 42,
     worth = np.array(S.NET_WORTH_BANDS, dtype=object)[_draw_categorical(rng, P_NET_WORTH, seg)]
     intent = _draw_multi(rng, P_INTENT, seg, S.PURCHASE_INTENTS)
 
-    ids = pd.array([f"U{i:08d}" for i in range(1, n + 1)], dtype="string")
+    ids_np = _ids(n, id_offset)
+    ids = pd.array(ids_np, dtype="string")
+    last_seen = u["last_seen"].astype(np.int64)
     df = pd.DataFrame({
         "user_id": ids,
         "age_group": pd.array(np.array(S.AGE_GROUPS, dtype=object)[age], dtype="string"),
         "income_bracket": pd.array(np.array(S.INCOME_BRACKETS, dtype=object)[income], dtype="string"),
         "customer_since_date": since.astype("datetime64[ns]"),
-        "time_on_social_media_min": minutes[:, 0],
-        "time_on_streaming_video_min": minutes[:, 1],
-        "time_on_podcasts_min": minutes[:, 2],
-        "monthly_conversions": pd.array(conversions, dtype="Int64"),
-        "avg_monthly_spend": spend,
+        "time_on_social_media_min": snap["minutes"][:, 0],
+        "time_on_streaming_video_min": snap["minutes"][:, 1],
+        "time_on_podcasts_min": snap["minutes"][:, 2],
+        "monthly_conversions": pd.array(snap["conversions"], dtype="Int64"),
+        "avg_monthly_spend": snap["spend"],
         "last_seen_days_ago": pd.array(last_seen, dtype="Int64"),
         "support_tickets_raised": pd.array(tickets, dtype="Int64"),
     })
@@ -338,22 +366,55 @@ def generate_panel(n_users: int = 10_000, seed: int = 42,
     for name, values in third_cols.items():
         observed = third & (rng.random(n) >= THIRD_PARTY_ITEM_MISSING)
         col = S.BY_NAME[name]
-        masked = pd.Series(values).where(observed)
-        df[name] = masked.astype(col.dtype)
+        df[name] = pd.Series(values).where(observed).astype(col.dtype)
     df["churned_in_last_90_days"] = pd.array(last_seen > S.CHURN_INACTIVE_DAYS, dtype="boolean")
     df = df[S.COLUMN_NAMES]
 
+    state_codes = np.array(_PL.STATE_CODES, dtype=object)[u["state"]]
+    gender = np.array(_PL.GENDERS, dtype=object)[u["gender"]]
+    ext = pd.DataFrame({"user_id": ids, "state": pd.array(state_codes, dtype="string"),
+                        "gender": pd.array(gender, dtype="string")})
+    for j, col in enumerate(cfg.noise_columns):
+        ext[col] = u["noise"][:, j]
+    hazard_mean = _W.implied_hazard().mean(axis=1)
+    # closing dates beyond 100 years (the chain's slow tail) are NaT: no timestamp overflow
+    far = u["close_day"] > u["obs_day"] + 36_500
+    close = pd.to_datetime(np.where(far, np.datetime64("NaT"), u["close_day"].astype("datetime64[D]")))
     truth = pd.DataFrame({
         "user_id": ids,
         "true_segment": seg.astype(np.int64),
         "true_segment_name": np.array(SEGMENT_NAMES, dtype=object)[seg],
-        "true_event_time_days": event_time,
-        "tenure_days": tenure.astype(np.int64),
+        "true_event_time_days": (u["close_day"] - u["signup_day"]).astype(float),
+        "tenure_days": u["tenure"].astype(np.int64),
         "partner_matched": partner,
         "third_party_matched": third,
-        "true_log_hazard": lin,
+        "true_log_hazard": np.log(hazard_mean[seg]),
+        "state": ext["state"], "gender": ext["gender"],
+        "true_state_at_observation": pd.array(np.array(_W.STATES, dtype=object)[u["state_at_obs"]], dtype="string"),
+        "true_close_date": close,
+        "uses_social": u["uses"][:, 0], "uses_video": u["uses"][:, 1], "uses_podcasts": u["uses"][:, 2],
     })
-    return SyntheticPanel(df, truth, model_parameters(observation_date))
+    fut = _WD.future_outcomes(world)
+    fut.insert(0, "user_id", ids)
+    long = _long_tables(world, pa.array(ids_np, pa.string())) if long_tables else None
+    return df, truth, ext, long, fut
+
+
+def generate_panel(n_users: int = 10_000, seed: int = 42,
+                   observation_date: str = DEFAULT_OBSERVATION_DATE,
+                   config: WorldConfig | None = None) -> SyntheticPanel:
+    """Generate ``n_users`` customers of the synthetic world (knobs: :class:`WorldConfig`).
+
+    Returns the unified 22-column snapshot (rows sorted by ``user_id``) derived from the monthly waves, the
+    per-user truth, :func:`model_parameters`, and the extension / long / truth-only tables (see
+    :class:`SyntheticPanel`).
+    """
+    cfg = config or WorldConfig()
+    df, truth, ext, long, fut = _build(n_users, seed, observation_date, cfg)
+    return SyntheticPanel(df, truth, model_parameters(observation_date, cfg), extension=ext,
+                          monthly=_as_pandas(long["monthly_activity"]),
+                          transactions=_as_pandas(long["transactions"]),
+                          paths=_as_pandas(long["user_paths"]), future=fut)
 
 
 # --- splitting into source files -------------------------------------------------------------------
@@ -367,6 +428,12 @@ SOURCE_FILES = {
 PARTNER_FILE, PARTNER_MATCH = "partner_profiles.csv", "partner_match.csv"
 THIRD_FILE, THIRD_MATCH = "third_party_enrichment.csv", "third_party_match.csv"
 MARGINS_FILE = "population_margins.csv"
+#: Extension columns (1st party, optional: a table without them stays valid) appended to source files.
+EXTENSION_COLUMNS = {"crm_users.csv": ["state", "gender"], "engagement.csv": []}
+NOISE_COLUMNS = _WD.NOISE_COLUMNS_ALL
+#: Long sources (raw) and truth-only tables written beside the CSVs: name -> file (or folder of parts).
+LONG_SOURCES = {"monthly_activity": "monthly_activity.parquet", "transactions": "transactions.parquet"}
+TRUTH_TABLES = {"user_paths": "user_paths.parquet", "future_outcomes": "future_outcomes.parquet"}
 
 
 def _csv_ready(df: pd.DataFrame) -> pa.Table:
@@ -428,6 +495,12 @@ def _source_frames(panel: SyntheticPanel, rng: np.random.Generator, corrupt_shar
     """
     df = panel.data
     files = {name: df[cols].copy() for name, cols in SOURCE_FILES.items()}
+    if panel.extension is not None:  # extension columns (first party): places/people and noise metrics
+        ext = panel.extension
+        for name, cols in EXTENSION_COLUMNS.items():
+            present = [c for c in ext.columns if c in cols or (name == "engagement.csv" and c in NOISE_COLUMNS)]
+            for c in present:
+                files[name][c] = ext[c].to_numpy()
     corrupted = _corrupt(files, rng, corrupt_share)
     for fname, mname, cols, prefix, flag in [
         (PARTNER_FILE, PARTNER_MATCH, S.SECOND_PARTY, "P", "partner_matched"),
@@ -454,6 +527,15 @@ def _source_frames(panel: SyntheticPanel, rng: np.random.Generator, corrupt_shar
     return files, truth
 
 
+def _clear(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def write_sources(panel: SyntheticPanel, raw_dir: str | Path, truth_dir: str | Path,
                   seed: int = 42, corrupt_share: float = 0.001) -> dict[str, Path]:
     """Write the panel as separate source files into ``raw_dir`` and its truth into ``truth_dir``.
@@ -461,6 +543,9 @@ def write_sources(panel: SyntheticPanel, raw_dir: str | Path, truth_dir: str | P
     Partner and enrichment files carry their own identifiers (``partner_id``, ``tp_id``) and cover only
     matched users, plus people who are not our customers; match tables link them to ``user_id``.
     ``corrupt_share`` of users get one planted defect (recorded in the truth as ``corrupted``).
+    ``crm_users.csv`` carries the extension columns ``state`` and ``gender``, ``engagement.csv`` the
+    noise metrics. The long sources go to ``raw/monthly_activity.parquet`` and ``raw/transactions.parquet``;
+    the latent paths and future outcomes to ``truth/user_paths.parquet`` and ``truth/future_outcomes.parquet``.
     """
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -475,6 +560,16 @@ def write_sources(panel: SyntheticPanel, raw_dir: str | Path, truth_dir: str | P
     paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
     margins.to_csv(paths[MARGINS_FILE], index=False)
 
+    for name, frame in [("monthly_activity", panel.monthly), ("transactions", panel.transactions)]:
+        if frame is not None:
+            paths[name] = raw_dir / LONG_SOURCES[name]
+            _clear(paths[name])
+            frame.to_parquet(paths[name], index=False)
+    for name, frame in [("user_paths", panel.paths), ("future_outcomes", panel.future)]:
+        if frame is not None:
+            paths[name] = truth_dir / TRUTH_TABLES[name]
+            _clear(paths[name])
+            frame.to_parquet(paths[name], index=False)
     truth.to_parquet(truth_dir / "users_truth.parquet", index=False)
     (truth_dir / "truth_params.json").write_text(json.dumps(panel.params, indent=2))
     paths["truth"] = truth_dir / "users_truth.parquet"
@@ -508,7 +603,8 @@ def _offset_ids(panel: SyntheticPanel, offset: int) -> SyntheticPanel:
 
 def write_sources_chunked(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
                           chunk_size: int = DEFAULT_CHUNK_SIZE, corrupt_share: float = 0.001,
-                          observation_date: str = DEFAULT_OBSERVATION_DATE) -> dict[str, Path]:
+                          observation_date: str = DEFAULT_OBSERVATION_DATE,
+                          config: WorldConfig | None = None) -> dict[str, Path]:
     """Generate ``n_users`` customers chunk by chunk and write every source as a folder of Parquet parts.
 
     Out-of-core counterpart of :func:`generate_panel` + :func:`write_sources` for panels that do not fit
@@ -524,7 +620,9 @@ def write_sources_chunked(n_users: int, raw_dir: str | Path, truth_dir: str | Pa
     columns as text formatted as the CSV writer formats them (:func:`text_table`), so ingestion's text
     validation applies unchanged; ``raw_dir/population_margins.csv``; ``truth_dir/users_truth.parquet/``
     (a folder of parts, read by ``pandas.read_parquet`` and :func:`helpers.engine.read_parquet` alike) and
-    ``truth_dir/truth_params.json``.
+    ``truth_dir/truth_params.json``; the long sources ``raw/monthly_activity.parquet/`` and
+    ``raw/transactions.parquet/`` and the truth tables ``truth/user_paths.parquet/`` and
+    ``truth/future_outcomes.parquet/`` as folders of parts (DuckDB: ``read_parquet('<folder>/*.parquet')``).
 
     Parameters
     ----------
@@ -546,38 +644,47 @@ def write_sources_chunked(n_users: int, raw_dir: str | Path, truth_dir: str | Pa
     dict
         Source stem (or ``population_margins.csv``, ``truth``, ``truth_params``) -> path written.
     """
-    import shutil
-
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
+    cfg = config or WorldConfig()
     stems = [Path(name).stem for name in [*SOURCE_FILES, PARTNER_FILE, PARTNER_MATCH, THIRD_FILE, THIRD_MATCH]]
     paths: dict[str, Path] = {stem: raw_dir / stem for stem in stems}
     paths["truth"] = truth_dir / "users_truth.parquet"
+    paths.update({name: raw_dir / f for name, f in LONG_SOURCES.items()})
+    paths.update({name: truth_dir / f for name, f in TRUTH_TABLES.items()})
     for folder in paths.values():
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        elif folder.exists():
-            folder.unlink()
+        _clear(folder)
         folder.mkdir(parents=True)
     n_chunks = -(-n_users // chunk_size)
-    params = None
     for c, chunk_seed in enumerate(chunk_seeds(seed, n_chunks)):
         offset = c * chunk_size
         m = min(chunk_size, n_users - offset)
-        panel = _offset_ids(generate_panel(m, seed=chunk_seed, observation_date=observation_date), offset)
-        params = panel.params
+        df, truth, ext, long, fut = _build(m, chunk_seed, observation_date, cfg, id_offset=offset)
+        panel = SyntheticPanel(df, truth, {}, extension=ext)
         files, truth = _source_frames(panel, np.random.default_rng([chunk_seed, 1]), corrupt_share, offset)
-        del panel
+        del panel, df, ext
         part = f"part-{c:05d}.parquet"
         for name, frame in files.items():
             pq.write_table(text_table(frame), paths[Path(name).stem] / part)
         pq.write_table(pa.Table.from_pandas(truth, preserve_index=False), paths["truth"] / part)
-        del files, truth
+        for name, table in long.items():
+            pq.write_table(_plain_strings(table), paths[name] / part)
+        pq.write_table(pa.Table.from_pandas(fut, preserve_index=False), paths["future_outcomes"] / part)
+        del files, truth, long, fut
     paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
-    population_margins().to_csv(paths[MARGINS_FILE], index=False)
+    population_margins(cfg).to_csv(paths[MARGINS_FILE], index=False)
     paths["truth_params"] = truth_dir / "truth_params.json"
-    paths["truth_params"].write_text(json.dumps(params, indent=2))
+    paths["truth_params"].write_text(json.dumps(model_parameters(observation_date, cfg), indent=2))
     return paths
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """Dictionary columns cast to plain strings (one schema across parts; Parquet dictionary-encodes anyway)."""
+    cols = {}
+    for name in table.column_names:
+        col = table[name]
+        cols[name] = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
+    return pa.table(cols)

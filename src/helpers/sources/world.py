@@ -1,0 +1,351 @@
+"""The world's knobs, the planted segments, selection into the customer base, and the simulation.
+
+:func:`simulate` draws ``n`` customers and their 24 monthly waves (plus sign-up history and the future)
+from one ``numpy.random.Generator``; :mod:`helpers.generate` turns the resulting :class:`World` into the
+22-column snapshot, the source files and the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from . import behaviour as B
+from . import future as F
+from . import places as PL
+from . import transactions as TX
+from . import waves as W
+
+# --- planted segments -------------------------------------------------------------------------------
+SEGMENT_NAMES = [
+    "Social-first young adults",
+    "Binge-streaming renters",
+    "Podcast-heavy commuters",
+    "Affluent family homeowners",
+    "Low-engagement seniors",
+    "Deal-seeking power shoppers",
+]
+K = len(SEGMENT_NAMES)
+#: Population share of each segment: unequal, segment 5 is a niche (2.5% of the population).
+POP_SHARES = np.array([0.24, 0.22, 0.14, 0.17, 0.205, 0.025])
+
+P_AGE = np.array([
+    [0.55, 0.30, 0.08, 0.04, 0.02, 0.01],
+    [0.20, 0.40, 0.22, 0.10, 0.05, 0.03],
+    [0.08, 0.35, 0.30, 0.17, 0.07, 0.03],
+    [0.02, 0.15, 0.35, 0.30, 0.13, 0.05],
+    [0.01, 0.03, 0.06, 0.15, 0.30, 0.45],
+    [0.10, 0.30, 0.28, 0.18, 0.09, 0.05],
+])
+P_INCOME = np.array([
+    [0.35, 0.35, 0.18, 0.07, 0.04, 0.01],
+    [0.15, 0.35, 0.28, 0.13, 0.07, 0.02],
+    [0.05, 0.20, 0.30, 0.25, 0.15, 0.05],
+    [0.01, 0.04, 0.12, 0.25, 0.33, 0.25],
+    [0.25, 0.35, 0.22, 0.10, 0.06, 0.02],
+    [0.08, 0.22, 0.30, 0.22, 0.13, 0.05],
+])
+P_TRAVELER = np.array([  # business, leisure, adventure, budget, luxury, non_traveler
+    [0.03, 0.25, 0.25, 0.35, 0.02, 0.10],
+    [0.05, 0.30, 0.10, 0.30, 0.05, 0.20],
+    [0.40, 0.25, 0.10, 0.10, 0.10, 0.05],
+    [0.15, 0.35, 0.10, 0.05, 0.30, 0.05],
+    [0.02, 0.30, 0.02, 0.16, 0.05, 0.45],
+    [0.10, 0.30, 0.15, 0.25, 0.15, 0.05],
+])
+P_PURCHASE = np.array([  # electronics fashion groceries home_garden beauty sports books toys automotive travel
+    [0.45, 0.60, 0.30, 0.05, 0.45, 0.25, 0.15, 0.03, 0.05, 0.20],
+    [0.55, 0.25, 0.40, 0.10, 0.15, 0.15, 0.35, 0.05, 0.08, 0.10],
+    [0.40, 0.20, 0.35, 0.15, 0.10, 0.30, 0.55, 0.10, 0.15, 0.35],
+    [0.35, 0.35, 0.60, 0.60, 0.25, 0.30, 0.25, 0.55, 0.30, 0.30],
+    [0.10, 0.10, 0.55, 0.40, 0.10, 0.05, 0.30, 0.05, 0.10, 0.05],
+    [0.60, 0.55, 0.50, 0.35, 0.40, 0.35, 0.20, 0.25, 0.25, 0.25],
+])
+P_EVENTS = np.array([  # concerts sports theatre comedy festivals conferences family_events
+    [0.55, 0.25, 0.05, 0.25, 0.45, 0.03, 0.03],
+    [0.30, 0.30, 0.10, 0.30, 0.15, 0.05, 0.05],
+    [0.25, 0.20, 0.25, 0.35, 0.10, 0.45, 0.05],
+    [0.20, 0.45, 0.30, 0.10, 0.05, 0.15, 0.60],
+    [0.05, 0.10, 0.30, 0.05, 0.02, 0.01, 0.15],
+    [0.35, 0.35, 0.10, 0.20, 0.25, 0.10, 0.20],
+])
+P_INTENT = np.array([  # auto home furniture appliances electronics travel luxury_goods
+    [0.05, 0.03, 0.10, 0.05, 0.35, 0.20, 0.10],
+    [0.10, 0.05, 0.15, 0.10, 0.30, 0.15, 0.05],
+    [0.20, 0.10, 0.10, 0.10, 0.20, 0.35, 0.10],
+    [0.30, 0.25, 0.30, 0.30, 0.20, 0.30, 0.30],
+    [0.08, 0.05, 0.10, 0.20, 0.05, 0.10, 0.03],
+    [0.25, 0.10, 0.25, 0.25, 0.45, 0.25, 0.25],
+])
+P_EDU = np.array([  # less_than_hs hs some_college bachelors graduate
+    [0.08, 0.35, 0.40, 0.15, 0.02],
+    [0.08, 0.32, 0.32, 0.22, 0.06],
+    [0.02, 0.10, 0.20, 0.43, 0.25],
+    [0.02, 0.10, 0.18, 0.40, 0.30],
+    [0.15, 0.40, 0.25, 0.13, 0.07],
+    [0.05, 0.25, 0.30, 0.28, 0.12],
+])
+P_MARITAL = np.array([  # single married partnered divorced widowed
+    [0.75, 0.05, 0.18, 0.01, 0.01],
+    [0.50, 0.20, 0.22, 0.07, 0.01],
+    [0.35, 0.40, 0.15, 0.08, 0.02],
+    [0.05, 0.80, 0.08, 0.06, 0.01],
+    [0.10, 0.45, 0.05, 0.15, 0.25],
+    [0.30, 0.45, 0.12, 0.11, 0.02],
+])
+P_OWNER = np.array([0.10, 0.20, 0.50, 0.88, 0.75, 0.55])
+P_NET_WORTH = np.array([  # <50k 50k-100k 100k-250k 250k-500k 500k-1m 1m+
+    [0.60, 0.25, 0.10, 0.04, 0.01, 0.00],
+    [0.40, 0.30, 0.18, 0.08, 0.03, 0.01],
+    [0.10, 0.20, 0.30, 0.25, 0.10, 0.05],
+    [0.03, 0.07, 0.20, 0.30, 0.25, 0.15],
+    [0.15, 0.20, 0.30, 0.20, 0.10, 0.05],
+    [0.15, 0.25, 0.30, 0.18, 0.09, 0.03],
+])
+HOUSEHOLD_EXTRA_MEAN = np.array([0.4, 0.8, 1.0, 2.3, 0.6, 1.4])
+HOUSEHOLD_MAX = 8
+P_CHILDREN_IF_HH3 = np.array([0.30, 0.45, 0.55, 0.90, 0.10, 0.65])
+TICKET_RATE = np.array([0.8, 1.2, 0.7, 1.0, 2.2, 1.5])
+
+# --- selection into the customer base and matching ---------------------------------------------------
+#: Relative inclusion by age group (young people over-represented): raking on age can correct this part.
+INCLUSION_BY_AGE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35])
+#: Relative inclusion by segment (not a raking variable: raking corrects it only through its correlates).
+INCLUSION_BY_SEGMENT = np.array([1.0, 0.95, 0.85, 1.0, 0.7, 1.0])
+PARTNER_MATCH_BY_SEGMENT = np.array([0.40, 0.45, 0.50, 0.50, 0.30, 0.60])
+THIRD_PARTY_MATCH_BY_AGE = np.array([0.45, 0.55, 0.65, 0.70, 0.72, 0.70])
+THIRD_PARTY_ITEM_MISSING = 0.04
+
+MAX_TENURE_DAYS = 5 * 365
+MIN_TENURE_DAYS = 30
+NOISE_COLUMNS_ALL = ["time_on_news_min", "time_on_gaming_min", "time_on_radio_min", "time_on_email_min"]
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Knobs of the synthetic world (defaults = the shipped world; see notebook 00).
+
+    Attributes
+    ----------
+    n_months : int, default 24
+        Monthly waves written (ending with the observation month).
+    history_months : int, default 60
+        Months simulated from the earliest possible sign-up (tenure up to 5 years) to the observation month.
+    future_months : int, default 6
+        Months simulated after the observation month (future outcomes, truth only).
+    tail_df : float, default 5.0
+        Degrees of freedom of the split Student-t margins of the behaviour levels (``inf`` = Gaussian).
+    skew : float, default 1.3
+        Right/left scale ratio of those margins on the log scale (1 = symmetric).
+    log_sd_scale : float, default 1.0
+        Multiplies every within-segment log sd (larger = more overlap between segments).
+    copula_strength : float, default 1.0
+        0 = independent behaviours within a segment, 1 = :data:`.behaviour.COPULA_R`.
+    zero_inflation : float, default 1.0
+        Multiplies P(non-user of a channel) (0 = everyone uses every channel).
+    count_shape : float, default 2.0
+        Gamma shape of the month-to-month purchase-rate noise (``inf`` = Poisson purchasing).
+    ticket_sd : float, default 0.5
+        Log sd of a purchase's amount around the user's ticket size.
+    monthly_noise_sd : float, default 0.15
+        Log sd of month-to-month variation of minutes per channel.
+    seasonality : float, default 0.08
+        Amplitude of the yearly cycle of minutes and purchases (peak in December).
+    selection_segment : float, default 1.0
+        Exponent on :data:`INCLUSION_BY_SEGMENT` (0 = selection does not depend on the segment).
+    selection_behaviour : float, default 0.6
+        Probit slope of inclusion on overall engagement (0 = selection does not depend on behaviour).
+    state_effects : float, default 1.0
+        Multiplies the regional effects on minutes (:data:`.places.REGION_EFFECT`).
+    n_noise_features : int, default 2
+        Segment-independent extension metrics written to ``engagement.csv`` (up to 4).
+    census : str or None, default "auto"
+        Census file for state x age x sex (``"auto"`` = look it up; ``None`` = built-in state shares).
+    """
+
+    n_months: int = 24
+    history_months: int = 60
+    future_months: int = 6
+    tail_df: float = 5.0
+    skew: float = 1.3
+    log_sd_scale: float = 1.0
+    copula_strength: float = 1.0
+    zero_inflation: float = 1.0
+    count_shape: float = 2.0
+    ticket_sd: float = 0.5
+    monthly_noise_sd: float = 0.15
+    seasonality: float = 0.08
+    selection_segment: float = 1.0
+    selection_behaviour: float = 0.6
+    state_effects: float = 1.0
+    n_noise_features: int = 2
+    census: str | None = "auto"
+
+    @classmethod
+    def flattering(cls, **kw) -> "WorldConfig":
+        """The old world's assumptions: Gaussian log margins, independent, no zeros, Poisson counts."""
+        base = dict(tail_df=float("inf"), skew=1.0, copula_strength=0.0, zero_inflation=0.0,
+                    count_shape=float("inf"), selection_segment=0.0, selection_behaviour=0.0)
+        return cls(**{**base, **kw})
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+
+    @property
+    def noise_columns(self) -> list[str]:
+        return NOISE_COLUMNS_ALL[: max(0, min(self.n_noise_features, len(NOISE_COLUMNS_ALL)))]
+
+
+def draw_categorical(rng: np.random.Generator, probs: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """One category index per row from ``probs[seg]`` by inverse CDF (vectorised)."""
+    cum = np.cumsum(probs, axis=1)
+    cum[:, -1] = 1.0
+    u = rng.random(seg.shape[0])
+    return (u[:, None] > cum[seg]).sum(axis=1)
+
+
+def segment_inclusion(cfg: WorldConfig) -> np.ndarray:
+    return (INCLUSION_BY_SEGMENT / INCLUSION_BY_SEGMENT.max()) ** cfg.selection_segment
+
+
+def panel_segment_shares(cfg: WorldConfig | None = None) -> np.ndarray:
+    """Segment shares in the customer base (analytic: the behaviour term has the same mean in each segment)."""
+    cfg = cfg or WorldConfig()
+    w = np.asarray(POP_SHARES) * (P_AGE @ INCLUSION_BY_AGE) * segment_inclusion(cfg)
+    return w / w.sum()
+
+
+@dataclass
+class World:
+    """One simulated customer base: user-level arrays, the month grid and per-cell arrays, the purchase log."""
+
+    cfg: WorldConfig
+    obs: pd.Timestamp
+    user: dict = field(default_factory=dict)      # name -> array (n,)
+    grid_months: np.ndarray = None                # datetime64[D] first day of each grid month
+    window: slice = None                          # grid columns of the written waves
+    obs_col: int = 0                              # grid column of the observation month
+    cells: dict = field(default_factory=dict)     # name -> array (n, months of window+future)
+    tx: dict = field(default_factory=dict)        # flat purchase log over window+future columns
+    places_source: str = ""
+
+    @property
+    def n(self) -> int:
+        return self.user["seg"].shape[0]
+
+
+def _sample_customers(rng: np.random.Generator, n: int, cfg: WorldConfig, R: np.ndarray):
+    """Segments, ages and copula latents of ``n`` customers: population draws kept with probability
+    ``INCLUSION_BY_AGE[age] * segment_inclusion[seg] * Phi(selection_behaviour * engagement)``."""
+    seg_p, age_p, z_p, have = [], [], [], 0
+    inc_seg = segment_inclusion(cfg)
+    while have < n:
+        m = int((n - have) * 3.5) + 200
+        seg = rng.choice(K, size=m, p=POP_SHARES)
+        age = draw_categorical(rng, P_AGE, seg)
+        z = B.draw_latent(rng, m, R)
+        p = INCLUSION_BY_AGE[age] * inc_seg[seg] * special.ndtr(cfg.selection_behaviour * B.selection_index(z, R))
+        keep = rng.random(m) < p
+        seg_p.append(seg[keep]); age_p.append(age[keep]); z_p.append(z[keep])
+        have += int(keep.sum())
+    return np.concatenate(seg_p)[:n], np.concatenate(age_p)[:n], np.concatenate(z_p)[:n]
+
+
+def simulate(n: int, rng: np.random.Generator, cfg: WorldConfig | None = None,
+             observation_date: str = "2026-06-30") -> World:
+    """Draw ``n`` customers, their latent monthly paths and everything observable from them."""
+    cfg = cfg or WorldConfig()
+    obs = pd.Timestamp(observation_date)
+    obs_day = int(np.datetime64(obs.date(), "D").astype(np.int64))
+    R = B.correlation(cfg.copula_strength, len(cfg.noise_columns))
+    seg, age, z = _sample_customers(rng, n, cfg, R)
+
+    # places and people
+    table, src = PL.state_given_age_sex(cfg.census)
+    gender = PL.draw_gender(rng, seg)
+    state = PL.draw_state(rng, age, gender, table)
+    region_eff = PL.REGION_EFFECT[PL.STATE_REGION[state]]
+
+    # behaviour levels
+    lev = B.levels(z, seg, cfg, region_eff)
+    uses = B.draw_uses(rng, seg, cfg.zero_inflation)
+
+    # month grid: history_months ending with the observation month, then future_months
+    H, Fm = cfg.history_months, cfg.future_months
+    obs_m = np.datetime64(obs.date(), "M")
+    months = obs_m - (H - 1) + np.arange(H + Fm)
+    starts = months.astype("datetime64[D]")
+    ends = (months + 1).astype("datetime64[D]")
+    start_day = starts.astype(np.int64)
+    mdays = (ends - starts).astype(np.int64)
+    tenure = rng.integers(MIN_TENURE_DAYS, MAX_TENURE_DAYS + 1, n)
+    signup_day = obs_day - tenure
+    signup_col = np.searchsorted(start_day, signup_day, side="right") - 1
+    signup_col = np.clip(signup_col, 0, H - 1)
+
+    lat = W.simulate_states(rng, seg, signup_col, H + Fm)
+    extra = W.months_to_churn(rng, seg, lat[:, -1])
+    # account closing day = first day of the first churned month
+    churned_any = (lat == W.CHURNED)
+    first_churn = np.where(churned_any.any(axis=1), churned_any.argmax(axis=1), -1)
+    last_col = H + Fm - 1
+    close_m = np.where(first_churn >= 0, months[0] + first_churn, months[0] + last_col + extra)
+    close_day = close_m.astype("datetime64[D]").astype(np.int64)
+
+    # available days per cell: from sign-up, up to the observation date in its month
+    avail = np.broadcast_to(mdays, lat.shape).copy()
+    first_day = np.broadcast_to(start_day, lat.shape).copy()
+    cols = np.arange(H + Fm)
+    in_signup = cols[None, :] == signup_col[:, None]
+    first_day = np.where(in_signup, signup_day[:, None], first_day)
+    avail = np.where(in_signup, start_day[None, :] + mdays[None, :] - signup_day[:, None], avail)
+    avail[:, H - 1] = np.minimum(avail[:, H - 1], obs_day - first_day[:, H - 1] + 1)
+    avail = np.where(lat >= 0, avail, 0)
+    days = W.active_days(rng, lat, avail)
+    last_off = W.last_active_offset(rng, days, avail)
+
+    # last activity up to the observation date (sign-up counts as activity)
+    past = last_off[:, :H]
+    act = past >= 0
+    last_col_act = np.where(act.any(axis=1), H - 1 - act[:, ::-1].argmax(axis=1), -1)
+    rows = np.arange(n)
+    last_act_day = np.where(last_col_act >= 0,
+                            first_day[rows, np.maximum(last_col_act, 0)] + past[rows, np.maximum(last_col_act, 0)],
+                            signup_day)
+    last_act_day = np.maximum(last_act_day, signup_day)
+    last_seen = obs_day - last_act_day
+
+    # window + future cells
+    w0 = H - cfg.n_months
+    sl = slice(w0, H + Fm)
+    phase = (months[sl].astype(np.int64) % 12)  # 0 = January
+    season = 1 + cfg.seasonality * np.cos(2 * np.pi * (phase - 11) / 12)
+    d_w, a_w = days[:, sl], avail[:, sl]
+    frac = np.where(a_w > 0, d_w / np.maximum(a_w, 1), 0.0)
+    noise = np.exp(rng.normal(-cfg.monthly_noise_sd**2 / 2, cfg.monthly_noise_sd, (n, d_w.shape[1], 3)))
+    minutes = (uses[:, None, :] * lev["minutes"][:, None, :] * (frac / 0.7)[:, :, None]
+               * season[None, :, None] * noise)
+    minutes = np.round(np.minimum(minutes, 1440.0), 1).astype(np.float32)
+    tx = TX.draw(rng, lev["rate"], lev["ticket"], d_w, a_w, mdays[sl], season, first_day[:, sl],
+                 last_off[:, sl], cfg.count_shape, cfg.ticket_sd)
+    noise_feat = np.round(lev["noise"] * np.exp(rng.normal(-0.045, 0.3, lev["noise"].shape)), 1)
+
+    label = W.observed_label(lat[:, sl], d_w, a_w)
+    user = dict(seg=seg, age=age, gender=gender, state=state, uses=uses, z=z, tenure=tenure,
+                signup_day=signup_day, close_day=close_day, last_seen=last_seen, obs_day=obs_day,
+                state_at_obs=lat[:, H - 1], noise=noise_feat, **{f"level_{k}": v for k, v in lev.items()})
+    cells = dict(latent=lat[:, sl], label=label, days=d_w, avail=a_w, minutes=minutes)
+    return World(cfg=cfg, obs=obs, user=user, grid_months=starts[sl], window=slice(0, cfg.n_months),
+                 obs_col=cfg.n_months - 1, cells=cells, tx=tx, places_source=src)
+
+
+def future_outcomes(world: World) -> pd.DataFrame:
+    """Truth-only outcomes after the observation date (see :mod:`.future`)."""
+    m = world.cells["latent"].shape[1]
+    user = world.tx["cell"] // m
+    u = world.user
+    return F.outcomes(world.n, user, world.tx["day"], world.tx["amount"], u["obs_day"],
+                      u["state_at_obs"] != W.CHURNED, u["close_day"])
