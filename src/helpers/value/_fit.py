@@ -117,7 +117,7 @@ class MLFitter:
     # --- shared -------------------------------------------------------------------------------------
     def _objective(self, logp: np.ndarray) -> float:
         with np.errstate(all="ignore"):
-            v = float(np.dot(self._w, self._negll_vec(logp, *self._data)))
+            v = float(np.sum(self._w * self._negll_vec(logp, *self._data)))  # not np.dot: BLAS threads contend
         if not np.isfinite(v):
             return np.inf
         return v + self.penalizer * float(np.sum(np.exp(logp) ** 2))

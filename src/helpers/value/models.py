@@ -53,7 +53,7 @@ def rfm_arrays(X, recency=None, T=None, weights=None, what: str = "fit"):
               ((x < 0) | (np.abs(x - np.round(x)) > 1e-9), "frequency must be a whole number >= 0"),
               ((tx < 0) | (tx > T_ + 1e-9), "recency must satisfy 0 <= recency <= T"),
               ((x == 0) & (tx != 0), "recency must be 0 when frequency is 0"),
-              (T_ <= 0, "T (customer age) must be > 0")]
+              (T_ < 0, "T (customer age) must be >= 0")]
     for bad, msg in checks:
         if np.any(bad):
             i = int(np.flatnonzero(bad)[0])
@@ -127,12 +127,16 @@ class BetaGeoFitter(_CountModel):
     @staticmethod
     def _negll_vec(logp, x, tx, T_):
         r, alpha, a, b = np.exp(logp)
-        A1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-        A2 = betaln(a, b + x) - betaln(a, b) - (r + x) * np.log(alpha + T_)
+        # the special functions depend on x only: evaluate them once per distinct frequency
+        xu, inv = np.unique(x, return_inverse=True)
+        inv = inv.reshape(np.shape(x))
+        g = (gammaln(r + xu) - gammaln(r) + r * np.log(alpha))[inv]
+        b1 = (betaln(a, b + xu) - betaln(a, b))[inv]
         with np.errstate(divide="ignore", invalid="ignore"):
-            A3 = np.where(x > 0, betaln(a + 1, b + np.maximum(x, 1) - 1) - betaln(a, b)
-                          - (r + x) * np.log(alpha + tx), -np.inf)
-        return -(A1 + np.logaddexp(A2, A3))
+            b2 = np.where(xu > 0, betaln(a + 1, b + np.maximum(xu, 1) - 1) - betaln(a, b), -np.inf)[inv]
+            A3 = np.where(x > 0, b2 - (r + x) * np.log(alpha + tx), -np.inf)
+        A2 = b1 - (r + x) * np.log(alpha + T_)
+        return -(g + np.logaddexp(A2, A3))
 
     def _log_odds_dead(self, x, tx, T_, p=None):
         r, alpha, a, b = self.params_.to_numpy() if p is None else p
