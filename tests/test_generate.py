@@ -94,7 +94,9 @@ def test_true_affinity_is_a_weighted_average_of_100():
 
 
 def test_population_margins_sum_to_one_per_variable():
-    m = G.population_margins()
+    assert set(G.population_margins()["variable"]) == {"age_group", "income_bracket", "education_level",
+                                                       "household_size"}
+    m = G.population_margins(with_places=True)
     assert set(m["variable"]) == {"age_group", "income_bracket", "education_level", "household_size",
                                   "gender", "state"}
     assert np.allclose(m.groupby("variable")["target"].sum(), 1.0)

@@ -110,7 +110,7 @@ def test_places_and_people(panel):
     assert set(ext["state"]) <= set(PL.STATE_CODES) and set(ext["gender"]) <= {"female", "male"}
     share_ca = (ext["state"] == "CA").mean()
     assert 0.08 < share_ca < 0.16
-    m = G.population_margins()
+    m = G.population_margins(with_places=True)
     assert abs(m[(m.variable == "state") & (m.category == "CA")]["target"].iloc[0] - 0.12) < 0.02
 
 

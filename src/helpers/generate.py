@@ -166,9 +166,12 @@ def true_affinity(shares: np.ndarray, cfg: WorldConfig | None = None,
     return pd.DataFrame(index, columns=S.CHANNEL_METRICS, index=pd.RangeIndex(K, name="segment"))
 
 
-def population_margins(cfg: WorldConfig | None = None, with_places: bool = True) -> pd.DataFrame:
-    """True population shares of the raking variables (age, income, education, household size,
-    and - the places extension - gender and US state).
+def population_margins(cfg: WorldConfig | None = None, with_places: bool = False) -> pd.DataFrame:
+    """True population shares of the raking variables (age, income, education, household size; with
+    ``with_places=True`` also the extension variables gender and US state).
+
+    The default keeps the four dictionary variables, so raking a table without the extension columns
+    works; ``raw/population_margins_with_places.csv`` holds all six for tables that carry them.
 
     Household size is reported in the bands ``1, 2, 3, 4, 5+``; education is the share among the whole
     population. State shares combine the model's age and gender with the Census ``P(state | age, sex)``.
@@ -254,6 +257,7 @@ def model_parameters(observation_date: str = DEFAULT_OBSERVATION_DATE, cfg: Worl
         "places": {"source": places_source, "region_effect_on_log_minutes": _PL.REGION_EFFECT.tolist(),
                    "p_female_by_segment": _PL.P_FEMALE.tolist()},
         "population_margins": population_margins(cfg).to_dict(orient="records"),
+        "population_margins_with_places": population_margins(cfg, with_places=True).to_dict(orient="records"),
     }
 
 
@@ -428,6 +432,18 @@ SOURCE_FILES = {
 PARTNER_FILE, PARTNER_MATCH = "partner_profiles.csv", "partner_match.csv"
 THIRD_FILE, THIRD_MATCH = "third_party_enrichment.csv", "third_party_match.csv"
 MARGINS_FILE = "population_margins.csv"
+#: The margins including the places extension (gender, US state), for tables that carry those columns.
+PLACES_MARGINS_FILE = "population_margins_with_places.csv"
+
+
+def panel_cfg(panel: "SyntheticPanel") -> WorldConfig:
+    """The WorldConfig a panel was generated with (from its params; defaults when absent)."""
+    world = dict((panel.params or {}).get("world") or {})
+    for k in ("tail_df", "count_shape"):
+        if k in world and world[k] is None:
+            world[k] = float("inf")
+    known = set(WorldConfig.__dataclass_fields__)
+    return WorldConfig(**{k: v for k, v in world.items() if k in known})
 #: Extension columns (1st party, optional: a table without them stays valid) appended to source files.
 EXTENSION_COLUMNS = {"crm_users.csv": ["state", "gender"], "engagement.csv": []}
 NOISE_COLUMNS = _WD.NOISE_COLUMNS_ALL
@@ -556,9 +572,11 @@ def write_sources(panel: SyntheticPanel, raw_dir: str | Path, truth_dir: str | P
         paths[name] = raw_dir / name
         _write_csv(part, paths[name])
 
-    margins = population_margins()
+    margins = population_margins(panel_cfg(panel))
     paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
     margins.to_csv(paths[MARGINS_FILE], index=False)
+    paths[PLACES_MARGINS_FILE] = raw_dir / PLACES_MARGINS_FILE
+    population_margins(panel_cfg(panel), with_places=True).to_csv(paths[PLACES_MARGINS_FILE], index=False)
 
     for name, frame in [("monthly_activity", panel.monthly), ("transactions", panel.transactions)]:
         if frame is not None:
@@ -676,6 +694,8 @@ def write_sources_chunked(n_users: int, raw_dir: str | Path, truth_dir: str | Pa
         del files, truth, long, fut
     paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
     population_margins(cfg).to_csv(paths[MARGINS_FILE], index=False)
+    paths[PLACES_MARGINS_FILE] = raw_dir / PLACES_MARGINS_FILE
+    population_margins(cfg, with_places=True).to_csv(paths[PLACES_MARGINS_FILE], index=False)
     paths["truth_params"] = truth_dir / "truth_params.json"
     paths["truth_params"].write_text(json.dumps(model_parameters(observation_date, cfg), indent=2))
     return paths
