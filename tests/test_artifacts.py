@@ -67,5 +67,5 @@ def test_identifier_column_follows_the_run(tmp_path):
     assert pan.id == "customerID"
     assert pan.frame["weight"].tolist() == [1.5, 1.0, 3.0] and pan.frame["segment"].tolist() == [0, 1, 1]
     assert artifacts.load_weights(P).to_dict() == {"x3": 3.0, "x1": 1.5}
-    artifacts.save(P, "ingest_meta", {"id": "tenure"})  # recorded by ingestion: wins over the guess
-    assert artifacts.id_column(P) == "tenure"
+    artifacts.save(P, "ingest_meta", {"config": {"settings": {"id": "tenure"}}})  # as ingestion records it
+    assert artifacts.id_column(P) == "tenure"  # the record wins over the guess

@@ -134,7 +134,8 @@ def id_column(paths: Paths) -> str:
         except json.JSONDecodeError:
             meta = {}
         conf = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-        for v in (meta.get("id"), meta.get("id_column"), conf.get("id")):
+        settings = conf.get("settings") if isinstance(conf.get("settings"), dict) else {}
+        for v in (meta.get("id"), meta.get("id_column"), conf.get("id"), settings.get("id")):
             if isinstance(v, str) and v:
                 return v
     f = REGISTRY["unified"].path(paths)
