@@ -194,3 +194,76 @@ def test_ingest_to_parquet_writes_from_the_engine(raw_dir, on_duckdb, duckdb_con
     q = pd.read_parquet(tmp_path / "quarantine" / "billing.parquet")
     assert len(q) == len(on_duckdb.quarantine["billing.csv"]) and set(q["_line"]) == set(
         on_duckdb.quarantine["billing.csv"]["_line"])
+
+
+# --- issue 13 edges: the same answer on both engines ------------------------------------------------
+from helpers import config as C  # noqa: E402
+from helpers.ingest import ingest_event_table, ingest_table  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def edge_file(tmp_path_factory):
+    """A user's table with a quoted line break, blank lines, CRLF-free text, a NUL in an id, a future date and
+    an extension column: every kind of issue-13 edge whose answer must not depend on the engine."""
+    df = G.generate_panel(60, seed=21).data
+    t = df.astype({c: object for c in df.columns})
+    t["customer_since_date"] = df["customer_since_date"].dt.strftime("%Y-%m-%d")
+    t["note"] = "ok"
+    t.loc[3, "note"] = "two\nlines"            # valid (kept text column), shifts the following lines
+    t.loc[8, "user_id"] = "U\x00bad"            # control character
+    t.loc[20, "customer_since_date"] = "2099-01-01"
+    t.loc[30, "age_group"] = "17-"
+    text = t.to_csv(index=False, lineterminator="\n").split("\n")
+    text.insert(15, "")
+    text.insert(40, "")
+    p = tmp_path_factory.mktemp("edges") / "edges.csv"
+    p.write_text("\n".join(text))
+    return p
+
+
+def _edges(con, path):
+    return ingest_table(path, con=con, observation_date="2026-06-30")
+
+
+@pytest.mark.parametrize("engine_con", ["duckdb_con", pytest.param("spark_con", marks=SPARK)])
+def test_edges_give_exact_physical_lines(engine_con, edge_file, request):
+    r = _edges(request.getfixturevalue(engine_con), edge_file)
+    q = r.quarantine["edges.csv"].sort_values("_line")
+    physical = edge_file.read_text().split("\n")
+    assert len(r.data) + len(q) == 60 and len(q) == 3
+    for uid, line in zip(q["user_id"], q["_line"].astype(int)):
+        assert physical[line - 1].startswith(uid + ","), (uid, line)
+    assert " ".join(q["_reason"]).count("control character") == 1
+    assert "date after the observation date" in " ".join(q["_reason"])
+    assert r.report["extension_columns"] == ["note"]
+    assert r.data.set_index("user_id")["note"].str.contains("\n").sum() == 1
+
+
+@SPARK
+def test_edges_same_on_both_engines(edge_file, duckdb_con, spark_con):
+    a, b = _edges(duckdb_con, edge_file), _edges(spark_con, edge_file)
+    pd.testing.assert_frame_equal(a.data, b.data, check_exact=True)
+    pd.testing.assert_frame_equal(a.quarantine["edges.csv"], b.quarantine["edges.csv"], check_exact=True)
+
+
+@SPARK
+def test_telco_and_long_table_same_on_both_engines(external_data, duckdb_con, spark_con, tmp_path):
+    cfg = C.load("telco")
+    a, b = ingest_table(config=cfg, con=duckdb_con), ingest_table(config=cfg, con=spark_con)
+    pd.testing.assert_frame_equal(a.data, b.data, check_exact=True)
+    assert a.report == b.report
+    rows = [{"user_id": f"U{u}", "month": f"2026-0{m}-01", "engagement_state": "active", "minutes_social": "1",
+             "minutes_video": "2", "minutes_podcasts": "3", "conversions": "1", "spend": "2.5"}
+            for u in range(20) for m in (1, 2, 3)]
+    df = pd.DataFrame(rows)
+    df.loc[4, "month"] = df.loc[3, "month"]
+    df.loc[7, "engagement_state"] = "gone"
+    df.loc[9, "user_id"] = "U999"
+    df.to_csv(tmp_path / "monthly_activity.csv", index=False)
+    known = [f"U{u}" for u in range(20)]
+    ea, eb = [ingest_event_table("monthly_activity", tmp_path / "monthly_activity.csv", con=c, known_ids=known,
+                                 observation_date="2026-06-30") for c in (duckdb_con, spark_con)]
+    pd.testing.assert_frame_equal(ea.data, eb.data, check_exact=True)
+    pd.testing.assert_frame_equal(ea.quarantine["monthly_activity.csv"], eb.quarantine["monthly_activity.csv"],
+                                  check_exact=True)
+    assert ea.report == eb.report and ea.report["n_rejected"] == 4
