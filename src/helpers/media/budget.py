@@ -6,9 +6,11 @@ Two steps:
    needs for the audience: each channel's CPM (spend / impressions), each member's exposure rate per
    planned dollar (Gamma-Poisson empirical Bayes on their impressions, so a member seen twice is not
    assumed to see twice as much as one seen once), and a response model fitted by penalised maximum
-   likelihood on member-days: ``conversions ~ Poisson(baseline_u + sum_c beta_c S_c(A_ucd))`` with
-   geometric adstock ``A`` (decay ``delta_c``) and Hill saturation ``S_c`` (half point ``H_c``, shape
-   ``kappa_c``: kappa > 1 is a frequency threshold). Weak priors keep sparse channels finite.
+   likelihood on members' campaign conversions: ``E[y] = D (baseline_u + sum_c beta_c S_c(r_uc))`` with
+   ``r`` the member's impressions per day and ``S_c`` a Hill curve (half point ``H_c``, shape ``kappa_c``:
+   kappa > 1 is a frequency threshold); it is the steady state of geometric adstock (decay folded into
+   ``H``). Everyone else in the run informs the curve shapes; the audience's own effects deviate from the
+   run's by a shrunken factor (partial pooling), so small audiences borrow strength.
 2. :func:`optimise` maximises expected incremental conversions, or reach at an effective frequency, for a
    budget per person, with minimum / maximum spend per channel, frequency caps (per channel: turned into
    spend ceilings by bisection; overall: a nonlinear constraint), and any linear constraints the user adds;
@@ -109,12 +111,16 @@ class ResponseModel:
         national = self.theta * total
         return np.where(self.targetable, inside, national) / self.days
 
-    def conversions(self, spend_per_person, params=None) -> float:
-        """Expected incremental conversions per person over the campaign (steady-state adstock)."""
+    def channel_conversions(self, spend_per_person, params=None) -> np.ndarray:
+        """Expected incremental conversions per person over the campaign, per channel (steady state)."""
         rp = self.response_params(params)
         lam = self.daily_rates(spend_per_person)
         a = lam / (1 - rp["decay"])
-        return float((self.days * (rp["beta"] * _hill(a, rp["half"], rp["shape"])).sum(1)).mean())
+        return self.days * (rp["beta"] * _hill(a, rp["half"], rp["shape"])).mean(0)
+
+    def conversions(self, spend_per_person, params=None) -> float:
+        """Expected incremental conversions per person over the campaign (steady-state adstock)."""
+        return float(self.channel_conversions(spend_per_person, params).sum())
 
     def reach(self, spend_per_person, k: int = 1, per_channel: bool = False):
         """Share of members with at least ``k`` impressions (Poisson given each member's rate)."""
@@ -145,53 +151,69 @@ def _decay_matrix(D: int, delta: float) -> np.ndarray:
     return L     # A = X @ L  (X: users x days)
 
 
-DECAY_GRID = (0.2, 0.5, 0.8)
-HALF_GRID = (0.5, 1.0, 2.0)
+def _fit_steady_state(y, r, z, D, g=None, deviation_sd: float = 0.5):
+    """Penalised Poisson MLE of member campaign conversions ``y`` on their daily impressions ``r``.
 
-
-def _poisson_identity(y, F, z, day=None, n_days: int = 0):
-    """Poisson MLE of ``mu = exp(b0 + b1 z + tau_day) + F beta`` with ``beta >= 0`` (L-BFGS-B, analytic
-    gradient). The day effects ``tau`` absorb every national movement (flights, weekdays), so ``beta`` is
-    identified from differences between members on the same day. Returns the coefficients, the
-    log-likelihood and the inverse Fisher information of ``beta``.
+    ``E[y_u] = D (exp(b0 + b0' g_u + b1 z_u) + sum_c beta_c exp(gamma_c g_u) S_c(r_uc))`` with Hill ``S_c``
+    (half ``H_c``, shape ``kappa_c``), ``g_u`` = 1 for members of the target audience. Everyone else in the
+    run informs the shapes and the channels' average effect; the audience's own effect deviates from it by
+    ``exp(gamma_c)``, ``gamma_c ~ N(0, deviation_sd^2)`` (partial pooling: a small audience borrows strength,
+    a large one speaks for itself). This is the steady state of the adstock model: with constant daily spend
+    the adstock is ``r / (1 - delta)``, so only ``H_c (1 - delta_c)`` is identified and ``delta`` is folded
+    into ``H``. Weak priors: log kappa ~ N(0.3, 0.5), log H ~ N(log median r, 1.5), log beta ~ N(log(mean
+    y / D) - 1, 3). Returns (the audience's parameters in :class:`ResponseModel` layout, covariance, converged).
     """
-    C = F.shape[1]
-    nd = n_days if day is not None else 0
-    b0 = np.log(max(y.mean(), 1e-6))
+    U, C = r.shape
+    g = np.ones(U) if g is None else np.asarray(g, float)
+    pooled = 0 < g.mean() < 1
+    pos_r = r[r > 0]
+    h0 = np.log(max(np.median(pos_r) if pos_r.size else 0.1, 1e-3))
+    b0 = np.log(max(y.mean() / D, 1e-6))
+    S_ = None
 
-    def parts(p):
-        tau = np.r_[0.0, p[2:2 + nd - 1]] if nd else 0.0
-        base = np.exp(p[0] + p[1] * z + (tau[day] if nd else 0.0))
-        return base, np.maximum(base + F @ p[1 + nd:] if nd else base + F @ p[2:], 1e-12)
+    def unpack(p):
+        q = p[3:3 + 3 * C].reshape(C, 3)
+        gam = p[3 + 3 * C:] if pooled else np.zeros(C)
+        return p[0], p[1], p[2], q, gam
 
-    def f(p):
-        base, mu = parts(p)
-        r = y / mu - 1.0
-        rb = r * base
-        g = [rb.sum(), (rb * z).sum()]
-        if nd:
-            g.append(np.bincount(day, weights=rb, minlength=nd)[1:])
-        g.append(F.T @ r)
-        return -(y * np.log(mu) - mu).sum(), -np.concatenate([np.atleast_1d(v) for v in g])
+    def negpost(p):
+        a0, ag, a1, q, gam = unpack(p)
+        beta_u = np.exp(q[:, 0][None, :] + gam[None, :] * g[:, None])
+        mu = D * (np.exp(a0 + ag * g + a1 * z) + (beta_u * _hill(r, np.exp(q[:, 1]), np.exp(q[:, 2]))).sum(1))
+        mu = np.maximum(mu, 1e-12)
+        prior = (((q[:, 0] - (b0 - 1.0)) / 3.0) ** 2 + ((q[:, 1] - h0) / 1.5) ** 2
+                 + ((q[:, 2] - 0.3) / 0.5) ** 2).sum() / 2 + (gam ** 2).sum() / (2 * deviation_sd ** 2)
+        return -(y * np.log(mu) - mu).sum() + prior
 
-    scale = max(F.mean(), 1e-9)
-    p0 = np.r_[b0 - 0.2, 0.0, np.zeros(max(nd - 1, 0)), np.full(C, y.mean() * 0.05 / scale)]
-    k = 2 + max(nd - 1, 0)
-    res = optimize.minimize(f, p0, jac=True, method="L-BFGS-B",
-                            bounds=[(None, None)] * k + [(0, None)] * C, options={"maxiter": 1000})
-    p = res.x
-    base, mu = parts(p)
-    G = np.column_stack([base, base * z, F])
-    info = (G / mu[:, None]).T @ G
-    try:
-        cov = np.linalg.inv(info + 1e-12 * np.eye(G.shape[1]))[2:, 2:]
-    except np.linalg.LinAlgError:
-        cov = None
-    return {"b0": p[0], "b1": p[1], "beta": p[k:], "loglik": -res.fun, "cov_beta": cov,
-            "success": bool(res.success)}
+    n_par = 3 + 3 * C + (C if pooled else 0)
+    best = None
+    for start_h in (h0, h0 - 1.0, h0 + 1.0):
+        p0 = np.zeros(n_par)
+        p0[0] = b0 - 0.3
+        p0[2] = 0.5
+        p0[3:3 + 3 * C] = np.tile([b0 - 1.0, start_h, 0.3], C)
+        res = optimize.minimize(negpost, p0, method="BFGS", options={"maxiter": 3000, "gtol": 1e-4})
+        if best is None or res.fun < best.fun:
+            best = res
+    # the audience's parameters: baseline b0 + b0', log beta + gamma, log H, log kappa, decay 0
+    J = np.zeros((2 + 4 * C, n_par))
+    J[0, 0] = 1
+    J[0, 1] = 1 if pooled else 0
+    J[1, 2] = 1
+    for c in range(C):
+        J[2 + 4 * c, 3 + 3 * c] = 1
+        if pooled:
+            J[2 + 4 * c, 3 + 3 * C + c] = 1
+        J[3 + 4 * c, 4 + 3 * c] = 1
+        J[4 + 4 * c, 5 + 3 * c] = 1
+    params = J @ best.x
+    params[5::4] = -30.0                                   # decay 0: folded into H
+    cov = J @ np.asarray(best.hess_inv) @ J.T
+    return params, cov, bool(best.success) or best.status == 2
 
 
-def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000) -> ResponseModel:
+def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
+                 pooled: bool = True, deviation_sd: float = 0.5) -> ResponseModel:
     """Estimate CPMs, member exposure rates and the adstock/saturation response for an audience.
 
     ``md``: :class:`helpers.media.data.MediaData`. Audiences larger than ``max_users`` are subsampled for
@@ -238,56 +260,28 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000) -> Re
         shapes[j] = r
         theta[:, j] = (n[:, j] + r) / (e[:, j] + b)
 
-    # member-day data for the response fit
+    # member-level data for the response fit: campaign conversions and average daily impressions of the
+    # audience and (partial pooling) of everyone else in the run, each subsampled to max_users
     rng = np.random.default_rng(seed)
-    fit_users = audience if len(audience) <= max_users else audience[np.sort(
-        rng.choice(len(audience), max_users, replace=False))]
-    pos = pd.Index(fit_users)
-    sub = ed[ed["user_id"].astype(str).isin(pos)]
-    ui = pos.get_indexer(sub["user_id"].astype(str))
-    ci = pd.Index(channels).get_indexer(sub["channel"])
-    di = dates.get_indexer(sub["d"])
-    X = np.zeros((len(pos), C, D))
-    np.add.at(X, (ui, ci, di), sub["impressions"].to_numpy(float))
-    Y = np.zeros((len(pos), D))
+    others = all_users[~in_aud]
+    pick = lambda ix: ix if len(ix) <= max_users else ix[np.sort(rng.choice(len(ix), max_users, replace=False))]
+    pos = pd.Index(pick(audience)).append(pd.Index(pick(others)))
+    g = pos.isin(audience).astype(float)
+    r = per_user.loc[pos].to_numpy() / D                                       # (U, C) impressions per day
+    y = np.zeros(len(pos))
     if md.conversions is not None:
         cv = md.conversions
-        cv = cv[cv["user_id"].astype(str).isin(pos)]
-        np.add.at(Y, (pos.get_indexer(cv["user_id"].astype(str)),
-                      dates.get_indexer(pd.DatetimeIndex(pd.to_datetime(cv["date"])).normalize())),
-                  cv["conversions"].to_numpy(float))
+        y = cv.groupby(cv["user_id"].astype(str))["conversions"].sum().reindex(pos).fillna(0).to_numpy(float)
     prior_conv = np.zeros(len(pos))
     if getattr(md, "users", None) is not None and "monthly_conversions" in md.users.columns:
         mc = pd.to_numeric(md.users.set_index(md.users["user_id"].astype(str))["monthly_conversions"],
                            errors="coerce")
         prior_conv = mc.reindex(pos).fillna(mc.median()).to_numpy(float)
     z = np.log1p(prior_conv) - np.log1p(prior_conv).mean()
-    exposed = X[X > 0]
-    a_med = float(np.median(exposed)) if exposed.size else 1.0
-    best = None
-    for decay in DECAY_GRID:
-        L = _decay_matrix(D, decay)
-        A = np.stack([X[:, j, :] @ L for j in range(C)], axis=1)           # (U, C, D) adstock
-        a_level = float(np.median(A[A > 0])) if (A > 0).any() else a_med
-        for mult in HALF_GRID:
-            half = a_level * mult
-            F = _hill(A, half, 1.0).transpose(0, 2, 1).reshape(-1, C)       # (U*D, C)
-            fit = _poisson_identity(Y.ravel(), F, np.repeat(z, D), np.tile(np.arange(D), len(z)), D)
-            if best is None or fit["loglik"] > best["loglik"]:
-                best = dict(fit, decay=decay, half=half)
-    C_ = C
-    params = np.r_[best["b0"], best["b1"], np.column_stack([
-        np.log(np.maximum(best["beta"], 1e-12)), np.full(C_, np.log(best["half"])), np.zeros(C_),
-        np.full(C_, special.logit(best["decay"]))]).ravel()]
-    notes = [f"response shapes chosen on a grid: adstock decay {best['decay']}, half saturation "
-             f"{best['half']:.3f} adstocked impressions/day, Hill shape 1 (all channels)"]
-
-    class _R:  # noqa: N801 - a tiny stand-in of scipy's result
-        success = best["success"]
-    res = _R()
-    cov = best["cov_beta"]
+    params, cov, ok = _fit_steady_state(y, r, z, D, g if pooled else None, deviation_sd)
+    notes = [] if ok else ["the response fit did not fully converge; treat its intervals with care"]
     return ResponseModel(channels, audience, D, cpm, targetable, theta, shapes, params, cov, index,
-                         len(all_users), bool(res.success), notes)
+                         len(all_users), ok, notes)
 
 
 # --- constraints and optimisation ----------------------------------------------------------------

@@ -17,7 +17,7 @@ The Explorer's "Plan" view calls::
 ``md`` is :class:`helpers.media.data.MediaData` (``data.load_media(P)``); ``audience_ids`` any user ids
 (a segment, an exported lookalike audience, an affinity tier). ``budget_total`` (USD for the audience)
 overrides ``budget_per_person``. Intervals (95%): conversions from the response model's parameter
-uncertainty (draws from the inverse Fisher information, truncated at 0), reach from a bootstrap over members.
+uncertainty (draws from the normal approximation at the penalised MLE), reach from a bootstrap over members.
 """
 
 from __future__ import annotations
@@ -109,17 +109,14 @@ def plan_table(model: BU.ResponseModel, alloc: BU.Allocation, k: int, n_draws: i
     lam = model.daily_rates(x) * model.days                       # (users, C) impressions per member
     reached_c = 1 - np.exp(-lam)                                  # P(reached by channel)
     reached = 1 - np.exp(-lam.sum(1))
-    # conversions per channel under parameter draws
-    rp = model.response_params()
-    a = lam / model.days / (1 - rp["decay"])
-    unit = model.days * BU._hill(a, rp["half"], rp["shape"]).mean(0)     # conversions per unit beta
-    beta = rp["beta"]
+    # conversions per channel under parameter draws (normal approximation of the fit's posterior)
+    point = model.channel_conversions(x) * n
     if model.cov is not None and np.all(np.isfinite(model.cov)):
         cov = (model.cov + model.cov.T) / 2
-        draws = rng.multivariate_normal(beta, cov, size=n_draws, method="eigh").clip(min=0)
+        draws = rng.multivariate_normal(model.params, cov, size=n_draws, method="eigh")
+        conv_draws = np.array([model.channel_conversions(x, d) * n for d in draws])
     else:
-        draws = np.tile(beta, (n_draws, 1))
-    conv_draws = draws * unit * n                                 # (draws, C)
+        conv_draws = np.tile(point, (n_draws, 1))
     boot = rng.integers(0, n, (min(n_draws, 200), n))
     reach_c_boot = np.stack([reached_c[b].mean(0) for b in boot])
     reach_boot = np.array([reached[b].mean() for b in boot])
@@ -131,7 +128,7 @@ def plan_table(model: BU.ResponseModel, alloc: BU.Allocation, k: int, n_draws: i
                      "reach_low": np.percentile(reach_c_boot[:, j], 2.5),
                      "reach_high": np.percentile(reach_c_boot[:, j], 97.5),
                      "frequency": lam[:, j].mean() / rc if rc > 0 else 0.0,
-                     "conversions": beta[j] * unit[j] * n,
+                     "conversions": point[j],
                      "conversions_low": np.percentile(conv_draws[:, j], 2.5),
                      "conversions_high": np.percentile(conv_draws[:, j], 97.5),
                      "marginal_per_1000_usd": alloc.marginal[j] * 1000.0,
@@ -143,7 +140,7 @@ def plan_table(model: BU.ResponseModel, alloc: BU.Allocation, k: int, n_draws: i
                  "reach_high": np.percentile(reach_boot, 97.5),
                  "frequency": lam.sum(1).mean() / r if r > 0 else 0.0,
                  f"reach_{k}plus": model.reach(x, k),
-                 "conversions": (beta * unit).sum() * n, "conversions_low": np.percentile(tot_conv, 2.5),
+                 "conversions": point.sum(), "conversions_low": np.percentile(tot_conv, 2.5),
                  "conversions_high": np.percentile(tot_conv, 97.5), "marginal_per_1000_usd": np.nan,
                  "affinity_index": np.nan})
     t = pd.DataFrame(rows)

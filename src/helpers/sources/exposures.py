@@ -33,6 +33,7 @@ impressions``), ``media_spend.parquet`` (``date, campaign, channel, planned_spen
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -388,12 +389,53 @@ def _rates_for(users_truth: pd.DataFrame, spend_per_person: np.ndarray, days: in
     return np.where(TARGETABLE, inside, national) / days
 
 
+_LAMBDA_GRID = np.r_[0.0, np.geomspace(1e-3, 60.0, 80)]
+
+
+@lru_cache(maxsize=1)
+def _expected_hill_table() -> np.ndarray:
+    """E[S_c(A)] at steady state when daily impressions are Poisson(lambda), for each lambda of the grid.
+
+    ``A = sum_k delta^k N_k`` (N_k iid Poisson(lambda)); 4,000 draws with common random numbers per channel.
+    """
+    from scipy import stats
+    rng = np.random.default_rng(20260630)
+    K, M = 30, 4000
+    u = rng.random((M, K)).ravel()
+    out = np.zeros((C, len(_LAMBDA_GRID)))
+    draws = []
+    for lam in _LAMBDA_GRID[1:]:               # inverse-CDF Poisson draws (common uniforms: smooth in lambda)
+        kmax = int(lam + 10 * np.sqrt(lam) + 15)
+        cdf = stats.poisson.cdf(np.arange(kmax + 1), lam)
+        draws.append(np.minimum(np.searchsorted(cdf, u), kmax).reshape(M, K).astype(float))
+    for c in range(C):
+        w = ADSTOCK_DECAY[c] ** np.arange(K)
+        for i, n in enumerate(draws, start=1):
+            out[c, i] = hill(n @ w, HILL_HALF[c], HILL_SHAPE[c]).mean()
+    return out
+
+
+def expected_response(daily_rate: np.ndarray) -> np.ndarray:
+    """Planted expected response E[S_c(adstock)] per user-day for daily impression rates ``(n, C)``.
+
+    The exact expectation of the simulated model (Poisson daily impressions, geometric adstock, Hill) at a
+    constant daily rate, interpolated on a grid: this is what a constant-spend plan earns per day.
+    """
+    tab = _expected_hill_table()
+    lam = np.asarray(daily_rate, float)
+    out = np.empty_like(lam)
+    for c in range(C):
+        out[..., c] = np.interp(lam[..., c], _LAMBDA_GRID, tab[c])
+    return out
+
+
 def true_outcome(spend_per_person, users_truth: pd.DataFrame, days: int = DEFAULT_WEEKS * 7,
                  objective: str = "conversions", effective_frequency: int = 1) -> float:
     """Planted value of an allocation for the audience ``users_truth`` (rows of media_users_truth).
 
-    ``objective="conversions"``: expected incremental conversions per person over ``days`` (steady-state
-    adstock, weekday profile averaging to 1); ``"reach"``: share of the audience with at least
+    ``objective="conversions"``: expected incremental conversions per person over ``days`` at constant daily
+    spend (:func:`expected_response`: the simulated model's exact steady-state expectation; weekday profile
+    averaging to 1); ``"reach"``: share of the audience with at least
     ``effective_frequency`` impressions (Poisson given the planted propensities).
     """
     lam = _rates_for(users_truth, spend_per_person, days)
@@ -401,8 +443,7 @@ def true_outcome(spend_per_person, users_truth: pd.DataFrame, days: int = DEFAUL
         from scipy import stats
         return float(stats.poisson.sf(effective_frequency - 1, lam.sum(1) * days).mean())
     seg = users_truth["true_segment"].to_numpy()
-    a = lam / (1 - ADSTOCK_DECAY)
-    return float((days * (BETA[seg] * hill(a, HILL_HALF, HILL_SHAPE)).sum(1)).mean())
+    return float((days * (BETA[seg] * expected_response(lam)).sum(1)).mean())
 
 
 def planted_optimum(users_truth: pd.DataFrame, budget_per_person: float = DEFAULT_BUDGET_PER_PERSON,
