@@ -120,6 +120,9 @@ class BetaGeoFitter(_CountModel):
     """
 
     _param_names = ("r", "alpha", "a", "b")
+    #: a above 1000 is the homogeneous-dropout limit (a, b -> infinity with a/(a+b) fixed: expectations no
+    #: longer change, and the hypergeometric terms overflow beyond it); ``at_bound_`` then names it
+    _log_bounds = [(-12.0, 8.0), (-12.0, 14.0), (-12.0, float(np.log(1e3))), (-12.0, float(np.log(1e7)))]
 
     def _initial(self):
         return np.log([0.5, max(self._scale / 10, 0.1), 1.0, 2.0])
