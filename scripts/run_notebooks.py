@@ -188,6 +188,30 @@ class StageTransaction:
         return warnings
 
 
+def recover_staging(P) -> list[str]:
+    """Put back outputs a killed run left in ``data/.staging/<stem>/`` (that stage never committed)."""
+    from helpers import artifacts
+
+    notes = []
+    root = P.data / STAGING
+    if not root.is_dir():
+        return notes
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for a in artifacts.produced_by(stage_dir.name):
+            staged = stage_dir / a.file
+            if staged.exists():
+                _remove(a.path(P))
+                a.path(P).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, a.path(P))
+                notes.append(f"restored {a.file} of {stage_dir.name} from an interrupted run")
+        _remove(stage_dir)
+    try:
+        root.rmdir()
+    except OSError:
+        pass
+    return notes
+
+
 # --- failures ------------------------------------------------------------------------------------------
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -426,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     params = build_params(args, data, out)
     notebooks = numbered_notebooks(Path(args.notebooks))
     selected = [nb for nb in notebooks if not args.only or any(nb.stem.startswith(p) for p in args.only)]
+    for note in recover_staging(P):
+        print(f"[run_notebooks] {note}", flush=True)
     state = artifacts.read_state(P)
     state["run"] = int(state.get("run", 0)) + 1
     artifacts.write_state(P, state)
@@ -467,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
                                 progress_bar=False if args.no_progress else
                                 {"desc": f"  {nb.stem} cells", "position": 1, "leave": False,
                                  "file": sys.stderr, "dynamic_ncols": not tty, **tty})
+        except KeyboardInterrupt:
+            tx.rollback()
+            r.update(status="failed", seconds=time.perf_counter() - t0, restored=True,
+                     failure={"ename": "KeyboardInterrupt", "evalue": "the run was interrupted",
+                              "cell_index": None, "exec_count": None, "source": "", "where": ""})
+            write_index(out, runs, shown, P, state)
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure of a stage is reported, then rolled back
             r["seconds"] = time.perf_counter() - t0
             r.update(status="failed", failure=describe_failure(exc),

@@ -160,3 +160,15 @@ def test_metrics_restore_and_skipped(tmp_path):
     assert metrics.read(f) == {"02_x": {"a": 1}} and metrics.read_skipped(f)["02_x"] == old
     metrics.restore(f, "02_x", None, None)
     assert metrics.read(f) == {} and metrics.read_skipped(f) == {}
+
+
+def test_outputs_left_by_a_killed_run_are_put_back(tmp_path):
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    artifacts.save(P, "weights", pd.DataFrame({"user_id": ["a"], "weight": [2.0]}))
+    tx = R.StageTransaction(P, "02_panel_weighting_fusion")
+    tx.begin()  # outputs moved aside, then the process dies before commit or rollback
+    (P.processed / artifacts.WEIGHTS).write_bytes(b"half a parquet file")
+    notes = R.recover_staging(P)
+    assert notes == ["restored processed/weights.parquet of 02_panel_weighting_fusion from an interrupted run"]
+    assert artifacts.load(P, "weights")["weight"].tolist() == [2.0]
+    assert not (P.data / R.STAGING).exists()
