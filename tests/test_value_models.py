@@ -179,3 +179,17 @@ def test_rfm_summary_same_day_rule_and_holdout():
     assert k.loc["a", "monetary_value"] == pytest.approx((20.0 + 20.0) / 2)
     with pytest.raises(KeyError, match="lacks column"):
         V.rfm_summary(tx.drop(columns="amount"), "2024-01-31")
+
+
+def test_bgnbd_homogeneous_dropout_stays_finite():
+    """Almost no heterogeneity in dropout (a, b large): the likelihood has a ridge toward a, b -> infinity;
+    the bounded fit stays finite, its expectations are finite and the mean dropout probability is recovered."""
+    d = simulate_bgnbd(3000, 1.2, 2.4, 400.0, 160000.0, T_max=52.0, seed=12)
+    m = V.BetaGeoFitter().fit(d)
+    assert np.isfinite(m.log_likelihood_)
+    e = m.conditional_expected_number_of_purchases_up_to_time(13, d["frequency"], d["recency"], d["T"])
+    pa = m.conditional_probability_alive(d["frequency"], d["recency"], d["T"])
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(pa))
+    # the implied mean dropout probability a/(a+b) is recovered
+    p = m.params_["a"] / (m.params_["a"] + m.params_["b"])
+    assert 0.0005 < p < 0.02
