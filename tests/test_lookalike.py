@@ -271,6 +271,10 @@ def test_a_churn_seed_never_sees_recency_or_the_churn_score(small_panel):
 
 # --- the prospective task ----------------------------------------------------------------------------
 def _future_churn(panel, horizon=180):
+    fut = getattr(panel, "future", None)
+    if fut is not None and f"churn_next_{horizon}d" in fut:  # the generator's planted future outcomes
+        return fut.set_index(fut["user_id"].astype(str))[f"churn_next_{horizon}d"].reindex(
+            panel.data["user_id"].astype(str)).fillna(False).to_numpy(bool)
     t = panel.truth
     ev, ten = t["true_event_time_days"].to_numpy(), t["tenure_days"].to_numpy()
     return (ev >= ten) & (ev < ten + horizon)
@@ -278,7 +282,8 @@ def _future_churn(panel, horizon=180):
 
 def test_prospective_task_scores_next_period_outcomes_of_active_candidates(medium_panel):
     """Seed = users who churned this period; candidates = active users; positives = candidates who churn
-    in the next 180 days (planted truth). The model beats random and the oracle bounds it."""
+    in the next 180 days (planted truth). Model and cosine beat random; the planted-segment oracle is a
+    reference (users of one segment differ), not a ceiling, so it is only checked to carry signal."""
     df = medium_panel.data
     seed = df["churned_in_last_90_days"].astype(bool).to_numpy()
     active = ~seed
@@ -291,10 +296,12 @@ def test_prospective_task_scores_next_period_outcomes_of_active_candidates(mediu
     rate = pd.Series(target[run.candidates]).groupby(true_seg[run.candidates]).mean()
     oracle = pd.Series(true_seg).map(rate).to_numpy(float)
     ev = L.evaluate(run, (0.05,), oracle=oracle, seed=0)
-    # measured (seed 11, 20k users): propensity AUC 0.57 / lift 2.2, cosine 0.61 / 2.4, oracle 0.62 / 2.9
+    # measured (seed 11, 20k users, two generator versions): propensity AUC 0.57-0.64, lift 2.2+;
+    # cosine 0.61-0.69; oracle 0.62-0.66
     assert ev.loc["propensity", "auc"] > 0.54 and ev.loc["propensity", "lift_top5%"] > 1.5
+    assert ev.loc["cosine", "auc"] > 0.54
     assert 0.45 < ev.loc["random", "auc"] < 0.55 and 0.6 < ev.loc["random", "lift_top5%"] < 1.4
-    assert ev.loc["oracle", "auc"] >= ev.loc[["propensity", "cosine"], "auc"].max() - 0.02
+    assert ev.loc["oracle", "auc"] > 0.55 and ev.loc["oracle", "lift_top5%"] > 1.2
 
 
 def test_future_target_rules():
