@@ -31,7 +31,8 @@ def num_hessian(f: Callable[[np.ndarray], float], x: np.ndarray, step: float = 1
 
 
 def maximise(negll: Callable[[np.ndarray], float], x0: np.ndarray, what: str,
-             bounds: Sequence[tuple[float, float]] | None = None) -> optimize.OptimizeResult:
+             bounds: Sequence[tuple[float, float]] | None = None, jac: Callable | None = None
+             ) -> optimize.OptimizeResult:
     """Minimise ``negll`` over unconstrained (log) parameters: BFGS (L-BFGS-B within ``bounds`` on the log
     scale), then a short Nelder-Mead polish.
 
@@ -41,6 +42,12 @@ def maximise(negll: Callable[[np.ndarray], float], x0: np.ndarray, what: str,
     best = None
     x = np.asarray(x0, float)
     k = len(x)
+    if jac is not None:  # analytic gradient: L-BFGS-B to a tight tolerance, Nelder-Mead only if it fails
+        with np.errstate(all="ignore"):
+            res = optimize.minimize(negll, x, jac=jac, method="L-BFGS-B", bounds=bounds,
+                                    options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9})
+        if res.success and np.isfinite(res.fun):
+            return res
     first = ("L-BFGS-B", {"maxiter": 500}) if bounds is not None else ("BFGS", {"gtol": 1e-8, "maxiter": 500})
     for method, opts in (first, ("Nelder-Mead", {"xatol": 1e-9, "fatol": 1e-11, "maxfev": 300 * k})):
         with np.errstate(all="ignore"):
@@ -114,6 +121,12 @@ class MLFitter:
     def _initial(self) -> np.ndarray:
         return np.zeros(len(self._param_names))
 
+    def _gradient(self, logp: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            g = np.sum(self._w[:, None] * self._grad_vec(logp, *self._data), axis=0)
+        g = g + self.penalizer * 2 * np.exp(logp) ** 2
+        return np.where(np.isfinite(g), g, 0.0)
+
     # --- shared -------------------------------------------------------------------------------------
     def _objective(self, logp: np.ndarray) -> float:
         with np.errstate(all="ignore"):
@@ -129,7 +142,8 @@ class MLFitter:
         if len(self._w) != n:
             raise ValueError(f"{what}: weights have {len(self._w)} rows, data {n}")
         x0 = np.log(np.asarray(initial, float)) if initial is not None else self._initial()
-        res = maximise(self._objective, x0, what, self._log_bounds)
+        jac = self._gradient if hasattr(self, "_grad_vec") else None
+        res = maximise(self._objective, x0, what, self._log_bounds, jac)
         self._logp = res.x
         lb = self._log_bounds
         self.at_bound_ = [n for n, v, b in zip(self._param_names, res.x, lb or []) if min(abs(v - b[0]), abs(v - b[1])) < 1e-3]

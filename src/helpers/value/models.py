@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import betaln, expit, gammaln, hyp2f1
+from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from ._fit import MLFitter
 
@@ -140,6 +140,30 @@ class BetaGeoFitter(_CountModel):
             A3 = np.where(x > 0, b2 - (r + x) * np.log(alpha + tx), -np.inf)
         A2 = b1 - (r + x) * np.log(alpha + T_)
         return -(g + np.logaddexp(A2, A3))
+
+    @staticmethod
+    def _grad_vec(logp, x, tx, T_):
+        """Gradient of the per-row negative log-likelihood with respect to the log-parameters (n x 4)."""
+        r, alpha, a, b = np.exp(logp)
+        xu, inv = np.unique(x, return_inverse=True)
+        inv = inv.reshape(np.shape(x))
+        lT, lt = np.log(alpha + T_), np.log(alpha + tx)
+        b1 = (betaln(a, b + xu) - betaln(a, b))[inv]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b2 = np.where(xu > 0, betaln(a + 1, b + np.maximum(xu, 1) - 1) - betaln(a, b), -np.inf)[inv]
+            A3 = np.where(x > 0, b2 - (r + x) * lt, -np.inf)
+        A2 = b1 - (r + x) * lT
+        w2 = np.exp(A2 - np.logaddexp(A2, A3)); w3 = 1 - w2
+        base = -digamma(a) + digamma(a + b)
+        d2a = (digamma(a + b) - digamma(a + b + xu))[inv]
+        d3a = (digamma(a + 1) - digamma(a + b + xu) + base)[inv]
+        d2b = (digamma(b + xu) - digamma(a + b + xu) - digamma(b) + digamma(a + b))[inv]
+        d3b = np.where(xu > 0, digamma(b + np.maximum(xu, 1) - 1) - digamma(a + b + xu) - digamma(b) + digamma(a + b), 0.0)[inv]
+        gr = (digamma(r + xu) - digamma(r))[inv] + np.log(alpha) - w2 * lT - w3 * np.where(x > 0, lt, 0.0)
+        ga = r / alpha - (r + x) * (w2 / (alpha + T_) + w3 / (alpha + tx))
+        gA = w2 * d2a + w3 * d3a
+        gB = w2 * d2b + w3 * d3b
+        return -np.stack([gr * r, ga * alpha, gA * a, gB * b], axis=1)
 
     def _log_odds_dead(self, x, tx, T_, p=None):
         r, alpha, a, b = self.params_.to_numpy() if p is None else p
