@@ -117,3 +117,23 @@ def test_is_a_clonable_sklearn_estimator(data):
     fb2 = clone(fb)
     assert fb2.get_params() == fb.get_params()
     np.testing.assert_array_equal(fb.fit_transform(data), fb2.fit(data).transform(data))
+
+
+def test_segmentation_features_follow_the_run_configuration():
+    """The default preset gives the dictionary's five behaviours; another configuration its own metrics."""
+    from types import SimpleNamespace as NS
+
+    from helpers.features import default_segmentation_features, segmentation_features
+
+    default = [f.column for f in default_segmentation_features()]
+    assert [f.column for f in segmentation_features(None)] == default
+    metrics = [NS(name=c, kind="minutes", cluster=True) for c in default[:3]] + [
+        NS(name="avg_monthly_spend", kind="money", cluster=True), NS(name="monthly_conversions", kind="count", cluster=True),
+        NS(name="support_tickets_raised", kind="count", cluster=False)]
+    assert [f.column for f in segmentation_features(NS(metrics=metrics))] == default
+    telco = NS(metrics=[NS(name="MonthlyCharges", kind="money", cluster=True), NS(name="n_services", kind="count", cluster=True),
+                        NS(name="tenure_share", kind="share", cluster=True), NS(name="calls", kind="count", cluster=False)])
+    got = {f.column: f.transform for f in segmentation_features(telco)}
+    assert got == {"MonthlyCharges": "log1p", "n_services": "log1p_dequantised", "tenure_share": "identity"}
+    with pytest.raises(ValueError, match="no behavioural metrics"):
+        segmentation_features(NS(metrics=[NS(name="calls", kind="count", cluster=False)]))

