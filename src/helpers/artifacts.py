@@ -110,7 +110,7 @@ REGISTRY: dict[str, Artifact] = dict([
        "churn probability per user (churn_prob_90d, ...)"),
     _a("segment_value", f"processed/{SEGMENT_VALUE}", "06_churn_survival", ("segment",),
        "RMST and value per segment"),
-    _a("customer_value", "processed/customer_value.parquet", "06b_engagement_value", ("user_id", "expected_purchases", "p_alive", "clv", "clv_low", "clv_high"), "BG/NBD x Gamma-Gamma value per user (next period) with interval", False),
+    _a("customer_value", "processed/customer_value.parquet", "06b_engagement_value", ("user_id", "expected_purchases", "p_alive", "clv", "clv_low", "clv_high"), "BG/NBD x Gamma-Gamma per user: next-period purchases and value, P(alive), CLV with interval, high_value", False),
     _a("segment_value_clv", "processed/segment_value_clv.csv", "06b_engagement_value", ("segment", "segment_name", "clv_mean", "clv_low", "clv_high"), "weighted mean CLV per segment (GMM id and name) with bootstrap interval", False),
     _a("high_value_seed", "processed/high_value_seed.csv", "06b_engagement_value", ("user_id",), "ids of the top CLV share: a lookalike seed (seed_ids_path / SEED_IDS)", False),
     _a("affinity_table", f"processed/{AFFINITY_TABLE}", "07_affinity", ("segment",),

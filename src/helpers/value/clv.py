@@ -14,8 +14,9 @@ from .models import compress
 
 @dataclass
 class CustomerValue:
-    """``frame``: one row per customer (``expected_purchases``, ``p_alive``, ``expected_spend``, ``clv``,
-    ``clv_low``, ``clv_high``); ``draws``: customers x draws matrix of CLV under parameter draws (float32)."""
+    """``frame``: one row per customer (``expected_purchases``, ``p_alive``, ``expected_spend``,
+    ``value_next_period``, ``clv``, ``clv_low``, ``clv_high``); ``draws``: customers x draws matrix of CLV
+    under parameter draws (float32)."""
 
     frame: pd.DataFrame
     draws: np.ndarray
@@ -38,11 +39,12 @@ def _clv_one(model, gg, params_m, params_g, x, tx, T_, m, horizon, discount_rate
 
 def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer: str = "user_id",
                    discount_rate: float = 0.0, steps: int = 1, margin: float = 1.0, n_draws: int = 100,
-                   level: float = 0.95, seed: int = 0) -> CustomerValue:
-    """Expected purchases in the next ``horizon`` periods, probability alive, expected spend per transaction
-    and CLV = margin x sum over ``steps`` sub-periods of (expected purchases in the sub-period) x (expected
-    spend) / (1 + discount_rate)^k, with a ``level`` interval from ``n_draws`` joint draws of both models'
-    parameters (asymptotic normal of the log-parameters; seeded).
+                   level: float = 0.95, seed: int = 0, next_period: float | None = None) -> CustomerValue:
+    """Expected purchases in the next ``next_period`` (default ``horizon``) periods, probability alive,
+    expected spend per transaction, their product ``value_next_period``, and CLV over ``horizon`` =
+    margin x sum over ``steps`` sub-periods of (expected purchases in the sub-period) x (expected spend) /
+    (1 + discount_rate)^k (``discount_rate`` per sub-period), with a ``level`` interval from ``n_draws`` joint
+    draws of both models' parameters (asymptotic normal of the log-parameters; seeded).
 
     ``summary`` has ``frequency, recency, T, monetary_value`` (see :func:`helpers.value.data.rfm_summary`).
     Computed on the distinct (frequency, recency, T) rows, so large panels cost little.
@@ -53,6 +55,8 @@ def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer
     key = pd.MultiIndex.from_arrays([ux, utx, uT])
     pos = key.get_indexer(pd.MultiIndex.from_arrays([x, tx, T_]))
     disc, ey = _clv_one(model, gg, None, None, ux, utx, uT, None, horizon, discount_rate, steps)
+    if next_period is not None:
+        ey = np.asarray(model.conditional_expected_number_of_purchases_up_to_time(next_period, ux, utx, uT), float)
     pa = np.asarray(model.conditional_probability_alive(ux, utx, uT), float)
     spend = np.asarray(gg.conditional_expected_average_profit(x, m), float)
     clv = margin * disc[pos] * spend
@@ -64,6 +68,7 @@ def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1) if n_draws > 1 else (clv, clv)
     frame = pd.DataFrame({customer: summary[customer].to_numpy() if customer in summary else np.arange(len(x)),
                           "expected_purchases": ey[pos], "p_alive": pa[pos], "expected_spend": spend,
+                          "value_next_period": margin * ey[pos] * spend,
                           "clv": clv, "clv_low": lo, "clv_high": hi})
     return CustomerValue(frame, draws, horizon, level)
 
