@@ -267,3 +267,16 @@ def test_telco_and_long_table_same_on_both_engines(external_data, duckdb_con, sp
     pd.testing.assert_frame_equal(ea.quarantine["monthly_activity.csv"], eb.quarantine["monthly_activity.csv"],
                                   check_exact=True)
     assert ea.report == eb.report and ea.report["n_rejected"] == 4
+
+
+@SPARK
+def test_nanosecond_timestamps_in_parquet_read_on_spark(duckdb_con, spark_con, tmp_path):
+    """pandas writes datetime64[ns] as Parquet TIMESTAMP(NANOS), which Spark refuses by default
+    (PARQUET_TYPE_ILLEGAL); the long table of the synthetic sources is written that way."""
+    df = pd.DataFrame({"user_id": ["U1", "U2", "U3"], "date": pd.to_datetime(["2026-01-02", "2026-03-04 23:59:59",
+                                                                              "1999-12-31"], format="ISO8601"),
+                       "amount": [1.0, 2.0, 3.0]})
+    df.to_parquet(tmp_path / "transactions.parquet", index=False)
+    a, b = [ingest_event_table("transactions", tmp_path / "transactions.parquet", con=c) for c in (duckdb_con, spark_con)]
+    pd.testing.assert_frame_equal(a.data, b.data, check_exact=True)
+    assert a.data["date"].dt.strftime("%Y-%m-%d").tolist() == ["2026-01-02", "2026-03-04", "1999-12-31"]

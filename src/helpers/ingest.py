@@ -428,9 +428,18 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
                         f"FROM read_parquet([{files}], filename=true, file_row_number=true)")
             t = con.table(view)
         else:
-            view = ses.name()
-            con._session.read.parquet(*map(str, parts)).selectExpr(
-                "*", "_metadata.file_name AS _file", "_metadata.row_index AS _row").createOrReplaceTempView(view)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            view, spark = ses.name(), con._session
+            schema = pq.read_schema(parts[0])
+            nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+            if nanos:  # pandas writes nanosecond timestamps, which Spark reads only as longs: their UTC day
+                spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+            cols = [f"CAST(date_from_unix_date(CAST(floor(`{c}` / 86400000000000) AS INT)) AS STRING) AS `{c}`"
+                    if c in nanos else f"`{c}`" for c in schema.names]
+            spark.read.parquet(*map(str, parts)).selectExpr(
+                *cols, "_metadata.file_name AS _file", "_metadata.row_index AS _row").createOrReplaceTempView(view)
             t = con.table(view)
         t = t.rename({n.strip(): n for n in t.columns if n != n.strip()}) if any(
             n != n.strip() for n in t.columns) else t
