@@ -1,0 +1,249 @@
+"""Social posts with planted topics and sentiment (a source of the synthetic world).
+
+Each user has an interest *rate* per topic (expected posts on that topic per :data:`WINDOW_DAYS` days):
+
+``log rate[u, k] = log BASE_RATE[k] + activity[u] + segment[k, s] + age[k, a] + female[k] * 1(female)
++ income[k] * (income_index - 2.5) + education[k] * (education_index - 2) + state[k, state] + load[state] * t[u]``
+
+(``t[u] ~ N(0, 1)`` a "trend-setter" trait shared by sustainable fashion and premium tech whose loading
+depends on the state: that is the planted co-engagement by region; ``activity[u] ~ N(-sd^2/2, sd^2)``
+is the user's overall posting intensity). Posts per user and topic are Poisson(rate) over the window,
+dated uniformly in the window, on a platform that depends on age. Each post is 1-3 short sentences:
+topic words drawn from the topic's word distribution (Zipf weights over a hand-built vocabulary),
+English function words, and sentiment words whose number and polarity follow the post's planted
+sentiment ``s in [-1, 1]`` (topic mean + user tendency + noise). Missing education (partner not matched)
+is its own level with no effect.
+
+Files: ``raw/posts.parquet`` (``post_id, user_id, platform, date, text``), ``truth/posts_truth.parquet``
+(one row per post: ``post_id, user_id, topic, sentiment, mentions_brand``), ``truth/posts_user_rates.parquet``
+(one row per user: ``rate_<topic>`` for every topic and ``trendsetter``) and ``truth/text_truth.json``
+(topics, vocabulary, topic-word distributions, effects, window).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import schema as S
+from .places import STATE_CODES
+
+WINDOW_DAYS = 90
+PLATFORMS = ["x", "instagram", "tiktok", "reddit"]
+#: P(platform | age group), rows in schema.AGE_GROUPS order
+P_PLATFORM = np.array([[0.15, 0.35, 0.40, 0.10], [0.22, 0.35, 0.25, 0.18], [0.30, 0.35, 0.15, 0.20],
+                       [0.35, 0.40, 0.08, 0.17], [0.40, 0.42, 0.05, 0.13], [0.45, 0.45, 0.03, 0.07]])
+
+BRANDS = {"luxury_watch": "aurelio", "pop_star": "novalane"}
+TOPIC_LABELS = {"luxury_watch": "Luxury watch brand (Aurelio)", "sustainable_fashion": "Sustainable fashion",
+                "premium_tech": "Premium tech", "health": "Health and fitness",
+                "pop_star": "Pop star (Nova Lane)", "food": "Food and cooking", "travel": "Travel",
+                "sports": "Sports", "pets": "Pets"}
+TOPICS = list(TOPIC_LABELS)
+VOCAB: dict[str, list[str]] = {
+    "luxury_watch": ["aurelio", "watch", "chronograph", "dial", "sapphire", "automatic", "movement", "bezel",
+                     "strap", "timepiece", "collector", "limited", "edition", "wrist", "boutique", "gold",
+                     "steel", "craftsmanship", "swiss", "tourbillon"],
+    "sustainable_fashion": ["thrift", "secondhand", "organic", "cotton", "recycled", "wardrobe", "capsule",
+                            "slow", "fashion", "ethical", "upcycled", "linen", "vintage", "closet",
+                            "sustainable", "outfit", "denim", "mending", "resale", "fabric"],
+    "premium_tech": ["laptop", "phone", "flagship", "chip", "battery", "display", "camera", "headphones",
+                     "noise", "cancelling", "upgrade", "specs", "processor", "wireless", "gadget", "oled",
+                     "tablet", "smartwatch", "keyboard", "firmware"],
+    "health": ["workout", "gym", "protein", "sleep", "meditation", "running", "steps", "cardio", "yoga",
+               "nutrition", "vitamins", "healthy", "recovery", "hydration", "marathon", "stretching",
+               "wellness", "salad", "weights", "checkup"],
+    "pop_star": ["novalane", "tour", "album", "concert", "tickets", "single", "fans", "stage", "setlist",
+                 "vocals", "lyrics", "music", "encore", "arena", "merch", "chart", "dance", "playlist",
+                 "remix", "premiere"],
+    "food": ["recipe", "pizza", "dinner", "coffee", "brunch", "tacos", "bake", "kitchen", "restaurant",
+             "spicy", "pasta", "dessert", "grill", "soup", "bread", "chocolate", "ramen", "burger", "cheese",
+             "breakfast"],
+    "travel": ["flight", "beach", "hotel", "trip", "passport", "airport", "island", "roadtrip", "luggage",
+               "mountains", "hostel", "itinerary", "sunset", "cruise", "backpacking", "resort", "visa",
+               "layover", "map", "souvenir"],
+    "sports": ["game", "team", "score", "playoffs", "coach", "season", "league", "goal", "stadium",
+               "championship", "quarterback", "match", "referee", "draft", "fantasy", "halftime", "rivalry",
+               "trade", "rookie", "overtime"],
+    "pets": ["dog", "cat", "puppy", "kitten", "vet", "leash", "treats", "shelter", "adopt", "fur", "paws",
+             "walkies", "litter", "groomer", "tail", "fetch", "bark", "purr", "rescue", "collar"],
+}
+FUNCTION_WORDS = ["the", "a", "my", "this", "is", "so", "and", "just", "to", "of", "with", "for", "it",
+                  "really", "today", "new", "got", "we", "at", "on", "i", "was", "about", "that", "again"]
+POSITIVE = ["love", "great", "amazing", "awesome", "happy", "excited", "best", "beautiful", "perfect",
+            "fantastic"]
+NEGATIVE = ["hate", "terrible", "awful", "disappointed", "worst", "boring", "annoying", "sad", "broken",
+            "horrible"]
+
+BASE_RATE = {"luxury_watch": 0.12, "sustainable_fashion": 0.35, "premium_tech": 0.45, "health": 0.55,
+             "pop_star": 0.35, "food": 0.7, "travel": 0.45, "sports": 0.5, "pets": 0.45}
+#: log multipliers by age group (schema.AGE_GROUPS order)
+AGE_EFFECT = {"luxury_watch": [-0.6, -0.1, 0.2, 0.3, 0.2, 0.0],
+              "sustainable_fashion": [0.5, 0.4, 0.1, -0.2, -0.4, -0.6],
+              "premium_tech": [0.2, 0.4, 0.2, 0.0, -0.3, -0.6],
+              "health": [-0.1, 0.1, 0.2, 0.2, 0.1, 0.0],
+              "pop_star": [1.2, 0.5, -0.2, -0.7, -1.0, -1.3],
+              "food": [0.0] * 6, "travel": [0.0, 0.2, 0.1, 0.0, 0.1, 0.2],
+              "sports": [0.1, 0.1, 0.1, 0.0, -0.1, -0.2], "pets": [0.0, 0.1, 0.1, 0.0, 0.0, 0.0]}
+FEMALE_EFFECT = {"luxury_watch": -0.4, "sustainable_fashion": 0.7, "premium_tech": -0.3, "health": 0.2,
+                 "pop_star": 0.7, "food": 0.1, "travel": 0.1, "sports": -0.6, "pets": 0.2}
+#: log multiplier per income-bracket step (centred on the middle of schema.INCOME_BRACKETS)
+INCOME_EFFECT = {"luxury_watch": 0.55, "sustainable_fashion": 0.1, "premium_tech": 0.2, "health": 0.08,
+                 "pop_star": -0.05, "food": 0.0, "travel": 0.15, "sports": 0.0, "pets": 0.0}
+#: log multiplier per education step (centred on some_college); missing education: no effect
+EDUCATION_EFFECT = {"luxury_watch": 0.1, "sustainable_fashion": 0.15, "premium_tech": 0.1, "health": 0.3,
+                    "pop_star": -0.1, "food": 0.0, "travel": 0.1, "sports": -0.05, "pets": 0.0}
+#: topic mean sentiment
+SENTIMENT_MEAN = {"luxury_watch": 0.35, "sustainable_fashion": 0.3, "premium_tech": 0.05, "health": 0.25,
+                  "pop_star": 0.45, "food": 0.4, "travel": 0.3, "sports": -0.05, "pets": 0.5}
+ACTIVITY_SD = 0.8
+SEGMENT_SD = 0.3
+STATE_SD = 0.25
+CO_TOPICS = ("sustainable_fashion", "premium_tech")
+#: states with a strong trend-setter loading (co-engagement of fashion and tech), the others get a weak one
+CO_STATES = {"CA": 0.9, "NY": 0.9, "WA": 0.8, "OR": 0.8, "MA": 0.7, "CO": 0.7, "IL": 0.6, "DC": 0.9,
+             "VT": 0.8, "HI": 0.6}
+CO_DEFAULT = 0.1
+
+
+def _users(users: Any) -> pd.DataFrame:
+    """A per-user frame from a SyntheticPanel (data + truth) or a DataFrame with user_id (+ attributes)."""
+    if hasattr(users, "data") and hasattr(users, "truth"):
+        df = users.data[[c for c in ("user_id", "age_group", "income_bracket", "education_level")
+                         if c in users.data]].merge(
+            users.truth[[c for c in ("user_id", "true_segment", "state", "gender") if c in users.truth]],
+            on="user_id", how="left")
+    elif isinstance(users, pd.DataFrame):
+        if "user_id" not in users:
+            raise ValueError("write_posts: the users frame needs a 'user_id' column")
+        df = users.copy()
+        if "true_segment" not in df and "segment" in df:
+            df["true_segment"] = df["segment"]
+    else:
+        raise TypeError("write_posts expects a SyntheticPanel or a DataFrame of users")
+    return df.reset_index(drop=True)
+
+
+def _index(values: pd.Series, levels: list, default: float) -> np.ndarray:
+    m = {v: i for i, v in enumerate(levels)}
+    return np.array([m.get(v, np.nan) for v in values.astype(object)], dtype=float) if len(values) else \
+        np.zeros(0) + default
+
+
+def interest_rates(users: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Planted interest rate per user and topic (expected posts in the window) and the drawn effects."""
+    n = len(users)
+    seg = users["true_segment"].fillna(0).astype(int).to_numpy() if "true_segment" in users else np.zeros(n, int)
+    n_seg = int(seg.max()) + 1 if n else 1
+    seg_eff = rng.normal(0, SEGMENT_SD, (len(TOPICS), max(n_seg, 6)))
+    state_eff = rng.normal(0, STATE_SD, (len(TOPICS), len(STATE_CODES)))
+    age = _index(users.get("age_group", pd.Series([None] * n)), S.AGE_GROUPS, np.nan)
+    inc = _index(users.get("income_bracket", pd.Series([None] * n)), S.INCOME_BRACKETS, np.nan)
+    edu = _index(users.get("education_level", pd.Series([None] * n)), S.EDUCATION_LEVELS, np.nan)
+    fem = (users.get("gender", pd.Series([None] * n)).astype(object) == "female").to_numpy(dtype=float)
+    st = _index(users.get("state", pd.Series([None] * n)), STATE_CODES, np.nan)
+    activity = rng.normal(-ACTIVITY_SD ** 2 / 2, ACTIVITY_SD, n)
+    trend = rng.normal(0, 1, n)
+    load = np.array([CO_STATES.get(STATE_CODES[int(s)], CO_DEFAULT) if np.isfinite(s) else CO_DEFAULT
+                     for s in st])
+    out = {}
+    for k, t in enumerate(TOPICS):
+        lr = np.log(BASE_RATE[t]) + activity + seg_eff[k, seg]
+        lr += np.where(np.isfinite(age), np.asarray(AGE_EFFECT[t])[np.nan_to_num(age).astype(int)], 0.0)
+        lr += FEMALE_EFFECT[t] * fem
+        lr += np.where(np.isfinite(inc), INCOME_EFFECT[t] * (inc - 2.5), 0.0)
+        lr += np.where(np.isfinite(edu), EDUCATION_EFFECT[t] * (edu - 2.0), 0.0)
+        lr += np.where(np.isfinite(st), state_eff[k, np.nan_to_num(st).astype(int)], 0.0)
+        if t in CO_TOPICS:
+            lr += load * trend - load ** 2 / 2
+        out[f"rate_{t}"] = np.exp(lr)
+    rates = pd.DataFrame({"user_id": users["user_id"].to_numpy(), **out, "trendsetter": trend})
+    effects = {"segment": seg_eff.round(6).tolist(), "state": state_eff.round(6).tolist()}
+    return rates, effects
+
+
+def word_distributions() -> dict[str, np.ndarray]:
+    """Planted topic-word distribution: Zipf weights (1/rank^0.8) over the topic's words, brand first."""
+    return {t: (w := 1.0 / np.arange(1, len(VOCAB[t]) + 1) ** 0.8) / w.sum() for t in TOPICS}
+
+
+def _post_text(rng: np.random.Generator, topic: str, s: float, phi: np.ndarray) -> str:
+    n_sent = int(rng.choice([1, 1, 2, 2, 3]))
+    words = VOCAB[topic]
+    n_senti = int(rng.binomial(3, min(1.0, abs(s) * 1.2)))
+    senti_pos = rng.integers(0, n_sent, n_senti) if n_senti else np.zeros(0, int)
+    sents = []
+    for j in range(n_sent):
+        toks = list(rng.choice(words, int(rng.integers(3, 6)), p=phi))
+        toks += list(rng.choice(FUNCTION_WORDS, int(rng.integers(2, 6))))
+        for _ in range(int((senti_pos == j).sum())):
+            lex = POSITIVE if (s > 0 if rng.random() < 0.9 else s <= 0) else NEGATIVE
+            toks.append(str(rng.choice(lex)))
+        rng.shuffle(toks)
+        sents.append(" ".join(toks).capitalize() + str(rng.choice([".", ".", "!"])))
+    return " ".join(sents)
+
+
+def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Posts (raw), post truth, user rates and the truth parameters, from a users frame or panel."""
+    rng = np.random.default_rng([seed, 18])
+    u = _users(users)
+    rates, effects = interest_rates(u, rng)
+    R = rates[[f"rate_{t}" for t in TOPICS]].to_numpy()
+    counts = rng.poisson(R)
+    uid = np.repeat(np.arange(len(u)), counts.sum(1))
+    topic = np.concatenate([np.repeat(np.arange(len(TOPICS)), c) for c in counts]) if len(u) else np.zeros(0, int)
+    n = uid.size
+    end = pd.Timestamp(observation_date or "2026-06-30")
+    days = rng.integers(0, WINDOW_DAYS, n)
+    date = (end - pd.to_timedelta(days, unit="D")).normalize()
+    age = _index(u["age_group"] if "age_group" in u else pd.Series([None] * len(u)), S.AGE_GROUPS, np.nan)
+    age_u = np.where(np.isfinite(age), age, 1).astype(int)[uid]
+    cum = P_PLATFORM[age_u].cumsum(1)
+    plat = (rng.random(n)[:, None] > cum).sum(1).clip(0, len(PLATFORMS) - 1)
+    tendency = rng.normal(0, 0.2, len(u))
+    mean_s = np.array([SENTIMENT_MEAN[t] for t in TOPICS])[topic] if n else np.zeros(0)
+    sent = np.clip(mean_s + tendency[uid] + rng.normal(0, 0.35, n), -1, 1)
+    phis = word_distributions()
+    texts = [_post_text(rng, TOPICS[k], s, phis[TOPICS[k]]) for k, s in zip(topic, sent)]
+    order = np.lexsort((-days, uid))
+    post_id = np.array([f"P{i + 1:08d}" for i in range(n)], dtype=object)
+    raw = pd.DataFrame({"post_id": post_id, "user_id": u["user_id"].to_numpy()[uid][order],
+                        "platform": np.array(PLATFORMS, dtype=object)[plat][order],
+                        "date": pd.DatetimeIndex(date)[order].date if n else [],
+                        "text": np.array(texts, dtype=object)[order] if n else []})
+    tpc = np.array(TOPICS, dtype=object)[topic][order] if n else np.array([], dtype=object)
+    truth = pd.DataFrame({"post_id": post_id, "user_id": raw["user_id"].to_numpy(), "topic": tpc,
+                          "sentiment": sent[order] if n else [],
+                          "mentions_brand": [any(b in txt.lower() for b in BRANDS.values()) for txt in raw["text"]]})
+    params = {"topics": TOPICS, "topic_labels": TOPIC_LABELS, "brands": BRANDS, "vocab": VOCAB,
+              "topic_word": {t: phis[t].round(8).tolist() for t in TOPICS},
+              "function_words": FUNCTION_WORDS, "positive_words": POSITIVE, "negative_words": NEGATIVE,
+              "window_days": WINDOW_DAYS, "observation_date": str(end.date()), "platforms": PLATFORMS,
+              "base_rate": BASE_RATE, "age_effect": AGE_EFFECT, "female_effect": FEMALE_EFFECT,
+              "income_effect": INCOME_EFFECT, "education_effect": EDUCATION_EFFECT,
+              "sentiment_mean": SENTIMENT_MEAN, "co_topics": list(CO_TOPICS), "co_states": CO_STATES,
+              "co_default": CO_DEFAULT, "activity_sd": ACTIVITY_SD, "effects": effects, "seed": seed,
+              "n_posts": int(n), "n_users": int(len(u))}
+    return raw, truth, rates, params
+
+
+def write_posts(users: Any, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
+                observation_date: str | None = None) -> dict[str, Path]:
+    """Write ``raw/posts.parquet`` and the truth files (see the module docstring); returns their paths."""
+    raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    raw, truth, rates, params = simulate_posts(users, seed, observation_date)
+    paths = {"posts": raw_dir / "posts.parquet", "posts_truth": truth_dir / "posts_truth.parquet",
+             "posts_user_rates": truth_dir / "posts_user_rates.parquet", "text_truth": truth_dir / "text_truth.json"}
+    raw.to_parquet(paths["posts"], index=False)
+    truth.to_parquet(paths["posts_truth"], index=False)
+    rates.to_parquet(paths["posts_user_rates"], index=False)
+    paths["text_truth"].write_text(json.dumps(params, indent=1))
+    return paths
