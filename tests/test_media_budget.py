@@ -24,7 +24,8 @@ def world(small_panel):
 def model(world):
     raw, truth, ut, md = world
     seg = ut["true_segment"].value_counts().index[0]
-    return BU.fit_response(md, ut.loc[ut["true_segment"] == seg, "user_id"])
+    groups = pd.Series(ut["true_segment"].astype(str).to_numpy(), index=ut["user_id"])
+    return BU.fit_response(md, ut.loc[ut["true_segment"] == seg, "user_id"], groups=groups)
 
 
 def test_generator_is_seeded_and_complete(small_panel, world):

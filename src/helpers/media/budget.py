@@ -10,7 +10,8 @@ Two steps:
    ``r`` the member's impressions per day and ``S_c`` a Hill curve (half point ``H_c``, shape ``kappa_c``:
    kappa > 1 is a frequency threshold); it is the steady state of geometric adstock (decay folded into
    ``H``). Everyone else in the run informs the curve shapes; the audience's own effects deviate from the
-   run's by a shrunken factor (partial pooling), so small audiences borrow strength.
+   run's by a shrunken factor (partial pooling), so small audiences borrow strength; with ``groups`` (the
+   run's segments) each other segment gets its own baseline and effects too (:func:`_fit_hierarchical`).
 2. :func:`optimise` maximises expected incremental conversions, or reach at an effective frequency, for a
    budget per person, with minimum / maximum spend per channel, frequency caps (per channel: turned into
    spend ceilings by bisection; overall: a nonlinear constraint), and any linear constraints the user adds;
@@ -212,8 +213,86 @@ def _fit_steady_state(y, r, z, D, g=None, deviation_sd: float = 0.5):
     return params, cov, bool(best.success) or best.status == 2
 
 
+def _fit_hierarchical(y, r, z, D, gidx, target: int = 0, deviation_sd: float = 0.5, _objective=False):
+    """Hierarchical version of :func:`_fit_steady_state` with an analytic gradient.
+
+    Every group ``k`` (the target audience and each other segment of the run) has its own baseline
+    intercept and its own channel effects ``beta_c exp(gamma_kc)``, ``gamma_kc ~ N(0, deviation_sd^2)``;
+    the Hill shapes are shared. Group-level baselines keep differences in baseline conversion between
+    segments from being read as media effects. Returns the target group's parameters (model layout),
+    their covariance and convergence.
+    """
+    U, C = r.shape
+    K = int(gidx.max()) + 1
+    pos_r = r[r > 0]
+    h0 = np.log(max(np.median(pos_r) if pos_r.size else 0.1, 1e-3))
+    b0 = np.log(max(y.mean() / D, 1e-6))
+    logr = np.log(np.where(r > 0, r, 1.0))
+    nz = r > 0
+
+    def split(p):
+        return p[:K], p[K], p[K + 1:K + 1 + 3 * C].reshape(C, 3), p[K + 1 + 3 * C:].reshape(K, C)
+
+    def f(p):
+        a, a1, q, gam = split(p)
+        H, kap = np.exp(q[:, 1]), np.exp(q[:, 2])
+        lx = np.where(nz, kap * (logr - q[:, 1]), -np.inf)
+        x = np.exp(lx)
+        h = x / (1 + x)
+        dh = x / (1 + x) ** 2                                  # dh / d(kappa log(r/H))
+        B = np.exp(q[:, 0][None, :] + gam[gidx])
+        base = np.exp(a[gidx] + a1 * z)
+        mu = np.maximum(D * (base + (B * h).sum(1)), 1e-12)
+        w = D * (y / mu - 1.0)                                  # d loglik / d (mu / D)
+        ll = (y * np.log(mu) - mu).sum()
+        gb = w * base
+        Bh = B * h * w[:, None]
+        g_a = np.bincount(gidx, weights=gb, minlength=K)
+        g_a1 = (gb * z).sum()
+        g_q0 = Bh.sum(0)
+        g_gam = np.zeros((K, C))
+        for k in range(K):
+            g_gam[k] = Bh[gidx == k].sum(0)
+        BdW = B * dh * w[:, None]
+        g_logH = -(BdW * kap).sum(0)
+        g_logk = (BdW * np.where(nz, kap * (logr - q[:, 1]), 0.0)).sum(0)
+        # priors
+        pr = (((q[:, 0] - (b0 - 1.0)) / 3.0) ** 2 + ((q[:, 1] - h0) / 1.5) ** 2 + ((q[:, 2] - 0.3) / 0.5) ** 2).sum() / 2
+        pr += (gam ** 2).sum() / (2 * deviation_sd ** 2)
+        gp_q = np.column_stack([(q[:, 0] - (b0 - 1.0)) / 9.0, (q[:, 1] - h0) / 2.25, (q[:, 2] - 0.3) / 0.25])
+        grad = np.r_[g_a, g_a1, (np.column_stack([g_q0, g_logH, g_logk]) - gp_q).ravel(),
+                     (g_gam - gam / deviation_sd ** 2).ravel()]
+        return -(ll - pr), -grad
+
+    n_par = K + 1 + 3 * C + K * C
+    if _objective:
+        return f, n_par
+    best = None
+    for start_h in (h0, h0 - 1.0, h0 + 1.0):
+        p0 = np.zeros(n_par)
+        p0[:K] = b0 - 0.3
+        p0[K] = 0.5
+        p0[K + 1:K + 1 + 3 * C] = np.tile([b0 - 1.0, start_h, 0.3], C)
+        res = optimize.minimize(f, p0, jac=True, method="BFGS", options={"maxiter": 5000, "gtol": 1e-5})
+        if best is None or res.fun < best.fun:
+            best = res
+    J = np.zeros((2 + 4 * C, n_par))
+    J[0, target] = 1
+    J[1, K] = 1
+    for c in range(C):
+        J[2 + 4 * c, K + 1 + 3 * c] = 1
+        J[2 + 4 * c, K + 1 + 3 * C + target * C + c] = 1
+        J[3 + 4 * c, K + 2 + 3 * c] = 1
+        J[4 + 4 * c, K + 3 + 3 * c] = 1
+    params = J @ best.x
+    params[5::4] = -30.0
+    cov = J @ np.asarray(best.hess_inv) @ J.T
+    return params, cov, bool(best.success) or best.status == 2
+
+
 def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
-                 pooled: bool = True, deviation_sd: float = 0.5) -> ResponseModel:
+                 pooled: bool = True, deviation_sd: float = 0.5, groups: pd.Series | None = None
+                 ) -> ResponseModel:
     """Estimate CPMs, member exposure rates and the adstock/saturation response for an audience.
 
     ``md``: :class:`helpers.media.data.MediaData`. Audiences larger than ``max_users`` are subsampled for
@@ -278,7 +357,16 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
                            errors="coerce")
         prior_conv = mc.reindex(pos).fillna(mc.median()).to_numpy(float)
     z = np.log1p(prior_conv) - np.log1p(prior_conv).mean()
-    params, cov, ok = _fit_steady_state(y, r, z, D, g if pooled else None, deviation_sd)
+    if pooled and groups is not None:
+        lab = pd.Series(groups).astype(str)
+        lab.index = lab.index.astype(str)
+        lab = lab.reindex(pos).fillna("(no segment)").to_numpy()
+        lab = np.where(g > 0, "(target audience)", lab)
+        codes, uniq = pd.factorize(lab, sort=False)
+        target = int(np.flatnonzero(uniq == "(target audience)")[0])
+        params, cov, ok = _fit_hierarchical(y, r, z, D, codes, target, deviation_sd)
+    else:
+        params, cov, ok = _fit_steady_state(y, r, z, D, g if pooled else None, deviation_sd)
     notes = [] if ok else ["the response fit did not fully converge; treat its intervals with care"]
     return ResponseModel(channels, audience, D, cpm, targetable, theta, shapes, params, cov, index,
                          len(all_users), ok, notes)

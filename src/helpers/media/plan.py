@@ -6,7 +6,8 @@ The Explorer's "Plan" view calls::
     result = plan.plan_for_audience(md, audience_ids, budget_total=None, budget_per_person=1.0,
                                     objective="conversions", effective_frequency=3,
                                     min_spend=None, max_spend=None, frequency_cap=None,
-                                    linear_constraints=None, audience_name="...", n_draws=200, seed=0)
+                                    linear_constraints=None, audience_name="...", n_draws=200, seed=0,
+                                    model=None, groups=None)
     result.table      # one row per channel + "Total": channel, channel_label, spend_usd, share,
                       # impressions, reach, reach_low, reach_high, frequency, conversions,
                       # conversions_low, conversions_high, marginal_per_1000_usd, affinity_index
@@ -16,7 +17,9 @@ The Explorer's "Plan" view calls::
 
 ``md`` is :class:`helpers.media.data.MediaData` (``data.load_media(P)``); ``audience_ids`` any user ids
 (a segment, an exported lookalike audience, an affinity tier). ``budget_total`` (USD for the audience)
-overrides ``budget_per_person``. Intervals (95%): conversions from the response model's parameter
+overrides ``budget_per_person``; ``groups`` (segment label by user_id, e.g. from
+``artifacts.load_segments``) lets the response fit give every other segment its own baseline and effects
+(recommended); ``model`` reuses a fitted :class:`helpers.media.budget.ResponseModel`. Intervals (95%): conversions from the response model's parameter
 uncertainty (draws from the normal approximation at the penalised MLE), reach from a bootstrap over members.
 """
 
@@ -153,9 +156,9 @@ def plan_for_audience(md, audience_ids, budget_total: float | None = None, budge
                       min_spend: dict | None = None, max_spend: dict | None = None,
                       frequency_cap=None, linear_constraints: list | None = None,
                       audience_name: str = "the audience", n_draws: int = 200, seed: int = 0,
-                      model: BU.ResponseModel | None = None) -> MediaPlan:
+                      model: BU.ResponseModel | None = None, groups=None) -> MediaPlan:
     """Fit (or reuse ``model``), optimise and tabulate the plan for ``audience_ids`` (see module doc)."""
-    model = model or BU.fit_response(md, audience_ids, seed=seed)
+    model = model or BU.fit_response(md, audience_ids, seed=seed, groups=groups)
     B = budget_total / model.n if budget_total is not None else float(budget_per_person)
     alloc = BU.optimise(model, B, objective, effective_frequency, min_spend, max_spend, frequency_cap,
                         linear_constraints, seed=seed)

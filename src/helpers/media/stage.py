@@ -103,7 +103,7 @@ def budget_section(S: Stage, audience_ids, budget_per_person: float = 1.0, seed:
     """Fit, optimise (conversions and reach), compare with the affinity rule and score against the truth."""
     if not S.ok:
         return None
-    model = BU.fit_response(S.md, audience_ids, seed=seed)
+    model = BU.fit_response(S.md, audience_ids, seed=seed, groups=S.groups)
     alloc = BU.optimise(model, budget_per_person, "conversions", seed=seed)
     alloc_reach = BU.optimise(model, budget_per_person, "reach", effective_frequency=3, seed=seed)
     rule = BU.affinity_rule(model, budget_per_person)

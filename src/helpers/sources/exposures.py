@@ -83,7 +83,7 @@ DEFAULT_WEEKS = 6
 #: the stated objective of the planted optimum: USD per person of the audience over the campaign
 DEFAULT_BUDGET_PER_PERSON = 0.25
 HOURS, WEEKDAYS = 24, 7
-CHUNK_USERS = 100_000
+CHUNK_USERS = 50_000
 
 _MINUTE_COLS = ["time_on_social_media_min", "time_on_streaming_video_min", "time_on_podcasts_min"]
 _AGE_GROUPS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
