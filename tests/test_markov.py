@@ -148,3 +148,17 @@ def test_implied_survival_matches_kaplan_meier_for_a_markov_chain():
     assert cmp_["markov"].iloc[0] == 1 and cmp_["km"].iloc[0] == 1
     assert cmp_["gap"].abs().max() < 0.02
     assert cmp_["markov"].is_monotonic_decreasing
+
+
+def test_current_state_value_weights_last_states(two_segment_fit):
+    w, seg, fit = two_segment_fit
+    R = mk.state_rewards(w, seg, None, fit)
+    vs = mk.value_by_state(fit, R, 0.01, 36)
+    cur = mk.current_state_value(vs, w, seg).set_index("segment")
+    last = w.sort_values("month").groupby("user_id")["engagement_state"].last()
+    a = last[seg.reindex(last.index) == "a"]
+    va = vs[vs.segment == "a"].set_index("state")["value"]
+    assert cur.loc["a", "customers"] == len(a)
+    assert cur.loc["a", "chain_value"] == pytest.approx(a.map(va).mean())
+    # churned customers are worth nothing, so the base is worth less than an all-active base
+    assert cur.loc["a", "chain_value"] < va["active"]

@@ -498,3 +498,22 @@ def simulate_waves(n: int, P: np.ndarray | dict, months: int = 24, start: np.nda
                          "segment": np.repeat(seg, months), "month": np.tile(month.values, n),
                          "engagement_state": np.array(states, dtype=object)[S.ravel()],
                          "spend": sp[S.ravel()] * rng.gamma(4, 0.25, n * months)})
+
+
+def current_state_value(values: pd.DataFrame, waves: pd.DataFrame, segment: pd.Series | None = None,
+                        weight: pd.Series | None = None, *, customer: str = "user_id", month: str = "month",
+                        state: str = "engagement_state") -> pd.DataFrame:
+    """Per segment: weighted mean Pfeifer-Carraway value of the customers' *last observed* state (from
+    :func:`value_by_state`), i.e. the chain's value of the base as it stands, comparable with a CLV model's
+    mean value per segment. Columns ``segment, customers, chain_value``."""
+    last = waves.sort_values(month).groupby(customer)[state].last()
+    seg = last.index.map(segment) if segment is not None else pd.Index(["all"] * len(last))
+    w = last.index.map(weight).fillna(1.0) if weight is not None else np.ones(len(last))
+    v = values.set_index(["segment", "state"])["value"]
+    d = pd.DataFrame({"segment": np.asarray(seg), "state": last.to_numpy(), "w": np.asarray(w, float)})
+    d = d.dropna(subset=["segment"])
+    d["value"] = v.reindex(pd.MultiIndex.from_arrays([d["segment"], d["state"]])).to_numpy()
+    d["wv"] = d["w"] * d["value"]
+    g = d.groupby("segment").agg(customers=("w", "size"), w=("w", "sum"), wv=("wv", "sum"))
+    return pd.DataFrame({"segment": g.index, "customers": g["customers"].to_numpy(),
+                         "chain_value": (g["wv"] / g["w"]).to_numpy()})
