@@ -1513,8 +1513,10 @@ def read_ingest_meta(processed_dir: str | Path) -> dict:
 
 # --- writing ------------------------------------------------------------------------------------
 def table_fingerprint(df: pd.DataFrame) -> str:
-    """A short content hash of the unified table (the 'panel version' recorded by exports)."""
-    cols = [c for c in S.COLUMN_NAMES if c in df.columns] + [c for c in df.columns if c not in S.BY_NAME]
+    """A short content hash of the unified table (the 'panel version' recorded by exports and in
+    ``processed/ingest_meta.json``): its 22 dictionary columns when it has them all (so columns joined on
+    later, such as weights or segments, do not change it), else every column in order (a configured table)."""
+    cols = S.COLUMN_NAMES if set(S.COLUMN_NAMES) <= set(df.columns) else list(df.columns)
     h = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
     return hashlib.sha256(h.tobytes()).hexdigest()[:16]
 
