@@ -27,7 +27,7 @@ def draw(rng: np.random.Generator, rate: np.ndarray, ticket: np.ndarray, days: n
     """Purchases of the cells ``(user, month)`` given as 2-D arrays (users x months).
 
     Returns ``count`` (users x months) and the flat log: ``cell`` (flat index), ``day`` (day number),
-    ``amount`` (USD, rounded to cents), ordered by cell then day.
+    ``amount`` (USD, rounded to cents), ordered by cell (user, then month; days within a month unordered).
     """
     n, m = days.shape
     frac = np.where(avail > 0, days / np.maximum(avail, 1), 0.0)
@@ -38,9 +38,8 @@ def draw(rng: np.random.Generator, rate: np.ndarray, ticket: np.ndarray, days: n
     flat = count.ravel()
     cell = np.repeat(np.arange(flat.size, dtype=np.int64), flat)
     span = (last_off.ravel() + 1)[cell]
-    day = first_day.ravel()[cell] + np.floor(rng.random(cell.size) * span).astype(np.int64)
+    day = first_day.ravel()[cell].astype(np.int64) + np.floor(rng.random(cell.size) * span).astype(np.int64)
     user = cell // m
     amount = ticket[user] * np.exp(rng.normal(-ticket_sd**2 / 2, ticket_sd, cell.size))
     amount = np.maximum(np.round(amount, 2), 0.01)
-    order = np.lexsort((day, cell))
-    return {"count": count, "cell": cell[order], "day": day[order], "amount": amount[order]}
+    return {"count": count, "cell": cell, "day": day, "amount": amount}

@@ -61,7 +61,7 @@ def simulate_states(rng: np.random.Generator, seg: np.ndarray, start: np.ndarray
     return state
 
 
-def months_to_churn(rng: np.random.Generator, seg: np.ndarray, last_state: np.ndarray, max_extra: int = 120,
+def months_to_churn(rng: np.random.Generator, seg: np.ndarray, last_state: np.ndarray, max_extra: int = 24,
                     transition: np.ndarray = TRANSITION) -> np.ndarray:
     """Months after the grid until the account closes, for users not churned by the grid's end.
 

@@ -296,41 +296,50 @@ def simulate(n: int, rng: np.random.Generator, cfg: WorldConfig | None = None,
     close_day = close_m.astype("datetime64[D]").astype(np.int64)
 
     # available days per cell: from sign-up, up to the observation date in its month
-    avail = np.broadcast_to(mdays, lat.shape).copy()
-    first_day = np.broadcast_to(start_day, lat.shape).copy()
     cols = np.arange(H + Fm)
     in_signup = cols[None, :] == signup_col[:, None]
-    first_day = np.where(in_signup, signup_day[:, None], first_day)
-    avail = np.where(in_signup, start_day[None, :] + mdays[None, :] - signup_day[:, None], avail)
+    first_day = np.where(in_signup, signup_day[:, None], start_day[None, :]).astype(np.int32)
+    avail = np.where(in_signup, (start_day + mdays)[None, :] - signup_day[:, None], mdays[None, :]).astype(np.int32)
     avail[:, H - 1] = np.minimum(avail[:, H - 1], obs_day - first_day[:, H - 1] + 1)
-    avail = np.where(lat >= 0, avail, 0)
-    days = W.active_days(rng, lat, avail)
-    last_off = W.last_active_offset(rng, days, avail)
-
-    # last activity up to the observation date (sign-up counts as activity)
-    past = last_off[:, :H]
-    act = past >= 0
-    last_col_act = np.where(act.any(axis=1), H - 1 - act[:, ::-1].argmax(axis=1), -1)
+    avail[lat < 0] = 0
+    del in_signup
+    # activity is drawn day by day for the written window and the future; before the window only the
+    # last month with activity matters (last_seen_days_ago), drawn for that month alone
+    w0 = H - cfg.n_months
+    sl = slice(w0, H + Fm)
+    d_w = W.active_days(rng, lat[:, sl], avail[:, sl])
+    off_w = W.last_active_offset(rng, d_w, avail[:, sl])
     rows = np.arange(n)
-    last_act_day = np.where(last_col_act >= 0,
-                            first_day[rows, np.maximum(last_col_act, 0)] + past[rows, np.maximum(last_col_act, 0)],
-                            signup_day)
-    last_act_day = np.maximum(last_act_day, signup_day)
+    past_w = off_w[:, : cfg.n_months] >= 0
+    any_w = past_w.any(axis=1)
+    col_w = cfg.n_months - 1 - past_w[:, ::-1].argmax(axis=1)
+    last_act_day = np.where(any_w, first_day[rows, w0 + col_w] + off_w[rows, col_w], -1).astype(np.int64)
+    hist = np.flatnonzero(~any_w)
+    if hist.size and w0 > 0:
+        busy = (lat[hist, :w0] == 0) | (lat[hist, :w0] == 1)
+        has = busy.any(axis=1)
+        hc = w0 - 1 - busy[:, ::-1].argmax(axis=1)
+        h_rows = hist[has]
+        hcol = hc[has]
+        a = avail[h_rows, hcol]
+        dd = rng.binomial(np.maximum(a, 0), W.ACTIVE_DAY_SHARE[lat[h_rows, hcol]]).astype(np.int16)
+        off = W.last_active_offset(rng, dd, a)
+        last_act_day[h_rows] = np.where(off >= 0, first_day[h_rows, hcol] + off, -1)
+    last_act_day = np.maximum(last_act_day, signup_day)  # sign-up counts as activity
     last_seen = obs_day - last_act_day
 
     # window + future cells
-    w0 = H - cfg.n_months
-    sl = slice(w0, H + Fm)
     phase = (months[sl].astype(np.int64) % 12)  # 0 = January
     season = 1 + cfg.seasonality * np.cos(2 * np.pi * (phase - 11) / 12)
-    d_w, a_w = days[:, sl], avail[:, sl]
-    frac = np.where(a_w > 0, d_w / np.maximum(a_w, 1), 0.0)
-    noise = np.exp(rng.normal(-cfg.monthly_noise_sd**2 / 2, cfg.monthly_noise_sd, (n, d_w.shape[1], 3)))
-    minutes = (uses[:, None, :] * lev["minutes"][:, None, :] * (frac / 0.7)[:, :, None]
-               * season[None, :, None] * noise)
-    minutes = np.round(np.minimum(minutes, 1440.0), 1).astype(np.float32)
+    a_w = avail[:, sl]
+    frac = np.where(a_w > 0, d_w / np.maximum(a_w, 1), 0.0).astype(np.float32)
+    minutes = np.exp(rng.normal(-cfg.monthly_noise_sd**2 / 2, cfg.monthly_noise_sd, (n, d_w.shape[1], 3))
+                     .astype(np.float32))
+    minutes *= (uses * lev["minutes"]).astype(np.float32)[:, None, :]
+    minutes *= (frac / 0.7 * season[None, :].astype(np.float32))[:, :, None]
+    np.minimum(minutes, 1440.0, out=minutes)
     tx = TX.draw(rng, lev["rate"], lev["ticket"], d_w, a_w, mdays[sl], season, first_day[:, sl],
-                 last_off[:, sl], cfg.count_shape, cfg.ticket_sd)
+                 off_w, cfg.count_shape, cfg.ticket_sd)
     noise_feat = np.round(lev["noise"] * np.exp(rng.normal(-0.045, 0.3, lev["noise"].shape)), 1)
 
     label = W.observed_label(lat[:, sl], d_w, a_w)
