@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import sys
 
-from .app import create_app
+from .app import create_app, make_server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,6 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-export-size", type=int, default=None,
                    help="minimum audience size of an export (default: the export function's guard)")
     p.add_argument("--seed", type=int, default=0, help="seed of the lookalike models (default 0)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name clients may use in the URL (repeatable; the bound host and the "
+                        "loopback names are always allowed; others are refused against DNS rebinding)")
+    p.add_argument("--config", default=None,
+                   help="run configuration whose labels the views show (default: the one ingestion recorded)")
     p.add_argument("--threads", type=int, default=None,
                    help="cap on the threads of a lookalike fit (default: all cores)")
     args = p.parse_args(argv)
@@ -44,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: binding {args.host} exposes the Explorer (and the audience exports) to the network",
               file=sys.stderr)
     app = create_app(args.data, args.reports, min_export_size=args.min_export_size, lookalike_seed=args.seed,
-                     n_threads=args.threads)
-    from werkzeug.serving import make_server
-
-    server = make_server(args.host, args.port, app, threaded=True)
+                     n_threads=args.threads, config_path=args.config,
+                     allowed_hosts=[args.host, *args.allow_host])
+    server = make_server(app, args.host, args.port, threaded=True)
     print(f"Audience Affinity Explorer on http://{args.host}:{server.server_port}/ (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from flask import Flask, jsonify, render_template, request, send_file
 from threadpoolctl import threadpool_limits
@@ -38,6 +38,63 @@ log = logging.getLogger(__name__)
 EXPORT_KINDS = ("segment", "lookalike")
 _EXPORT_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_PARAM_CHARS = 64
+#: Largest request body the API accepts (an export request is a few dozen bytes).
+MAX_BODY_BYTES = 64 * 1024
+#: Deepest JSON nesting a request body may have (a real request is one flat object).
+MAX_JSON_DEPTH = 8
+#: Host names the app answers to besides the bound host (DNS rebinding: a page served from another name
+#: that resolves to 127.0.0.1 must not reach the app).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: Headers of every response: no framing, no MIME sniffing, scripts and styles only from this server.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data: blob:; connect-src 'self'; font-src 'self' data:; "
+                                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+SERVER_NAME = "audience-explorer"
+
+
+def json_depth(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> int:
+    """Maximum nesting depth of the brackets of a JSON text (strings skipped), scanning at most until the
+    depth exceeds ``limit`` -- so a body nested 5,000 deep is refused before the parser recurses."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    depth = best = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > best:
+                best = depth
+                if best > limit:
+                    return best
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
+def host_allowed(host_header: str | None, allowed: set[str]) -> bool:
+    """Whether a request's ``Host`` header (``name`` or ``name:port``) names one of ``allowed``."""
+    if not host_header:
+        return False
+    h = host_header.strip().lower()
+    if h.startswith("["):  # [::1]:8050
+        name = h.split("]", 1)[0] + "]"
+    else:
+        name = h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+    return name in allowed or name.strip("[]") in allowed
 
 
 class ApiError(Exception):
@@ -125,6 +182,18 @@ def _params(allowed: Mapping[str, bool], source: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def _json_body() -> Any:
+    """The request's JSON body, or None when it is not JSON; a body nested deeper than
+    :data:`MAX_JSON_DEPTH` is a 400 (never a RecursionError)."""
+    raw = request.get_data(cache=True)
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise ApiError(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels; send one flat object")
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # pragma: no cover - the depth check above comes first
+        raise ApiError("the JSON body is nested too deeply") from None
+
+
 def _call(fn: Callable, *args, **kwargs):
     """Run a data function, turning its input errors into API errors (400 bad value, 404 unknown segment,
     503 missing artifacts)."""
@@ -140,7 +209,8 @@ def _call(fn: Callable, *args, **kwargs):
 
 def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
                min_export_size: int | None = None, lookalike_seed: int = 0, max_train: int = 6000,
-               n_threads: int | None = None) -> Flask:
+               n_threads: int | None = None, allowed_hosts: Sequence[str] | None = None,
+               config_path: str | os.PathLike | None = None) -> Flask:
     """Build the Explorer for the pipeline run in ``data_dir`` / ``reports_dir``.
 
     Parameters
@@ -156,14 +226,40 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         Users the lookalike model is trained on at most (see :func:`data.fit_lookalike`).
     n_threads : int, optional
         Cap on the BLAS / OpenMP threads of a lookalike fit (None: the libraries' default, all cores).
+    allowed_hosts : sequence of str, optional
+        Host names the app answers to (the ``Host`` header, port ignored); others get 400 (DNS rebinding).
+        Default: the loopback names (``127.0.0.1``, ``localhost``, ``::1``); ``python -m helpers.explorer``
+        adds the host it binds.
+    config_path : path, optional
+        The run configuration whose labels and units the views show (default: the one ingestion recorded,
+        else ``$AUDIENCE_CONFIG`` or the shipped default).
     """
     P = paths_mod.resolve(data_dir, reports_dir)
     app = Flask(__name__, template_folder="templates", static_folder="static")
     app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    hosts = {h.strip().lower() for h in (allowed_hosts or ()) if h and h.strip()} | set(LOOPBACK_HOSTS)
+    if any(h in ("0.0.0.0", "::", "*") for h in hosts):
+        raise ValueError("allowed_hosts names the host names clients use (e.g. 'explorer.local'), not a "
+                         "wildcard or 0.0.0.0")
+    app.config["EXPLORER_ALLOWED_HOSTS"] = sorted(hosts)
     if n_threads is not None and n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads}")
     state = ExplorerState(P, min_export_size, lookalike_seed, max_train, n_threads=n_threads)
     app.extensions["explorer"] = state
+
+    @app.before_request
+    def _check_host():
+        if not host_allowed(request.headers.get("Host"), hosts):
+            raise ApiError("this server answers only to " + ", ".join(sorted(hosts)) +
+                           " (Host header refused: protection against DNS rebinding)", 400)
+
+    @app.after_request
+    def _headers(resp):
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        resp.headers["Server"] = SERVER_NAME
+        return resp
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError):
@@ -234,7 +330,7 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
 
     @app.post("/api/export")
     def export():
-        body = request.get_json(silent=True)
+        body = _json_body()
         if not isinstance(body, dict):
             raise ApiError('send a JSON object like {"kind": "segment", "segment": 0} or '
                            '{"kind": "lookalike", "segment": 0, "size": 500}')
@@ -286,3 +382,17 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
 
     return app
 
+
+
+def make_server(app: Flask, host: str = "127.0.0.1", port: int = 0, threaded: bool = True):
+    """A werkzeug server for ``app`` whose ``Server`` header reveals no software version."""
+    from werkzeug.serving import WSGIRequestHandler, make_server as _make
+
+    class Handler(WSGIRequestHandler):
+        server_version = SERVER_NAME
+        sys_version = ""
+
+        def version_string(self) -> str:  # noqa: D102 - http.server hook
+            return SERVER_NAME
+
+    return _make(host, port, app, threaded=threaded, request_handler=Handler)

@@ -364,10 +364,20 @@ def pca_2d(centroids: pd.DataFrame, weights: Sequence[float] | None = None
     return Cc @ load.T, explained, load
 
 
-def _axis_label(i: int, explained: float, loading: np.ndarray, features: Sequence[str]) -> str:
-    order = np.argsort(-np.abs(loading))[:2]
-    parts = [f"{'+' if loading[j] > 0 else '-'}{LABELS.get(features[j], features[j])}" for j in order]
-    return f"PC{i + 1} ({explained:.0%} of between-segment variance): {', '.join(parts)}"
+def _axis_label(i: int, explained: float, loading: np.ndarray, features: Sequence[str],
+                label=None) -> str:
+    """Plain-language meaning of a map axis: the features that push a segment to each side
+    ("<- more social media  |  more podcasts and monthly spend ->"); no component or variance jargon."""
+    label = label or (lambda c: LABELS.get(c, c))
+    big = np.abs(loading) >= 0.5 * np.abs(loading).max() if np.abs(loading).max() > 0 else np.zeros(len(loading), bool)
+
+    def side(sign: int) -> str:
+        idx = [j for j in np.argsort(-np.abs(loading)) if big[j] and np.sign(loading[j]) == sign][:2]
+        return " and ".join(label(features[j]) for j in idx)
+
+    pos, neg = side(1), side(-1)
+    parts = ([f"\u2190 more {neg}"] if neg else []) + ([f"more {pos} \u2192"] if pos else [])
+    return "   |   ".join(parts) if parts else "no difference between segments"
 
 
 # --- views ---------------------------------------------------------------------------------------

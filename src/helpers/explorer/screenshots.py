@@ -30,14 +30,12 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
     if not Path(chromium).exists():
         raise BrowserMissing(f"{chromium} is absent: run scripts/install_browser.sh to get screenshots")
     from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
-    from .app import create_app
+    from .app import create_app, make_server
 
     out = Path(reports_dir) / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     app = create_app(data_dir, reports_dir, n_threads=1)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     written: list[Path] = []
