@@ -398,6 +398,28 @@ def take_screenshots(data: Path, out: Path) -> None:
     print(f"[run_notebooks] Explorer screenshots: {', '.join(p.name for p in shots)}", flush=True)
 
 
+class LogLines:
+    """A file for progress bars when stderr is not a terminal (CI, ``make reports > log``): instead of redrawing
+    in place, it prints the latest state of the bar as one plain line at most every ``every`` seconds."""
+
+    def __init__(self, stream, every: float = 30.0) -> None:
+        self.stream, self.every, self.last, self.t = stream, every, "", time.monotonic()
+        self.prefix = ""  # the running notebook (papermill replaces the bar's description with the cell's)
+
+    def write(self, text: str) -> int:
+        for part in re.split(r"[\r\n]", ANSI.sub("", text)):
+            if part.strip():
+                self.last = part.strip()
+        if self.last and time.monotonic() - self.t >= self.every:
+            self.stream.write(f"[progress] {self.prefix}{self.last}\n")
+            self.stream.flush()
+            self.t, self.last = time.monotonic(), ""
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 # --- main ----------------------------------------------------------------------------------------------
 #: the per-notebook records of the last :func:`main` call (stem, status, seconds, failure, stale), for tests
 last_runs: list[dict] = []
@@ -467,9 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
     failed = False
-    # on a terminal the bars redraw in place; in a log (CI, `make ... > log`) they print every 30 s at most
-    tty = {} if sys.stderr.isatty() else {"mininterval": 30.0, "ncols": 100}
-    bar = tqdm(selected, desc="notebooks", unit="nb", disable=args.no_progress, file=sys.stderr, position=0,
+    # on a terminal the bars redraw in place; in a log (CI, `make ... > log`) a plain line every 30 s at most
+    tty = {} if sys.stderr.isatty() else {"mininterval": 2.0, "ncols": 100}
+    bar_file = sys.stderr if sys.stderr.isatty() else LogLines(sys.stderr)
+    bar = tqdm(selected, desc="notebooks", unit="nb", disable=args.no_progress, file=bar_file, position=0,
                dynamic_ncols=not tty, **tty)
     for i, nb in enumerate(bar, 1):
         r = by_stem[nb.stem]
@@ -477,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             r["status"] = "not run"
             continue
         bar.set_postfix_str(nb.stem)
+        if isinstance(bar_file, LogLines):
+            bar_file.prefix = f"{nb.stem}: "
         passed, ignored = parameters_for(nb, params)
         if ignored:
             log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
@@ -492,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                                 cwd=str(nb.parent), log_output=args.log_output, report_mode=False,
                                 progress_bar=False if args.no_progress else
                                 {"desc": f"  {nb.stem} cells", "position": 1, "leave": False,
-                                 "file": sys.stderr, "dynamic_ncols": not tty, **tty})
+                                 "file": bar_file, "dynamic_ncols": not tty, **tty})
         except KeyboardInterrupt:
             tx.rollback()
             r.update(status="failed", seconds=time.perf_counter() - t0, restored=True,
