@@ -328,9 +328,12 @@ def write_index(out: Path, runs: list[dict], params: dict, P=None, state: dict |
         sections.append(f"<section><h3>{e(r['stem'])}{e(note)}</h3><table>{figs}</table></section>")
     stale_rows = ""
     if P is not None:
-        st = artifacts.status(P)
-        bad = st[st["stale"]]
-        stale_rows = "".join(f"<li><code>{e(x.file)}</code>: {e(x.reason)}</li>" for x in bad.itertuples())
+        try:
+            st = artifacts.status(P)
+            bad = st[st["stale"]]
+            stale_rows = "".join(f"<li><code>{e(x.file)}</code>: {e(x.reason)}</li>" for x in bad.itertuples())
+        except Exception as exc:  # noqa: BLE001 - the index must be written even if the run state is unreadable
+            stale_rows = f"<li>could not read the run state: {e(type(exc).__name__)}: {e(str(exc))}</li>"
     extra = sorted(p.name for p in out.glob("*.html") if p.name != "index.html"
                    and not any(p.name == r.get("html") for r in runs))
     links = "".join(f"<li><a href='{e(n)}'>{e(n)}</a></li>" for n in extra)
