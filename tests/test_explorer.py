@@ -458,3 +458,116 @@ def test_deeply_nested_json_is_400_not_500(client):
     assert r.status_code == 400 and "kind must be" in r.get_json()["error"]
     r = client.post("/api/export", data="x" * (70 * 1024), content_type="application/json")
     assert r.status_code == 413
+
+
+# --- first screen, relationships, comparison, any audience (issue 19) -----------------------------
+def test_first_screen_who_how_many_worth_what(client, clean):
+    _, panel, data = clean
+    t = client.get("/api/table").get_json()
+    rows = {r["segment"]: r for r in t["segments"]}
+    n = len(panel.data)
+    for k, r in rows.items():
+        members = (panel.truth["true_segment"] == k).to_numpy()
+        assert r["n_users"] == int(members.sum())
+        s = r["share"]
+        assert s["low"] < s["value"] < s["high"] and s["value"] == pytest.approx(members.mean())
+        true = panel.params["panel_segment_shares"][k]
+        assert s["low"] - 0.02 < true < s["high"] + 0.02, (k, s, true)  # planted share inside (slack: sampling)
+        v = r["value"]
+        assert v["low"] < v["value"] < v["high"]
+        assert v["value"] == pytest.approx(panel.data.loc[members, "avg_monthly_spend"].mean())
+        assert "spend" in v["source"] and v["label"] == "Monthly spend"
+        assert r["churn"]["low"] <= r["churn"]["value"] <= r["churn"]["high"]
+        assert 1 <= len(r["traits"]) <= 3 and all(x["index"] > 100 for x in r["traits"])
+        assert all("_" not in x["label"] for x in r["traits"]), [x["label"] for x in r["traits"]]
+    # planted: the podcast segment's top trait is podcast listening, with the planted-size index
+    top = rows[2]["traits"][0]
+    assert "odcast" in top["label"] and top["index"] > 300
+    h = t["header"]
+    assert h["date"] == panel.params["observation_date"][:10] and h["n_users"] == n
+    assert "synthetic" in h["source"] and "/" not in h["source"]
+    assert t["tiers"] == {"low": 80.0, "high": 120.0}
+
+
+def test_action_lines_follow_the_tiers(clean):
+    data = clean[2]
+    for k in data.segment_ids:
+        for a in D.action_lines(data, k):
+            if a["action"] == "concentrate":
+                assert a["index"] > D.TIER_HIGH and "concentrate spend here" in a["text"]
+            else:
+                assert a["index"] < D.TIER_LOW and "de-prioritise" in a["text"]
+            assert a["significant"] or a["descriptive"]
+    lines = [a["text"] for a in D.action_lines(data, 2)]
+    assert any(t.startswith("Podcast") and "concentrate" in t for t in lines), lines
+
+
+def test_descriptive_cells_are_shown_without_a_test(clean):
+    data = clean[2]
+    a = data.affinity.copy()
+    pod = (a["attribute"] == "time_on_podcasts_min") & (a["index_type"] == "intensity")
+    a.loc[pod, "descriptive"] = True
+    a.loc[pod, "significant"] = False
+    a.loc[pod, ["p_value", "q_value"]] = np.nan
+    d2 = dataclasses.replace(data, affinity=a)
+    line = next(x for x in D.action_lines(d2, 2) if "odcast" in x["label"])
+    assert line["descriptive"] and "no test" in line["basis"]
+
+
+def test_similarity_recovers_planted_neighbours(client, clean):
+    _, panel, data = clean
+    s = client.get("/api/similarity").get_json()
+    sim = np.array(s["similarity"])
+    assert np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 100) and sim.min() == pytest.approx(0)
+    closest = {c["segment"]: c["closest"] for c in s["closest"]}
+    b = panel.params["behaviour"]  # planted medians: minutes per channel, purchases, ticket
+    buys = np.array(b["median_purchases_per_active_month"])
+    z = np.column_stack([np.log1p(np.array(b["median_minutes_active_month"])), np.log1p(buys),
+                         np.log1p(buys * np.array(b["median_ticket_usd"]))])
+    z = (z - z.mean(0)) / z.std(0)
+    d = np.linalg.norm(z[:, None] - z[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    agree = np.mean([closest[k] == int(np.argmin(d[k])) for k in closest])
+    assert agree >= 4 / 6, (closest, d.argmin(1), agree)  # closest neighbour = the planted one for most
+    assert "PC" not in json.dumps(s) and "_" not in "".join(s["features"])
+
+
+def test_compare_two_segments_reports_significant_planted_differences(client, clean):
+    _, panel, _ = clean
+    c = client.get("/api/compare?a=segment:0&b=segment:5").get_json()
+    assert c["a"]["n_users"] == int((panel.truth["true_segment"] == 0).sum())
+    assert c["n_significant"] <= c["n_tested"] and c["differences"]
+    labels = [d["label"] for d in c["differences"]]
+    # planted: power shoppers (5) buy ~8 times a month, social-first young adults (0) about once
+    conv = next(d for d in c["differences"] if d["label"].startswith("Conversions"))
+    assert conv["b"] > 3 * conv["a"], conv
+    assert all("_" not in lab for lab in labels), labels
+    same = client.get("/api/compare?a=segment:1&b=segment:1").get_json()
+    assert same["differences"] == [] and same["overlap"] == same["a"]["n_users"]
+    for bad, status in (("a=segment:1", 400), ("a=segment:99&b=segment:1", 404), ("a=../x&b=segment:1", 400),
+                        ("a=list:0123456789abcdef&b=segment:1", 404)):
+        assert client.get("/api/compare?" + bad).status_code == status, bad
+
+
+def test_any_audience_upload_profile_compare_export(client, clean):
+    P, panel, _ = clean
+    members = panel.data.loc[panel.truth["true_segment"] == 2, "user_id"].astype(str).tolist()
+    r = client.post("/api/lists", json={"name": "Podcast CRM list", "ids": members[:200] + ["not-a-customer"]})
+    assert r.status_code == 201, r.get_json()
+    up = r.get_json()
+    assert (up["n_matched"], up["n_unmatched"]) == (200, 1)
+    prof = client.get("/api/audience?ref=" + up["ref"]).get_json()
+    assert prof["n_users"] == 200 and prof["segment_mix"][0]["name"] == panel.params["segment_names"][2]
+    assert any("odcast" in a["text"] and a["action"] == "concentrate" for a in prof["actions"])
+    cmp_ = client.get(f"/api/compare?a={up['ref']}&b=segment:2").get_json()
+    assert cmp_["overlap"] == 200
+    r = client.post("/api/export", json={"kind": "list", "list": up["ref"].split(":")[1]})
+    assert r.status_code == 201, r.get_json()
+    got = pd.read_csv(io.BytesIO(client.get(r.get_json()["downloads"]["csv"]).data))
+    churned = set(panel.data.loc[panel.data["churned_in_last_90_days"].astype(bool), "user_id"].astype(str))
+    assert set(got[export.HASHED_ID]) == keyed(P, [m for m in members[:200] if m not in churned])
+    assert "segment_name" not in got or not got["segment_name"].astype(str).str.contains("Podcast").any()
+    for body in ({"ids": []}, {"ids": [[1]]}, {"name": "x" * 100, "ids": ["1"]}, {"ids": ["zzz"]},
+                 {"ids": ["1"], "path": "/etc/passwd"}):
+        assert client.post("/api/lists", json=body).status_code in (400, 422), body
+    assert client.post("/api/export", json={"kind": "list", "list": "0123456789abcdef"}).status_code == 404

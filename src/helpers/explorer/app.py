@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 from flask import Flask, jsonify, render_template, request, send_file
 from threadpoolctl import threadpool_limits
 from werkzeug.exceptions import HTTPException
@@ -35,7 +37,11 @@ from . import data as D
 
 log = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("segment", "lookalike")
+EXPORT_KINDS = ("segment", "lookalike", "list")
+#: Audience references the views take: ``segment:3``, ``lookalike:3:500`` (500 lookalikes of segment 3),
+#: ``list:<id>`` (an uploaded list of customer ids).
+_AUDIENCE = re.compile(r"^(segment:\d{1,4}|lookalike:\d{1,4}:\d{1,9}|list:[0-9a-f]{16})$")
+MAX_UPLOAD_IDS = 1_000_000
 _EXPORT_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_PARAM_CHARS = 64
 #: Largest request body the API accepts (an export request is a few dozen bytes).
@@ -135,6 +141,8 @@ class ExplorerState:
     data: D.ExplorerData | None = None
     fits: "OrderedDict[int, D.LookalikeFit]" = field(default_factory=OrderedDict)
     exports: dict[str, ExportRecord] = field(default_factory=dict)
+    uploads: dict[str, dict] = field(default_factory=dict)            # list id -> {"name", "rows", "n_given"}
+    config_path: Any = None
     lock: threading.RLock = field(default_factory=threading.RLock)       # data and export registry
     fit_lock: threading.Lock = field(default_factory=threading.Lock)    # one model fit at a time
 
@@ -142,7 +150,7 @@ class ExplorerState:
         """The run's data, loaded on first use (so the app picks up artifacts created after it started)."""
         with self.lock:
             if self.data is None:
-                self.data = D.load_explorer_data(self.paths)
+                self.data = D.load_explorer_data(self.paths, self.config_path)
             return self.data
 
     def fit(self, segment: int) -> D.LookalikeFit:
@@ -245,7 +253,8 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
     app.config["EXPLORER_ALLOWED_HOSTS"] = sorted(hosts)
     if n_threads is not None and n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads}")
-    state = ExplorerState(P, min_export_size, lookalike_seed, max_train, n_threads=n_threads)
+    state = ExplorerState(P, min_export_size, lookalike_seed, max_train, n_threads=n_threads,
+                          config_path=config_path)
     app.extensions["explorer"] = state
 
     @app.before_request
@@ -319,6 +328,81 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         return jsonify(_call(lambda: D.affinity_heatmap(state.load(), p.get("view", D.CHANNELS),
                                                          p.get("index_type"))))
 
+    def resolve(ref: str) -> tuple[np.ndarray, str]:
+        """Row positions and plain name of an audience reference (see :data:`_AUDIENCE`)."""
+        if not isinstance(ref, str) or not _AUDIENCE.match(ref.strip()):
+            raise ApiError(f"audience must look like 'segment:3', 'lookalike:3:500' or 'list:<id>', got "
+                           f"{str(ref)[:40]!r}")
+        data = _call(state.load)
+        parts = ref.strip().split(":")
+        if parts[0] == "segment":
+            seg = _call(D.check_segment, data, parts[1])
+            return np.flatnonzero(data.panel["segment"].to_numpy() == seg), data.segment_names()[seg]
+        if parts[0] == "lookalike":
+            seg = _call(D.check_segment, data, parts[1])
+            n = _call(D.check_size, data, seg, parts[2])
+            fit = _call(state.fit, seg)
+            return _call(D.lookalike_members, fit, n), f"{n:,} lookalikes of {data.segment_names()[seg]}"
+        rec = state.uploads.get(parts[1])
+        if rec is None:
+            raise ApiError(f"unknown list {parts[1]}: upload it first", 404)
+        return rec["rows"], rec["name"]
+
+    @app.get("/api/table")
+    def table():
+        _params({}, request.args)
+        return jsonify(_call(lambda: D.segment_table(state.load())))
+
+    @app.get("/api/similarity")
+    def similarity_view():
+        _params({}, request.args)
+        return jsonify(_call(lambda: D.similarity(state.load())))
+
+    @app.get("/api/compare")
+    def compare_view():
+        p = _params({"a": True, "b": True}, request.args)
+        ra, na = resolve(p["a"])
+        rb, nb = resolve(p["b"])
+        return jsonify(_call(D.compare, state.load(), ra, na, rb, nb))
+
+    @app.get("/api/audience")
+    def audience_view():
+        p = _params({"ref": True}, request.args)
+        rows, name = resolve(p["ref"])
+        return jsonify(_call(D.audience_profile, state.load(), rows, name))
+
+    @app.post("/api/lists")
+    def upload_list():
+        """An uploaded list of customer ids (JSON ``{"name": ..., "ids": [...]}`` or text, one per line)."""
+        body = _json_body()
+        if isinstance(body, dict):
+            unknown = sorted(set(body) - {"name", "ids"})
+            if unknown:
+                raise ApiError(f"unknown field(s) {unknown[:5]}; send {{'name': ..., 'ids': [...]}}")
+            ids, name = body.get("ids"), body.get("name") or "uploaded list"
+        else:
+            text = request.get_data(as_text=True)
+            ids, name = [x.strip() for x in text.splitlines() if x.strip()], "uploaded list"
+        if not isinstance(ids, list) or not ids or not all(isinstance(x, (str, int)) and not isinstance(x, bool)
+                                                            for x in ids):
+            raise ApiError("send a non-empty list of customer ids (strings or integers)")
+        if len(ids) > MAX_UPLOAD_IDS:
+            raise ApiError(f"at most {MAX_UPLOAD_IDS:,} ids per list")
+        if not isinstance(name, str) or len(name) > MAX_PARAM_CHARS or not name.strip():
+            raise ApiError(f"name must be a text of at most {MAX_PARAM_CHARS} characters")
+        data = _call(state.load)
+        want = pd.Index(pd.Series(ids).astype(str).str.strip()).unique()
+        rows = np.flatnonzero(data.panel["user_id"].isin(want).to_numpy())
+        if len(rows) == 0:
+            raise ApiError(f"none of the {len(want):,} ids is a customer of this run", 422)
+        list_id = secrets.token_hex(8)
+        clean = re.sub(r"[\x00-\x1f<>]", "", name).strip()[:MAX_PARAM_CHARS] or "uploaded list"
+        with state.lock:
+            state.uploads[list_id] = {"name": clean, "rows": rows, "n_given": int(len(want)),
+                                      "ids": data.panel["user_id"].to_numpy()[rows]}
+        return jsonify({"ref": f"list:{list_id}", "name": clean, "n_given": int(len(want)),
+                        "n_matched": int(len(rows)), "n_unmatched": int(len(want) - len(rows))}), 201
+
     @app.get("/api/lookalike")
     def lookalike_view():
         p = _params({"segment": True, "size": True}, request.args)
@@ -334,11 +418,24 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         if not isinstance(body, dict):
             raise ApiError('send a JSON object like {"kind": "segment", "segment": 0} or '
                            '{"kind": "lookalike", "segment": 0, "size": 500}')
-        p = _params({"kind": True, "segment": True, "size": False}, body)
+        p = _params({"kind": True, "segment": False, "size": False, "list": False}, body)
         kind = p["kind"]
         if kind not in EXPORT_KINDS:
             raise ApiError(f"kind must be one of {list(EXPORT_KINDS)}, got {kind[:40]!r}")
         data = _call(state.load)
+        if kind == "list":
+            rec = state.uploads.get(p.get("list", ""))
+            if rec is None:
+                raise ApiError("a list export needs 'list': the id of an uploaded list", 404 if "list" in p else 400)
+            from .. import audience as audience_mod
+
+            aud = _call(audience_mod.select, None, "ids", frame=data.panel, ids=list(rec["ids"]),
+                        config=data.cfg, id_col="user_id")
+            return _write_export(data, aud.frame, aud.definition, D.export_name(rec["name"]), "list", None)
+        if "segment" not in p:
+            raise ApiError("missing parameter 'segment'")
+        if "list" in p:
+            raise ApiError("'list' applies to list exports only")
         seg = _call(D.check_segment, data, p["segment"])
         fit = None
         if kind == "lookalike":
@@ -349,12 +446,15 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         elif "size" in p:
             raise ApiError("'size' applies to lookalike exports only; a segment export lists every member")
         audience, definition = _call(D.audience_frame, data, kind, seg, fit, p.get("size"))
-        export_id = secrets.token_hex(8)
         name = D.export_name(data.segment_names()[seg] + (" lookalike" if kind == "lookalike" else ""))
+        return _write_export(data, audience, definition, name, kind,
+                             state.lookalike_seed if kind == "lookalike" else None)
+
+    def _write_export(data, audience, definition, name, kind, seed):
+        export_id = secrets.token_hex(8)
         try:
             result = D.export_list(data, audience, definition, P.exports / "explorer" / export_id, name,
-                                   min_size=state.min_export_size,
-                                   seed=state.lookalike_seed if kind == "lookalike" else None)
+                                   min_size=state.min_export_size, seed=seed)
         except ValueError as e:  # AudienceTooSmall, DisallowedColumn: the export function's guard
             raise ApiError(str(e), 422) from None
         root = P.exports.resolve()

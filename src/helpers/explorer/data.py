@@ -156,6 +156,8 @@ class ExplorerData:
     segment_value: pd.DataFrame | None = None
     lookalike_scores: pd.DataFrame | None = None
     metrics: dict = field(default_factory=dict)
+    cfg: Any = field(default=None, repr=False)
+    _cv: Any = field(default=None, repr=False)
     _features: Any = field(default=None, repr=False)
     _version: str | None = field(default=None, repr=False)
 
@@ -187,7 +189,7 @@ class ExplorerData:
         return self._features
 
 
-def load_explorer_data(paths: Paths) -> ExplorerData:
+def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
     """Read and check every artifact of the run in ``paths``.
 
     Raises
@@ -241,6 +243,7 @@ def load_explorer_data(paths: Paths) -> ExplorerData:
         segment_value=_optional(paths, artifacts.SEGMENT_VALUE),
         lookalike_scores=_optional(paths, artifacts.LOOKALIKE_SCORES),
         metrics=metrics_mod.read(paths.metrics),
+        cfg=run_config(paths, config_path),
     )
 
 
@@ -813,3 +816,350 @@ def export_list(data: ExplorerData, audience: pd.DataFrame, definition: str, out
         hash_ids=hash_ids, salt=salt, panel_version=data.panel_version(), seed=seed)
     manifest = json.loads(Path(files["manifest"]).read_text())
     return {"files": {k: Path(v) for k, v in files.items()}, "manifest": manifest}
+
+
+# --- plain language, first screen, relationships, comparison (issue 19) --------------------------
+from ..stats import core as stats_core  # noqa: E402 - the one statistics core (tiers, intervals, tests)
+
+#: Tier thresholds of the brief, from the statistics core (the one place they are defined).
+TIER_LOW, TIER_HIGH = stats_core.TIER_LOW, stats_core.TIER_HIGH
+Z95 = 1.959963984540054
+
+
+def run_config(paths: Paths, config_path: Any = None) -> Any:
+    """The run configuration whose labels the views use: ``config_path``, else the preset ingestion
+    recorded (``ingest_meta.json``), else ``$AUDIENCE_CONFIG`` / the shipped default; None if unreadable."""
+    from .. import config as cfgmod
+
+    candidates = [config_path]
+    meta = paths.processed / "ingest_meta.json"
+    if config_path is None and meta.exists():
+        try:
+            name = json.loads(meta.read_text()).get("config")
+        except (json.JSONDecodeError, AttributeError):
+            name = None
+        if isinstance(name, str) and name and name != "default":
+            candidates.insert(0, name)
+    for c in candidates:
+        try:
+            return cfgmod.load(c)
+        except Exception:  # noqa: BLE001 - a recorded name that is not a preset: fall back
+            continue
+    return None
+
+
+def label_of(data: "ExplorerData", col: str, unit: bool = False) -> str:
+    """Plain label of a column from the run configuration (``cfg.label``); a tidy title otherwise."""
+    cfg = getattr(data, "cfg", None)
+    if cfg is not None:
+        try:
+            text = cfg.label(col, unit=unit)
+        except Exception:  # noqa: BLE001
+            text = None
+        if text:
+            return str(text)
+    if col in LABELS:
+        return LABELS[col].capitalize() + (f" ({MAP_FEATURES[col]})" if unit and col in MAP_FEATURES else "")
+    return col.replace("_", " ").strip().capitalize()
+
+
+def value_label(data: "ExplorerData", family: str, value: Any) -> str:
+    """``"Children at home: yes"`` -- an attribute value with its family's plain label."""
+    return f"{label_of(data, family)}: {str(value).replace('_', ' ')}"
+
+
+def weighted_mean_ci(v: np.ndarray, w: np.ndarray) -> dict:
+    """Weighted mean with a 95% linearised (ratio-estimator) interval and the unweighted / effective n."""
+    v, w = np.asarray(v, float), np.asarray(w, float)
+    ok = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    v, w = v[ok], w[ok]
+    if len(v) == 0:
+        return {"value": None, "low": None, "high": None, "n": 0, "n_eff": 0.0}
+    m = float(np.average(v, weights=w))
+    se = float(np.sqrt(np.sum(w ** 2 * (v - m) ** 2)) / w.sum())
+    return {"value": m, "low": m - Z95 * se, "high": m + Z95 * se, "n": int(len(v)),
+            "n_eff": float(stats_core.kish_effective_n(w))}
+
+
+def weighted_share_ci(member: np.ndarray, w: np.ndarray) -> dict:
+    """Weighted share of ``member`` rows with a 95% logit interval (linearised standard error)."""
+    y, w = np.asarray(member, float), np.asarray(w, float)
+    p = float(np.sum(w * y) / np.sum(w))
+    se = float(np.sqrt(np.sum(w ** 2 * (y - p) ** 2)) / np.sum(w))
+    lo, hi = stats_core.logit_interval(np.array([p]), np.array([se]))
+    return {"value": p, "low": float(lo[0]), "high": float(hi[0])}
+
+
+def spend_metric(data: "ExplorerData") -> str | None:
+    """The money metric of the run configuration (first of kind ``money``) present in the panel."""
+    cfg = getattr(data, "cfg", None)
+    for m in getattr(cfg, "metrics", None) or []:
+        if getattr(m, "kind", None) == "money" and m.name in data.panel.columns:
+            return m.name
+    return "avg_monthly_spend" if "avg_monthly_spend" in data.panel.columns else None
+
+
+def customer_value(data: "ExplorerData") -> pd.DataFrame | None:
+    """The value stage's per-user customer value (``customer_value`` artifact), None when it has not run."""
+    if getattr(data, "_cv", None) is None:
+        try:
+            cv = artifacts.load(data.paths, "customer_value", allow_stale=True)
+        except Exception:  # noqa: BLE001 - absent or unreadable: the view says the stage has not run
+            cv = False
+        data._cv = cv
+    return None if data._cv is False else data._cv
+
+
+def value_summary(data: "ExplorerData", rows: np.ndarray) -> dict:
+    """Value of an audience (rows of the panel): mean customer lifetime value where the value stage ran,
+    else the mean of the run's money metric; with its interval, label and source."""
+    p = data.panel
+    w = p["weight"].to_numpy(float)
+    cv = customer_value(data)
+    if cv is not None and "clv" in cv.columns:
+        idc = "user_id" if "user_id" in cv.columns else cv.columns[0]
+        v = p["user_id"].map(cv.set_index(cv[idc].astype(str))["clv"]).astype(float).to_numpy()
+        out = weighted_mean_ci(v[rows], w[rows])
+        return {**out, "label": "Customer lifetime value", "unit": "USD", "source": "value stage (06b)"}
+    m = spend_metric(data)
+    if m is None:
+        return {"value": None, "low": None, "high": None, "n": 0, "label": "Value",
+                "unit": "", "source": "no value stage and no money metric in this run"}
+    v = pd.to_numeric(p[m], errors="coerce").astype(float).to_numpy()
+    cfg = getattr(data, "cfg", None)
+    unit = cfg.unit(m) if cfg is not None else "USD/month"
+    return {**weighted_mean_ci(v[rows], w[rows]), "label": label_of(data, m), "unit": unit or "",
+            "source": "spend (the customer value stage has not run)"}
+
+
+def churn_risk_summary(data: "ExplorerData", rows: np.ndarray) -> dict | None:
+    """Mean 90-day churn probability of the audience's active members with its interval (None: no churn
+    stage)."""
+    cr = data.churn_risk
+    if cr is None or "churn_prob_90d" not in cr.columns:
+        return None
+    p = data.panel
+    risk = p["user_id"].map(cr.set_index(cr["user_id"].astype(str))["churn_prob_90d"]).astype(float).to_numpy()
+    churned = np.zeros(len(p), bool)
+    if "churned_in_last_90_days" in p:
+        churned = p["churned_in_last_90_days"].astype("boolean").fillna(False).to_numpy(bool)
+    sel = np.zeros(len(p), bool)
+    sel[rows] = True
+    sel &= ~churned
+    return {**weighted_mean_ci(risk[sel], p["weight"].to_numpy(float)[sel]),
+            "label": "Chance of leaving in the next 90 days", "unit": "share"}
+
+
+def _trait_rows(data: "ExplorerData", t: pd.DataFrame) -> list[dict]:
+    out = []
+    for _, r in t.iterrows():
+        if r["index_type"] == "share":
+            lab = value_label(data, r["family"], r["attribute"])
+        else:
+            lab = label_of(data, r["attribute"])
+        out.append({"label": lab, "family": r["family"], "attribute": r["attribute"],
+                    "index_type": r["index_type"], "index": r["index"], "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"], "significant": bool(r["significant"]),
+                    "descriptive": bool(r.get("descriptive", False)), "base_flag": r["base_flag"]})
+    return out
+
+
+def _reportable(a: pd.DataFrame) -> pd.DataFrame:
+    desc = a["descriptive"].astype(str).str.lower().isin(["true", "1"]) if "descriptive" in a else False
+    a = a.assign(descriptive=desc)
+    return a[(a["significant"] | a["descriptive"]) & a["base_flag"].ne("suppressed") & a["index"].notna()
+             & a["index_type"].isin(["share", "intensity"])]
+
+
+def top_traits(data: "ExplorerData", segment: int, top: int = 3) -> list[dict]:
+    """The segment's ``top`` most over-indexed reportable traits (significant after FDR, or descriptive
+    clustering features), labelled in plain language."""
+    a = _reportable(data.affinity)
+    t = a[(a["segment"] == segment) & (a["index"] > 100)].sort_values("index", ascending=False)
+    t = t.drop_duplicates(["family", "attribute"]).head(top)
+    return _trait_rows(data, t)
+
+
+def action_lines(data: "ExplorerData", segment: int, top: int = 3) -> list[dict]:
+    """Per segment, what to do: each reportable cell above :data:`TIER_HIGH` (concentrate) or below
+    :data:`TIER_LOW` (de-prioritise), strongest first: ``"Podcasts: index 395 -- concentrate spend here"``."""
+    a = _reportable(data.affinity)
+    t = a[a["segment"] == segment]
+    out = []
+    for side, cond, asc, verb in (("concentrate", t["index"] > TIER_HIGH, False, "concentrate spend here"),
+                                  ("de-prioritise", t["index"] < TIER_LOW, True, "de-prioritise")):
+        sel = t[cond].sort_values("index", ascending=asc).drop_duplicates(["family", "attribute"]).head(top)
+        for r in _trait_rows(data, sel):
+            basis = ("describes the segment (it was built from it, so no test)" if r["descriptive"]
+                     else f"95% interval {r['ci_low']:.0f}-{r['ci_high']:.0f}")
+            r.update(action=side, text=f"{r['label']}: index {r['index']:.0f} \u2014 {verb}", basis=basis)
+            out.append(r)
+    return out
+
+
+def segment_table(data: "ExplorerData") -> dict:
+    """The first screen: per segment its weighted size and share (with interval), value, churn risk and
+    top three defining traits with their index; plus the run's facts for the header."""
+    p = data.panel
+    w = p["weight"].to_numpy(float)
+    seg = p["segment"].to_numpy()
+    names = data.segment_names()
+    rows = []
+    for s in data.segment_ids:
+        r = np.flatnonzero(seg == s)
+        share = weighted_share_ci(seg == s, w)
+        tot = float(w.sum())
+        rows.append({"segment": s, "name": names[s], "n_users": int(len(r)),
+                     "weighted_size": float(w[r].sum()),
+                     "share": share, "size_low": share["low"] * tot, "size_high": share["high"] * tot,
+                     "value": value_summary(data, r), "churn": churn_risk_summary(data, r),
+                     "traits": top_traits(data, s), "actions": action_lines(data, s)})
+    return jsonable({"segments": rows, "header": header_facts(data), "tiers": {"low": TIER_LOW, "high": TIER_HIGH}})
+
+
+def header_facts(data: "ExplorerData") -> dict:
+    """The data's date, source and base size for the page header (no filesystem path)."""
+    meta_f = data.paths.processed / "ingest_meta.json"
+    meta = {}
+    if meta_f.exists():
+        try:
+            meta = json.loads(meta_f.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+    cfg = getattr(data, "cfg", None)
+    date = meta.get("observation_date") or getattr(getattr(cfg, "dates", None), "observation_date", None)
+    tp = data.paths.data / "truth" / "truth_params.json"
+    if not date and tp.exists():
+        try:
+            date = json.loads(tp.read_text()).get("observation_date")
+        except (json.JSONDecodeError, AttributeError):
+            date = None
+    truth = (data.paths.data / "truth").exists()
+    cfg_name = meta.get("config") or getattr(cfg, "name", None)
+    if truth:
+        source = "synthetic panel (generated, with planted truth)"
+    elif cfg_name and cfg_name != "default":
+        source = f"customer table ({str(cfg_name).replace('_', ' ')} configuration)"
+    else:
+        source = "customer table"
+    weighted = bool((data.panel["weight"] != 1.0).any())
+    return {"date": str(date)[:10] if date else None, "source": source, "n_users": int(len(data.panel)),
+            "weighted_total": float(data.panel["weight"].sum()), "weighted": weighted,
+            "n_segments": len(data.segment_ids),
+            "weighting": "weighted to population margins" if weighted else "unweighted (every customer counts once)"}
+
+
+def similarity(data: "ExplorerData") -> dict:
+    """How alike segments behave: 100 x (1 - distance / largest distance) between the segments' average
+    profiles on the standardised map features (100 = identical averages, 0 = the two most different),
+    and each segment's closest segment."""
+    cent = segment_centroids(data.panel, tuple(f for f in MAP_FEATURES if f in data.panel.columns))
+    C = cent.to_numpy(float)
+    d = np.linalg.norm(C[:, None] - C[None], axis=2)
+    dmax = d.max() if d.max() > 0 else 1.0
+    sim = 100 * (1 - d / dmax)
+    names = data.segment_names()
+    ids = [int(s) for s in cent.index]
+    closest = []
+    for i, s in enumerate(ids):
+        o = [j for j in np.argsort(d[i]) if j != i]
+        closest.append({"segment": s, "name": names[s], "closest": ids[o[0]] if o else None,
+                        "closest_name": names[ids[o[0]]] if o else None,
+                        "similarity": float(sim[i, o[0]]) if o else None})
+    return jsonable({"segments": ids, "names": [names[s] for s in ids], "similarity": sim, "closest": closest,
+                     "features": [label_of(data, f) for f in cent.columns],
+                     "method": "distance between the segments' average behaviour (standardised), as 0-100"})
+
+
+def comparison_indicators(data: "ExplorerData") -> tuple[pd.DataFrame, dict]:
+    """Every variable two audiences are compared on: the behavioural metrics (means) and a 0/1 indicator
+    per attribute value of the families the affinity table profiles; with plain labels."""
+    from ..affinity import attribute_indicators
+
+    p = data.panel
+    cfg = getattr(data, "cfg", None)
+    metrics = [m for m in (getattr(cfg, "metric_names", None) or list(MAP_FEATURES)) if m in p.columns]
+    for m in MAP_FEATURES:
+        if m in p.columns and m not in metrics:
+            metrics.append(m)
+    a = data.affinity
+    fams = [f for f in pd.unique(a.loc[a["index_type"] == "share", "family"]) if f in p.columns]
+    blocks = [p[metrics].apply(pd.to_numeric, errors="coerce").astype(float)] if metrics else []
+    labels = {m: label_of(data, m, unit=True) for m in metrics}
+    if fams:
+        ind, meta = attribute_indicators(p, fams)
+        blocks.append(ind)
+        labels.update({c: value_label(data, meta.at[c, "family"], meta.at[c, "attribute"]) for c in ind.columns})
+    X = pd.concat(blocks, axis=1) if blocks else pd.DataFrame(index=p.index)
+    return X, labels
+
+
+def compare(data: "ExplorerData", rows_a: np.ndarray, name_a: str, rows_b: np.ndarray, name_b: str,
+            top: int = 12) -> dict:
+    """Side-by-side comparison of two audiences (row positions of the panel): weighted size, value, churn
+    risk, and every metric and attribute value on which they differ significantly (two-sample linearised
+    test of the statistics core, FDR across all variables), largest differences first."""
+    rows_a, rows_b = np.asarray(rows_a, int), np.asarray(rows_b, int)
+    if len(rows_a) == 0 or len(rows_b) == 0:
+        raise ValueError("both audiences need at least one member")
+    X, labels = comparison_indicators(data)
+    w = data.panel["weight"].to_numpy(float)
+    stacked = pd.concat([X.iloc[rows_a], X.iloc[rows_b]], ignore_index=True)
+    in_a = np.r_[np.ones(len(rows_a), bool), np.zeros(len(rows_b), bool)]
+    prof = stats_core.profile(stacked, in_a, np.r_[w[rows_a], w[rows_b]])
+    prof["label"] = prof["column"].map(labels)
+    prof["ratio"] = 100 * prof["audience_mean"] / prof["rest_mean"]
+    prof = prof[np.isfinite(prof["ratio"]) & prof["base_flag"].ne("suppressed")]
+    sig = prof[prof["significant"]].copy()
+    sig["strength"] = np.abs(np.log(sig["ratio"].clip(lower=1e-6) / 100))
+    sig = sig.sort_values("strength", ascending=False).head(top)
+    diffs = [{"label": r["label"], "kind": r["kind"], "a": r["audience_mean"], "b": r["rest_mean"],
+              "ratio": r["ratio"], "q_value": r["q_value"], "n_a": int(len(rows_a)), "n_b": int(len(rows_b)),
+              "text": (f"{r['label']}: {name_a} {_fmt_val(r['audience_mean'], r['kind'])} vs "
+                       f"{name_b} {_fmt_val(r['rest_mean'], r['kind'])}")}
+             for _, r in sig.iterrows()]
+    side = lambda rows, name: {"name": name, "n_users": int(len(rows)),  # noqa: E731
+                               "weighted_size": float(w[rows].sum()),
+                               "value": value_summary(data, rows), "churn": churn_risk_summary(data, rows)}
+    overlap = int(len(np.intersect1d(rows_a, rows_b)))
+    return jsonable({"a": side(rows_a, name_a), "b": side(rows_b, name_b), "differences": diffs,
+                     "n_tested": int(len(prof)), "n_significant": int(prof["significant"].sum()),
+                     "overlap": overlap,
+                     "method": "weighted two-sample test of every variable, false-discovery rate 5% over all "
+                               "of them (helpers.stats.core); shares in %"})
+
+
+def _fmt_val(v: float, kind: str) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{100 * v:.0f}%" if kind == "share" else f"{v:,.1f}"
+
+
+def audience_profile(data: "ExplorerData", rows: np.ndarray, name: str, top: int = 5) -> dict:
+    """Any audience (a segment, lookalikes, an uploaded list) against all customers: weighted size and
+    share with interval, value, churn risk, and its most over- and under-represented traits (statistics
+    core: weighted index with interval, FDR), each as an action line by the brief's tiers."""
+    rows = np.asarray(rows, int)
+    p = data.panel
+    w = p["weight"].to_numpy(float)
+    mask = np.zeros(len(p), bool)
+    mask[rows] = True
+    X, labels = comparison_indicators(data)
+    prof = stats_core.profile(X, mask, w)
+    prof["label"] = prof["column"].map(labels)
+    ok = prof[prof["significant"] & prof["base_flag"].ne("suppressed") & prof["index"].notna()]
+    over = ok[ok["index"] > TIER_HIGH].sort_values("index", ascending=False).head(top)
+    under = ok[ok["index"] < TIER_LOW].sort_values("index").head(top)
+    lines = ([{"label": r["label"], "index": r["index"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+               "action": "concentrate", "text": f"{r['label']}: index {r['index']:.0f} \u2014 concentrate spend here"}
+              for _, r in over.iterrows()]
+             + [{"label": r["label"], "index": r["index"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                 "action": "de-prioritise", "text": f"{r['label']}: index {r['index']:.0f} \u2014 de-prioritise"}
+                for _, r in under.iterrows()])
+    mix = p.loc[mask].groupby("segment_name")["weight"].sum()
+    mix = (mix / mix.sum()).sort_values(ascending=False)
+    return jsonable({"name": name, "n_users": int(mask.sum()), "weighted_size": float(w[mask].sum()),
+                     "share": weighted_share_ci(mask, w), "value": value_summary(data, rows),
+                     "churn": churn_risk_summary(data, rows), "actions": lines,
+                     "segment_mix": [{"name": k, "share": v} for k, v in mix.items()],
+                     "tiers": {"low": TIER_LOW, "high": TIER_HIGH}})
