@@ -8,7 +8,7 @@ months have none), and through the active days everything else: minutes per chan
 purchases (:mod:`.transactions`) and the last active day of the month (the latest of the active days).
 
 The *observed* monthly label ``engagement_state`` is the business's rule on activity, not the latent
-state: churned when the account is closed; else active when active on at least a quarter of the
+state: churned when the account is closed; else active when active on at least half of the
 month's days; light when active on fewer days; dormant when not active at all. The latent path is kept in
 the truth (``user_paths``).
 
@@ -25,7 +25,7 @@ CHURNED = 3
 #: Expected share of a month's days on which the user is active, per latent state.
 ACTIVE_DAY_SHARE = np.array([0.70, 0.35, 0.0, 0.0])
 #: Observed label rule: "active" when active on at least this share of the month's days.
-ACTIVE_LABEL_SHARE = 0.25
+ACTIVE_LABEL_SHARE = 0.5
 #: State in the month of sign-up.
 INITIAL = np.array([0.80, 0.15, 0.05, 0.0])
 #: Monthly transition matrices (rows: from active, light, dormant, churned), one per segment.
