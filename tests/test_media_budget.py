@@ -129,11 +129,18 @@ def test_geo_lift_interval_covers_planted(world):
     assert g.ci_low <= truth["geo_holdout"]["lift_conversions"] <= g.ci_high
 
 
-def test_budget_share_of_planted_optimum_largest_segment(world, model):
-    """The notebook's default target (the largest segment) at the default budget: >= 0.95 of the planted
-    optimum. (Smaller segments of a 4,000-user panel score lower; the notebook records the figure.)"""
-    _, truth, ut, _ = world
-    u = ut.set_index("user_id").loc[model.users].reset_index()
-    a = BU.optimise(model, E.DEFAULT_BUDGET_PER_PERSON)
-    s = BU.share_of_planted_optimum(a.spend_per_person, u, E.DEFAULT_BUDGET_PER_PERSON, truth["days"])
+def test_budget_share_of_planted_optimum_largest_segment(medium_panel):
+    """The notebook's default target (the largest segment) at the default budget, on 20,000 users: >= 0.95
+    of the planted optimum, and better than the affinity rule of thumb. (On 4,000 users the estimate is
+    noisier: 0.88-0.997 across draws, and the rule of thumb often does as well; the notebook records it.)"""
+    raw, truth, ut = E.generate_exposures(medium_panel, seed=11)
+    md = MD.from_frames(raw, truth, ut, medium_panel.data)
+    seg = ut["true_segment"].value_counts().index[0]
+    groups = pd.Series(ut["true_segment"].astype(str).to_numpy(), index=ut["user_id"])
+    m = BU.fit_response(md, ut.loc[ut["true_segment"] == seg, "user_id"], groups=groups)
+    u = ut.set_index("user_id").loc[m.users].reset_index()
+    B = E.DEFAULT_BUDGET_PER_PERSON
+    s = BU.share_of_planted_optimum(BU.optimise(m, B).spend_per_person, u, B, truth["days"])
+    rule = BU.share_of_planted_optimum(BU.affinity_rule(m, B), u, B, truth["days"])
     assert s["share"] >= 0.95
+    assert s["share"] >= rule["share"] - 0.01

@@ -84,6 +84,8 @@ DEFAULT_WEEKS = 6
 DEFAULT_BUDGET_PER_PERSON = 0.25
 HOURS, WEEKDAYS = 24, 7
 CHUNK_USERS = 50_000
+#: customers in the exposure measurement panel at most (see generate_exposures)
+MAX_PANEL_USERS = 100_000
 
 _MINUTE_COLS = ["time_on_social_media_min", "time_on_streaming_video_min", "time_on_podcasts_min"]
 _AGE_GROUPS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
@@ -211,13 +213,21 @@ def _user_inputs(users: pd.DataFrame, truth: pd.DataFrame | None, rng: np.random
 
 # --- the generator ------------------------------------------------------------------------------
 def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEEKS,
-                       start_date: str | None = None) -> tuple[dict[str, pd.DataFrame], dict, pd.DataFrame]:
+                       start_date: str | None = None, max_users: int | None = MAX_PANEL_USERS
+                       ) -> tuple[dict[str, pd.DataFrame], dict, pd.DataFrame]:
     """Simulate the campaign for the users of ``panel_or_frames``.
 
     Returns ``(raw_frames, truth_json, users_truth)``: the raw tables by file stem, the truth document
     and the per-user truth (propensities, baseline rate, expected conversions with and without media).
+    Exposure logs are hour-level, so a customer base larger than ``max_users`` gets a random
+    **measurement panel** of ``max_users`` customers (as a people meter or an ad-server panel would):
+    every media table and the truth cover those customers only (``truth["measurement_panel"]``).
     """
     users, truth_users, params = _frames(panel_or_frames)
+    n_base = len(users)
+    if max_users is not None and n_base > max_users:
+        pick = np.sort(np.random.default_rng([seed, 1702]).choice(n_base, max_users, replace=False))
+        users = users.iloc[pick].reset_index(drop=True)
     rng = np.random.default_rng([seed, 1701])
     u = _user_inputs(users, truth_users, rng)
     n, seg, geo_u = len(u["ids"]), u["seg"], u["geo"]
@@ -260,6 +270,11 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
     day_mult = resp.mean(2)                                            # (K, 7)
     hour_p = resp / resp.sum(2, keepdims=True)                         # (K, 7, 24)
     chan_hour = channel_daypart()                                      # (C, 24)
+
+    # hour-of-day CDFs: impressions by (channel, segment, weekday), conversions by (segment, weekday)
+    imp_p = chan_hour[:, None, None, :] * hour_p[None, :, :, :]
+    imp_cdf = np.cumsum(imp_p / imp_p.sum(-1, keepdims=True), -1).reshape(-1, HOURS)
+    conv_cdf = np.cumsum(hour_p, -1).reshape(-1, HOURS)
 
     exp_parts, conv_parts, path_parts = [], [], []
     incr = np.zeros(C)                       # expected incremental conversions by channel (realised imps)
@@ -306,9 +321,8 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
         ui, ci, di = np.nonzero(imps)
         cnt = imps[ui, ci, di]
         ui, ci, di = np.repeat(ui, cnt), np.repeat(ci, cnt), np.repeat(di, cnt)
-        p = chan_hour[ci] * hour_p[s[ui], weekday[di]]
-        p /= p.sum(1, keepdims=True)
-        hr = (crng.random(len(ui))[:, None] > np.cumsum(p, 1)).sum(1).clip(0, 23)
+        K_ = hour_p.shape[0]
+        hr = _draw_hours(crng, (ci * K_ + s[ui]) * 7 + weekday[di], imp_cdf)
         ev = pd.DataFrame({"u": ui + sl.start, "c": ci, "d": di, "h": hr})
         agg = ev.groupby(["u", "d", "h", "c"], sort=True).size().rename("impressions").reset_index()
         exp_parts.append(agg)
@@ -317,8 +331,7 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
         yu, yd = np.nonzero(y)
         yc = y[yu, yd]
         yu, yd = np.repeat(yu, yc), np.repeat(yd, yc)
-        cp = np.cumsum(hour_p[s[yu], weekday[yd]], 1)
-        yh = (crng.random(len(yu))[:, None] > cp).sum(1).clip(0, 23)
+        yh = _draw_hours(crng, s[yu] * 7 + weekday[yd], conv_cdf)
         cv = pd.DataFrame({"u": yu + sl.start, "d": yd, "h": yh}).groupby(
             ["u", "d", "h"]).size().rename("conversions").reset_index()
         conv_parts.append(cv)
@@ -342,11 +355,11 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
     ids = u["ids"]
     exp = pd.concat(exp_parts, ignore_index=True)
     exposures = pd.DataFrame({
-        "user_id": ids[exp["u"].to_numpy()], "date": dates[exp["d"].to_numpy()].date,
+        "user_id": ids[exp["u"].to_numpy()], "date": dates.values[exp["d"].to_numpy()],
         "hour": exp["h"].astype("int8").to_numpy(), "channel": np.array(CHANNELS)[exp["c"].to_numpy()],
         "impressions": exp["impressions"].astype("int32").to_numpy()})
     cv = pd.concat(conv_parts, ignore_index=True)
-    conversions = pd.DataFrame({"user_id": ids[cv["u"].to_numpy()], "date": dates[cv["d"].to_numpy()].date,
+    conversions = pd.DataFrame({"user_id": ids[cv["u"].to_numpy()], "date": dates.values[cv["d"].to_numpy()],
                                 "hour": cv["h"].astype("int8").to_numpy(),
                                 "conversions": cv["conversions"].astype("int32").to_numpy()})
     pth = pd.concat(path_parts, ignore_index=True)
@@ -355,7 +368,7 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
                                 "conversions": pth["conversions"]})
     campaign = np.array([f"flight_{f + 1}" for f in flight])
     spend = pd.DataFrame({
-        "date": np.repeat(dates.date, C), "campaign": np.repeat(campaign, C),
+        "date": np.repeat(dates.values, C), "campaign": np.repeat(campaign, C),
         "channel": np.tile(CHANNELS, D), "planned_spend": planned.ravel().round(2),
         "spend": delivered.ravel().round(2),
         "impressions": (delivered * 1000.0 / CPM).ravel().round().astype(np.int64)})
@@ -368,9 +381,24 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
                                 **{f"rate_per_dollar_{c}": rate_per_dollar[:, j] for j, c in enumerate(CHANNELS)}})
     truth = _truth_document(users_truth, seed, D, dates, incr, geo_cf, geo_hold, user_hold, test_days,
                             planned, resp)
+    truth["measurement_panel"] = {"customers": int(n_base), "panel": int(n),
+                                  "sampled": bool(n < n_base)}
     raw = {"exposures": exposures, "media_spend": spend, "touch_paths": touch_paths,
            "campaign_conversions": conversions, "media_assignment": assignment}
     return raw, truth, users_truth
+
+
+def _draw_hours(rng: np.random.Generator, key: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """One hour per event from the CDF row ``cdf[key]`` (grouped by key: no (events x 24) matrix)."""
+    u = rng.random(len(key))
+    out = np.empty(len(key), dtype=np.int64)
+    order = np.argsort(key, kind="stable")
+    ks, starts = np.unique(key[order], return_index=True)
+    bounds = np.r_[starts, len(order)]
+    for i, k in enumerate(ks):
+        idx = order[bounds[i]:bounds[i + 1]]
+        out[idx] = np.minimum(np.searchsorted(cdf[k], u[idx], side="right"), HOURS - 1)
+    return out
 
 
 # --- truth: evaluator, response curves, planted optimum -----------------------------------------
@@ -519,7 +547,7 @@ def _truth_document(users_truth, seed, D, dates, incr, geo_cf, geo_hold, user_ho
 
 
 def write_exposures(panel_or_frames, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
-                    weeks: int = DEFAULT_WEEKS) -> dict[str, Path]:
+                    weeks: int = DEFAULT_WEEKS, max_users: int | None = MAX_PANEL_USERS) -> dict[str, Path]:
     """Generate the campaign and write the raw media files into ``raw_dir`` and the truth into ``truth_dir``.
 
     Returns the written paths by name. ``panel_or_frames``: a ``SyntheticPanel`` (``.data``/``.truth``),
@@ -528,7 +556,7 @@ def write_exposures(panel_or_frames, raw_dir: str | Path, truth_dir: str | Path,
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    raw, truth, users_truth = generate_exposures(panel_or_frames, seed=seed, weeks=weeks)
+    raw, truth, users_truth = generate_exposures(panel_or_frames, seed=seed, weeks=weeks, max_users=max_users)
     out = {}
     for name, df in raw.items():
         out[name] = raw_dir / f"{name}.parquet"
