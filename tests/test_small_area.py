@@ -41,3 +41,15 @@ def test_simulated_eblup_beats_direct():
 def test_bad_input_named():
     with pytest.raises(ValueError, match="sampling variances"):
         fay_herriot([1.0, 2.0, 3.0], [0.1, 0.0, 0.1])
+
+
+def test_adjusted_reml_stays_positive_where_reml_truncates():
+    rng = np.random.default_rng(0)
+    m = 20
+    D = np.full(m, 0.5)
+    y = 1 + rng.normal(0, 0.02, m) + rng.normal(0, np.sqrt(D)) * 0.3   # less spread than the sampling noise
+    reml = fay_herriot(y, D)
+    adj = fay_herriot(y, D, method="adjusted")
+    assert reml.area_variance == 0.0
+    assert adj.area_variance > 0 and adj.converged
+    assert (adj.table.gamma > 0).all()

@@ -6,7 +6,8 @@ Model (Fay & Herriot 1979; Rao & Molina 2015, ch. 6): for area ``i`` the direct 
 not explained by ``x``).
 
 * ``A`` is estimated by **REML** (restricted maximum likelihood) with Fisher scoring, truncated at 0
-  (the moment estimator of Fay & Herriot is not used); ``beta`` by GLS given ``A``.
+  (the moment estimator of Fay & Herriot is not used), or by Li & Lahiri's adjusted REML
+  (``method="adjusted"``, strictly positive); ``beta`` by GLS given ``A``.
 * EBLUP ``theta_i = gamma_i y_i + (1 - gamma_i) x_i' beta`` with shrinkage ``gamma_i = A / (A + D_i)``:
   areas with noisy direct estimates (small samples) are pulled towards the regression synthetic value.
 * MSE: the Prasad-Rao (1990) second-order approximation for REML, ``g1 + g2 + 2 g3`` with
@@ -54,7 +55,7 @@ def _design(X, n: int, intercept: bool) -> np.ndarray:
 
 
 def fay_herriot(direct, direct_var, X=None, area=None, *, intercept: bool = True, tol: float = 1e-10,
-                max_iter: int = 200) -> FayHerriotFit:
+                max_iter: int = 200, method: str = "reml") -> FayHerriotFit:
     """Fit the Fay-Herriot model by REML and return EBLUPs with Prasad-Rao MSEs.
 
     Parameters
@@ -69,7 +70,13 @@ def fay_herriot(direct, direct_var, X=None, area=None, *, intercept: bool = True
         Area labels for the table (default 0..m-1).
     intercept : bool
         Add a column of ones to ``X`` (ignored when ``X`` is None: the intercept is the model).
+    method : {"reml", "adjusted"}
+        ``"reml"``: REML truncated at 0. ``"adjusted"``: Li & Lahiri's (2010) adjusted REML, maximising
+        ``A x L_REML(A)``, which is always > 0, so the EBLUP never collapses onto the synthetic value and the
+        MSE keeps the area term when REML would truncate at 0 (few areas, noisy direct estimates).
     """
+    if method not in ("reml", "adjusted"):
+        raise ValueError(f"fay_herriot: method must be 'reml' or 'adjusted', got {method!r}")
     y = np.asarray(direct, dtype=float).reshape(-1)
     D = np.asarray(direct_var, dtype=float).reshape(-1)
     m = y.size
@@ -96,8 +103,11 @@ def fay_herriot(direct, direct_var, X=None, area=None, *, intercept: bool = True
         Py = Pm @ y
         score = -0.5 * np.trace(Pm) + 0.5 * float(Py @ Py)
         info = 0.5 * float(np.sum(Pm * Pm.T))
+        if method == "adjusted":
+            score += 1.0 / A
+            info += 1.0 / A ** 2
         step = score / info
-        A_new = max(A + step, 0.0)
+        A_new = max(A + step, 0.0) if method == "reml" else max(A + step, A / 10)
         if abs(A_new - A) < tol:
             A, converged = A_new, True
             break

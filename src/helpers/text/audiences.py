@@ -1,0 +1,175 @@
+"""Audiences from text: "users talking about X" (topic or keyword, platform, time window).
+
+* :func:`load_posts` - the run's posts: ``processed/posts.parquet`` (validated by notebook 01 through
+  ``ingest.ingest_event_table("posts", ...)``) through :mod:`helpers.artifacts`, else ``raw/posts.parquet``
+  with basic validation here (``user_id`` and ``text`` present, dates parse); None when the run has no posts.
+* :func:`assign_topics` - each post's most probable LDA topic, labelled by the planted topic it matches
+  (when the synthetic truth exists) or by its top words.
+* :func:`talking_about` - a :class:`TextAudience` (ids + definition) from a topic and/or keyword, platform
+  and date window. ``.to_audience(P, frame)`` makes it a :class:`helpers.audience.Audience` of kind
+  ``ids`` (usable by every stage, e.g. as the lookalike seed ``seed_ids_path`` after ``.write_ids(path)``).
+* :func:`profile` - the audience against the base with :func:`helpers.stats.core.profile` (weighted,
+  linearised intervals, BH FDR, base-size rule); :func:`segment_mix` - its segment shares vs the base.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..stats import core
+
+
+def load_posts(P: Any) -> pd.DataFrame | None:
+    """Posts of the run (``user_id, platform, date, text``; ``post_id`` when present), or None."""
+    from .. import artifacts
+    try:
+        if artifacts.exists(P, "posts"):
+            df = artifacts.load(P, "posts")
+            return _check(df, "processed/posts.parquet")
+    except Exception:  # noqa: BLE001 - fall back to the raw file
+        pass
+    raw = Path(P.raw) / "posts.parquet"
+    if not raw.exists():
+        return None
+    return _check(pd.read_parquet(raw), str(raw))
+
+
+def _check(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    need = [c for c in ("user_id", "text") if c not in df.columns]
+    if need:
+        raise ValueError(f"{where}: the posts table has no column(s) {need}; it needs user_id, text "
+                         "(and optionally platform, date)")
+    df = df.copy()
+    df["user_id"] = df["user_id"].astype(str)
+    df["text"] = df["text"].fillna("").astype(str)
+    if "date" in df:
+        d = pd.to_datetime(df["date"], errors="coerce")
+        bad = d.isna() & df["date"].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{where}: row {i + 1}, column date: {df['date'].iloc[i]!r} is not a date; "
+                             "use ISO dates (YYYY-MM-DD)")
+        df["date"] = d
+    if "platform" not in df:
+        df["platform"] = "unknown"
+    return df
+
+
+def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str]) -> pd.DataFrame:
+    """Add ``topic`` (label of the argmax LDA topic) and ``topic_prob`` to a copy of ``posts``."""
+    theta = lda.transform(vectorizer.transform(posts["text"].astype(str)))
+    out = posts.copy()
+    k = theta.argmax(1)
+    out["topic"] = np.asarray(labels, dtype=object)[k]
+    out["topic_prob"] = theta[np.arange(len(k)), k]
+    return out
+
+
+@dataclass
+class TextAudience:
+    """Users talking about something: their ids, the definition, and the matching posts' count."""
+    ids: pd.Series
+    definition: dict
+    n_posts: int
+    posts: pd.DataFrame = field(repr=False, default=None)
+
+    @property
+    def size(self) -> int:
+        return int(len(self.ids))
+
+    def mask(self, user_ids) -> np.ndarray:
+        return pd.Index(pd.Series(user_ids).astype(str)).isin(pd.Index(self.ids))
+
+    def label(self) -> str:
+        d = self.definition
+        parts = [f"topic {d['topic']}" if d.get("topic") else None,
+                 f"keyword '{d['keyword']}'" if d.get("keyword") else None,
+                 f"on {', '.join(d['platform'])}" if d.get("platform") else None,
+                 f"from {d['start']}" if d.get("start") else None, f"to {d['end']}" if d.get("end") else None]
+        return "users talking about " + " ".join(p for p in parts if p)
+
+    def to_audience(self, P: Any = None, frame: pd.DataFrame | None = None, **kw):
+        """A :class:`helpers.audience.Audience` of kind ``ids`` (churned users excluded as everywhere)."""
+        from .. import audience
+        return audience.select(P, "ids", frame=frame, ids=list(self.ids), label=self.label(), **kw)
+
+    def write_ids(self, path: str | Path) -> Path:
+        """One id per line with a ``user_id`` header (readable by ``audience.read_ids`` / ``seed_ids_path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"user_id": self.ids}).to_csv(path, index=False)
+        return path
+
+
+def talking_about(posts: pd.DataFrame, *, topic: str | Sequence[str] | None = None,
+                  keyword: str | None = None, platform: str | Sequence[str] | None = None,
+                  start: str | None = None, end: str | None = None, min_posts: int = 1) -> TextAudience:
+    """Users with at least ``min_posts`` posts matching every given condition.
+
+    ``topic``: value(s) of the ``topic`` column (from :func:`assign_topics`); ``keyword``: a whole word or
+    phrase, case-insensitive; ``platform``: value(s) of ``platform``; ``start``/``end``: inclusive dates.
+    """
+    if topic is None and keyword is None:
+        raise ValueError("talking_about needs a topic or a keyword")
+    m = np.ones(len(posts), dtype=bool)
+    if topic is not None:
+        if "topic" not in posts:
+            raise ValueError("talking_about(topic=...) needs posts with a 'topic' column; call assign_topics first")
+        topics = [topic] if isinstance(topic, str) else list(topic)
+        m &= posts["topic"].isin(topics).to_numpy()
+    if keyword:
+        pat = r"\b" + re.escape(str(keyword).lower()) + r"\b"
+        m &= posts["text"].str.lower().str.contains(pat, regex=True).to_numpy()
+    if platform is not None:
+        plats = [platform] if isinstance(platform, str) else list(platform)
+        m &= posts["platform"].isin(plats).to_numpy()
+    if start is not None or end is not None:
+        if "date" not in posts:
+            raise ValueError("a time window needs posts with a 'date' column")
+        d = pd.to_datetime(posts["date"])
+        if start is not None:
+            m &= (d >= pd.Timestamp(start)).to_numpy()
+        if end is not None:
+            m &= (d <= pd.Timestamp(end)).to_numpy()
+    hit = posts.loc[m]
+    n = hit.groupby("user_id").size()
+    ids = pd.Series(sorted(n.index[n >= min_posts].astype(str)), name="user_id", dtype=object)
+    definition = {"kind": "text", "topic": topic, "keyword": keyword,
+                  "platform": [platform] if isinstance(platform, str) else platform,
+                  "start": start, "end": end, "min_posts": min_posts}
+    return TextAudience(ids, definition, int(m.sum()), hit)
+
+
+def indicators(frame: pd.DataFrame, columns: Sequence[str], label=None) -> tuple[pd.DataFrame, dict]:
+    """0/1 indicators ``column=value`` (NaN where the column is missing) and their (attribute, value) labels."""
+    blocks, meta = {}, {}
+    for c in columns:
+        v = frame[c]
+        known = v.notna().to_numpy()
+        for val in pd.unique(v.dropna()):
+            name = f"{c}={val}"
+            x = np.where(known, (v == val).to_numpy(dtype=float), np.nan)
+            blocks[name] = x
+            meta[name] = (label(c) if label else c, str(val))
+    return pd.DataFrame(blocks, index=frame.index), meta
+
+
+def profile(frame: pd.DataFrame, in_audience: np.ndarray, columns: Sequence[str],
+            weights: np.ndarray | None = None, label=None, rule: core.BaseSizeRule | None = None) -> pd.DataFrame:
+    """Profile of the audience vs the base over categorical ``columns`` by :func:`helpers.stats.core.profile`."""
+    ind, meta = indicators(frame, columns, label)
+    return core.profile(ind, in_audience, weights, meta=meta, rule=rule)
+
+
+def segment_mix(frame: pd.DataFrame, in_audience: np.ndarray, weights: np.ndarray | None = None,
+                column: str = "segment_name") -> pd.DataFrame:
+    """Weighted segment shares of the audience vs the base (index and interval from the core)."""
+    if column not in frame:
+        return pd.DataFrame(columns=["attribute", "value_label", "audience_mean", "base_mean", "index"])
+    return profile(frame, in_audience, [column], weights)

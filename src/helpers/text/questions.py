@@ -1,0 +1,398 @@
+"""The four audience questions of the brief, answered from posts with weighted estimates and intervals.
+
+Every answer is a :class:`QuestionResult` with ``.table`` (one row per estimate: ``estimate, ci_low,
+ci_high`` and ``truth`` when the planted truth is known), ``.metrics`` (headline numbers), ``.summary()``
+(a sentence) and ``.plot(ax)`` (estimates with intervals, truth as markers). The Explorer's "Questions"
+view calls :func:`answer` and :func:`audience_profile`:
+
+    ctx = questions.TextContext(posts=posts_with_topics, users=panel_frame, rates=planted_rates_or_None)
+    r = questions.answer("topic_shares", ctx, filters={"age_group": ["18-24"], "gender": "female",
+                         "state": "CA"}, follows="novalane")
+    r = questions.answer("income", ctx, keyword="aurelio")              # or topic="luxury_watch"
+    r = questions.answer("coengagement", ctx, topic_a="sustainable_fashion", topic_b="premium_tech")
+    r = questions.answer("education", ctx, topic="health")
+    p = questions.audience_profile(ctx, keyword="aurelio", columns=["age_group", "income_bracket"])
+
+Estimands and truth (all over the customer base, weighted by ``users["weight"]`` when present - the truth
+uses the same weights, so estimate and truth refer to the same population):
+
+1. **topic shares** among a filtered audience: share of the audience's posts per topic, a ratio of weighted
+   totals with a linearised interval. "Follows X" = mentioned X in the *first* half of the window; shares
+   are measured on the *second* half, so selecting on X does not inflate X's own share. Truth: the planted
+   rates of the same users, ``sum_u w_u rate_uk / sum_u w_u sum_k rate_uk``.
+2. **income of users talking about X**: (a) simple weighted counting, share of each bracket among the
+   audience (logit interval); (b) Bayesian profiling in the spirit of De Bruyn & Otter (2022, JMR 59(4)):
+   the audience is a sample whose bracket counts are multinomial, the base's bracket shares ``b_j`` are the
+   prior mean, ``p ~ Dirichlet(alpha0 * b)``, counts = Kish effective size x weighted shares; ``alpha0``
+   by maximising the Dirichlet-multinomial marginal likelihood on ``[1, 5000]`` (empirical Bayes);
+   posterior mean ``(n_eff p_j + alpha0 b_j) / (n_eff + alpha0)`` and Beta marginal credible intervals.
+   Truth: ``P(talks) = 1 - exp(-rate)`` per user, bracket shares weighted by ``w_u P_u``. Error = mean
+   absolute difference over brackets (share points).
+3. **co-engagement of two topics by region**: per state, lift = P(both) / (P(A) P(B)) among users
+   (weighted, +0.5 pseudo-user smoothing), log-lift interval by linearisation, p-value of lift = 1, BH FDR
+   over states; Fay-Herriot (Li-Lahiri adjusted REML, so the area variance stays > 0; Census-region means as
+   covariates; :mod:`helpers.stats.small_area`) on the log lift shrinks states below
+   ``small_n`` users (reported: EBLUP and its MSE interval there, the direct estimate elsewhere). Truth:
+   ``E[pA pB] / (E[pA] E[pB])`` over the state's users with ``p = 1 - exp(-rate)``.
+4. **engagement with a topic by education**: share of users posting on the topic, per education level,
+   nationally and by Census region, with logit intervals. Truth: mean ``1 - exp(-rate)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+from scipy.optimize import minimize_scalar
+from scipy.special import gammaln
+
+from ..stats import core
+from ..stats.small_area import fay_herriot
+from . import audiences
+
+Z = float(st.norm.ppf(0.975))
+
+
+@dataclass
+class TextContext:
+    """Posts (with ``topic``), users (``user_id`` + attributes [+ ``weight``]) and planted rates (or None)."""
+    posts: pd.DataFrame
+    users: pd.DataFrame
+    rates: pd.DataFrame | None = None
+    label: Callable[[str], str] = field(default=lambda c: c.replace("_", " ").capitalize())
+
+    def __post_init__(self) -> None:
+        self.users = self.users.copy()
+        self.users["user_id"] = self.users["user_id"].astype(str)
+        if "weight" not in self.users:
+            self.users["weight"] = 1.0
+        self.users = self.users.reset_index(drop=True)
+        if self.rates is not None:
+            r = self.rates.copy()
+            r["user_id"] = r["user_id"].astype(str)
+            self.rates = self.users[["user_id"]].merge(r, on="user_id", how="left")
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.users["weight"].to_numpy(dtype=float)
+
+    def talk_prob(self, topic: str) -> np.ndarray | None:
+        col = f"rate_{topic}"
+        if self.rates is None or col not in self.rates:
+            return None
+        return 1.0 - np.exp(-self.rates[col].to_numpy(dtype=float))
+
+    def user_flag(self, posts: pd.DataFrame) -> np.ndarray:
+        return self.users["user_id"].isin(set(posts["user_id"].astype(str))).to_numpy()
+
+
+@dataclass
+class QuestionResult:
+    question: str
+    table: pd.DataFrame
+    metrics: dict = field(default_factory=dict)
+    note: str = ""
+    x: str = "label"
+    title: str = ""
+    unit: str = "share of users"
+
+    def summary(self) -> str:
+        m = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in self.metrics.items())
+        return f"{self.title or self.question}: {self.note} {m}".strip()
+
+    def plot(self, ax, top: int | None = 25):
+        t = self.table.head(top) if top else self.table
+        pos = np.arange(len(t))
+        err = np.vstack([t["estimate"] - t["ci_low"], t["ci_high"] - t["estimate"]]).clip(0)
+        ax.errorbar(t["estimate"], pos, xerr=err, fmt="o", color="tab:blue", label="estimate, 95% interval")
+        if "truth" in t and t["truth"].notna().any():
+            ax.scatter(t["truth"], pos, marker="x", color="tab:red", zorder=3, label="planted truth")
+        ax.set_yticks(pos)
+        ax.set_yticklabels(t[self.x].astype(str))
+        ax.invert_yaxis()
+        ax.set_xlabel(self.unit)
+        ax.set_title(self.title or self.question)
+        ax.legend(loc="best", fontsize=8)
+        return ax
+
+
+# --- small estimators -----------------------------------------------------------------------------------------
+def weighted_share(y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
+    """Weighted mean of a 0/1 ``y`` with linearised SE and a logit interval: (p, se, lo, hi)."""
+    y, w = np.asarray(y, float), np.asarray(w, float)
+    if w.sum() <= 0 or y.size == 0:
+        return (np.nan,) * 4
+    p = float(np.sum(w * y) / np.sum(w))
+    n = y.size
+    se = float(np.sqrt(np.sum((w * (y - p)) ** 2) * n / max(n - 1, 1)) / np.sum(w))
+    lo, hi = core.logit_interval(np.array([p]), np.array([se]))
+    return p, se, float(lo[0]), float(hi[0])
+
+
+def ratio_share(num: np.ndarray, den: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Ratio of weighted totals sum(w num)/sum(w den) and its linearised SE."""
+    D = float(np.sum(w * den))
+    if D <= 0:
+        return np.nan, np.nan
+    r = float(np.sum(w * num)) / D
+    z = w * (num - r * den)
+    n = num.size
+    return r, float(np.sqrt(np.sum(z ** 2) * n / max(n - 1, 1)) / D)
+
+
+def _filter_mask(users: pd.DataFrame, filters: Mapping[str, Any] | None) -> np.ndarray:
+    m = np.ones(len(users), dtype=bool)
+    for col, val in (filters or {}).items():
+        if col not in users:
+            raise ValueError(f"filter column {col!r} is not in the users table (available: {list(users.columns)})")
+        vals = [val] if isinstance(val, (str, int, float, bool)) else list(val)
+        m &= users[col].isin(vals).to_numpy()
+    return m
+
+
+# --- Q1 ---------------------------------------------------------------------------------------------------
+def topic_shares(ctx: TextContext, filters: Mapping[str, Any] | None = None, follows: str | None = None,
+                 follows_topic: str | None = None) -> QuestionResult:
+    posts = ctx.posts
+    d = pd.to_datetime(posts["date"]) if "date" in posts else None
+    m = _filter_mask(ctx.users, filters)
+    measured = posts
+    note = ""
+    if follows or follows_topic:
+        if d is None:
+            raise ValueError("'follows' needs dated posts (first half of the window = following)")
+        mid = d.min() + (d.max() - d.min()) / 2
+        first = posts.loc[(d <= mid).to_numpy()]
+        ta = audiences.talking_about(first, keyword=follows, topic=follows_topic)
+        m &= ta.mask(ctx.users["user_id"])
+        measured = posts.loc[(d > mid).to_numpy()]
+        note = f"follows = mentioned {follows or follows_topic} up to {mid.date()}; shares of posts after it."
+    uid = ctx.users["user_id"].to_numpy()
+    aud_ids = set(uid[m])
+    mp = measured[measured["user_id"].isin(aud_ids)]
+    topics = sorted(posts["topic"].dropna().unique())
+    cnt = pd.crosstab(mp["user_id"], mp["topic"]).reindex(index=uid[m], columns=topics, fill_value=0)
+    w = ctx.w[m]
+    den = cnt.to_numpy().sum(1).astype(float)
+    rows = []
+    for t in topics:
+        num = cnt[t].to_numpy(dtype=float)
+        r, se = ratio_share(num, den, w)
+        lo, hi = core.logit_interval(np.array([r]), np.array([se]))
+        truth = np.nan
+        if ctx.rates is not None and f"rate_{t}" in ctx.rates:
+            R = ctx.rates.loc[m, [c for c in ctx.rates.columns if c.startswith("rate_")]].to_numpy()
+            truth = float(np.sum(w * ctx.rates.loc[m, f"rate_{t}"].to_numpy()) / np.sum(w * R.sum(1)))
+        rows.append({"label": t, "estimate": r, "se": se, "ci_low": float(lo[0]), "ci_high": float(hi[0]),
+                     "truth": truth})
+    tab = pd.DataFrame(rows).sort_values("estimate", ascending=False).reset_index(drop=True)
+    tab["truth_in_ci"] = (tab["truth"] >= tab["ci_low"]) & (tab["truth"] <= tab["ci_high"])
+    n_users, n_posts = int(m.sum()), int(den.sum())
+    flag = core.BaseSizeRule().flag(np.array([n_users]), np.array([core.kish_effective_n(w) if n_users else 0]))[0]
+    met = {"audience_users": n_users, "audience_posts": n_posts, "base_flag": str(flag)}
+    if tab["truth"].notna().any():
+        met["truth_in_ci_share"] = float(tab["truth_in_ci"].mean())
+        met["mean_abs_err"] = float((tab["estimate"] - tab["truth"]).abs().mean())
+    return QuestionResult("topic_shares", tab, met, note, title="Topic shares of the audience's posts",
+                          unit="share of the audience's posts")
+
+
+# --- Q2 ---------------------------------------------------------------------------------------------------
+def dirichlet_posterior(counts: np.ndarray, prior_mean: np.ndarray, bounds=(1.0, 5000.0)) -> tuple[np.ndarray, float]:
+    """Posterior Dirichlet parameters with the prior strength alpha0 by marginal likelihood."""
+    c = np.asarray(counts, float)
+    b = np.asarray(prior_mean, float)
+    b = np.clip(b, 1e-9, None) / np.clip(b, 1e-9, None).sum()
+    n = c.sum()
+
+    def nll(log_a):
+        a = np.exp(log_a)
+        return -(gammaln(a) - gammaln(a + n) + np.sum(gammaln(a * b + c) - gammaln(a * b)))
+
+    res = minimize_scalar(nll, bounds=np.log(bounds), method="bounded")
+    a0 = float(np.exp(res.x))
+    return c + a0 * b, a0
+
+
+def income_profile(ctx: TextContext, topic: str | None = None, keyword: str | None = None,
+                   column: str = "income_bracket", levels: Sequence[str] | None = None,
+                   truth_topic: str | None = None, **window) -> QuestionResult:
+    ta = audiences.talking_about(ctx.posts, topic=topic, keyword=keyword, **window)
+    m = ta.mask(ctx.users["user_id"])
+    known = ctx.users[column].notna().to_numpy()
+    levels = list(levels) if levels is not None else sorted(ctx.users[column].dropna().unique())
+    w = ctx.w
+    mk = m & known
+    n_eff = core.kish_effective_n(w[mk]) if mk.any() else 0.0
+    base = np.array([np.sum(w[known] * (ctx.users.loc[known, column] == v)) for v in levels]) / w[known].sum()
+    simple = []
+    for v in levels:
+        y = (ctx.users.loc[mk, column] == v).to_numpy(float)
+        simple.append(weighted_share(y, w[mk]))
+    simple = np.array(simple)
+    alpha, a0 = dirichlet_posterior(simple[:, 0] * n_eff, base)
+    A = alpha.sum()
+    bayes = alpha / A
+    blo = st.beta.ppf(0.025, alpha, A - alpha)
+    bhi = st.beta.ppf(0.975, alpha, A - alpha)
+    p_talk = ctx.talk_prob(truth_topic or topic or "")
+    truth = np.full(len(levels), np.nan)
+    if p_talk is not None:
+        wt = w[known] * p_talk[known]
+        truth = np.array([np.sum(wt * (ctx.users.loc[known, column] == v)) for v in levels]) / wt.sum()
+    tab = pd.concat([
+        pd.DataFrame({"label": levels, "method": "simple weighted counting", "estimate": simple[:, 0],
+                      "ci_low": simple[:, 2], "ci_high": simple[:, 3], "base": base, "truth": truth}),
+        pd.DataFrame({"label": levels, "method": "Bayesian profiling", "estimate": bayes, "ci_low": blo,
+                      "ci_high": bhi, "base": base, "truth": truth})], ignore_index=True)
+    met = {"audience_users": int(m.sum()), "audience_known": int(mk.sum()), "n_eff": float(n_eff),
+           "prior_strength_alpha0": a0}
+    if np.isfinite(truth).all():
+        met["abs_err_simple"] = float(np.mean(np.abs(simple[:, 0] - truth)))
+        met["abs_err_bayes"] = float(np.mean(np.abs(bayes - truth)))
+        met["abs_err_base"] = float(np.mean(np.abs(base - truth)))
+    return QuestionResult("income", tab, met, ta.label() + ".", title=f"{ctx.label(column)} of {ta.label()}",
+                          unit="share of the audience")
+
+
+# --- Q3 ---------------------------------------------------------------------------------------------------
+def census_region(states) -> pd.Series:
+    """Census region (Northeast, Midwest, South, West) of US postal codes; NaN when unknown."""
+    from ..sources.places import REGIONS, STATE_CODES, STATE_REGION
+    m = {c: REGIONS[r] for c, r in zip(STATE_CODES, STATE_REGION)}
+    return pd.Series(states).map(m)
+
+
+def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region: str = "state",
+                           small_n: int = 60, alpha: float = 0.05, covariates: str | None = "census_region"
+                           ) -> QuestionResult:
+    pa = ctx.posts[ctx.posts["topic"] == topic_a]
+    pb = ctx.posts[ctx.posts["topic"] == topic_b]
+    a = ctx.user_flag(pa).astype(float)
+    b = ctx.user_flag(pb).astype(float)
+    w = ctx.w
+    ta, tb = ctx.talk_prob(topic_a), ctx.talk_prob(topic_b)
+    rows = []
+    for reg, idx in ctx.users.groupby(region).indices.items():
+        wi, ai, bi = w[idx], a[idx], b[idx]
+        W = wi.sum()
+        wbar = W / len(idx)
+        # +0.5 pseudo-user smoothing of each mean
+        ma = (np.sum(wi * ai) + 0.5 * wbar) / (W + wbar)
+        mb = (np.sum(wi * bi) + 0.5 * wbar) / (W + wbar)
+        mab = (np.sum(wi * ai * bi) + 0.5 * wbar * ma * mb * 2) / (W + wbar)
+        lift = mab / (ma * mb)
+        z = ai * bi / mab - ai / ma - bi / mb
+        n = len(idx)
+        var = np.sum((wi * (z - np.average(z, weights=wi))) ** 2) * n / max(n - 1, 1) / W ** 2
+        n_eff = core.kish_effective_n(wi)
+        if not np.isfinite(var) or var <= 0:  # a state of identical users: binomial variance of log P(both)
+            var = (1 - mab) / (n_eff * mab)
+        truth = np.nan
+        if ta is not None and tb is not None:
+            truth = float(np.average(ta[idx] * tb[idx], weights=wi)
+                          / (np.average(ta[idx], weights=wi) * np.average(tb[idx], weights=wi)))
+        rows.append({"label": reg, "n_users": n, "n_eff": n_eff, "n_both": int((ai * bi).sum()),
+                     "log_lift": np.log(lift), "var_log_lift": var, "truth": truth})
+    t = pd.DataFrame(rows)
+    se = np.sqrt(t["var_log_lift"])
+    t["p_value"] = 2 * st.norm.sf(np.abs(t["log_lift"] / se))
+    t["q_value"] = core.fdr_qvalues(t["p_value"].to_numpy())
+    t["significant"] = t["q_value"] < alpha
+    X = None
+    if covariates == "census_region" and region == "state":
+        cr = census_region(t["label"])
+        if cr.notna().all() and cr.nunique() > 1:
+            X = pd.get_dummies(cr, drop_first=True).astype(float)
+    fit = fay_herriot(t["log_lift"], t["var_log_lift"], X, area=t["label"], method="adjusted")
+    t["eblup_log_lift"] = fit.table["eblup"].to_numpy()
+    t["mse_log_lift"] = fit.table["mse"].to_numpy()
+    small = t["n_users"] < small_n
+    t["small_area"] = small
+    est_log = np.where(small, t["eblup_log_lift"], t["log_lift"])
+    var_log = np.where(small, t["mse_log_lift"], t["var_log_lift"])
+    t["direct_lift"] = np.exp(t["log_lift"])
+    t["estimate"] = np.exp(est_log)
+    t["ci_low"] = np.exp(est_log - Z * np.sqrt(var_log))
+    t["ci_high"] = np.exp(est_log + Z * np.sqrt(var_log))
+    t["direct_ci_low"] = np.exp(t["log_lift"] - Z * se)
+    t["direct_ci_high"] = np.exp(t["log_lift"] + Z * se)
+    t = t.sort_values("estimate", ascending=False).reset_index(drop=True)
+    met = {"regions": int(len(t)), "small_regions": int(small.sum()), "area_variance": fit.area_variance,
+           "fh_model_mse_gain": fit.mse_gain(), "significant_regions": int(t["significant"].sum())}
+    if t["truth"].notna().all():
+        tl = np.log(t["truth"])
+        t["truth_in_ci"] = (t["truth"] >= t["ci_low"]) & (t["truth"] <= t["ci_high"])
+        met["truth_in_ci_share"] = float(t["truth_in_ci"].mean())
+        met["truth_in_direct_ci_share"] = float(((t["truth"] >= t["direct_ci_low"])
+                                                 & (t["truth"] <= t["direct_ci_high"])).mean())
+        e_dir = np.mean((t["log_lift"] - tl) ** 2)
+        e_fh = np.mean((t["eblup_log_lift"] - tl) ** 2)
+        met["fh_mse_gain_vs_truth"] = float(1 - e_fh / e_dir)
+        s = t["small_area"]
+        if s.any():
+            met["fh_mse_gain_small_vs_truth"] = float(
+                1 - np.mean((t.loc[s, "eblup_log_lift"] - tl[s]) ** 2) / np.mean((t.loc[s, "log_lift"] - tl[s]) ** 2))
+    return QuestionResult("coengagement", t, met, f"Lift of {topic_a} x {topic_b}; Fay-Herriot EBLUP below "
+                          f"{small_n} users" + (" (Census-region means)" if X is not None else "") + ".", title=f"Co-engagement lift: {topic_a} and {topic_b} by {region}",
+                          unit="lift (1 = independent)")
+
+
+# --- Q4 ---------------------------------------------------------------------------------------------------
+def engagement_by(ctx: TextContext, topic: str, by: str = "education_level", region: str | None = None,
+                  order: Sequence[str] | None = None) -> QuestionResult:
+    y = ctx.user_flag(ctx.posts[ctx.posts["topic"] == topic]).astype(float)
+    p = ctx.talk_prob(topic)
+    w = ctx.w
+    keys = [by] if region is None else [region, by]
+    known = ctx.users[keys].notna().all(axis=1).to_numpy()
+    rows = []
+    for key, idx in ctx.users[known].groupby(keys).indices.items():
+        ii = np.flatnonzero(known)[idx]
+        est, se, lo, hi = weighted_share(y[ii], w[ii])
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key))
+        row.update({"label": " / ".join(map(str, key)), "n_users": len(ii), "estimate": est, "se": se,
+                    "ci_low": lo, "ci_high": hi,
+                    "truth": float(np.average(p[ii], weights=w[ii])) if p is not None else np.nan})
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    if order is not None:
+        t["_o"] = t[by].map({v: i for i, v in enumerate(order)})
+        t = t.sort_values(keys[:-1] + ["_o"]).drop(columns="_o").reset_index(drop=True)
+    flags = core.BaseSizeRule().flag(t["n_users"].to_numpy(), t["n_users"].to_numpy().astype(float))
+    t["base_flag"] = flags
+    met = {"cells": int(len(t))}
+    if t["truth"].notna().all():
+        t["truth_in_ci"] = (t["truth"] >= t["ci_low"]) & (t["truth"] <= t["ci_high"])
+        met["truth_in_ci_share"] = float(t["truth_in_ci"].mean())
+    return QuestionResult("education", t, met, f"share of users posting about {topic} in the window.",
+                          title=f"Engagement with {topic} by {ctx.label(by)}" + (f" and {region}" if region else ""),
+                          unit="share of users posting on the topic")
+
+
+QUESTIONS = {"topic_shares": topic_shares, "income": income_profile, "coengagement": coengagement_by_region,
+             "education": engagement_by}
+
+
+def answer(question: str, ctx: TextContext, **kw) -> QuestionResult:
+    """Answer one of :data:`QUESTIONS` (``topic_shares``, ``income``, ``coengagement``, ``education``)."""
+    if question not in QUESTIONS:
+        raise ValueError(f"unknown question {question!r}; choose one of {list(QUESTIONS)}")
+    return QUESTIONS[question](ctx, **kw)
+
+
+def audience_profile(ctx: TextContext, columns: Sequence[str], topic: str | None = None,
+                     keyword: str | None = None, **window) -> QuestionResult:
+    """Profile of "users talking about X" vs the base (stats.core: weighted, intervals, FDR, base-size rule)."""
+    ta = audiences.talking_about(ctx.posts, topic=topic, keyword=keyword, **window)
+    m = ta.mask(ctx.users["user_id"])
+    prof = audiences.profile(ctx.users, m, columns, ctx.w, label=ctx.label)
+    t = prof.rename(columns={"index": "estimate"}).copy()
+    t["label"] = t["attribute"] + ": " + t["value_label"]
+    t["truth"] = np.nan
+    return QuestionResult("profile", t.reset_index(drop=True), {"audience_users": int(m.sum())}, ta.label() + ".",
+                          title=f"Profile of {ta.label()} (index vs base)", unit="index (100 = base)")

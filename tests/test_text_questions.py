@@ -1,0 +1,86 @@
+"""The four questions on planted posts (true topics): estimates with intervals against the planted truth."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.sources import posts as P
+from helpers.text import audiences, questions as Q
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    rng = np.random.default_rng(11)
+    n = 5000
+    users = pd.DataFrame({"user_id": [f"U{i:05d}" for i in range(n)],
+                          "age_group": rng.choice(["18-24", "25-34", "45-54", "65+"], n),
+                          "gender": rng.choice(["female", "male"], n),
+                          "income_bracket": rng.choice(["<25k", "25k-50k", "50k-75k", "100k-150k", "150k+"], n),
+                          "education_level": rng.choice(["high_school", "bachelors", "graduate"], n),
+                          "state": rng.choice(["CA", "TX", "NY", "VT", "WY", "OH"], n, p=[.3, .25, .2, .05, .05, .15]),
+                          "true_segment": rng.integers(0, 6, n), "segment_name": rng.choice(["a", "b"], n),
+                          "weight": rng.uniform(0.5, 2.0, n)})
+    raw, truth, rates, _ = P.simulate_posts(users, seed=4)
+    posts = audiences._check(raw, "test").assign(topic=truth["topic"].to_numpy())
+    return Q.TextContext(posts, users, rates)
+
+
+def test_topic_shares_cover_truth(ctx):
+    r = Q.answer("topic_shares", ctx, filters={"gender": "female"}, follows="novalane")
+    assert r.metrics["audience_users"] > 100
+    assert r.table["estimate"].sum() == pytest.approx(1.0)
+    assert r.metrics["truth_in_ci_share"] >= 0.75 and r.metrics["mean_abs_err"] < 0.02
+    assert "follows" in r.summary()
+
+
+def test_income_simple_and_bayes_close_to_truth(ctx):
+    r = Q.answer("income", ctx, keyword="aurelio", truth_topic="luxury_watch")
+    m = r.metrics
+    assert m["abs_err_simple"] < 0.03 and m["abs_err_bayes"] < 0.03
+    assert m["abs_err_base"] > 2 * max(m["abs_err_simple"], m["abs_err_bayes"])   # the base is a poor answer
+    for meth, g in r.table.groupby("method"):
+        assert g["estimate"].sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_coengagement_lift_covers_truth_and_finds_planted_states(ctx):
+    r = Q.answer("coengagement", ctx, topic_a="sustainable_fashion", topic_b="premium_tech", small_n=400)
+    t = r.table.set_index("label")
+    assert r.metrics["truth_in_ci_share"] >= 4 / 6
+    assert t.loc["CA", "truth"] > t.loc["TX", "truth"]          # planted: strong loading in CA
+    assert t.loc["CA", "estimate"] > t.loc["TX", "estimate"]
+    assert t["small_area"].any() and np.isfinite(t["eblup_log_lift"]).all()
+
+
+def test_engagement_by_education_and_region(ctx):
+    r = Q.answer("education", ctx, topic="health", order=["high_school", "bachelors", "graduate"])
+    t = r.table.set_index("education_level")
+    assert t.loc["graduate", "truth"] > t.loc["high_school", "truth"]
+    assert t.loc["graduate", "estimate"] > t.loc["high_school", "estimate"]
+    assert r.metrics["truth_in_ci_share"] >= 2 / 3
+    ctx.users["census_region"] = Q.census_region(ctx.users["state"])
+    rr = Q.answer("education", ctx, topic="health", region="census_region")
+    assert set(rr.table["census_region"]) == {"West", "South", "Northeast", "Midwest"}
+
+
+def test_profile_and_lookalike_seed(ctx, tmp_path):
+    r = Q.audience_profile(ctx, ["income_bracket", "gender"], keyword="aurelio")
+    row = r.table.set_index("label").loc["Income bracket: 150k+"]
+    assert row["estimate"] > 150 and row["ci_low"] > 100 and row["q_value"] < 0.05
+    ta = audiences.talking_about(ctx.posts, keyword="aurelio", platform=["x", "instagram"], start="2026-05-01")
+    assert 0 < ta.size < r.metrics["audience_users"]
+    aud = ta.to_audience(None, frame=ctx.users)
+    assert aud.size == ta.size and aud.definition["kind"] == "ids"
+    from helpers.audience import read_ids
+    assert read_ids(ta.write_ids(tmp_path / "seed.csv")) == list(ta.ids)
+    mix = audiences.segment_mix(ctx.users, ta.mask(ctx.users["user_id"]), ctx.w)
+    assert set(mix["value_label"]) == {"a", "b"}
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    r.plot(ax)
+    plt.close(fig)
+
+
+def test_unknown_question_named(ctx):
+    with pytest.raises(ValueError, match="unknown question"):
+        Q.answer("nope", ctx)
