@@ -198,7 +198,7 @@ def test_ingest_to_parquet_writes_from_the_engine(raw_dir, on_duckdb, duckdb_con
 
 # --- issue 13 edges: the same answer on both engines ------------------------------------------------
 from helpers import config as C  # noqa: E402
-from helpers.ingest import ingest_event_table, ingest_table  # noqa: E402
+from helpers.ingest import IngestError, ingest_event_table, ingest_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,15 @@ def test_nanosecond_timestamps_in_parquet_read_on_spark(duckdb_con, spark_con, t
     a, b = [ingest_event_table("transactions", tmp_path / "transactions.parquet", con=c) for c in (duckdb_con, spark_con)]
     pd.testing.assert_frame_equal(a.data, b.data, check_exact=True)
     assert a.data["date"].dt.strftime("%Y-%m-%d").tolist() == ["2026-01-02", "2026-03-04", "1999-12-31"]
+
+
+@pytest.mark.parametrize("engine_con", ["duckdb_con", pytest.param("spark_con", marks=SPARK)])
+@pytest.mark.parametrize("text,line", [
+    ("user_id,age_group\nU1,18-24\nU2,25-34,extra\nU3,18-24\n", 3),    # one field too many
+    ("user_id,age_group\nU1,18-24\nU3\nU4,18-24\n", 3),               # one field too few (Spark padded it)
+    ('user_id,age_group\nU1,"18-24\n"\n\nU3\nU4,18-24\n', 5),          # after a quoted break and a blank line
+])
+def test_wrong_field_count_is_an_error_on_both_engines(engine_con, text, line, request, tmp_path):
+    (tmp_path / "fc.csv").write_text(text)
+    with pytest.raises(IngestError, match=rf"fc.csv: a row has \d field\(s\), the header has 2; line\(s\) {line}"):
+        ingest_table(tmp_path / "fc.csv", con=request.getfixturevalue(engine_con))

@@ -482,8 +482,9 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
         df = spark.read.csv(str(path), schema=schema, header=True, sep=delimiter, encoding=enc, quote='"',
                             escape='"', multiLine=True, enforceSchema=True, mode="FAILFAST").coalesce(1)
         df = df.withColumn("_mid", F.monotonically_increasing_id())
-        try:
-            n = df.count()
+        try:  # every column hashed so that the parser checks every field (no column pruning)
+            n = int(df.agg(F.count(F.lit(1)).alias("n"),
+                           F.max(F.hash(*[F.col(f"`{c}`") for c in names])).alias("_h")).collect()[0]["n"])
         except Exception as e:  # noqa: BLE001 - a malformed record under FAILFAST
             raise _diagnose_csv(path, names, delimiter, encoding, e) from None
         _check_line_map(path, n, lines)
@@ -492,13 +493,16 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
         df.join(F.broadcast(lm), "_mid").select("_line", *[F.col(f"`{c}`") for c in names]) \
             .createOrReplaceTempView(view)
         return con.table(view)
+    # FAILFAST: a row with more or fewer fields than the header is an error (as on DuckDB), not silently padded
     df = con._session.read.csv(str(path), schema=schema, header=True, sep=delimiter, encoding=enc, quote='"',
-                               escape='"', multiLine=False, enforceSchema=True)
+                               escape='"', multiLine=False, enforceSchema=True, mode="FAILFAST")
     df = df.withColumn("_mid", F.monotonically_increasing_id())
-    if df.rdd.getNumPartitions() == 1:  # one byte range: the position is the line (no counting job)
-        counts = [(0, 0)]
-    else:
-        counts = sorted(df.groupBy(F.shiftright("_mid", 33).alias("p")).count().collect())
+    try:  # one counting job: each partition's first line, and malformed rows surface here, not later
+        # hashing every column makes the CSV parser read all of them (column pruning would skip the check)
+        counts = sorted((int(r["p"]), int(r["n"])) for r in df.groupBy(F.shiftright("_mid", 33).alias("p")).agg(
+            F.count(F.lit(1)).alias("n"), F.max(F.hash(*[F.col(f"`{n}`") for n in names])).alias("_h")).collect())
+    except Exception as e:  # noqa: BLE001 - a malformed record under FAILFAST
+        raise _diagnose_csv(path, names, delimiter, encoding, e) from None
     first, before = {}, 0
     for p, n in counts:
         first[int(p)], before = before, before + int(n)
