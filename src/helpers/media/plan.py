@@ -126,11 +126,13 @@ def plan_table(model: BU.ResponseModel, alloc: BU.Allocation, k: int, n_draws: i
     rows = []
     for j, c in enumerate(ch):
         rc = reached_c[:, j].mean()
+        if x[j] <= 1e-9:
+            rc = 0.0
         rows.append({"channel": c, "spend_usd": x[j] * n, "share": x[j] / max(x.sum(), 1e-12),
                      "impressions": lam[:, j].sum(), "reach": rc,
                      "reach_low": np.percentile(reach_c_boot[:, j], 2.5),
                      "reach_high": np.percentile(reach_c_boot[:, j], 97.5),
-                     "frequency": lam[:, j].mean() / rc if rc > 0 else 0.0,
+                     "frequency": lam[:, j].mean() / rc if rc > 0 and x[j] > 1e-9 else 0.0,
                      "conversions": point[j],
                      "conversions_low": np.percentile(conv_draws[:, j], 2.5),
                      "conversions_high": np.percentile(conv_draws[:, j], 97.5),
