@@ -129,6 +129,7 @@ def test_geo_lift_interval_covers_planted(world):
     assert g.ci_low <= truth["geo_holdout"]["lift_conversions"] <= g.ci_high
 
 
+@pytest.mark.slow  # 20,000 users: generation and fit take ~20 s on a quiet machine
 def test_budget_share_of_planted_optimum_largest_segment(medium_panel):
     """The notebook's default target (the largest segment) at the default budget, on 20,000 users: >= 0.95
     of the planted optimum, and better than the affinity rule of thumb. (On 4,000 users the estimate is
