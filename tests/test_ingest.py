@@ -604,3 +604,19 @@ def test_control_character_in_a_header_name(tmp_path):
     (tmp_path / "h.csv").write_bytes(b"user_id,age\x00_group\nU1,18-24\n")
     with pytest.raises(IngestError, match=r"h.csv: header field 2 \('age\\x00_group'\) contains a control character"):
         ingest_table(tmp_path / "h.csv")
+
+
+def test_posts_and_exposures_specs(tmp_path):
+    posts = pd.DataFrame({"post_id": ["P1", "P2", "P2", "P4"], "user_id": ["U1", "U1", "U2", "U3"],
+                          "platform": ["x", "y", "y", "x"], "date": ["2026-01-01", "2026-01-02", "2026-01-03", ""],
+                          "text": ["hello\nworld", "a, b", "c", "d"]})
+    posts.to_parquet(tmp_path / "posts.parquet", index=False)
+    r = ingest_event_table("posts", tmp_path / "posts.parquet", observation_date="2026-06-30")
+    q = r.quarantine["posts.parquet"]
+    assert list(q["_line"]) == [3, 4, 5] and "duplicate (post_id)" in q["_reason"].iloc[0]
+    assert "missing value" in q["_reason"].iloc[2] and r.data["text"].iloc[0] == "hello\nworld"
+    ex = pd.DataFrame({"user_id": ["U1", "U2"], "date": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+                       "hour": [5, 24], "channel": ["tv", "social"], "impressions": [1, 2]})
+    ex.to_parquet(tmp_path / "exposures.parquet", index=False)
+    r = ingest_event_table("exposures", tmp_path / "exposures.parquet")
+    assert r.report["n_rejected"] == 1 and "hour: out of range" in r.quarantine["exposures.parquet"]["_reason"].iloc[0]

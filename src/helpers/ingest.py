@@ -915,7 +915,8 @@ def _short_reason(reason: str) -> str:
     """``'age_group: unknown category x; expected ...'`` -> ``'unknown category'`` (for summaries)."""
     text = reason.split("; ")[0]
     text = text.split(": ", 1)[1] if ": " in text else text
-    return next((k for k in _REASON_KINDS if text.startswith(k)), text[:60])
+    return next((k for k in _REASON_KINDS if text.startswith(k)),
+                next((k for k in _REASON_KINDS if f" {k} " in text[:40]), text[:60]))
 
 
 def _no_rows_error(file: str | Path, n_input: int, quarantine: Mapping[str, pd.DataFrame]) -> IngestError:
@@ -1322,8 +1323,12 @@ EVENT_SPECS: dict[str, EventSpec] = {
                             S.Column("channel", "text", "1st party", "Media channel."),
                             _num("impressions", "int", hi=1e9, unit="count", required=False)),
                            description="one row per user, day, hour and channel"),
-    "posts": EventSpec((S.Column("date", "date", "1st party", "Post date.", required=False, nullable=True),),
-                       description="one row per post"),
+    "posts": EventSpec((S.Column("post_id", "text", "1st party", "Post identifier (unique)."),
+                        S.Column("platform", "text", "1st party", "Platform of the post.", required=False,
+                                 nullable=True),
+                        S.Column("date", "date", "1st party", "Post date."),
+                        S.Column("text", "text", "1st party", "Post text.", required=False, nullable=True)),
+                       unique=("post_id",), description="one row per post"),
 }
 
 
