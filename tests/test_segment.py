@@ -151,8 +151,9 @@ def test_extra_found_segment_is_unmatched():
 
 
 def _blobs(n=1500, k=4, seed=0):
+    """Well separated Gaussian blobs; the centres are fixed, ``seed`` draws the users."""
+    centres = np.random.default_rng(0).normal(0, 10, (k, 3))
     rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 6, (k, 3))
     y = rng.integers(0, k, n)
     return centres[y] + rng.normal(0, 1, (n, 3)), y
 
@@ -166,7 +167,7 @@ def test_bootstrap_stability_is_high_for_separated_segments_and_seeded():
     assert s.median > 0.9 and s.q1 <= s.median <= s.q3 and s.n_boot == 6
     assert s.min > 0.9 and s.share_below_0_9 == 0.0
     # a deliberately wrong reference (random labels) is not reproduced by the refits
-    noise = np.random.default_rng(0).integers(0, 4, len(X))
+    noise = np.random.default_rng(99).integers(0, 4, len(X))
     assert np.median(bootstrap_stability(X, noise, k=4, covariance_type="diag", n_boot=3)) < 0.05
 
 
@@ -226,3 +227,15 @@ def test_bad_inputs_raise():
         GMMSegmenter().fit(np.arange(10.0))
     with pytest.raises(ValueError, match="covariance types"):
         GMMSegmenter(k_range=[2], covariance_types=("banded",)).fit(np.random.default_rng(1).normal(size=(40, 2)))
+
+
+def test_oracle_posterior_learns_the_planted_classes_and_checks_inputs():
+    from helpers.segment import oracle_posterior
+
+    X_sim, y_sim = _blobs(n=3000, seed=1)
+    X, y = _blobs(n=800, seed=2)
+    post = oracle_posterior(X_sim, y_sim, X, max_iter=50)
+    assert post.shape == (800, 4) and np.allclose(post.sum(axis=1), 1.0)
+    assert adjusted_rand_score(y, post.argmax(axis=1)) > 0.95
+    with pytest.raises(ValueError, match="one label per row"):
+        oracle_posterior(X_sim, y_sim[:-1], X)
