@@ -84,3 +84,27 @@ def test_profile_and_lookalike_seed(ctx, tmp_path):
 def test_unknown_question_named(ctx):
     with pytest.raises(ValueError, match="unknown question"):
         Q.answer("nope", ctx)
+
+
+def test_stage_without_posts_or_truth_skips(tmp_path):
+    from helpers import paths
+    from helpers.text import stage
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    posts, where = stage.ensure_posts(P)
+    assert posts is None and "no posts table" in where
+    assert stage.read_text_truth(P) == (None, None, None)
+
+
+def test_stage_generates_posts_from_truth_and_reads_them_back(tmp_path):
+    from helpers import paths
+    from helpers.text import stage
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    P.truth.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"user_id": ["U1", "U2", "U3"], "true_segment": [0, 1, 2], "state": ["CA", "TX", "NY"],
+                  "gender": ["female", "male", "female"]}).to_parquet(P.truth / "users_truth.parquet")
+    posts, where = stage.ensure_posts(P, seed=1)
+    assert "generated here" in where and (P.raw / "posts.parquet").exists()
+    again, where2 = stage.ensure_posts(P, seed=1)
+    assert "read from the run" in where2 and len(again) == len(posts)
+    params, post_truth, rates = stage.read_text_truth(P)
+    assert params["n_users"] == 3 and len(rates) == 3

@@ -113,6 +113,8 @@ REGISTRY: dict[str, Artifact] = dict([
     _a("customer_value", "processed/customer_value.parquet", "06b_engagement_value", ("user_id", "expected_purchases", "p_alive", "clv", "clv_low", "clv_high"), "BG/NBD x Gamma-Gamma per user: next-period purchases and value, P(alive), CLV with interval, high_value", False),
     _a("segment_value_clv", "processed/segment_value_clv.csv", "06b_engagement_value", ("segment", "segment_name", "clv_mean", "clv_low", "clv_high"), "weighted mean CLV per segment (GMM id and name) with bootstrap interval", False),
     _a("high_value_seed", "processed/high_value_seed.csv", "06b_engagement_value", ("user_id",), "ids of the top CLV share: a lookalike seed (seed_ids_path / SEED_IDS)", False),
+    _a("post_topics", "processed/post_topics.parquet", "07b_text_signals", ("user_id", "topic"), "each post's LDA topic (labelled by the planted topic it matches, else its top words) and probability", False),
+    _a("text_audience_ids", "processed/text_audience_ids.csv", "07b_text_signals", ("user_id",), "ids of users talking about the watch brand: a lookalike seed (seed_ids_path / SEED_IDS)", False),
     _a("affinity_table", f"processed/{AFFINITY_TABLE}", "07_affinity", ("segment",),
        "tidy table of every index with CI, p, FDR q and base-size status"),
     _a("lookalike_scores", f"processed/{LOOKALIKE_SCORES}", "08_lookalike_activation", ("user_id",),

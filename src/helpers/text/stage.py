@@ -1,0 +1,109 @@
+"""Steps of notebook 07b (text signals), kept here so the notebook stays thin.
+
+* :func:`ensure_posts` - the run's posts; when absent and the synthetic truth exists (notebook 00 has not
+  written posts yet), writes them with :func:`helpers.sources.posts.write_posts` from the truth users and
+  the unified table, and says so.
+* :func:`users_frame` - one row per user: the unified table's attributes + ``weight`` (1 when no raking
+  weights) + ``segment_name`` when a segmentation exists + ``state``/``gender`` from the truth when the
+  unified table lacks them (synthetic runs only; said in ``notes``) + ``census_region``.
+* :func:`topic_model` - vectorise a seeded sample of posts, choose k on the grid, fit, label topics by the
+  planted topics they match (Hungarian) or by their top words, and assign every post its topic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import audiences, topics
+from .questions import census_region
+
+
+def read_text_truth(P: Any) -> tuple[dict | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """(text_truth.json, posts_truth, posts_user_rates) when the generator wrote them, else Nones."""
+    t = Path(P.truth)
+    if not (t / "text_truth.json").exists():
+        return None, None, None
+    params = json.loads((t / "text_truth.json").read_text())
+    post = pd.read_parquet(t / "posts_truth.parquet") if (t / "posts_truth.parquet").exists() else None
+    rates = pd.read_parquet(t / "posts_user_rates.parquet") if (t / "posts_user_rates.parquet").exists() else None
+    return params, post, rates
+
+
+def ensure_posts(P: Any, seed: int = 42, observation_date: str | None = None) -> tuple[pd.DataFrame | None, str]:
+    """(posts or None, a sentence saying where they came from)."""
+    posts = audiences.load_posts(P)
+    if posts is not None:
+        return posts, f"posts read from the run ({len(posts):,} rows)"
+    from .. import artifacts
+    users_truth = Path(P.truth) / "users_truth.parquet"
+    if not users_truth.exists():
+        return None, "no posts table in the run and no synthetic truth to generate one from"
+    from ..sources.posts import write_posts
+    ut = pd.read_parquet(users_truth)
+    u = ut[[c for c in ("user_id", "true_segment", "state", "gender") if c in ut]]
+    if artifacts.exists(P, "unified"):
+        un = artifacts.load_unified(P)
+        cols = [c for c in ("user_id", "age_group", "income_bracket", "education_level") if c in un]
+        u = u.merge(un[cols].assign(user_id=un["user_id"].astype(str)), on="user_id", how="left")
+    write_posts(u, P.raw, P.truth, seed=seed, observation_date=observation_date)
+    return audiences.load_posts(P), ("raw/posts.parquet was absent and the synthetic truth exists: the posts were "
+                                     "generated here by helpers.sources.posts.write_posts (until notebook 00 writes them)")
+
+
+def users_frame(P: Any, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Users with attributes, weight, segment name, state/gender, Census region; and notes."""
+    from ..panel import Panel
+    notes = []
+    df = (frame if frame is not None else Panel.load(P).frame).copy()
+    df["user_id"] = df["user_id"].astype(str)
+    if "weight" not in df:
+        df["weight"] = 1.0
+        notes.append("no raking weights: every user weighs 1")
+    ut = Path(P.truth) / "users_truth.parquet"
+    missing = [c for c in ("state", "gender") if c not in df]
+    if missing and ut.exists():
+        t = pd.read_parquet(ut, columns=["user_id"] + missing)
+        df = df.merge(t.assign(user_id=t["user_id"].astype(str)), on="user_id", how="left")
+        notes.append(f"{', '.join(missing)} taken from the synthetic truth (not in the unified table)")
+    if "state" in df:
+        df["census_region"] = census_region(df["state"]).to_numpy()
+    return df, notes
+
+
+@dataclass
+class TopicModel:
+    k: int
+    table: pd.DataFrame          # the k grid
+    lda: Any
+    vectorizer: Any
+    vocab: np.ndarray
+    labels: np.ndarray
+    recovery: float | None = None
+    matched: pd.DataFrame | None = field(default=None)
+    n_docs: int = 0
+
+
+def topic_model(posts: pd.DataFrame, ks: Sequence[int], seed: int, max_docs: int, max_iter: int,
+                n_boot: int, n_init: int, params: dict | None = None) -> TopicModel:
+    sample = posts.sample(min(max_docs, len(posts)), random_state=seed)
+    X, vocab, vec = topics.vectorize(sample["text"])
+    k, table, fits = topics.choose_k(X, ks, seed, max_iter, n_boot, n_init=n_init)
+    lda = fits[k]
+    phi = topics.topic_word(lda)
+    words = topics.top_words(phi, vocab, 5)
+    labels = np.array([" ".join(w[:3]) for w in words], dtype=object)
+    recovery, matched = None, None
+    if params is not None:
+        M, names = topics.planted_matrix(vocab, params["vocab"], params["topic_word"])
+        m = topics.matched_cosine(phi, M)
+        recovery = m.mean
+        labels[m.est] = np.array(names, dtype=object)[m.ref]
+        matched = pd.DataFrame({"lda_topic": m.est, "planted_topic": np.array(names)[m.ref], "cosine": m.cosine,
+                                "top_words": [", ".join(words[i]) for i in m.est]})
+    return TopicModel(k, table, lda, vec, vocab, labels, recovery, matched, len(sample))
