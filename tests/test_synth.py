@@ -14,8 +14,10 @@ import pytest
 
 from helpers import generate as G
 from helpers import schema as S
-from helpers.fidelity import (association_matrix, column_distances, distance_to_closest_record,
-                              fidelity_report, ks_distance, privacy_report, tv_distance, utility)
+from helpers.fidelity import (association_matrix, bootstrap_copy, column_distances,
+                              distance_to_closest_record, fidelity_anchors, fidelity_report,
+                              independent_marginals, ks_distance, privacy_report, rescaled_fidelity,
+                              tv_distance, utility)
 from helpers.synth import (CARTSynthesizer, GaussianCopulaSynthesizer, TableEncoder, load_adult,
                            row_hashes)
 
@@ -257,3 +259,64 @@ def test_adult_privacy_no_copies_and_dcr_like_holdout(adult_split, adult_synth):
     assert rep.share_closer_than_holdout_p5 < 0.10
     leak = privacy_report(train, holdout, train.sample(len(holdout), random_state=0), n_eval=1500)
     assert leak.exact_copies == len(holdout) and leak.dcr_ratio == 0.0  # a copy of the data is caught
+
+
+# --- issue 15 item 3: the fidelity score must not reward copying ----------------------------------------------
+def test_copying_does_not_win_the_rescaled_fidelity_score(adult_split, adult_synth):
+    """On UCI Adult: independent marginals, CART and a bootstrap copy of the training rows.
+
+    The old score (against the training rows) ranked the copy first; the rescaled score against held-out
+    rows puts independent marginals at 0, CART well above, and the copy - a near-copy of a training row in
+    every row - below CART once near-copies earn no credit.
+    """
+    train, holdout = adult_split
+    _, synth = adult_synth
+    indep = independent_marginals(train, len(train), random_state=11)
+    copy = bootstrap_copy(train, len(train), random_state=11)
+    # without the near-copy penalty (score = rescaled) the copy, a real sample, scores about 1 and the last
+    # comparison below fails; so does the old score against the training rows on the full Adult table.
+    anchors = fidelity_anchors(train, holdout, len(train), random_state=3)
+    r = {name: rescaled_fidelity(train, holdout, s, n_eval=1500, anchors=anchors, random_state=3)
+         for name, s in [("independent", indep), ("CART", synth), ("copy", copy)]}
+    assert abs(r["independent"].score) < 0.05              # the zero anchor
+    assert r["CART"].score > 0.8 > r["independent"].score + 0.7
+    assert r["copy"].rescaled > 0.95                        # a copy is a real sample: unpenalised about 1
+    assert r["copy"].near_copy_share > 0.95                 # ... but every row is a near-copy
+    assert r["copy"].score < 0.05 < r["CART"].score         # so copying does not win
+    assert r["CART"].near_copy_share < 0.10                 # CART is not penalised much
+
+
+def test_rescaled_fidelity_anchors_and_partial_copy_penalty(adult_split, adult_synth):
+    """The real training rows score exactly 1 (they are the anchor); a table half copied and half CART
+    loses about half of its credit."""
+    train, holdout = adult_split
+    _, synth = adult_synth
+    anchors = fidelity_anchors(train, holdout, len(train), random_state=3)
+    assert rescaled_fidelity(train, holdout, train, anchors=anchors, n_eval=500).rescaled == pytest.approx(1.0)
+    half = pd.concat([synth.iloc[:3000], bootstrap_copy(train, 3000, random_state=5)], ignore_index=True)
+    rh = rescaled_fidelity(train, holdout, half, anchors=anchors, n_eval=1500, random_state=3)
+    rc = rescaled_fidelity(train, holdout, synth, anchors=anchors, n_eval=1500, random_state=3)
+    assert 0.45 < rh.near_copy_share < 0.62
+    assert rh.score < 0.65 * rc.score
+    with pytest.raises(ValueError, match="anchors coincide"):
+        rescaled_fidelity(train, holdout, synth, anchors=(0.9, 0.9))
+
+
+# --- issue 20 item 1: trees grown on a sample, donors drawn from every row ----------------------------------
+def test_tree_sample_grows_trees_on_a_sample_and_draws_donors_from_every_row(adult_split):
+    train, holdout = adult_split
+    model = CARTSynthesizer(min_samples_leaf=20, random_state=1, tree_sample=2000).fit(train)
+    grown = [(rows, tree, donors) for _, rows, _, tree, donors in model.steps_ if tree is not None]
+    assert grown
+    for rows, tree, donors in grown:
+        assert tree.tree_.n_node_samples[0] == min(2000, rows.size)       # the tree saw the sample only
+        assert np.array_equal(np.sort(donors[0]), np.sort(rows))          # ... every row is a donor
+    full = CARTSynthesizer(min_samples_leaf=20, random_state=1).fit(train)
+    assert all(t.tree_.n_node_samples[0] == r.size for _, r, _, t, _ in full.steps_ if t is not None)
+    syn = model.sample(len(train), random_state=2)
+    again = CARTSynthesizer(min_samples_leaf=20, random_state=1, tree_sample=2000).fit(train)
+    pd.testing.assert_frame_equal(syn, again.sample(len(train), random_state=2))  # seeded
+    r = rescaled_fidelity(train, holdout, syn, n_eval=1000, random_state=3)
+    assert r.score > 0.75 and r.near_copy_share < 0.10
+    with pytest.raises(ValueError, match="tree_sample"):
+        CARTSynthesizer(min_samples_leaf=20, tree_sample=10)

@@ -497,3 +497,118 @@ def privacy_report(train: pd.DataFrame, holdout: pd.DataFrame, synth: pd.DataFra
         d_s, d_h, ratio, float(np.mean(d_s < np.quantile(d_h, 0.05))),
         int(np.isin(row_hashes(synth[cols]), train_h).sum()),
         int(np.isin(row_hashes(holdout[cols]), train_h).sum()), k)
+
+
+# --- rescaled fidelity against held-out real rows, copying penalised ---------------------------------------
+def independent_marginals(df: pd.DataFrame, n: int | None = None, random_state: int = 0) -> pd.DataFrame:
+    """Rows drawn from every column's empirical marginal independently (all dependence destroyed).
+
+    The zero point of :func:`rescaled_fidelity`: each column is a bootstrap draw of its own values, so
+    every marginal is kept (up to sampling noise) and every association between columns is lost.
+    """
+    rng = np.random.default_rng(random_state)
+    n = len(df) if n is None else int(n)
+    return pd.DataFrame({c: df[c].to_numpy()[rng.integers(0, len(df), n)] for c in df.columns})
+
+
+def bootstrap_copy(df: pd.DataFrame, n: int | None = None, random_state: int = 0) -> pd.DataFrame:
+    """Whole training rows drawn with replacement: the 'synthesizer' that only copies."""
+    rng = np.random.default_rng(random_state)
+    n = len(df) if n is None else int(n)
+    return df.iloc[rng.integers(0, len(df), n)].reset_index(drop=True)
+
+
+@dataclass
+class RescaledFidelity:
+    """Result of :func:`rescaled_fidelity` (every raw figure is a :func:`fidelity_report` score against
+    the *held-out* real rows, never against the rows the synthesizer was fitted on).
+
+    Attributes
+    ----------
+    raw : raw fidelity of the synthetic rows against the held-out rows (0-1).
+    independent_raw : the same for independent marginals of the training rows (the 0 anchor).
+    real_raw : the same for the real training rows themselves, an independent real sample of the
+        population (the 1 anchor: what a synthesizer that drew fresh real people would get).
+    rescaled : ``(raw - independent_raw) / (real_raw - independent_raw)``: 0 = no more dependence kept
+        than independent marginals, 1 = as close to the held-out rows as a fresh real sample. Values a
+        little above 1 are sampling noise; this figure alone does not penalise copying (a bootstrap copy
+        of the training rows is a real sample too and scores about 1).
+    near_copy_share : share of synthetic rows closer to a training row than the 5th percentile of the
+        held-out rows' distances to the training rows (about 0.05 when nothing is memorised, 1 for copies).
+    excess_near_copy_share : ``max(0, (near_copy_share - 0.05) / 0.95)``: the share of synthetic rows that
+        are near-copies beyond what fresh real rows produce.
+    score : ``rescaled * (1 - excess_near_copy_share)``: fidelity credited only to the synthetic rows that
+        are not excess near-copies. A copied row is released real data, not synthesis, so it earns
+        nothing: a bootstrap copy scores about 0, a synthesizer that does not memorise keeps its rescaled
+        fidelity.
+    """
+
+    raw: float
+    independent_raw: float
+    real_raw: float
+    rescaled: float
+    near_copy_share: float
+    excess_near_copy_share: float
+    score: float
+    n_synth: int
+    n_holdout: int
+
+
+NEAR_COPY_QUANTILE = 0.05
+
+
+def rescaled_fidelity(train: pd.DataFrame, holdout: pd.DataFrame, synth: pd.DataFrame,
+                      columns: Sequence[str] | None = None, n_eval: int = 2000,
+                      multi_valued: Sequence[str] | None = None, sep: str = "|", none_token: str = "none",
+                      random_state: int = 0, privacy: PrivacyReport | None = None,
+                      anchors: tuple[float, float] | None = None) -> RescaledFidelity:
+    """Fidelity of ``synth`` against held-out real rows, rescaled between independent marginals (0) and a
+    real sample (1), with excess near-copies of training rows earning no credit.
+
+    Parameters
+    ----------
+    train : real rows the synthesizer was fitted on.
+    holdout : real rows it never saw (the yardstick of fidelity and of near-copies).
+    synth : synthetic rows.
+    columns : compared columns (default: all of ``train``); leave identifiers out.
+    n_eval, random_state : of the distance-to-closest-record computation (:func:`privacy_report`).
+    privacy : an already computed :func:`privacy_report` of the same tables (saves recomputing it).
+    anchors : ``(independent_raw, real_raw)`` already computed by :func:`fidelity_anchors` for the same
+        train/holdout and synthetic size (saves recomputing them for several synthesizers).
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, or the anchors coincide (the real sample is no closer to the held-out rows
+        than independent marginals: the table has no dependence to measure).
+    """
+    cols = _check_same_columns(train, synth, columns)
+    _check_same_columns(train, holdout, cols)
+    ind, real = anchors if anchors is not None else fidelity_anchors(train, holdout, len(synth), cols,
+                                                                     multi_valued, sep, none_token, random_state)
+    if not real - ind > 1e-9:
+        raise ValueError(f"fidelity anchors coincide (independent marginals {ind:.4f}, real sample {real:.4f}): "
+                         "the columns carry no dependence a synthesizer could keep; compare marginals instead")
+    raw = fidelity_report(holdout[cols], synth[cols], cols, multi_valued, sep, none_token).score
+    pr = privacy or privacy_report(train[cols], holdout[cols], synth[cols], cols, n_eval,
+                                   multi_valued, sep, none_token, random_state)
+    share = pr.share_closer_than_holdout_p5
+    excess = max(0.0, (share - NEAR_COPY_QUANTILE) / (1 - NEAR_COPY_QUANTILE))
+    rescaled = (raw - ind) / (real - ind)
+    return RescaledFidelity(raw, ind, real, rescaled, share, excess, rescaled * (1 - excess),
+                            len(synth), len(holdout))
+
+
+def fidelity_anchors(train: pd.DataFrame, holdout: pd.DataFrame, n_synth: int | None = None,
+                     columns: Sequence[str] | None = None, multi_valued: Sequence[str] | None = None,
+                     sep: str = "|", none_token: str = "none", random_state: int = 0) -> tuple[float, float]:
+    """``(independent_raw, real_raw)``: raw fidelity against ``holdout`` of independent marginals of
+    ``train`` (``n_synth`` rows) and of the real training rows (``min(n_synth, len(train))`` of them, so that
+    the real sample has the synthetic table's size where it can)."""
+    cols = list(train.columns) if columns is None else list(columns)
+    n = len(train) if n_synth is None else int(n_synth)
+    ind = independent_marginals(train[cols], n, random_state)
+    m = min(n, len(train))
+    real = train[cols] if m == len(train) else train[cols].sample(m, random_state=random_state)
+    f = lambda s: fidelity_report(holdout[cols], s, cols, multi_valued, sep, none_token).score
+    return f(ind), f(real)

@@ -411,16 +411,27 @@ class CARTSynthesizer(_BaseSynthesizer):
     multi_valued : ``'|'``-separated multi-valued columns (default: those of :mod:`helpers.schema`).
     reject_copies : redraw synthetic rows that exactly equal a training row.
     max_categories : see :func:`infer_specs`.
-    random_state : seed of the tree fits (sampling takes its own seed).
+    random_state : seed of the tree fits and of the tree sample (sampling takes its own seed).
+    tree_sample : if set, every tree is grown on a seeded random sample of at most this many of the rows
+        it would be grown on, and then every row is put through it, so that donors are still drawn from
+        every real row (a leaf holds about ``min_samples_leaf * rows / tree_sample`` donors). Fitting cost
+        then stops growing with the table (most of the time at 1M rows); the price is coarser leaves
+        relative to the full table (trees see fewer rows, so they find fewer splits), measured in
+        ``scripts/bench_synth.py --tree-sample``. None: trees grown on all rows.
     """
 
     def __init__(self, min_samples_leaf: int = 5, max_depth: int | None = None,
                  visit_sequence: Sequence[str] | None = None, smoothing: bool = False,
                  id_columns: Sequence[str] = (), multi_valued: Sequence[str] | None = None,
-                 reject_copies: bool = True, max_categories: int = 100, random_state: int = 0):
+                 reject_copies: bool = True, max_categories: int = 100, random_state: int = 0,
+                 tree_sample: int | None = None):
         super().__init__(id_columns, multi_valued, reject_copies, max_categories)
         if min_samples_leaf < 1:
             raise ValueError(f"min_samples_leaf must be >= 1, got {min_samples_leaf}")
+        if tree_sample is not None and tree_sample < 2 * min_samples_leaf:
+            raise ValueError(f"tree_sample must be None or >= 2 * min_samples_leaf ({2 * min_samples_leaf}), "
+                             f"got {tree_sample}")
+        self.tree_sample = tree_sample
         self.min_samples_leaf = min_samples_leaf
         self.max_depth = max_depth
         self.visit_sequence = visit_sequence
@@ -445,6 +456,7 @@ class CARTSynthesizer(_BaseSynthesizer):
         self._kinds = {sp.name: sp.kind for sp in self.encoder_.specs_}
         self.X_train_ = X
         self.steps_ = []
+        sample_rng = np.random.default_rng([self.random_state, 7919])  # tree samples, apart from the tree seeds
         pos = {c.name: i for i, c in enumerate(self.encoder_.internal_)}
         for k, j in enumerate(order):
             col = self.encoder_.internal_[j]
@@ -458,8 +470,15 @@ class CARTSynthesizer(_BaseSynthesizer):
             Tree = DecisionTreeClassifier if col.discrete else DecisionTreeRegressor
             tree = Tree(min_samples_leaf=self.min_samples_leaf, max_depth=self.max_depth,
                         random_state=int(rng.integers(2**31)))
-            tree.fit(X[np.ix_(rows, prev)], y)
-            leaves = tree.apply(X[np.ix_(rows, prev)])
+            Xprev = X[np.ix_(rows, prev)]
+            if self.tree_sample is not None and rows.size > self.tree_sample:
+                fit_rows = np.sort(sample_rng.choice(rows.size, self.tree_sample, replace=False))
+                if np.unique(y[fit_rows]).size < 2:  # the sample lost the variation: grow on all rows
+                    fit_rows = slice(None)
+            else:
+                fit_rows = slice(None)
+            tree.fit(Xprev[fit_rows], y[fit_rows])
+            leaves = tree.apply(Xprev)  # every real row is a donor of its leaf
             sort = np.argsort(leaves, kind="stable")
             start = np.searchsorted(leaves[sort], np.arange(tree.tree_.node_count))
             count = np.bincount(leaves, minlength=tree.tree_.node_count)
