@@ -292,7 +292,8 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         except D.MissingArtifacts as e:
             return render_template("missing.html", artifacts=D.artifact_status(P), message=str(e),
                                    make_target=D.MAKE_TARGET), 503
-        return render_template("index.html", overview=D.overview(data))
+        return render_template("index.html", overview=D.overview(data), header=D.header_facts(data),
+                               tiers={"low": D.TIER_LOW, "high": D.TIER_HIGH})
 
     @app.get("/vendor/plotly.min.js")
     def plotly_js():

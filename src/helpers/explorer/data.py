@@ -181,6 +181,15 @@ class ExplorerData:
     def features(self) -> lookalike.Features:
         """The lookalike model matrix of the panel (built once, then cached)."""
         if self._features is None:
+            cfg = self.cfg
+            if cfg is not None and not getattr(cfg, "is_default", True):
+                # a user table: the configuration's columns, under the run's id name
+                idc = cfg.id
+                frame = self.panel.drop(columns=["segment", "segment_name", "weight"], errors="ignore")
+                if idc != "user_id" and idc not in frame.columns:
+                    frame = frame.rename(columns={"user_id": idc})
+                self._features = lookalike.build_features(frame.reset_index(drop=True), config=cfg)
+                return self._features
             sources = ["1st party"] + [src for src, cols in (("2nd party", S.SECOND_PARTY),
                                                              ("3rd party", S.THIRD_PARTY))
                                        if all(c in self.panel.columns for c in cols)]
@@ -203,10 +212,19 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
     if missing:
         raise MissingArtifacts(missing)
     unified = _read_unified(paths)
-    _require_columns(unified, ["user_id", *MAP_FEATURES], "the unified table")
+    idc = artifacts.id_column(paths)
+
+    def as_user_id(df: pd.DataFrame | None) -> pd.DataFrame | None:
+        """The run's id column (``cfg.id``, e.g. ``customerID``) as ``user_id``, the app's internal name."""
+        if df is not None and idc != "user_id" and idc in df.columns and "user_id" not in df.columns:
+            return df.rename(columns={idc: "user_id"})
+        return df
+
+    unified = as_user_id(unified)
+    _require_columns(unified, ["user_id"], "the unified table")
     w = (artifacts.load_weights(paths) if (paths.processed / artifacts.WEIGHTS).exists()
          else pd.Series(1.0, index=pd.Index(unified["user_id"].astype(str), name="user_id")))
-    segments = artifacts.load_segments(paths)
+    segments = as_user_id(artifacts.load_segments(paths))
     _require_columns(segments, SEGMENT_COLUMNS, artifacts.SEGMENTS)
     if segments["segment"].isna().any():
         rows = segments.index[segments["segment"].isna()][:5].tolist()
@@ -239,9 +257,9 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
     return ExplorerData(
         paths=paths, panel=panel.reset_index(drop=True), affinity=affinity, segments=segments,
         profiles=_optional(paths, artifacts.SEGMENT_PROFILES),
-        churn_risk=_optional(paths, artifacts.CHURN_RISK),
+        churn_risk=as_user_id(_optional(paths, artifacts.CHURN_RISK)),
         segment_value=_optional(paths, artifacts.SEGMENT_VALUE),
-        lookalike_scores=_optional(paths, artifacts.LOOKALIKE_SCORES),
+        lookalike_scores=as_user_id(_optional(paths, artifacts.LOOKALIKE_SCORES)),
         metrics=metrics_mod.read(paths.metrics),
         cfg=run_config(paths, config_path),
     )
@@ -393,15 +411,30 @@ def segment_sizes(panel: pd.DataFrame) -> pd.DataFrame:
     return out.sort_index()
 
 
-def segment_map(data: ExplorerData, features: Sequence[str] = tuple(MAP_FEATURES), log: bool = True) -> dict:
+def map_features(data: ExplorerData) -> list[str]:
+    """Behavioural metrics of the run configuration present in the panel (the dictionary's five otherwise)."""
+    cfg = getattr(data, "cfg", None)
+    names = [m for m in (getattr(cfg, "metric_names", None) or []) if m in data.panel.columns]
+    for m in MAP_FEATURES:
+        if m in data.panel.columns and m not in names and (not names or m == "avg_monthly_spend"):
+            names.append(m)
+    if not names:
+        raise ValueError("the panel has none of the run configuration's behavioural metrics; re-create it "
+                         f"with `{MAKE_TARGET}`")
+    return names
+
+
+def segment_map(data: ExplorerData, features: Sequence[str] | None = None, log: bool = True) -> dict:
     """Payload of the segment map: one bubble per segment and the meaning of the two axes.
 
     Bubble area is the weighted audience; position is :func:`pca_2d` of :func:`segment_centroids`
     (weighted by segment share).
     """
+    features = list(features or map_features(data))
     sizes = segment_sizes(data.panel)
     cent = segment_centroids(data.panel, features, log)
     coords, explained, load = pca_2d(cent, sizes["weighted_share"].to_numpy())
+    lab = lambda c: label_of(data, c).lower()  # noqa: E731
     bubbles = [{"segment": int(s), "name": sizes.at[s, "segment_name"], "n_users": int(sizes.at[s, "n_users"]),
                 "weighted_size": float(sizes.at[s, "weighted_size"]),
                 "weighted_share": float(sizes.at[s, "weighted_share"]),
@@ -414,8 +447,9 @@ def segment_map(data: ExplorerData, features: Sequence[str] = tuple(MAP_FEATURES
         "transform": "log1p, then z-score with the panel's weighted mean and SD" if log else "z-score",
         "explained": explained,
         "loadings": {f: load[:, j] for j, f in enumerate(features)},
-        "x_label": _axis_label(0, explained[0], load[0], features),
-        "y_label": _axis_label(1, explained[1], load[1], features),
+        "x_label": _axis_label(0, explained[0], load[0], features, lab),
+        "y_label": _axis_label(1, explained[1], load[1], features, lab),
+        "feature_labels": [label_of(data, f) for f in features],
         "n_users": int(len(data.panel)),
         "weighted_total": float(data.panel["weight"].sum()),
     })
@@ -473,9 +507,13 @@ def channel_minutes(data: ExplorerData, segment: int) -> list[dict]:
     w = p["weight"].to_numpy(float)
     a = data.affinity
     out = []
-    for c in S.CHANNEL_MINUTES:
+    chans = [c for c in pd.unique(a.loc[a["index_type"] == "intensity", "attribute"]) if c in p.columns]
+    if not chans:
+        chans = [c for c in S.CHANNEL_MINUTES if c in p.columns]
+    cfg = getattr(data, "cfg", None)
+    for c in chans:
         v = pd.to_numeric(p[c], errors="coerce").astype(float).to_numpy()
-        row = {"channel": c, "label": LABELS[c], "unit": "min/day",
+        row = {"channel": c, "label": label_of(data, c), "unit": (cfg.unit(c) if cfg is not None else "") or "",
                "mean_segment": weighted_mean_sd(v[in_seg], w[in_seg])[0],
                "median_segment": weighted_median(v[in_seg], w[in_seg]),
                "mean_base": weighted_mean_sd(v, w)[0]}
@@ -542,7 +580,12 @@ def persona_card(data: ExplorerData, segment: Any, top: int = 5) -> dict:
         if len(r):
             profile = {k: v for k, v in r.iloc[0].to_dict().items()
                        if isinstance(v, (int, float, str, np.integer, np.floating, bool, np.bool_))}
-    demo = [weighted_distribution(data.panel, c, s) for c in DEMOGRAPHICS if c in data.panel.columns]
+    demo_cols = [c for c in DEMOGRAPHICS if c in data.panel.columns]
+    cfg = getattr(data, "cfg", None)
+    if not demo_cols and cfg is not None:  # a user table: its declared category attributes
+        demo_cols = [a_.name for a_ in cfg.attributes if a_.name in data.panel.columns
+                     and a_.type in ("category", "ordinal", "bool")][:5]
+    demo = [{**weighted_distribution(data.panel, c, s), "label": label_of(data, c)} for c in demo_cols]
     return jsonable({
         "segment": s, "name": sizes.at[s, "segment_name"],
         "n_users": int(sizes.at[s, "n_users"]), "weighted_size": float(sizes.at[s, "weighted_size"]),
@@ -552,19 +595,21 @@ def persona_card(data: ExplorerData, segment: Any, top: int = 5) -> dict:
         "demographics": demo,
         "media": channel_minutes(data, s),
         "churn": churn_summary(data, s),
+        "value": value_summary(data, np.flatnonzero(data.panel["segment"].to_numpy() == s)),
     })
 
 
 def heatmap_options(data: ExplorerData) -> dict:
     """Views the heatmap can switch between: the channels and every attribute family with share indices."""
     a = data.affinity
-    fams = [f for f in pd.unique(a.loc[a["index_type"] == "share", "family"]) if f not in S.CHANNEL_METRICS]
+    inten = set(a.loc[a["index_type"] != "share", "attribute"])
+    fams = [f for f in pd.unique(a.loc[a["index_type"] == "share", "family"]) if f not in inten]
     ch_types = [t for t in CHANNEL_INDEX_TYPES if (a["index_type"] == t).any()]
     return {"views": [CHANNELS, *map(str, fams)], "channel_index_types": ch_types}
 
 
 def affinity_heatmap(data: ExplorerData, view: str = CHANNELS, index_type: str | None = None,
-                     low: float = 80.0, high: float = 120.0) -> dict:
+                     low: float | None = None, high: float | None = None) -> dict:
     """Payload of the heatmap: a segment x attribute grid of one index type.
 
     ``view`` is ``"channels"`` (the channel metrics, ``index_type`` ``intensity`` (default) or
@@ -572,6 +617,10 @@ def affinity_heatmap(data: ExplorerData, view: str = CHANNELS, index_type: str |
     drawn grey; ``significant`` marks cells significant after FDR control; ``tier`` is the table's
     (> ``high`` sweet spot, < ``low`` de-prioritise); ``low`` / ``high`` are the legend's thresholds.
     """
+    from ..stats import core as _core
+
+    low = _core.TIER_LOW if low is None else low
+    high = _core.TIER_HIGH if high is None else high
     opts = heatmap_options(data)
     if view not in opts["views"]:
         raise ValueError(f"unknown view {str(view)[:40]!r}; choose one of {opts['views']}")
@@ -581,7 +630,7 @@ def affinity_heatmap(data: ExplorerData, view: str = CHANNELS, index_type: str |
         if it not in opts["channel_index_types"]:
             raise ValueError(f"index_type must be one of {opts['channel_index_types']} for the channels, "
                              f"got {str(it)[:40]!r}")
-        t = a[(a["index_type"] == it) & a["attribute"].isin(S.CHANNEL_METRICS)]
+        t = a[a["index_type"] == it]
     else:
         if index_type not in (None, "share"):
             raise ValueError("attribute families have share indices only, got "
@@ -592,12 +641,16 @@ def affinity_heatmap(data: ExplorerData, view: str = CHANNELS, index_type: str |
     segs = [s for s in data.segment_ids if (t["segment"] == s).any()]
     attrs = list(pd.unique(t["attribute"]))
     cell = t.drop_duplicates(["attribute", "segment"]).set_index(["attribute", "segment"])
-    grid = [[_heatmap_cell(cell.loc[(att, s)] if (att, s) in cell.index else None, f"{names[s]} x {att}")
+    grid = [[_heatmap_cell(cell.loc[(att, s)] if (att, s) in cell.index else None,
+                           f"{names[s]} \u00d7 {label_of(data, att) if view == CHANNELS else str(att).replace('_', ' ')}")
              for s in segs] for att in attrs]
     out = {key: [[c[key] for c in row] for row in grid]
            for key in ("z", "tier", "significant", "base_flag", "hover")}
+    att_labels = [label_of(data, a_) if view == CHANNELS else str(a_).replace("_", " ") for a_ in attrs]
+    view_labels = {v: ("Behaviour" if v == CHANNELS else label_of(data, v)) for v in opts["views"]}
     return jsonable({"view": view, "index_type": it, "segments": segs, "segment_names": [names[s] for s in segs],
-                     "attributes": attrs, **out, "thresholds": {"low": low, "high": high}, **opts})
+                     "attributes": attrs, "attribute_labels": att_labels, "view_label": view_labels[view],
+                     "view_labels": view_labels, **out, "thresholds": {"low": low, "high": high}, **opts})
 
 
 def _heatmap_cell(r: pd.Series | None, label: str) -> dict:
@@ -605,10 +658,13 @@ def _heatmap_cell(r: pd.Series | None, label: str) -> dict:
     if r is None or r["base_flag"] == "suppressed" or pd.isna(r["index"]):
         n = 0 if r is None else int(r["n_unweighted"])
         return {"z": None, "tier": None, "significant": False, "base_flag": "suppressed",
-                "hover": f"{label}: suppressed (n={n} is below the reporting base)"}
-    caution = ", caution: small base" if r["base_flag"] == "caution" else ""
-    hover = (f"{label}: index {r['index']:.0f} (95% CI {r['ci_low']:.0f}-{r['ci_high']:.0f}), "
-             f"q={r['q_value']:.3g}, n={int(r['n_unweighted'])}, {r['tier']}{caution}")
+                "hover": f"{label}: not shown ({n} customers: too few to report)"}
+    caution = ", small base: read with caution" if r["base_flag"] == "caution" else ""
+    desc = str(r.get("descriptive", False)).lower() in ("true", "1")
+    verdict = ("describes the segment (built from it, no test)" if desc else
+               "a real difference" if r["significant"] else "could be chance")
+    hover = (f"{label}: index {r['index']:.0f} (95% interval {r['ci_low']:.0f}-{r['ci_high']:.0f}), "
+             f"{int(r['n_unweighted'])} customers, {verdict}, {r['tier']}{caution}")
     return {"z": float(r["index"]), "tier": r["tier"], "significant": bool(r["significant"]),
             "base_flag": r["base_flag"], "hover": hover}
 
@@ -716,7 +772,7 @@ def profile_comparison(panel: pd.DataFrame, seed_rows: np.ndarray, audience_rows
         base = weighted_mean_sd(v, w)[0]
         sm = weighted_mean_sd(v[seed_rows], w[seed_rows])[0]
         lm = weighted_mean_sd(v[audience_rows], w[audience_rows])[0]
-        out.append({"feature": c, "label": LABELS.get(c, c), "unit": MAP_FEATURES.get(c, ""),
+        out.append({"feature": c, "label": LABELS.get(c, c.replace("_", " ")), "unit": MAP_FEATURES.get(c, ""),
                     "seed": sm, "lookalike": lm, "base": base,
                     "seed_index": 100 * sm / base if base else None,
                     "lookalike_index": 100 * lm / base if base else None})
@@ -737,7 +793,8 @@ def lookalike_payload(data: ExplorerData, fit: LookalikeFit, size: Any) -> dict:
         "lift": heldout_lift(fit, n),
         "mean_score": float(fit.proba[rows].mean()),
         "segment_mix": [{"segment_name": k, "share": v} for k, v in mix.items()],
-        "profile": profile_comparison(data.panel, fit.seed, aud),
+        "profile": [{**r, "label": label_of(data, r["feature"]).lower()}
+                    for r in profile_comparison(data.panel, fit.seed, aud, features=map_features(data))],
         "method": "positive-unlabelled propensity model (helpers.lookalike, gradient boosting, out-of-fold "
                   "scores); lift measured on 30% of the seed hidden from training",
     })
@@ -1034,7 +1091,7 @@ def header_facts(data: "ExplorerData") -> dict:
             date = json.loads(tp.read_text()).get("observation_date")
         except (json.JSONDecodeError, AttributeError):
             date = None
-    truth = (data.paths.data / "truth").exists()
+    truth = (data.paths.data / "truth" / "truth_params.json").exists()
     cfg_name = meta.get("config") or getattr(cfg, "name", None)
     if truth:
         source = "synthetic panel (generated, with planted truth)"
@@ -1053,7 +1110,7 @@ def similarity(data: "ExplorerData") -> dict:
     """How alike segments behave: 100 x (1 - distance / largest distance) between the segments' average
     profiles on the standardised map features (100 = identical averages, 0 = the two most different),
     and each segment's closest segment."""
-    cent = segment_centroids(data.panel, tuple(f for f in MAP_FEATURES if f in data.panel.columns))
+    cent = segment_centroids(data.panel, tuple(map_features(data)))
     C = cent.to_numpy(float)
     d = np.linalg.norm(C[:, None] - C[None], axis=2)
     dmax = d.max() if d.max() > 0 else 1.0

@@ -83,3 +83,50 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
     if with_churn:
         artifacts.save(P, "churn_risk", true_churn_risk(panel))
     return panel
+
+
+def write_table_run(paths: Paths, config: str = "telco", n_users: int | None = 2000, n_segments: int = 4,
+                    seed: int = 0) -> pd.DataFrame:
+    """A stand-in run on a user's table (default: the shipped Telco sample under its configuration), for
+    trying and testing the Explorer on columns that are not the synthetic dictionary's.
+
+    Reads the configured input with pandas (the derived columns and fill rules the configuration declares
+    for ``TotalCharges`` / ``n_services`` are applied as ingestion would), samples ``n_users`` customers,
+    segments them with k-means on the standardised ``log1p`` metrics (neutral names ``Segment 1..k``: no
+    persona names are invented), and writes the unified table, ``ingest_meta.json`` (config name, id), the
+    segments and the affinity table (metrics as clustering features: descriptive). No churn or value stage.
+    """
+    import json
+
+    from sklearn.cluster import KMeans
+
+    from .. import config as cfgmod
+
+    cfg = cfgmod.load(config)
+    df = pd.read_csv(cfg.input.resolved_path(), delimiter=cfg.input.delimiter, encoding=cfg.input.encoding)
+    for d in cfg.derived:
+        if getattr(d, "rule", None) == "count_in":
+            df[d.name] = df[list(d.columns)].isin(list(d.values)).sum(axis=1)
+    for m in cfg.metrics:
+        df[m.name] = pd.to_numeric(df[m.name], errors="coerce").fillna(0.0)
+    if n_users is not None and n_users < len(df):
+        df = df.sample(n_users, random_state=seed).sort_values(cfg.id)
+    df = df.reset_index(drop=True)
+    P = paths.ensure()
+    artifacts.save(P, "unified", df)
+    (P.processed / "ingest_meta.json").write_text(json.dumps({"config": cfg.name, "id": cfg.id}))
+    X = np.log1p(df[cfg.metric_names].to_numpy(float))
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1)
+    lab = KMeans(n_segments, n_init=5, random_state=seed).fit_predict(X)
+    order = {old: new for new, old in enumerate(pd.Series(lab).value_counts().index)}  # 0 = largest
+    seg = pd.Series(lab).map(order).to_numpy()
+    segs = pd.DataFrame({cfg.id: df[cfg.id].astype(str), "segment": seg,
+                         "segment_name": [f"Segment {k + 1}" for k in seg]})
+    artifacts.save(P, "segments", segs)
+    panel = df.assign(segment=seg, segment_name=segs["segment_name"], weight=1.0)
+    attrs = [a.name for a in cfg.attributes if a.name in df.columns]
+    types = {a.name: (a.type, list(a.categories or [])) for a in cfg.attributes if a.name in df.columns}
+    table = affinity_table(panel, metrics=cfg.metric_names, attributes=attrs, types=types,
+                           descriptive=cfg.metric_names)
+    artifacts.save(P, "affinity_table", table)
+    return panel

@@ -1,7 +1,8 @@
 // Audience Affinity Explorer front end: fetches the JSON API and draws with the locally served plotly.js.
 "use strict";
 
-const state = {segments: [], heatmapOptions: null, lastLookalike: null};
+const state = {segments: [], table: null, heatmapOptions: null, lastLookalike: null, lists: [], sort: {key: "share", desc: true}};
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 function esc(v) {
   return String(v ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -10,6 +11,8 @@ function fmt(v, digits = 0) {
   return v === null || v === undefined ? "&ndash;" : Number(v).toLocaleString("en-US", {maximumFractionDigits: digits, minimumFractionDigits: digits});
 }
 function pct(v, digits = 1) { return v === null || v === undefined ? "&ndash;" : fmt(100 * v, digits) + "%"; }
+function range(lo, hi, f) { return lo === null || lo === undefined ? "" : `<span class="ci">${f(lo)}&ndash;${f(hi)}</span>`; }
+function money(v) { return v === null || v === undefined ? "&ndash;" : "$" + fmt(v, 0); }
 function setStatus(msg, isError = false) {
   const s = document.getElementById("status");
   s.textContent = msg;
@@ -22,9 +25,21 @@ async function api(url, options) {
   return body;
 }
 function tierBadge(tier) {
-  if (!tier) { return "<span class='tier neutral'>suppressed</span>"; }
+  if (!tier) { return "<span class='tier neutral'>not reported</span>"; }
   const cls = tier === "sweet spot" ? "sweet" : tier === "de-prioritise" ? "low" : "neutral";
-  return `<span class="tier ${cls}">${esc(tier)}</span>`;
+  const text = tier === "sweet spot" ? "concentrate" : tier;
+  return `<span class="tier ${cls}">${esc(text)}</span>`;
+}
+function segColor(segment) { return PALETTE[Number(segment) % PALETTE.length]; }
+function valueText(v) {
+  if (!v || v.value === null || v.value === undefined) { return "&ndash;"; }
+  const f = v.unit && v.unit.startsWith("USD") ? money : (x => fmt(x, 1));
+  return `${f(v.value)} ${range(v.low, v.high, f)}`;
+}
+function actionList(actions) {
+  if (!actions || !actions.length) { return "<p class='note'>No trait differs enough from the average to act on.</p>"; }
+  return "<ul class='actions'>" + actions.map(a => `<li class="${a.action === "concentrate" ? "go" : "stop"}">${esc(a.text)}` +
+    (a.basis ? ` <span class="note">(${esc(a.basis)})</span>` : (a.ci_low !== undefined ? ` <span class="note">(95% interval ${fmt(a.ci_low)}&ndash;${fmt(a.ci_high)})</span>` : "")) + "</li>").join("") + "</ul>";
 }
 
 // ---- tabs ----
@@ -32,90 +47,161 @@ function showView(name) {
   document.querySelectorAll(".view").forEach(v => v.classList.toggle("active", v.id === `view-${name}`));
   document.querySelectorAll(".tab").forEach(t => t.classList.toggle("active", t.dataset.view === name));
   if (name === "affinity" && !state.heatmapOptions) { initHeatmap(); }
+  if (name === "compare" && !state.simDrawn) { drawSimilarity(); }
   window.dispatchEvent(new Event("resize"));
+}
+
+// ---- first screen: the segment table ----
+const COLUMNS = [
+  {key: "name", title: "Segment", get: r => r.name},
+  {key: "share", title: "Share of customers", get: r => r.share.value},
+  {key: "weighted_size", title: "Customers", get: r => r.weighted_size},
+  {key: "value", title: "Value per customer", get: r => r.value.value ?? -1},
+  {key: "churn", title: "Chance of leaving (90 days)", get: r => r.churn ? r.churn.value : -1},
+  {key: "traits", title: "What defines them (index)", get: r => r.traits.length ? r.traits[0].index : 0},
+];
+function drawTable() {
+  const t = state.table;
+  const col = COLUMNS.find(c => c.key === state.sort.key);
+  const rows = [...t.segments].sort((a, b) => {
+    const x = col.get(a), y = col.get(b);
+    const c = typeof x === "string" ? x.localeCompare(y) : x - y;
+    return state.sort.desc ? -c : c;
+  });
+  const v0 = t.segments[0].value;
+  const head = COLUMNS.map(c => `<th class="sortable${c.key === state.sort.key ? " sorted" : ""}" data-key="${c.key}">${esc(c.key === "value" ? `${v0.label} ${v0.unit ? "(" + v0.unit + ")" : ""}` : c.title)}${c.key === state.sort.key ? (state.sort.desc ? " \u25bc" : " \u25b2") : ""}</th>`).join("");
+  const body = rows.map(r => `<tr class="seg-row" data-segment="${r.segment}">
+      <td class="l"><span class="swatch" style="background:${segColor(r.segment)}"></span>${esc(r.name)}</td>
+      <td>${pct(r.share.value)} ${range(r.share.low, r.share.high, x => pct(x))}</td>
+      <td>${fmt(r.weighted_size)} <span class="ci">of ${fmt(t.header.weighted_total)}</span></td>
+      <td>${valueText(r.value)}</td>
+      <td>${r.churn ? `${pct(r.churn.value)} ${range(r.churn.low, r.churn.high, x => pct(x))}` : "<span class='note'>not computed</span>"}</td>
+      <td class="l">${r.traits.map(x => `${esc(x.label)} <b>${fmt(x.index)}</b>`).join("; ") || "<span class='note'>no clear trait</span>"}</td></tr>`).join("");
+  const el = document.getElementById("seg-table");
+  el.innerHTML = `<table class="grid wide" id="segments"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>
+    <p class="note">Value: ${esc(v0.source)}. Customers and shares are ${esc(t.header.weighting)}.</p>`;
+  el.querySelectorAll("th.sortable").forEach(th => th.addEventListener("click", () => {
+    state.sort = {key: th.dataset.key, desc: state.sort.key === th.dataset.key ? !state.sort.desc : th.dataset.key !== "name"};
+    drawTable();
+  }));
+  el.querySelectorAll("tr.seg-row").forEach(tr => tr.addEventListener("click", () => showCard(tr.dataset.segment)));
 }
 
 // ---- segment map ----
 async function loadMap() {
   const m = await api("/api/segments");
   state.segments = m.segments;
-  const maxSize = Math.max(...m.segments.map(s => s.weighted_size));
-  const trace = {
-    type: "scatter", mode: "markers+text", x: m.segments.map(s => s.x), y: m.segments.map(s => s.y),
-    text: m.segments.map(s => s.name), textposition: "top center", customdata: m.segments.map(s => s.segment),
-    hovertext: m.segments.map(s => `${s.name}<br>${fmt(s.weighted_size)} weighted users (${pct(s.weighted_share)})<br>${fmt(s.n_users)} panel members`),
-    hoverinfo: "text",
-    marker: {size: m.segments.map(s => s.weighted_size), sizemode: "area", sizeref: 2 * maxSize / (70 ** 2),
-             sizemin: 6, color: m.segments.map(s => s.segment), colorscale: "Viridis", opacity: 0.75,
-             line: {width: 1, color: "#333"}},
-  };
+  const maxShare = Math.max(...m.segments.map(s => s.weighted_share));
+  const traces = m.segments.map(s => ({
+    type: "scatter", mode: "markers", name: `${s.name} (${pct(s.weighted_share, 0)})`, x: [s.x], y: [s.y],
+    customdata: [s.segment], hoverinfo: "text",
+    hovertext: [`${s.name}<br>${pct(s.weighted_share)} of customers (${fmt(s.weighted_size)})`],
+    marker: {size: [s.weighted_share], sizemode: "area", sizeref: 2 * maxShare / (60 ** 2), sizemin: 8,
+             color: segColor(s.segment), opacity: 0.8, line: {width: 1, color: "#333"}},
+  }));
   const layout = {
-    title: {text: "Segment map (bubble area = weighted audience)", x: 0.02},
-    xaxis: {title: {text: m.x_label + " [SD]"}, zeroline: true},
-    yaxis: {title: {text: m.y_label + " [SD]", font: {size: 11}}, zeroline: true},
-    margin: {t: 50, l: 70, r: 20, b: 60}, showlegend: false, hovermode: "closest",
+    title: {text: "How segments differ in behaviour (bubble area = share of customers)", x: 0.02, font: {size: 14}},
+    xaxis: {title: {text: m.x_label, font: {size: 12}}, showticklabels: false, zeroline: false, showgrid: false},
+    yaxis: {title: {text: m.y_label, font: {size: 12}}, showticklabels: false, zeroline: false, showgrid: false},
+    margin: {t: 40, l: 40, r: 10, b: 40}, hovermode: "closest", showlegend: true,
+    legend: {orientation: "h", y: -0.12, font: {size: 11}, itemclick: false, itemdoubleclick: false, itemsizing: "constant"},
   };
-  await Plotly.newPlot("map", [trace], layout, {displaylogo: false, responsive: true});
+  await Plotly.newPlot("map", traces, layout, {displaylogo: false, responsive: true});
   document.getElementById("map").on("plotly_click", ev => showCard(ev.points[0].customdata));
-  const list = document.getElementById("segment-list");
-  list.innerHTML = m.segments.map(s => `<button class="seg-btn" data-segment="${s.segment}">${esc(s.name)}</button>`).join("");
-  list.querySelectorAll("button").forEach(b => b.addEventListener("click", () => showCard(b.dataset.segment)));
-  for (const id of ["la-segment", "ex-segment"]) {
-    document.getElementById(id).innerHTML = m.segments.map(s => `<option value="${s.segment}">${s.segment}: ${esc(s.name)}</option>`).join("");
+  const opts = m.segments.map(s => `<option value="${s.segment}">${esc(s.name)}</option>`).join("");
+  for (const id of ["la-segment", "ex-segment"]) { document.getElementById(id).innerHTML = opts; }
+  fillAudienceSelects();
+}
+function fillAudienceSelects() {
+  const segs = state.segments.map(s => `<option value="segment:${s.segment}">${esc(s.name)}</option>`);
+  const extra = [];
+  if (state.lastLookalike) {
+    const l = state.lastLookalike;
+    extra.push(`<option value="lookalike:${l.segment}:${l.size}">${fmt(l.size)} lookalikes of ${esc(l.seed_name)}</option>`);
   }
+  for (const u of state.lists) { extra.push(`<option value="${esc(u.ref)}">${esc(u.name)} (${fmt(u.n_matched)} customers)</option>`); }
+  document.querySelectorAll(".aud-select").forEach((sel, i) => {
+    const keep = sel.value;
+    sel.innerHTML = [...segs, ...extra].join("");
+    if (keep && [...sel.options].some(o => o.value === keep)) { sel.value = keep; }
+    else if (i === 1 && sel.options.length > 1) { sel.selectedIndex = 1; }
+  });
+  document.getElementById("ex-list").innerHTML = state.lists.length ?
+    state.lists.map(u => `<option value="${esc(u.ref.split(":")[1])}">${esc(u.name)}</option>`).join("") :
+    "<option value=''>(upload a list above)</option>";
 }
 
-function attrTable(rows) {
-  if (!rows.length) { return "<p class='note'>none significant</p>"; }
-  return "<table class='grid'><tr><th>attribute</th><th>index</th><th>95% CI</th><th>% of segment</th><th>q</th><th>tier</th></tr>" +
-    rows.map(r => `<tr><td class="l">${esc(r.family)} = ${esc(r.attribute)}${r.base_flag === "caution" ? " &dagger;" : ""}</td>
-      <td>${fmt(r.index)}${r.significant ? "*" : ""}</td><td>${fmt(r.ci_low)}&ndash;${fmt(r.ci_high)}</td>
-      <td>${fmt(r.vertical_pct, 1)}</td><td>${Number(r.q_value).toExponential(1)}</td><td>${tierBadge(r.tier)}</td></tr>`).join("") + "</table>";
-}
-
-function profileText(profile) {
-  // the persona text of segment_profiles.csv (notebook 04), when it has one
-  if (!profile) { return ""; }
-  const parts = ["over_represented", "under_represented"].filter(k => typeof profile[k] === "string")
-    .map(k => `<p class="note"><b>${esc(k.replace("_", " "))}</b> (segment_profiles.csv): ${esc(profile[k])}</p>`);
-  return parts.join("");
+function demographics(c) {
+  return c.demographics.map(d => `<p class="note"><b>${esc(d.label)}</b> (known for ${pct(d.coverage, 0)} of the segment): ` +
+    d.rows.map(r => `${esc(r.category)} ${fmt(r.pct_segment, 0)}% <span class="ci">(all: ${fmt(r.pct_base, 0)}%)</span>`).join(", ") + "</p>").join("");
 }
 
 async function showCard(segment) {
-  setStatus("Loading persona card...");
+  setStatus("Loading the segment card...");
   try {
     const c = await api(`/api/segments/${encodeURIComponent(segment)}`);
+    const row = state.table ? state.table.segments.find(r => String(r.segment) === String(c.segment)) : null;
     let html = `<h2 id="card-title">${esc(c.name)}</h2>
-      <div><span class="kpi">panel members<b>${fmt(c.n_users)}</b></span>
-      <span class="kpi">weighted audience<b>${fmt(c.weighted_size)}</b></span>
-      <span class="kpi">share of customers<b>${pct(c.weighted_share)}</b></span></div>
-      <h3>Media consumption (minutes per day)</h3>
-      <table class="grid"><tr><th>channel</th><th>mean</th><th>median</th><th>all customers (mean)</th><th>index</th><th>tier</th></tr>` +
-      c.media.map(r => `<tr><td class="l">${esc(r.label)}</td><td>${fmt(r.mean_segment, 1)}</td><td>${fmt(r.median_segment, 1)}</td>
-        <td>${fmt(r.mean_base, 1)}</td><td>${fmt(r.index)}${r.significant ? "*" : ""}</td><td>${tierBadge(r.tier)}</td></tr>`).join("") +
-      `</table>` + profileText(c.profile) + `<h3>Defining attributes (over-indexed)</h3>${attrTable(c.defining.over)}
-      <h3>Under-indexed</h3>${attrTable(c.defining.under)}<h3>Demographics (% of segment vs all customers)</h3>`;
-    for (const d of c.demographics) {
-      html += `<p class="note"><b>${esc(d.column)}</b> (${esc(d.source)}, known for ${pct(d.coverage, 0)} of the segment): ` +
-        d.rows.map(r => `${esc(r.category)} ${fmt(r.pct_segment, 0)}% <span class="note">(${fmt(r.pct_base, 0)}%)</span>`).join(", ") + "</p>";
+      <div><span class="kpi">customers<b>${fmt(c.weighted_size)}</b></span>
+      <span class="kpi">share of customers<b>${pct(c.weighted_share)}</b>${row ? range(row.share.low, row.share.high, x => pct(x)) : ""}</span>` +
+      (row ? `<span class="kpi">${esc(row.value.label)}<b>${valueText(row.value)}</b></span>` : "") + `</div>`;
+    if (row) { html += `<h3>What to do</h3>${actionList(row.actions)}`; }
+    html += `<h3>Media use</h3><table class="grid"><tr><th>activity</th><th>average</th><th>typical (median)</th><th>all customers</th><th>index</th><th>action</th></tr>` +
+      c.media.map(r => `<tr><td class="l">${esc(r.label)}${r.unit ? " (" + esc(r.unit) + ")" : ""}</td><td>${fmt(r.mean_segment, 1)}</td><td>${fmt(r.median_segment, 1)}</td>
+        <td>${fmt(r.mean_base, 1)}</td><td>${fmt(r.index)}${r.significant ? "*" : ""} ${range(r.ci_low, r.ci_high, x => fmt(x))}</td><td>${tierBadge(r.tier)}</td></tr>`).join("") +
+      `</table><h3>Who they are (% of segment, all customers in brackets)</h3>${demographics(c)}<h3>Churn risk and value</h3>`;
+    if (c.churn && c.churn.churn_prob_90d_active !== undefined && c.churn.churn_prob_90d_active !== null) {
+      html += `<p id="card-churn">Chance that an active customer leaves in the next 90 days: <b>${pct(c.churn.churn_prob_90d_active)}</b>` +
+        (row && row.churn ? ` ${range(row.churn.low, row.churn.high, x => pct(x))}` : "") +
+        `; already left: ${pct(c.churn.churned_share)}` +
+        (c.churn.expected_value_usd !== undefined ? `; expected remaining value per customer: <b>${money(c.churn.expected_value_usd)}</b>` : "") + ".</p>";
+    } else {
+      html += "<p class='note' id='card-churn'>Churn risk is not computed in this run (the churn stage has not run).</p>";
     }
-    html += "<h3>Churn risk and value</h3>";
-    if (c.churn && c.churn.churn_prob_90d_active !== undefined) {
-      html += `<p id="card-churn">Mean 90-day churn probability of active members: <b>${pct(c.churn.churn_prob_90d_active)}</b>;
-        already churned: ${pct(c.churn.churned_share)}; mean expected value over the value horizon:
-        <b>${c.churn.expected_value_usd === undefined ? "&ndash;" : "USD " + fmt(c.churn.expected_value_usd)}</b>.</p>`;
-    } else if (!c.churn) {
-      html += "<p class='note' id='card-churn'>No churn outputs yet: notebook 06 writes them (<code>make reports</code>).</p>";
+    if (c.value && c.value.value !== null) {
+      html += `<p id="card-value">${esc(c.value.label)}: <b>${valueText(c.value)}</b> <span class="note">(${esc(c.value.source)})</span></p>`;
     }
-    if (c.churn && c.churn.segment_value) {
-      html += "<p class='note'>Segment value (segment_value.csv, notebook 06; unweighted):</p><table class='grid'>" + Object.entries(c.churn.segment_value).map(([k, v]) =>
-        `<tr><td class="l">${esc(k)}</td><td>${typeof v === "number" ? fmt(v, 2) : esc(v)}</td></tr>`).join("") + "</table>";
-    }
-    html += "<p class='note'>* significant after FDR control (q &lt; 0.05); &dagger; small base (caution).</p>";
+    html += "<p class='note'>* a real difference, not chance (false-discovery rate 5%). Ranges are 95% intervals.</p>";
     const card = document.getElementById("card");
     card.innerHTML = html;
     card.dataset.segment = c.segment;
-    setStatus(`Persona card: ${c.name}`);
+    setStatus(`Segment card: ${c.name}`);
+  } catch (e) { setStatus(e.message, true); }
+}
+
+// ---- compare and similarity ----
+async function runCompare() {
+  const a = document.getElementById("cmp-a").value, b = document.getElementById("cmp-b").value;
+  setStatus("Comparing...");
+  try {
+    const c = await api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+    const side = s => `<td>${fmt(s.weighted_size)} <span class="ci">(${fmt(s.n_users)} in the data)</span></td>`;
+    let html = `<table class="grid" id="cmp-table"><tr><th></th><th>${esc(c.a.name)}</th><th>${esc(c.b.name)}</th></tr>
+      <tr><td class="l">customers</td>${side(c.a)}${side(c.b)}</tr>
+      <tr><td class="l">${esc(c.a.value.label)}</td><td>${valueText(c.a.value)}</td><td>${valueText(c.b.value)}</td></tr>` +
+      (c.a.churn ? `<tr><td class="l">chance of leaving (90 days)</td><td>${pct(c.a.churn.value)} ${range(c.a.churn.low, c.a.churn.high, x => pct(x))}</td><td>${pct(c.b.churn.value)} ${range(c.b.churn.low, c.b.churn.high, x => pct(x))}</td></tr>` : "") +
+      "</table>";
+    html += `<h3>Where they really differ (${fmt(c.n_significant)} of ${fmt(c.n_tested)} traits; largest first)</h3>`;
+    html += c.differences.length ? "<table class='grid' id='cmp-diffs'><tr><th>trait</th><th>" + esc(c.a.name) + "</th><th>" + esc(c.b.name) + "</th><th>first vs second (index)</th></tr>" +
+      c.differences.map(d => `<tr><td class="l">${esc(d.label)}</td><td>${d.kind === "share" ? pct(d.a, 0) : fmt(d.a, 1)}</td><td>${d.kind === "share" ? pct(d.b, 0) : fmt(d.b, 1)}</td><td>${fmt(d.ratio)}</td></tr>`).join("") + "</table>"
+      : "<p class='note'>No trait differs by more than chance.</p>";
+    if (c.overlap) { html += `<p class="note">${fmt(c.overlap)} customers are in both audiences.</p>`; }
+    html += `<p class="note">Method: ${esc(c.method)}.</p>`;
+    document.getElementById("cmp-result").innerHTML = html;
+    setStatus(`Compared ${c.a.name} with ${c.b.name}`);
+  } catch (e) { setStatus(e.message, true); }
+}
+async function drawSimilarity() {
+  try {
+    const s = await api("/api/similarity");
+    state.simDrawn = true;
+    const text = s.similarity.map(r => r.map(v => fmt(v)));
+    Plotly.newPlot("sim-chart", [{type: "heatmap", z: s.similarity, x: s.names, y: s.names, text: text, texttemplate: "%{text}",
+      colorscale: "Blues", zmin: 0, zmax: 100, hovertemplate: "%{y} and %{x}: %{z:.0f} of 100<extra></extra>",
+      colorbar: {title: {text: "how alike (0-100)"}}}],
+      {title: {text: "How alike the segments behave (100 = identical, 0 = most different pair)", font: {size: 14}},
+       xaxis: {title: {text: "segment"}, automargin: true, tickangle: -20}, yaxis: {title: {text: "segment"}, automargin: true, autorange: "reversed"},
+       margin: {t: 40, l: 10, r: 10, b: 10}}, {displaylogo: false, responsive: true});
   } catch (e) { setStatus(e.message, true); }
 }
 
@@ -123,13 +209,14 @@ async function showCard(segment) {
 async function initHeatmap() {
   const first = await api("/api/affinity");
   state.heatmapOptions = first;
-  document.getElementById("aff-view").innerHTML = first.views.map(v => `<option>${esc(v)}</option>`).join("");
+  document.getElementById("aff-view").innerHTML = first.views.map(v => `<option value="${esc(v)}">${esc(first.view_labels[v] || v)}</option>`).join("");
   setIndexOptions("channels");
   drawHeatmap(first);
 }
+const INDEX_LABELS = {intensity: "time or amount per customer", composition: "share of all activity", share: "share of the segment"};
 function setIndexOptions(view) {
   const types = view === "channels" ? state.heatmapOptions.channel_index_types : ["share"];
-  document.getElementById("aff-index").innerHTML = types.map(t => `<option>${esc(t)}</option>`).join("");
+  document.getElementById("aff-index").innerHTML = types.map(t => `<option value="${esc(t)}">${esc(INDEX_LABELS[t] || t)}</option>`).join("");
 }
 async function reloadHeatmap(changedView) {
   const view = document.getElementById("aff-view").value;
@@ -147,60 +234,89 @@ function drawHeatmap(h) {
   const pos = v => (v + 2) / 4;
   const colorscale = [[0, "#b2182b"], [pos(lo), "#f4a6a6"], [pos(lo), "#f2f2f2"], [pos(hi), "#f2f2f2"],
                       [pos(hi), "#a6dba0"], [1, "#1b7837"]];
-  const text = h.z.map((r, i) => r.map((v, j) => v === null ? "n/a" :
+  const text = h.z.map((r, i) => r.map((v, j) => v === null ? "" :
     `${Math.round(v)}${h.significant[i][j] ? "*" : ""}${h.base_flag[i][j] === "caution" ? "\u2020" : ""}`));
-  const trace = {type: "heatmap", z: zc, x: h.segment_names, y: h.attributes, text: text, texttemplate: "%{text}",
+  const trace = {type: "heatmap", z: zc, x: h.segment_names, y: h.attribute_labels, text: text, texttemplate: "%{text}",
     hovertext: h.hover, hoverinfo: "text", colorscale: colorscale, zmin: -2, zmax: 2, xgap: 2, ygap: 2,
-    colorbar: {title: {text: "index"}, tickvals: [-2, -1, lo, 0, hi, 1, 2], ticktext: ["25", "50", String(h.thresholds.low), "100", String(h.thresholds.high), "200", "400"]}};
-  const layout = {title: {text: `Affinity index (${h.index_type}) by segment: ${h.view}`},
-    xaxis: {title: {text: "segment"}, automargin: true, showgrid: false},
-    yaxis: {title: {text: h.view === "channels" ? "channel metric" : "attribute"}, automargin: true, autorange: "reversed", showgrid: false},
-    plot_bgcolor: "#bdbdbd", margin: {t: 50, l: 80, r: 20, b: 100}};
+    colorbar: {title: {text: "index<br>(100 = average)"}, tickvals: [-2, -1, lo, 0, hi, 1, 2], ticktext: ["25", "50", String(h.thresholds.low), "100", String(h.thresholds.high), "200", "400"]}};
+  const layout = {title: {text: `${h.view_label}: index by segment (${INDEX_LABELS[h.index_type] || h.index_type})`, font: {size: 14}},
+    xaxis: {title: {text: "segment"}, automargin: true, showgrid: false, tickangle: -20},
+    yaxis: {title: {text: h.view === "channels" ? "activity" : h.view_label}, automargin: true, autorange: "reversed", showgrid: false},
+    plot_bgcolor: "#555", margin: {t: 50, l: 10, r: 10, b: 10}};
   Plotly.newPlot("heatmap", [trace], layout, {displaylogo: false, responsive: true});
-  setStatus(`Heatmap: ${h.view} (${h.index_type}); ${h.z.flat().filter(v => v === null).length} suppressed cells in grey`);
+  setStatus(`Affinity: ${h.view_label}; ${h.z.flat().filter(v => v === null).length} cells with too few customers`);
+  if (state.table) {
+    document.getElementById("aff-actions").innerHTML = "<h3>What to do, segment by segment</h3>" + state.table.segments.map(r =>
+      `<div class="seg-actions"><b><span class="swatch" style="background:${segColor(r.segment)}"></span>${esc(r.name)}</b>${actionList(r.actions)}</div>`).join("");
+  }
 }
 
 // ---- lookalikes ----
 async function runLookalike() {
   const seg = document.getElementById("la-segment").value, size = document.getElementById("la-size").value;
-  setStatus("Fitting the lookalike model (can take a few seconds the first time per segment)...");
+  setStatus("Finding lookalikes (a few seconds the first time per segment)...");
   document.getElementById("la-run").disabled = true;
   try {
     const r = await api(`/api/lookalike?segment=${encodeURIComponent(seg)}&size=${encodeURIComponent(size)}`);
     state.lastLookalike = r;
-    document.getElementById("la-result").innerHTML = `<h2 id="la-title">Lookalikes of ${esc(r.seed_name)}</h2>
-      <span class="kpi">seed members<b>${fmt(r.seed_size)}</b></span>
-      <span class="kpi">lookalike audience<b id="la-out-size">${fmt(r.size)}</b></span>
-      <span class="kpi">weighted audience<b>${fmt(r.weighted_size)}</b></span>
-      <span class="kpi">held-out lift<b id="la-lift">${fmt(r.lift, 2)}x</b></span>
-      <p class="note">Lift: how much more often the seed members hidden from training appear among the ${fmt(r.size)}
-        best-ranked users than in a random draw of the same size (1x = random). Candidates exclude the seed
-        (up to ${fmt(r.max_size)} users). Method: ${esc(r.method)}.</p>
-      <p class="note">Where the audience comes from: ` + r.segment_mix.map(m => `${esc(m.segment_name)} ${pct(m.share, 0)}`).join(", ") + "</p>";
+    fillAudienceSelects();
+    document.getElementById("la-result").innerHTML = `<h2 id="la-title">Customers like ${esc(r.seed_name)}</h2>
+      <span class="kpi">customers in the segment<b>${fmt(r.seed_size)}</b></span>
+      <span class="kpi">lookalikes found<b id="la-out-size">${fmt(r.size)}</b></span>
+      <span class="kpi">customers they stand for<b>${fmt(r.weighted_size)}</b></span>
+      <span class="kpi">better than a random pick<b id="la-lift">${fmt(r.lift, 2)}x</b></span>
+      <p class="note">"Better than a random pick": segment members hidden from the model turn up this many times more
+        often among the ${fmt(r.size)} lookalikes than in a random draw of the same size (1x = no better). Lookalikes
+        never include the segment's own customers (up to ${fmt(r.max_size)} candidates).</p>
+      <p class="note">Which segments the lookalikes come from: ` + r.segment_mix.map(m => `${esc(m.segment_name)} ${pct(m.share, 0)}`).join(", ") + `</p>
+      <p class="note">Compare them with the segment, or export them, in the next tabs.</p>`;
     const feats = r.profile.map(p => p.label);
     const bar = (key, name) => ({type: "bar", name: name, x: feats, y: r.profile.map(p => p[key]),
       hovertemplate: "%{x}: index %{y:.0f}<extra>" + name + "</extra>"});
-    Plotly.newPlot("la-chart", [bar("seed_index", "seed segment"), bar("lookalike_index", "lookalike audience")],
-      {title: {text: "Seed vs lookalike profile (weighted mean as index, 100 = all customers)"}, barmode: "group",
-       xaxis: {title: {text: "feature"}}, yaxis: {title: {text: "index of the weighted mean (100 = average)"}},
+    Plotly.newPlot("la-chart", [bar("seed_index", "the segment"), bar("lookalike_index", "the lookalikes")],
+      {title: {text: "The segment and its lookalikes against the average customer (100)", font: {size: 14}}, barmode: "group",
+       xaxis: {title: {text: "behaviour"}}, yaxis: {title: {text: "index (100 = average customer)"}},
+       legend: {orientation: "h", y: 1.08},
        shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: 100, y1: 100, line: {dash: "dot", color: "#555"}}],
-       margin: {t: 50, l: 70, r: 20, b: 60}}, {displaylogo: false, responsive: true});
-    setStatus(`Lookalike audience of ${fmt(r.size)} users, held-out lift ${fmt(r.lift, 2)}x`);
+       margin: {t: 60, l: 70, r: 20, b: 60}}, {displaylogo: false, responsive: true});
+    setStatus(`${fmt(r.size)} lookalikes, ${fmt(r.lift, 2)}x better than a random pick`);
   } catch (e) { setStatus(e.message, true); }
   finally { document.getElementById("la-run").disabled = false; }
 }
 
+// ---- any audience: uploaded lists ----
+async function uploadList() {
+  const ids = document.getElementById("up-ids").value.split(/\r?\n/).map(s => s.trim()).filter(Boolean);
+  const name = document.getElementById("up-name").value;
+  try {
+    const r = await api("/api/lists", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({name: name, ids: ids})});
+    state.lists.push(r);
+    fillAudienceSelects();
+    const p = await api(`/api/audience?ref=${encodeURIComponent(r.ref)}`);
+    document.getElementById("up-result").innerHTML = `<h3 id="up-title">${esc(p.name)}: ${fmt(r.n_matched)} customers found` +
+      (r.n_unmatched ? ` (${fmt(r.n_unmatched)} ids are not customers of this data)` : "") + `</h3>
+      <p>${pct(p.share.value)} of customers ${range(p.share.low, p.share.high, x => pct(x))}; ${esc(p.value.label)} ${valueText(p.value)}</p>
+      ${actionList(p.actions)}
+      <p class="note">Segments in the list: ${p.segment_mix.map(m => `${esc(m.name)} ${pct(m.share, 0)}`).join(", ")}. Compare it in the Compare tab or export it below.</p>`;
+    setStatus(`List "${r.name}": ${fmt(r.n_matched)} customers`);
+  } catch (e) { setStatus(e.message, true); }
+}
+
 // ---- export ----
 async function runExport() {
-  const body = {kind: document.getElementById("ex-kind").value, segment: document.getElementById("ex-segment").value};
-  if (body.kind === "lookalike") { body.size = document.getElementById("ex-size").value; }
+  const kind = document.getElementById("ex-kind").value;
+  const body = {kind: kind};
+  if (kind === "list") { body.list = document.getElementById("ex-list").value; }
+  else { body.segment = document.getElementById("ex-segment").value; }
+  if (kind === "lookalike") { body.size = document.getElementById("ex-size").value; }
   setStatus("Creating the export...");
   try {
     const r = await api("/api/export", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
-    const links = Object.entries(r.downloads).map(([k, u]) => `<a class="download" id="download-${esc(k)}" href="${esc(u)}" download>download ${esc(k)}</a>`).join(" &middot; ");
-    document.getElementById("ex-result").innerHTML = `<h2 id="ex-title">Export ${esc(r.export_id)}: ${fmt(r.n_users)} users (${esc(r.kind)})</h2>
-      <p>${links}</p><h3>Manifest</h3><pre>${esc(JSON.stringify(r.manifest, null, 2))}</pre>`;
-    setStatus(`Export ready: ${fmt(r.n_users)} users`);
+    const names = {csv: "CSV file", parquet: "Parquet file", manifest: "manifest"};
+    const links = Object.entries(r.downloads).map(([k, u]) => `<a class="download" id="download-${esc(k)}" href="${esc(u)}" download>download the ${esc(names[k] || k)}</a>`).join(" &middot; ");
+    document.getElementById("ex-result").innerHTML = `<h2 id="ex-title">Export ready: ${fmt(r.n_users)} customers</h2>
+      <p>${links}</p><details><summary>What the manifest records</summary><pre>${esc(JSON.stringify(r.manifest, null, 2))}</pre></details>`;
+    setStatus(`Export ready: ${fmt(r.n_users)} customers`);
   } catch (e) {
     document.getElementById("ex-result").innerHTML = `<p class="error" id="ex-error">${esc(e.message)}</p>`;
     setStatus(e.message, true);
@@ -213,6 +329,15 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("aff-index").addEventListener("change", () => reloadHeatmap(false));
   document.getElementById("la-run").addEventListener("click", runLookalike);
   document.getElementById("ex-run").addEventListener("click", runExport);
-  try { await loadMap(); setStatus("Ready: click a segment bubble."); document.body.dataset.ready = "1"; }
-  catch (e) { setStatus(e.message, true); }
+  document.getElementById("cmp-run").addEventListener("click", runCompare);
+  document.getElementById("up-run").addEventListener("click", uploadList);
+  try {
+    state.table = await api("/api/table");
+    drawTable();
+    await loadMap();
+    const largest = [...state.table.segments].sort((a, b) => b.share.value - a.share.value)[0];
+    await showCard(largest.segment);
+    setStatus("Ready: pick a segment in the table or on the map.");
+    document.body.dataset.ready = "1";
+  } catch (e) { setStatus(e.message, true); }
 });
