@@ -438,7 +438,12 @@ PLACES_MARGINS_FILE = "population_margins_with_places.csv"
 
 def panel_cfg(panel: "SyntheticPanel") -> WorldConfig:
     """The WorldConfig a panel was generated with (from its params; defaults when absent)."""
-    world = dict((panel.params or {}).get("world") or {})
+    return config_from_params(panel.params)
+
+
+def config_from_params(params: dict | None) -> WorldConfig:
+    """The WorldConfig recorded in ``truth_params.json`` (``params["world"]``); defaults when absent."""
+    world = dict((params or {}).get("world") or {})
     for k in ("tail_df", "count_shape"):
         if k in world and world[k] is None:
             world[k] = float("inf")
