@@ -571,3 +571,55 @@ def test_any_audience_upload_profile_compare_export(client, clean):
                  {"ids": ["1"], "path": "/etc/passwd"}):
         assert client.post("/api/lists", json=body).status_code in (400, 422), body
     assert client.post("/api/export", json={"kind": "list", "list": "0123456789abcdef"}).status_code == 404
+
+
+# --- partial / stale runs, plan, questions, customer value ---------------------------------------
+def test_stale_or_inconsistent_run_is_503_never_500(clean, tmp_path):
+    P0 = clean[0]
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    for f in (artifacts.UNIFIED_PARQUET, artifacts.AFFINITY_TABLE):
+        (P.processed / f).write_bytes((P0.processed / f).read_bytes())
+    seg = pd.read_parquet(P0.processed / artifacts.SEGMENTS)
+    seg.assign(user_id="X" + seg["user_id"].astype(str)).to_parquet(P.processed / artifacts.SEGMENTS)
+    c = create_app(P.data, P.reports).test_client()
+    r = c.get("/")
+    assert r.status_code == 503 and "different runs" in r.get_data(as_text=True)
+    assert c.get("/api/table").status_code == 400  # the API says what is wrong, no traceback, no 500
+    # a stale affinity table (07 ran before 04 re-ran) names the stage to re-run
+    real = D.artifacts.stale_reason
+    try:
+        D.artifacts.stale_reason = lambda paths_, name, state=None: (
+            "affinity_table.csv is stale: 04_segment_gmm ran after it" if name == "affinity_table" else None)
+        (P.processed / artifacts.SEGMENTS).write_bytes((P0.processed / artifacts.SEGMENTS).read_bytes())
+        c = create_app(P.data, P.reports).test_client()
+        r = c.get("/")
+        assert r.status_code == 503 and "07_affinity" in r.get_data(as_text=True)
+        r = c.get("/api/table")
+        assert r.status_code == 503 and "stale" in r.get_json()["error"]
+    finally:
+        D.artifacts.stale_reason = real
+
+
+def test_plan_view_says_the_stage_has_not_run(client):
+    r = client.get("/api/plan?audience=segment:1&budget=5000")
+    assert r.status_code == 503 and "07c_media_planning" in r.get_json()["error"]
+    assert client.get("/api/plan?audience=segment:1&budget=-5").status_code == 400
+    assert client.get("/api/plan?audience=segment:1&budget=abc").status_code == 400
+    r = client.get("/api/questions")
+    assert r.status_code == 503 and "text-signals stage" in r.get_json()["error"]
+
+
+def test_customer_value_replaces_spend_when_the_value_stage_ran(clean, tmp_path):
+    P0, panel, _ = clean
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    for f in (artifacts.UNIFIED_PARQUET, artifacts.AFFINITY_TABLE, artifacts.SEGMENTS):
+        (P.processed / f).write_bytes((P0.processed / f).read_bytes())
+    ids = panel.data["user_id"].astype(str)
+    clv = np.where(panel.truth["true_segment"].to_numpy() == 3, 900.0, 100.0)  # a planted value gap
+    artifacts.save(P, "customer_value", pd.DataFrame({"user_id": ids, "expected_purchases": 1.0, "p_alive": 0.9,
+                                                      "clv": clv, "clv_low": clv * 0.8, "clv_high": clv * 1.2}))
+    rows = {r["segment"]: r for r in create_app(P.data, P.reports).test_client().get("/api/table")
+            .get_json()["segments"]}
+    assert rows[3]["value"]["label"] == "Customer lifetime value"
+    assert rows[3]["value"]["value"] == pytest.approx(900) and rows[1]["value"]["value"] == pytest.approx(100)
+    assert "06b" in rows[3]["value"]["source"]

@@ -32,6 +32,7 @@ from flask import Flask, jsonify, render_template, request, send_file
 from threadpoolctl import threadpool_limits
 from werkzeug.exceptions import HTTPException
 
+from .. import artifacts as artifacts_mod
 from .. import paths as paths_mod
 from . import data as D
 
@@ -207,7 +208,7 @@ def _call(fn: Callable, *args, **kwargs):
     503 missing artifacts)."""
     try:
         return fn(*args, **kwargs)
-    except D.MissingArtifacts as e:
+    except artifacts_mod.MissingArtifact as e:  # missing or stale (StaleArtifact is a MissingArtifact)
         raise ApiError(str(e), 503) from None
     except D.UnknownSegment as e:
         raise ApiError(str(e), 404) from None
@@ -289,9 +290,9 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
     def index():
         try:
             data = state.load()
-        except D.MissingArtifacts as e:
+        except (artifacts_mod.MissingArtifact, ValueError) as e:  # missing, stale or inconsistent run
             return render_template("missing.html", artifacts=D.artifact_status(P), message=str(e),
-                                   make_target=D.MAKE_TARGET), 503
+                                   make_target=D.MAKE_TARGET, stale=D.stale_artifacts(P)), 503
         return render_template("index.html", overview=D.overview(data), header=D.header_facts(data),
                                tiers={"low": D.TIER_LOW, "high": D.TIER_HIGH})
 
@@ -348,6 +349,46 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         if rec is None:
             raise ApiError(f"unknown list {parts[1]}: upload it first", 404)
         return rec["rows"], rec["name"]
+
+    @app.get("/api/plan")
+    def plan_view():
+        """The media plan of an audience and a budget (helpers.media.plan.plan_for_audience), or 503 saying
+        that the media planning stage has not run."""
+        p = _params({"audience": True, "budget": True}, request.args)
+        try:
+            budget = float(p["budget"])
+        except ValueError:
+            raise ApiError(f"budget must be a number of US dollars, got {p['budget'][:40]!r}") from None
+        if not (budget > 0 and budget < 1e10):
+            raise ApiError("budget must be a positive number of US dollars below 10 billion")
+        try:
+            from ..media import data as media_data, plan as media_plan
+        except ImportError:
+            raise ApiError("the media planning module is not installed in this version", 503) from None
+        if not media_data.available(P):
+            raise ApiError(f"no media plan yet: {media_data.missing_reason(P)} (the media planning stage "
+                           f"07c_media_planning writes its inputs; run `{D.MAKE_TARGET}`)", 503)
+        rows, name = resolve(p["audience"])
+        data = _call(state.load)
+        ids = data.panel["user_id"].to_numpy()[rows]
+        with state.fit_lock:
+            md = _call(media_data.load_media, P)
+            groups = data.panel.set_index("user_id")["segment"]
+            result = _call(media_plan.plan_for_audience, md, ids, budget_total=budget, audience_name=name,
+                           n_draws=100, seed=state.lookalike_seed, groups=groups)
+        return jsonify(D.jsonable({"audience": name, "budget": budget, **result.as_dict(),
+                                   "summary": result.summary()}))
+
+    @app.get("/api/questions")
+    def questions_view():
+        """The questions view (audiences from text): says plainly when the text stage has not run."""
+        _params({"topic": False}, request.args)
+        try:
+            from ..text import questions as _q  # noqa: F401
+        except ImportError:
+            raise ApiError("the questions view needs the text-signals stage (07b_text_signals), which this "
+                           "version does not have yet", 503) from None
+        raise ApiError("the text-signals stage has not run for this data", 503)
 
     @app.get("/api/table")
     def table():

@@ -211,6 +211,11 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
     missing = [s for s in artifact_status(paths) if s["required"] and not s["present"]]
     if missing:
         raise MissingArtifacts(missing)
+    for name in ("segments", "affinity_table"):
+        why = artifacts.stale_reason(paths, name) if name in artifacts.REGISTRY else None
+        if why:
+            raise artifacts.StaleArtifact(f"{why}; re-run notebook {artifacts.REGISTRY[name].producer} "
+                                          f"(`{MAKE_TARGET}`)")
     unified = _read_unified(paths)
     idc = artifacts.id_column(paths)
 
@@ -1220,3 +1225,15 @@ def audience_profile(data: "ExplorerData", rows: np.ndarray, name: str, top: int
                      "churn": churn_risk_summary(data, rows), "actions": lines,
                      "segment_mix": [{"name": k, "share": v} for k, v in mix.items()],
                      "tiers": {"low": TIER_LOW, "high": TIER_HIGH}})
+
+
+def stale_artifacts(paths: Paths) -> list[dict]:
+    """Artifacts of the run that are missing or stale, with the notebook and make target that (re)make them
+    (:func:`helpers.artifacts.status`)."""
+    try:
+        st = artifacts.status(paths)
+    except Exception:  # noqa: BLE001 - an unreadable run state: nothing more to say than the missing files
+        return []
+    st = st[st["stale"]]
+    return [{"file": r["file"], "reason": r["reason"], "producer": r["producer"], "make": r["make"]}
+            for _, r in st.iterrows()]

@@ -302,6 +302,25 @@ async function uploadList() {
   } catch (e) { setStatus(e.message, true); }
 }
 
+// ---- plan ----
+async function runPlan() {
+  const aud = document.getElementById("plan-aud").value, budget = document.getElementById("plan-budget").value;
+  const out = document.getElementById("plan-result");
+  setStatus("Planning...");
+  try {
+    const r = await api(`/api/plan?audience=${encodeURIComponent(aud)}&budget=${encodeURIComponent(budget)}`);
+    const rng = (row, k) => row[k + "_low"] === undefined || row[k + "_low"] === null ? "" : range(row[k + "_low"], row[k + "_high"], x => fmt(x));
+    out.innerHTML = `<h3 id="plan-title">${esc(r.audience)}: ${money(r.budget)}</h3><p>${esc(r.summary)}</p>
+      <table class="grid" id="plan-table"><tr><th>channel</th><th>spend</th><th>share</th><th>people reached</th><th>times each (average)</th><th>expected conversions</th></tr>` +
+      r.table.map(row => `<tr><td class="l">${esc(row.channel_label || row.channel)}</td><td>${money(row.spend_usd)}</td><td>${pct(row.share, 0)}</td>
+        <td>${fmt(row.reach)} ${rng(row, "reach")}</td><td>${fmt(row.frequency, 1)}</td><td>${fmt(row.conversions)} ${rng(row, "conversions")}</td></tr>`).join("") + "</table>";
+    setStatus(`Plan for ${r.audience}`);
+  } catch (e) {
+    out.innerHTML = `<p class="note" id="plan-missing">${esc(e.message)}</p>`;
+    setStatus(e.message, true);
+  }
+}
+
 // ---- export ----
 async function runExport() {
   const kind = document.getElementById("ex-kind").value;
@@ -331,6 +350,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("ex-run").addEventListener("click", runExport);
   document.getElementById("cmp-run").addEventListener("click", runCompare);
   document.getElementById("up-run").addEventListener("click", uploadList);
+  document.getElementById("plan-run").addEventListener("click", runPlan);
   try {
     state.table = await api("/api/table");
     drawTable();
