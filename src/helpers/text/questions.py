@@ -29,10 +29,12 @@ uses the same weights, so estimate and truth refer to the same population):
    Truth: ``P(talks) = 1 - exp(-rate)`` per user, bracket shares weighted by ``w_u P_u``. Error = mean
    absolute difference over brackets (share points).
 3. **co-engagement of two topics by region**: per state, lift = P(both) / (P(A) P(B)) among users
-   (weighted, +0.5 pseudo-user smoothing), log-lift interval by linearisation, p-value of lift = 1, BH FDR
+   (weighted), log-lift interval by linearisation (variance at least the binomial variance of log P(both)),
+   p-value of lift = 1, BH FDR
    over states; Fay-Herriot (Li-Lahiri adjusted REML, so the area variance stays > 0; Census-region means as
    covariates; :mod:`helpers.stats.small_area`) on the log lift shrinks states below
-   ``small_n`` users (reported: EBLUP and its MSE interval there, the direct estimate elsewhere). Truth:
+   ``small_n`` users (reported: EBLUP and its MSE interval there, the direct estimate elsewhere); a state with
+   no co-engaged user has no direct estimate and gets the regression-synthetic value with MSE A + g2. Truth:
    ``E[pA pB] / (E[pA] E[pB])`` over the state's users with ``p = 1 - exp(-rate)``.
 4. **engagement with a topic by education**: share of users posting on the topic, per education level,
    nationally and by Census region, with logit intervals. Truth: mean ``1 - exp(-rate)``.
@@ -279,18 +281,17 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
     for reg, idx in ctx.users.groupby(region).indices.items():
         wi, ai, bi = w[idx], a[idx], b[idx]
         W = wi.sum()
-        wbar = W / len(idx)
-        # +0.5 pseudo-user smoothing of each mean
-        ma = (np.sum(wi * ai) + 0.5 * wbar) / (W + wbar)
-        mb = (np.sum(wi * bi) + 0.5 * wbar) / (W + wbar)
-        mab = (np.sum(wi * ai * bi) + 0.5 * wbar * ma * mb * 2) / (W + wbar)
-        lift = mab / (ma * mb)
-        z = ai * bi / mab - ai / ma - bi / mb
+        ma, mb, mab = np.sum(wi * ai) / W, np.sum(wi * bi) / W, np.sum(wi * ai * bi) / W
         n = len(idx)
-        var = np.sum((wi * (z - np.average(z, weights=wi))) ** 2) * n / max(n - 1, 1) / W ** 2
         n_eff = core.kish_effective_n(wi)
-        if not np.isfinite(var) or var <= 0:  # a state of identical users: binomial variance of log P(both)
-            var = (1 - mab) / (n_eff * mab)
+        if mab > 0:
+            lift = mab / (ma * mb)
+            z = ai * bi / mab - ai / ma - bi / mb
+            var = np.sum((wi * (z - np.average(z, weights=wi))) ** 2) * n / max(n - 1, 1) / W ** 2
+            # at least the binomial variance of log P(both): the linearisation is unreliable for few co-engagers
+            var = max(var, (1 - mab) / (n_eff * mab))
+        else:  # no co-engaged user: no direct estimate; the state gets the regression-synthetic value
+            lift, var = np.nan, np.nan
         truth = np.nan
         if ta is not None and tb is not None:
             truth = float(np.average(ta[idx] * tb[idx], weights=wi)
@@ -299,18 +300,24 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
                      "log_lift": np.log(lift), "var_log_lift": var, "truth": truth})
     t = pd.DataFrame(rows)
     se = np.sqrt(t["var_log_lift"])
+    defined = t["log_lift"].notna().to_numpy()
     t["p_value"] = 2 * st.norm.sf(np.abs(t["log_lift"] / se))
-    t["q_value"] = core.fdr_qvalues(t["p_value"].to_numpy())
-    t["significant"] = t["q_value"] < alpha
+    t.loc[defined, "q_value"] = core.fdr_qvalues(t.loc[defined, "p_value"].to_numpy())
+    t["significant"] = t["q_value"].lt(alpha)
     X = None
     if covariates == "census_region" and region == "state":
         cr = census_region(t["label"])
-        if cr.notna().all() and cr.nunique() > 1:
+        if cr.notna().all() and cr[defined].nunique() == cr.nunique() > 1:
             X = pd.get_dummies(cr, drop_first=True).astype(float)
-    fit = fay_herriot(t["log_lift"], t["var_log_lift"], X, area=t["label"], method="adjusted")
-    t["eblup_log_lift"] = fit.table["eblup"].to_numpy()
-    t["mse_log_lift"] = fit.table["mse"].to_numpy()
-    small = t["n_users"] < small_n
+    fit = fay_herriot(t.loc[defined, "log_lift"], t.loc[defined, "var_log_lift"],
+                      None if X is None else X[defined], area=t.loc[defined, "label"], method="adjusted")
+    Xall = np.ones((len(t), 1)) if X is None else np.column_stack([np.ones(len(t)), X.to_numpy()])
+    synth = Xall @ fit.beta
+    t["eblup_log_lift"] = synth
+    t["mse_log_lift"] = fit.area_variance + np.einsum("ij,jk,ik->i", Xall, fit.beta_cov, Xall)
+    t.loc[defined, "eblup_log_lift"] = fit.table["eblup"].to_numpy()
+    t.loc[defined, "mse_log_lift"] = fit.table["mse"].to_numpy()
+    small = (t["n_users"] < small_n) | ~defined
     t["small_area"] = small
     est_log = np.where(small, t["eblup_log_lift"], t["log_lift"])
     var_log = np.where(small, t["mse_log_lift"], t["var_log_lift"])
@@ -329,10 +336,11 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
         met["truth_in_ci_share"] = float(t["truth_in_ci"].mean())
         met["truth_in_direct_ci_share"] = float(((t["truth"] >= t["direct_ci_low"])
                                                  & (t["truth"] <= t["direct_ci_high"])).mean())
-        e_dir = np.mean((t["log_lift"] - tl) ** 2)
-        e_fh = np.mean((t["eblup_log_lift"] - tl) ** 2)
+        d = t["log_lift"].notna()
+        e_dir = np.mean((t.loc[d, "log_lift"] - tl[d]) ** 2)
+        e_fh = np.mean((t.loc[d, "eblup_log_lift"] - tl[d]) ** 2)
         met["fh_mse_gain_vs_truth"] = float(1 - e_fh / e_dir)
-        s = t["small_area"]
+        s = t["small_area"] & d
         if s.any():
             met["fh_mse_gain_small_vs_truth"] = float(
                 1 - np.mean((t.loc[s, "eblup_log_lift"] - tl[s]) ** 2) / np.mean((t.loc[s, "log_lift"] - tl[s]) ** 2))
