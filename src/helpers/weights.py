@@ -361,6 +361,8 @@ class RakingResult:
         Whether the final weights respect the cap (``True`` when no cap was asked).
     variables : list of str
         Raking variables in the order they were fitted.
+    n_cells : int or None
+        Distinct cells raked (``collapse=True``), None when rows were raked one by one.
     """
 
     weights: pd.Series
@@ -371,6 +373,7 @@ class RakingResult:
     trim_rounds: int = 0
     cap_satisfied: bool = True
     variables: list[str] = field(default_factory=list)
+    n_cells: int | None = None
 
     @property
     def design_effect(self) -> float:
@@ -385,7 +388,10 @@ class RakingResult:
 
 def _ipf(codes: list[np.ndarray], targets: list[np.ndarray], w: np.ndarray, max_iter: int,
          tol: float) -> tuple[np.ndarray, list[float], bool]:
-    """Plain IPF on shares; ``w`` is modified in place. Returns weights, error per sweep, converged."""
+    """Plain IPF on shares; ``w`` is modified in place. Returns weights, error per sweep, converged.
+
+    ``w`` holds the total weight of each unit (a row, or a collapsed cell of rows with the same codes).
+    """
     errors: list[float] = []
     for _ in range(max_iter):
         for code, target in zip(codes, targets):
@@ -407,9 +413,85 @@ def _max_error(codes: list[np.ndarray], targets: list[np.ndarray], w: np.ndarray
                      for c, t in zip(codes, targets)))
 
 
+#: Largest dense key space (product of the variables' category counts, times distinct base weights) that
+#: :func:`collapse_cells` counts with one ``bincount``; beyond it, cells are found by sorting.
+DENSE_CELL_LIMIT = 20_000_000
+
+
+def collapse_cells(codes: list[np.ndarray], sizes: list[int], base: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+    """Collapse rows to the distinct combinations of their raking codes (and base weights).
+
+    Raking weights are ``d_i * prod_v f_v(x_iv)``: rows with the same codes and the same base weight get
+    the same weight, so raking the table of distinct cells (with their row counts) and mapping the cell
+    weights back is the same computation on a few thousand units instead of millions of rows.
+
+    Returns
+    -------
+    inverse : cell of every row (``len(rows)`` int64).
+    cell_codes : per variable, the code of every cell.
+    counts : rows per cell.
+    cell_base : base weight of every cell (1 without ``base``).
+    """
+    n = codes[0].size
+    if base is not None and np.ptp(base) > 0:
+        bcode, bvalues = pd.factorize(base, sort=False)
+        codes, sizes = [*codes, bcode.astype(np.int64)], [*sizes, len(bvalues)]
+    else:
+        bvalues = None
+    space = int(np.prod([max(k, 1) for k in sizes], dtype=object))
+    key = np.zeros(n, dtype=np.int64)
+    for c, k in zip(codes, sizes):
+        key *= k
+        key += c
+    if space <= DENSE_CELL_LIMIT:
+        dense = np.bincount(key, minlength=space)
+        present = np.flatnonzero(dense)
+        lut = np.full(space, -1, dtype=np.int64)
+        lut[present] = np.arange(present.size)
+        inverse, counts, cell_key = lut[key], dense[present], present
+    else:
+        cell_key, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    cell_codes, rest = [], cell_key.copy()
+    for k in reversed(sizes):
+        cell_codes.append(rest % k)
+        rest //= k
+    cell_codes.reverse()
+    if bvalues is not None:
+        cell_base = np.asarray(bvalues, dtype=float)[cell_codes.pop()]
+    else:
+        cell_base = np.full(counts.size, 1.0 if base is None else float(base[0]))
+    return inverse.astype(np.int64), cell_codes, counts.astype(float), cell_base
+
+
+def _rake_units(codes: list[np.ndarray], targets: list[np.ndarray], w: np.ndarray, counts: np.ndarray,
+                n: int, max_iter: int, tol: float, cap: float | None, floor: float | None,
+                max_trim_rounds: int) -> tuple[np.ndarray, list[dict], bool, int, bool]:
+    """IPF + trimming on units (rows, ``counts`` = 1, or cells of ``counts`` rows each).
+
+    ``w`` is the total weight of each unit; the weight of each of its rows is ``w / counts`` and the
+    trimming bounds apply to that row weight relative to the mean row weight ``w.sum() / n``.
+    """
+    hist_rows: list[dict] = []
+    w, errs, converged = _ipf(codes, targets, w, max_iter, tol)
+    hist_rows += _history(0, errs, w / counts, w.sum() / n)
+    rounds = 0
+    cap_ok = _within_bounds(w / counts, cap, floor, mean=w.sum() / n)
+    while not cap_ok and rounds < max_trim_rounds:
+        rounds += 1
+        mean = w.sum() / n
+        lo = -np.inf if floor is None else floor * mean
+        hi = np.inf if cap is None else cap * mean
+        w = np.clip(w / counts, lo, hi) * counts
+        w, errs, converged = _ipf(codes, targets, w, max_iter, tol)
+        hist_rows += _history(rounds, errs, w / counts, w.sum() / n)
+        cap_ok = _within_bounds(w / counts, cap, floor, mean=w.sum() / n)
+    return w, hist_rows, converged, rounds, cap_ok
+
+
 def rake(panel: pd.DataFrame, margins: pd.DataFrame, *, base_weights: np.ndarray | pd.Series | None = None,
          max_iter: int = 200, tol: float = 1e-8, cap: float | None = None, floor: float | None = None,
-         max_trim_rounds: int = 20, id_col: str | None = "user_id") -> RakingResult:
+         max_trim_rounds: int = 20, id_col: str | None = "user_id", collapse: bool = True) -> RakingResult:
     """Rake a panel to population margins (IPF), optionally capping weights and re-raking.
 
     Parameters
@@ -437,6 +519,11 @@ def rake(panel: pd.DataFrame, margins: pd.DataFrame, *, base_weights: np.ndarray
         Maximum number of trim + re-rake rounds.
     id_col : str or None
         Column used to name rows in error messages (falls back to the index).
+    collapse : bool
+        Rake the table of distinct cells (combinations of the raking codes and base weights, with their
+        row counts) and map the cell weights back to the rows (default): the same weights as raking the
+        rows (to rounding, 1e-12), at the cost of one pass over the rows instead of one per variable and
+        sweep. ``False`` rakes row by row (the reference implementation).
 
     Returns
     -------
@@ -469,49 +556,46 @@ def rake(panel: pd.DataFrame, margins: pd.DataFrame, *, base_weights: np.ndarray
     d = np.ones(n) if base_weights is None else _check_weights(base_weights).copy()
     if d.size != n:
         raise ValueError(f"base_weights has {d.size} values but the panel has {n} rows")
-    w = d / d.mean()
-
-    hist_rows: list[dict] = []
-    w, errs, converged = _ipf(codes, targets, w, max_iter, tol)
-    hist_rows += _history(0, errs, w)
-    rounds = 0
-    cap_ok = _within_bounds(w, cap, floor)
-    while not cap_ok and rounds < max_trim_rounds:
-        rounds += 1
-        mean = w.mean()
-        lo = -np.inf if floor is None else floor * mean
-        hi = np.inf if cap is None else cap * mean
-        w = np.clip(w, lo, hi)
-        w, errs, converged = _ipf(codes, targets, w, max_iter, tol)
-        hist_rows += _history(rounds, errs, w)
-        cap_ok = _within_bounds(w, cap, floor)
+    d = d / d.mean()
+    if collapse:
+        inverse, unit_codes, counts, cell_base = collapse_cells(codes, [t.size for t in targets],
+                                                                None if base_weights is None else d)
+        w = counts * cell_base
+    else:
+        unit_codes, counts, w = codes, np.ones(n), d.copy()
+    w, hist_rows, converged, rounds, cap_ok = _rake_units(unit_codes, targets, w, counts, n, max_iter, tol,
+                                                          cap, floor, max_trim_rounds)
     if not converged:
         warnings.warn(f"raking did not converge in {max_iter} sweeps (max share error "
                       f"{hist_rows[-1]['max_margin_error']:.2e} > tol {tol:g}); the margins may be "
                       "incompatible (e.g. empty cells of an interaction) or need more iterations",
                       RuntimeWarning, stacklevel=2)
     if not cap_ok:
+        ratio = float((w / counts).max() / (w.sum() / n))
         warnings.warn(f"weights still exceed the trimming bounds after {rounds} rounds (max/mean = "
-                      f"{w.max() / w.mean():.2f}); the cap is infeasible with these margins: raise it",
+                      f"{ratio:.2f}); the cap is infeasible with these margins: raise it",
                       RuntimeWarning, stacklevel=2)
+    per_row = (w / counts)[inverse] if collapse else w
     total = margins_total(margins)
-    w = w / w.sum() * (total if total is not None else n)
+    per_row = per_row / per_row.sum() * (total if total is not None else n)
     history = pd.DataFrame(hist_rows)
     return RakingResult(
-        weights=pd.Series(w, index=panel.index, name="weight"), converged=converged,
-        n_iter=len(history), max_margin_error=_max_error(codes, targets, w), history=history,
+        weights=pd.Series(per_row, index=panel.index, name="weight"), converged=converged,
+        n_iter=len(history), max_margin_error=_max_error(unit_codes, targets, w), history=history,
         trim_rounds=rounds, cap_satisfied=cap_ok, variables=variables,
+        n_cells=int(counts.size) if collapse else None,
     )
 
 
-def _history(run: int, errors: list[float], w: np.ndarray) -> list[dict]:
-    ratio = float(w.max() / w.mean())
+def _history(run: int, errors: list[float], row_w: np.ndarray, mean: float) -> list[dict]:
+    ratio = float(row_w.max() / mean)
     return [{"run": run, "iteration": i + 1, "max_margin_error": e, "max_weight_ratio": ratio}
             for i, e in enumerate(errors)]
 
 
-def _within_bounds(w: np.ndarray, cap: float | None, floor: float | None, slack: float = 1e-3) -> bool:
-    mean = w.mean()
+def _within_bounds(w: np.ndarray, cap: float | None, floor: float | None, slack: float = 1e-3,
+                   mean: float | None = None) -> bool:
+    mean = w.mean() if mean is None else mean
     ok = True
     if cap is not None:
         ok &= bool(w.max() <= cap * mean * (1 + slack))
