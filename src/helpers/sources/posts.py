@@ -171,21 +171,49 @@ def word_distributions() -> dict[str, np.ndarray]:
     return {t: (w := 1.0 / np.arange(1, len(VOCAB[t]) + 1) ** 0.8) / w.sum() for t in TOPICS}
 
 
-def _post_text(rng: np.random.Generator, topic: str, s: float, phi: np.ndarray) -> str:
-    n_sent = int(rng.choice([1, 1, 2, 2, 3]))
-    words = VOCAB[topic]
-    n_senti = int(rng.binomial(3, min(1.0, abs(s) * 1.2)))
-    senti_pos = rng.integers(0, n_sent, n_senti) if n_senti else np.zeros(0, int)
-    sents = []
-    for j in range(n_sent):
-        toks = list(rng.choice(words, int(rng.integers(3, 6)), p=phi))
-        toks += list(rng.choice(FUNCTION_WORDS, int(rng.integers(2, 6))))
-        for _ in range(int((senti_pos == j).sum())):
-            lex = POSITIVE if (s > 0 if rng.random() < 0.9 else s <= 0) else NEGATIVE
-            toks.append(str(rng.choice(lex)))
-        rng.shuffle(toks)
-        sents.append(" ".join(toks).capitalize() + str(rng.choice([".", ".", "!"])))
-    return " ".join(sents)
+def post_texts(rng: np.random.Generator, topic: np.ndarray, sent: np.ndarray,
+               phis: dict[str, np.ndarray]) -> list[str]:
+    """Texts of all posts at once (vectorised draws; one string join per sentence).
+
+    Each post has 1-3 sentences; a sentence has 3-5 topic words (drawn from the topic's distribution),
+    2-5 function words and the post's sentiment words, in random order, capitalised, ending in "." or "!".
+    A post gets Binomial(3, min(1, 1.2 |s|)) sentiment words, each of the post's polarity with probability
+    0.9, spread over its sentences.
+    """
+    n = topic.size
+    if n == 0:
+        return []
+    n_sent = rng.choice(np.array([1, 1, 2, 2, 3]), n)
+    post_of_sent = np.repeat(np.arange(n), n_sent)
+    S_ = post_of_sent.size
+    n_top = rng.integers(3, 6, S_)
+    n_fun = rng.integers(2, 6, S_)
+    n_senti = rng.binomial(3, np.minimum(1.0, np.abs(sent) * 1.2))
+    senti_post = np.repeat(np.arange(n), n_senti)
+    first_sent = np.concatenate([[0], np.cumsum(n_sent)[:-1]])
+    senti_sent = first_sent[senti_post] + (rng.random(senti_post.size) * n_sent[senti_post]).astype(int)
+    # topic words, drawn topic by topic
+    top_sent = np.repeat(np.arange(S_), n_top)
+    top_topic = topic[post_of_sent][top_sent]
+    top_words = np.empty(top_sent.size, dtype=object)
+    for k, t in enumerate(TOPICS):
+        m = top_topic == k
+        if m.any():
+            top_words[m] = rng.choice(np.array(VOCAB[t], dtype=object), int(m.sum()), p=phis[t])
+    fun_sent = np.repeat(np.arange(S_), n_fun)
+    fun_words = rng.choice(np.array(FUNCTION_WORDS, dtype=object), fun_sent.size)
+    polar = (sent[senti_post] > 0) == (rng.random(senti_post.size) < 0.9)
+    senti_words = np.where(polar, rng.choice(np.array(POSITIVE, dtype=object), senti_post.size),
+                           rng.choice(np.array(NEGATIVE, dtype=object), senti_post.size))
+    sid = np.concatenate([top_sent, fun_sent, senti_sent])
+    words = np.concatenate([top_words, fun_words, senti_words.astype(object)])
+    order = np.lexsort((rng.random(sid.size), sid))
+    sid, words = sid[order], words[order]
+    bounds = np.searchsorted(sid, np.arange(S_ + 1))
+    ends = rng.choice(np.array([".", ".", "!"], dtype=object), S_)
+    sentences = [" ".join(words[bounds[i]:bounds[i + 1]]).capitalize() + ends[i] for i in range(S_)]
+    pb = np.concatenate([[0], np.cumsum(n_sent)])
+    return [" ".join(sentences[pb[i]:pb[i + 1]]) for i in range(n)]
 
 
 def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = None
@@ -210,7 +238,7 @@ def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = No
     mean_s = np.array([SENTIMENT_MEAN[t] for t in TOPICS])[topic] if n else np.zeros(0)
     sent = np.clip(mean_s + tendency[uid] + rng.normal(0, 0.35, n), -1, 1)
     phis = word_distributions()
-    texts = [_post_text(rng, TOPICS[k], s, phis[TOPICS[k]]) for k, s in zip(topic, sent)]
+    texts = post_texts(rng, topic, sent, phis)
     order = np.lexsort((-days, uid))
     post_id = np.array([f"P{i + 1:08d}" for i in range(n)], dtype=object)
     raw = pd.DataFrame({"post_id": post_id, "user_id": u["user_id"].to_numpy()[uid][order],
