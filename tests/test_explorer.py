@@ -623,3 +623,21 @@ def test_customer_value_replaces_spend_when_the_value_stage_ran(clean, tmp_path)
     assert rows[3]["value"]["label"] == "Customer lifetime value"
     assert rows[3]["value"]["value"] == pytest.approx(900) and rows[1]["value"]["value"] == pytest.approx(100)
     assert "06b" in rows[3]["value"]["source"]
+
+
+def test_plan_view_allocates_the_budget(tmp_path):
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    write_demo_artifacts(P, n_users=2000, seed=3, with_churn=False, with_media=True)
+    c = create_app(P.data, P.reports, n_threads=1).test_client()
+    with threadpool_limits(1):
+        r = c.get("/api/plan?audience=segment:2&budget=3000")
+    assert r.status_code == 200, r.get_json()
+    plan = r.get_json()
+    t = pd.DataFrame(plan["table"]).set_index("channel")
+    assert t.loc["Total", "spend_usd"] == pytest.approx(3000, rel=1e-3)
+    assert t.drop("Total")["spend_usd"].sum() == pytest.approx(3000, rel=1e-3)
+    ch = t.drop("Total")
+    assert ((ch["reach_low"] <= ch["reach"] + 1e-9) & (ch["reach"] <= ch["reach_high"] + 1e-9)).all()
+    assert ((ch["conversions_low"] <= ch["conversions"]) & (ch["conversions"] <= ch["conversions_high"])).all()
+    assert plan["n_audience"] == int((pd.read_parquet(P.processed / artifacts.SEGMENTS)["segment"] == 2).sum())
+    assert "Podcast-heavy commuters" in plan["summary"]

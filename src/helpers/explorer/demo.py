@@ -31,6 +31,9 @@ def true_churn_risk(panel: SyntheticPanel, horizon_days: int = 90, value_horizon
     remaining lifetime within ``value_horizon_days`` times monthly spend.
     """
     d, t = panel.data, panel.truth
+    hm = panel.params.get("hazard_model") or {}
+    if hm.get("family") == "markov_chain" and "implied_monthly_hazard" in hm:
+        return _markov_churn_risk(panel, hm["implied_monthly_hazard"], horizon_days, value_horizon_days)
     lin = t["true_log_hazard"].to_numpy(float)
     tenure = t["tenure_days"].to_numpy(float)
     last = d["last_seen_days_ago"].astype(float).to_numpy()
@@ -52,9 +55,33 @@ def true_churn_risk(panel: SyntheticPanel, horizon_days: int = 90, value_horizon
                          "expected_value": np.where(churned, 0.0, value), "churned": churned})
 
 
+def _markov_churn_risk(panel: SyntheticPanel, hazard: dict, horizon_days: int, value_horizon_days: float
+                       ) -> pd.DataFrame:
+    """Planted churn risk of the Markov world: ``1 - prod(1 - h_seg[m])`` over the horizon's months from
+    the customer's tenure month, ``h_seg`` being the generator's implied monthly hazard of the segment."""
+    d, t = panel.data, panel.truth
+    seg = t["true_segment"].astype(int).to_numpy()
+    month0 = (t["tenure_days"].to_numpy(float) / DAYS_PER_MONTH).astype(int)
+    k, kv = max(1, round(horizon_days / DAYS_PER_MONTH)), max(1, round(value_horizon_days / DAYS_PER_MONTH))
+    churned = d["churned_in_last_90_days"].astype(bool).to_numpy()
+    prob, months_left = np.empty(len(d)), np.empty(len(d))
+    for s_ in np.unique(seg):
+        h = np.asarray(hazard[str(s_)] if str(s_) in hazard else hazard[s_], float)
+        rows = np.flatnonzero(seg == s_)
+        idx = np.clip(month0[rows, None] + np.arange(max(k, kv))[None, :], 0, len(h) - 1)
+        surv = np.cumprod(1 - h[idx], axis=1)
+        prob[rows] = 1 - surv[:, k - 1]
+        months_left[rows] = surv[:, :kv].sum(axis=1)
+    value = months_left * d["avg_monthly_spend"].astype(float).to_numpy()
+    return pd.DataFrame({"user_id": d["user_id"].astype(str).to_numpy(),
+                         f"churn_prob_{horizon_days}d": np.where(churned, 1.0, prob),
+                         "expected_remaining_days": np.where(churned, 0.0, months_left * DAYS_PER_MONTH),
+                         "expected_value": np.where(churned, 0.0, value), "churned": churned})
+
+
 def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, mislabel_share: float = 0.0,
-                         with_churn: bool = True, observation_date: str = DEFAULT_OBSERVATION_DATE
-                         ) -> SyntheticPanel:
+                         with_churn: bool = True, observation_date: str = DEFAULT_OBSERVATION_DATE,
+                         with_media: bool = False) -> SyntheticPanel:
     """Write a stand-in run into ``paths``: unified table, truth, segments, profiles, affinity, churn risk.
 
     Parameters
@@ -67,6 +94,9 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
         Share of users whose segment label is moved to another segment (see :func:`mislabel`).
     with_churn : bool
         Also write ``churn_risk.parquet`` from :func:`true_churn_risk`.
+    with_media : bool
+        Also write the synthetic campaign's media files (:func:`helpers.sources.exposures.write_exposures`),
+        which the Plan view needs.
 
     Returns
     -------
@@ -82,6 +112,10 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
     artifacts.save(P, "affinity_table", affinity_table(df))
     if with_churn:
         artifacts.save(P, "churn_risk", true_churn_risk(panel))
+    if with_media:
+        from ..sources.exposures import write_exposures
+
+        write_exposures(panel, P.raw, P.data / "truth", seed=seed)
     return panel
 
 

@@ -3,7 +3,7 @@
 ``make reports`` calls :func:`capture` after the notebooks: it serves the app from a thread on a free
 loopback port, opens it in headless Debian Chromium through Playwright, walks a marketer's path (first
 screen with the largest segment's card, comparison of the two largest segments, affinity, lookalikes, the
-export view) and saves one PNG per view into ``<reports>/screenshots/``. Nothing is exported (the export view
+plan (or why there is none), the export view) and saves one PNG per view into ``<reports>/screenshots/``. Nothing is exported (the export view
 is shown, not submitted).
 
 Two checks a test (and a curious user) can run on a live page: :func:`overlapping_labels` (bounding boxes
@@ -22,7 +22,7 @@ from typing import Iterable
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIEWS = ("segment_map", "persona_card", "compare", "affinity_heatmap", "lookalike", "export")
+VIEWS = ("segment_map", "persona_card", "compare", "affinity_heatmap", "lookalike", "plan", "export")
 #: Text elements of the plotly charts whose boxes must not overlap (titles, axis titles, ticks, legend).
 LABEL_SELECTOR = (".gtitle, .g-xtitle, .g-ytitle, .xtick text, .ytick text, .legendtext, .annotation-text, "
                   ".cbtitle text, .colorbar .tick text")
@@ -141,6 +141,10 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
             page.click("#la-run")
             page.wait_for_selector("#la-chart .barlayer")
             shot("lookalike")
+            page.click("#tab-plan")
+            page.click("#plan-run")
+            page.wait_for_selector("#plan-table, #plan-missing")
+            shot("plan")
             page.click("#tab-export")
             shot("export")
             browser.close()

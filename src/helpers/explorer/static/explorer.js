@@ -309,11 +309,12 @@ async function runPlan() {
   setStatus("Planning...");
   try {
     const r = await api(`/api/plan?audience=${encodeURIComponent(aud)}&budget=${encodeURIComponent(budget)}`);
-    const rng = (row, k) => row[k + "_low"] === undefined || row[k + "_low"] === null ? "" : range(row[k + "_low"], row[k + "_high"], x => fmt(x));
+    const rng = (row, k, f) => row[k + "_low"] === undefined || row[k + "_low"] === null ? "" : range(row[k + "_low"], row[k + "_high"], f);
     out.innerHTML = `<h3 id="plan-title">${esc(r.audience)}: ${money(r.budget)}</h3><p>${esc(r.summary)}</p>
-      <table class="grid" id="plan-table"><tr><th>channel</th><th>spend</th><th>share</th><th>people reached</th><th>times each (average)</th><th>expected conversions</th></tr>` +
+      <table class="grid" id="plan-table"><tr><th>channel</th><th>spend</th><th>share</th><th>share of the audience reached</th><th>times each person sees it (average)</th><th>expected extra conversions</th></tr>` +
       r.table.map(row => `<tr><td class="l">${esc(row.channel_label || row.channel)}</td><td>${money(row.spend_usd)}</td><td>${pct(row.share, 0)}</td>
-        <td>${fmt(row.reach)} ${rng(row, "reach")}</td><td>${fmt(row.frequency, 1)}</td><td>${fmt(row.conversions)} ${rng(row, "conversions")}</td></tr>`).join("") + "</table>";
+        <td>${pct(row.reach, 0)} ${rng(row, "reach", x => pct(x, 0))}</td><td>${fmt(row.frequency, 1)}</td><td>${fmt(row.conversions)} ${rng(row, "conversions", x => fmt(x))}</td></tr>`).join("") +
+      "</table><p class='note'>Ranges are 95% intervals. The plan comes from the media planning stage's response model of this data.</p>";
     setStatus(`Plan for ${r.audience}`);
   } catch (e) {
     out.innerHTML = `<p class="note" id="plan-missing">${esc(e.message)}</p>`;
