@@ -641,3 +641,29 @@ def test_plan_view_allocates_the_budget(tmp_path):
     assert ((ch["conversions_low"] <= ch["conversions"]) & (ch["conversions"] <= ch["conversions_high"])).all()
     assert plan["n_audience"] == int((pd.read_parquet(P.processed / artifacts.SEGMENTS)["segment"] == 2).sum())
     assert "Podcast-heavy commuters" in plan["summary"]
+
+
+def test_lookalike_stage_audience_from_its_scores_artifact(clean, tmp_path):
+    """The lookalike stage's own audience is read from its scores artifact through audience.select (no fit)."""
+    P0, panel, _ = clean
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    for f in (artifacts.UNIFIED_PARQUET, artifacts.AFFINITY_TABLE, artifacts.SEGMENTS):
+        (P.processed / f).write_bytes((P0.processed / f).read_bytes())
+    c = create_app(P.data, P.reports, min_export_size=50).test_client()
+    r = c.get("/api/audience?ref=stage:100")
+    assert r.status_code == 503 and "08_lookalike_activation" in r.get_json()["error"]
+    ids = panel.data["user_id"].astype(str)
+    seed = (panel.truth["true_segment"] == 2).to_numpy()
+    score = np.where(seed, np.nan, np.arange(len(ids))[::-1] / len(ids))   # seed members are not candidates
+    rank = pd.Series(score).rank(ascending=False, method="first")
+    scores = pd.DataFrame({"user_id": ids, "score": score, "rank": rank, "audience": "Podcast seed"})
+    artifacts.save(P, "lookalike_scores", scores)
+    c = create_app(P.data, P.reports, min_export_size=50).test_client()
+    prof = c.get("/api/audience?ref=stage:100").get_json()
+    churned = panel.data["churned_in_last_90_days"].astype(bool).to_numpy()
+    want = scores[~churned & ~seed].sort_values("rank").head(100)["user_id"]
+    assert prof["n_users"] == 100 and "Podcast seed" in prof["name"]
+    r = c.post("/api/export", json={"kind": "stage", "size": 100})
+    assert r.status_code == 201, r.get_json()
+    got = pd.read_csv(io.BytesIO(c.get(r.get_json()["downloads"]["csv"]).data))
+    assert set(got[export.HASHED_ID]) == keyed(P, want)

@@ -38,10 +38,10 @@ from . import data as D
 
 log = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("segment", "lookalike", "list")
+EXPORT_KINDS = ("segment", "lookalike", "list", "stage")
 #: Audience references the views take: ``segment:3``, ``lookalike:3:500`` (500 lookalikes of segment 3),
 #: ``list:<id>`` (an uploaded list of customer ids).
-_AUDIENCE = re.compile(r"^(segment:\d{1,4}|lookalike:\d{1,4}:\d{1,9}|list:[0-9a-f]{16})$")
+_AUDIENCE = re.compile(r"^(segment:\d{1,4}|lookalike:\d{1,4}:\d{1,9}|list:[0-9a-f]{16}|stage:\d{1,9})$")
 MAX_UPLOAD_IDS = 1_000_000
 _EXPORT_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_PARAM_CHARS = 64
@@ -345,6 +345,9 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
             n = _call(D.check_size, data, seg, parts[2])
             fit = _call(state.fit, seg)
             return _call(D.lookalike_members, fit, n), f"{n:,} lookalikes of {data.segment_names()[seg]}"
+        if parts[0] == "stage":
+            rows, name, _ = _call(D.stage_lookalike_rows, data, parts[1])
+            return rows, name
         rec = state.uploads.get(parts[1])
         if rec is None:
             raise ApiError(f"unknown list {parts[1]}: upload it first", 404)
@@ -474,6 +477,16 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
             aud = _call(audience_mod.select, None, "ids", frame=data.panel, ids=list(rec["ids"]),
                         config=data.cfg, id_col="user_id")
             return _write_export(data, aud.frame, aud.definition, D.export_name(rec["name"]), "list", None)
+        if kind == "stage":  # the lookalike stage's own audience (notebook 08's scores)
+            if "size" not in p or "segment" in p:
+                raise ApiError("a lookalike-stage export needs 'size' (number of users) and no 'segment'")
+            try:
+                n = int(p["size"])
+            except ValueError:
+                raise ApiError(f"size must be an integer number of users, got {p['size'][:40]!r}") from None
+            _, _, aud = _call(D.stage_lookalike_rows, data, n)
+            return _write_export(data, aud.frame, aud.definition, "lookalike_stage_audience", "stage",
+                                 state.lookalike_seed)
         if "segment" not in p:
             raise ApiError("missing parameter 'segment'")
         if "list" in p:

@@ -227,27 +227,27 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
 
     unified = as_user_id(unified)
     _require_columns(unified, ["user_id"], "the unified table")
-    w = (artifacts.load_weights(paths) if (paths.processed / artifacts.WEIGHTS).exists()
-         else pd.Series(1.0, index=pd.Index(unified["user_id"].astype(str), name="user_id")))
     segments = as_user_id(artifacts.load_segments(paths))
     _require_columns(segments, SEGMENT_COLUMNS, artifacts.SEGMENTS)
     if segments["segment"].isna().any():
         rows = segments.index[segments["segment"].isna()][:5].tolist()
         raise ValueError(f"{artifacts.SEGMENTS} has missing segment labels (rows e.g. {rows}); "
                          f"re-create it with `{MAKE_TARGET}`")
-    seg = segments[["user_id", "segment"]].copy()
-    seg["segment"] = seg["segment"].astype(int)
-    seg["segment_name"] = (segments["segment_name"].astype(str) if "segment_name" in segments
-                           else "Segment " + seg["segment"].astype(str))
-    seg["user_id"] = seg["user_id"].astype(str)
-    dup = seg["user_id"].duplicated()
+    dup = segments["user_id"].astype(str).duplicated()
     if dup.any():
         raise ValueError(f"{artifacts.SEGMENTS} lists {int(dup.sum())} user_id more than once (e.g. "
-                         f"{seg.loc[dup, 'user_id'].iloc[0]!r}); each user needs exactly one segment")
-    panel = unified.copy()
+                         f"{segments.loc[dup, 'user_id'].iloc[0]!r}); each user needs exactly one segment")
+    if "segment_name" not in segments:
+        raise ValueError(f"{artifacts.SEGMENTS} lacks columns ['segment_name']; re-create it with `{MAKE_TARGET}`")
+    # the one panel (unified + weight + segment): helpers.panel.Panel, users without a segment dropped
+    from ..panel import Panel
+
+    panel = as_user_id(Panel.load(paths).frame.copy())
     panel["user_id"] = panel["user_id"].astype(str)
-    panel["weight"] = panel["user_id"].map(w.set_axis(w.index.astype(str))).fillna(1.0).astype(float)
-    panel = panel.merge(seg, on="user_id", how="inner", validate="one_to_one")
+    panel = panel[panel["segment"].notna()].copy()
+    if len(panel):
+        panel["segment"] = panel["segment"].astype(int)
+        panel["segment_name"] = panel["segment_name"].astype(str)
     if panel.empty:
         raise ValueError(f"no user_id of {artifacts.SEGMENTS} is in the unified table: the two artifacts come "
                          f"from different runs; re-create them with `{MAKE_TARGET}`")
@@ -746,13 +746,33 @@ def check_size(data: ExplorerData, segment: Any, size: Any) -> int:
 
 
 def lookalike_members(fit: LookalikeFit, size: int) -> np.ndarray:
-    """Row positions of the ``size`` best-ranked users outside the seed segment (ties: first rows win)."""
+    """Row positions of the ``size`` best-ranked users outside the seed segment (ties: first rows win):
+    the selector's rule (:func:`helpers.audience.explorer_members`)."""
+    from ..audience import explorer_members
+
     n = int(size)
     if not 1 <= n <= fit.max_size:
         raise ValueError(f"size must be between 1 and {fit.max_size} (the users outside the seed), got {n}")
-    pool = np.flatnonzero(fit.pool)
-    order = np.argsort(-fit.raw[pool], kind="stable")
-    return pool[order[:n]]
+    return explorer_members(fit.raw, fit.pool, n)
+
+
+def stage_lookalike_rows(data: ExplorerData, top: int) -> tuple[np.ndarray, str, dict]:
+    """The lookalike stage's audience (``lookalike_scores`` of notebook 08, through
+    :func:`helpers.audience.select`): row positions of its ``top`` best-ranked candidates, its name and
+    definition. Raises :class:`helpers.artifacts.MissingArtifact` naming notebook 08 when it has not run."""
+    from .. import audience as audience_mod
+
+    if data.lookalike_scores is None:
+        raise artifacts.MissingArtifact(
+            f"the lookalike stage has not run: {artifacts.LOOKALIKE_SCORES} is written by notebook "
+            f"08_lookalike_activation (`{MAKE_TARGET}`)")
+    aud = audience_mod.select(None, "lookalike", frame=data.panel, scores=data.lookalike_scores, top=int(top),
+                              config=data.cfg, id_col="user_id")
+    pos = pd.Series(np.arange(len(data.panel)), index=data.panel["user_id"].astype(str))
+    rows = pos.reindex(aud.ids).dropna().astype(int).to_numpy()
+    seed = (str(data.lookalike_scores["audience"].iloc[0]) if "audience" in data.lookalike_scores
+            else "the lookalike stage's seed")
+    return rows, f"{len(rows):,} lookalikes of {seed} (lookalike stage)", aud
 
 
 def heldout_lift(fit: LookalikeFit, size: int) -> float:
@@ -1107,7 +1127,7 @@ def header_facts(data: "ExplorerData") -> dict:
     weighted = bool((data.panel["weight"] != 1.0).any())
     return {"date": str(date)[:10] if date else None, "source": source, "n_users": int(len(data.panel)),
             "weighted_total": float(data.panel["weight"].sum()), "weighted": weighted,
-            "n_segments": len(data.segment_ids),
+            "n_segments": len(data.segment_ids), "has_lookalike_stage": data.lookalike_scores is not None,
             "weighting": "weighted to population margins" if weighted else "unweighted (every customer counts once)"}
 
 

@@ -119,6 +119,9 @@ function fillAudienceSelects() {
     const l = state.lastLookalike;
     extra.push(`<option value="lookalike:${l.segment}:${l.size}">${fmt(l.size)} lookalikes of ${esc(l.seed_name)}</option>`);
   }
+  if (state.table && state.table.header.has_lookalike_stage) {
+    extra.push(`<option value="stage:500">500 best lookalikes of the lookalike stage</option>`);
+  }
   for (const u of state.lists) { extra.push(`<option value="${esc(u.ref)}">${esc(u.name)} (${fmt(u.n_matched)} customers)</option>`); }
   document.querySelectorAll(".aud-select").forEach((sel, i) => {
     const keep = sel.value;
@@ -327,6 +330,7 @@ async function runExport() {
   const kind = document.getElementById("ex-kind").value;
   const body = {kind: kind};
   if (kind === "list") { body.list = document.getElementById("ex-list").value; }
+  else if (kind === "stage") { body.size = document.getElementById("ex-size").value; }
   else { body.segment = document.getElementById("ex-segment").value; }
   if (kind === "lookalike") { body.size = document.getElementById("ex-size").value; }
   setStatus("Creating the export...");
