@@ -84,7 +84,7 @@ def test_random_hotdeck_preserves_the_class_distribution(medium_panel):
     for age in ["18-24", "65+"]:
         p_don = donors.loc[donors["age_group"] == age, "education_level"].value_counts(normalize=True)
         rec = res.loc[imputed & (df["age_group"] == age).to_numpy(), "education_level"]
-        assert len(rec) > 300
+        assert len(rec) > 250  # 291 recipients aged 65+ in the issue-14 world of 20k users
         assert F.total_variation(p_don, rec.value_counts(normalize=True)) < 0.06
 
 
@@ -166,3 +166,18 @@ def test_bad_input_errors_name_the_problem(small_panel):
     with pytest.raises(ValueError, match="no donors"):
         F.fuse(df.assign(traveler_type=pd.array([None] * len(df), dtype="string")),
                groups={"partner": PARTNER})
+
+
+def test_nearest_neighbour_donor_is_among_the_k_nearest_by_brute_force(small_panel):
+    """The k-d tree (scipy, since issue 20) finds the exact k nearest donors: every chosen donor is within
+    the k-th smallest brute-force distance of its recipient, in the matcher's standardised features."""
+    df = small_panel.data
+    donors = df[df[THIRD].notna().all(axis=1)].head(800)
+    rec = df[df[THIRD].isna().any(axis=1)].head(300)
+    m = F.StatisticalMatcher(THIRD, donor_classes=[], k=3, random_state=0).fit(donors)
+    pos = m.donor_positions(rec)
+    Xr, Xd = m._features(rec.reset_index(drop=True)), m.donor_X_
+    d = np.sqrt(((Xr[:, None, :] - Xd[None, :, :]) ** 2).sum(-1))
+    kth = np.sort(d, axis=1)[:, 2]
+    assert (d[np.arange(len(rec)), pos] <= kth + 1e-9).all()
+    assert len(np.unique(pos)) > 100  # draws spread over the k nearest, not one donor

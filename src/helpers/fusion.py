@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import NearestNeighbors
+from scipy.spatial import cKDTree
 
 from . import schema as S
 
@@ -186,8 +186,11 @@ class StatisticalMatcher:
         if Xr is None:
             return pool[rng.integers(0, pool.size, size=n)]
         k = min(self.k, pool.size)
-        nn = NearestNeighbors(n_neighbors=k).fit(self.donor_X_[pool])
-        _, idx = nn.kneighbors(Xr)
+        # scipy's k-d tree: the same exact k nearest neighbours as scikit-learn's NearestNeighbors (up to the
+        # order of ties), 2.5-3x faster per query in these 7 dimensions, which was most of fusion's time at 1M
+        tree = cKDTree(self.donor_X_[pool], balanced_tree=False, compact_nodes=False)
+        _, idx = tree.query(Xr, k=k)
+        idx = np.asarray(idx).reshape(n, k)
         pick = idx[np.arange(n), rng.integers(0, k, size=n)]
         return pool[pick]
 
