@@ -494,7 +494,8 @@ def test_action_lines_follow_the_tiers(clean):
     for k in data.segment_ids:
         for a in D.action_lines(data, k):
             if a["action"] == "concentrate":
-                assert a["index"] > D.TIER_HIGH and "concentrate spend here" in a["text"]
+                assert a["index"] > D.TIER_HIGH
+                assert ("concentrate spend here" if a["index_type"] != "share" else "target it") in a["text"]
             else:
                 assert a["index"] < D.TIER_LOW and "de-prioritise" in a["text"]
             assert a["significant"] or a["descriptive"]

@@ -1074,7 +1074,9 @@ def action_lines(data: "ExplorerData", segment: int, top: int = 3) -> list[dict]
         for r in _trait_rows(data, sel):
             basis = ("describes the segment (it was built from it, so no test)" if r["descriptive"]
                      else f"95% interval {r['ci_low']:.0f}-{r['ci_high']:.0f}")
-            r.update(action=side, text=f"{r['label']}: index {r['index']:.0f} \u2014 {verb}", basis=basis)
+            what = verb if r["index_type"] != "share" else (
+                "over-represented: target it" if side == "concentrate" else "under-represented: de-prioritise")
+            r.update(action=side, text=f"{r['label']}: index {r['index']:.0f} \u2014 {what}", basis=basis)
             out.append(r)
     return out
 

@@ -149,7 +149,7 @@ async function showCard(segment) {
       <span class="kpi">share of customers<b>${pct(c.weighted_share)}</b>${row ? range(row.share.low, row.share.high, x => pct(x)) : ""}</span>` +
       (row ? `<span class="kpi">${esc(row.value.label)}<b>${valueText(row.value)}</b></span>` : "") + `</div>`;
     if (row) { html += `<h3>What to do</h3>${actionList(row.actions)}`; }
-    html += `<h3>Media use</h3><table class="grid"><tr><th>activity</th><th>average</th><th>typical (median)</th><th>all customers</th><th>index</th><th>action</th></tr>` +
+    html += `<h3>Behaviour (per customer)</h3><table class="grid"><tr><th>activity</th><th>average</th><th>typical (median)</th><th>all customers</th><th>index</th><th>action</th></tr>` +
       c.media.map(r => `<tr><td class="l">${esc(r.label)}${r.unit ? " (" + esc(r.unit) + ")" : ""}</td><td>${fmt(r.mean_segment, 1)}</td><td>${fmt(r.median_segment, 1)}</td>
         <td>${fmt(r.mean_base, 1)}</td><td>${fmt(r.index)}${r.significant ? "*" : ""} ${range(r.ci_low, r.ci_high, x => fmt(x))}</td><td>${tierBadge(r.tier)}</td></tr>`).join("") +
       `</table><h3>Who they are (% of segment, all customers in brackets)</h3>${demographics(c)}<h3>Churn risk and value</h3>`;
