@@ -601,13 +601,11 @@ def test_stale_or_inconsistent_run_is_503_never_500(clean, tmp_path):
         D.artifacts.stale_reason = real
 
 
-def test_plan_view_says_the_stage_has_not_run(client):
+def test_plan_view_says_the_stage_has_not_run(client):  # noqa: D103
     r = client.get("/api/plan?audience=segment:1&budget=5000")
     assert r.status_code == 503 and "07c_media_planning" in r.get_json()["error"]
     assert client.get("/api/plan?audience=segment:1&budget=-5").status_code == 400
     assert client.get("/api/plan?audience=segment:1&budget=abc").status_code == 400
-    r = client.get("/api/questions")
-    assert r.status_code == 503 and "text-signals stage" in r.get_json()["error"]
 
 
 def test_customer_value_replaces_spend_when_the_value_stage_ran(clean, tmp_path):
@@ -668,3 +666,31 @@ def test_lookalike_stage_audience_from_its_scores_artifact(clean, tmp_path):
     assert r.status_code == 201, r.get_json()
     got = pd.read_csv(io.BytesIO(c.get(r.get_json()["downloads"]["csv"]).data))
     assert set(got[export.HASHED_ID]) == keyed(P, want)
+
+
+def test_questions_view_audience_from_text(tmp_path):
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    panel = write_demo_artifacts(P, n_users=2500, seed=4, with_churn=False, with_posts=True)
+    c = create_app(P.data, P.reports, min_export_size=20).test_client()
+    o = c.get("/api/questions/options").get_json()
+    topics = {t["value"] for t in o["topics"]}
+    assert "luxury_watch" in topics and "age_group" in o["filters"]
+    q = c.get("/api/questions?topic=luxury_watch&age_group=25-34").get_json()
+    posts = pd.read_parquet(P.processed / "post_topics.parquet")
+    talkers = set(posts.loc[posts["topic"] == "luxury_watch", "user_id"].astype(str))
+    young = set(panel.data.loc[panel.data["age_group"] == "25-34", "user_id"].astype(str))
+    assert q["n_users"] == len(talkers & young)
+    s = q["share"]
+    assert s["low"] < s["value"] < s["high"] and s["value"] == pytest.approx(len(talkers & young) / len(panel.data))
+    assert any(a["label"].startswith("Age group: 25-34") for a in q["actions"])  # the filter shows as a trait
+    r = c.post("/api/export", json={"kind": "list", "list": q["ref"].split(":")[1]})
+    assert r.status_code == 201, r.get_json()
+    assert c.get(f"/api/compare?a={q['ref']}&b=segment:0").status_code == 200
+    for bad in ("", "?topic=nope", "?topic=luxury_watch&shoe_size=9", "?keyword=" + "x" * 100):
+        assert c.get("/api/questions" + bad).status_code == 400, bad
+
+
+def test_questions_view_says_the_text_stage_has_not_run(client):
+    r = client.get("/api/questions/options")
+    assert r.status_code == 503 and "text-signals stage has not run" in r.get_json()["error"]
+    assert client.get("/api/questions?keyword=watch").status_code == 503

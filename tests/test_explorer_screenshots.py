@@ -32,7 +32,7 @@ def test_capture_screenshots_every_view_checked(tmp_path):
     """``make reports`` screenshots the Explorer on the run's own artifacts; every view has no overlapping
     chart label and no raw column name in its visible text."""
     P = paths.resolve(tmp_path / "data", tmp_path / "reports")
-    write_demo_artifacts(P, n_users=1500, seed=5)
+    write_demo_artifacts(P, n_users=1500, seed=5, with_posts=True, with_media=True)
     checks: dict = {}
     shots = capture(P.data, P.reports, lookalike_size=100, checks=checks)
     assert [p.stem for p in shots] == list(VIEWS)

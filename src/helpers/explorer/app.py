@@ -382,16 +382,30 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         return jsonify(D.jsonable({"audience": name, "budget": budget, **result.as_dict(),
                                    "summary": result.summary()}))
 
+    @app.get("/api/questions/options")
+    def question_options():
+        _params({}, request.args)
+        return jsonify(_call(lambda: D.question_options(state.load())))
+
     @app.get("/api/questions")
     def questions_view():
-        """The questions view (audiences from text): says plainly when the text stage has not run."""
-        _params({"topic": False}, request.args)
-        try:
-            from ..text import questions as _q  # noqa: F401
-        except ImportError:
-            raise ApiError("the questions view needs the text-signals stage (07b_text_signals), which this "
-                           "version does not have yet", 503) from None
-        raise ApiError("the text-signals stage has not run for this data", 503)
+        """Customers talking about a topic or keyword (filters optional): size, profile and regions with
+        intervals; the audience becomes a list usable by every view and the exporter."""
+        allowed = {"topic": False, "keyword": False, "platform": False, **{c: False for c in D.QUESTION_FILTERS}}
+        p = _params(allowed, request.args)
+        data = _call(state.load)
+        filters = {c: p[c] for c in D.QUESTION_FILTERS if c in p}
+        rows, name, definition = _call(D.question_audience, data, p.get("topic"), p.get("keyword"),
+                                       p.get("platform"), filters)
+        if len(rows) == 0:
+            raise ApiError(f"no customer is {name}", 422)
+        list_id = secrets.token_hex(8)
+        with state.lock:
+            state.uploads[list_id] = {"name": name[:MAX_PARAM_CHARS], "rows": rows, "n_given": int(len(rows)),
+                                      "ids": data.panel["user_id"].to_numpy()[rows]}
+        prof = _call(D.audience_profile, data, rows, name)
+        return jsonify(D.jsonable({**prof, "ref": f"list:{list_id}", "definition": definition,
+                                   "regions": D.regions(data, rows)}))
 
     @app.get("/api/table")
     def table():

@@ -1234,12 +1234,13 @@ def audience_profile(data: "ExplorerData", rows: np.ndarray, name: str, top: int
     ok = prof[prof["significant"] & prof["base_flag"].ne("suppressed") & prof["index"].notna()]
     over = ok[ok["index"] > TIER_HIGH].sort_values("index", ascending=False).head(top)
     under = ok[ok["index"] < TIER_LOW].sort_values("index").head(top)
-    lines = ([{"label": r["label"], "index": r["index"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-               "action": "concentrate", "text": f"{r['label']}: index {r['index']:.0f} \u2014 concentrate spend here"}
-              for _, r in over.iterrows()]
-             + [{"label": r["label"], "index": r["index"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                 "action": "de-prioritise", "text": f"{r['label']}: index {r['index']:.0f} \u2014 de-prioritise"}
-                for _, r in under.iterrows()])
+    def line(r, side):
+        verb = (("concentrate spend here" if side == "concentrate" else "de-prioritise") if r["kind"] != "share"
+                else ("over-represented: target it" if side == "concentrate" else "under-represented: de-prioritise"))
+        return {"label": r["label"], "index": r["index"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                "action": side, "text": f"{r['label']}: index {r['index']:.0f} \u2014 {verb}"}
+
+    lines = [line(r, "concentrate") for _, r in over.iterrows()] + [line(r, "de-prioritise") for _, r in under.iterrows()]
     mix = p.loc[mask].groupby("segment_name")["weight"].sum()
     mix = (mix / mix.sum()).sort_values(ascending=False)
     return jsonable({"name": name, "n_users": int(mask.sum()), "weighted_size": float(w[mask].sum()),
@@ -1259,3 +1260,96 @@ def stale_artifacts(paths: Paths) -> list[dict]:
     st = st[st["stale"]]
     return [{"file": r["file"], "reason": r["reason"], "producer": r["producer"], "make": r["make"]}
             for _, r in st.iterrows()]
+
+
+# --- questions view (audiences from text, issue 18) ------------------------------------------------
+QUESTION_FILTERS = ("age_group", "gender", "state", "income_bracket", "education_level")
+
+
+def text_posts(data: ExplorerData) -> pd.DataFrame | None:
+    """The run's posts with their topic when the text stage labelled them (``post_topics``), else None."""
+    if getattr(data, "_posts", None) is None:
+        try:
+            from ..text import audiences as text_aud
+        except ImportError:
+            data._posts = False
+            return None
+        posts = None
+        try:
+            topics = artifacts.load(data.paths, "post_topics", allow_stale=True)
+            posts = topics if "text" in topics.columns else None
+            if posts is None:
+                raw = text_aud.load_posts(data.paths)
+                if raw is not None and "post_id" in raw and "post_id" in topics:
+                    posts = raw.merge(topics[["post_id", "topic"]], on="post_id", how="left")
+                elif raw is not None and len(raw) == len(topics):
+                    posts = raw.assign(topic=topics["topic"].to_numpy())
+                else:
+                    posts = raw
+        except Exception:  # noqa: BLE001 - no topics: keywords only
+            posts = text_aud.load_posts(data.paths)
+        if posts is not None:
+            posts = posts.copy()
+            posts["user_id"] = posts["user_id"].astype(str)
+        data._posts = False if posts is None else posts
+    return None if data._posts is False else data._posts
+
+
+def question_options(data: ExplorerData) -> dict:
+    """What the questions view can ask: the topics of the run's posts and the filter values."""
+    posts = text_posts(data)
+    if posts is None:
+        raise artifacts.MissingArtifact(
+            "the text-signals stage has not run for this data: no posts (processed/posts.parquet from "
+            f"01_ingest, topics from 07b_text_signals; `{MAKE_TARGET}`)")
+    topics = sorted(map(str, pd.unique(posts["topic"].dropna()))) if "topic" in posts else []
+    filters = {c: {"label": label_of(data, c), "values": sorted(map(str, pd.unique(data.panel[c].dropna())))}
+               for c in QUESTION_FILTERS if c in data.panel.columns}
+    plats = sorted(map(str, pd.unique(posts["platform"].dropna()))) if "platform" in posts else []
+    return jsonable({"topics": [{"value": t, "label": t.replace("_", " ")} for t in topics],
+                     "platforms": plats, "filters": filters})
+
+
+def question_audience(data: ExplorerData, topic: str | None = None, keyword: str | None = None,
+                      platform: str | None = None, filters: dict | None = None) -> tuple[np.ndarray, str, dict]:
+    """"Customers talking about X" (helpers.text.audiences.talking_about) among the customers matching
+    ``filters`` (column -> value): row positions of the panel, a plain name and its definition."""
+    from ..text import audiences as text_aud
+
+    posts = text_posts(data)
+    if posts is None:
+        question_options(data)  # raises the stage-has-not-run error
+    if not topic and not keyword:
+        raise ValueError("pick a topic or type a keyword")
+    if topic and "topic" not in posts:
+        raise ValueError("this run's posts have no topics (the text stage labels them); search a keyword")
+    if topic and topic not in set(posts["topic"].astype(str)):
+        raise ValueError(f"unknown topic {str(topic)[:40]!r}")
+    ta = text_aud.talking_about(posts, topic=topic or None, keyword=keyword or None, platform=platform or None)
+    mask = data.panel["user_id"].isin(set(ta.ids.astype(str))).to_numpy()
+    for col, val in (filters or {}).items():
+        if col not in QUESTION_FILTERS or col not in data.panel.columns:
+            raise ValueError(f"unknown filter {str(col)[:40]!r}; filters: {[c for c in QUESTION_FILTERS if c in data.panel]}")
+        mask &= (data.panel[col].astype(str) == str(val)).to_numpy()
+    what = " and ".join(x for x in ((topic or "").replace("_", " "), f'"{keyword}"' if keyword else "") if x)
+    where = ", ".join(f"{label_of(data, c).lower()} {v}" for c, v in (filters or {}).items())
+    name = f"talking about {what}" + (f" ({where})" if where else "")
+    return np.flatnonzero(mask), name, {**ta.definition, "filters": dict(filters or {})}
+
+
+def regions(data: ExplorerData, rows: np.ndarray, column: str = "state", top: int = 12) -> list[dict]:
+    """Share of each region's customers in the audience (weighted, 95% logit interval) with the region's
+    customer count, largest shares first."""
+    p = data.panel
+    if column not in p.columns:
+        return []
+    w = p["weight"].to_numpy(float)
+    member = np.zeros(len(p), bool)
+    member[rows] = True
+    out = []
+    for reg, idx in p.groupby(p[column].astype(str)).indices.items():
+        if len(idx) < 20:  # base-size rule: too few customers to report a share
+            continue
+        sh = weighted_share_ci(member[idx], w[idx])
+        out.append({"region": reg, "n_customers": int(len(idx)), **sh})
+    return sorted(out, key=lambda r: -r["value"])[:top]

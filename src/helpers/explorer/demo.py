@@ -81,7 +81,7 @@ def _markov_churn_risk(panel: SyntheticPanel, hazard: dict, horizon_days: int, v
 
 def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, mislabel_share: float = 0.0,
                          with_churn: bool = True, observation_date: str = DEFAULT_OBSERVATION_DATE,
-                         with_media: bool = False) -> SyntheticPanel:
+                         with_media: bool = False, with_posts: bool = False) -> SyntheticPanel:
     """Write a stand-in run into ``paths``: unified table, truth, segments, profiles, affinity, churn risk.
 
     Parameters
@@ -94,6 +94,9 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
         Share of users whose segment label is moved to another segment (see :func:`mislabel`).
     with_churn : bool
         Also write ``churn_risk.parquet`` from :func:`true_churn_risk`.
+    with_posts : bool
+        Also write the synthetic posts (:func:`helpers.sources.posts.write_posts`) and, standing in for the
+        text stage's LDA labels, each post's *planted* topic as ``post_topics`` (the Questions view needs them).
     with_media : bool
         Also write the synthetic campaign's media files (:func:`helpers.sources.exposures.write_exposures`),
         which the Plan view needs.
@@ -112,6 +115,12 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
     artifacts.save(P, "affinity_table", affinity_table(df))
     if with_churn:
         artifacts.save(P, "churn_risk", true_churn_risk(panel))
+    if with_posts:
+        from ..sources.posts import simulate_posts
+
+        raw, truth, _, _ = simulate_posts(panel, seed=seed, observation_date=observation_date)
+        raw.to_parquet(P.raw / "posts.parquet", index=False)
+        artifacts.save(P, "post_topics", raw.merge(truth[["post_id", "topic"]], on="post_id"))
     if with_media:
         from ..sources.exposures import write_exposures
 

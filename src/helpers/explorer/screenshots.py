@@ -22,7 +22,7 @@ from typing import Iterable
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIEWS = ("segment_map", "persona_card", "compare", "affinity_heatmap", "lookalike", "plan", "export")
+VIEWS = ("segment_map", "persona_card", "compare", "affinity_heatmap", "lookalike", "questions", "plan", "export")
 #: Text elements of the plotly charts whose boxes must not overlap (titles, axis titles, ticks, legend).
 LABEL_SELECTOR = (".gtitle, .g-xtitle, .g-ytitle, .xtick text, .ytick text, .legendtext, .annotation-text, "
                   ".cbtitle text, .colorbar .tick text")
@@ -141,6 +141,13 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
             page.click("#la-run")
             page.wait_for_selector("#la-chart .barlayer")
             shot("lookalike")
+            page.click("#tab-questions")
+            page.wait_for_selector("#q-topic option, #q-missing")
+            if page.locator("#q-missing").count() == 0:
+                page.select_option("#q-topic", index=1)
+                page.click("#q-run")
+                page.wait_for_selector("#q-title, #q-result .error")
+            shot("questions")
             page.click("#tab-plan")
             page.click("#plan-run")
             page.wait_for_selector("#plan-table, #plan-missing")

@@ -48,6 +48,7 @@ function showView(name) {
   document.querySelectorAll(".tab").forEach(t => t.classList.toggle("active", t.dataset.view === name));
   if (name === "affinity" && !state.heatmapOptions) { initHeatmap(); }
   if (name === "compare" && !state.simDrawn) { drawSimilarity(); }
+  if (name === "questions" && !state.qInit) { initQuestions(); }
   window.dispatchEvent(new Event("resize"));
 }
 
@@ -305,6 +306,44 @@ async function uploadList() {
   } catch (e) { setStatus(e.message, true); }
 }
 
+// ---- questions ----
+async function initQuestions() {
+  state.qInit = true;
+  try {
+    const o = await api("/api/questions/options");
+    document.getElementById("q-topic").innerHTML = "<option value=''>(any topic)</option>" +
+      o.topics.map(t => `<option value="${esc(t.value)}">${esc(t.label)}</option>`).join("");
+    document.getElementById("q-filters").innerHTML = Object.entries(o.filters).map(([col, f]) =>
+      `<label>${esc(f.label)} <select class="q-filter" data-col="${esc(col)}"><option value="">(all)</option>` +
+      f.values.map(v => `<option value="${esc(v)}">${esc(v.replace(/_/g, " "))}</option>`).join("") + "</select></label>").join("");
+  } catch (e) {
+    document.getElementById("q-controls").style.display = "none";
+    document.getElementById("q-result").innerHTML = `<p class="note" id="q-missing">${esc(e.message)}</p>`;
+  }
+}
+async function runQuestion() {
+  const q = new URLSearchParams();
+  const topic = document.getElementById("q-topic").value, kw = document.getElementById("q-keyword").value.trim();
+  if (topic) { q.set("topic", topic); }
+  if (kw) { q.set("keyword", kw); }
+  document.querySelectorAll(".q-filter").forEach(s => { if (s.value) { q.set(s.dataset.col, s.value); } });
+  setStatus("Looking for them...");
+  try {
+    const p = await api(`/api/questions?${q.toString()}`);
+    state.lists.push({ref: p.ref, name: p.name, n_matched: p.n_users});
+    fillAudienceSelects();
+    const regions = p.regions.length ? "<h3>Where they live (share of each region's customers)</h3><table class='grid' id='q-regions'><tr><th>region</th><th>share talking about it</th><th>customers in the region</th></tr>" +
+      p.regions.map(r => `<tr><td class="l">${esc(r.region)}</td><td>${pct(r.value)} ${range(r.low, r.high, x => pct(x))}</td><td>${fmt(r.n_customers)}</td></tr>`).join("") + "</table>"
+      : "<p class='note'>This data has no region for its customers.</p>";
+    document.getElementById("q-result").innerHTML = `<h3 id="q-title">${fmt(p.n_users)} customers ${esc(p.name)}</h3>
+      <p>${pct(p.share.value)} of customers ${range(p.share.low, p.share.high, x => pct(x))}; ${esc(p.value.label)} ${valueText(p.value)}</p>
+      <h3>What sets them apart</h3>${actionList(p.actions)}${regions}
+      <p class="note">Segments among them: ${p.segment_mix.map(m => `${esc(m.name)} ${pct(m.share, 0)}`).join(", ")}. The audience is now
+      in the Compare, Plan and export lists.</p>`;
+    setStatus(`${fmt(p.n_users)} customers ${p.name}`);
+  } catch (e) { setStatus(e.message, true); document.getElementById("q-result").innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+}
+
 // ---- plan ----
 async function runPlan() {
   const aud = document.getElementById("plan-aud").value, budget = document.getElementById("plan-budget").value;
@@ -356,6 +395,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("cmp-run").addEventListener("click", runCompare);
   document.getElementById("up-run").addEventListener("click", uploadList);
   document.getElementById("plan-run").addEventListener("click", runPlan);
+  document.getElementById("q-run").addEventListener("click", runQuestion);
   try {
     state.table = await api("/api/table");
     drawTable();
