@@ -5,6 +5,7 @@ functions defined inside the notebook."""
 from __future__ import annotations
 
 import ast
+import re
 
 import nbformat
 import pytest
@@ -12,14 +13,20 @@ from papermill.translators import PythonTranslator
 
 from helpers.paths import REPO_ROOT
 
-NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(p for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")
+                   if re.match(r"^[0-9]{2}[a-z]?_", p.stem))
 UNIFORM = {"n_users", "seed", "data_dir", "reports_dir"}
 ENGINE_STAGES = {"01_ingest", "04_segment_gmm", "07_affinity"}
 
 
 def test_notebooks_are_numbered_in_data_flow_order():
     stems = [p.stem for p in NOTEBOOKS]
-    assert len(stems) >= 9 and [s[:2] for s in stems] == [f"{i:02d}" for i in range(len(stems))]
+    # NN_ stages are numbered without gaps; NNb_/NNc_ stages sit right after their NN_ stage (06b after 06)
+    main = [s[:2] for s in stems if s[2] == "_"]
+    assert len(main) >= 9 and main == [f"{i:02d}" for i in range(len(main))]
+    for s in stems:
+        if s[2] != "_":
+            assert s[:2] in main, f"{s} has no {s[:2]}_ stage before it"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
