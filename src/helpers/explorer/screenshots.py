@@ -142,7 +142,7 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
             page.wait_for_selector("#la-chart .barlayer")
             shot("lookalike")
             page.click("#tab-questions")
-            page.wait_for_selector("#q-topic option, #q-missing")
+            page.wait_for_selector("#q-topic option, #q-missing", state="attached")
             if page.locator("#q-missing").count() == 0:
                 page.select_option("#q-topic", index=1)
                 page.click("#q-run")
