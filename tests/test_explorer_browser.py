@@ -41,7 +41,7 @@ def served(tmp_path_factory):
         pytest.skip(f"{CHROMIUM} is absent: run scripts/install_browser.sh "
                     "(apt-get install chromium chromium-driver) to run the end-to-end browser test")
     P = paths.resolve(tmp_path_factory.mktemp("explorer_e2e") / "data", paths.resolve().reports)
-    panel = write_demo_artifacts(P, n_users=N_USERS, seed=3)
+    panel = write_demo_artifacts(P, n_users=N_USERS, seed=3, with_media=True, with_posts=True)
     app = create_app(P.data, P.reports, min_export_size=50, n_threads=1, max_train=1200)
     server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -170,6 +170,30 @@ def test_compare_two_segments(served, page):
     assert overlapping_labels(page) == []
     assert raw_names_in_text(visible_text(page), raw_names()) == []
     _shot(page, P.reports, "compare")
+
+
+def test_questions_then_plan(served, page):
+    """Questions: customers talking about a topic -> their profile; Plan: that audience and a budget ->
+    the allocation with reach and conversions intervals."""
+    url, P, panel = served
+    page.click("#tab-questions")
+    page.wait_for_selector("#q-topic option[value='luxury_watch']", state="attached")
+    page.select_option("#q-topic", "luxury_watch")
+    page.click("#q-run")
+    page.wait_for_selector("#q-title")
+    assert "talking about luxury watch" in page.locator("#q-title").inner_text()
+    assert raw_names_in_text(visible_text(page), raw_names()) == []
+    _shot(page, P.reports, "questions")
+    page.click("#tab-plan")
+    ref = page.locator("#plan-aud option", has_text="talking about luxury watch").first.get_attribute("value")
+    page.select_option("#plan-aud", ref)
+    page.fill("#plan-budget", "1500")
+    page.click("#plan-run")
+    page.wait_for_selector("#plan-table")
+    text = page.locator("#plan-table").inner_text()
+    assert "Total" in text and "$1,500" in text, text
+    assert "\u2013" in text, "reach and conversions carry their intervals"
+    _shot(page, P.reports, "plan")
 
 
 def test_export_download(served, page, tmp_path):
