@@ -315,15 +315,14 @@ def weighted_mean_sd(values: np.ndarray, weights: np.ndarray) -> tuple[float, fl
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """Smallest value whose cumulative weight reaches half the total (missing values ignored)."""
-    v, w = np.asarray(values, float), np.asarray(weights, float)
-    ok = np.isfinite(v)
-    v, w = v[ok], w[ok]
-    if len(v) == 0:
+    """Smallest value whose cumulative weight reaches half the total (missing values ignored): the
+    statistics core's :func:`helpers.stats.core.weighted_quantile` at 0.5 (NaN when nothing is observed)."""
+    from ..stats.core import weighted_quantile
+
+    v = np.asarray(values, float)
+    if not np.isfinite(v).any():
         return float("nan")
-    o = np.argsort(v, kind="stable")
-    cw = np.cumsum(w[o])
-    return float(v[o][np.searchsorted(cw, 0.5 * cw[-1])])
+    return weighted_quantile(v, np.asarray(weights, float), 0.5)
 
 
 def standardised_features(panel: pd.DataFrame, features: Sequence[str] = tuple(MAP_FEATURES),
