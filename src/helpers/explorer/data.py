@@ -80,16 +80,26 @@ class ArtifactSpec:
         return any((paths.processed / f).exists() for f in self.files)
 
 
-ARTIFACT_SPECS: tuple[ArtifactSpec, ...] = (
-    ArtifactSpec("unified", (artifacts.UNIFIED_PARQUET, "audience.duckdb"), "notebook 01_ingest", True),
-    ArtifactSpec("segments", (artifacts.SEGMENTS,), "notebook 04 (GMM segmentation)", True),
-    ArtifactSpec("segment_profiles", (artifacts.SEGMENT_PROFILES,), "notebook 04 (GMM segmentation)", False),
-    ArtifactSpec("affinity", (artifacts.AFFINITY_TABLE,), "notebook 07 (affinity)", True),
-    ArtifactSpec("weights", (artifacts.WEIGHTS,), "notebook 02 (panel weighting)", False),
-    ArtifactSpec("churn_risk", (artifacts.CHURN_RISK,), "notebook 06 (churn survival)", False),
-    ArtifactSpec("segment_value", (artifacts.SEGMENT_VALUE,), "notebook 06 (churn survival)", False),
-    ArtifactSpec("lookalike_scores", (artifacts.LOOKALIKE_SCORES,), "notebook 08 (lookalike)", False),
-)
+def _producer(name: str) -> str:
+    """``notebook <producer>`` of a registered artifact (the registry is the one place producers are named)."""
+    a = artifacts.REGISTRY.get(name)
+    return f"notebook {a.producer}" if a is not None else "the pipeline"
+
+
+#: What the app reads: (key, registry name, files, required); the producers come from the registry.
+ARTIFACT_SPECS: tuple[ArtifactSpec, ...] = tuple(
+    ArtifactSpec(key, files, _producer(reg), req) for key, reg, files, req in (
+        ("unified", "unified", (artifacts.UNIFIED_PARQUET, "audience.duckdb"), True),
+        ("segments", "segments", (artifacts.SEGMENTS,), True),
+        ("segment_profiles", "segment_profiles", (artifacts.SEGMENT_PROFILES,), False),
+        ("affinity", "affinity_table", (artifacts.AFFINITY_TABLE,), True),
+        ("weights", "weights", (artifacts.WEIGHTS,), False),
+        ("churn_risk", "churn_risk", (artifacts.CHURN_RISK,), False),
+        ("segment_value", "segment_value", (artifacts.SEGMENT_VALUE,), False),
+        ("customer_value", "customer_value", ("customer_value.parquet",), False),
+        ("lookalike_scores", "lookalike_scores", (artifacts.LOOKALIKE_SCORES,), False),
+        ("post_topics", "post_topics", ("post_topics.parquet",), False),
+    ))
 
 
 class UnknownSegment(LookupError):
