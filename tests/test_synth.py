@@ -91,17 +91,20 @@ def test_synthetic_panel_passes_the_data_dictionary(panel, panel_synth):
     S.pandera_schema().validate(panel_synth)  # raises on any out-of-dictionary value
 
 
-def test_cart_recovers_age_specific_social_media_time(panel_synth):
-    """E[log social minutes | age group] of the synthetic rows matches the generator's mixture truth."""
-    w = G._segment_shares_in_panel()
-    post = w[:, None] * G.P_AGE  # P(segment, age) in the panel
-    post = post / post.sum(axis=0)
-    truth = post.T @ np.log(G.MEDIAN_MINUTES[:, 0])
-    logm = np.log(panel_synth["time_on_social_media_min"].clip(lower=0.1))
-    got = logm.groupby(panel_synth["age_group"]).agg(["mean", "std", "size"]).reindex(S.AGE_GROUPS)
-    se = got["std"] * np.sqrt(1 / got["size"] + 1 / (got["size"] * 4000 / N_SYNTH))  # synthetic + real noise
-    assert (np.abs(got["mean"].to_numpy() - truth) < 4 * se.to_numpy() + 0.05).all(), (got["mean"], truth)
-    assert truth[0] - truth[-1] > 1.5  # the planted gradient the test relies on
+def test_cart_recovers_age_specific_social_media_time(panel, panel_synth):
+    """E[log social minutes | age group] of the synthetic rows matches the real panel's, age by age.
+
+    The reference was the generator's closed-form mixture (segment medians); the issue-14 world gives
+    inactive users zero minutes (23% of the 4k panel), so that formula no longer describes the panel and the
+    real rows the synthesizer learned from are the reference, with the planted age gradient checked on them.
+    """
+    def by_age(df):
+        logm = np.log(df["time_on_social_media_min"].clip(lower=0.1))
+        return logm.groupby(df["age_group"]).agg(["mean", "std", "size"]).reindex(S.AGE_GROUPS)
+    real, got = by_age(panel), by_age(panel_synth)
+    se = np.sqrt(got["std"] ** 2 / got["size"] + real["std"] ** 2 / real["size"])
+    assert (np.abs(got["mean"] - real["mean"]) < 4 * se + 0.05).all(), (got["mean"], real["mean"])
+    assert real["mean"].iloc[0] - real["mean"].iloc[-1] > 1.5  # the planted gradient the test relies on
 
 
 def test_cart_recovers_partner_match_rate_and_token_prevalence(panel, panel_synth):
