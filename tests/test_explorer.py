@@ -353,6 +353,9 @@ def test_export_segment_through_the_cli_function(client, clean):
     assert manifest["panel_version"] == export.panel_version(artifacts.load_unified(P))
     files = list((P.exports / "explorer" / body["export_id"]).iterdir())
     assert {f.suffix for f in files} == {".csv", ".parquet", ".json"}
+    persona = panel.params["segment_names"][1].lower()
+    assert all(persona.split()[0].lower() not in f.name.lower() for f in files), "no persona name in file names"
+    assert {f.stem.split(".")[0] for f in files} == {"segment_1"}
     assert client.get(f"/api/exports/{body['export_id']}/secrets").status_code == 404
 
 

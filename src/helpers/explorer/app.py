@@ -515,7 +515,9 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         elif "size" in p:
             raise ApiError("'size' applies to lookalike exports only; a segment export lists every member")
         audience, definition = _call(D.audience_frame, data, kind, seg, fit, p.get("size"))
-        name = D.export_name(data.segment_names()[seg] + (" lookalike" if kind == "lookalike" else ""))
+        # neutral file names: persona names may be built from 3rd-party traits ("renters"), which the export
+        # policy keeps out of exported rows -- and so out of the file names that travel with them
+        name = D.export_name(f"segment {seg}" + (" lookalikes" if kind == "lookalike" else ""))
         return _write_export(data, audience, definition, name, kind,
                              state.lookalike_seed if kind == "lookalike" else None)
 
