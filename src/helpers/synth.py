@@ -457,6 +457,7 @@ class CARTSynthesizer(_BaseSynthesizer):
         self.X_train_ = X
         self.steps_ = []
         sample_rng = np.random.default_rng([self.random_state, 7919])  # tree samples, apart from the tree seeds
+        X32 = X.astype(np.float32)
         pos = {c.name: i for i, c in enumerate(self.encoder_.internal_)}
         for k, j in enumerate(order):
             col = self.encoder_.internal_[j]
@@ -470,7 +471,7 @@ class CARTSynthesizer(_BaseSynthesizer):
             Tree = DecisionTreeClassifier if col.discrete else DecisionTreeRegressor
             tree = Tree(min_samples_leaf=self.min_samples_leaf, max_depth=self.max_depth,
                         random_state=int(rng.integers(2**31)))
-            Xprev = X[np.ix_(rows, prev)]
+            Xprev = X32[np.ix_(rows, prev)]  # the trees work in float32: one copy, not two
             if self.tree_sample is not None and rows.size > self.tree_sample:
                 fit_rows = np.sort(sample_rng.choice(rows.size, self.tree_sample, replace=False))
                 if np.unique(y[fit_rows]).size < 2:  # the sample lost the variation: grow on all rows
