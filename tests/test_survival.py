@@ -523,6 +523,13 @@ def test_ph_test_on_a_seeded_sample_keeps_the_planted_decision():
     again = sv.ph_test(sv.fit_cox(frame), frame, max_rows=1500, seed=2)
     pd.testing.assert_frame_equal(samp, again)  # seeded
     assert len(sv.ph_sample(frame, 1500, 2)) == 1500 and sv.ph_sample(frame, None) is frame
+    # a stratified model is refitted on the sample with the same strata (lifelines keeps one as a string)
+    strat = frame.rename(columns={"g": "g__stratum"})
+    model = sv.fit_cox(strat, strata=["g__stratum"])
+    out = sv.ph_test(model, strat, max_rows=1500, seed=2)
+    assert out["covariate"].tolist() == ["x"] and out.attrs["n_tested"] == 1500
+    rem = sv.remedy_ph(frame, ph_max_rows=1500, seed=2)
+    assert rem.strata == ["g__stratum"] and rem.after.attrs["n_tested"] == 1500
 
 
 def test_remedy_counts_fixed_only_when_every_remaining_test_passes():

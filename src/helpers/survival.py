@@ -402,6 +402,8 @@ def fit_cox(frame: pd.DataFrame, strata: Sequence[str] | None = None, penalizer:
     so use 0 when coefficients are compared with planted truth.
     """
     _check_frame(frame)
+    if isinstance(strata, str):  # lifelines keeps a single stratum as a string
+        strata = [strata]
     cph = CoxPHFitter(penalizer=penalizer, l1_ratio=l1_ratio)
     return cph.fit(frame, DURATION, EVENT, strata=list(strata) if strata else None)
 
