@@ -223,7 +223,10 @@ def describe_failure(exc: BaseException) -> dict:
     if hasattr(exc, "ename") and hasattr(exc, "traceback"):  # papermill.PapermillExecutionError
         info.update(ename=exc.ename, evalue=ANSI.sub("", str(exc.evalue)).strip(), cell_index=exc.cell_index,
                     exec_count=exc.exec_count, source=exc.source or "")
-        frames = re.findall(r'File\s+"?([^",\s]+)"?,?\s+line\s+(\d+)', ANSI.sub("", "\n".join(exc.traceback)))
+        tb = ANSI.sub("", "\n".join(exc.traceback))
+        # Python ('File "x.py", line 12') and IPython ('File /x.py:12, in f') frame formats
+        frames = re.findall(r'File\s+"([^"]+)",\s+line\s+(\d+)', tb) + re.findall(r'File\s+([^\s",]+?):(\d+)', tb)
+        frames.sort(key=lambda fn: tb.find(f"{fn[0]}"))
         ours = [(f, n) for f, n in frames if "/src/helpers/" in f or "/helpers/" in f]
         if ours:
             f, n = ours[-1]

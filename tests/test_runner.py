@@ -146,6 +146,10 @@ def test_describe_failure_names_cell_error_and_helper_line():
          "ValueError: margins file m.csv does not exist"])
     info = R.describe_failure(exc)
     assert (info["cell_index"], info["exec_count"], info["where"]) == (7, 5, "helpers/weights.py:88")
+    exc.traceback = ["File /x/src/helpers/media/stage.py:106, in budget_section(S)",
+                     "File /x/src/helpers/media/budget.py:69, in nll(t)",
+                     "File /venv/site-packages/scipy/optimize/_optimize.py:851, in _minimize"]
+    assert R.describe_failure(exc)["where"] == "helpers/media/budget.py:69"  # IPython's frame format
     assert R.short_message(info) == "ValueError: margins file m.csv does not exist"
 
 
