@@ -150,11 +150,9 @@ def segmentation_features(cfg=None, exclude: Sequence[str] = OUTCOME_METRICS) ->
 
 
 def load_run_config(config_path=None):
-    """The run configuration (``helpers.config.load``), or ``None`` when that module is not available."""
-    try:
-        from . import config
-    except ImportError:
-        return None
+    """The run configuration (``helpers.config.load``: ``None`` -> ``$AUDIENCE_CONFIG`` or the default)."""
+    from . import config
+
     return config.load(config_path)
 
 
@@ -250,7 +248,7 @@ def _categories(col: str, df: pd.DataFrame, multi: bool) -> list[str]:
     return sorted(s.unique().tolist())
 
 
-def _encode(spec: FeatureSpec, df: pd.DataFrame, categories: list[str], seed: int
+def _encode(spec: FeatureSpec, df: pd.DataFrame, categories: list[str], seed: int, id_column: str = "user_id"
             ) -> tuple[np.ndarray, list[str]]:
     """Encode one column into a float block (NaN where the source value is missing) and its names."""
     col, t = spec.column, spec.transform
@@ -259,11 +257,12 @@ def _encode(spec: FeatureSpec, df: pd.DataFrame, categories: list[str], seed: in
         x = _numeric(df, col) if t == "log1p" else pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
         return (np.log1p(x) if t == "log1p" else x)[:, None], [f"{t}({col})" if t != "identity" else col]
     if t == "log1p_dequantised":
-        if "user_id" not in df:
-            raise ValueError(f"column {col!r} is dequantised with a per-user draw keyed on 'user_id', "
-                             "but the frame has no 'user_id' column; add it")
+        if id_column not in df:
+            raise ValueError(f"column {col!r} is dequantised with a per-user draw keyed on {id_column!r}, "
+                             f"but the frame has no {id_column!r} column; add it or pass "
+                             "FeatureBuilder(id_column=<the run's identifier column>)")
         x = _numeric(df, col)
-        return np.log1p(x + _uniform_from_ids(df["user_id"], seed))[:, None], [f"log1p({col}+U)"]
+        return np.log1p(x + _uniform_from_ids(df[id_column], seed))[:, None], [f"log1p({col}+U)"]
     if t == "bool":
         x = s.astype("boolean").astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
         return x[:, None], [col]
@@ -307,6 +306,8 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         Meant for supervised models; do not cluster on them (they make data coverage a segment).
     random_state : int, default 0
         Seed of the per-user dequantisation draw (see :class:`FeatureSpec`).
+    id_column : str, default "user_id"
+        The run's identifier column (the run configuration's ``id``), which keys the per-user draw.
 
     Attributes
     ----------
@@ -320,12 +321,14 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, features: Sequence[FeatureSpec] | None = None, scale: bool = True,
-                 allow_missing: bool = False, missing_indicators: bool = False, random_state: int = 0):
+                 allow_missing: bool = False, missing_indicators: bool = False, random_state: int = 0,
+                 id_column: str = "user_id"):
         self.features = features
         self.scale = scale
         self.allow_missing = allow_missing
         self.missing_indicators = missing_indicators
         self.random_state = random_state
+        self.id_column = id_column
 
     def _specs(self) -> list[FeatureSpec]:
         specs = list(self.features) if self.features is not None else default_segmentation_features()
@@ -346,7 +349,7 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
     def _encode_all(self, df: pd.DataFrame) -> tuple[np.ndarray, list[str], list[np.ndarray], list[str]]:
         blocks, names, miss, miss_names = [], [], [], []
         for spec in self._specs():
-            block, cols = _encode(spec, df, self.categories_[spec.column], self.random_state)
+            block, cols = _encode(spec, df, self.categories_[spec.column], self.random_state, self.id_column)
             m = np.isnan(block).any(axis=1)
             if m.any() and not self.allow_missing:
                 raise ValueError(f"column {spec.column!r} has missing values in {_rows(m, df)}; segmentation "

@@ -106,6 +106,19 @@ class QuestionResult:
     sql: str = field(repr=False, default="")
 
 
+def _id_of(audience: Any, *keyed: Any) -> str:
+    """The run's identifier column: ``user_id`` (the dictionary's), else the key the weights / segments
+    tables share with the audience table (they are keyed by the run's identifier, e.g. Telco's customerID)."""
+    cols = list(audience.columns)
+    if "user_id" in cols:
+        return "user_id"
+    for t in keyed:
+        if t is not None and t.columns[0] in cols:
+            return t.columns[0]
+    raise ValueError(f"the audience table has no 'user_id' column and no weights/segments table names its "
+                     f"identifier (columns: {cols}); run 02/04 or rename the identifier to user_id")
+
+
 class AudienceWarehouse:
     """Read-only access to the warehouse ``audience`` table joined with weights and segments.
 
@@ -208,19 +221,18 @@ class AudienceWarehouse:
         self.backend, self._owns = backend, owns
         self.engine = E.engine_of(backend)
         self.con = backend.con if self.engine == "duckdb" else getattr(backend, "_session", None)
-        if "user_id" not in audience.columns:
-            raise ValueError(f"the audience table has no 'user_id' column (columns: {list(audience.columns)})")
+        uid = _id_of(audience, weights, segments)
         panel = audience
         if weights is not None:
-            w = weights.select(uid_w_=weights["user_id"], weight_w_=weights["weight"].cast("float64"))
-            panel = panel.left_join(w, panel["user_id"] == w["uid_w_"])
+            w = weights.select(uid_w_=weights[uid], weight_w_=weights["weight"].cast("float64"))
+            panel = panel.left_join(w, panel[uid] == w["uid_w_"])
             panel = panel.mutate(weight=panel["weight_w_"].fill_null(1.0)).drop("uid_w_", "weight_w_")
         else:
             panel = panel.mutate(weight=ibis.literal(1.0))
         if segments is not None:
-            s = segments.select(uid_s_=segments["user_id"], segment=segments["segment"],
+            s = segments.select(uid_s_=segments[uid], segment=segments["segment"],
                                 segment_name=segments["segment_name"])
-            panel = panel.left_join(s, panel["user_id"] == s["uid_s_"]).drop("uid_s_")
+            panel = panel.left_join(s, panel[uid] == s["uid_s_"]).drop("uid_s_")
         self.panel = panel
         self._schema = dict(panel.schema().items())
         self.columns: dict[str, str] = {k: str(v) for k, v in self._schema.items()}
