@@ -95,6 +95,14 @@ class _CountModel(MLFitter):
         self._scale = float(np.average(T_, weights=w))
         return self._finish_fit((x, tx, T_), w, initial, f"{type(self).__name__}.fit")
 
+    def conditional_probability_alive(self, frequency, recency, T, params=None) -> np.ndarray:
+        """P(alive at T | x, t_x, T) = 1 / (1 + odds of having dropped out), the odds from the model's
+        ``_log_odds_dead`` (BG/NBD: [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x); Pareto/NBD:
+        s/(r+s+x) (alpha+T)^(r+x) (beta+T)^s A0)."""
+        self._check_fitted()
+        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
+        return _like(expit(-self._log_odds_dead(x, tx, T_, params)), frequency)
+
     def expected_total(self, X, recency=None, T=None, t: float = 1.0, weights=None) -> float:
         """Sum over customers of the conditional expected purchases in the next ``t`` periods."""
         x, tx, T_, w = rfm_arrays(X, recency, T, weights)
@@ -171,11 +179,6 @@ class BetaGeoFitter(_CountModel):
             v = np.log(a) - np.log(b + np.maximum(x, 1) - 1) + (r + x) * (np.log(alpha + T_) - np.log(alpha + tx))
         return np.where(x > 0, v, -np.inf)
 
-    def conditional_probability_alive(self, frequency, recency, T, params=None) -> np.ndarray:
-        """P(alive at T | x, t_x, T) = 1 / (1 + [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x))."""
-        self._check_fitted()
-        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
-        return _like(expit(-self._log_odds_dead(x, tx, T_, params)), frequency)
 
     def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
         """E[Y(t) | x, t_x, T]: expected purchases in (T, T+t]."""
@@ -310,11 +313,6 @@ class ParetoNBDFitter(_CountModel):
         return (np.log(s) - np.log(r + s + x) + (r + x) * np.log(alpha + T_) + s * np.log(beta + T_)
                 + self._log_A0_any(r, alpha, s, beta, x, tx, T_))
 
-    def conditional_probability_alive(self, frequency, recency, T, params=None) -> np.ndarray:
-        """P(alive at T | x, t_x, T) = 1 / (1 + s/(r+s+x) (alpha+T)^(r+x) (beta+T)^s A0)."""
-        self._check_fitted()
-        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
-        return _like(expit(-self._log_odds_dead(x, tx, T_, params)), frequency)
 
     def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
         """E[Y(t) | x, t_x, T] = (r+x)(beta+T)/((alpha+T)(s-1)) [1 - ((beta+T)/(beta+T+t))^(s-1)] P(alive)."""
