@@ -395,8 +395,10 @@ def weighted_sizes(labels: np.ndarray, weights: np.ndarray | None = None, k: int
                         index=pd.RangeIndex(k, name="segment"))
 
 
-def segments_frame(user_ids: pd.Series, proba: np.ndarray, names: Sequence[str] | None = None) -> pd.DataFrame:
-    """The ``segments.parquet`` artifact: ``user_id, segment, segment_name, prob_0..prob_{k-1}, entropy``."""
+def segments_frame(user_ids: pd.Series, proba: np.ndarray, names: Sequence[str] | None = None,
+                   id_column: str = "user_id") -> pd.DataFrame:
+    """The ``segments.parquet`` artifact: ``<id>, segment, segment_name, prob_0..prob_{k-1}, entropy``, keyed by
+    the run's identifier column ``id_column`` (``user_id`` for the dictionary, e.g. ``customerID`` for Telco)."""
     P = _check_proba(proba)
     if len(user_ids) != len(P):
         raise ValueError(f"user_ids ({len(user_ids)}) and proba ({len(P)}) must have the same length")
@@ -405,7 +407,7 @@ def segments_frame(user_ids: pd.Series, proba: np.ndarray, names: Sequence[str] 
     names = [f"Segment {j}" for j in range(k)] if names is None else list(names)
     if len(names) != k:
         raise ValueError(f"names must have one entry per segment ({k}), got {len(names)}")
-    out = pd.DataFrame({"user_id": pd.Series(user_ids).astype("string").to_numpy(), "segment": seg,
+    out = pd.DataFrame({id_column: pd.Series(user_ids).astype("string").to_numpy(), "segment": seg,
                         "segment_name": np.asarray(names, dtype=object)[seg]})
     for j in range(k):
         out[f"prob_{j}"] = P[:, j]
