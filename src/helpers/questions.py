@@ -106,17 +106,11 @@ class QuestionResult:
     sql: str = field(repr=False, default="")
 
 
-def _id_of(audience: Any, *keyed: Any) -> str:
-    """The run's identifier column: ``user_id`` (the dictionary's), else the key the weights / segments
-    tables share with the audience table (they are keyed by the run's identifier, e.g. Telco's customerID)."""
+def _id_of(audience: Any) -> str:
+    """The audience table's identifier: ``user_id`` (the dictionary's), else its first column (the run's own
+    identifier, e.g. Telco's customerID, which ingestion writes first)."""
     cols = list(audience.columns)
-    if "user_id" in cols:
-        return "user_id"
-    for t in keyed:
-        if t is not None and t.columns[0] in cols:
-            return t.columns[0]
-    raise ValueError(f"the audience table has no 'user_id' column and no weights/segments table names its "
-                     f"identifier (columns: {cols}); run 02/04 or rename the identifier to user_id")
+    return "user_id" if "user_id" in cols else cols[0]
 
 
 class AudienceWarehouse:
@@ -221,16 +215,17 @@ class AudienceWarehouse:
         self.backend, self._owns = backend, owns
         self.engine = E.engine_of(backend)
         self.con = backend.con if self.engine == "duckdb" else getattr(backend, "_session", None)
-        uid = _id_of(audience, weights, segments)
+        uid = _id_of(audience)
         panel = audience
+        # weights and segments are keyed by their first column (user_id, holding the run's ids)
         if weights is not None:
-            w = weights.select(uid_w_=weights[uid], weight_w_=weights["weight"].cast("float64"))
+            w = weights.select(uid_w_=weights[weights.columns[0]], weight_w_=weights["weight"].cast("float64"))
             panel = panel.left_join(w, panel[uid] == w["uid_w_"])
             panel = panel.mutate(weight=panel["weight_w_"].fill_null(1.0)).drop("uid_w_", "weight_w_")
         else:
             panel = panel.mutate(weight=ibis.literal(1.0))
         if segments is not None:
-            s = segments.select(uid_s_=segments[uid], segment=segments["segment"],
+            s = segments.select(uid_s_=segments[segments.columns[0]], segment=segments["segment"],
                                 segment_name=segments["segment_name"])
             panel = panel.left_join(s, panel[uid] == s["uid_s_"]).drop("uid_s_")
         self.panel = panel

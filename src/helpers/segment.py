@@ -397,8 +397,10 @@ def weighted_sizes(labels: np.ndarray, weights: np.ndarray | None = None, k: int
 
 def segments_frame(user_ids: pd.Series, proba: np.ndarray, names: Sequence[str] | None = None,
                    id_column: str = "user_id") -> pd.DataFrame:
-    """The ``segments.parquet`` artifact: ``<id>, segment, segment_name, prob_0..prob_{k-1}, entropy``, keyed by
-    the run's identifier column ``id_column`` (``user_id`` for the dictionary, e.g. ``customerID`` for Telco)."""
+    """The ``segments.parquet`` artifact: ``user_id, segment, segment_name, prob_0..prob_{k-1}, entropy``.
+
+    The key column is named ``user_id`` whatever the run's identifier is called (its values are the run's
+    ids, e.g. Telco's customerID), as the later stages expect; ``id_column`` renames it."""
     P = _check_proba(proba)
     if len(user_ids) != len(P):
         raise ValueError(f"user_ids ({len(user_ids)}) and proba ({len(P)}) must have the same length")

@@ -58,6 +58,8 @@ def _eligibility(md, users: pd.Index, dates: pd.DatetimeIndex) -> np.ndarray:
 
 def _gamma_poisson(n: np.ndarray, e: np.ndarray) -> tuple[float, float]:
     """MLE of (shape r, rate b) of the Gamma mixing a Poisson count n with exposure e."""
+    # float arrays: counts may arrive as nullable integers (object arrays), which gammaln cannot take
+    n, e = np.asarray(n, dtype=np.float64), np.asarray(e, dtype=np.float64)
     ok = e > 0
     n, e = n[ok], e[ok]
     if len(n) < 5 or n.sum() == 0:
