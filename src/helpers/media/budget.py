@@ -166,6 +166,8 @@ def _fit_steady_state(y, r, z, D, g=None, deviation_sd: float = 0.5):
     into ``H``. Weak priors: log kappa ~ N(0.3, 0.5), log H ~ N(log median r, 1.5), log beta ~ N(log(mean
     y / D) - 1, 3). Returns (the audience's parameters in :class:`ResponseModel` layout, covariance, converged).
     """
+    # float arrays: exposure counts may arrive as nullable integers (object arrays) from the ingested tables
+    y, r, z = np.asarray(y, np.float64), np.asarray(r, np.float64), np.asarray(z, np.float64)
     U, C = r.shape
     g = np.ones(U) if g is None else np.asarray(g, float)
     pooled = 0 < g.mean() < 1
@@ -224,6 +226,8 @@ def _fit_hierarchical(y, r, z, D, gidx, target: int = 0, deviation_sd: float = 0
     segments from being read as media effects. Returns the target group's parameters (model layout),
     their covariance and convergence.
     """
+    # float arrays: exposure counts may arrive as nullable integers (object arrays) from the ingested tables
+    y, r, z = np.asarray(y, np.float64), np.asarray(r, np.float64), np.asarray(z, np.float64)
     U, C = r.shape
     K = int(gidx.max()) + 1
     pos_r = r[r > 0]
@@ -348,7 +352,7 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
     pick = lambda ix: ix if len(ix) <= max_users else ix[np.sort(rng.choice(len(ix), max_users, replace=False))]
     pos = pd.Index(pick(audience)).append(pd.Index(pick(others)))
     g = pos.isin(audience).astype(float)
-    r = per_user.loc[pos].to_numpy() / D                                       # (U, C) impressions per day
+    r = per_user.loc[pos].to_numpy(dtype=np.float64) / D                                      # (U, C) impressions per day
     y = np.zeros(len(pos))
     if md.conversions is not None:
         cv = md.conversions
