@@ -41,7 +41,14 @@ def missing_reason(P) -> str:
 
 def read(P, name: str) -> pd.DataFrame | None:
     f = _file(P, name)
-    return None if f is None else pd.read_parquet(f)
+    if f is None:
+        return None
+    df = pd.read_parquet(f)
+    # ingestion writes counts as nullable integers; the media models do float arithmetic (numpy ufuncs
+    # reject the object arrays that nullable columns become), so counts are read as floats here, once
+    nullable_int = [c for c, t in df.dtypes.items() if isinstance(t, pd.api.extensions.ExtensionDtype)
+                    and pd.api.types.is_integer_dtype(t)]
+    return df.astype({c: "float64" for c in nullable_int}) if nullable_int else df
 
 
 @dataclass
