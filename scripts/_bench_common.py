@@ -24,6 +24,16 @@ def synthetic_features(n_users: int, seed: int) -> tuple[np.ndarray, np.ndarray,
     return X, panel.truth["true_segment"].to_numpy(), t_gen, time.perf_counter() - t0
 
 
+def time_best(fn, repeats: int) -> tuple[float, object]:
+    """Best wall time of ``repeats`` calls of ``fn`` (seconds) and the last call's result."""
+    best, out = np.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

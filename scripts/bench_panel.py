@@ -30,6 +30,8 @@ import pandas as pd
 from helpers import weights as W
 from helpers.generate import generate_panel, population_margins
 
+from _bench_common import time_best
+
 RAKING_VARS = ["age_group", "income_bracket", "education_level", "household_size"]
 
 
@@ -39,15 +41,6 @@ def make_input(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = W.raking_frame(base, RAKING_VARS).iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
     return frame.astype("category")
-
-
-def time_best(fn, repeats: int) -> tuple[float, object]:
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def ipfn_weights(df: pd.DataFrame, margins: pd.DataFrame, tol: float, cells: bool) -> np.ndarray | None:

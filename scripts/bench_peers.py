@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import weights as W  # noqa: E402
 from helpers.generate import generate_panel, population_margins  # noqa: E402
+from _bench_common import time_best  # noqa: E402
 
 RAKING_VARS = ["age_group", "income_bracket", "education_level", "household_size"]
 
@@ -123,24 +124,15 @@ def machine() -> dict:
                 cpu = line.split(":", 1)[1].strip()
                 break
     except OSError:
-        pass
+        cpu = cpu or "unknown (no /proc/cpuinfo)"
     mem_gb = None
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
-        pass
+        mem_gb = None  # sysconf names absent on this platform: memory not reported
     return {"date": _dt.date.today().isoformat(), "platform": platform.platform(), "cpu": cpu,
             "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
             "load_avg_1min_at_start": load, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-
-
-def best_of(fn, repeats: int):
-    t, out = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        t = min(t, time.perf_counter() - t0)
-    return t, out
 
 
 def margin_error(frame: pd.DataFrame, margins: pd.DataFrame, w: np.ndarray) -> float:
@@ -172,8 +164,8 @@ def bench_raking(sizes: list[int], peer_python: str | None, repeats: int, tol: f
                      "$AUDIENCE_PEER_PYTHON)")
     for n in sizes:
         frame = rake_input(n)
-        t_cells, r_cells = best_of(lambda: W.rake(frame, margins, tol=tol, id_col=None), repeats)
-        t_rows, r_rows = best_of(lambda: W.rake(frame, margins, tol=tol, id_col=None, collapse=False), repeats)
+        t_cells, r_cells = time_best(lambda: W.rake(frame, margins, tol=tol, id_col=None), repeats)
+        t_rows, r_rows = time_best(lambda: W.rake(frame, margins, tol=tol, id_col=None, collapse=False), repeats)
         rows.append({"n_rows": n, "method": "ours: rake, collapsed cells", "seconds": t_cells,
                      "max_margin_error": margin_error(frame, margins, r_cells.weights.to_numpy()),
                      "n_cells": r_cells.n_cells})
@@ -272,7 +264,7 @@ def bench_synthesis(n_train: int, repeats: int, seed: int) -> tuple[list[dict], 
                      "not installed for a benchmark here)")
     rows = []
     for name, make in makers.items():
-        t, syn = best_of(make, repeats)
+        t, syn = time_best(make, repeats)
         r = rescaled_fidelity(train, holdout, syn, n_eval=1500, anchors=anchors, random_state=seed)
         rows.append({"method": name, "n_train": len(train), "fit_and_sample_seconds": t,
                      "fidelity_score": r.score, "rescaled_before_penalty": r.rescaled,
