@@ -58,8 +58,6 @@ def _eligibility(md, users: pd.Index, dates: pd.DatetimeIndex) -> np.ndarray:
 
 def _gamma_poisson(n: np.ndarray, e: np.ndarray) -> tuple[float, float]:
     """MLE of (shape r, rate b) of the Gamma mixing a Poisson count n with exposure e."""
-    # float arrays: counts may arrive as nullable integers (object arrays), which gammaln cannot take
-    n, e = np.asarray(n, dtype=np.float64), np.asarray(e, dtype=np.float64)
     ok = e > 0
     n, e = n[ok], e[ok]
     if len(n) < 5 or n.sum() == 0:
@@ -166,8 +164,6 @@ def _fit_steady_state(y, r, z, D, g=None, deviation_sd: float = 0.5):
     into ``H``. Weak priors: log kappa ~ N(0.3, 0.5), log H ~ N(log median r, 1.5), log beta ~ N(log(mean
     y / D) - 1, 3). Returns (the audience's parameters in :class:`ResponseModel` layout, covariance, converged).
     """
-    # float arrays: exposure counts may arrive as nullable integers (object arrays) from the ingested tables
-    y, r, z = np.asarray(y, np.float64), np.asarray(r, np.float64), np.asarray(z, np.float64)
     U, C = r.shape
     g = np.ones(U) if g is None else np.asarray(g, float)
     pooled = 0 < g.mean() < 1
@@ -226,8 +222,6 @@ def _fit_hierarchical(y, r, z, D, gidx, target: int = 0, deviation_sd: float = 0
     segments from being read as media effects. Returns the target group's parameters (model layout),
     their covariance and convergence.
     """
-    # float arrays: exposure counts may arrive as nullable integers (object arrays) from the ingested tables
-    y, r, z = np.asarray(y, np.float64), np.asarray(r, np.float64), np.asarray(z, np.float64)
     U, C = r.shape
     K = int(gidx.max()) + 1
     pos_r = r[r > 0]
@@ -337,7 +331,7 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
 
     elig = _eligibility(md, audience, dates)                                  # (A, D)
     e = elig @ planned                                                        # (A, C) eligible planned USD
-    n = per_user.loc[audience].to_numpy()
+    n = per_user.loc[audience].to_numpy(dtype=np.float64)
     theta = np.zeros_like(n)
     shapes = np.zeros(C)
     for j in range(C):
