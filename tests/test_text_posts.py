@@ -49,3 +49,31 @@ def test_planted_effects_visible_in_counts():
     # planted sentiment: pets posts more positive than sports posts
     m = truth.groupby("topic")["sentiment"].mean()
     assert m["pets"] > m["sports"] + 0.3
+
+
+def test_chunked_writer_streams_chunks_and_equals_in_memory_posts(tmp_path):
+    import pyarrow.parquet as pq
+    users = _users(2500, 3)
+    paths = P.write_posts(users, tmp_path / "raw", tmp_path / "truth", seed=5, chunk_users=1000)
+    raw, truth, rates, params = P.simulate_posts(users, seed=5, chunk_users=1000)
+    # one row group per chunk of users: the writer never held more than one chunk's posts
+    assert pq.ParquetFile(paths["posts"]).num_row_groups == 3
+    got = pd.read_parquet(paths["posts"])
+    assert got["text"].equals(raw["text"]) and got["user_id"].equals(raw["user_id"])
+    assert (pd.to_datetime(got["date"]) == pd.to_datetime(raw["date"])).all()
+    assert pd.read_parquet(paths["posts_truth"])["topic"].equals(truth["topic"])
+    assert len(pd.read_parquet(paths["posts_user_rates"])) == len(users)
+    # post ids run on across chunks; users stay in their order
+    assert list(got["post_id"]) == [f"P{i + 1:08d}" for i in range(len(got))]
+    assert json.loads(paths["text_truth"].read_text())["n_posts"] == len(got) == params["n_posts"]
+    assert not list((tmp_path / "raw").glob("*.part"))
+    # a panel no larger than a chunk is one block: the chunk size does not change it
+    small = users.head(800)
+    assert P.simulate_posts(small, seed=5, chunk_users=1000)[0]["text"].equals(
+        P.simulate_posts(small, seed=5, chunk_users=800)[0]["text"])
+
+
+def test_chunk_size_must_be_positive(tmp_path):
+    import pytest
+    with pytest.raises(ValueError, match="chunk_users"):
+        P.write_posts(_users(10), tmp_path / "raw", tmp_path / "truth", chunk_users=0)

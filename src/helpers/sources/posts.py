@@ -17,7 +17,9 @@ is its own level with no effect.
 Files: ``raw/posts.parquet`` (``post_id, user_id, platform, date, text``), ``truth/posts_truth.parquet``
 (one row per post: ``post_id, user_id, topic, sentiment, mentions_brand``), ``truth/posts_user_rates.parquet``
 (one row per user: ``rate_<topic>`` for every topic and ``trendsetter``) and ``truth/text_truth.json``
-(topics, vocabulary, topic-word distributions, effects, window).
+(topics, vocabulary, topic-word distributions, effects, window). :func:`write_posts` draws and writes them
+:data:`CHUNK_USERS` users at a time (one parquet row group per chunk), so a 1M-user panel's posts are never
+all in memory; :func:`simulate_posts` returns the same chunks concatenated.
 """
 
 from __future__ import annotations
@@ -134,13 +136,25 @@ def _index(values: pd.Series, levels: list, default: float) -> np.ndarray:
         np.zeros(0) + default
 
 
-def interest_rates(users: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
-    """Planted interest rate per user and topic (expected posts in the window) and the drawn effects."""
+def planted_effects(users: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Segment and state effects per topic (drawn once for the whole panel, before any chunk)."""
+    seg = users["true_segment"].fillna(0).astype(int).to_numpy() if "true_segment" in users else np.zeros(0, int)
+    n_seg = int(seg.max()) + 1 if seg.size else 1
+    return {"segment": rng.normal(0, SEGMENT_SD, (len(TOPICS), max(n_seg, 6))),
+            "state": rng.normal(0, STATE_SD, (len(TOPICS), len(STATE_CODES)))}
+
+
+def interest_rates(users: pd.DataFrame, rng: np.random.Generator,
+                   effects: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Planted interest rate per user and topic (expected posts in the window) and the drawn effects.
+
+    ``effects`` (from :func:`planted_effects`) are drawn here when not given; the chunked writer draws
+    them once and passes them to every chunk.
+    """
     n = len(users)
     seg = users["true_segment"].fillna(0).astype(int).to_numpy() if "true_segment" in users else np.zeros(n, int)
-    n_seg = int(seg.max()) + 1 if n else 1
-    seg_eff = rng.normal(0, SEGMENT_SD, (len(TOPICS), max(n_seg, 6)))
-    state_eff = rng.normal(0, STATE_SD, (len(TOPICS), len(STATE_CODES)))
+    eff = effects if effects is not None else planted_effects(users, rng)
+    seg_eff, state_eff = eff["segment"], eff["state"]
     age = _index(users.get("age_group", pd.Series([None] * n)), S.AGE_GROUPS, np.nan)
     inc = _index(users.get("income_bracket", pd.Series([None] * n)), S.INCOME_BRACKETS, np.nan)
     edu = _index(users.get("education_level", pd.Series([None] * n)), S.EDUCATION_LEVELS, np.nan)
@@ -162,8 +176,8 @@ def interest_rates(users: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.Da
             lr += load * trend - load ** 2 / 2
         out[f"rate_{t}"] = np.exp(lr)
     rates = pd.DataFrame({"user_id": users["user_id"].to_numpy(), **out, "trendsetter": trend})
-    effects = {"segment": seg_eff.round(6).tolist(), "state": state_eff.round(6).tolist()}
-    return rates, effects
+    effects_out = {"segment": seg_eff.round(6).tolist(), "state": state_eff.round(6).tolist()}
+    return rates, effects_out
 
 
 def word_distributions() -> dict[str, np.ndarray]:
@@ -216,18 +230,24 @@ def post_texts(rng: np.random.Generator, topic: np.ndarray, sent: np.ndarray,
     return [" ".join(sentences[pb[i]:pb[i + 1]]) for i in range(n)]
 
 
-def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = None
-                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
-    """Posts (raw), post truth, user rates and the truth parameters, from a users frame or panel."""
-    rng = np.random.default_rng([seed, 18])
-    u = _users(users)
-    rates, effects = interest_rates(u, rng)
+#: users per generation chunk: posts, truth and rates are drawn and written chunk by chunk, so a 1M-user
+#: panel never holds all its posts in memory; a panel of at most this many users is one chunk
+CHUNK_USERS = 100_000
+
+_RAW_SCHEMA = {"post_id": "string", "user_id": "string", "platform": "string", "date": "date32",
+               "text": "string"}
+
+
+def _chunk_posts(u: pd.DataFrame, rng: np.random.Generator, effects: dict[str, np.ndarray], end: pd.Timestamp,
+                 phis: dict[str, np.ndarray], first_post: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Posts, post truth and rates of one chunk of users (post ids numbered from ``first_post + 1``)."""
+    rates, _ = interest_rates(u, rng, effects)
     R = rates[[f"rate_{t}" for t in TOPICS]].to_numpy()
     counts = rng.poisson(R)
     uid = np.repeat(np.arange(len(u)), counts.sum(1))
-    topic = np.concatenate([np.repeat(np.arange(len(TOPICS)), c) for c in counts]) if len(u) else np.zeros(0, int)
+    # topic of each post in user order: the k-th topic repeated counts[u, k] times, user after user
+    topic = np.repeat(np.tile(np.arange(len(TOPICS)), len(u)), counts.reshape(-1)) if len(u) else np.zeros(0, int)
     n = uid.size
-    end = pd.Timestamp(observation_date or "2026-06-30")
     days = rng.integers(0, WINDOW_DAYS, n)
     date = (end - pd.to_timedelta(days, unit="D")).normalize()
     age = _index(u["age_group"] if "age_group" in u else pd.Series([None] * len(u)), S.AGE_GROUPS, np.nan)
@@ -237,41 +257,110 @@ def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = No
     tendency = rng.normal(0, 0.2, len(u))
     mean_s = np.array([SENTIMENT_MEAN[t] for t in TOPICS])[topic] if n else np.zeros(0)
     sent = np.clip(mean_s + tendency[uid] + rng.normal(0, 0.35, n), -1, 1)
-    phis = word_distributions()
     texts = post_texts(rng, topic, sent, phis)
     order = np.lexsort((-days, uid))
-    post_id = np.array([f"P{i + 1:08d}" for i in range(n)], dtype=object)
-    raw = pd.DataFrame({"post_id": post_id, "user_id": u["user_id"].to_numpy()[uid][order],
+    post_id = np.array([f"P{first_post + i + 1:08d}" for i in range(n)], dtype=object)
+    raw = pd.DataFrame({"post_id": post_id, "user_id": u["user_id"].astype(str).to_numpy()[uid][order],
                         "platform": np.array(PLATFORMS, dtype=object)[plat][order],
                         "date": pd.DatetimeIndex(date)[order].date if n else [],
                         "text": np.array(texts, dtype=object)[order] if n else []})
-    tpc = np.array(TOPICS, dtype=object)[topic][order] if n else np.array([], dtype=object)
+    tpc = np.array(TOPICS, dtype=object)[topic][order]
+    brand = "|".join(rf"\b{b}\b" for b in BRANDS.values())
     truth = pd.DataFrame({"post_id": post_id, "user_id": raw["user_id"].to_numpy(), "topic": tpc,
-                          "sentiment": sent[order] if n else [],
-                          "mentions_brand": [any(b in txt.lower() for b in BRANDS.values()) for txt in raw["text"]]})
-    params = {"topics": TOPICS, "topic_labels": TOPIC_LABELS, "brands": BRANDS, "vocab": VOCAB,
-              "topic_word": {t: phis[t].round(8).tolist() for t in TOPICS},
-              "function_words": FUNCTION_WORDS, "positive_words": POSITIVE, "negative_words": NEGATIVE,
-              "window_days": WINDOW_DAYS, "observation_date": str(end.date()), "platforms": PLATFORMS,
-              "base_rate": BASE_RATE, "age_effect": AGE_EFFECT, "female_effect": FEMALE_EFFECT,
-              "income_effect": INCOME_EFFECT, "education_effect": EDUCATION_EFFECT,
-              "sentiment_mean": SENTIMENT_MEAN, "co_topics": list(CO_TOPICS), "co_states": CO_STATES,
-              "co_default": CO_DEFAULT, "activity_sd": ACTIVITY_SD, "effects": effects, "seed": seed,
-              "n_posts": int(n), "n_users": int(len(u))}
+                          "sentiment": sent[order].astype(float),
+                          "mentions_brand": raw["text"].str.lower().str.contains(brand, regex=True).to_numpy(bool)})
+    return raw, truth, rates
+
+
+def iter_posts(users: Any, seed: int = 42, observation_date: str | None = None,
+               chunk_users: int = CHUNK_USERS):
+    """Yield ``(raw, truth, rates)`` chunk by chunk, then return the truth parameters (``StopIteration.value``).
+
+    The segment and state effects are drawn once (stream ``[seed, 18]``); chunk 0 continues that stream and
+    chunk ``c > 0`` uses its own stream ``[seed, 18, c]``, so the posts depend on the seed and on
+    ``chunk_users`` only (a panel of at most ``chunk_users`` users is drawn exactly as one block).
+    """
+    if chunk_users < 1:
+        raise ValueError(f"iter_posts: chunk_users must be >= 1, got {chunk_users}")
+    rng = np.random.default_rng([seed, 18])
+    u = _users(users)
+    effects = planted_effects(u, rng)
+    end = pd.Timestamp(observation_date or "2026-06-30")
+    phis = word_distributions()
+    n_posts = 0
+    for c, lo in enumerate(range(0, max(len(u), 1), chunk_users)):
+        r = rng if c == 0 else np.random.default_rng([seed, 18, c])
+        raw, truth, rates = _chunk_posts(u.iloc[lo:lo + chunk_users].reset_index(drop=True), r, effects, end,
+                                         phis, n_posts)
+        n_posts += len(raw)
+        yield raw, truth, rates
+    return {"topics": TOPICS, "topic_labels": TOPIC_LABELS, "brands": BRANDS, "vocab": VOCAB,
+            "topic_word": {t: phis[t].round(8).tolist() for t in TOPICS},
+            "function_words": FUNCTION_WORDS, "positive_words": POSITIVE, "negative_words": NEGATIVE,
+            "window_days": WINDOW_DAYS, "observation_date": str(end.date()), "platforms": PLATFORMS,
+            "base_rate": BASE_RATE, "age_effect": AGE_EFFECT, "female_effect": FEMALE_EFFECT,
+            "income_effect": INCOME_EFFECT, "education_effect": EDUCATION_EFFECT,
+            "sentiment_mean": SENTIMENT_MEAN, "co_topics": list(CO_TOPICS), "co_states": CO_STATES,
+            "co_default": CO_DEFAULT, "activity_sd": ACTIVITY_SD,
+            "effects": {k: v.round(6).tolist() for k, v in effects.items()}, "seed": seed,
+            "n_posts": int(n_posts), "n_users": int(len(u)), "chunk_users": int(chunk_users)}
+
+
+def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = None,
+                   chunk_users: int = CHUNK_USERS) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Posts (raw), post truth, user rates and the truth parameters in memory (the chunks of :func:`iter_posts`)."""
+    gen = iter_posts(users, seed, observation_date, chunk_users)
+    parts = []
+    while True:
+        try:
+            parts.append(next(gen))
+        except StopIteration as stop:
+            params = stop.value
+            break
+    raw, truth, rates = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(3))
     return raw, truth, rates, params
 
 
 def write_posts(users: Any, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
-                observation_date: str | None = None) -> dict[str, Path]:
-    """Write ``raw/posts.parquet`` and the truth files (see the module docstring); returns their paths."""
+                observation_date: str | None = None, chunk_users: int = CHUNK_USERS) -> dict[str, Path]:
+    """Write ``raw/posts.parquet`` and the truth files chunk by chunk (see the module docstring); their paths.
+
+    Each chunk of ``chunk_users`` users becomes one row group of each parquet file, so memory holds one
+    chunk's posts at a time; the files equal :func:`simulate_posts`'s frames. Files are written under a
+    temporary name and renamed at the end, so a failure leaves no half-written table.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    raw, truth, rates, params = simulate_posts(users, seed, observation_date)
     paths = {"posts": raw_dir / "posts.parquet", "posts_truth": truth_dir / "posts_truth.parquet",
              "posts_user_rates": truth_dir / "posts_user_rates.parquet", "text_truth": truth_dir / "text_truth.json"}
-    raw.to_parquet(paths["posts"], index=False)
-    truth.to_parquet(paths["posts_truth"], index=False)
-    rates.to_parquet(paths["posts_user_rates"], index=False)
-    paths["text_truth"].write_text(json.dumps(params, indent=1))
+    tmp = {k: v.with_name(v.name + ".part") for k, v in paths.items()}
+    raw_schema = pa.schema([(c, getattr(pa, t)()) for c, t in _RAW_SCHEMA.items()])
+    writers: dict[str, Any] = {}
+    gen = iter_posts(users, seed, observation_date, chunk_users)
+    try:
+        while True:
+            try:
+                chunk = next(gen)
+            except StopIteration as stop:
+                params = stop.value
+                break
+            for key, df in zip(("posts", "posts_truth", "posts_user_rates"), chunk):
+                table = pa.Table.from_pandas(df, schema=raw_schema if key == "posts" else None, preserve_index=False)
+                if key not in writers:
+                    writers[key] = pq.ParquetWriter(tmp[key], table.schema)
+                writers[key].write_table(table.cast(writers[key].schema))
+    except BaseException:
+        for w in writers.values():
+            w.close()
+        for k in writers:
+            tmp[k].unlink(missing_ok=True)
+        raise
+    for w in writers.values():
+        w.close()
+    tmp["text_truth"].write_text(json.dumps(params, indent=1))
+    for k in paths:
+        tmp[k].replace(paths[k])
     return paths
