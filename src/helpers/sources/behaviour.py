@@ -15,41 +15,22 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-#: Median minutes/day per channel (social, video, podcasts) in a typical *active* month, per segment.
-#: Segments 2 and 3 overlap on social and video and differ on podcasts and spend; 0 and 5 overlap on
-#: social and video and differ on purchases; 1 stands out on video; 4 is low everywhere.
-MEDIAN_MINUTES = np.array([
-    [264.0, 56.0, 4.0],
-    [51.0, 339.0, 6.0],
-    [30.0, 63.0, 229.0],
-    [30.0, 70.0, 28.0],
-    [5.0, 25.0, 3.0],
-    [238.0, 56.0, 16.0],
-])
-#: P(uses the channel at all | segment): the rest are structural zeros.
-P_USES = np.array([
-    [0.99, 0.91, 0.61],
-    [0.91, 0.99, 0.64],
-    [0.88, 0.88, 0.99],
-    [0.85, 0.94, 0.76],
-    [0.73, 0.82, 0.55],
-    [0.97, 0.91, 0.70],
-])
-#: Median purchases per active month and median ticket size (USD) per segment.
-PURCHASE_RATE = np.array([1.0, 1.4, 1.8, 2.2, 0.6, 8.0])
-MEDIAN_TICKET = np.array([20.0, 25.0, 28.0, 50.0, 40.0, 12.0])
-#: Left-side sd of the log levels (social, video, podcasts, rate, ticket); noise features use 0.55.
-LOG_SD = np.array([0.40, 0.40, 0.45, 0.45, 0.35])
+from . import planted
+
+# The planted numbers, with what each table means, are in planted.yaml (section "behaviour"): per segment
+# the median minutes/day per channel (social, video, podcasts) of a typical active month and P(uses the
+# channel), the median purchases per active month and ticket size (USD); the left-side log sd and the
+# copula correlation of the five latent levels (social, video, podcasts, rate, ticket).
+_T = planted.load().section("behaviour")
+MEDIAN_MINUTES = _T["MEDIAN_MINUTES"]
+P_USES = _T["P_USES"]
+PURCHASE_RATE = _T["PURCHASE_RATE"]
+MEDIAN_TICKET = _T["MEDIAN_TICKET"]
+LOG_SD = _T["LOG_SD"]
+COPULA_R = _T["COPULA_R"]
+#: Median minutes/day and left-side log sd of the segment-independent noise features.
 NOISE_MEDIAN_MINUTES = 30.0
-#: Copula correlation of the five latent levels (social, video, podcasts, rate, ticket). Frequent buyers
-#: buy smaller baskets (rate-ticket -0.35): Gamma-Gamma's independence of frequency and value fails.
-COPULA_R = np.array([
-    [1.00, 0.35, -0.10, 0.20, 0.00],
-    [0.35, 1.00, -0.20, 0.10, 0.10],
-    [-0.10, -0.20, 1.00, 0.00, 0.05],
-    [0.20, 0.10, 0.00, 1.00, -0.35],
-    [0.00, 0.10, 0.05, -0.35, 1.00],
-])
+NOISE_LOG_SD = 0.55
 
 
 def correlation(strength: float, n_noise: int) -> np.ndarray:
@@ -82,7 +63,7 @@ def split_t(z: np.ndarray, df: float, skew: float) -> np.ndarray:
 def levels(z: np.ndarray, seg: np.ndarray, cfg, region_effect: np.ndarray) -> dict[str, np.ndarray]:
     """Per-user levels from the copula latents ``z`` (n x (5 + noise)): minutes, rate, ticket, noise."""
     q = split_t(z, cfg.tail_df, cfg.skew) * cfg.log_sd_scale
-    sd = np.concatenate([LOG_SD, np.full(z.shape[1] - len(LOG_SD), 0.55)])
+    sd = np.concatenate([LOG_SD, np.full(z.shape[1] - len(LOG_SD), NOISE_LOG_SD)])
     logs = q * sd
     minutes = MEDIAN_MINUTES[seg] * np.exp(logs[:, :3] + cfg.state_effects * region_effect)
     return {

@@ -16,107 +16,37 @@ from scipy import special
 from . import behaviour as B
 from . import future as F
 from . import places as PL
+from . import planted
 from . import transactions as TX
 from . import waves as W
 
-# --- planted segments -------------------------------------------------------------------------------
-SEGMENT_NAMES = [
-    "Social-first young adults",
-    "Binge-streaming renters",
-    "Podcast-heavy commuters",
-    "Affluent family homeowners",
-    "Low-engagement seniors",
-    "Deal-seeking power shoppers",
-]
+# --- planted segments, profiles and selection into the customer base ------------------------------
+# The numbers, with what each table means and its rows/columns, are in planted.yaml (section "world"):
+# P_<column> = P(category | segment) of a profile column (per token for the multi-valued ones),
+# INCLUSION_BY_* = relative inclusion in the customer base (raking on age can correct the age part, the
+# segment part only through its correlates), *_MATCH_BY_* = P(matched by the partner / data broker).
+_T = planted.load().section("world")
+SEGMENT_NAMES: list[str] = planted.load().labels["segments"]
 K = len(SEGMENT_NAMES)
-#: Population share of each segment: unequal, segment 5 is a niche (2.5% of the population).
-POP_SHARES = np.array([0.24, 0.22, 0.14, 0.17, 0.205, 0.025])
-
-P_AGE = np.array([
-    [0.55, 0.30, 0.08, 0.04, 0.02, 0.01],
-    [0.20, 0.40, 0.22, 0.10, 0.05, 0.03],
-    [0.08, 0.35, 0.30, 0.17, 0.07, 0.03],
-    [0.02, 0.15, 0.35, 0.30, 0.13, 0.05],
-    [0.01, 0.03, 0.06, 0.15, 0.30, 0.45],
-    [0.10, 0.30, 0.28, 0.18, 0.09, 0.05],
-])
-P_INCOME = np.array([
-    [0.35, 0.35, 0.18, 0.07, 0.04, 0.01],
-    [0.15, 0.35, 0.28, 0.13, 0.07, 0.02],
-    [0.05, 0.20, 0.30, 0.25, 0.15, 0.05],
-    [0.01, 0.04, 0.12, 0.25, 0.33, 0.25],
-    [0.25, 0.35, 0.22, 0.10, 0.06, 0.02],
-    [0.08, 0.22, 0.30, 0.22, 0.13, 0.05],
-])
-P_TRAVELER = np.array([  # business, leisure, adventure, budget, luxury, non_traveler
-    [0.03, 0.25, 0.25, 0.35, 0.02, 0.10],
-    [0.05, 0.30, 0.10, 0.30, 0.05, 0.20],
-    [0.40, 0.25, 0.10, 0.10, 0.10, 0.05],
-    [0.15, 0.35, 0.10, 0.05, 0.30, 0.05],
-    [0.02, 0.30, 0.02, 0.16, 0.05, 0.45],
-    [0.10, 0.30, 0.15, 0.25, 0.15, 0.05],
-])
-P_PURCHASE = np.array([  # electronics fashion groceries home_garden beauty sports books toys automotive travel
-    [0.45, 0.60, 0.30, 0.05, 0.45, 0.25, 0.15, 0.03, 0.05, 0.20],
-    [0.55, 0.25, 0.40, 0.10, 0.15, 0.15, 0.35, 0.05, 0.08, 0.10],
-    [0.40, 0.20, 0.35, 0.15, 0.10, 0.30, 0.55, 0.10, 0.15, 0.35],
-    [0.35, 0.35, 0.60, 0.60, 0.25, 0.30, 0.25, 0.55, 0.30, 0.30],
-    [0.10, 0.10, 0.55, 0.40, 0.10, 0.05, 0.30, 0.05, 0.10, 0.05],
-    [0.60, 0.55, 0.50, 0.35, 0.40, 0.35, 0.20, 0.25, 0.25, 0.25],
-])
-P_EVENTS = np.array([  # concerts sports theatre comedy festivals conferences family_events
-    [0.55, 0.25, 0.05, 0.25, 0.45, 0.03, 0.03],
-    [0.30, 0.30, 0.10, 0.30, 0.15, 0.05, 0.05],
-    [0.25, 0.20, 0.25, 0.35, 0.10, 0.45, 0.05],
-    [0.20, 0.45, 0.30, 0.10, 0.05, 0.15, 0.60],
-    [0.05, 0.10, 0.30, 0.05, 0.02, 0.01, 0.15],
-    [0.35, 0.35, 0.10, 0.20, 0.25, 0.10, 0.20],
-])
-P_INTENT = np.array([  # auto home furniture appliances electronics travel luxury_goods
-    [0.05, 0.03, 0.10, 0.05, 0.35, 0.20, 0.10],
-    [0.10, 0.05, 0.15, 0.10, 0.30, 0.15, 0.05],
-    [0.20, 0.10, 0.10, 0.10, 0.20, 0.35, 0.10],
-    [0.30, 0.25, 0.30, 0.30, 0.20, 0.30, 0.30],
-    [0.08, 0.05, 0.10, 0.20, 0.05, 0.10, 0.03],
-    [0.25, 0.10, 0.25, 0.25, 0.45, 0.25, 0.25],
-])
-P_EDU = np.array([  # less_than_hs hs some_college bachelors graduate
-    [0.08, 0.35, 0.40, 0.15, 0.02],
-    [0.08, 0.32, 0.32, 0.22, 0.06],
-    [0.02, 0.10, 0.20, 0.43, 0.25],
-    [0.02, 0.10, 0.18, 0.40, 0.30],
-    [0.15, 0.40, 0.25, 0.13, 0.07],
-    [0.05, 0.25, 0.30, 0.28, 0.12],
-])
-P_MARITAL = np.array([  # single married partnered divorced widowed
-    [0.75, 0.05, 0.18, 0.01, 0.01],
-    [0.50, 0.20, 0.22, 0.07, 0.01],
-    [0.35, 0.40, 0.15, 0.08, 0.02],
-    [0.05, 0.80, 0.08, 0.06, 0.01],
-    [0.10, 0.45, 0.05, 0.15, 0.25],
-    [0.30, 0.45, 0.12, 0.11, 0.02],
-])
-P_OWNER = np.array([0.10, 0.20, 0.50, 0.88, 0.75, 0.55])
-P_NET_WORTH = np.array([  # <50k 50k-100k 100k-250k 250k-500k 500k-1m 1m+
-    [0.60, 0.25, 0.10, 0.04, 0.01, 0.00],
-    [0.40, 0.30, 0.18, 0.08, 0.03, 0.01],
-    [0.10, 0.20, 0.30, 0.25, 0.10, 0.05],
-    [0.03, 0.07, 0.20, 0.30, 0.25, 0.15],
-    [0.15, 0.20, 0.30, 0.20, 0.10, 0.05],
-    [0.15, 0.25, 0.30, 0.18, 0.09, 0.03],
-])
-HOUSEHOLD_EXTRA_MEAN = np.array([0.4, 0.8, 1.0, 2.3, 0.6, 1.4])
+POP_SHARES = _T["POP_SHARES"]
+P_AGE = _T["P_AGE"]
+P_INCOME = _T["P_INCOME"]
+P_TRAVELER = _T["P_TRAVELER"]
+P_PURCHASE = _T["P_PURCHASE"]
+P_EVENTS = _T["P_EVENTS"]
+P_INTENT = _T["P_INTENT"]
+P_EDU = _T["P_EDU"]
+P_MARITAL = _T["P_MARITAL"]
+P_OWNER = _T["P_OWNER"]
+P_NET_WORTH = _T["P_NET_WORTH"]
+HOUSEHOLD_EXTRA_MEAN = _T["HOUSEHOLD_EXTRA_MEAN"]
+P_CHILDREN_IF_HH3 = _T["P_CHILDREN_IF_HH3"]
+TICKET_RATE = _T["TICKET_RATE"]
+INCLUSION_BY_AGE = _T["INCLUSION_BY_AGE"]
+INCLUSION_BY_SEGMENT = _T["INCLUSION_BY_SEGMENT"]
+PARTNER_MATCH_BY_SEGMENT = _T["PARTNER_MATCH_BY_SEGMENT"]
+THIRD_PARTY_MATCH_BY_AGE = _T["THIRD_PARTY_MATCH_BY_AGE"]
 HOUSEHOLD_MAX = 8
-P_CHILDREN_IF_HH3 = np.array([0.30, 0.45, 0.55, 0.90, 0.10, 0.65])
-TICKET_RATE = np.array([0.8, 1.2, 0.7, 1.0, 2.2, 1.5])
-
-# --- selection into the customer base and matching ---------------------------------------------------
-#: Relative inclusion by age group (young people over-represented): raking on age can correct this part.
-INCLUSION_BY_AGE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35])
-#: Relative inclusion by segment (not a raking variable: raking corrects it only through its correlates).
-INCLUSION_BY_SEGMENT = np.array([1.0, 0.95, 0.85, 1.0, 0.7, 1.0])
-PARTNER_MATCH_BY_SEGMENT = np.array([0.40, 0.45, 0.50, 0.50, 0.30, 0.60])
-THIRD_PARTY_MATCH_BY_AGE = np.array([0.45, 0.55, 0.65, 0.70, 0.72, 0.70])
 THIRD_PARTY_ITEM_MISSING = 0.04
 
 MAX_TENURE_DAYS = 5 * 365
