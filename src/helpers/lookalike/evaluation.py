@@ -1,0 +1,311 @@
+"""Lookalike experiments (hide-and-find, prospective) and their evaluation: AUC, precision and lift at planner shares, gains, calibration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from .. import audience as A
+from .model import Calibration, CosineLookalike, Estimator, MAX_LABELLED, MAX_UNLABELLED, PropensityLookalike
+
+
+#: audience sizes a planner buys, as shares of the candidate pool
+PLANNER_SHARES = (0.01, 0.05, 0.10)
+
+
+def holdout_split(seed_mask: np.ndarray, holdout: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split seed members at random into training (labelled) and held-out members (hidden).
+
+    Returns boolean masks ``(train, hold)`` over all rows.
+    """
+    m = np.asarray(seed_mask, bool)
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    idx = np.flatnonzero(m)
+    n_hold = int(round(holdout * len(idx)))
+    if n_hold < 1 or n_hold >= len(idx):
+        raise ValueError(f"a seed of {len(idx)} members cannot be split with holdout={holdout}")
+    hold_idx = np.random.default_rng(seed).choice(idx, size=n_hold, replace=False)
+    hold = np.zeros_like(m)
+    hold[hold_idx] = True
+    return m & ~hold, hold
+
+
+@dataclass
+class LookalikeRun:
+    """Scores of one seed: masks over all users and each scorer's scores (all rows).
+
+    ``hold`` marks the positives the evaluation looks for among the candidates: the hidden seed members
+    (hide-and-find) or the candidates with the outcome next period (prospective task).
+    """
+
+    train: np.ndarray          # labelled seed members
+    hold: np.ndarray           # positives to find among the candidates
+    cosine: np.ndarray         # baseline similarity
+    raw: np.ndarray            # propensity ranking score (out-of-fold / fold-mean, uncalibrated)
+    proba: np.ndarray          # calibrated P(labelled | x)
+    model: PropensityLookalike
+    baseline: CosineLookalike
+    eligible: np.ndarray | None = None   # users who may be candidates (default: everyone not churned)
+    task: str = "hide-and-find"          # or "prospective"
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """Users a lookalike audience is drawn from: eligible users outside the training seed."""
+        base = ~self.train
+        return base if self.eligible is None else base & self.eligible
+
+
+def run_lookalike(X: pd.DataFrame, seed_mask: np.ndarray, holdout: float = 0.3, estimator: Estimator = "hgb",
+                  n_folds: int = 5, calibration: Calibration = "isotonic", refit: bool = False,
+                  seed: int = 0, n_threads: int = 1, eligible: np.ndarray | None = None,
+                  max_labelled: int | None = MAX_LABELLED,
+                  max_unlabelled: int | None = MAX_UNLABELLED, n_jobs: int = 2) -> LookalikeRun:
+    """Hide-and-find: hide ``holdout`` of the seed, fit both scorers on the rest and score every user.
+
+    The held-out members stay in the unlabelled pool (as real unseen lookalikes would); evaluation
+    (:func:`evaluate`) ranks the candidates and checks where the hidden ones land. Use it when there is
+    no next period to score against (a snapshot); :func:`run_prospective` otherwise.
+    """
+    train, hold = holdout_split(seed_mask, holdout, seed)
+    base = CosineLookalike().fit(X, train)
+    model = PropensityLookalike(estimator, n_folds, calibration, refit, seed, n_threads,
+                                max_labelled, max_unlabelled, n_jobs).fit(X, train)
+    el = None if eligible is None else np.asarray(eligible, bool)
+    return LookalikeRun(train, hold, base.score(X), model.oof_raw_, model.proba_, model, base, el)
+
+
+def run_prospective(X: pd.DataFrame, seed_mask: np.ndarray, future_positive: np.ndarray,
+                    eligible: np.ndarray | None = None, estimator: Estimator = "hgb", n_folds: int = 5,
+                    calibration: Calibration = "isotonic", seed: int = 0, n_threads: int = 1,
+                    max_labelled: int | None = MAX_LABELLED,
+                    max_unlabelled: int | None = MAX_UNLABELLED, n_jobs: int = 2) -> LookalikeRun:
+    """The prospective task: the whole seed (this period's outcome) is labelled; candidates (eligible
+    non-seed users) are ranked, and the positives to find are the candidates with the outcome next
+    period (``future_positive``, from the planted truth or a temporal holdout)."""
+    s = np.asarray(seed_mask, bool)
+    fut = np.asarray(future_positive, bool)
+    if fut.shape != s.shape:
+        raise ValueError(f"future_positive has {fut.shape} entries for {s.shape} users")
+    base = CosineLookalike().fit(X, s)
+    model = PropensityLookalike(estimator, n_folds, calibration, False, seed, n_threads,
+                                max_labelled, max_unlabelled, n_jobs).fit(X, s)
+    el = np.ones(len(s), bool) if eligible is None else np.asarray(eligible, bool)
+    run = LookalikeRun(s, fut & ~s & el, base.score(X), model.oof_raw_, model.proba_, model, base, el,
+                       "prospective")
+    if not run.hold[run.candidates].any():
+        raise ValueError("no candidate has the outcome next period: nothing to find")
+    return run
+
+
+#: future column of each configured outcome kind in ``truth/future_outcomes.parquet`` (horizon in days)
+FUTURE_COLUMNS = {"conversion": "conversions_next_{h}d", "value": "spend_next_{h}d",
+                  "churn_event": "churn_next_{h}d", "response": "conversions_next_{h}d"}
+
+
+def load_future_outcomes(P: Any) -> tuple[pd.DataFrame | None, str]:
+    """The planted truth's next-period outcomes and where they came from.
+
+    ``truth/future_outcomes.parquet`` when the generator wrote it; else, when ``users_truth.parquet`` has
+    the planted event times, ``churn_next_90d`` / ``churn_next_180d`` derived from them (event within the
+    next 90/180 days for users active today); else None (real data: no next period).
+    """
+    from pathlib import Path
+
+    truth = Path(P.truth)
+    f = truth / "future_outcomes.parquet"
+    if f.exists():
+        fut = pd.read_parquet(f)
+        fut["user_id"] = fut["user_id"].astype(str)
+        return fut, "truth/future_outcomes.parquet"
+    u = truth / "users_truth.parquet"
+    if u.exists():
+        t = pd.read_parquet(u)
+        if {"true_event_time_days", "tenure_days"} <= set(t.columns):
+            ev, ten = t["true_event_time_days"].to_numpy(float), t["tenure_days"].to_numpy(float)
+            out = pd.DataFrame({"user_id": t["user_id"].astype(str)})
+            for h in (90, 180):
+                out[f"churn_next_{h}d"] = (ev >= ten) & (ev < ten + h)
+            return out, "derived from users_truth.parquet (planted churn times; no future conversions)"
+    return None, "no planted truth: no next period"
+
+
+def future_target(future: pd.DataFrame, user_ids: pd.Series, kind: str, seed_share: float,
+                  horizon_days: int = 90, positive_rule: str | None = None) -> tuple[np.ndarray, str] | None:
+    """Next-period positives per user for an outcome of ``kind``, and the rule in words (None if absent).
+
+    Churn: the future churn flag. Numeric outcomes (conversion, value): the users in the top
+    ``seed_share`` of the future column -- "reaches the seed's rank next period" -- unless the seed rule
+    is ``> 0`` (then: any conversion next period).
+    """
+    col = FUTURE_COLUMNS.get(kind, "").format(h=horizon_days)
+    if col not in future:
+        return None
+    v = pd.Series(user_ids).astype(str).map(future.set_index("user_id")[col])
+    if kind == "churn_event":
+        return A.matches(v, True), f"{col} is true"
+    x = pd.to_numeric(v, errors="coerce").astype(float)
+    if positive_rule == ">0":
+        return (x > 0).fillna(False).to_numpy(bool), f"{col} > 0"
+    cut = float(x.quantile(1 - seed_share))
+    return (x >= cut).fillna(False).to_numpy(bool), f"{col} >= {cut:g} (top {seed_share:.0%} next period)"
+
+
+def _check_pair(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y, score = np.asarray(y, bool), np.asarray(score, float)
+    if y.shape != score.shape or y.ndim != 1:
+        raise ValueError(f"y and score must be 1-D of equal length, got {y.shape} and {score.shape}")
+    if not np.isfinite(score).all():
+        raise ValueError(f"score has {int((~np.isfinite(score)).sum())} non-finite values")
+    if y.sum() == 0:
+        raise ValueError("y has no positives: nothing to find")
+    return y, score
+
+
+def hits_at(y: np.ndarray, score: np.ndarray, k: int) -> float:
+    """Expected positives among the ``k`` highest scores, ties at the cut-off broken at random.
+
+    Deterministic: rows tied with the ``k``-th score contribute their mean ``y`` per remaining slot.
+    """
+    y, score = _check_pair(y, score)
+    if not 0 <= k <= len(y):
+        raise ValueError(f"k must be in [0, {len(y)}], got {k}")
+    if k == 0:
+        return 0.0
+    thr = np.sort(score)[::-1][k - 1]
+    above, tied = score > thr, score == thr
+    return float(y[above].sum() + (k - above.sum()) * y[tied].mean())
+
+
+def precision_at(y: np.ndarray, score: np.ndarray, share: float) -> float:
+    """Share of positives among the top ``share`` of rows by score (at least one row)."""
+    k = max(1, int(round(share * len(y))))
+    return hits_at(y, score, k) / k
+
+
+def lift_at(y: np.ndarray, score: np.ndarray, share: float) -> float:
+    """Precision in the top ``share`` divided by the base rate (1 = no better than random)."""
+    return precision_at(y, score, share) / float(np.mean(np.asarray(y, bool)))
+
+
+def gains_curve(y: np.ndarray, score: np.ndarray, n_points: int = 100) -> pd.DataFrame:
+    """Cumulative gains and lift: for each share targeted (by score), the share of positives captured."""
+    y, score = _check_pair(y, score)
+    shares = np.linspace(0, 1, n_points + 1)[1:]
+    ks = np.maximum(1, np.round(shares * len(y)).astype(int))
+    captured = np.array([hits_at(y, score, k) for k in ks]) / y.sum()
+    return pd.DataFrame({"share_targeted": ks / len(y), "share_captured": captured,
+                         "lift": captured / (ks / len(y))})
+
+
+def calibration_table(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability table: rows grouped into ``n_bins`` quantile bins of the predicted probability.
+
+    Columns ``mean_predicted``, ``observed_rate``, ``n``; a calibrated model has them equal.
+    """
+    y = np.asarray(y, float)
+    proba = np.asarray(proba, float)
+    if y.shape != proba.shape:
+        raise ValueError(f"y and proba must have equal length, got {y.shape} and {proba.shape}")
+    order = np.argsort(proba, kind="stable")
+    bins = np.empty(len(y), int)
+    bins[order] = np.arange(len(y)) * n_bins // len(y)
+    d = pd.DataFrame({"bin": bins, "p": proba, "y": y})
+    return d.groupby("bin").agg(mean_predicted=("p", "mean"), observed_rate=("y", "mean"),
+                                n=("y", "size")).reset_index()
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:
+    """Size-weighted mean |observed rate - mean predicted| over the quantile bins."""
+    t = calibration_table(y, proba, n_bins)
+    return float(np.average((t["observed_rate"] - t["mean_predicted"]).abs(), weights=t["n"]))
+
+
+def planted_segment(true_segment: np.ndarray, seed_mask: np.ndarray) -> tuple[int, float]:
+    """The planted segment most of the seed belongs to, and the seed's share in it."""
+    seg = pd.Series(np.asarray(true_segment)[np.asarray(seed_mask, bool)])
+    if seg.empty:
+        raise ValueError("the seed is empty")
+    counts = seg.value_counts()
+    return int(counts.index[0]), float(counts.iloc[0] / len(seg))
+
+
+def top_rows(score: np.ndarray, share: float) -> np.ndarray:
+    """Boolean mask of the top ``share`` rows by score (stable order on ties: first rows win)."""
+    k = max(1, int(round(share * len(score))))
+    keep = np.zeros(len(score), bool)
+    keep[np.argsort(-np.asarray(score, float), kind="stable")[:k]] = True
+    return keep
+
+
+def random_scores(n: int, seed: int = 0) -> np.ndarray:
+    """The random-targeting baseline: seeded uniform scores (its lift is 1 up to sampling noise)."""
+    return np.random.default_rng(seed + 7919).random(n)
+
+
+def evaluate(run: LookalikeRun, shares: Sequence[float] = PLANNER_SHARES,
+             in_planted: np.ndarray | None = None, oracle: np.ndarray | None = None,
+             seed: int = 0) -> pd.DataFrame:
+    """Per scorer (propensity, cosine baseline, random; ``oracle`` when given): AUC, precision and lift at
+    each share of the candidates, against ``run.hold`` (the positives to find).
+
+    ``in_planted`` (bool per user, synthetic panel only) adds the truth precision of each share;
+    ``oracle`` (a score per user, e.g. the planted segment's next-period rate) is the reference a
+    scorer that knew the planted truth would reach.
+    """
+    c = run.candidates
+    y = run.hold[c]
+    scorers = [("propensity", run.raw), ("cosine", run.cosine), ("random", random_scores(len(c), seed))]
+    if oracle is not None:
+        scorers.append(("oracle", np.asarray(oracle, float)))
+    rows = []
+    for name, s in scorers:
+        row = {"scorer": name, "auc": float(roc_auc_score(y, s[c])), "base_rate": float(y.mean()),
+               "n_candidates": int(c.sum())}
+        for q in shares:
+            row[f"precision_top{q:.0%}"] = precision_at(y, s[c], q)
+            row[f"lift_top{q:.0%}"] = lift_at(y, s[c], q)
+            if in_planted is not None:
+                row[f"truth_precision_top{q:.0%}"] = precision_at(np.asarray(in_planted, bool)[c], s[c], q)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("scorer")
+
+
+def plot_gains(curves: dict[str, pd.DataFrame], axes=None):
+    """Cumulative gains (left) and lift (right) of each scorer's :func:`gains_curve`, with the random line."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, g in curves.items():
+        axes[0].plot(100 * g["share_targeted"], 100 * g["share_captured"], label=name)
+        axes[1].plot(100 * g["share_targeted"], g["lift"], label=name)
+    axes[0].plot([0, 100], [0, 100], ls="--", c="grey", label="random")
+    axes[1].axhline(1.0, ls="--", c="grey", label="random")
+    axes[0].set(title="Cumulative gains on held-out seed members", xlabel="candidates targeted (%)",
+                ylabel="held-out seed members captured (%)")
+    axes[1].set(title="Lift on held-out seed members", xlabel="candidates targeted (%)",
+                ylabel="lift (x random)", xscale="log")
+    for ax in axes:
+        ax.legend()
+    return axes
+
+
+def plot_calibration(tables: dict[str, pd.DataFrame], ax=None):
+    """Reliability diagram: observed labelled rate against mean predicted probability per bin."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    top = max(float(t[["mean_predicted", "observed_rate"]].max().max()) for t in tables.values())
+    for name, t in tables.items():
+        ax.plot(t["mean_predicted"], t["observed_rate"], marker="o", label=name)
+    ax.plot([0, top], [0, top], ls="--", c="grey", label="perfect calibration")
+    ax.set(title="Calibration of P(labelled | x), out-of-fold", xlabel="mean predicted probability (per bin)",
+           ylabel="observed share labelled (per bin)")
+    ax.legend()
+    return ax

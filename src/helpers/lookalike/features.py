@@ -1,0 +1,256 @@
+"""The lookalike model matrix built from the run configuration, with feature groups, labels and leak checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from .. import audience as A
+from .seeds import CHURN_SCORE, defining_columns
+
+
+#: a feature group whose single-feature AUC against the seed is at least this "defines" the seed
+LEAK_AUC = 0.97
+
+
+SOURCE_OF_PARTY = {"1st": "1st party", "2nd": "2nd party", "3rd": "3rd party", "derived": "1st party"}
+
+
+SOURCES = ("1st party", "2nd party", "3rd party")
+
+
+MULTI_SEP = "|"
+
+
+@dataclass
+class Features:
+    """Numeric model matrix with feature groups (one per source column) and their labels.
+
+    ``X`` rows align with the input table; ``groups`` maps a source column to its feature columns;
+    ``source`` maps a group to its provenance (1st/2nd/3rd party, model); ``labels`` maps a group to its
+    label from the run configuration; ``reason`` maps a feature column to ``(text if high, text if low)``
+    -- a ``None`` low text means "only a reason when the user has it".
+    """
+
+    X: pd.DataFrame
+    groups: dict[str, list[str]]
+    source: dict[str, str]
+    labels: dict[str, str]
+    reason: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def _lower(label: str) -> str:
+    return label[:1].lower() + label[1:] if label[:2] != label[:2].upper() else label
+
+
+def _ordinal(s: pd.Series, cats: Sequence[str]) -> pd.Series:
+    return s.astype("string").map({c: float(i) for i, c in enumerate(cats)}).astype(float)
+
+
+def _tokens(s: pd.Series, cats: Sequence[str], prefix: str, multi: bool) -> pd.DataFrame:
+    """Multi-hot (multi-valued columns) or one-hot (categorical) indicators; missing -> all zero."""
+    text = s.astype("string")
+    if multi:
+        dummies = text.fillna("").str.get_dummies(sep=MULTI_SEP)
+    else:
+        dummies = pd.get_dummies(text, dtype=float)
+    dummies = dummies.reindex(columns=list(cats), fill_value=0).astype(float)
+    dummies.columns = [f"{prefix}={c}" for c in cats]
+    return dummies.set_axis(s.index)
+
+
+def _add(f: Features, group: str, source: str, label: str, cols: pd.DataFrame) -> None:
+    f.X = pd.concat([f.X, cols], axis=1)
+    f.groups[group] = list(cols.columns)
+    f.source[group] = source
+    f.labels[group] = label
+
+
+def _numeric(s: pd.Series) -> np.ndarray:
+    return pd.to_numeric(s, errors="coerce").astype(float).to_numpy()
+
+
+def build_features(df: pd.DataFrame, churn_risk: pd.DataFrame | None = None,
+                   sources: Sequence[str] = SOURCES, reference_date: str | pd.Timestamp | None = None,
+                   config: Any = None, exclude: Sequence[str] = ()) -> Features:
+    """Encode a table described by the run configuration as a numeric matrix for the lookalike scorers.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The unified table (``helpers.artifacts.load_unified``), any columns the configuration declares.
+    churn_risk : pandas.DataFrame, optional
+        ``churn_risk.parquet`` (``user_id``, ``churn_prob_90d``): a feature when given (users it does not
+        cover get the median).
+    sources : sequence of str
+        Provenances to use: any of ``"1st party"``, ``"2nd party"``, ``"3rd party"``.
+    reference_date : str or Timestamp, optional
+        Date tenure is measured to; default the configuration's observation date, else the latest
+        customer-since date (deterministic).
+    config : run configuration or path, optional
+        Default: ``helpers.config.load()`` (``$AUDIENCE_CONFIG`` or the shipped default).
+    exclude : sequence of str
+        Columns the model must not see (:func:`defining_columns` of the seed).
+
+    Returns
+    -------
+    Features
+        Metrics (and the recency column) as ``log1p`` when they are non-negative minutes, counts or
+        money, else as numbers; tenure in days; ordinal attributes as scores, categories and multi-valued
+        attributes as indicators, booleans as 0/1, integers as numbers. 2nd/3rd-party attributes exist
+        only for matched users: unmatched users get zeros plus a ``<party>_matched`` indicator, and
+        missing numeric items the panel median.
+    """
+    bad = set(sources) - set(SOURCES)
+    if bad:
+        raise ValueError(f"unknown sources {sorted(bad)}; use '1st party', '2nd party', '3rd party'")
+    cfg = A.load_config(config)
+    id_col = cfg.id if cfg is not None else "user_id"
+    if id_col not in df:
+        raise ValueError(f"the table has no identifier column {id_col!r}; pass the unified table")
+    skip = set(exclude)
+    f = Features(pd.DataFrame(index=df.index), {}, {}, {})
+    metrics = [m for m in cfg.metrics if m.name in df and m.name not in skip]
+    missing = [m.name for m in cfg.metrics if m.required and m.name not in df]
+    if missing:
+        raise ValueError(f"the table lacks the configured metric columns {missing} (run configuration "
+                         f"{cfg.path}); pass the unified table of this run")
+    for m in metrics:
+        v = _numeric(df[m.name])
+        if np.isnan(v).all():
+            continue
+        v = np.where(np.isnan(v), np.nanmedian(v), v)
+        log = m.kind in ("minutes", "count", "money") and np.nanmin(v) >= 0
+        name = f"log1p_{m.name}" if log else m.name
+        _add(f, m.name, "1st party", cfg.label(m.name), pd.DataFrame({name: np.log1p(v) if log else v},
+                                                                     index=df.index))
+        lab = _lower(m.label)
+        f.reason[name] = (f"high {lab}", f"low {lab}")
+    rec = cfg.dates.recency
+    if rec and rec in df and rec not in skip:
+        v = _numeric(df[rec])
+        v = np.where(np.isnan(v), np.nanmedian(v), v)
+        _add(f, rec, "1st party", cfg.label(rec), pd.DataFrame({f"log1p_{rec}": np.log1p(np.maximum(v, 0))},
+                                                               index=df.index))
+        f.reason[f"log1p_{rec}"] = ("long inactive", "recently active")
+    since = cfg.dates.customer_since
+    dur = cfg.survival.duration
+    if since and since in df and since not in skip:
+        d = pd.to_datetime(df[since], errors="coerce")
+        ref = (pd.Timestamp(reference_date) if reference_date is not None
+               else pd.Timestamp(cfg.dates.observation_date) if cfg.dates.observation_date else d.max())
+        t = (ref - d).dt.days.astype(float)
+        _add(f, "tenure", "1st party", "Tenure (days)",
+             pd.DataFrame({"tenure_days": t.fillna(t.median()).to_numpy()}, index=df.index))
+        f.reason["tenure_days"] = ("long-standing customer", "new customer")
+    elif dur and dur in df and dur not in skip and dur not in f.groups:
+        v = _numeric(df[dur])
+        _add(f, dur, "1st party", cfg.label(dur),
+             pd.DataFrame({f"{dur}_tenure": np.where(np.isnan(v), np.nanmedian(v), v)}, index=df.index))
+        f.reason[f"{dur}_tenure"] = ("long-standing customer", "new customer")
+    matched: dict[str, np.ndarray] = {}
+    for a in cfg.attributes:
+        src = SOURCE_OF_PARTY.get(a.party, "1st party")
+        if a.name not in df or a.name in skip or src not in sources:
+            continue
+        s = df[a.name]
+        if src != "1st party":
+            matched[src] = matched.get(src, np.zeros(len(df), bool)) | s.notna().to_numpy()
+        lab = _lower(a.label)
+        if a.type == "ordinal":
+            cats = list(a.categories) or sorted(s.dropna().astype(str).unique())
+            v = _ordinal(s, cats)
+            _add(f, a.name, src, cfg.label(a.name),
+                 pd.DataFrame({f"{a.name}_score": v.fillna(v.median()).to_numpy()}, index=df.index))
+            f.reason[f"{a.name}_score"] = (f"higher {lab}", f"lower {lab}")
+        elif a.type in ("category", "multi"):
+            cats = list(a.categories) or s.dropna().astype(str).value_counts().index[:20].tolist()
+            cols = _tokens(s, cats, a.name, a.type == "multi")
+            _add(f, a.name, src, cfg.label(a.name), cols)
+            f.reason.update({c: (f"{lab}: {str(cat).replace('_', ' ')}", None) for c, cat in zip(cols, cats)})
+        elif a.type == "bool":
+            v = A.matches(s, True).astype(float)
+            _add(f, a.name, src, cfg.label(a.name), pd.DataFrame({a.name: v}, index=df.index))
+            f.reason[a.name] = (lab, None)
+        else:  # int
+            v = _numeric(s)
+            med = np.nanmedian(v) if (~np.isnan(v)).any() else 0.0
+            _add(f, a.name, src, cfg.label(a.name),
+                 pd.DataFrame({a.name: np.where(np.isnan(v), med, v)}, index=df.index))
+            f.reason[a.name] = (f"high {lab}", f"low {lab}")
+    for src, m in matched.items():
+        g = f"{src.split()[0]}_party_matched"
+        _add(f, g, src, f"known to the {src} data source", pd.DataFrame({g: m.astype(float)}, index=df.index))
+    if churn_risk is not None and CHURN_SCORE not in skip:
+        _churn_feature(f, df, churn_risk, id_col)
+    if f.X.shape[1] == 0:
+        raise ValueError("no features: the run configuration declares no metric or attribute present in the table")
+    if f.X.isna().any().any():
+        raise ValueError(f"features {f.X.columns[f.X.isna().any()].tolist()} have missing values")
+    return f
+
+
+def _churn_feature(f: Features, df: pd.DataFrame, churn_risk: pd.DataFrame, id_col: str) -> None:
+    if not {"user_id", CHURN_SCORE} <= set(churn_risk.columns):
+        raise ValueError("churn_risk needs columns user_id and churn_prob_90d (the output of 06_churn)")
+    p = df[id_col].astype(str).map(churn_risk.set_index(churn_risk["user_id"].astype(str))[CHURN_SCORE])
+    p = p.astype(float)
+    _add(f, CHURN_SCORE, "model", "90-day churn risk (probability)",
+         pd.DataFrame({CHURN_SCORE: p.fillna(p.median()).to_numpy()}, index=df.index))
+    f.reason[CHURN_SCORE] = ("high churn risk", "low churn risk")
+
+
+def drop_groups(features: Features, groups: Sequence[str]) -> Features:
+    """A copy of ``features`` without the feature groups (source columns) ``groups``."""
+    unknown = set(groups) - set(features.groups)
+    if unknown:
+        raise ValueError(f"unknown feature groups {sorted(unknown)}; known: {list(features.groups)}")
+    cols = [c for g in groups for c in features.groups[g]]
+    keep = {g: c for g, c in features.groups.items() if g not in groups}
+    return Features(features.X.drop(columns=cols), keep, {g: features.source[g] for g in keep},
+                    {g: features.labels[g] for g in keep},
+                    {c: r for c, r in features.reason.items() if c not in cols})
+
+
+def leak_check(features: Features, seed_mask: np.ndarray, max_auc: float = LEAK_AUC) -> pd.DataFrame:
+    """Single-feature AUC (two-sided: ``max(AUC, 1 - AUC)``) of every feature group against the seed.
+
+    Columns ``group``, ``label``, ``auc``, ``defines_seed`` (``auc >= max_auc``): a group that on its own
+    separates the seed almost perfectly is (a function of) the seed's definition, and a lookalike model
+    that sees it merely re-learns the rule.
+    """
+    y = np.asarray(seed_mask, bool)
+    rows = []
+    for g, cols in features.groups.items():
+        best = 0.5
+        for c in cols:
+            x = features.X[c].to_numpy(float)
+            if np.ptp(x) == 0:
+                continue
+            a = roc_auc_score(y, x)
+            best = max(best, a, 1 - a)
+        rows.append({"group": g, "label": features.labels[g], "auc": float(best),
+                     "defines_seed": bool(best >= max_auc)})
+    return pd.DataFrame(rows).sort_values("auc", ascending=False, ignore_index=True)
+
+
+def seed_features(features: Features, seed_mask: np.ndarray, seed_columns: Sequence[str] = (),
+                  config: Any = None, max_auc: float = LEAK_AUC) -> tuple[Features, list[str]]:
+    """``features`` without the seed's defining columns (:func:`defining_columns`) and without any group
+    :func:`leak_check` flags; returns the reduced features and the groups dropped."""
+    rule = [g for g in defining_columns(seed_columns, config) if g in features.groups]
+    f = drop_groups(features, rule) if rule else features
+    leaks = leak_check(f, seed_mask, max_auc)
+    extra = leaks.loc[leaks["defines_seed"], "group"].tolist()
+    return (drop_groups(f, extra) if extra else f), rule + extra
+
+
+def standardize(X: pd.DataFrame) -> np.ndarray:
+    """Columns centred and scaled to unit variance over the whole panel (constant columns -> 0)."""
+    a = X.to_numpy(float)
+    sd = a.std(axis=0)
+    return (a - a.mean(axis=0)) / np.where(sd > 0, sd, 1.0)

@@ -1,0 +1,151 @@
+"""Explanations of a lookalike model: grouped permutation importance, the seed's profile, per-user reason codes and the scores artifact."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from .evaluation import LookalikeRun
+from .features import Features, standardize
+from .model import PropensityLookalike
+from .seeds import Seed
+
+
+def grouped_permutation_importance(predict: Callable[[np.ndarray], np.ndarray], X: pd.DataFrame, y: np.ndarray,
+                                   groups: dict[str, list[str]], n_repeats: int = 5,
+                                   seed: int = 0) -> pd.DataFrame:
+    """Drop in ROC AUC when all columns of a feature group are shuffled together across rows.
+
+    Shuffling a group breaks its link with the label while keeping its distribution; the larger the
+    AUC drop, the more the model relies on that group. Columns ``group``, ``importance`` (mean drop),
+    ``sd`` (over repeats), sorted by importance.
+    """
+    y = np.asarray(y, bool)
+    a = X.to_numpy(float)
+    base = roc_auc_score(y, predict(a))
+    rng = np.random.default_rng(seed)
+    pos = {c: i for i, c in enumerate(X.columns)}
+    out = []
+    for g, cols in groups.items():
+        idx = [pos[c] for c in cols]
+        drops = []
+        for _ in range(n_repeats):
+            b = a.copy()
+            b[:, idx] = a[rng.permutation(len(a))][:, idx]
+            drops.append(base - roc_auc_score(y, predict(b)))
+        out.append({"group": g, "importance": float(np.mean(drops)), "sd": float(np.std(drops))})
+    return pd.DataFrame(out).sort_values("importance", ascending=False, ignore_index=True)
+
+
+def model_importance(model: PropensityLookalike, X: pd.DataFrame, features: Features, n_repeats: int = 5,
+                     seed: int = 0, max_rows: int = 5000) -> pd.DataFrame:
+    """:func:`grouped_permutation_importance` of the first fold's model on its held-out fold.
+
+    At most ``max_rows`` rows of that fold (a seeded random subset) are used, to bound the cost.
+    """
+    te = model.folds_[0]
+    if len(te) > max_rows:
+        te = np.sort(np.random.default_rng(seed).choice(te, size=max_rows, replace=False))
+    m = model.fold_models_[0]
+    with threadpool_limits(model.n_threads):
+        imp = grouped_permutation_importance(lambda a: m.predict_proba(a)[:, 1], X.iloc[te],
+                                             model.labelled_[te], features.groups, n_repeats, seed)
+    imp["label"] = imp["group"].map(features.labels)
+    imp["source"] = imp["group"].map(features.source)
+    return imp
+
+
+def seed_profile(features: Features, seed_mask: np.ndarray) -> pd.Series:
+    """Standardized mean difference (seed minus panel, in panel SDs) of every feature column."""
+    z = standardize(features.X)
+    return pd.Series(z[np.asarray(seed_mask, bool)].mean(axis=0), index=features.X.columns)
+
+
+def explain_importance(importance: pd.DataFrame, profile: pd.Series, features: Features, top: int = 5) -> list[str]:
+    """One plain-language sentence per top group: how much the model relies on it and in which direction."""
+    out = []
+    for _, r in importance.head(top).iterrows():
+        cols = features.groups[r["group"]]
+        col = max(cols, key=lambda c: abs(profile[c]))
+        d = float(profile[col])
+        hi, lo = features.reason.get(col, (col, None))
+        trait = hi if d > 0 or lo is None else lo
+        label = str(r['label'])
+        out.append(f"{label[:1].upper() + label[1:]}: scrambling it lowers the model's AUC by {r['importance']:.3f}; "
+                   f"seed members stand out as '{trait}' ({abs(d):.2f} panel SDs "
+                   f"{'above' if d > 0 else 'below'} average).")
+    return out
+
+
+def reason_codes(features: Features, seed_mask: np.ndarray, rows: np.ndarray | None = None, top_k: int = 3,
+                 exclude_sources: Sequence[str] = ("2nd party", "3rd party"),
+                 min_contribution: float = 0.1) -> pd.Series:
+    """Up to ``top_k`` plain-language reasons per user: the traits they share with the seed.
+
+    A feature's contribution for a user is ``z_user * d_seed`` (user's standardized value times the seed's
+    standardized mean difference): positive when the user deviates from the panel in the seed's direction.
+    Indicator features count only when the user has the trait. Features from ``exclude_sources`` never
+    appear (by default 2nd- and 3rd-party attributes: reason codes leave the company
+    with an export, whose field policy allows 1st-party traits only). Returns a ``"; "``-joined
+    string per row of ``rows`` (boolean mask, default all).
+    """
+    keep = [c for g, cols in features.groups.items() if features.source[g] not in exclude_sources
+            for c in cols if c in features.reason]
+    z = pd.DataFrame(standardize(features.X), columns=features.X.columns)[keep].to_numpy()
+    d = seed_profile(features, seed_mask)[keep].to_numpy()
+    sel = np.ones(len(z), bool) if rows is None else np.asarray(rows, bool)
+    z = z[sel]
+    contrib = z * d
+    indicator = np.array([features.reason[c][1] is None for c in keep])
+    contrib[:, indicator] = np.where(z[:, indicator] > 0, contrib[:, indicator], 0.0)
+    names = [(features.reason[c][0], features.reason[c][1] or features.reason[c][0]) for c in keep]
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top_k]
+    texts = []
+    for i, row in enumerate(order):
+        parts = [names[j][0] if z[i, j] > 0 else names[j][1] for j in row if contrib[i, j] > min_contribution]
+        texts.append("; ".join(parts))
+    index = features.X.index[sel]
+    return pd.Series(texts, index=index, name="reason_codes", dtype="string")
+
+
+def scores_frame(user_ids: pd.Series, run: LookalikeRun, seed: Seed, reasons: pd.Series | None = None,
+                 churn_risk: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ``lookalike_scores.parquet`` artifact: one row per user.
+
+    Columns ``user_id``, ``audience`` (seed name), ``in_seed`` (training seed member), ``eligible``
+    (may be a candidate: not churned, unless the run kept churned users), ``score`` (calibrated
+    ``P(labelled | x)``), ``cosine_score``, ``rank`` (1 = most seed-like candidate, by the uncalibrated
+    score; seed members and ineligible users get no rank), ``seed_label_third_party`` (the seed's name may
+    reveal 2nd/3rd-party traits), ``reason_codes`` and, when given, ``churn_prob_90d``.
+    """
+    cand = run.candidates
+    out = pd.DataFrame({"user_id": pd.Series(user_ids).astype(str).to_numpy(), "audience": seed.name,
+                        "in_seed": run.train, "eligible": cand | run.train if run.eligible is None
+                        else np.asarray(run.eligible, bool),
+                        "score": run.proba, "cosine_score": run.cosine,
+                        "seed_label_third_party": bool(seed.label_third_party)})
+    rank = pd.Series(np.where(cand, run.raw, np.nan)).rank(ascending=False, method="first")
+    out["rank"] = rank.astype("Int64").to_numpy()
+    if reasons is not None:
+        out["reason_codes"] = reasons.reindex(pd.Series(user_ids).index).to_numpy()
+    if churn_risk is not None:
+        out["churn_prob_90d"] = out["user_id"].map(
+            churn_risk.set_index(churn_risk["user_id"].astype(str))["churn_prob_90d"]).astype(float)
+    return out
+
+
+def plot_importance(importance: pd.DataFrame, ax=None, top: int = 12):
+    """Horizontal bars of the grouped permutation importance (AUC drop) with +-1 SD over repeats."""
+    import matplotlib.pyplot as plt
+
+    d = importance.head(top).iloc[::-1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.35 * len(d) + 1.2))
+    ax.barh(d["label"] + " (" + d["source"] + ")", d["importance"], xerr=d["sd"], color="tab:blue")
+    ax.set(title="What drives the lookalike model (permutation importance)",
+           xlabel="drop in held-out ROC AUC when the feature is shuffled (AUC points)", ylabel="feature")
+    return ax

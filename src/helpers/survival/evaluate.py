@@ -1,0 +1,163 @@
+"""Held-out evaluation of survival models: predictions, concordance with intervals, calibration and Brier scores."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.utils import concordance_index
+
+from .data import DURATION, EVENT
+
+
+def survival_at(model, frame: pd.DataFrame, times: Iterable[float],
+                conditional_after: np.ndarray | None = None) -> np.ndarray:
+    """Predicted survival ``S(t | x)`` (rows: users, columns: ``times``), optionally conditional on
+    being alive at ``conditional_after`` (per-user times, then ``t`` counts from that time)."""
+    times = np.asarray(list(times), dtype=float)
+    kw = {} if conditional_after is None else {"conditional_after": np.asarray(conditional_after, float)}
+    sf = model.predict_survival_function(frame, times=times, **kw)
+    if sf.shape[1] == len(frame) and frame.index.is_unique and set(sf.columns) == set(frame.index):
+        sf = sf.reindex(columns=frame.index)  # stratified Cox returns users grouped by stratum
+    out = sf.to_numpy().T
+    if out.shape != (len(frame), len(times)):
+        raise RuntimeError(f"unexpected survival prediction shape {out.shape}")
+    return np.clip(out, 0.0, 1.0)
+
+
+def risk_score(model, frame: pd.DataFrame) -> np.ndarray:
+    """A higher-is-riskier score: partial hazard for unstratified Cox, minus the (restricted) expected
+    lifetime for stratified Cox and AFT models (their ranking then includes stratum/shape effects)."""
+    if isinstance(model, CoxPHFitter) and not model.strata:
+        return np.asarray(model.predict_partial_hazard(frame), dtype=float).ravel()
+    expect = model.predict_expectation(frame)
+    if isinstance(expect, pd.Series) and frame.index.is_unique and set(expect.index) == set(frame.index):
+        expect = expect.reindex(frame.index)  # stratified Cox sorts users by index
+    return -np.asarray(expect, dtype=float).ravel()
+
+
+def c_index(model, frame: pd.DataFrame) -> float:
+    """Harrell's concordance index of :func:`risk_score` on ``frame`` (e.g. held-out users)."""
+    return float(concordance_index(frame[DURATION], -risk_score(model, frame), frame[EVENT]))
+
+
+def concordance_interval(durations, risk, events, n_boot: int = 200, seed: int = 0,
+                         max_rows: int | None = 1_500, level: float = 0.95) -> dict[str, float]:
+    """Harrell's C of a higher-is-riskier ``risk`` with a percentile bootstrap interval (rows resampled
+    with replacement, ``n_boot`` times, seeded). Above ``max_rows`` rows each replicate resamples only
+    ``max_rows`` rows (an m-out-of-n bootstrap) and its deviation from the estimate is rescaled by
+    ``sqrt(m / n)``: C is a U-statistic, whose spread shrinks as 1/sqrt(n), and one C computation costs
+    O(n log n) (0.1 s at 6k rows), so 200 full-size replicates per model would dominate the notebook.
+
+    Returns ``c_index``, ``lower``, ``upper``, ``n``, ``n_boot``.
+    """
+    d = np.asarray(durations, float)
+    r = np.asarray(risk, float)
+    e = np.asarray(events, int)
+    est = float(concordance_index(d, -r, e))
+    rng = np.random.default_rng(seed)
+    n = len(d)
+    m = n if not max_rows or n <= max_rows else int(max_rows)
+    reps = []
+    for _ in range(int(n_boot)):
+        i = rng.integers(0, n, m)
+        if e[i].sum() == 0:
+            continue
+        reps.append(concordance_index(d[i], -r[i], e[i]))
+    reps = np.asarray(reps, float)
+    if m < n:  # m-out-of-n bootstrap: rescale the spread to the full sample size
+        reps = est + (reps - est) * np.sqrt(m / n)
+    q = (1 - level) / 2
+    lo, hi = (np.quantile(reps, [q, 1 - q]) if len(reps) else (np.nan, np.nan))
+    return {"c_index": est, "lower": float(lo), "upper": float(hi), "n": int(n), "n_boot": int(len(reps))}
+
+
+def c_index_interval(model, frame: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """:func:`c_index` of ``model`` on ``frame`` with its bootstrap interval (:func:`concordance_interval`)."""
+    return concordance_interval(frame[DURATION], risk_score(model, frame), frame[EVENT], n_boot, seed)
+
+
+def tenure_only_c_index(frame: pd.DataFrame, tenure, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """Baseline C-index of ranking by tenure alone (longer tenure = lower risk), with its interval.
+
+    In a snapshot, durations are tenure minus recency (events) or tenure minus the detection lag
+    (censored), so tenure alone orders them well: a model's C-index says something about its covariates
+    only next to this figure. (Where the duration *is* the tenure, as in Telco, this is 1 by construction.)
+    """
+    return concordance_interval(frame[DURATION], -np.asarray(tenure, float), frame[EVENT], n_boot, seed)
+
+
+def calibration_table(model, frame: pd.DataFrame, t0: float, n_bins: int = 10) -> pd.DataFrame:
+    """Predicted vs Kaplan-Meier observed churn probability by ``t0`` in quantile bins of predicted risk.
+
+    Returns one row per bin: ``predicted`` (mean of ``1 - S(t0|x)``), ``observed`` (``1 - KM(t0)`` in
+    the bin) with its 95% interval, and ``n``.
+    """
+    pred = 1 - survival_at(model, frame, [t0])[:, 0]
+    bins = pd.qcut(pd.Series(pred).rank(method="first"), n_bins, labels=False).to_numpy()
+    rows = []
+    for b in range(n_bins):
+        m = bins == b
+        km = KaplanMeierFitter().fit(frame[DURATION].to_numpy()[m], frame[EVENT].to_numpy()[m])
+        s = float(km.survival_function_at_times(t0).iloc[0])
+        ci = km.confidence_interval_survival_function_
+        row = ci[ci.index <= t0].iloc[-1]
+        rows.append({"bin": b, "n": int(m.sum()), "predicted": float(pred[m].mean()), "observed": 1 - s,
+                     "observed_lower": 1 - float(row.iloc[1]), "observed_upper": 1 - float(row.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def _censoring_km(durations: np.ndarray, events: np.ndarray) -> KaplanMeierFitter:
+    return KaplanMeierFitter().fit(durations, 1 - events)
+
+
+def brier_scores(model, train: pd.DataFrame, test: pd.DataFrame, times: Sequence[float]) -> np.ndarray:
+    """IPCW Brier score at each of ``times`` on ``test`` (Graf et al. 1999).
+
+    Censoring weights come from the Kaplan-Meier of the censoring distribution in ``train``; assumes
+    censoring independent of covariates (true here: it depends on tenure only).
+    """
+    times = np.asarray(times, dtype=float)
+    g = _censoring_km(train[DURATION].to_numpy(), train[EVENT].to_numpy())
+    d, e = test[DURATION].to_numpy(), test[EVENT].to_numpy()
+    s = survival_at(model, test, times)
+    g_t = np.clip(g.survival_function_at_times(times).to_numpy(), 1e-6, None)
+    g_d = np.clip(g.survival_function_at_times(np.maximum(d - 1e-9, 0)).to_numpy(), 1e-6, None)
+    out = []
+    for j, t in enumerate(times):
+        died = (d <= t) & (e == 1)
+        alive = d > t
+        out.append(np.mean(died * s[:, j] ** 2 / g_d + alive * (1 - s[:, j]) ** 2 / g_t[j]))
+    return np.array(out)
+
+
+def integrated_brier_score(model, train: pd.DataFrame, test: pd.DataFrame,
+                           t_max: float | None = None, n_times: int = 50) -> float:
+    """Brier score averaged over ``n_times`` equally spaced times in (0, ``t_max``] (trapezoid rule).
+
+    ``t_max`` defaults to the 80th percentile of the test durations, where IPC weights are still stable.
+    """
+    t_max = float(np.quantile(test[DURATION], 0.8)) if t_max is None else float(t_max)
+    times = np.linspace(t_max / n_times, t_max, n_times)
+    bs = brier_scores(model, train, test, times)
+    return float(np.trapezoid(bs, times) / (times[-1] - times[0]))
+
+
+class KMBaseline:
+    """A covariate-free reference model (pooled Kaplan-Meier) with the prediction API of lifelines."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.km = KaplanMeierFitter().fit(frame[DURATION], frame[EVENT])
+
+    def predict_survival_function(self, frame: pd.DataFrame, times=None) -> pd.DataFrame:
+        s = self.km.survival_function_at_times(times).to_numpy()
+        return pd.DataFrame(np.repeat(s[:, None], len(frame), axis=1), index=times)
+
+    def cumulative_hazard_at(self, covariates: pd.DataFrame, times: np.ndarray) -> np.ndarray:
+        """``-log KM(t)`` at per-user times (constant after the last observed time)."""
+        sf = self.km.survival_function_
+        t, s = sf.index.to_numpy(float), np.clip(sf.iloc[:, 0].to_numpy(float), 1e-12, None)
+        pos = np.clip(np.searchsorted(t, np.asarray(times, float), side="right") - 1, 0, None)
+        return -np.log(s[pos])

@@ -1,0 +1,191 @@
+"""Churn from a monthly engagement history: spells, a discrete-time closing model and the planted-chain oracle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+ENGAGEMENT_STATES = ("active", "light", "dormant", "churned")
+
+
+#: Spell codes of a month: active, light, dormant for 1, 2, or 3+ months in a row.
+SPELLS = ("active", "light", "dormant_1m", "dormant_2m", "dormant_3m_plus")
+
+
+def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col: str = "user_id",
+                      month_col: str = "month", state_col: str = "engagement_state",
+                      customer_since=None) -> tuple[np.ndarray, np.ndarray]:
+    """Users x months matrix of observed engagement labels (0 active, 1 light, 2 dormant, 3 churned,
+    -1 no row), months in calendar order; rows follow ``ids`` when given. With ``customer_since`` (dates
+    aligned on ``ids``), months that end before the sign-up are set to -1 (a month without activity before
+    the account existed is not a dormant month)."""
+    need = {id_col, month_col, state_col} - set(monthly.columns)
+    if need:
+        raise ValueError(f"monthly activity table lacks columns {sorted(need)}; expected "
+                         f"{id_col}, {month_col}, {state_col} (one row per user and month)")
+    st = monthly[state_col].astype("string").str.lower()
+    bad = ~st.isin(ENGAGEMENT_STATES)
+    if bad.any():
+        raise ValueError(f"column {state_col!r} has {int(bad.sum())} values outside {ENGAGEMENT_STATES} "
+                         f"(e.g. {list(st[bad].head(3))})")
+    months = np.sort(pd.to_datetime(monthly[month_col]).unique())
+    m_idx = np.searchsorted(months, pd.to_datetime(monthly[month_col]).to_numpy())
+    uid = monthly[id_col].astype(str).to_numpy()
+    order = pd.Index(pd.unique(uid) if ids is None else pd.Index(pd.Series(ids).astype(str)))
+    u_idx = order.get_indexer(uid)
+    keep = u_idx >= 0
+    out = np.full((len(order), len(months)), -1, dtype=np.int8)
+    code = st.map({s: i for i, s in enumerate(ENGAGEMENT_STATES)}).to_numpy(dtype=np.int8)
+    out[u_idx[keep], m_idx[keep]] = code[keep]
+    if customer_since is not None:
+        since = pd.to_datetime(pd.Series(customer_since)).to_numpy()
+        month_end = (pd.DatetimeIndex(months) + pd.offsets.MonthEnd(0)).to_numpy()
+        out[since[:, None] > month_end[None, :]] = -1
+    return out, months
+
+
+def spell_codes(labels: np.ndarray) -> np.ndarray:
+    """Per cell, the index into :data:`SPELLS` (-1 for churned or no data): the label, and for dormant
+    months how many dormant months in a row end there."""
+    run = np.zeros(labels.shape, dtype=np.int16)
+    for m in range(labels.shape[1]):
+        prev = run[:, m - 1] if m else 0
+        run[:, m] = np.where(labels[:, m] == 2, prev + 1, 0)
+    code = np.where(labels == 0, 0, np.where(labels == 1, 1, 1 + np.minimum(run, 3)))
+    return np.where((labels < 0) | (labels == 3), -1, code).astype(np.int8)
+
+
+def months_in_horizon(observation_date, horizon_days: int) -> int:
+    """Account-closing months that fall within ``horizon_days`` after the observation date (first days of
+    months in ``(obs, obs + horizon]``): 3 for 90 days from a month end."""
+    obs = pd.Timestamp(observation_date)
+    first = pd.date_range(obs + pd.Timedelta(days=1), obs + pd.Timedelta(days=horizon_days), freq="MS")
+    return max(len(first), 1)
+
+
+@dataclass
+class MonthlyChurnModel:
+    """Discrete-time model of account closing within ``horizon_months`` given this month's engagement spell
+    (:data:`SPELLS`) and the user's covariates, fitted on the history's own past months (each past month is
+    a backtest: its next ``horizon_months`` labels are known)."""
+
+    model: object
+    horizon_months: int
+    columns: list[str]
+    n_rows: int
+    n_users: int
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def design(self, spell: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+        onehot = np.eye(len(SPELLS))[spell][:, 1:]
+        if x is None or x.shape[1] == 0:
+            return onehot
+        return np.column_stack([onehot, (x - self.mean) / self.scale])
+
+    def predict(self, spell: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
+        return self.model.predict_proba(self.design(spell, x))[:, 1]
+
+
+def fit_monthly_churn(labels: np.ndarray, horizon_months: int, covariates: pd.DataFrame | None = None,
+                      max_users: int = 30_000, seed: int = 0) -> MonthlyChurnModel:
+    """Fit :class:`MonthlyChurnModel` (logistic regression) on every past user-month whose next
+    ``horizon_months`` months are observed, for a seeded sample of at most ``max_users`` users."""
+    from sklearn.linear_model import LogisticRegression
+
+    n, M = labels.shape
+    k = int(horizon_months)
+    if M <= k:
+        raise ValueError(f"the monthly history has {M} months: too short for a {k}-month horizon")
+    rng = np.random.default_rng(seed)
+    users = np.arange(n) if n <= max_users else np.sort(rng.choice(n, max_users, replace=False))
+    lab = labels[users]
+    code = spell_codes(lab)
+    closed = lab == 3
+    future = np.zeros((len(users), M - k), dtype=bool)
+    for j in range(1, k + 1):
+        future |= closed[:, j:M - k + j]
+    past = code[:, :M - k]
+    ok = past >= 0
+    ui, mi = np.nonzero(ok)
+    spell = past[ui, mi]
+    y = future[ui, mi]
+    x = None if covariates is None or covariates.shape[1] == 0 else covariates.to_numpy(float)[users][ui]
+    mean = scale = None
+    if x is not None:
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+    cols = list(SPELLS[1:]) + ([] if x is None else list(covariates.columns))
+    tmp = MonthlyChurnModel(None, k, cols, len(y), len(users), mean, scale)
+    if y.all() or not y.any():
+        raise ValueError("every (or no) past user-month is followed by a closing: cannot fit")
+    tmp.model = LogisticRegression(C=1.0, max_iter=500).fit(tmp.design(spell, x), y)
+    return tmp
+
+
+def monthly_churn_risk(labels: np.ndarray, ids, observation_date, covariates: pd.DataFrame | None = None,
+                       horizons: Sequence[int] = (90, 180), max_users: int = 30_000, seed: int = 0,
+                       id_col: str = "user_id", return_models: bool = False):
+    """Churn (account closing) probability within each horizon after the observation date, from the
+    engagement spell of the last observed month (the observation month) and covariates.
+
+    Accounts already closed (label ``churned`` in the last month) get probability 1 and ``closed=True``.
+    With ``return_models`` the fitted :class:`MonthlyChurnModel` per horizon is returned too.
+    """
+    code = spell_codes(labels)[:, -1]
+    closed = labels[:, -1] == 3
+    out = pd.DataFrame({id_col: np.asarray(ids)})
+    x_all = None if covariates is None else covariates.to_numpy(float)
+    models = {}
+    for h in horizons:
+        mdl = fit_monthly_churn(labels, months_in_horizon(observation_date, h), covariates, max_users, seed)
+        p = np.ones(len(out))
+        ok = code >= 0
+        p[ok] = mdl.predict(code[ok], None if x_all is None else x_all[ok])
+        out[f"churn_prob_{h}d"] = np.where(closed, 1.0, p)
+        models[h] = mdl
+    out["spell"] = np.where(code >= 0, np.array(SPELLS, dtype=object)[np.maximum(code, 0)], "closed")
+    out["closed"] = closed
+    return (out, models) if return_models else out
+
+
+def markov_oracle(truth: pd.DataFrame, paths: pd.DataFrame, params: dict, ids, observation_date,
+                  horizons: Sequence[int] = (90, 180), id_col: str = "user_id") -> pd.DataFrame | None:
+    """Oracle churn probability from the planted chain: ``P(closed within k months | true state at the
+    observation month, true segment)`` with the planted transition matrices. None when the truth lacks
+    ``markov`` parameters, ``user_paths`` or ``true_segment``."""
+    mk = (params or {}).get("markov") or {}
+    trans = mk.get("transition")
+    states = [str(s) for s in mk.get("states", ENGAGEMENT_STATES)]
+    if not trans or paths is None or "true_segment" not in truth or "churned" not in states:
+        return None
+    mats = {str(k): np.asarray(v, float) for k, v in (trans.items() if isinstance(trans, dict)
+                                                      else enumerate(trans))}
+    ids = pd.Index(pd.Series(ids).astype(str))
+    last = paths[pd.to_datetime(paths["month"]) == pd.to_datetime(paths["month"]).max()]
+    st = last.assign(**{id_col: last[id_col].astype(str)}).set_index(id_col)["true_state"].reindex(ids)
+    seg = truth.assign(**{id_col: truth[id_col].astype(str)}).set_index(id_col)["true_segment"].reindex(ids)
+    names = truth.groupby("true_segment")["true_segment_name"].first().to_dict() if \
+        "true_segment_name" in truth else {}
+    ch = states.index("churned")
+    out = pd.DataFrame({id_col: ids.to_numpy()})
+    for h in horizons:
+        k = months_in_horizon(observation_date, h)
+        p = np.full(len(ids), np.nan)
+        for s in pd.unique(seg.dropna()):
+            key = next((c for c in (str(int(s)), str(names.get(s, ""))) if c in mats), None)
+            if key is None:
+                return None
+            pk = np.linalg.matrix_power(mats[key], k)[:, ch]
+            m = (seg == s).to_numpy()
+            code = st[m].map({v: i for i, v in enumerate(states)}).to_numpy()
+            okc = ~pd.isna(code)
+            vals = np.full(m.sum(), np.nan)
+            vals[okc] = pk[code[okc].astype(int)]
+            p[m] = vals
+        out[f"churn_prob_{h}d"] = p
+    return out
