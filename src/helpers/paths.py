@@ -20,48 +20,38 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 EXTERNAL_SETS = ("adult_census", "census_popest", "telco_churn")
 
 
+class _Below:
+    """A path below one of a run's two roots (``data`` or ``reports``), declared as a class attribute of
+    :class:`Paths` (a read-only attribute: ``P.raw`` is ``P.data / "raw"``)."""
+
+    def __init__(self, root: str, *parts: str, doc: str):
+        self.root, self.parts, self.__doc__ = root, parts, doc
+
+    def __get__(self, run: "Paths | None", owner: type | None = None) -> Path:
+        # on the class (``Paths.raw``) the descriptor itself, so that help() shows its docstring
+        return self if run is None else getattr(run, self.root).joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class Paths:
-    """The folders of one pipeline run."""
+    """The folders of one pipeline run: two roots, and every folder and file below them named once."""
 
     data: Path
     reports: Path
 
-    @property
-    def raw(self) -> Path:
-        """Source files (synthetic or a user's own), as delivered."""
-        return self.data / "raw"
-
-    @property
-    def truth(self) -> Path:
-        """Planted truth of the synthetic generator; analysis notebooks read it only to score themselves."""
-        return self.data / "truth"
-
-    @property
-    def processed(self) -> Path:
-        """Artifacts each stage writes for the next (unified table, weights, segments, scores...)."""
-        return self.data / "processed"
-
-    @property
-    def quarantine(self) -> Path:
-        """Rejected input rows with the reason, one file per source."""
-        return self.data / "quarantine"
-
-    @property
-    def exports(self) -> Path:
-        """Activation exports (audience files and their manifests)."""
-        return self.data / "exports"
-
-    @property
-    def duckdb(self) -> Path:
-        """The embedded DuckDB warehouse written by ingestion."""
-        return self.processed / "audience.duckdb"
-
-    @property
-    def metrics(self) -> Path:
-        return self.reports / "metrics.json"
+    raw = _Below("data", "raw", doc="Source files (synthetic or a user's own), as delivered.")
+    truth = _Below("data", "truth", doc="Planted truth of the synthetic generator; analysis notebooks read it "
+                   "only to score themselves.")
+    processed = _Below("data", "processed", doc="Artifacts each stage writes for the next (unified table, "
+                       "weights, segments, scores...).")
+    quarantine = _Below("data", "quarantine", doc="Rejected input rows with the reason, one file per source.")
+    exports = _Below("data", "exports", doc="Activation exports (audience files and their manifests).")
+    duckdb = _Below("data", "processed", "audience.duckdb", doc="The embedded DuckDB warehouse written by "
+                    "ingestion.")
+    metrics = _Below("reports", "metrics.json", doc="The run's metrics, one entry per notebook.")
 
     def ensure(self) -> "Paths":
+        """Create the run's folders (idempotent) and return the run."""
         for p in (self.raw, self.truth, self.processed, self.quarantine, self.exports, self.reports):
             p.mkdir(parents=True, exist_ok=True)
         return self
