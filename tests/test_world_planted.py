@@ -61,3 +61,10 @@ def test_well_formed_file_parses(tmp_path):
     np.testing.assert_array_equal(p.section("world")["X"][1], [1.0, 0.0, 0.0])
     with pytest.raises(KeyError, match="no section 'behaviour'"):
         p.section("behaviour")
+
+
+def test_tables_binds_in_the_order_asked_and_names_a_missing_table():
+    age, shares = planted.tables("world", "P_AGE", "POP_SHARES")
+    assert age is W.P_AGE and shares is W.POP_SHARES
+    with pytest.raises(planted.PlantedError, match=r"section 'world' has no table\(s\) \['P_HEIGHT'\]"):
+        planted.tables("world", "P_AGE", "P_HEIGHT")

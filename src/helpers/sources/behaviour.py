@@ -21,13 +21,8 @@ from . import planted
 # the median minutes/day per channel (social, video, podcasts) of a typical active month and P(uses the
 # channel), the median purchases per active month and ticket size (USD); the left-side log sd and the
 # copula correlation of the five latent levels (social, video, podcasts, rate, ticket).
-_T = planted.load().section("behaviour")
-MEDIAN_MINUTES = _T["MEDIAN_MINUTES"]
-P_USES = _T["P_USES"]
-PURCHASE_RATE = _T["PURCHASE_RATE"]
-MEDIAN_TICKET = _T["MEDIAN_TICKET"]
-LOG_SD = _T["LOG_SD"]
-COPULA_R = _T["COPULA_R"]
+MEDIAN_MINUTES, P_USES, PURCHASE_RATE, MEDIAN_TICKET, LOG_SD, COPULA_R = planted.tables(
+    "behaviour", "MEDIAN_MINUTES", "P_USES", "PURCHASE_RATE", "MEDIAN_TICKET", "LOG_SD", "COPULA_R")
 #: Median minutes/day and left-side log sd of the segment-independent noise features.
 NOISE_MEDIAN_MINUTES = 30.0
 NOISE_LOG_SD = 0.55

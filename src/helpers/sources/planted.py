@@ -114,3 +114,12 @@ def parse(path: str | Path) -> Planted:
 def load() -> Planted:
     """The shipped planted parameters (parsed once per process)."""
     return parse(FILE)
+
+
+def tables(section: str, *names: str) -> tuple[np.ndarray, ...]:
+    """The named tables of one section of the shipped file, in the order asked (to bind them in one line)."""
+    sec = load().section(section)
+    missing = [n for n in names if n not in sec]
+    if missing:
+        raise PlantedError(f"{FILE.name}: section {section!r} has no table(s) {missing} (has {sorted(sec)})")
+    return tuple(sec[n] for n in names)
