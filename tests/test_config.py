@@ -145,6 +145,8 @@ def test_any_number_of_metrics(tmp_path):
     ("id: u\nmetrics:\n  - {name: a}\n  - {name: a}\n", "metrics[1].name", "each column once"),
     ("id: u\nmetrics:\n  - {name: u}\n", "metrics[0].name", "other than the id"),
     ("id: u\nmetrics:\n  - {name: a, min: low}\n", "metrics[0].min", "a number"),
+    ("id: u\nexport: {allow_third_party: 'yes'}\n", "export.allow_third_party", "true or false"),
+    ("id: u\nexport: {allow_raw_ids: true}\n", "export.allow_raw_ids", "one of allow_third_party"),
     ("- id\n- u\n", "(top level)", "a YAML mapping"),
 ])
 def test_invalid_configs_name_file_key_and_expectation(tmp_path, body, key, expected):
@@ -168,6 +170,17 @@ def test_missing_empty_and_broken_files(tmp_path):
         config.load(p)
 
 
+def test_export_policy_key(tmp_path):
+    """``export.allow_third_party``: false in the shipped presets and when absent, true only when the file
+    says so (a YAML boolean)."""
+    for name in ("default", "telco"):
+        assert config.load(name).export.allow_third_party is False
+        assert config.load(name).raw["export"] == {"allow_third_party": False}  # stated, not implied
+    assert config.load(_write(tmp_path, MINIMAL)).export.allow_third_party is False
+    yes = config.load(_write(tmp_path, MINIMAL + "export:\n  allow_third_party: true\n", "yes.yaml"))
+    assert yes.export.allow_third_party is True
+
+
 def test_presets_readme_documents_every_key():
     text = (config.PRESETS / "README.md").read_text()
     keys = ["name", "description", "id", "input.path", "input.fallback", "input.delimiter", "input.encoding",
@@ -175,7 +188,7 @@ def test_presets_readme_documents_every_key():
             "attributes[].party", "attributes[].categories", "dates.customer_since", "dates.recency",
             "dates.recency_unit", "dates.observation_date", "outcomes[].kind", "outcomes[].positive",
             "survival.duration", "survival.event", "survival.duration_unit", "weighting.margins",
-            "weighting.variables", "derived"]
+            "weighting.variables", "derived", "export.allow_third_party"]
     for k in keys:
         assert f"`{k}" in text, k
     from helpers.config import _ATTR_KEYS, _METRIC_KEYS, _OUT_KEYS, TOP_KEYS

@@ -152,6 +152,46 @@ def test_third_party_derived_fields_follow_the_policy(tmp_path, small_panel):
     assert export.allow_third_party(None) is False  # the shipped configuration does not allow them
 
 
+def _config_allowing(tmp_path, allow: bool):
+    """The shipped default configuration with ``export.allow_third_party`` set to ``allow``."""
+    from helpers import config
+    text = config.preset("default").read_text()
+    assert "allow_third_party: false" in text
+    p = tmp_path / f"allow_{allow}.yaml"
+    p.write_text(text.replace("allow_third_party: false", f"allow_third_party: {str(allow).lower()}"))
+    return p
+
+
+def test_configuration_key_decides_the_third_party_policy(tmp_path, small_panel):
+    """``export.allow_third_party`` of the run configuration is the policy of export_audience (when the caller
+    does not decide), of segment_audience and of the manifest; raw 3rd-party attributes stay refused."""
+    yes, no = _config_allowing(tmp_path, True), _config_allowing(tmp_path, False)
+    assert export.allow_third_party(yes) is True and export.allow_third_party(no) is False
+    segs = pd.DataFrame({"user_id": small_panel.data["user_id"].astype(str),
+                         "segment": small_panel.truth["true_segment"].to_numpy(),
+                         "segment_name": small_panel.truth["true_segment_name"].to_numpy()})
+    assert set(export.segment_audience(segs, 3, config=no)[0]["segment_name"]) == {"segment 3"}
+    named, _ = export.segment_audience(segs, 3, config=yes)
+    assert set(named["segment_name"]) == {"Affluent family homeowners"}
+    with pytest.raises(DisallowedColumn, match="allow_third_party: true"):
+        export_audience(named, tmp_path / "no", "n", definition="d", third_party_fields=("segment_name",),
+                        config=no, key_file=tmp_path / "k")
+    assert not (tmp_path / "no").exists()
+    ok = export_audience(named, tmp_path / "yes", "n", definition="d", third_party_fields=("segment_name",),
+                         config=yes, key_file=tmp_path / "k")
+    assert json.loads(ok["manifest"].read_text())["field_policy"]["third_party_derived_fields"] == \
+        "allowed by the configuration"
+    assert set(pd.read_csv(ok["csv"])["segment_name"]) == {"Affluent family homeowners"}
+    # an explicit argument still wins over the configuration
+    with pytest.raises(DisallowedColumn, match="derived from 2nd/3rd-party"):
+        export_audience(named, tmp_path / "no", "n", definition="d", third_party_fields=("segment_name",),
+                        config=yes, allow_third_party=False)
+    # the key covers derived labels only: a raw 3rd-party attribute column is refused even when allowed
+    with pytest.raises(DisallowedColumn, match="3rd-party attributes, which are never exported"):
+        export_audience(named.assign(estimated_net_worth=1), tmp_path / "yes", "raw", definition="d",
+                        config=yes, key_file=tmp_path / "k")
+
+
 @pytest.mark.parametrize("column,match", [("estimated_net_worth", "3rd-party"), ("household_size", "3rd-party"),
                                           ("traveler_type", "2nd/3rd-party"),
                                           ("email", "may not be exported")])
@@ -250,6 +290,19 @@ def test_cli_exports_segment_and_lookalikes(run_dir, small_panel, capsys):
     assert export.main(["--outcome", "churned_in_last_90_days", "--value", "true", "--name", "gone",
                         "--data", str(run_dir), "--raw-ids"]) == 0
     assert len(pd.read_csv(run_dir / "exports" / "gone.csv")) == int(df["churned_in_last_90_days"].sum())
+
+
+def test_cli_follows_the_configuration_policy(run_dir, small_panel, tmp_path):
+    """``audience-export --config`` with ``export.allow_third_party: true`` exports persona names; the
+    shipped configuration exports the neutral label."""
+    yes = _config_allowing(tmp_path, True)
+    assert export.main(["--segment", "3", "--name", "named", "--data", str(run_dir), "--config", str(yes)]) == 0
+    m = json.loads((run_dir / "exports" / "named.manifest.json").read_text())
+    assert m["segment_names"] == ["Affluent family homeowners"]
+    assert m["field_policy"]["third_party_derived_fields"] == "allowed by the configuration"
+    assert export.main(["--segment", "3", "--name", "neutral", "--data", str(run_dir)]) == 0
+    m = json.loads((run_dir / "exports" / "neutral.manifest.json").read_text())
+    assert m["segment_names"] == ["segment 3"] and "not exported" in m["field_policy"]["third_party_derived_fields"]
 
 
 def test_cli_refuses_small_audience_with_exit_code_2(run_dir, capsys):

@@ -177,12 +177,21 @@ def check_name(name: Any) -> str:
 
 def allow_third_party(config: Any = None) -> bool:
     """Whether the run configuration allows 3rd-party-derived fields in exports
-    (``export: {allow_third_party: true}``; default False)."""
+    (``export: {allow_third_party: true}``, :class:`helpers.config.Export`; default False)."""
+    return _config_allows(config)
+
+
+def _config_allows(config: Any = None) -> bool:
+    # a separate name: export_audience's parameter ``allow_third_party`` shadows the public function
     from .audience import load_config
 
     cfg = load_config(config)
-    raw = getattr(cfg, "raw", None) or {}
-    return bool((raw.get("export") or {}).get("allow_third_party", False))
+    return bool(getattr(getattr(cfg, "export", None), "allow_third_party", False))
+
+
+def _policy(allow: bool | None, config: Any) -> bool:
+    """The field policy in force: an explicit ``allow`` wins, ``None`` follows the run configuration."""
+    return _config_allows(config) if allow is None else bool(allow)
 
 
 def panel_version(df: pd.DataFrame) -> str:
@@ -219,14 +228,15 @@ def _restricted_columns(config: Any = None) -> set[str]:
 
 
 def validate_audience(audience: pd.DataFrame, min_size: int = DEFAULT_MIN_SIZE, *,
-                      allow_third_party: bool = False, third_party_fields: Sequence[str] = (),
+                      allow_third_party: bool | None = None, third_party_fields: Sequence[str] = (),
                       config: Any = None) -> pd.DataFrame:
     """Check an audience frame against the export contract and return it in canonical form.
 
     Canonical form: allowed columns in :data:`ALLOWED_COLUMNS` order, ``user_id`` as string, rows sorted
     by descending ``score`` (when present) then ``user_id``, so the same audience gives the same bytes.
     ``third_party_fields``: columns of this frame whose content derives from 2nd/3rd-party attributes
-    (e.g. a persona ``segment_name``); refused unless ``allow_third_party``.
+    (e.g. a persona ``segment_name``); refused unless ``allow_third_party`` (``None``: the run
+    configuration's ``export.allow_third_party``, false by default).
 
     Raises
     ------
@@ -247,7 +257,7 @@ def validate_audience(audience: pd.DataFrame, min_size: int = DEFAULT_MIN_SIZE, 
         raise DisallowedColumn(f"columns {extra} may not be exported{why}. Allowed columns: "
                                f"{list(ALLOWED_COLUMNS)}; drop the others before exporting.")
     derived = [c for c in third_party_fields if c in audience.columns]
-    if derived and not allow_third_party:
+    if derived and not _policy(allow_third_party, config):
         raise DisallowedColumn(
             f"columns {derived} are derived from 2nd/3rd-party attributes (e.g. persona names built from "
             "enrichment traits) and the export policy does not allow them; use a neutral label "
@@ -291,7 +301,7 @@ def export_audience(audience: Any, out_dir: str | os.PathLike, name: str, *,
                     definition: str | Mapping[str, object] | None = None, min_size: int = DEFAULT_MIN_SIZE,
                     hash_ids: bool = True, salt: str | None = None, key_file: str | os.PathLike | None = None,
                     panel_version: str | None = None, seed: int | None = None, created_at: str | None = None,
-                    overwrite: bool = False, allow_third_party: bool = False,
+                    overwrite: bool = False, allow_third_party: bool | None = None,
                     third_party_fields: Sequence[str] = (), config: Any = None) -> dict[str, Path]:
     """Write an audience ready for activation: ``<name>.csv``, ``<name>.parquet``, ``<name>.manifest.json``.
 
@@ -327,7 +337,8 @@ def export_audience(audience: Any, out_dir: str | os.PathLike, name: str, *,
     overwrite : bool
         Replace existing files of the same name (default: refuse with :class:`FileExistsError`).
     allow_third_party, third_party_fields, config
-        The field policy (:func:`validate_audience`); ``allow_third_party`` defaults to False.
+        The field policy (:func:`validate_audience`); ``allow_third_party=None`` (default) follows the run
+        configuration's ``export.allow_third_party`` (false in the shipped presets).
 
     Returns
     -------
@@ -343,7 +354,8 @@ def export_audience(audience: Any, out_dir: str | os.PathLike, name: str, *,
         raise ValueError("give the audience's definition (how it was built), recorded in the manifest")
     if salt is not None and not hash_ids:
         raise ValueError("a key only makes sense with hash_ids=True")
-    table = validate_audience(audience, min_size, allow_third_party=allow_third_party,
+    allowed = _policy(allow_third_party, config)
+    table = validate_audience(audience, min_size, allow_third_party=allowed,
                               third_party_fields=third_party_fields, config=config)
     out = Path(out_dir)
     hashing: dict[str, object] = {"method": "none (raw ids requested)"}
@@ -377,7 +389,7 @@ def export_audience(audience: Any, out_dir: str | os.PathLike, name: str, *,
         "id_hashing": HASH_METHOD if hash_ids else "none",
         "id_hashing_detail": hashing,
         "field_policy": {"allowed_columns": list(ALLOWED_COLUMNS),
-                         "third_party_derived_fields": "allowed by the configuration" if allow_third_party
+                         "third_party_derived_fields": "allowed by the configuration" if allowed
                          else "not exported (neutral labels; 1st-party reason codes)"},
         "columns": list(table.columns),
         "min_size": int(min_size),
@@ -390,9 +402,10 @@ def export_audience(audience: Any, out_dir: str | os.PathLike, name: str, *,
 
 # --- audiences the Explorer and older callers ask for by name --------------------------------------------
 def segment_audience(segments: pd.DataFrame, segment: int, churn_risk: pd.DataFrame | None = None,
-                     allow_third_party: bool = False) -> tuple[pd.DataFrame, str]:
+                     allow_third_party: bool | None = None, config: Any = None) -> tuple[pd.DataFrame, str]:
     """An exportable frame of one segment's members and its definition: a thin call of
-    :func:`helpers.audience.select` (kind ``segment``; neutral label unless ``allow_third_party``).
+    :func:`helpers.audience.select` (kind ``segment``; neutral label unless ``allow_third_party``, which
+    ``None`` takes from the run configuration's ``export.allow_third_party``).
 
     Churned users are not removed here (the caller passes no unified table); ``audience-export`` and
     notebook 08 call the selector with the table, which drops them.
@@ -400,7 +413,7 @@ def segment_audience(segments: pd.DataFrame, segment: int, churn_risk: pd.DataFr
     from .audience import select
 
     aud = select(None, "segment", segments=segments, segment=segment, churn_risk=churn_risk,
-                 include_churned=True, allow_third_party=allow_third_party)
+                 include_churned=True, allow_third_party=_policy(allow_third_party, config), config=config)
     if churn_risk is not None and "churn_prob_90d" not in aud.frame:
         raise ValueError("churn_risk lacks some of the segment's users; rerun 06_churn on this panel")
     d = aud.definition

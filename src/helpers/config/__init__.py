@@ -5,7 +5,8 @@ meanings of the synthetic panel: the identifier; the behavioural **metrics** (na
 by segmentation, affinity and personas; the profile **attributes** (party, type, categories, label); the
 **dates** (customer since, recency, observation date); the **outcomes** (conversion/response, value, churn
 event) usable as lookalike seeds and survival events; **survival** (duration and event); **weighting** (a
-margins file, or none with weights 1); and the **input** format (path, delimiter, encoding, mapping).
+margins file, or none with weights 1); the **input** format (path, delimiter, encoding, mapping); and the
+**export** policy (whether fields derived from 2nd/3rd-party attributes may be exported).
 
     from helpers import config
     cfg = config.load(config_path)   # None -> $AUDIENCE_CONFIG or presets/default.yaml
@@ -41,7 +42,7 @@ OUTCOME_KINDS = ("conversion", "value", "churn_event", "response")
 OUTCOME_TYPES = ("bool", "category", "int", "float")
 DURATION_UNITS = ("days", "weeks", "months", "years")
 TOP_KEYS = ("name", "description", "id", "input", "metrics", "attributes", "dates", "outcomes", "survival",
-            "weighting", "derived")
+            "weighting", "derived", "export")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: ``">0"``, ``">= 1"``, ``"== 3"``: a rule on a numeric outcome (``positive`` of a count such as conversions).
 _RULE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([+-]?\d+(?:\.\d+)?)\s*$")
@@ -252,6 +253,15 @@ class Input:
 
 
 @dataclass(frozen=True)
+class Export:
+    """The activation-export policy: whether fields derived from 2nd/3rd-party attributes may leave."""
+
+    # persona names (segment_name) are built from profile attributes, some 3rd-party: refused unless true;
+    # raw 2nd/3rd-party attribute columns are never exported whatever this says (helpers.export)
+    allow_third_party: bool = False
+
+
+@dataclass(frozen=True)
 class Derived:
     """A column computed at ingestion from other columns (documented, not silent)."""
 
@@ -279,6 +289,7 @@ class RunConfig:
     derived: tuple[Derived, ...] = ()
     description: str = ""
     path: str | None = None
+    export: Export = field(default_factory=Export)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     # names ---------------------------------------------------------------------------------------
@@ -648,6 +659,8 @@ def parse(data: dict, file: str | Path | None = None, base: str | Path | None = 
                 mapping=r.text(idd.get("mapping"), "input.mapping", None) or None,
                 fallback=r.text(idd.get("fallback"), "input.fallback", None) or None,
                 base=str(base) if base else None)
+    ed = r.mapping(data.get("export"), "export", ("allow_third_party",))
+    export = Export(allow_third_party=r.boolean(ed.get("allow_third_party"), "export.allow_third_party", False))
     derived = []
     for i, d in enumerate(r.items(data.get("derived"), "derived")):
         key = f"derived[{i}]"
@@ -688,7 +701,7 @@ def parse(data: dict, file: str | Path | None = None, base: str | Path | None = 
                      metrics=metrics, attributes=attrs, dates=dates, outcomes=outs, survival=surv,
                      weighting=weighting, input=inp, derived=tuple(derived),
                      description=r.text(data.get("description"), "description"),
-                     path=str(file) if file else None, raw=copy.deepcopy(data))
+                     path=str(file) if file else None, export=export, raw=copy.deepcopy(data))
 
 
 def preset(name: str) -> Path:
@@ -735,5 +748,5 @@ def load(path: str | os.PathLike | RunConfig | None = None) -> RunConfig:
 
 
 __all__ = ["load", "parse", "preset", "RunConfig", "Metric", "Attribute", "Outcome", "Dates", "Survival",
-           "Weighting", "Input", "Derived", "ConfigError", "MissingRole", "ROLES", "STAGE_NEEDS", "DEFAULT_PATH", "PRESETS",
+           "Weighting", "Input", "Derived", "Export", "ConfigError", "MissingRole", "ROLES", "STAGE_NEEDS", "DEFAULT_PATH", "PRESETS",
            "tidy_title"]
