@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from helpers.features import FeatureBuilder
+from helpers.hier import HierarchicalSegmenter
 from helpers.segment import (GMMSegmenter, StabilitySummary, ambiguous_share, bootstrap_stability, confusion_table,
                              entropy, icl, match_labels, segments_frame, truth_scores, weighted_sizes)
 
@@ -239,3 +240,25 @@ def test_oracle_posterior_learns_the_planted_classes_and_checks_inputs():
     assert adjusted_rand_score(y, post.argmax(axis=1)) > 0.95
     with pytest.raises(ValueError, match="one label per row"):
         oracle_posterior(X_sim, y_sim[:-1], X)
+
+
+@pytest.mark.parametrize("make", [lambda: GMMSegmenter(n_init=3, random_state=4),
+                                  lambda: HierarchicalSegmenter(n_clusters=5, random_state=4),
+                                  lambda: FeatureBuilder(scale=False, random_state=4)],
+                         ids=["GMMSegmenter", "HierarchicalSegmenter", "FeatureBuilder"])
+def test_estimators_keep_the_sklearn_parameter_contract(make):
+    """The segmenters and the feature builder declare their parameters once (dataclass fields): sklearn's
+    clone, get_params/set_params and repr must still see exactly those parameters, and fitting nothing."""
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import (check_get_params_invariance, check_no_attributes_set_in_init,
+                                                check_set_params)
+
+    est = make()
+    name = type(est).__name__
+    for check in (check_get_params_invariance, check_no_attributes_set_in_init, check_set_params):
+        check(name, est)
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == est.get_params()
+    assert twin != est  # estimators compare by identity, not by their parameters
+    assert repr(est).startswith(name + "(") and "random_state=4" in repr(est)
+    assert not [k for k in vars(est) if k.endswith("_")]  # nothing fitted at construction

@@ -287,6 +287,9 @@ def _encode(spec: FeatureSpec, df: pd.DataFrame, categories: list[str], seed: in
                      "log1p, log1p_dequantised, ordinal, onehot, multi_hot, bool, identity")
 
 
+# the constructor parameters are the fields (sklearn: __init__ only stores them); sklearn's own repr,
+# and identity equality/hash as for any estimator
+@dataclass(eq=False, repr=False)
 class FeatureBuilder(TransformerMixin, BaseEstimator):
     """Unified table -> standardised float64 feature matrix for segmentation (fit once, reuse).
 
@@ -320,15 +323,12 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         Whether each input column may be missing (schema), i.e. gets an indicator on request.
     """
 
-    def __init__(self, features: Sequence[FeatureSpec] | None = None, scale: bool = True,
-                 allow_missing: bool = False, missing_indicators: bool = False, random_state: int = 0,
-                 id_column: str = "user_id"):
-        self.features = features
-        self.scale = scale
-        self.allow_missing = allow_missing
-        self.missing_indicators = missing_indicators
-        self.random_state = random_state
-        self.id_column = id_column
+    features: Sequence[FeatureSpec] | None = None
+    scale: bool = True
+    allow_missing: bool = False
+    missing_indicators: bool = False
+    random_state: int = 0
+    id_column: str = "user_id"
 
     def _specs(self) -> list[FeatureSpec]:
         specs = list(self.features) if self.features is not None else default_segmentation_features()

@@ -10,6 +10,8 @@ The number of segments is chosen from the merge heights (:func:`cut_table`, :fun
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.cluster import hierarchy
@@ -256,6 +258,9 @@ def _relabel_by_size(labels: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 # --- the segmenter --------------------------------------------------------------------------------
+# the constructor parameters are the fields (sklearn: __init__ only stores them); sklearn's own repr,
+# and identity equality/hash as for any estimator
+@dataclass(eq=False, repr=False)
 class HierarchicalSegmenter(ClusterMixin, BaseEstimator):
     """Ward segmentation with an automatic choice between exact and two-stage Ward.
 
@@ -301,17 +306,14 @@ class HierarchicalSegmenter(ClusterMixin, BaseEstimator):
         Segment of every user of the fitted data, ``0`` the largest.
     """
 
-    def __init__(self, n_clusters: int | None = None, method: str = "auto", n_micro: int = 400,
-                 exact_max_n: int = EXACT_MAX_N, k_range: tuple[int, int] = (2, 12), cut_rule: str = "gap",
-                 fit_sample: int | None = 200_000, random_state: int = 0):
-        self.n_clusters = n_clusters
-        self.method = method
-        self.n_micro = n_micro
-        self.exact_max_n = exact_max_n
-        self.k_range = k_range
-        self.cut_rule = cut_rule
-        self.fit_sample = fit_sample
-        self.random_state = random_state
+    n_clusters: int | None = None
+    method: str = "auto"
+    n_micro: int = 400
+    exact_max_n: int = EXACT_MAX_N
+    k_range: tuple[int, int] = (2, 12)
+    cut_rule: str = "gap"
+    fit_sample: int | None = 200_000
+    random_state: int = 0
 
     def fit(self, X: np.ndarray, y=None, sample_weight: np.ndarray | None = None) -> "HierarchicalSegmenter":
         """Build the Ward tree of ``X`` (users x standardised features) and cut it.

@@ -164,6 +164,9 @@ def _size_order(model: GaussianMixture) -> np.ndarray:
 
 
 # --- the segmenter -----------------------------------------------------------------------------------
+# the constructor parameters are the fields (sklearn: __init__ only stores them); sklearn's own repr,
+# and identity equality/hash as for any estimator
+@dataclass(eq=False, repr=False)
 class GMMSegmenter(ClusterMixin, BaseEstimator):
     """Gaussian-mixture segmentation with BIC/ICL model selection, fitted on a sample, scoring everyone.
 
@@ -201,18 +204,14 @@ class GMMSegmenter(ClusterMixin, BaseEstimator):
         Rows of the fitting data used for the sweep.
     """
 
-    def __init__(self, k_range: Sequence[int] = range(2, 11),
-                 covariance_types: Sequence[str] = COVARIANCE_TYPES, criterion: str = "icl",
-                 n_init: int = 2, fit_sample: int | None = 20_000, reg_covar: float = 1e-4,
-                 max_iter: int = 200, random_state: int = 0):
-        self.k_range = k_range
-        self.covariance_types = covariance_types
-        self.criterion = criterion
-        self.n_init = n_init
-        self.fit_sample = fit_sample
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.random_state = random_state
+    k_range: Sequence[int] = range(2, 11)
+    covariance_types: Sequence[str] = COVARIANCE_TYPES
+    criterion: str = "icl"
+    n_init: int = 2
+    fit_sample: int | None = 20_000
+    reg_covar: float = 1e-4
+    max_iter: int = 200
+    random_state: int = 0
 
     def fit(self, X: np.ndarray, y=None) -> "GMMSegmenter":
         """Sweep candidate mixtures on a seeded sample of ``X`` and keep the best by ``criterion``."""
