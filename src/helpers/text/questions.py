@@ -20,14 +20,15 @@ uses the same weights, so estimate and truth refer to the same population):
    totals with a linearised interval. "Follows X" = mentioned X in the *first* half of the window; shares
    are measured on the *second* half, so selecting on X does not inflate X's own share. Truth: the planted
    rates of the same users, ``sum_u w_u rate_uk / sum_u w_u sum_k rate_uk``.
-2. **income of users talking about X**: (a) simple weighted counting, share of each bracket among the
-   audience (logit interval); (b) Bayesian profiling in the spirit of De Bruyn & Otter (2022, JMR 59(4)):
-   the audience is a sample whose bracket counts are multinomial, the base's bracket shares ``b_j`` are the
-   prior mean, ``p ~ Dirichlet(alpha0 * b)``, counts = Kish effective size x weighted shares; ``alpha0``
-   by maximising the Dirichlet-multinomial marginal likelihood on ``[1, 5000]`` (empirical Bayes);
-   posterior mean ``(n_eff p_j + alpha0 b_j) / (n_eff + alpha0)`` and Beta marginal credible intervals.
-   Truth: ``P(talks) = 1 - exp(-rate)`` per user, bracket shares weighted by ``w_u P_u``. Error = mean
-   absolute difference over brackets (share points).
+2. **income of users talking about X** from aggregate data (:mod:`helpers.text.profiling`): the audience
+   is seen only through its counts per cell of :data:`PROFILE_OBSERVED` (education x marital status x
+   household size) within :data:`PROFILE_STRATA` (age x gender), the base gives the joint table of those
+   cells and income. (a) the simple count method, ``sum_x n_x p(income | x)``; (b) Bayesian profiling
+   (De Bruyn & Otter 2022, JMR 59(4)): the cells' counts are multinomial with probabilities
+   ``sum_s pi_s p(x | s)``, prior on ``log pi`` centred on the base's income margins, MH posterior, within
+   each age x gender stratum; (c) beside them the direct weighted count of the audience's individual incomes
+   (what an analyst with individual data would have). Truth: ``P(talks) = 1 - exp(-rate)`` per user,
+   bracket shares weighted by ``w_u P_u``. Error = mean absolute difference over brackets (share points).
 3. **co-engagement of two topics by region**: per state, lift = P(both) / (P(A) P(B)) among users
    (weighted), log-lift interval by linearisation (variance at least the binomial variance of log P(both)),
    p-value of lift = 1, BH FDR
@@ -48,8 +49,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats as st
-from scipy.optimize import minimize_scalar
-from scipy.special import gammaln
 
 from ..stats import core
 from ..stats.small_area import fay_herriot
@@ -203,59 +202,64 @@ def topic_shares(ctx: TextContext, filters: Mapping[str, Any] | None = None, fol
 
 
 # --- Q2 ---------------------------------------------------------------------------------------------------
-def dirichlet_posterior(counts: np.ndarray, prior_mean: np.ndarray, bounds=(1.0, 5000.0)) -> tuple[np.ndarray, float]:
-    """Posterior Dirichlet parameters with the prior strength alpha0 by marginal likelihood."""
-    c = np.asarray(counts, float)
-    b = np.asarray(prior_mean, float)
-    b = np.clip(b, 1e-9, None) / np.clip(b, 1e-9, None).sum()
-    n = c.sum()
-
-    def nll(log_a):
-        a = np.exp(log_a)
-        return -(gammaln(a) - gammaln(a + n) + np.sum(gammaln(a * b + c) - gammaln(a * b)))
-
-    res = minimize_scalar(nll, bounds=np.log(bounds), method="bounded")
-    a0 = float(np.exp(res.x))
-    return c + a0 * b, a0
+#: what a platform or data broker reports about an audience in aggregate (the observed cells of the profile)
+PROFILE_OBSERVED = ("education_level", "marital_status", "household_size")
+#: covariates that may drive talking directly: the Bayesian assumption is made within their strata
+PROFILE_STRATA = ("age_group", "gender")
 
 
 def income_profile(ctx: TextContext, topic: str | None = None, keyword: str | None = None,
                    column: str = "income_bracket", levels: Sequence[str] | None = None,
-                   truth_topic: str | None = None, **window) -> QuestionResult:
+                   truth_topic: str | None = None, observed: Sequence[str] = PROFILE_OBSERVED,
+                   strata: Sequence[str] = PROFILE_STRATA, prior_sd: float = 1.0, n_draws: int = 1000,
+                   seed: int = 0, **window) -> QuestionResult:
+    """The ``column`` distribution of users talking about X from aggregate data (:mod:`.profiling`).
+
+    The audience's own ``column`` values are *not* used by the two aggregate methods (simple count, Bayesian
+    profiling): they see only its counts per ``observed`` x ``strata`` cell and the base's joint table. The
+    direct weighted count of the audience's individual values is shown beside them as the benchmark an
+    analyst with individual data would have.
+    """
+    from . import profiling
     ta = audiences.talking_about(ctx.posts, topic=topic, keyword=keyword, **window)
     m = ta.mask(ctx.users["user_id"])
     known = ctx.users[column].notna().to_numpy()
-    levels = list(levels) if levels is not None else sorted(ctx.users[column].dropna().unique())
+    levels = [str(v) for v in (levels if levels is not None else sorted(ctx.users[column].dropna().astype(str).unique()))]
+    observed = [c for c in observed if c in ctx.users]
+    strata = [c for c in strata if c in ctx.users]
+    if not observed:
+        raise ValueError(f"income_profile: none of the observed columns {list(PROFILE_OBSERVED)} is in the users table")
     w = ctx.w
+    prof = profiling.profile_audience(ctx.users, m, column, observed, strata, w, levels, prior_sd=prior_sd,
+                                      n_draws=n_draws, seed=seed)
+    pt = prof.table
     mk = m & known
-    n_eff = core.kish_effective_n(w[mk]) if mk.any() else 0.0
-    base = np.array([np.sum(w[known] * (ctx.users.loc[known, column] == v)) for v in levels]) / w[known].sum()
-    simple = []
-    for v in levels:
-        y = (ctx.users.loc[mk, column] == v).to_numpy(float)
-        simple.append(weighted_share(y, w[mk]))
-    simple = np.array(simple)
-    alpha, a0 = dirichlet_posterior(simple[:, 0] * n_eff, base)
-    A = alpha.sum()
-    bayes = alpha / A
-    blo = st.beta.ppf(0.025, alpha, A - alpha)
-    bhi = st.beta.ppf(0.975, alpha, A - alpha)
+    direct = np.array([weighted_share((ctx.users.loc[mk, column].astype(str) == v).to_numpy(float), w[mk])
+                       for v in levels])
     p_talk = ctx.talk_prob(truth_topic or topic or "")
     truth = np.full(len(levels), np.nan)
     if p_talk is not None:
         wt = w[known] * p_talk[known]
-        truth = np.array([np.sum(wt * (ctx.users.loc[known, column] == v)) for v in levels]) / wt.sum()
-    tab = pd.concat([
-        pd.DataFrame({"label": levels, "method": "simple weighted counting", "estimate": simple[:, 0],
-                      "ci_low": simple[:, 2], "ci_high": simple[:, 3], "base": base, "truth": truth}),
-        pd.DataFrame({"label": levels, "method": "Bayesian profiling", "estimate": bayes, "ci_low": blo,
-                      "ci_high": bhi, "base": base, "truth": truth})], ignore_index=True)
-    met = {"audience_users": int(m.sum()), "audience_known": int(mk.sum()), "n_eff": float(n_eff),
-           "prior_strength_alpha0": a0}
+        truth = np.array([np.sum(wt * (ctx.users.loc[known, column].astype(str) == v)) for v in levels]) / wt.sum()
+    base = pt["base"].to_numpy()
+    frames = [("simple count (aggregate)", pt["simple"].to_numpy(), np.full(len(levels), np.nan),
+               np.full(len(levels), np.nan)),
+              ("Bayesian profiling (aggregate)", pt["estimate"].to_numpy(), pt["ci_low"].to_numpy(),
+               pt["ci_high"].to_numpy()),
+              ("direct count (individual values)", direct[:, 0], direct[:, 2], direct[:, 3])]
+    tab = pd.concat([pd.DataFrame({"label": levels, "method": name, "estimate": est, "ci_low": lo, "ci_high": hi,
+                                   "base": base, "truth": truth}) for name, est, lo, hi in frames],
+                    ignore_index=True)
+    met = {"audience_users": int(m.sum()), "audience_known": int(mk.sum()),
+           "n_eff": float(core.kish_effective_n(w[mk])) if mk.any() else 0.0,
+           "observed": " x ".join(observed), "strata": " x ".join(strata) or "none",
+           "mh_acceptance_min": float(prof.strata["acceptance"].min())}
     if np.isfinite(truth).all():
-        met["abs_err_simple"] = float(np.mean(np.abs(simple[:, 0] - truth)))
-        met["abs_err_bayes"] = float(np.mean(np.abs(bayes - truth)))
+        met["abs_err_simple"] = float(np.mean(np.abs(pt["simple"].to_numpy() - truth)))
+        met["abs_err_bayes"] = float(np.mean(np.abs(pt["estimate"].to_numpy() - truth)))
+        met["abs_err_direct"] = float(np.mean(np.abs(direct[:, 0] - truth)))
         met["abs_err_base"] = float(np.mean(np.abs(base - truth)))
+        met["bayes_truth_in_ci_share"] = float(np.mean((pt["ci_low"] <= truth) & (truth <= pt["ci_high"])))
     return QuestionResult("income", tab, met, ta.label() + ".", title=f"{ctx.label(column)} of {ta.label()}",
                           unit="share of the audience")
 
