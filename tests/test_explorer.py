@@ -2,7 +2,9 @@
 
 Stand-in runs come from :func:`helpers.explorer.demo.write_demo_artifacts`: segments are the planted
 ones (optionally with a share deliberately mislabelled), the affinity table is computed by
-``helpers.affinity`` and churn risk by the planted Weibull model, so numbers can be checked against truth.
+``helpers.affinity``, churn risk by the planted churn process and the lookalike stage's scores by notebook
+08's hide-and-find (``helpers.lookalike``), so numbers can be checked against truth. The Explorer itself
+fits no model: a test runs every view with the estimators made to raise.
 """
 
 from __future__ import annotations
@@ -31,23 +33,26 @@ def clean(tmp_path_factory):
     """(paths, panel, data) of a 3,000-user run whose segments are the planted ones."""
     P = paths.resolve(tmp_path_factory.mktemp("explorer_clean") / "data",
                       tmp_path_factory.mktemp("explorer_clean_reports"))
-    panel = write_demo_artifacts(P, n_users=3000, seed=11)
+    panel = write_demo_artifacts(P, n_users=3000, seed=11, lookalike_segment=2)
     return P, panel, D.load_explorer_data(P)
 
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
-    """(paths, panel, data) of a 2,500-user run with 30% of segment labels moved to another segment."""
+    """(paths, panel, data) of a 2,500-user run with 30% of segment labels moved to another segment, and the
+    lookalike stage seeded with (mislabelled) segment 2."""
     P = paths.resolve(tmp_path_factory.mktemp("explorer_noisy") / "data",
                       tmp_path_factory.mktemp("explorer_noisy_reports"))
-    panel = write_demo_artifacts(P, n_users=2500, seed=5, mislabel_share=0.3, with_churn=False)
+    with threadpool_limits(1):
+        panel = write_demo_artifacts(P, n_users=2500, seed=5, mislabel_share=0.3, with_churn=False,
+                                     lookalike_segment=2)
     return P, panel, D.load_explorer_data(P)
 
 
 @pytest.fixture(scope="module")
 def client(clean):
     P = clean[0]
-    return create_app(P.data, P.reports, min_export_size=50, n_threads=1, max_train=1500).test_client()
+    return create_app(P.data, P.reports, min_export_size=50, n_threads=1).test_client()
 
 
 @pytest.fixture(autouse=True)
@@ -198,8 +203,8 @@ def test_segment_validation(clean):
         D.persona_card(data, "1; drop table")
     for bad in ("abc", "0", "-3", "1.5", str(10 ** 9)):
         with pytest.raises(ValueError, match="size"):
-            D.check_size(data, 1, bad)
-    assert D.check_size(data, 1, " 25 ") == 25
+            D.check_size(data, bad)
+    assert D.check_size(data, " 25 ") == 25
 
 
 # --- heatmap ---------------------------------------------------------------------------------------
@@ -246,40 +251,140 @@ def test_heatmap_family_greys_suppressed_cells(clean):
         D.affinity_heatmap(data, "channels", "share")
 
 
-# --- lookalikes ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def noisy_fit(noisy):
-    """Lookalike model seeded with (mislabelled) segment 2, trained on a 1,500-user sample of 2,500."""
-    with threadpool_limits(1):
-        return D.fit_lookalike(noisy[2], 2, max_train=1500, seed=0)
-
-
-def test_lookalike_finds_mislabelled_members_of_the_planted_segment(noisy, noisy_fit):
-    _, panel, data = noisy
-    fit = noisy_fit
+# --- lookalikes: the lookalike stage's audience, read (never fitted) ---------------------------------
+def test_lookalike_view_finds_mislabelled_members_of_the_planted_segment(noisy):
+    """The stage's audience (seeded with a 30%-mislabelled segment) is rich in the segment's planted members
+    that carry another label; the view reports the stage's own held-out lift and the seed-like profile."""
+    P, panel, data = noisy
     true2 = (panel.truth["true_segment"] == 2).to_numpy()
-    missed = true2 & fit.pool           # planted members of segment 2 labelled as another segment
+    scores = pd.read_parquet(P.processed / artifacts.REGISTRY["lookalike_scores"].file.split("/")[-1])
+    cand = data.panel["user_id"].map(scores.set_index("user_id")["rank"]).notna().to_numpy()
+    seed = D.seed_mask(data)
+    labelled2 = (data.panel["segment"] == 2).to_numpy()
+    missed = true2 & ~labelled2 & cand           # planted members of segment 2 labelled as another segment
     size = int(missed.sum())
-    rows = D.lookalike_members(fit, size)
-    assert not fit.seed[rows].any(), "the audience excludes the seed"
+    rows, name, _ = D.stage_lookalike_rows(data, size)
+    assert len(rows) == size and not seed[rows].any(), "the audience excludes the stage's seed"
     precision = true2[rows].mean()
-    base = missed.sum() / fit.pool.sum()
+    base = true2[cand].mean()
     assert precision > max(0.4, 3 * base), (precision, base)
-    pay = D.lookalike_payload(data, fit, size)
-    assert pay["size"] == size and pay["lift"] > 2
+    pay = D.lookalike_payload(data, size)
+    stage = data.metrics[artifacts.REGISTRY["lookalike_scores"].producer]
+    assert pay["size"] == size and pay["lift"] == stage["lookalike_outcome_lift_top5"] and pay["lift"] > 2
+    assert pay["seed_size"] == int(seed.sum()) == int(scores["in_seed"].sum())
     podcasts = next(p for p in pay["profile"] if p["feature"] == "time_on_podcasts_min")
     assert podcasts["seed_index"] > 150 and podcasts["lookalike_index"] > 120
 
 
-def test_lookalike_fit_is_deterministic(noisy, noisy_fit):
-    data = noisy[2]
-    with threadpool_limits(1):
-        again = D.fit_lookalike(data, 2, max_train=1500, seed=0)
-    np.testing.assert_array_equal(again.raw, noisy_fit.raw)
-    np.testing.assert_array_equal(D.lookalike_members(again, 200), D.lookalike_members(noisy_fit, 200))
-    assert noisy_fit.hold.sum() > 0 and not (noisy_fit.hold & ~noisy_fit.seed).any()
-    with pytest.raises(ValueError, match="max_train"):
-        D.fit_lookalike(data, 0, max_train=10)
+def test_lookalike_view_is_the_stage_ranking(noisy):
+    """The view's audience is the stage's ranking (best rank first, churned customers left out), as
+    helpers.audience.select reads it: same scores artifact, same audience."""
+    P, panel, data = noisy
+    scores = data.lookalike_scores
+    churned = set(panel.data.loc[panel.data["churned_in_last_90_days"].astype(bool), "user_id"].astype(str))
+    want = scores[scores["rank"].notna() & ~scores["user_id"].isin(churned)].sort_values("rank")["user_id"]
+    rows, _, aud = D.stage_lookalike_rows(data, 200)
+    assert list(data.panel["user_id"].to_numpy()[rows]) == list(want.head(200)) == list(aud.ids)
+    assert D.stage_candidates(data) == len(want)
+    with pytest.raises(ValueError, match="between 1 and"):
+        D.stage_lookalike_rows(data, len(want) + 1)
+
+
+def test_lookalike_view_names_the_stage_when_it_has_not_run(clean, tmp_path):
+    P0 = clean[0]
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    for f in (artifacts.UNIFIED_PARQUET, artifacts.AFFINITY_TABLE, artifacts.SEGMENTS):
+        (P.processed / f).write_bytes((P0.processed / f).read_bytes())
+    c = create_app(P.data, P.reports).test_client()
+    for r in (c.get("/api/lookalike?size=10"), c.post("/api/export", json={"kind": "lookalike", "size": 60}),
+              c.get("/api/audience?ref=lookalike:10")):
+        assert r.status_code == 503, r.get_json()
+        assert artifacts.REGISTRY["lookalike_scores"].producer in r.get_json()["error"]
+
+
+#: Estimators a lookalike, segmentation or calibration fit would construct: the Explorer builds none.
+ESTIMATORS = [("sklearn.ensemble", "HistGradientBoostingClassifier"), ("sklearn.ensemble", "RandomForestClassifier"),
+              ("sklearn.linear_model", "LogisticRegression"), ("sklearn.mixture", "GaussianMixture"),
+              ("sklearn.cluster", "KMeans"), ("sklearn.isotonic", "IsotonicRegression"),
+              ("sklearn.neighbors", "NearestNeighbors")]
+
+
+def test_explorer_fits_no_model_of_its_own(clean, monkeypatch):
+    """Every view and export of a run answers with every estimator class (and the lookalike module's fits)
+    made to raise: the Explorer reads the stages' results, it fits nothing."""
+    import importlib
+
+    from helpers import lookalike
+
+    P, panel, _ = clean
+    calls: list[str] = []
+
+    def refuse(name):
+        def _raise(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"the Explorer constructed or fitted {name}")
+        return _raise
+
+    for module, cls in ESTIMATORS:
+        mod = importlib.import_module(module)
+        monkeypatch.setattr(mod, cls, type(cls, (getattr(mod, cls),), {"__init__": refuse(cls)}))
+    for fn in ("run_lookalike", "run_prospective", "build_features", "reason_codes"):
+        monkeypatch.setattr(lookalike, fn, refuse(fn))
+    for cls in (lookalike.PropensityLookalike, lookalike.CosineLookalike):
+        monkeypatch.setattr(cls, "fit", refuse(f"{cls.__name__}.fit"))
+    c = create_app(P.data, P.reports, min_export_size=50, n_threads=1).test_client()
+    for url in ("/", "/api/overview", "/api/table", "/api/segments", "/api/segments/2", "/api/similarity",
+                "/api/affinity", "/api/affinity?view=traveler_type", "/api/lookalike?size=150",
+                "/api/audience?ref=lookalike:150", "/api/compare?a=lookalike:150&b=segment:2"):
+        r = c.get(url)
+        assert r.status_code == 200, (url, r.status_code, r.get_data(as_text=True)[:300])
+    for body in ({"kind": "segment", "segment": 2}, {"kind": "lookalike", "size": 150}):
+        r = c.post("/api/export", json=body)
+        assert r.status_code == 201, (body, r.get_json())
+    assert calls == []
+    # the guard itself works: the estimators really refuse
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    with pytest.raises(AssertionError, match="constructed or fitted"):
+        HistGradientBoostingClassifier()
+
+
+def test_persona_and_heatmap_cells_are_the_statistics_core_estimates(clean):
+    """A persona card's behaviour index and a heatmap cell equal helpers.stats.core's index and interval of
+    the same segment x variable cell, computed here from the panel (so one cell has one number)."""
+    from helpers.stats import core
+
+    _, _, data = clean
+    p = data.panel
+    w = p["weight"].to_numpy(float)
+    seg = p["segment"].to_numpy()
+    checked = 0
+    for col in ("time_on_podcasts_min", "monthly_conversions"):
+        est = core.index_estimates(pd.to_numeric(p[col]).to_numpy(float), seg, w).set_index("segment")
+        h = D.affinity_heatmap(data, "channels", "intensity")
+        i = h["attributes"].index(col)
+        for k in data.segment_ids:
+            row = next(r for r in D.persona_card(data, k)["media"] if r["channel"] == col)
+            e = est.loc[k]
+            assert row["index"] == pytest.approx(e["index"], rel=1e-9)
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx((e["ci_low"], e["ci_high"]), rel=1e-9)
+            assert row["mean_segment"] == pytest.approx(e["segment_value"], rel=1e-12)
+            assert h["z"][i][h["segments"].index(k)] == pytest.approx(e["index"], rel=1e-9)
+            checked += 1
+    # a share cell: children at home, among customers whose value is known
+    known = p["presence_of_children"].notna().to_numpy()
+    y = np.where(known, p["presence_of_children"].astype("boolean").fillna(False).to_numpy(float), np.nan)
+    est = core.index_estimates(y, seg, w, count_cells=True).set_index("segment")
+    h = D.affinity_heatmap(data, "presence_of_children")
+    j = h["attributes"].index("yes")
+    flags = core.BaseSizeRule().flag(est["n_unweighted"], est["n_effective"], est["rse"])
+    for k, flag in zip(est.index, flags):
+        z = h["z"][j][h["segments"].index(k)]
+        assert (z is None) == (flag == "suppressed"), (k, z, flag)  # the core's base-size rule decides
+        if z is not None:
+            assert z == pytest.approx(est.loc[k, "index"], rel=1e-9)
+            checked += 1
+    assert checked >= 2 * len(data.segment_ids) + 2
 
 
 # --- routes ----------------------------------------------------------------------------------------
@@ -289,16 +394,18 @@ def test_lookalike_fit_is_deterministic(noisy, noisy_fit):
     ("get", "/api/segments/1?x=1", None, 400, "unknown parameter"),
     ("get", "/api/affinity?view=nope", None, 400, "unknown view"),
     ("get", "/api/affinity?view=" + "a" * 200, None, 400, "longer than"),
-    ("get", "/api/lookalike?segment=1", None, 400, "missing parameter 'size'"),
-    ("get", "/api/lookalike?segment=1&size=-5", None, 400, "size"),
-    ("get", "/api/lookalike?segment=1&size=99999999", None, 400, "between 1 and"),
-    ("get", "/api/lookalike?segment=7&size=10", None, 404, "unknown segment"),
+    ("get", "/api/lookalike", None, 400, "missing parameter 'size'"),
+    ("get", "/api/lookalike?size=-5", None, 400, "size"),
+    ("get", "/api/lookalike?size=99999999", None, 400, "between 1 and"),
+    ("get", "/api/lookalike?segment=7&size=10", None, 400, "unknown parameter"),
+    ("get", "/api/audience?ref=lookalike:3:500", None, 400, "must look like"),
     ("post", "/api/export", "not json", 400, "JSON object"),
     ("post", "/api/export", {"kind": "everyone", "segment": 1}, 400, "kind must be"),
     ("post", "/api/export", {"kind": "segment", "segment": 1, "path": "/etc"}, 400, "unknown parameter"),
     ("post", "/api/export", {"kind": "segment", "segment": [1]}, 400, "string or an integer"),
     ("post", "/api/export", {"kind": "segment", "segment": 1, "size": 5}, 400, "lookalike exports only"),
     ("post", "/api/export", {"kind": "lookalike", "segment": 1}, 400, "needs 'size'"),
+    ("post", "/api/export", {"kind": "lookalike", "segment": 1, "size": 100}, 400, "no 'segment'"),
     ("get", "/api/exports/0123456789abcdef/csv", None, 404, "no such export"),
     ("get", "/api/exports/..%2F..%2Fetc/csv", None, 404, "Not Found"),
     ("get", "/api/exports/ABC/csv", None, 400, "malformed export id"),
@@ -360,17 +467,22 @@ def test_export_segment_through_the_cli_function(client, clean):
 
 
 def test_export_lookalike_excludes_seed_and_carries_reasons(client, clean):
-    P, panel, _ = clean
-    r = client.post("/api/export", json={"kind": "lookalike", "segment": "2", "size": "120"})
+    P, panel, data = clean
+    r = client.post("/api/export", json={"kind": "lookalike", "size": "120"})
     assert r.status_code == 201, r.get_json()
     got = pd.read_csv(io.BytesIO(client.get(r.get_json()["downloads"]["csv"]).data))
     assert len(got) == 120 and {"score", "reason_codes"} <= set(got.columns)
-    assert got["score"].is_monotonic_decreasing
-    seed_ids = panel.data.loc[panel.truth["true_segment"] == 2, "user_id"]
-    assert not set(got[export.HASHED_ID]) & keyed(P, seed_ids), "no seed member in the lookalike list"
+    scores = data.lookalike_scores.set_index("user_id")
+    churned = set(panel.data.loc[panel.data["churned_in_last_90_days"].astype(bool), "user_id"].astype(str))
+    best = scores[scores["rank"].notna() & ~scores.index.isin(churned)].sort_values("rank").head(120)
+    assert set(got[export.HASHED_ID]) == keyed(P, best.index), "the stage's 120 best active candidates"
+    assert sorted(got["reason_codes"]) == sorted(best["reason_codes"]), "with the stage's reason codes"
+    seed_ids = scores.index[scores["in_seed"]]
+    assert len(seed_ids) > 100 and not set(got[export.HASHED_ID]) & keyed(P, seed_ids), \
+        "no seed member in the lookalike list"
     assert set(got[export.HASHED_ID]) <= keyed(P, panel.data["user_id"]), "panel users only, keyed hash"
-    view = client.get("/api/lookalike?segment=2&size=120").get_json()
-    assert view["size"] == 120 and view["lift"] > 1
+    view = client.get("/api/lookalike?size=120").get_json()
+    assert view["size"] == 120 and view["lift"] > 1 and view["seed_name"] == panel.params["segment_names"][2]
 
 
 def test_export_guard_refuses_small_audiences(clean):
@@ -652,7 +764,7 @@ def test_lookalike_stage_audience_from_its_scores_artifact(clean, tmp_path):
     for f in (artifacts.UNIFIED_PARQUET, artifacts.AFFINITY_TABLE, artifacts.SEGMENTS):
         (P.processed / f).write_bytes((P0.processed / f).read_bytes())
     c = create_app(P.data, P.reports, min_export_size=50).test_client()
-    r = c.get("/api/audience?ref=stage:100")
+    r = c.get("/api/audience?ref=lookalike:100")
     assert r.status_code == 503 and "08_lookalike_activation" in r.get_json()["error"]
     ids = panel.data["user_id"].astype(str)
     seed = (panel.truth["true_segment"] == 2).to_numpy()
@@ -661,11 +773,11 @@ def test_lookalike_stage_audience_from_its_scores_artifact(clean, tmp_path):
     scores = pd.DataFrame({"user_id": ids, "score": score, "rank": rank, "audience": "Podcast seed"})
     artifacts.save(P, "lookalike_scores", scores)
     c = create_app(P.data, P.reports, min_export_size=50).test_client()
-    prof = c.get("/api/audience?ref=stage:100").get_json()
+    prof = c.get("/api/audience?ref=lookalike:100").get_json()
     churned = panel.data["churned_in_last_90_days"].astype(bool).to_numpy()
     want = scores[~churned & ~seed].sort_values("rank").head(100)["user_id"]
     assert prof["n_users"] == 100 and "Podcast seed" in prof["name"]
-    r = c.post("/api/export", json={"kind": "stage", "size": 100})
+    r = c.post("/api/export", json={"kind": "lookalike", "size": 100})
     assert r.status_code == 201, r.get_json()
     got = pd.read_csv(io.BytesIO(c.get(r.get_json()["downloads"]["csv"]).data))
     assert set(got[export.HASHED_ID]) == keyed(P, want)

@@ -1,9 +1,9 @@
 """End-to-end test of the Explorer in headless Chromium (Debian ``chromium``, driven by Playwright).
 
 The app runs in a thread on a free loopback port over stand-in artifacts built from planted truth; the
-test reads the first screen (sortable segment table), clicks a segment bubble, reads its card, compares two
-segments, switches the heatmap's attribute family, runs a lookalike, compares it with its seed, uploads an
-id list, downloads an export, and saves a screenshot of each view into
+test reads the first screen (sortable segment table), checks that the segment map's axis titles fit the chart,
+clicks a segment bubble, reads its card, compares two segments, switches the heatmap's attribute family, shows
+the lookalike stage's audience, compares it with its seed segment, uploads an id list, downloads an export, and saves a screenshot of each view into
 ``<reports>/screenshots/<view>.png`` (reports = ``helpers.paths.resolve().reports``, i.e.
 ``$AUDIENCE_REPORTS_DIR`` under ``make test``), which ``reports/index.html`` links.
 Skips (with the reason) only when ``/usr/bin/chromium`` is absent: ``scripts/install_browser.sh``
@@ -31,7 +31,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 N_USERS = 2000
-TIMEOUT_MS = 90_000  # a lookalike fit on a loaded 2-core machine can take a while
+TIMEOUT_MS = 90_000  # a media plan on a loaded 2-core machine can take a while
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def served(tmp_path_factory):
         pytest.skip(f"{CHROMIUM} is absent: run scripts/install_browser.sh "
                     "(apt-get install chromium chromium-driver) to run the end-to-end browser test")
     P = paths.resolve(tmp_path_factory.mktemp("explorer_e2e") / "data", paths.resolve().reports)
-    panel = write_demo_artifacts(P, n_users=N_USERS, seed=3, with_media=True, with_posts=True)
-    app = create_app(P.data, P.reports, min_export_size=50, n_threads=1, max_train=1200)
+    panel = write_demo_artifacts(P, n_users=N_USERS, seed=3, with_media=True, with_posts=True, lookalike_segment=2)
+    app = create_app(P.data, P.reports, min_export_size=50, n_threads=1)
     server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -106,6 +106,15 @@ def test_segment_map_and_persona_card(served, page):
     bubbles = page.locator("#map .scatterlayer .point")
     k = len(panel.params["segment_names"])
     assert bubbles.count() == k, "one bubble per segment"
+    chart = page.locator("#map").bounding_box()
+    for sel in ("#map .g-ytitle", "#map .g-xtitle"):  # the axis titles are drawn whole inside the chart
+        t = page.locator(sel).bounding_box()
+        assert t is not None and t["height"] > 0, sel
+        assert chart["y"] - 1 <= t["y"] and t["y"] + t["height"] <= chart["y"] + chart["height"] + 1, (sel, t, chart)
+        assert chart["x"] - 1 <= t["x"] and t["x"] + t["width"] <= chart["x"] + chart["width"] + 1, (sel, t, chart)
+    ytitle = page.locator("#map .g-ytitle").inner_text()
+    assert "more" in ytitle and "\u2026" not in ytitle
+    assert overlapping_labels(page) == []
     _shot(page, P.reports, "segment_map")
     target = 4  # low-engagement seniors: a bubble no other overlaps
     box = bubbles.nth(target).bounding_box()
@@ -136,20 +145,24 @@ def test_affinity_heatmap_switch_family(served, page):
 
 
 def test_lookalike(served, page):
-    url, P, _ = served
+    """The lookalike stage's audience (seeded with segment 2) and the lift its held-out test measured."""
+    url, P, panel = served
     page.click("#tab-lookalike")
-    page.select_option("#la-segment", "2")
     page.fill("#la-size", "150")
     page.click("#la-run")
     page.wait_for_selector("#la-lift")
     assert page.locator("#la-out-size").inner_text() == "150"
+    assert panel.params["segment_names"][2] in page.locator("#la-title").inner_text()
     lift = float(page.locator("#la-lift").inner_text().rstrip("x"))
+    stage = json.loads(P.metrics.read_text())["08_lookalike_activation"]
+    assert lift == pytest.approx(stage["lookalike_outcome_lift_top5"], abs=0.006), "the stage's own lift"
     assert lift > 1.5, f"held-out lift {lift} is not better than a random draw"
     page.wait_for_selector("#la-chart .barlayer")
+    assert overlapping_labels(page) == []
     _shot(page, P.reports, "lookalike")
     # compare the lookalikes with their seed segment
     page.click("#tab-compare")
-    page.select_option("#cmp-a", "lookalike:2:150")
+    page.select_option("#cmp-a", "lookalike:150")
     page.select_option("#cmp-b", "segment:2")
     page.click("#cmp-run")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('Compared 150 lookalikes')")

@@ -32,7 +32,7 @@ def test_capture_screenshots_every_view_checked(tmp_path):
     """``make reports`` screenshots the Explorer on the run's own artifacts; every view has no overlapping
     chart label and no raw column name in its visible text."""
     P = paths.resolve(tmp_path / "data", tmp_path / "reports")
-    write_demo_artifacts(P, n_users=1500, seed=5, with_posts=True, with_media=True)
+    write_demo_artifacts(P, n_users=1500, seed=5, with_posts=True, with_media=True, lookalike_segment=2)
     checks: dict = {}
     shots = capture(P.data, P.reports, lookalike_size=100, checks=checks)
     assert [p.stem for p in shots] == list(VIEWS)
@@ -69,8 +69,8 @@ def test_marketer_path_on_a_user_table_run(tmp_path_factory):
 
     P = paths.resolve(tmp_path_factory.mktemp("explorer_telco") / "data",
                       tmp_path_factory.mktemp("explorer_telco_reports"))
-    table = write_table_run(P, "telco", n_users=1500, seed=1)
-    app = create_app(P.data, P.reports, min_export_size=50, n_threads=1, max_train=1200)
+    table = write_table_run(P, "telco", n_users=1500, seed=1, lookalike_segment=0)
+    app = create_app(P.data, P.reports, min_export_size=50, n_threads=1)
     server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -109,6 +109,8 @@ def test_marketer_path_on_a_user_table_run(tmp_path_factory):
             pg.fill("#la-size", "100")
             pg.click("#la-run")
             pg.wait_for_selector("#la-lift")
+            pg.wait_for_selector("#la-chart .barlayer")
+            checks["lookalike"] = (overlapping_labels(pg), raw_names_in_text(visible_text(pg), names))
             pg.click("#tab-export")
             pg.select_option("#ex-kind", "lookalike")
             pg.fill("#ex-size", "100")

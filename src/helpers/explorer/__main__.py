@@ -22,14 +22,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="reports folder of the run (default $AUDIENCE_REPORTS_DIR or reports/)")
     p.add_argument("--min-export-size", type=int, default=None,
                    help="minimum audience size of an export (default: the export function's guard)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the lookalike models (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the media plan's uncertainty draws (default 0)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="another host name clients may use in the URL (repeatable; the bound host and the "
                         "loopback names are always allowed; others are refused against DNS rebinding)")
     p.add_argument("--config", default=None,
                    help="run configuration whose labels the views show (default: the one ingestion recorded)")
     p.add_argument("--threads", type=int, default=None,
-                   help="cap on the threads of a lookalike fit (default: all cores)")
+                   help="cap on the threads of a media plan (default: all cores)")
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be a positive integer, got {args.threads}")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not loopback:
         print(f"warning: binding {args.host} exposes the Explorer (and the audience exports) to the network",
               file=sys.stderr)
-    app = create_app(args.data, args.reports, min_export_size=args.min_export_size, lookalike_seed=args.seed,
+    app = create_app(args.data, args.reports, min_export_size=args.min_export_size, seed=args.seed,
                      n_threads=args.threads, config_path=args.config,
                      allowed_hosts=[args.host, *args.allow_host])
     server = make_server(app, args.host, args.port, threaded=True)

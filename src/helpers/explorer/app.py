@@ -1,7 +1,7 @@
 """Flask app factory of the Audience Affinity Explorer: routes, input validation, export registry.
 
 The app serves one page (``templates/index.html`` with ``static/explorer.js``) and a small JSON API
-whose payloads come from :mod:`helpers.explorer.data`. Every script is served locally: plotly.js from
+whose payloads come from :mod:`helpers.explorer.data` (which reads the run's artifacts and fits no model). Every script is served locally: plotly.js from
 the installed ``plotly`` Python package, the app's own JS/CSS from ``static/``; nothing is loaded from
 the network.
 
@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -38,10 +37,10 @@ from . import data as D
 
 log = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("segment", "lookalike", "list", "stage")
-#: Audience references the views take: ``segment:3``, ``lookalike:3:500`` (500 lookalikes of segment 3),
-#: ``list:<id>`` (an uploaded list of customer ids).
-_AUDIENCE = re.compile(r"^(segment:\d{1,4}|lookalike:\d{1,4}:\d{1,9}|list:[0-9a-f]{16}|stage:\d{1,9})$")
+EXPORT_KINDS = ("segment", "lookalike", "list")
+#: Audience references the views take: ``segment:3``, ``lookalike:500`` (the lookalike stage's 500 best
+#: candidates), ``list:<id>`` (an uploaded list of customer ids).
+_AUDIENCE = re.compile(r"^(segment:\d{1,4}|lookalike:\d{1,9}|list:[0-9a-f]{16})$")
 MAX_UPLOAD_IDS = 1_000_000
 _EXPORT_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_PARAM_CHARS = 64
@@ -131,21 +130,18 @@ class ExportRecord:
 
 @dataclass
 class ExplorerState:
-    """Per-app state: the run's folders, the loaded data, fitted lookalikes and the export registry."""
+    """Per-app state: the run's folders, the loaded data, uploaded lists and the export registry."""
 
     paths: paths_mod.Paths
     min_export_size: int | None = None
-    lookalike_seed: int = 0
-    max_train: int = 6000
-    max_cached_fits: int = 8
+    seed: int = 0
     n_threads: int | None = None
     data: D.ExplorerData | None = None
-    fits: "OrderedDict[int, D.LookalikeFit]" = field(default_factory=OrderedDict)
     exports: dict[str, ExportRecord] = field(default_factory=dict)
     uploads: dict[str, dict] = field(default_factory=dict)            # list id -> {"name", "rows", "n_given"}
     config_path: Any = None
     lock: threading.RLock = field(default_factory=threading.RLock)       # data and export registry
-    fit_lock: threading.Lock = field(default_factory=threading.Lock)    # one model fit at a time
+    plan_lock: threading.Lock = field(default_factory=threading.Lock)   # one media plan at a time
 
     def load(self) -> D.ExplorerData:
         """The run's data, loaded on first use (so the app picks up artifacts created after it started)."""
@@ -154,20 +150,17 @@ class ExplorerState:
                 self.data = D.load_explorer_data(self.paths, self.config_path)
             return self.data
 
-    def fit(self, segment: int) -> D.LookalikeFit:
-        """The lookalike model seeded with ``segment`` (fitted once, least recently used ones dropped)."""
-        data = self.load()
-        with self.fit_lock:  # other views keep answering while a model is being fitted
-            if segment in self.fits:
-                self.fits.move_to_end(segment)
-                return self.fits[segment]
-            limit = threadpool_limits(self.n_threads) if self.n_threads else contextlib.nullcontext()
-            with limit:
-                fit = D.fit_lookalike(data, segment, max_train=self.max_train, seed=self.lookalike_seed)
-            self.fits[segment] = fit
-            while len(self.fits) > self.max_cached_fits:
-                self.fits.popitem(last=False)
-            return fit
+    def add_list(self, name: str, rows: np.ndarray, n_given: int) -> str:
+        """Register an audience (rows of the panel) as a list the other views and the exporter take."""
+        list_id = secrets.token_hex(8)
+        with self.lock:
+            self.uploads[list_id] = {"name": name, "rows": rows, "n_given": int(n_given),
+                                     "ids": self.load().panel["user_id"].to_numpy()[rows]}
+        return list_id
+
+    def threads(self):
+        """A cap on the BLAS / OpenMP threads of a request (``n_threads``), else no cap."""
+        return threadpool_limits(self.n_threads) if self.n_threads else contextlib.nullcontext()
 
 
 def _params(allowed: Mapping[str, bool], source: Mapping[str, Any]) -> dict[str, str]:
@@ -217,7 +210,7 @@ def _call(fn: Callable, *args, **kwargs):
 
 
 def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
-               min_export_size: int | None = None, lookalike_seed: int = 0, max_train: int = 6000,
+               min_export_size: int | None = None, seed: int = 0,
                n_threads: int | None = None, allowed_hosts: Sequence[str] | None = None,
                config_path: str | os.PathLike | None = None) -> Flask:
     """Build the Explorer for the pipeline run in ``data_dir`` / ``reports_dir``.
@@ -229,12 +222,10 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         ``data/`` and ``reports/``, see :func:`helpers.paths.resolve`).
     min_export_size : int, optional
         Minimum audience size of an export; ``None`` uses the export function's default guard.
-    lookalike_seed : int
-        Seed of the lookalike models (folds, hold-out, training sample): same seed, same audiences.
-    max_train : int
-        Users the lookalike model is trained on at most (see :func:`data.fit_lookalike`).
+    seed : int
+        Seed of the media plan's uncertainty draws, recorded in export manifests: same seed, same answers.
     n_threads : int, optional
-        Cap on the BLAS / OpenMP threads of a lookalike fit (None: the libraries' default, all cores).
+        Cap on the BLAS / OpenMP threads of a media plan (None: the libraries' default, all cores).
     allowed_hosts : sequence of str, optional
         Host names the app answers to (the ``Host`` header, port ignored); others get 400 (DNS rebinding).
         Default: the loopback names (``127.0.0.1``, ``localhost``, ``::1``); ``python -m helpers.explorer``
@@ -254,8 +245,7 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
     app.config["EXPLORER_ALLOWED_HOSTS"] = sorted(hosts)
     if n_threads is not None and n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads}")
-    state = ExplorerState(P, min_export_size, lookalike_seed, max_train, n_threads=n_threads,
-                          config_path=config_path)
+    state = ExplorerState(P, min_export_size, seed, n_threads=n_threads, config_path=config_path)
     app.extensions["explorer"] = state
 
     @app.before_request
@@ -307,15 +297,17 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         ready = all(a["present"] for a in arts if a["required"])
         return jsonify(ready=ready, artifacts=arts, make_target=D.MAKE_TARGET)
 
-    @app.get("/api/overview")
-    def overview():
-        _params({}, request.args)
-        return jsonify(_call(lambda: D.overview(state.load())))
+    def no_parameter_view(fn: Callable[[D.ExplorerData], dict]) -> Callable[[], Any]:
+        """A GET view without parameters answering ``fn(data)``."""
+        def view():
+            _params({}, request.args)
+            return jsonify(_call(lambda: fn(state.load())))
+        return view
 
-    @app.get("/api/segments")
-    def segments():
-        _params({}, request.args)
-        return jsonify(_call(lambda: D.segment_map(state.load())))
+    for url, name, fn in (("/api/overview", "overview", D.overview), ("/api/segments", "segments", D.segment_map),
+                          ("/api/table", "table", D.segment_table), ("/api/similarity", "similarity", D.similarity),
+                          ("/api/questions/options", "question_options", D.question_options)):
+        app.add_url_rule(url, name, no_parameter_view(fn), methods=["GET"])
 
     @app.get("/api/segments/<segment>")
     def persona(segment: str):
@@ -333,7 +325,7 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
     def resolve(ref: str) -> tuple[np.ndarray, str]:
         """Row positions and plain name of an audience reference (see :data:`_AUDIENCE`)."""
         if not isinstance(ref, str) or not _AUDIENCE.match(ref.strip()):
-            raise ApiError(f"audience must look like 'segment:3', 'lookalike:3:500' or 'list:<id>', got "
+            raise ApiError(f"audience must look like 'segment:3', 'lookalike:500' or 'list:<id>', got "
                            f"{str(ref)[:40]!r}")
         data = _call(state.load)
         parts = ref.strip().split(":")
@@ -341,11 +333,6 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
             seg = _call(D.check_segment, data, parts[1])
             return np.flatnonzero(data.panel["segment"].to_numpy() == seg), data.segment_names()[seg]
         if parts[0] == "lookalike":
-            seg = _call(D.check_segment, data, parts[1])
-            n = _call(D.check_size, data, seg, parts[2])
-            fit = _call(state.fit, seg)
-            return _call(D.lookalike_members, fit, n), f"{n:,} lookalikes of {data.segment_names()[seg]}"
-        if parts[0] == "stage":
             rows, name, _ = _call(D.stage_lookalike_rows, data, parts[1])
             return rows, name
         rec = state.uploads.get(parts[1])
@@ -374,18 +361,13 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         rows, name = resolve(p["audience"])
         data = _call(state.load)
         ids = data.panel["user_id"].to_numpy()[rows]
-        with state.fit_lock:
+        with state.plan_lock, state.threads():
             md = _call(media_data.load_media, P)
             groups = data.panel.set_index("user_id")["segment"]
             result = _call(media_plan.plan_for_audience, md, ids, budget_total=budget, audience_name=name,
-                           n_draws=100, seed=state.lookalike_seed, groups=groups)
+                           n_draws=100, seed=state.seed, groups=groups)
         return jsonify(D.jsonable({"audience": name, "budget": budget, **result.as_dict(),
                                    "summary": result.summary()}))
-
-    @app.get("/api/questions/options")
-    def question_options():
-        _params({}, request.args)
-        return jsonify(_call(lambda: D.question_options(state.load())))
 
     @app.get("/api/questions")
     def questions_view():
@@ -399,23 +381,10 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
                                        p.get("platform"), filters)
         if len(rows) == 0:
             raise ApiError(f"no customer is {name}", 422)
-        list_id = secrets.token_hex(8)
-        with state.lock:
-            state.uploads[list_id] = {"name": name[:MAX_PARAM_CHARS], "rows": rows, "n_given": int(len(rows)),
-                                      "ids": data.panel["user_id"].to_numpy()[rows]}
+        list_id = state.add_list(name[:MAX_PARAM_CHARS], rows, len(rows))
         prof = _call(D.audience_profile, data, rows, name)
         return jsonify(D.jsonable({**prof, "ref": f"list:{list_id}", "definition": definition,
                                    "regions": D.regions(data, rows)}))
-
-    @app.get("/api/table")
-    def table():
-        _params({}, request.args)
-        return jsonify(_call(lambda: D.segment_table(state.load())))
-
-    @app.get("/api/similarity")
-    def similarity_view():
-        _params({}, request.args)
-        return jsonify(_call(lambda: D.similarity(state.load())))
 
     @app.get("/api/compare")
     def compare_view():
@@ -454,29 +423,23 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         rows = np.flatnonzero(data.panel["user_id"].isin(want).to_numpy())
         if len(rows) == 0:
             raise ApiError(f"none of the {len(want):,} ids is a customer of this run", 422)
-        list_id = secrets.token_hex(8)
         clean = re.sub(r"[\x00-\x1f<>]", "", name).strip()[:MAX_PARAM_CHARS] or "uploaded list"
-        with state.lock:
-            state.uploads[list_id] = {"name": clean, "rows": rows, "n_given": int(len(want)),
-                                      "ids": data.panel["user_id"].to_numpy()[rows]}
+        list_id = state.add_list(clean, rows, len(want))
         return jsonify({"ref": f"list:{list_id}", "name": clean, "n_given": int(len(want)),
                         "n_matched": int(len(rows)), "n_unmatched": int(len(want) - len(rows))}), 201
 
     @app.get("/api/lookalike")
     def lookalike_view():
-        p = _params({"segment": True, "size": True}, request.args)
-        data = _call(state.load)
-        seg = _call(D.check_segment, data, p["segment"])
-        _call(D.check_size, data, seg, p["size"])
-        fit = _call(state.fit, seg)
-        return jsonify(_call(D.lookalike_payload, data, fit, p["size"]))
+        """The lookalike stage's audience of ``size`` customers (503 naming the stage when it has not run)."""
+        p = _params({"size": True}, request.args)
+        return jsonify(_call(D.lookalike_payload, _call(state.load), p["size"]))
 
     @app.post("/api/export")
     def export():
         body = _json_body()
         if not isinstance(body, dict):
             raise ApiError('send a JSON object like {"kind": "segment", "segment": 0} or '
-                           '{"kind": "lookalike", "segment": 0, "size": 500}')
+                           '{"kind": "lookalike", "size": 500}')
         p = _params({"kind": True, "segment": False, "size": False, "list": False}, body)
         kind = p["kind"]
         if kind not in EXPORT_KINDS:
@@ -491,35 +454,23 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
             aud = _call(audience_mod.select, None, "ids", frame=data.panel, ids=list(rec["ids"]),
                         config=data.cfg, id_col="user_id")
             return _write_export(data, aud.frame, aud.definition, D.export_name(rec["name"]), "list", None)
-        if kind == "stage":  # the lookalike stage's own audience (notebook 08's scores)
-            if "size" not in p or "segment" in p:
-                raise ApiError("a lookalike-stage export needs 'size' (number of users) and no 'segment'")
-            try:
-                n = int(p["size"])
-            except ValueError:
-                raise ApiError(f"size must be an integer number of users, got {p['size'][:40]!r}") from None
-            _, _, aud = _call(D.stage_lookalike_rows, data, n)
-            return _write_export(data, aud.frame, aud.definition, "lookalike_stage_audience", "stage",
-                                 state.lookalike_seed)
+        if kind == "lookalike":  # the lookalike stage's own audience (its scores artifact)
+            if "size" not in p or "segment" in p or "list" in p:
+                raise ApiError("a lookalike export needs 'size' (number of users) and no 'segment' or 'list': "
+                               "it exports the lookalike stage's best candidates")
+            audience, definition = _call(D.audience_frame, data, "lookalike", size=p["size"])
+            return _write_export(data, audience, definition, "lookalike_stage_audience", kind, state.seed)
         if "segment" not in p:
             raise ApiError("missing parameter 'segment'")
         if "list" in p:
             raise ApiError("'list' applies to list exports only")
-        seg = _call(D.check_segment, data, p["segment"])
-        fit = None
-        if kind == "lookalike":
-            if "size" not in p:
-                raise ApiError("a lookalike export needs 'size' (number of users)")
-            _call(D.check_size, data, seg, p["size"])
-            fit = _call(state.fit, seg)
-        elif "size" in p:
+        if "size" in p:
             raise ApiError("'size' applies to lookalike exports only; a segment export lists every member")
-        audience, definition = _call(D.audience_frame, data, kind, seg, fit, p.get("size"))
+        seg = _call(D.check_segment, data, p["segment"])
+        audience, definition = _call(D.audience_frame, data, "segment", seg)
         # neutral file names: persona names may be built from 3rd-party traits ("renters"), which the export
         # policy keeps out of exported rows -- and so out of the file names that travel with them
-        name = D.export_name(f"segment {seg}" + (" lookalikes" if kind == "lookalike" else ""))
-        return _write_export(data, audience, definition, name, kind,
-                             state.lookalike_seed if kind == "lookalike" else None)
+        return _write_export(data, audience, definition, D.export_name(f"segment {seg}"), kind, None)
 
     def _write_export(data, audience, definition, name, kind, seed):
         export_id = secrets.token_hex(8)

@@ -1,64 +1,43 @@
-"""Stand-in artifacts for trying and testing the Explorer without running the whole pipeline.
+"""Stand-in runs for trying and testing the Explorer without running the whole pipeline.
 
 :func:`write_demo_artifacts` writes a small synthetic run whose segments are the generator's planted
 segments (optionally with a share of members deliberately mislabelled, as an imperfect segmentation
-would), an affinity table computed by :mod:`helpers.affinity` on them, and a churn-risk table computed
-from the planted Weibull proportional-hazards model. Because everything derives from planted truth, the
-app's numbers can be checked against it. Real runs use the artifacts of ``make reports`` instead.
+would), an affinity table computed by :mod:`helpers.affinity` on them, a churn-risk table computed from the
+generator's planted churn process and, when asked, the lookalike stage's scores (:func:`write_lookalike_stage`,
+notebook 08's hide-and-find through :mod:`helpers.lookalike`). Because everything derives from planted truth,
+the app's numbers can be checked against it. Real runs use the artifacts of ``make reports`` instead.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import artifacts
 from ..affinity import affinity_table
-from ..generate import (DEFAULT_OBSERVATION_DATE, WEIBULL_SCALE_DAYS, WEIBULL_SHAPE, SyntheticPanel,
-                        generate_panel)
+from ..generate import DEFAULT_OBSERVATION_DATE, SyntheticPanel, generate_panel
 from ..paths import Paths
 from ..standin import mislabel, write_standin_run  # noqa: F401 - mislabel re-exported for callers
-
-DAYS_PER_MONTH = 30.44
+from ..survival import DAYS_PER_MONTH
 
 
 def true_churn_risk(panel: SyntheticPanel, horizon_days: int = 90, value_horizon_days: float = 3 * 365.0
                     ) -> pd.DataFrame:
-    """Planted-truth churn risk: ``P(T <= a + l + h | T > a)`` under the generator's Weibull PH model.
+    """Planted churn risk of the generator's world: ``1 - prod(1 - h_seg[m])`` over the horizon's months from
+    the customer's tenure month, ``h_seg`` being the monthly hazard the truth records for the planted segment
+    (``params["hazard_model"]``, family ``markov_chain``: churn is the chain's absorbing state).
 
-    ``a`` is the known-alive time (tenure minus days since last seen) and ``l`` the days since last seen;
-    users already flagged as churned get probability 1 and value 0. ``expected_value`` is the expected
-    remaining lifetime within ``value_horizon_days`` times monthly spend.
+    Users already flagged as churned get probability 1 and value 0; ``expected_value`` is the expected months
+    alive within ``value_horizon_days`` times monthly spend.
     """
-    d, t = panel.data, panel.truth
     hm = panel.params.get("hazard_model") or {}
-    if hm.get("family") == "markov_chain" and "implied_monthly_hazard" in hm:
-        return _markov_churn_risk(panel, hm["implied_monthly_hazard"], horizon_days, value_horizon_days)
-    lin = t["true_log_hazard"].to_numpy(float)
-    tenure = t["tenure_days"].to_numpy(float)
-    last = d["last_seen_days_ago"].astype(float).to_numpy()
-    churned = d["churned_in_last_90_days"].astype(bool).to_numpy()
-    a = tenure - last
-
-    def surv(x: np.ndarray) -> np.ndarray:
-        return np.exp(-((np.maximum(x, 0) / WEIBULL_SCALE_DAYS) ** WEIBULL_SHAPE) * np.exp(lin if x.ndim == 1
-                                                                                            else lin[:, None]))
-
-    s_a = surv(a)
-    prob = 1 - surv(a + last + horizon_days) / s_a
-    u = np.linspace(0, value_horizon_days, 157)
-    rem = np.trapezoid(surv((a + last)[:, None] + u[None, :]) / s_a[:, None], u, axis=1)
-    value = rem / DAYS_PER_MONTH * d["avg_monthly_spend"].astype(float).to_numpy()
-    return pd.DataFrame({"user_id": d["user_id"].astype(str).to_numpy(),
-                         f"churn_prob_{horizon_days}d": np.where(churned, 1.0, prob),
-                         "expected_remaining_days": np.where(churned, 0.0, rem),
-                         "expected_value": np.where(churned, 0.0, value), "churned": churned})
-
-
-def _markov_churn_risk(panel: SyntheticPanel, hazard: dict, horizon_days: int, value_horizon_days: float
-                       ) -> pd.DataFrame:
-    """Planted churn risk of the Markov world: ``1 - prod(1 - h_seg[m])`` over the horizon's months from
-    the customer's tenure month, ``h_seg`` being the generator's implied monthly hazard of the segment."""
+    if hm.get("family") != "markov_chain" or "implied_monthly_hazard" not in hm:
+        raise ValueError("the panel's truth records no monthly churn hazard (params['hazard_model'] of family "
+                         f"'markov_chain', got family {hm.get('family')!r}); generate it with "
+                         "helpers.generate.generate_panel")
+    hazard = hm["implied_monthly_hazard"]
     d, t = panel.data, panel.truth
     seg = t["true_segment"].astype(int).to_numpy()
     month0 = (t["tenure_days"].to_numpy(float) / DAYS_PER_MONTH).astype(int)
@@ -79,9 +58,56 @@ def _markov_churn_risk(panel: SyntheticPanel, hazard: dict, horizon_days: int, v
                          "expected_value": np.where(churned, 0.0, value), "churned": churned})
 
 
+def write_lookalike_stage(paths: Paths, seed_segment: int, config: Any = None, holdout: float = 0.3,
+                          n_folds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Stand in for the lookalike stage: notebook 08's hide-and-find seeded with segment ``seed_segment``.
+
+    As the notebook does, through :mod:`helpers.lookalike`: the model matrix of the unified table (with the
+    churn stage's risk when it ran), ``holdout`` of the seed hidden among the candidates, the PU propensity
+    model with ``n_folds`` folds, reason codes, the ``lookalike_scores`` artifact and the stage's
+    ``metrics.json`` entry (held-out AUC, lift and precision at 1/5/10%). Returns the scores.
+    """
+    from .. import audience as A
+    from .. import config as cfgmod
+    from .. import lookalike as L
+    from .. import metrics
+
+    P = paths
+    cfg = cfgmod.load(config)
+    df = artifacts.load_unified(P)
+    id_col = cfg.id if cfg.id in df else "user_id"
+    ids = df[id_col].astype(str).rename("user_id")
+    if id_col != "user_id":
+        df = df.assign(user_id=ids.to_numpy())
+    churn = artifacts.load(P, "churn_risk") if artifacts.exists(P, "churn_risk") else None
+    segs = artifacts.load(P, "segments")
+    if "user_id" not in segs:
+        segs = segs.rename(columns={id_col: "user_id"})
+    main_seed = L.seed_from_segment(segs, seed_segment)
+    seed_mask = main_seed.mask(ids)
+    gone, _ = A.churned_mask(df, cfg)
+    features = L.build_features(df, churn_risk=churn, config=cfg)
+    run = L.run_lookalike(features.X, seed_mask, holdout=holdout, n_folds=n_folds, seed=seed)
+    run.eligible = ~gone | run.hold  # hidden seed members stand for unseen lookalikes: always candidates
+    ev = L.evaluate(run, L.PLANNER_SHARES, seed=seed)
+    scores = L.scores_frame(ids, run, main_seed, L.reason_codes(features, run.train, top_k=3), churn)
+    artifacts.save(P, "lookalike_scores", scores)
+    summary = {"evaluation_task": "hide-and-find", "seed_definition": main_seed.definition,
+               "seed_size": int(seed_mask.sum()), "n_candidates": int(run.candidates.sum()),
+               "lookalike_outcome_auc": ev.loc["propensity", "auc"],
+               "cosine_outcome_lift_top5": ev.loc["cosine", "lift_top5%"],
+               "random_outcome_lift_top5": ev.loc["random", "lift_top5%"]}
+    for q in L.PLANNER_SHARES:
+        summary[f"lookalike_outcome_lift_top{round(100 * q)}"] = ev.loc["propensity", f"lift_top{q:.0%}"]
+        summary[f"lookalike_outcome_precision_top{round(100 * q)}"] = ev.loc["propensity", f"precision_top{q:.0%}"]
+    metrics.record(P.metrics, artifacts.REGISTRY["lookalike_scores"].producer, summary)
+    return scores
+
+
 def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, mislabel_share: float = 0.0,
                          with_churn: bool = True, observation_date: str = DEFAULT_OBSERVATION_DATE,
-                         with_media: bool = False, with_posts: bool = False) -> SyntheticPanel:
+                         with_media: bool = False, with_posts: bool = False,
+                         lookalike_segment: int | None = None) -> SyntheticPanel:
     """Write a stand-in run into ``paths``: unified table, truth, segments, profiles, affinity, churn risk.
 
     Parameters
@@ -100,6 +126,9 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
     with_media : bool
         Also write the synthetic campaign's media files (:func:`helpers.sources.exposures.write_exposures`),
         which the Plan view needs.
+    lookalike_segment : int, optional
+        Also stand in for the lookalike stage seeded with this segment (:func:`write_lookalike_stage`),
+        which the Lookalikes view reads.
 
     Returns
     -------
@@ -125,6 +154,8 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
         from ..sources.exposures import write_exposures
 
         write_exposures(panel, P.raw, P.data / "truth", seed=seed)
+    if lookalike_segment is not None:
+        write_lookalike_stage(P, lookalike_segment, seed=seed)
     return panel
 
 
@@ -137,7 +168,9 @@ def write_table_run(paths: Paths, config: str = "telco", n_users: int | None = 2
     for ``TotalCharges`` / ``n_services`` are applied as ingestion would), samples ``n_users`` customers,
     segments them with k-means on the standardised ``log1p`` metrics (neutral names ``Segment 1..k``: no
     persona names are invented), and writes the unified table, ``ingest_meta.json`` (config name, id), the
-    segments and the affinity table (metrics as clustering features: descriptive). No churn or value stage.
+    segments and the affinity table (metrics as clustering features: descriptive), and with
+    ``lookalike_segment`` the lookalike stage seeded with that segment (:func:`write_lookalike_stage`). No churn
+    or value stage.
     """
     import json
 
@@ -172,4 +205,6 @@ def write_table_run(paths: Paths, config: str = "telco", n_users: int | None = 2
     table = affinity_table(panel, metrics=cfg.metric_names, attributes=attrs, types=types,
                            descriptive=cfg.metric_names)
     artifacts.save(P, "affinity_table", table)
+    if lookalike_segment is not None:
+        write_lookalike_stage(P, lookalike_segment, config=cfg, seed=seed)
     return panel

@@ -2,9 +2,9 @@
 
 ``make reports`` calls :func:`capture` after the notebooks: it serves the app from a thread on a free
 loopback port, opens it in headless Debian Chromium through Playwright, walks a marketer's path (first
-screen with the largest segment's card, comparison of the two largest segments, affinity, lookalikes, the
-plan (or why there is none), the export view) and saves one PNG per view into ``<reports>/screenshots/``. Nothing is exported (the export view
-is shown, not submitted).
+screen with the largest segment's card, comparison of the two largest segments, affinity, the lookalike
+stage's audience, the plan (each, or why there is none), the export view) and saves one PNG per view into
+``<reports>/screenshots/``. Nothing is exported (the export view is shown, not submitted).
 
 Two checks a test (and a curious user) can run on a live page: :func:`overlapping_labels` (bounding boxes
 of the charts' visible text that intersect) and :func:`raw_names_in_text` (column names of the run's
@@ -139,7 +139,7 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
             page.click("#tab-lookalike")
             page.fill("#la-size", str(lookalike_size))
             page.click("#la-run")
-            page.wait_for_selector("#la-chart .barlayer")
+            page.wait_for_selector("#la-chart .barlayer, #la-missing")  # the stage's audience, or why there is none
             shot("lookalike")
             page.click("#tab-questions")
             page.wait_for_selector("#q-topic option, #q-missing", state="attached")

@@ -100,17 +100,21 @@ async function loadMap() {
     marker: {size: [s.weighted_share], sizemode: "area", sizeref: 2 * maxShare / (60 ** 2), sizemin: 8,
              color: segColor(s.segment), opacity: 0.8, line: {width: 1, color: "#333"}},
   }));
+  // axis titles come wrapped from the server (the run configuration's labels, lines that fit the chart)
+  const ny = m.y_label_lines.length, nx = m.x_label_lines.length;
   const layout = {
     title: {text: "How segments differ in behaviour (bubble area = share of customers)", x: 0.02, font: {size: 14}},
-    xaxis: {title: {text: m.x_label, font: {size: 12}}, showticklabels: false, zeroline: false, showgrid: false},
-    yaxis: {title: {text: m.y_label, font: {size: 12}}, showticklabels: false, zeroline: false, showgrid: false},
-    margin: {t: 40, l: 40, r: 10, b: 40}, hovermode: "closest", showlegend: true,
+    xaxis: {title: {text: m.x_label_lines.map(esc).join("<br>"), font: {size: 12}}, showticklabels: false, zeroline: false,
+            showgrid: false, automargin: true},
+    yaxis: {title: {text: m.y_label_lines.map(esc).join("<br>"), font: {size: 12}}, showticklabels: false, zeroline: false,
+            showgrid: false, automargin: true},
+    margin: {t: 40, l: 24 + 16 * ny, r: 10, b: 24 + 16 * nx}, hovermode: "closest", showlegend: true,
     legend: {orientation: "h", y: -0.12, font: {size: 11}, itemclick: false, itemdoubleclick: false, itemsizing: "constant"},
   };
   await Plotly.newPlot("map", traces, layout, {displaylogo: false, responsive: true});
   document.getElementById("map").on("plotly_click", ev => showCard(ev.points[0].customdata));
   const opts = m.segments.map(s => `<option value="${s.segment}">${esc(s.name)}</option>`).join("");
-  for (const id of ["la-segment", "ex-segment"]) { document.getElementById(id).innerHTML = opts; }
+  document.getElementById("ex-segment").innerHTML = opts;
   fillAudienceSelects();
 }
 function fillAudienceSelects() {
@@ -118,10 +122,9 @@ function fillAudienceSelects() {
   const extra = [];
   if (state.lastLookalike) {
     const l = state.lastLookalike;
-    extra.push(`<option value="lookalike:${l.segment}:${l.size}">${fmt(l.size)} lookalikes of ${esc(l.seed_name)}</option>`);
-  }
-  if (state.table && state.table.header.has_lookalike_stage) {
-    extra.push(`<option value="stage:500">500 best lookalikes of the lookalike stage</option>`);
+    extra.push(`<option value="lookalike:${l.size}">${fmt(l.size)} lookalikes of ${esc(l.seed_name)}</option>`);
+  } else if (state.table && state.table.header.has_lookalike_stage) {
+    extra.push(`<option value="lookalike:500">500 best lookalikes of the lookalike stage</option>`);
   }
   for (const u of state.lists) { extra.push(`<option value="${esc(u.ref)}">${esc(u.name)} (${fmt(u.n_matched)} customers)</option>`); }
   document.querySelectorAll(".aud-select").forEach((sel, i) => {
@@ -255,36 +258,41 @@ function drawHeatmap(h) {
   }
 }
 
-// ---- lookalikes ----
+// ---- lookalikes: the lookalike stage's audience (read from its scores; the Explorer fits no model) ----
 async function runLookalike() {
-  const seg = document.getElementById("la-segment").value, size = document.getElementById("la-size").value;
-  setStatus("Finding lookalikes (a few seconds the first time per segment)...");
+  const size = document.getElementById("la-size").value;
+  setStatus("Reading the lookalike stage's audience...");
   document.getElementById("la-run").disabled = true;
   try {
-    const r = await api(`/api/lookalike?segment=${encodeURIComponent(seg)}&size=${encodeURIComponent(size)}`);
+    const r = await api(`/api/lookalike?size=${encodeURIComponent(size)}`);
     state.lastLookalike = r;
     fillAudienceSelects();
+    const share = r.lift_share ? pct(r.lift_share, 0) : "";
     document.getElementById("la-result").innerHTML = `<h2 id="la-title">Customers like ${esc(r.seed_name)}</h2>
-      <span class="kpi">customers in the segment<b>${fmt(r.seed_size)}</b></span>
-      <span class="kpi">lookalikes found<b id="la-out-size">${fmt(r.size)}</b></span>
+      <span class="kpi">customers in the seed<b>${fmt(r.seed_size)}</b></span>
+      <span class="kpi">lookalikes<b id="la-out-size">${fmt(r.size)}</b></span>
       <span class="kpi">customers they stand for<b>${fmt(r.weighted_size)}</b></span>
-      <span class="kpi">better than a random pick<b id="la-lift">${fmt(r.lift, 2)}x</b></span>
-      <p class="note">"Better than a random pick": segment members hidden from the model turn up this many times more
-        often among the ${fmt(r.size)} lookalikes than in a random draw of the same size (1x = no better). Lookalikes
-        never include the segment's own customers (up to ${fmt(r.max_size)} candidates).</p>
+      <span class="kpi">better than a random pick<b id="la-lift">${r.lift === null ? "not recorded" : fmt(r.lift, 2) + "x"}</b></span>
+      <p class="note">The lookalike stage ranked ${fmt(r.max_size)} candidates by how much they resemble the seed; these are
+        its ${fmt(r.size)} best. "Better than a random pick": in the stage's test, seed customers hidden from its model
+        turned up this many times more often among the best ${share} of candidates than in a random draw (1x = no
+        better). Lookalikes never include the seed's own customers.</p>
       <p class="note">Which segments the lookalikes come from: ` + r.segment_mix.map(m => `${esc(m.segment_name)} ${pct(m.share, 0)}`).join(", ") + `</p>
-      <p class="note">Compare them with the segment, or export them, in the next tabs.</p>`;
+      <p class="note">Compare them with a segment, or export them, in the next tabs.</p>`;
     const feats = r.profile.map(p => p.label);
     const bar = (key, name) => ({type: "bar", name: name, x: feats, y: r.profile.map(p => p[key]),
       hovertemplate: "%{x}: index %{y:.0f}<extra>" + name + "</extra>"});
-    Plotly.newPlot("la-chart", [bar("seed_index", "the segment"), bar("lookalike_index", "the lookalikes")],
-      {title: {text: "The segment and its lookalikes against the average customer (100)", font: {size: 14}}, barmode: "group",
-       xaxis: {title: {text: "behaviour"}}, yaxis: {title: {text: "index (100 = average customer)"}},
+    Plotly.newPlot("la-chart", [bar("seed_index", "the seed"), bar("lookalike_index", "the lookalikes")],
+      {title: {text: "The seed and its lookalikes against the average customer (100)", font: {size: 14}}, barmode: "group",
+       xaxis: {title: {text: "behaviour"}, automargin: true}, yaxis: {title: {text: "index (100 = average customer)"}},
        legend: {orientation: "h", y: 1.08},
        shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: 100, y1: 100, line: {dash: "dot", color: "#555"}}],
        margin: {t: 60, l: 70, r: 20, b: 60}}, {displaylogo: false, responsive: true});
-    setStatus(`${fmt(r.size)} lookalikes, ${fmt(r.lift, 2)}x better than a random pick`);
-  } catch (e) { setStatus(e.message, true); }
+    setStatus(`${fmt(r.size)} lookalikes of ${r.seed_name}`);
+  } catch (e) {
+    document.getElementById("la-result").innerHTML = `<p class="note" id="la-missing">${esc(e.message)}</p>`;
+    setStatus(e.message, true);
+  }
   finally { document.getElementById("la-run").disabled = false; }
 }
 
@@ -369,9 +377,8 @@ async function runExport() {
   const kind = document.getElementById("ex-kind").value;
   const body = {kind: kind};
   if (kind === "list") { body.list = document.getElementById("ex-list").value; }
-  else if (kind === "stage") { body.size = document.getElementById("ex-size").value; }
+  else if (kind === "lookalike") { body.size = document.getElementById("ex-size").value; }
   else { body.segment = document.getElementById("ex-segment").value; }
-  if (kind === "lookalike") { body.size = document.getElementById("ex-size").value; }
   setStatus("Creating the export...");
   try {
     const r = await api("/api/export", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});

@@ -1,0 +1,221 @@
+"""Load one pipeline run for the Explorer: the panel and the stages' artifacts, read through the registry only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts
+from .. import metrics as metrics_mod
+from ..paths import Paths
+from .common import MAKE_TARGET, file_name, ingest_meta, producer, run_config
+
+SEGMENT_COLUMNS = ("user_id", "segment")
+AFFINITY_COLUMNS = ("segment", "family", "attribute", "index_type", "index", "ci_low", "ci_high", "q_value",
+                    "significant", "n_unweighted", "base_flag", "tier")
+#: What the app reads: (key, registered artifact name, required); files and producers come from the registry.
+ARTIFACTS: tuple[tuple[str, str, bool], ...] = (
+    ("unified", "unified", True), ("segments", "segments", True),
+    ("segment_profiles", "segment_profiles", False), ("affinity", "affinity_table", True),
+    ("weights", "weights", False), ("churn_risk", "churn_risk", False),
+    ("segment_value", "segment_value", False), ("customer_value", "customer_value", False),
+    ("lookalike_scores", "lookalike_scores", False), ("post_topics", "post_topics", False),
+)
+
+
+class MissingArtifacts(artifacts.MissingArtifact):
+    """Required artifacts are absent; ``missing`` lists them with the notebook and make target creating them."""
+
+    def __init__(self, missing: list[dict]) -> None:
+        self.missing = missing
+        names = ", ".join(f"{m['files'][0]} ({m['made_by']})" for m in missing)
+        super().__init__(f"missing pipeline artifacts: {names}; run `{MAKE_TARGET}` to create them")
+
+
+def artifact_status(paths: Paths) -> list[dict]:
+    """Presence of every artifact the app reads, with the notebook and make target that write it."""
+    return [{"key": key, "files": [file_name(name)], "present": artifacts.exists(paths, name), "required": req,
+             "made_by": f"notebook {producer(name)}", "make_target": MAKE_TARGET, "folder": str(paths.processed)}
+            for key, name, req in ARTIFACTS]
+
+
+def stale_artifacts(paths: Paths) -> list[dict]:
+    """Artifacts of the run that are missing or stale, with the notebook and make target that (re)make them
+    (:func:`helpers.artifacts.status`)."""
+    try:
+        st = artifacts.status(paths)
+    except (OSError, ValueError):  # an unreadable run state: nothing more to say than the missing files
+        return []
+    st = st[st["stale"]]
+    return [{"file": r["file"], "reason": r["reason"], "producer": r["producer"], "make": r["make"]}
+            for _, r in st.iterrows()]
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing} (has {list(df.columns)[:12]}...); "
+                         f"re-create it with `{MAKE_TARGET}`")
+
+
+def _optional(paths: Paths, name: str) -> pd.DataFrame | None:
+    """A registered artifact when the run has it (stale ones are shown: the header lists them), else None."""
+    return artifacts.load(paths, name, allow_stale=True) if artifacts.exists(paths, name) else None
+
+
+@dataclass
+class ExplorerData:
+    """Everything the app shows, loaded once from the artifacts of one pipeline run.
+
+    ``panel`` is :class:`helpers.panel.Panel` (unified table with ``weight``, 1.0 without weighting, and
+    ``segment`` / ``segment_name``) with the run's id column as ``user_id``; users without a segment dropped.
+    """
+
+    paths: Paths
+    panel: pd.DataFrame
+    affinity: pd.DataFrame
+    segments: pd.DataFrame | None = None
+    profiles: pd.DataFrame | None = None
+    churn_risk: pd.DataFrame | None = None
+    segment_value: pd.DataFrame | None = None
+    lookalike_scores: pd.DataFrame | None = None
+    metrics: dict = field(default_factory=dict)
+    cfg: Any = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def segment_ids(self) -> list[int]:
+        """Segment labels present in the panel, ascending."""
+        return sorted(int(s) for s in pd.unique(self.panel["segment"]))
+
+    def segment_names(self) -> dict[int, str]:
+        """Segment label -> name."""
+        return {int(k): str(v) for k, v in self.panel.groupby("segment")["segment_name"].first().items()}
+
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Row positions in the panel of ``ids`` (in their order; ids not in the panel are left out)."""
+        pos = pd.Series(np.arange(len(self.panel)), index=self.panel["user_id"].astype(str))
+        return pos.reindex(pd.Index(pd.Series(ids).astype(str))).dropna().astype(int).to_numpy()
+
+    def panel_version(self) -> str:
+        """Content hash of the unified table (:func:`helpers.export.panel_version`), for export manifests."""
+        if "version" not in self._cache:
+            from .. import export as export_mod
+
+            self._cache["version"] = export_mod.panel_version(artifacts.load_unified(self.paths))
+        return self._cache["version"]
+
+    def optional(self, name: str) -> pd.DataFrame | None:
+        """Registered artifact ``name`` with ``user_id`` as its id column, read once (None when absent)."""
+        if name not in self._cache:
+            self._cache[name] = as_user_id(_optional(self.paths, name), artifacts.id_column(self.paths))
+        return self._cache[name]
+
+
+def as_user_id(df: pd.DataFrame | None, idc: str) -> pd.DataFrame | None:
+    """The run's id column (``cfg.id``, e.g. ``customerID``) as ``user_id``, the app's internal name."""
+    if df is not None and idc != "user_id" and idc in df.columns and "user_id" not in df.columns:
+        return df.rename(columns={idc: "user_id"})
+    return df
+
+
+def _check_segments(segments: pd.DataFrame) -> None:
+    seg_file = file_name("segments")
+    _require_columns(segments, SEGMENT_COLUMNS, seg_file)
+    if segments["segment"].isna().any():
+        rows = segments.index[segments["segment"].isna()][:5].tolist()
+        raise ValueError(f"{seg_file} has missing segment labels (rows e.g. {rows}); "
+                         f"re-create it with `{MAKE_TARGET}`")
+    dup = segments["user_id"].astype(str).duplicated()
+    if dup.any():
+        raise ValueError(f"{seg_file} lists {int(dup.sum())} user_id more than once (e.g. "
+                         f"{segments.loc[dup, 'user_id'].iloc[0]!r}); each user needs exactly one segment")
+    if "segment_name" not in segments:
+        raise ValueError(f"{seg_file} lacks columns ['segment_name']; re-create it with `{MAKE_TARGET}`")
+
+
+def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
+    """Read and check every artifact of the run in ``paths``.
+
+    Raises
+    ------
+    MissingArtifacts
+        When a required artifact is absent (the message names the notebook and ``make reports``).
+    ValueError
+        When an artifact lacks a required column or the segments do not match the unified table.
+    """
+    missing = [s for s in artifact_status(paths) if s["required"] and not s["present"]]
+    if missing:
+        raise MissingArtifacts(missing)
+    for name in ("segments", "affinity_table"):
+        why = artifacts.stale_reason(paths, name)
+        if why:
+            raise artifacts.StaleArtifact(f"{why}; re-run notebook {producer(name)} (`{MAKE_TARGET}`)")
+    idc = artifacts.id_column(paths)
+    segments = as_user_id(artifacts.load(paths, "segments"), idc)
+    _check_segments(segments)
+    # the one panel (unified + weight + segment): helpers.panel.Panel, users without a segment dropped
+    from ..panel import Panel
+
+    panel = as_user_id(Panel.load(paths).frame.copy(), idc)
+    _require_columns(panel, ["user_id"], "the unified table")
+    panel["user_id"] = panel["user_id"].astype(str)
+    panel = panel[panel["segment"].notna()].copy()
+    if panel.empty:
+        raise ValueError(f"no user_id of {file_name('segments')} is in the unified table: the two artifacts come "
+                         f"from different runs; re-create them with `{MAKE_TARGET}`")
+    panel["segment"] = panel["segment"].astype(int)
+    panel["segment_name"] = panel["segment_name"].astype(str)
+    aff_file = file_name("affinity_table")
+    affinity = artifacts.load(paths, "affinity_table")
+    _require_columns(affinity, AFFINITY_COLUMNS, aff_file)
+    affinity["significant"] = affinity["significant"].astype(str).str.lower().isin(["true", "1"])
+    stray = sorted(set(affinity["segment"].astype(int)) - set(panel["segment"]))
+    if stray:
+        raise ValueError(f"{aff_file} has segments {stray} that {file_name('segments')} does not: "
+                         f"the two come from different segmentations; re-create them with `{MAKE_TARGET}`")
+    affinity["segment"] = affinity["segment"].astype(int)
+    data = ExplorerData(paths=paths, panel=panel.reset_index(drop=True), affinity=affinity, segments=segments,
+                        metrics=metrics_mod.read(paths.metrics), cfg=run_config(paths, config_path))
+    data.profiles = data.optional("segment_profiles")
+    data.churn_risk = data.optional("churn_risk")
+    data.segment_value = data.optional("segment_value")
+    data.lookalike_scores = data.optional("lookalike_scores")
+    return data
+
+
+def header_facts(data: ExplorerData) -> dict:
+    """The data's date, source and base size for the page header (no filesystem path)."""
+    meta = ingest_meta(data.paths)
+    cfg = data.cfg
+    truth = artifacts.exists(data.paths, "truth_params")
+    date = meta.get("observation_date") or getattr(getattr(cfg, "dates", None), "observation_date", None)
+    if not date and truth:
+        params = artifacts.load(data.paths, "truth_params", allow_stale=True)
+        date = params.get("observation_date") if isinstance(params, dict) else None
+    cfg_name = meta.get("config") or getattr(cfg, "name", None)
+    if truth:
+        source = "synthetic panel (generated, with planted truth)"
+    elif cfg_name and cfg_name != "default":
+        source = f"customer table ({str(cfg_name).replace('_', ' ')} configuration)"
+    else:
+        source = "customer table"
+    weighted = bool((data.panel["weight"] != 1.0).any())
+    return {"date": str(date)[:10] if date else None, "source": source, "n_users": int(len(data.panel)),
+            "weighted_total": float(data.panel["weight"].sum()), "weighted": weighted,
+            "n_segments": len(data.segment_ids), "has_lookalike_stage": data.lookalike_scores is not None,
+            "weighting": "weighted to population margins" if weighted else "unweighted (every customer counts once)"}
+
+
+def overview(data: ExplorerData) -> dict:
+    """Run-level facts for the page header: users, segments, which optional artifacts exist, metrics."""
+    from .common import jsonable
+
+    return jsonable({"n_users": len(data.panel), "n_segments": len(data.segment_ids),
+                     "weighted": bool((data.panel["weight"] != 1.0).any()),
+                     "has_churn": data.churn_risk is not None or data.segment_value is not None,
+                     "has_lookalike_scores": data.lookalike_scores is not None,
+                     "data_dir": str(data.paths.data), "metrics": data.metrics})
