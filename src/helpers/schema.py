@@ -1,8 +1,9 @@
 """The data dictionary as code: the 22 columns of ``rich_audience_data.csv``, and any table's columns.
 
 This module is the single source of truth for column names, types, allowed categories, ranges,
-nullability and provenance (1st/2nd/3rd party, derived). The pandera schema used by ingestion and the
-README's data-dictionary table are both generated from :data:`COLUMNS`.
+nullability and provenance (1st/2nd/3rd party, derived): it reads the dictionary's entries from
+``dictionary.yaml`` (package data, next to this file) into :data:`COLUMNS`. The pandera schema used by
+ingestion and the README's data-dictionary table are both generated from :data:`COLUMNS`.
 
 The 22-column dictionary is the default. A run configuration (:mod:`helpers.config`) can declare other
 columns: :func:`columns_for` turns a configuration into the :class:`Column` list ingestion validates
@@ -14,11 +15,13 @@ columns: :func:`columns_for` turns a configuration into the :class:`Column` list
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, get_args
 
 import pandas as pd
 import pandera.pandas as pa
+import yaml
 
 Kind = Literal["id", "category", "ordinal", "multi", "int", "float", "date", "bool", "text"]
 Source = Literal["1st party", "2nd party", "3rd party", "derived"]
@@ -27,22 +30,10 @@ Source = Literal["1st party", "2nd party", "3rd party", "derived"]
 MULTI_SEP = "|"
 #: Token a matched user carries in a multi-valued column when the set is empty (NaN means "not matched").
 NONE_TOKEN = "none"
-#: Business rule of the churn flag: a user is churned when last seen more than this many days ago.
-CHURN_INACTIVE_DAYS = 90
-
-AGE_GROUPS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
-INCOME_BRACKETS = ["<25k", "25k-50k", "50k-75k", "75k-100k", "100k-150k", "150k+"]
-PURCHASE_CATEGORIES = [
-    "electronics", "fashion", "groceries", "home_garden", "beauty",
-    "sports_outdoors", "books_media", "toys_kids", "automotive", "travel_gear",
-]
-TRAVELER_TYPES = ["business", "leisure", "adventure", "budget", "luxury", "non_traveler"]
-EVENT_GENRES = ["concerts", "sports", "theatre", "comedy", "festivals", "conferences", "family_events"]
-EDUCATION_LEVELS = ["less_than_high_school", "high_school", "some_college", "bachelors", "graduate"]
-MARITAL_STATUSES = ["single", "married", "partnered", "divorced", "widowed"]
-HOMEOWNER_STATUSES = ["owner", "renter"]
-NET_WORTH_BANDS = ["<50k", "50k-100k", "100k-250k", "250k-500k", "500k-1m", "1m+"]
-PURCHASE_INTENTS = ["auto", "home", "furniture", "appliances", "electronics", "travel", "luxury_goods"]
+#: The data dictionary's file (package data), read once at import into :data:`COLUMNS`.
+DICTIONARY_FILE = Path(__file__).resolve().with_name("dictionary.yaml")
+KINDS: tuple[str, ...] = get_args(Kind)
+SOURCES: tuple[str, ...] = get_args(Source)
 
 
 @dataclass(frozen=True)
@@ -87,59 +78,44 @@ class Column:
         return "non-empty unique identifier without control characters"
 
 
-_P3 = dict(source="3rd party", required=False, nullable=True)
-_P2 = dict(source="2nd party", required=False, nullable=True)
+def read_dictionary(path: str | Path = DICTIONARY_FILE) -> tuple[int, tuple[Column, ...]]:
+    """The churn rule's inactivity days and the columns of a data-dictionary file (see its header comment).
 
-COLUMNS: tuple[Column, ...] = (
-    Column("user_id", "id", "1st party", "Stable first-party customer identifier; unique per row."),
-    Column("age_group", "ordinal", "1st party", "Age band from the CRM.", categories=tuple(AGE_GROUPS)),
-    Column("income_bracket", "ordinal", "1st party", "Household income band (USD per year).",
-           unit="USD/yr", categories=tuple(INCOME_BRACKETS)),
-    Column("customer_since_date", "date", "1st party", "Date the account was opened."),
-    Column("time_on_social_media_min", "float", "1st party",
-           "Average minutes per day on social media (last 30 days).", unit="min/day",
-           min_value=0, max_value=1440),
-    Column("time_on_streaming_video_min", "float", "1st party",
-           "Average minutes per day streaming video (last 30 days).", unit="min/day",
-           min_value=0, max_value=1440),
-    Column("time_on_podcasts_min", "float", "1st party",
-           "Average minutes per day listening to podcasts (last 30 days).", unit="min/day",
-           min_value=0, max_value=1440),
-    Column("monthly_conversions", "int", "1st party",
-           "Conversions (purchases, sign-ups) attributed per month, last 3-month average rounded.",
-           unit="count/month", min_value=0, max_value=1000),
-    Column("avg_monthly_spend", "float", "1st party", "Average billed spend per month.",
-           unit="USD/month", min_value=0, max_value=100000),
-    Column("last_seen_days_ago", "int", "1st party",
-           "Days between the last recorded activity and the observation date.", unit="days",
-           min_value=0, max_value=36500),
-    Column("support_tickets_raised", "int", "1st party", "Support tickets raised over the account's life.",
-           unit="count", min_value=0, max_value=10000),
-    Column("partner_purchase_categories", "multi", categories=tuple(PURCHASE_CATEGORIES),
-           description="Categories bought at the data partner in the last 12 months (multi-valued).", **_P2),
-    Column("traveler_type", "category", categories=tuple(TRAVELER_TYPES),
-           description="Partner's travel profile of the user.", **_P2),
-    Column("event_attendance_genres", "multi", categories=tuple(EVENT_GENRES),
-           description="Live-event genres attended in the last 12 months (multi-valued).", **_P2),
-    Column("household_size", "int", description="People in the household.", unit="persons",
-           min_value=1, max_value=12, **_P3),
-    Column("presence_of_children", "bool", description="Children under 18 in the household.", **_P3),
-    Column("education_level", "ordinal", categories=tuple(EDUCATION_LEVELS),
-           description="Highest completed education.", **_P3),
-    Column("marital_status", "category", categories=tuple(MARITAL_STATUSES),
-           description="Marital status.", **_P3),
-    Column("homeowner_status", "category", categories=tuple(HOMEOWNER_STATUSES),
-           description="Owns or rents the home.", **_P3),
-    Column("estimated_net_worth", "ordinal", categories=tuple(NET_WORTH_BANDS),
-           description="Modelled household net worth band (USD).", unit="USD", **_P3),
-    Column("offline_purchase_intent", "multi", categories=tuple(PURCHASE_INTENTS),
-           description="Categories the household is in market for offline (multi-valued).", **_P3),
-    Column("churned_in_last_90_days", "bool", "derived",
-           f"Business rule: true when last_seen_days_ago > {CHURN_INACTIVE_DAYS}.", required=False),
-)
+    Raises ``ValueError`` naming the file, the entry (number and name) and what was expected.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict) or not isinstance(doc.get("columns"), list) or "churn_inactive_days" not in doc:
+        raise ValueError(f"{path}: expected a mapping with churn_inactive_days and a list of columns")
+    days = int(doc["churn_inactive_days"])
+    allowed = {f.name for f in fields(Column)}
+    cols = []
+    for i, entry in enumerate(doc["columns"], 1):
+        name = entry.get("name", "?") if isinstance(entry, dict) else repr(entry)
+        where = f"{path}: column {i} ({name})"
+        if not isinstance(entry, dict) or not {"name", "kind", "source", "description"} <= set(entry):
+            raise ValueError(f"{where}: expected a mapping with name, kind, source and description")
+        if set(entry) - allowed:
+            raise ValueError(f"{where}: unknown key(s) {sorted(set(entry) - allowed)}; expected {sorted(allowed)}")
+        if entry["kind"] not in KINDS or entry["source"] not in SOURCES:
+            raise ValueError(f"{where}: kind must be one of {KINDS} and source one of {SOURCES}, got "
+                             f"{entry['kind']!r} / {entry['source']!r}")
+        entry = {**entry, "description": entry["description"].replace("{churn_inactive_days}", str(days)),
+                 "categories": tuple(str(c) for c in entry.get("categories", ()))}
+        cols.append(Column(**entry))
+    return days, tuple(cols)
 
+
+#: Business rule of the churn flag: a user is churned when last seen more than this many days ago.
+CHURN_INACTIVE_DAYS, COLUMNS = read_dictionary()
 COLUMN_NAMES: list[str] = [c.name for c in COLUMNS]
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+#: The categories of the dictionary's categorical columns, in their order.
+(AGE_GROUPS, INCOME_BRACKETS, PURCHASE_CATEGORIES, TRAVELER_TYPES, EVENT_GENRES, EDUCATION_LEVELS, MARITAL_STATUSES,
+ HOMEOWNER_STATUSES, NET_WORTH_BANDS, PURCHASE_INTENTS) = (list(BY_NAME[c].categories) for c in (
+    "age_group", "income_bracket", "partner_purchase_categories", "traveler_type", "event_attendance_genres",
+    "education_level", "marital_status", "homeowner_status", "estimated_net_worth", "offline_purchase_intent"))
 REQUIRED: list[str] = [c.name for c in COLUMNS if c.required]
 OPTIONAL: list[str] = [c.name for c in COLUMNS if not c.required]
 FIRST_PARTY = [c.name for c in COLUMNS if c.source == "1st party"]
