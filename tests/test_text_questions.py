@@ -117,3 +117,70 @@ def test_stage_generates_posts_from_truth_and_reads_them_back(tmp_path):
     assert "read from the run" in where2 and len(again) == len(posts)
     params, post_truth, rates = stage.read_text_truth(P)
     assert params["n_users"] == 3 and len(rates) == 3
+
+
+@pytest.fixture(scope="module")
+def ctx_states():
+    """10,000 users over the 51 states in their adult-population shares: small states have few users."""
+    from helpers.sources.places import FALLBACK_STATE_SHARES, STATE_CODES
+    rng = np.random.default_rng(1)
+    n = 10000
+    users = pd.DataFrame({"user_id": [f"U{i:05d}" for i in range(n)],
+                          "age_group": rng.choice(["18-24", "25-34", "45-54", "65+"], n),
+                          "gender": rng.choice(["female", "male"], n),
+                          "income_bracket": rng.choice(["<25k", "50k-75k", "150k+"], n),
+                          "education_level": rng.choice(["high_school", "graduate"], n),
+                          "state": rng.choice(STATE_CODES, n, p=FALLBACK_STATE_SHARES / FALLBACK_STATE_SHARES.sum()),
+                          "true_segment": rng.integers(0, 6, n), "weight": rng.uniform(0.5, 2.0, n)})
+    raw, truth, rates, _ = P.simulate_posts(users, seed=1)
+    posts = audiences._check(raw, "test").assign(topic=truth["topic"].to_numpy())
+    return Q.TextContext(posts, users, rates)
+
+
+def _shrinkage(monkeypatch, mode):
+    """Replace the Fay-Herriot EBLUP by the direct estimate ('none') or by the inverted shrinkage ('inverted')."""
+    orig = Q.fay_herriot
+
+    def fit(*args, **kw):
+        f = orig(*args, **kw)
+        t = f.table
+        g = np.ones(len(t)) if mode == "none" else 1 - t["gamma"]
+        t["eblup"] = g * t["direct"] + (1 - g) * t["synthetic"]
+        return f
+    monkeypatch.setattr(Q, "fay_herriot", fit)
+
+
+def test_fay_herriot_gain_on_small_states_against_truth(ctx_states, monkeypatch):
+    kw = dict(topic_a="sustainable_fashion", topic_b="premium_tech")
+    r = Q.answer("coengagement", ctx_states, **kw)
+    m = r.metrics
+    # the rule: effective n < 60 or the smallest third of states (17 of 51)
+    assert m["regions"] == 51 and m["small_regions"] >= 17
+    small = r.table[r.table["small_area"]]
+    assert small["n_eff"].max() <= r.table.loc[~r.table["small_area"], "n_eff"].min()
+    assert m["fh_small_regions_with_direct"] >= 10
+    assert m["fh_mse_gain_small_vs_truth"] > 0.4
+    # the metric measures the shrinkage: none gives 0, shrinking the wrong way gives (almost) nothing
+    _shrinkage(monkeypatch, "none")
+    assert Q.answer("coengagement", ctx_states, **kw).metrics["fh_mse_gain_small_vs_truth"] == pytest.approx(0, abs=1e-9)
+    _shrinkage(monkeypatch, "inverted")
+    assert Q.answer("coengagement", ctx_states, **kw).metrics["fh_mse_gain_small_vs_truth"] < 0.2
+
+
+def test_subsample_design_gain_and_its_failure_without_shrinkage(ctx_states, monkeypatch):
+    kw = dict(topic_a="sustainable_fashion", topic_b="premium_tech", fraction=0.3, reps=8, seed=3)
+    d = Q.coengagement_subsample_design(ctx_states, **kw)
+    assert d.metrics["reps"] == 8 and d.metrics["subsample_users"] == 3000
+    assert d.metrics["mse_gain_small"] > 0.4 and d.metrics["mse_gain_small_rep_p10"] > 0
+    assert Q.coengagement_subsample_design(ctx_states, **kw).metrics == d.metrics        # seeded
+    _shrinkage(monkeypatch, "inverted")
+    assert Q.coengagement_subsample_design(ctx_states, **kw).metrics["mse_gain_small"] < 0.2
+    with pytest.raises(ValueError, match="fraction"):
+        Q.coengagement_subsample_design(ctx_states, "sustainable_fashion", "premium_tech", fraction=0)
+
+
+def test_small_area_rule():
+    n_eff = np.array([500.0, 40.0, 300.0, 90.0, 1000.0, 80.0])
+    assert Q.small_areas(n_eff, small_n=60, small_share=0).tolist() == [False, True, False, False, False, False]
+    assert Q.small_areas(n_eff, small_n=None, small_share=1 / 3).tolist() == [False, True, False, False, False, True]
+    assert Q.small_areas(n_eff, small_n=85, small_share=1 / 3).sum() == 2

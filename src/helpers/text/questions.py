@@ -31,12 +31,15 @@ uses the same weights, so estimate and truth refer to the same population):
    bracket shares weighted by ``w_u P_u``. Error = mean absolute difference over brackets (share points).
 3. **co-engagement of two topics by region**: per state, lift = P(both) / (P(A) P(B)) among users
    (weighted), log-lift interval by linearisation (variance at least the binomial variance of log P(both)),
-   p-value of lift = 1, BH FDR
-   over states; Fay-Herriot (Li-Lahiri adjusted REML, so the area variance stays > 0; Census-region means as
-   covariates; :mod:`helpers.stats.small_area`) on the log lift shrinks states below
-   ``small_n`` users (reported: EBLUP and its MSE interval there, the direct estimate elsewhere); a state with
-   no co-engaged user has no direct estimate and gets the regression-synthetic value with MSE A + g2. Truth:
-   ``E[pA pB] / (E[pA] E[pB])`` over the state's users with ``p = 1 - exp(-rate)``.
+   p-value of lift = 1, BH FDR over states; Fay-Herriot (Li-Lahiri adjusted REML, so the area variance stays
+   > 0; Census-region means as covariates; :mod:`helpers.stats.small_area`) on the log lift. The *small*
+   states (:func:`small_areas`: effective n below ``small_n`` or among the smallest third by effective n, so
+   the rule has small states at any panel size) report the EBLUP and its MSE interval, the others the
+   direct estimate; a state with no co-engaged user has no direct estimate and gets the
+   regression-synthetic value with MSE A + g2. Truth: ``E[pA pB] / (E[pA] E[pB])`` over the state's users
+   with ``p = 1 - exp(-rate)``. ``fh_mse_gain_small_vs_truth`` = 1 - sum (EBLUP - truth)^2 / sum (direct -
+   truth)^2 of the log lift over the small states. :func:`coengagement_subsample_design` repeats the
+   comparison over seeded subsamples of the panel (a design-based small-area simulation).
 4. **engagement with a topic by education**: share of users posting on the topic, per education level,
    nationally and by Census region, with logit intervals. Truth: mean ``1 - exp(-rate)``.
 """
@@ -272,29 +275,26 @@ def census_region(states) -> pd.Series:
     return pd.Series(states).map(m)
 
 
-def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region: str = "state",
-                           small_n: int = 60, alpha: float = 0.05, covariates: str | None = "census_region"
-                           ) -> QuestionResult:
-    pa = ctx.posts[ctx.posts["topic"] == topic_a]
-    pb = ctx.posts[ctx.posts["topic"] == topic_b]
-    a = ctx.user_flag(pa).astype(float)
-    b = ctx.user_flag(pb).astype(float)
-    w = ctx.w
-    ta, tb = ctx.talk_prob(topic_a), ctx.talk_prob(topic_b)
+def direct_lift(labels: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray,
+                ta: np.ndarray | None = None, tb: np.ndarray | None = None) -> pd.DataFrame:
+    """Per region: weighted lift of co-engagement, the variance of its log and (with talk probabilities) the truth.
+
+    ``a``, ``b``: 0/1 per user (posted on topic A / B); ``ta``, ``tb``: planted probabilities of posting.
+    """
     rows = []
-    for reg, idx in ctx.users.groupby(region).indices.items():
+    for reg, idx in pd.Series(labels).groupby(labels).indices.items():
         wi, ai, bi = w[idx], a[idx], b[idx]
         W = wi.sum()
         ma, mb, mab = np.sum(wi * ai) / W, np.sum(wi * bi) / W, np.sum(wi * ai * bi) / W
         n = len(idx)
         n_eff = core.kish_effective_n(wi)
-        if mab > 0:
+        if 0 < mab < 1 and n >= 2:
             lift = mab / (ma * mb)
             z = ai * bi / mab - ai / ma - bi / mb
             var = np.sum((wi * (z - np.average(z, weights=wi))) ** 2) * n / max(n - 1, 1) / W ** 2
             # at least the binomial variance of log P(both): the linearisation is unreliable for few co-engagers
             var = max(var, (1 - mab) / (n_eff * mab))
-        else:  # no co-engaged user: no direct estimate; the state gets the regression-synthetic value
+        else:  # no co-engaged user (or only co-engaged ones): no direct estimate; the regression-synthetic value
             lift, var = np.nan, np.nan
         truth = np.nan
         if ta is not None and tb is not None:
@@ -302,26 +302,77 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
                           / (np.average(ta[idx], weights=wi) * np.average(tb[idx], weights=wi)))
         rows.append({"label": reg, "n_users": n, "n_eff": n_eff, "n_both": int((ai * bi).sum()),
                      "log_lift": np.log(lift), "var_log_lift": var, "truth": truth})
-    t = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def small_areas(n_eff: np.ndarray, small_n: float | None = 60, small_share: float = 1 / 3) -> np.ndarray:
+    """The small-area rule: effective size below ``small_n`` *or* among the ``small_share`` smallest areas.
+
+    The relative part keeps the evaluation defined at any panel size (at 50k users no state has fewer than
+    60 users, yet the smallest third of states still has noisy direct estimates).
+    """
+    n_eff = np.asarray(n_eff, dtype=float)
+    small = np.zeros(n_eff.size, dtype=bool) if small_n is None else n_eff < small_n
+    k = int(np.ceil(small_share * n_eff.size)) if small_share > 0 else 0
+    if k:
+        small |= n_eff <= np.sort(n_eff)[k - 1]
+    return small
+
+
+def _region_design(labels: pd.Series, region: str, covariates: str | None, defined: np.ndarray):
+    if covariates == "census_region" and region == "state":
+        cr = census_region(labels)
+        if cr.notna().all() and cr[defined].nunique() == cr.nunique() > 1:
+            return pd.get_dummies(cr, drop_first=True).astype(float).reset_index(drop=True)
+    return None
+
+
+def fay_herriot_lift(t: pd.DataFrame, region: str = "state", covariates: str | None = "census_region"):
+    """Fay-Herriot fit of the direct log lifts of :func:`direct_lift`; adds ``eblup_log_lift``/``mse_log_lift``.
+
+    Areas without a direct estimate get the regression-synthetic value with MSE ``A + g2``.
+    """
+    t = t.reset_index(drop=True).copy()
+    defined = t["log_lift"].notna().to_numpy()
+    X = _region_design(t["label"], region, covariates, defined)
+    fit = fay_herriot(t.loc[defined, "log_lift"], t.loc[defined, "var_log_lift"],
+                      None if X is None else X[defined], area=t.loc[defined, "label"], method="adjusted")
+    Xall = np.ones((len(t), 1)) if X is None else np.column_stack([np.ones(len(t)), X.to_numpy()])
+    t["eblup_log_lift"] = Xall @ fit.beta
+    t["mse_log_lift"] = fit.area_variance + np.einsum("ij,jk,ik->i", Xall, fit.beta_cov, Xall)
+    t.loc[defined, "eblup_log_lift"] = fit.table["eblup"].to_numpy()
+    t.loc[defined, "mse_log_lift"] = fit.table["mse"].to_numpy()
+    return t, fit, X is not None
+
+
+def mse_gain_vs_truth(direct: np.ndarray, eblup: np.ndarray, truth: np.ndarray) -> float:
+    """1 - sum (EBLUP - truth)^2 / sum (direct - truth)^2 over areas with a direct estimate (NaN if none)."""
+    d, e, th = (np.asarray(v, dtype=float) for v in (direct, eblup, truth))
+    ok = np.isfinite(d) & np.isfinite(e) & np.isfinite(th)
+    den = np.sum((d[ok] - th[ok]) ** 2)
+    return float(1 - np.sum((e[ok] - th[ok]) ** 2) / den) if ok.any() and den > 0 else float("nan")
+
+
+def _coengaged(ctx: TextContext, topic_a: str, topic_b: str):
+    a = ctx.user_flag(ctx.posts[ctx.posts["topic"] == topic_a]).astype(float)
+    b = ctx.user_flag(ctx.posts[ctx.posts["topic"] == topic_b]).astype(float)
+    return a, b, ctx.talk_prob(topic_a), ctx.talk_prob(topic_b)
+
+
+def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region: str = "state",
+                           small_n: float | None = 60, small_share: float = 1 / 3, alpha: float = 0.05,
+                           covariates: str | None = "census_region") -> QuestionResult:
+    a, b, ta, tb = _coengaged(ctx, topic_a, topic_b)
+    w = ctx.w
+    t = direct_lift(ctx.users[region].to_numpy(), a, b, w, ta, tb)
     se = np.sqrt(t["var_log_lift"])
     defined = t["log_lift"].notna().to_numpy()
     t["p_value"] = 2 * st.norm.sf(np.abs(t["log_lift"] / se))
     t.loc[defined, "q_value"] = core.fdr_qvalues(t.loc[defined, "p_value"].to_numpy())
     t["significant"] = t["q_value"].lt(alpha)
-    X = None
-    if covariates == "census_region" and region == "state":
-        cr = census_region(t["label"])
-        if cr.notna().all() and cr[defined].nunique() == cr.nunique() > 1:
-            X = pd.get_dummies(cr, drop_first=True).astype(float)
-    fit = fay_herriot(t.loc[defined, "log_lift"], t.loc[defined, "var_log_lift"],
-                      None if X is None else X[defined], area=t.loc[defined, "label"], method="adjusted")
-    Xall = np.ones((len(t), 1)) if X is None else np.column_stack([np.ones(len(t)), X.to_numpy()])
-    synth = Xall @ fit.beta
-    t["eblup_log_lift"] = synth
-    t["mse_log_lift"] = fit.area_variance + np.einsum("ij,jk,ik->i", Xall, fit.beta_cov, Xall)
-    t.loc[defined, "eblup_log_lift"] = fit.table["eblup"].to_numpy()
-    t.loc[defined, "mse_log_lift"] = fit.table["mse"].to_numpy()
-    small = (t["n_users"] < small_n) | ~defined
+    t, fit, with_x = fay_herriot_lift(t, region, covariates)
+    se = np.sqrt(t["var_log_lift"])
+    small = small_areas(t["n_eff"].to_numpy(), small_n, small_share) | ~t["log_lift"].notna().to_numpy()
     t["small_area"] = small
     est_log = np.where(small, t["eblup_log_lift"], t["log_lift"])
     var_log = np.where(small, t["mse_log_lift"], t["var_log_lift"])
@@ -332,7 +383,9 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
     t["direct_ci_low"] = np.exp(t["log_lift"] - Z * se)
     t["direct_ci_high"] = np.exp(t["log_lift"] + Z * se)
     t = t.sort_values("estimate", ascending=False).reset_index(drop=True)
-    met = {"regions": int(len(t)), "small_regions": int(small.sum()), "area_variance": fit.area_variance,
+    met = {"regions": int(len(t)), "small_regions": int(small.sum()),
+           "small_rule": f"effective n < {small_n} or the smallest {small_share:.0%} of regions by effective n",
+           "small_max_n_eff": float(t.loc[t["small_area"], "n_eff"].max()), "area_variance": fit.area_variance,
            "fh_model_mse_gain": fit.mse_gain(), "significant_regions": int(t["significant"].sum())}
     if t["truth"].notna().all():
         tl = np.log(t["truth"])
@@ -340,17 +393,73 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
         met["truth_in_ci_share"] = float(t["truth_in_ci"].mean())
         met["truth_in_direct_ci_share"] = float(((t["truth"] >= t["direct_ci_low"])
                                                  & (t["truth"] <= t["direct_ci_high"])).mean())
-        d = t["log_lift"].notna()
-        e_dir = np.mean((t.loc[d, "log_lift"] - tl[d]) ** 2)
-        e_fh = np.mean((t.loc[d, "eblup_log_lift"] - tl[d]) ** 2)
-        met["fh_mse_gain_vs_truth"] = float(1 - e_fh / e_dir)
-        s = t["small_area"] & d
-        if s.any():
-            met["fh_mse_gain_small_vs_truth"] = float(
-                1 - np.mean((t.loc[s, "eblup_log_lift"] - tl[s]) ** 2) / np.mean((t.loc[s, "log_lift"] - tl[s]) ** 2))
-    return QuestionResult("coengagement", t, met, f"Lift of {topic_a} x {topic_b}; Fay-Herriot EBLUP below "
-                          f"{small_n} users" + (" (Census-region means)" if X is not None else "") + ".", title=f"Co-engagement lift: {topic_a} and {topic_b} by {region}",
+        met["fh_mse_gain_vs_truth"] = mse_gain_vs_truth(t["log_lift"], t["eblup_log_lift"], tl)
+        s = t["small_area"].to_numpy()
+        met["fh_mse_gain_small_vs_truth"] = mse_gain_vs_truth(t.loc[s, "log_lift"], t.loc[s, "eblup_log_lift"], tl[s])
+        met["fh_small_regions_with_direct"] = int((s & t["log_lift"].notna()).sum())
+    return QuestionResult("coengagement", t, met, f"Lift of {topic_a} x {topic_b}; Fay-Herriot EBLUP in the small "
+                          f"regions ({met['small_rule']})" + (" (Census-region means)" if with_x else "") + ".",
+                          title=f"Co-engagement lift: {topic_a} and {topic_b} by {region}",
                           unit="lift (1 = independent)")
+
+
+def coengagement_subsample_design(ctx: TextContext, topic_a: str, topic_b: str, fraction: float = 0.1,
+                                  reps: int = 40, seed: int = 0, region: str = "state", small_n: float | None = 60,
+                                  small_share: float = 1 / 3, covariates: str | None = "census_region"
+                                  ) -> QuestionResult:
+    """Design-based small-area simulation: Fay-Herriot vs direct in repeated seeded subsamples of the panel.
+
+    As in small-area simulation studies (e.g. Rao & Molina 2015, sec. 6.4 and 7.2.1), the panel is the finite
+    population: ``reps`` simple random subsamples of ``fraction`` of its users are drawn (seed ``seed``);
+    in each, every region's direct log lift and its EBLUP are computed exactly as in
+    :func:`coengagement_by_region` and compared with the region's planted lift over *all* its panel users.
+    The gain is ``1 - sum (EBLUP - truth)^2 / sum (direct - truth)^2`` over the small regions of every
+    subsample (same rule), and over all regions.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"coengagement_subsample_design: fraction must be in (0, 1], got {fraction}")
+    a, b, ta, tb = _coengaged(ctx, topic_a, topic_b)
+    if ta is None or tb is None:
+        raise ValueError("coengagement_subsample_design needs the planted rates (ctx.rates) of both topics")
+    w = ctx.w
+    labels = ctx.users[region].to_numpy()
+    pop = direct_lift(labels, a, b, w, ta, tb).set_index("label")["truth"]
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    k = max(int(round(fraction * n)), 1)
+    rows = []
+    for r in range(reps):
+        idx = np.sort(rng.choice(n, k, replace=False))
+        t = direct_lift(labels[idx], a[idx], b[idx], w[idx])
+        if t["log_lift"].notna().sum() <= 5:
+            continue
+        t, _, _ = fay_herriot_lift(t, region, covariates)
+        t["truth_log"] = np.log(pop.reindex(t["label"]).to_numpy())
+        t["small_area"] = small_areas(t["n_eff"].to_numpy(), small_n, small_share)
+        t["rep"] = r
+        rows.append(t)
+    if not rows:
+        raise ValueError(f"coengagement_subsample_design: no subsample of {k} users had enough co-engaged regions")
+    T = pd.concat(rows, ignore_index=True)
+    s = T["small_area"].to_numpy()
+    per_rep = np.array([mse_gain_vs_truth(g["log_lift"], g["eblup_log_lift"], g["truth_log"]) for _, g in T[s].groupby("rep")])
+    tab = (T.assign(sq_direct=(T["log_lift"] - T["truth_log"]) ** 2, sq_eblup=(T["eblup_log_lift"] - T["truth_log"]) ** 2)
+           .groupby("label").agg(n_users=("n_users", "mean"), small_share=("small_area", "mean"),
+                                 mse_direct=("sq_direct", "mean"), mse_eblup=("sq_eblup", "mean")).reset_index())
+    tab["estimate"] = 1 - tab["mse_eblup"] / tab["mse_direct"]
+    tab["ci_low"] = tab["ci_high"] = tab["estimate"]
+    tab = tab.sort_values("n_users").reset_index(drop=True)
+    met = {"reps": int(T["rep"].nunique()), "fraction": fraction, "subsample_users": k,
+           "mse_gain_small": mse_gain_vs_truth(T.loc[s, "log_lift"], T.loc[s, "eblup_log_lift"], T.loc[s, "truth_log"]),
+           "mse_gain_all": mse_gain_vs_truth(T["log_lift"], T["eblup_log_lift"], T["truth_log"]),
+           "mse_gain_small_rep_p10": float(np.nanpercentile(per_rep, 10)),
+           "mse_gain_small_rep_p90": float(np.nanpercentile(per_rep, 90)),
+           "small_regions_per_rep": float(T[s].groupby("rep").size().mean())}
+    return QuestionResult("coengagement_design", tab, met,
+                          f"{met['reps']} seeded subsamples of {k:,} users ({fraction:.0%}); truth = each region's "
+                          "planted lift over all its panel users.",
+                          title="Fay-Herriot vs direct in repeated subsamples: MSE gain per region",
+                          unit="1 - MSE(EBLUP) / MSE(direct) of the log lift")
 
 
 # --- Q4 ---------------------------------------------------------------------------------------------------
