@@ -55,24 +55,26 @@ ADSTOCK_DECAY = np.array([0.3, 0.5, 0.5, 0.1, 0.2, 0.7])
 HILL_HALF = np.array([0.35, 0.30, 0.30, 0.25, 0.45, 0.40])   # adstocked impressions/day at half effect
 HILL_SHAPE = np.array([1.3, 1.6, 1.4, 1.1, 1.0, 2.0])
 GAMMA_SHAPE = np.array([1.2, 1.5, 0.9, 1.0, 2.0, 1.6])       # exposure heterogeneity (NBD shape)
+#: the segment x channel tables (affinity, response) live in ``params/exposures.json`` (package data)
+PARAMS_FILE = Path(__file__).resolve().parent / "params" / "exposures.json"
+
+
+def _segment_table(doc: dict, key: str) -> np.ndarray:
+    """The (segments x channels) table ``key`` of the parameter file, scaled by its ``scale`` (default 1)."""
+    if key not in doc or "rows" not in doc[key]:
+        raise ValueError(f"{PARAMS_FILE}: no table '{key}' with 'rows' (expected a segments x channels list of lists)")
+    t = np.array(doc[key]["rows"], dtype=float)
+    if t.ndim != 2 or t.shape[1] != C:
+        raise ValueError(f"{PARAMS_FILE}: table '{key}' has shape {t.shape}; expected (segments, {C}) with "
+                         f"columns {CHANNELS}")
+    return float(doc[key].get("scale", 1.0)) * t
+
+
+_PARAMS = json.loads(PARAMS_FILE.read_text())
 #: relative channel affinity (exposure propensity) of each segment (rows follow generate.SEGMENT_NAMES)
-SEGMENT_AFFINITY = np.array([
-    [2.2, 1.0, 0.4, 0.9, 1.1, 0.3],
-    [0.8, 2.3, 0.5, 0.8, 1.0, 0.7],
-    [0.6, 0.8, 2.6, 1.2, 0.9, 0.6],
-    [0.6, 1.1, 0.8, 1.4, 0.9, 1.4],
-    [0.3, 0.6, 0.4, 0.5, 0.8, 2.4],
-    [1.2, 0.7, 0.7, 1.8, 1.9, 0.8],
-])
+SEGMENT_AFFINITY = _segment_table(_PARAMS, "segment_affinity")
 #: maximal incremental conversions per user-day at saturation, by segment x channel
-BETA = 1e-3 * np.array([
-    [4.0, 2.0, 1.0, 3.0, 1.5, 0.8],
-    [1.5, 4.0, 1.0, 2.5, 1.0, 1.5],
-    [1.0, 1.5, 4.5, 3.5, 1.0, 1.0],
-    [1.2, 2.5, 1.5, 4.5, 1.0, 3.0],
-    [0.5, 1.0, 0.8, 1.5, 0.6, 3.5],
-    [2.5, 1.5, 1.0, 6.0, 3.0, 1.5],
-])
+BETA = _segment_table(_PARAMS, "beta")
 BASELINE_HAZARD = 0.008           # baseline conversions per user-day at the average prior conversions
 BASELINE_LOG_SD = 0.3
 N_SYNTHETIC_GEOS = 24             # regions when the table has no `state`
