@@ -7,25 +7,33 @@ from helpers.sources import posts as P
 from helpers.text import audiences, questions as Q
 
 
+def _users(rng, n, states, p_states):
+    return pd.DataFrame({"user_id": [f"U{i:05d}" for i in range(n)],
+                         "age_group": rng.choice(["18-24", "25-34", "45-54", "65+"], n),
+                         "gender": rng.choice(["female", "male"], n),
+                         "income_bracket": rng.choice(["<25k", "25k-50k", "50k-75k", "100k-150k", "150k+"], n),
+                         "education_level": rng.choice(["high_school", "bachelors", "graduate"], n),
+                         "state": rng.choice(states, n, p=p_states),
+                         "true_segment": rng.integers(0, 6, n), "segment_name": rng.choice(["a", "b"], n),
+                         "weight": rng.uniform(0.5, 2.0, n)})
+
+
+def _context(users, seed):
+    raw, truth, rates, _ = P.simulate_posts(users, seed=seed)
+    posts = audiences._check(raw, "test").assign(topic=truth["topic"].to_numpy())
+    return Q.TextContext(posts, users, rates)
+
+
 @pytest.fixture(scope="module")
 def ctx():
     rng = np.random.default_rng(11)
     n = 5000
-    users = pd.DataFrame({"user_id": [f"U{i:05d}" for i in range(n)],
-                          "age_group": rng.choice(["18-24", "25-34", "45-54", "65+"], n),
-                          "gender": rng.choice(["female", "male"], n),
-                          "income_bracket": rng.choice(["<25k", "25k-50k", "50k-75k", "100k-150k", "150k+"], n),
-                          "education_level": rng.choice(["high_school", "bachelors", "graduate"], n),
-                          "state": rng.choice(["CA", "TX", "NY", "VT", "WY", "OH"], n, p=[.3, .25, .2, .05, .05, .15]),
-                          "true_segment": rng.integers(0, 6, n), "segment_name": rng.choice(["a", "b"], n),
-                          "weight": rng.uniform(0.5, 2.0, n)})
+    users = _users(rng, n, ["CA", "TX", "NY", "VT", "WY", "OH"], [.3, .25, .2, .05, .05, .15])
     # cells a data broker reports, associated with income (drawn after it: the joint is what matters)
     inc = users["income_bracket"].map({"<25k": 0, "25k-50k": 1, "50k-75k": 2, "100k-150k": 3, "150k+": 4}).to_numpy()
     users["household_size"] = np.clip(1 + rng.poisson(0.3 + 0.6 * inc), 1, 6)
     users["marital_status"] = np.where(rng.random(n) < 0.15 + 0.15 * inc, "married", "single")
-    raw, truth, rates, _ = P.simulate_posts(users, seed=4)
-    posts = audiences._check(raw, "test").assign(topic=truth["topic"].to_numpy())
-    return Q.TextContext(posts, users, rates)
+    return _context(users, 4)
 
 
 def test_topic_shares_cover_truth(ctx):
@@ -123,18 +131,8 @@ def test_stage_generates_posts_from_truth_and_reads_them_back(tmp_path):
 def ctx_states():
     """10,000 users over the 51 states in their adult-population shares: small states have few users."""
     from helpers.sources.places import FALLBACK_STATE_SHARES, STATE_CODES
-    rng = np.random.default_rng(1)
-    n = 10000
-    users = pd.DataFrame({"user_id": [f"U{i:05d}" for i in range(n)],
-                          "age_group": rng.choice(["18-24", "25-34", "45-54", "65+"], n),
-                          "gender": rng.choice(["female", "male"], n),
-                          "income_bracket": rng.choice(["<25k", "50k-75k", "150k+"], n),
-                          "education_level": rng.choice(["high_school", "graduate"], n),
-                          "state": rng.choice(STATE_CODES, n, p=FALLBACK_STATE_SHARES / FALLBACK_STATE_SHARES.sum()),
-                          "true_segment": rng.integers(0, 6, n), "weight": rng.uniform(0.5, 2.0, n)})
-    raw, truth, rates, _ = P.simulate_posts(users, seed=1)
-    posts = audiences._check(raw, "test").assign(topic=truth["topic"].to_numpy())
-    return Q.TextContext(posts, users, rates)
+    users = _users(np.random.default_rng(1), 10000, STATE_CODES, FALLBACK_STATE_SHARES / FALLBACK_STATE_SHARES.sum())
+    return _context(users, 1)
 
 
 def _shrinkage(monkeypatch, mode):
