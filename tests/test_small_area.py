@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.stats.small_area import fay_herriot
+from helpers.stats.small_area import fay_herriot, mse_gain_vs_truth
 
 MILK = Path(__file__).parent / "data" / "expenditure_on_milk.csv"
 
@@ -36,6 +36,11 @@ def test_simulated_eblup_beats_direct():
     err_dir = np.mean((y - theta) ** 2)
     assert err_eb < err_dir
     assert 0 < fit.mse_gain() < 1
+    gain = mse_gain_vs_truth(y, fit.table.eblup, theta)
+    assert gain == pytest.approx(1 - err_eb / err_dir) and gain > 0.3
+    # the noisiest half of the areas gains the most (shrinkage is strongest there)
+    noisy = D > np.median(D)
+    assert mse_gain_vs_truth(y[noisy], fit.table.eblup[noisy], theta[noisy]) > gain
 
 
 def test_bad_input_named():
@@ -53,3 +58,12 @@ def test_adjusted_reml_stays_positive_where_reml_truncates():
     assert reml.area_variance == 0.0
     assert adj.area_variance > 0 and adj.converged
     assert (adj.table.gamma > 0).all()
+
+
+def test_mse_gain_vs_truth_values():
+    assert mse_gain_vs_truth([1.0, 2.0], [1.0, 2.0], [0.0, 0.0]) == 0.0
+    assert mse_gain_vs_truth([1.0, 2.0], [0.0, 0.0], [0.0, 0.0]) == 1.0
+    assert mse_gain_vs_truth([1.0, np.nan], [2.0, 0.0], [0.0, 0.0]) == -3.0     # NaN area left out
+    assert np.isnan(mse_gain_vs_truth([np.nan], [1.0], [0.0]))
+    with pytest.raises(ValueError, match="direct"):
+        mse_gain_vs_truth([1.0], [1.0, 2.0], [0.0])

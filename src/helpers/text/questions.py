@@ -54,7 +54,7 @@ import pandas as pd
 from scipy import stats as st
 
 from ..stats import core
-from ..stats.small_area import fay_herriot
+from ..stats.small_area import fay_herriot, mse_gain_vs_truth
 from . import audiences
 
 Z = float(st.norm.ppf(0.975))
@@ -343,14 +343,6 @@ def fay_herriot_lift(t: pd.DataFrame, region: str = "state", covariates: str | N
     t.loc[defined, "eblup_log_lift"] = fit.table["eblup"].to_numpy()
     t.loc[defined, "mse_log_lift"] = fit.table["mse"].to_numpy()
     return t, fit, X is not None
-
-
-def mse_gain_vs_truth(direct: np.ndarray, eblup: np.ndarray, truth: np.ndarray) -> float:
-    """1 - sum (EBLUP - truth)^2 / sum (direct - truth)^2 over areas with a direct estimate (NaN if none)."""
-    d, e, th = (np.asarray(v, dtype=float) for v in (direct, eblup, truth))
-    ok = np.isfinite(d) & np.isfinite(e) & np.isfinite(th)
-    den = np.sum((d[ok] - th[ok]) ** 2)
-    return float(1 - np.sum((e[ok] - th[ok]) ** 2) / den) if ok.any() and den > 0 else float("nan")
 
 
 def _coengaged(ctx: TextContext, topic_a: str, topic_b: str):
