@@ -144,6 +144,27 @@ def test_segment_map_recovers_planted_structure(clean):
         assert "more" in lab and "PC" not in lab and "variance" not in lab and "_" not in lab, lab
 
 
+def test_map_axis_titles_come_from_the_configuration_and_fit(clean):
+    """The map's axis titles are built from the run configuration's labels (no unit, no column name) and wrapped
+    into lines short enough for the chart (the rotated y title used to run off the top)."""
+    from helpers.explorer import segmap
+
+    data = clean[2]
+    m = D.segment_map(data)
+    labels = {data.cfg.label(c, unit=False).lower() for c in data.cfg.metric_names}
+    for axis, width in (("x", segmap.X_AXIS_LINE_CHARS), ("y", segmap.AXIS_LINE_CHARS)):
+        lines = m[f"{axis}_label_lines"]
+        assert lines and all(len(line) <= width for line in lines), lines
+        text = m[f"{axis}_label"].replace("\u2190", "").replace("\u2192", "")
+        named = [part.strip() for side in text.split("|") for part in side.replace("more", "", 1).split(" and ")]
+        assert named and set(named) <= labels, (named, labels)
+    long = "podcast listening time on every device of the household"
+    lines = D.axis_title_lines(long, "monthly spend and social media time", 40)
+    assert all(len(line) <= 40 for line in lines) and len(lines) >= 3
+    assert " ".join(lines).split() == f"\u2190 more {long} more monthly spend and social media time \u2192".split()
+    assert D.axis_title_lines("a", "b", 40) == ["\u2190 more a   |   more b \u2192"]
+
+
 # --- persona card ----------------------------------------------------------------------------------
 def test_persona_card_channel_minutes_match_planted_means(clean):
     _, panel, data = clean

@@ -23,7 +23,7 @@ from helpers import export, paths
 from helpers.explorer import create_app
 from helpers.explorer.app import make_server
 from helpers.explorer.demo import write_demo_artifacts
-from helpers.explorer.screenshots import overlapping_labels, raw_names, raw_names_in_text, visible_text
+from helpers.explorer.screenshots import clipped_labels, overlapping_labels, raw_names, raw_names_in_text, visible_text
 
 pytestmark = pytest.mark.browser
 
@@ -112,9 +112,9 @@ def test_segment_map_and_persona_card(served, page):
         assert t is not None and t["height"] > 0, sel
         assert chart["y"] - 1 <= t["y"] and t["y"] + t["height"] <= chart["y"] + chart["height"] + 1, (sel, t, chart)
         assert chart["x"] - 1 <= t["x"] and t["x"] + t["width"] <= chart["x"] + chart["width"] + 1, (sel, t, chart)
-    ytitle = page.locator("#map .g-ytitle").inner_text()
+    ytitle = page.locator("#map .g-ytitle").text_content()
     assert "more" in ytitle and "\u2026" not in ytitle
-    assert overlapping_labels(page) == []
+    assert overlapping_labels(page) == [] and clipped_labels(page) == []
     _shot(page, P.reports, "segment_map")
     target = 4  # low-engagement seniors: a bubble no other overlaps
     box = bubbles.nth(target).bounding_box()

@@ -15,8 +15,8 @@ from helpers import export, paths
 from helpers.explorer import create_app
 from helpers.explorer.app import make_server
 from helpers.explorer.demo import write_demo_artifacts, write_table_run
-from helpers.explorer.screenshots import (CHROMIUM, CHROMIUM_ARGS, VIEWS, capture, overlapping_labels, raw_names,
-                                          raw_names_in_text, visible_text)
+from helpers.explorer.screenshots import (CHROMIUM, CHROMIUM_ARGS, VIEWS, capture, clipped_labels, overlapping_labels,
+                                          raw_names, raw_names_in_text, visible_text)
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 90_000
@@ -30,7 +30,7 @@ def _chromium():
 
 def test_capture_screenshots_every_view_checked(tmp_path):
     """``make reports`` screenshots the Explorer on the run's own artifacts; every view has no overlapping
-    chart label and no raw column name in its visible text."""
+    or cut-off chart label and no raw column name in its visible text."""
     P = paths.resolve(tmp_path / "data", tmp_path / "reports")
     write_demo_artifacts(P, n_users=1500, seed=5, with_posts=True, with_media=True, lookalike_segment=2)
     checks: dict = {}
@@ -41,22 +41,28 @@ def test_capture_screenshots_every_view_checked(tmp_path):
     assert set(checks) == set(VIEWS)
     for view, c in checks.items():
         assert c["overlaps"] == [], (view, c["overlaps"])
+        assert c["clipped"] == [], (view, c["clipped"])
         assert c["raw_names"] == [], (view, c["raw_names"])
 
 
 def test_checks_catch_overlaps_and_raw_names(tmp_path):
-    """The two checks fail on a page that has the defects (so a passing check means something)."""
+    """The checks fail on a page that has the defects (so a passing check means something)."""
     from playwright.sync_api import sync_playwright
 
     html = ("<html><body><div class='view active'><div class='js-plotly-plot' id='c'><svg width='400' height='100'>"
             "<g class='xtick'><text x='10' y='50'>Social-first young adults</text></g>"
             "<g class='xtick'><text x='40' y='52'>Binge-streaming renters</text></g></svg></div>"
+            "<div class='js-plotly-plot' id='m' style='width:300px;height:200px;overflow:hidden'>"
+            "<svg width='300' height='200'><g class='g-ytitle'><text transform='rotate(-90 14 100)' x='14' y='100' "
+            "text-anchor='middle'>more podcast listening time and monthly spend and more of the same</text></g>"
+            "</svg></div>"
             "<p>time_on_social_media_min</p></div></body></html>")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         pg = browser.new_page()
         pg.set_content(html)
         assert overlapping_labels(pg), "two tick labels drawn on top of each other"
+        assert clipped_labels(pg) == [("m", "more podcast listening time and monthly spend and more of the same")]
         assert raw_names_in_text(visible_text(pg), raw_names()) == ["time_on_social_media_min"]
         browser.close()
 
@@ -94,6 +100,7 @@ def test_marketer_path_on_a_user_table_run(tmp_path_factory):
             pg.wait_for_selector("body[data-ready='1']")
             assert "Monthly charges" in pg.locator("#segments").inner_text()
             checks = {"open": (overlapping_labels(pg), raw_names_in_text(visible_text(pg), names))}
+            assert clipped_labels(pg) == [], "the map's axis titles (the configuration's labels) fit the chart"
             pg.locator("#segments tbody tr").nth(1).click()
             pg.wait_for_function("document.getElementById('status').textContent.startsWith('Segment card')")
             pg.click("#tab-compare")

@@ -160,20 +160,18 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
 
 
 def write_table_run(paths: Paths, config: str = "telco", n_users: int | None = 2000, n_segments: int = 4,
-                    seed: int = 0) -> pd.DataFrame:
+                    seed: int = 0, lookalike_segment: int | None = None) -> pd.DataFrame:
     """A stand-in run on a user's table (default: the shipped Telco sample under its configuration), for
     trying and testing the Explorer on columns that are not the synthetic dictionary's.
 
     Reads the configured input with pandas (the derived columns and fill rules the configuration declares
     for ``TotalCharges`` / ``n_services`` are applied as ingestion would), samples ``n_users`` customers,
     segments them with k-means on the standardised ``log1p`` metrics (neutral names ``Segment 1..k``: no
-    persona names are invented), and writes the unified table, ``ingest_meta.json`` (config name, id), the
+    persona names are invented), and writes the unified table, ``ingest_meta`` (config name, id), the
     segments and the affinity table (metrics as clustering features: descriptive), and with
     ``lookalike_segment`` the lookalike stage seeded with that segment (:func:`write_lookalike_stage`). No churn
     or value stage.
     """
-    import json
-
     from sklearn.cluster import KMeans
 
     from .. import config as cfgmod
@@ -190,7 +188,7 @@ def write_table_run(paths: Paths, config: str = "telco", n_users: int | None = 2
     df = df.reset_index(drop=True)
     P = paths.ensure()
     artifacts.save(P, "unified", df)
-    (P.processed / "ingest_meta.json").write_text(json.dumps({"config": cfg.name, "id": cfg.id}))
+    artifacts.save(P, "ingest_meta", {"config": cfg.name, "id": cfg.id})
     X = np.log1p(df[cfg.metric_names].to_numpy(float))
     X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1)
     lab = KMeans(n_segments, n_init=5, random_state=seed).fit_predict(X)

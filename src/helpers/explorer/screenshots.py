@@ -6,9 +6,10 @@ screen with the largest segment's card, comparison of the two largest segments, 
 stage's audience, the plan (each, or why there is none), the export view) and saves one PNG per view into
 ``<reports>/screenshots/``. Nothing is exported (the export view is shown, not submitted).
 
-Two checks a test (and a curious user) can run on a live page: :func:`overlapping_labels` (bounding boxes
-of the charts' visible text that intersect) and :func:`raw_names_in_text` (column names of the run's
-configuration that leak into visible text).
+Three checks a test (and a curious user) can run on a live page: :func:`overlapping_labels` (bounding boxes
+of the charts' visible text that intersect), :func:`clipped_labels` (chart text running past its chart, which
+the browser cuts off) and :func:`raw_names_in_text` (column names of the run's configuration that leak into
+visible text).
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ _BOXES_JS = """(sel) => {
 }"""
 
 
+_CLIPPED_JS = """([sel, tol]) => {
+  const out = [];
+  document.querySelectorAll('.view.active .js-plotly-plot').forEach(plot => {
+    const c = plot.getBoundingClientRect();
+    plot.querySelectorAll(sel).forEach(el => {
+      const r = el.getBoundingClientRect();
+      const t = (el.textContent || '').trim();
+      if (t && r.width > 0 && (r.left < c.left - tol || r.right > c.right + tol || r.top < c.top - tol
+                               || r.bottom > c.bottom + tol)) out.push([plot.id, t]);
+    });
+  });
+  return out;
+}"""
+
+
 class BrowserMissing(RuntimeError):
     """Chromium is not installed: ``scripts/install_browser.sh`` installs it."""
 
@@ -59,6 +75,12 @@ def overlapping_labels(page, tolerance: float = 1.0) -> list[tuple[str, str, str
             if dx > tolerance and dy > tolerance:
                 bad.append((a["chart"], a["text"], b["text"]))
     return bad
+
+
+def clipped_labels(page, tolerance: float = 1.0) -> list[tuple[str, str]]:
+    """Visible chart labels of the active view that run past their chart's box by more than ``tolerance``
+    pixels (the browser cuts them off, as a long rotated axis title at the top): ``[(chart id, text), ...]``."""
+    return [tuple(x) for x in page.evaluate(_CLIPPED_JS, [LABEL_SELECTOR, tolerance])]
 
 
 def raw_names(config=None, extra: Iterable[str] = ()) -> list[str]:
@@ -92,7 +114,7 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
     """Save a screenshot of every Explorer view of the run in ``data_dir`` into ``reports_dir/screenshots``.
 
     Returns the written files. Raises :class:`BrowserMissing` when ``chromium`` does not exist. When
-    ``checks`` is a dict it receives, per view, ``{"overlaps": [...], "raw_names": [...]}``.
+    ``checks`` is a dict it receives, per view, ``{"overlaps": [...], "clipped": [...], "raw_names": [...]}``.
     """
     if not Path(chromium).exists():
         raise BrowserMissing(f"{chromium} is absent: run scripts/install_browser.sh to get screenshots")
@@ -120,7 +142,7 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
                 page.screenshot(path=str(path), full_page=True)
                 written.append(path)
                 if checks is not None:
-                    checks[view] = {"overlaps": overlapping_labels(page),
+                    checks[view] = {"overlaps": overlapping_labels(page), "clipped": clipped_labels(page),
                                     "raw_names": raw_names_in_text(visible_text(page), names)}
 
             page.goto(f"http://127.0.0.1:{server.server_port}/")

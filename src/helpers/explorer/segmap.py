@@ -21,6 +21,9 @@ from .wstats import weighted_mean_sd
 #: Longest line of a map axis title, in characters: the map is about 420 px high and its 12 px title font
 #: is about 7 px a character, so a rotated line of 40 characters fits the plot area between legend and title.
 AXIS_LINE_CHARS = 40
+#: Longest line of the horizontal axis title (the map is about 750 px wide).
+X_AXIS_LINE_CHARS = 90
+SIDES_SEP = "   |   "
 
 
 def standardised_features(panel: pd.DataFrame, features: Sequence[str], log: bool = True) -> pd.DataFrame:
@@ -100,11 +103,15 @@ def axis_sides(loading: np.ndarray, labels: Sequence[str]) -> tuple[str, str]:
 
 
 def axis_title_lines(neg: str, pos: str, width: int = AXIS_LINE_CHARS) -> list[str]:
-    """The axis title as lines of at most ``width`` characters: ``"<- more X"`` then ``"more Y ->"`` (each
-    wrapped at words), so a rotated title never runs past the chart."""
+    """The axis title as lines of at most ``width`` characters: ``"<- more X   |   more Y ->"`` when it fits
+    on one line, else ``"<- more X"`` then ``"more Y ->"`` (each wrapped at words), so that a title never runs
+    past the chart."""
     parts = ([f"\u2190 more {neg}"] if neg else []) + ([f"more {pos} \u2192"] if pos else [])
     if not parts:
         return ["no difference between segments"]
+    one = SIDES_SEP.join(parts)
+    if len(one) <= width:
+        return [one]
     return [line for p in parts for line in textwrap.wrap(p, width, break_long_words=True)]
 
 
@@ -145,10 +152,10 @@ def segment_map(data: ExplorerData, features: Sequence[str] | None = None, log: 
                 "centroid": {f: float(cent.at[s, f]) for f in features}}
                for i, s in enumerate(cent.index)]
     axes = {}
-    for name, i in (("x", 0), ("y", 1)):
-        lines = axis_title_lines(*axis_sides(load[i], labels))
-        axes[f"{name}_label"] = "   |   ".join(lines) if len(lines) > 1 else lines[0]
-        axes[f"{name}_label_lines"] = lines
+    for name, i, width in (("x", 0, X_AXIS_LINE_CHARS), ("y", 1, AXIS_LINE_CHARS)):
+        neg, pos = axis_sides(load[i], labels)
+        axes[f"{name}_label"] = axis_title_lines(neg, pos, 10 ** 6)[0]
+        axes[f"{name}_label_lines"] = axis_title_lines(neg, pos, width)
     return jsonable({
         "segments": bubbles,
         "features": list(features),
