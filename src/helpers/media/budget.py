@@ -6,10 +6,15 @@ Two steps:
    needs for the audience: each channel's CPM (spend / impressions), each member's exposure rate per
    planned dollar (Gamma-Poisson empirical Bayes on their impressions, so a member seen twice is not
    assumed to see twice as much as one seen once), and a response model fitted by penalised maximum
-   likelihood on members' campaign conversions: ``E[y] = D (baseline_u + sum_c beta_c S_c(r_uc))`` with
-   ``r`` the member's impressions per day and ``S_c`` a Hill curve (half point ``H_c``, shape ``kappa_c``:
-   kappa > 1 is a frequency threshold); it is the steady state of geometric adstock (decay folded into
-   ``H``). Everyone else in the run informs the curve shapes; the audience's own effects deviate from the
+   likelihood on members' conversions in each week of the campaign (:data:`WINDOW_DAYS`):
+   ``E[y_w] = D_w (baseline_u + sum_c beta_c S_c(r_uwc))`` with ``r_uwc`` the member's impressions per day
+   in window ``w`` and ``S_c`` a Hill curve (half point ``H_c``, shape ``kappa_c``: kappa > 1 is a
+   frequency threshold); within a window it is the steady state of geometric adstock (decay folded into
+   ``H``). Windows rather than campaign totals because spend is flighted: a Hill curve of the campaign's
+   average rate is not the response to the flights' rates, and fitting one misjudged the channels whose
+   flights vary most (their credit leaked to correlated, evenly spent channels). A plan's response is the
+   expectation of the curve over the window's Poisson impression count, the quantity the curve was fitted
+   on. Everyone else in the run informs the curve shapes; the audience's own effects deviate from the
    run's by a shrunken factor (partial pooling), so small audiences borrow strength; with ``groups`` (the
    run's segments) each other segment gets its own baseline and effects too (:func:`_fit_hierarchical`).
 2. :func:`optimise` maximises expected incremental conversions, or reach at an effective frequency, for a
@@ -31,12 +36,18 @@ Linear constraints are dicts ``{"coef": {channel: a}, "op": "<=" | ">=" | "==", 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
 from . import exposures_module
+
+
+#: days per exposure window of the response fit: short enough to follow two-week flights and the geo test,
+#: long enough to hold every weekday once (the weekday profile then averages out of each window)
+WINDOW_DAYS = 7
 
 
 # --- per-member exposure rates -------------------------------------------------------------------
@@ -92,6 +103,7 @@ class ResponseModel:
     n_population: int
     converged: bool = True
     notes: list = field(default_factory=list)
+    window_days: int = 0                  # length of the fit's exposure windows (0: campaign averages)
 
     @property
     def n(self) -> int:
@@ -113,11 +125,18 @@ class ResponseModel:
         return np.where(self.targetable, inside, national) / self.days
 
     def channel_conversions(self, spend_per_person, params=None) -> np.ndarray:
-        """Expected incremental conversions per person over the campaign, per channel (steady state)."""
+        """Expected incremental conversions per person over the campaign, per channel, at constant spend.
+
+        The curves were fitted on each member's realised impressions per day of ``window_days``-day windows,
+        so a plan's response is their expectation over the window's Poisson count (exact on a grid; the
+        plug-in rate where the count is large enough for its noise not to matter).
+        """
         rp = self.response_params(params)
         lam = self.daily_rates(spend_per_person)
-        a = lam / (1 - rp["decay"])
-        return self.days * (rp["beta"] * _hill(a, rp["half"], rp["shape"])).mean(0)
+        if not self.window_days:
+            return self.days * (rp["beta"] * _hill(lam, rp["half"], rp["shape"])).mean(0)
+        return self.days * (rp["beta"] * _expected_window_hill(lam, self.window_days, rp["half"],
+                                                                rp["shape"])).mean(0)
 
     def conversions(self, spend_per_person, params=None) -> float:
         """Expected incremental conversions per person over the campaign (steady-state adstock)."""
@@ -146,121 +165,82 @@ def _hill(a, half, shape):
     return x / (1.0 + x)
 
 
-def _decay_matrix(D: int, delta: float) -> np.ndarray:
-    t = np.arange(D)
-    L = np.power(delta, np.maximum(t[None, :] - t[:, None], 0)) * (t[None, :] >= t[:, None])
-    return L     # A = X @ L  (X: users x days)
+#: expected window counts on which the Poisson expectation is tabulated; above the grid the plug-in is used
+_MU_GRID = np.r_[0.0, np.geomspace(1e-3, 300.0, 200)]
 
 
-def _fit_steady_state(y, r, z, D, g=None, deviation_sd: float = 0.5):
-    """Penalised Poisson MLE of member campaign conversions ``y`` on their daily impressions ``r``.
+@lru_cache(maxsize=1)
+def _poisson_pmf_table() -> tuple[np.ndarray, np.ndarray]:
+    """(counts k, pmf (grid, k)) of Poisson(mu) for every mu of :data:`_MU_GRID`."""
+    k = np.arange(int(_MU_GRID[-1] + 12 * np.sqrt(_MU_GRID[-1]) + 40))
+    return k, stats.poisson.pmf(k[None, :], _MU_GRID[:, None])
 
-    ``E[y_u] = D (exp(b0 + b0' g_u + b1 z_u) + sum_c beta_c exp(gamma_c g_u) S_c(r_uc))`` with Hill ``S_c``
-    (half ``H_c``, shape ``kappa_c``), ``g_u`` = 1 for members of the target audience. Everyone else in the
-    run informs the shapes and the channels' average effect; the audience's own effect deviates from it by
-    ``exp(gamma_c)``, ``gamma_c ~ N(0, deviation_sd^2)`` (partial pooling: a small audience borrows strength,
-    a large one speaks for itself). This is the steady state of the adstock model: with constant daily spend
-    the adstock is ``r / (1 - delta)``, so only ``H_c (1 - delta_c)`` is identified and ``delta`` is folded
-    into ``H``. Weak priors: log kappa ~ N(0.3, 0.5), log H ~ N(log median r, 1.5), log beta ~ N(log(mean
-    y / D) - 1, 3). Returns (the audience's parameters in :class:`ResponseModel` layout, covariance, converged).
+
+def _expected_window_hill(daily_rate: np.ndarray, window: int, half, shape) -> np.ndarray:
+    """E[S(N / window)] for N ~ Poisson(rate x window), per member and channel ((n, C) like ``daily_rate``)."""
+    k, pmf = _poisson_pmf_table()
+    mu = np.asarray(daily_rate, float) * window
+    out = _hill(mu / window, half, shape)              # plug-in above the grid (relative noise < 6%)
+    for c in range(mu.shape[1]):
+        tab = pmf @ _hill(k / window, half[c], shape[c])
+        inside = mu[:, c] <= _MU_GRID[-1]
+        out[inside, c] = np.interp(mu[inside, c], _MU_GRID, tab)
+    return out
+
+
+def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 0.5, _objective=False,
+                      n_starts: int = 3):
+    """Penalised Poisson MLE of members' conversions per window on their impressions per day in the window.
+
+    ``y`` (users, W) conversions and ``r`` (users, W, C) realised impressions per day in each of ``W``
+    windows of ``Dw`` days: ``E[y_uw] = Dw_w (exp(a_k + a1 z_u) + sum_c beta_c exp(gamma_kc) S_c(r_uwc))``
+    with Hill ``S_c`` (half ``H_c``, shape ``kappa_c``) shared by everybody; every group ``k`` (the target
+    audience and each other segment of the run) has its own baseline intercept ``a_k`` and its own channel
+    effects (``gamma_kc ~ N(0, deviation_sd^2)``: partial pooling, so a small audience borrows strength and
+    group differences in baseline conversion are not read as media effects). Windows, not campaign totals:
+    spend is flighted, and the response to a flight's rate is not the response to the campaign's average
+    rate (Hill is nonlinear), so a curve fitted on averages misjudges the channels whose flights vary most.
+    Geometric adstock is folded into ``H`` (steady state within a window). Weak priors: log kappa ~ N(0.3,
+    0.5), log H ~ N(log median r, 1.5), log beta ~ N(log(mean y / D) - 1, 3). Analytic gradient, BFGS from
+    ``n_starts`` starting half points. Returns the target group's parameters (:class:`ResponseModel`
+    layout), their covariance and convergence.
     """
-    U, C = r.shape
-    g = np.ones(U) if g is None else np.asarray(g, float)
-    pooled = 0 < g.mean() < 1
-    pos_r = r[r > 0]
-    h0 = np.log(max(np.median(pos_r) if pos_r.size else 0.1, 1e-3))
-    b0 = np.log(max(y.mean() / D, 1e-6))
-    S_ = None
-
-    def unpack(p):
-        q = p[3:3 + 3 * C].reshape(C, 3)
-        gam = p[3 + 3 * C:] if pooled else np.zeros(C)
-        return p[0], p[1], p[2], q, gam
-
-    def negpost(p):
-        a0, ag, a1, q, gam = unpack(p)
-        beta_u = np.exp(q[:, 0][None, :] + gam[None, :] * g[:, None])
-        mu = D * (np.exp(a0 + ag * g + a1 * z) + (beta_u * _hill(r, np.exp(q[:, 1]), np.exp(q[:, 2]))).sum(1))
-        mu = np.maximum(mu, 1e-12)
-        prior = (((q[:, 0] - (b0 - 1.0)) / 3.0) ** 2 + ((q[:, 1] - h0) / 1.5) ** 2
-                 + ((q[:, 2] - 0.3) / 0.5) ** 2).sum() / 2 + (gam ** 2).sum() / (2 * deviation_sd ** 2)
-        return -(y * np.log(mu) - mu).sum() + prior
-
-    n_par = 3 + 3 * C + (C if pooled else 0)
-    best = None
-    for start_h in (h0, h0 - 1.0, h0 + 1.0):
-        p0 = np.zeros(n_par)
-        p0[0] = b0 - 0.3
-        p0[2] = 0.5
-        p0[3:3 + 3 * C] = np.tile([b0 - 1.0, start_h, 0.3], C)
-        res = optimize.minimize(negpost, p0, method="BFGS", options={"maxiter": 3000, "gtol": 1e-4})
-        if best is None or res.fun < best.fun:
-            best = res
-    # the audience's parameters: baseline b0 + b0', log beta + gamma, log H, log kappa, decay 0
-    J = np.zeros((2 + 4 * C, n_par))
-    J[0, 0] = 1
-    J[0, 1] = 1 if pooled else 0
-    J[1, 2] = 1
-    for c in range(C):
-        J[2 + 4 * c, 3 + 3 * c] = 1
-        if pooled:
-            J[2 + 4 * c, 3 + 3 * C + c] = 1
-        J[3 + 4 * c, 4 + 3 * c] = 1
-        J[4 + 4 * c, 5 + 3 * c] = 1
-    params = J @ best.x
-    params[5::4] = -30.0                                   # decay 0: folded into H
-    cov = J @ np.asarray(best.hess_inv) @ J.T
-    return params, cov, bool(best.success) or best.status == 2
-
-
-def _fit_hierarchical(y, r, z, D, gidx, target: int = 0, deviation_sd: float = 0.5, _objective=False):
-    """Hierarchical version of :func:`_fit_steady_state` with an analytic gradient.
-
-    Every group ``k`` (the target audience and each other segment of the run) has its own baseline
-    intercept and its own channel effects ``beta_c exp(gamma_kc)``, ``gamma_kc ~ N(0, deviation_sd^2)``;
-    the Hill shapes are shared. Group-level baselines keep differences in baseline conversion between
-    segments from being read as media effects. Returns the target group's parameters (model layout),
-    their covariance and convergence.
-    """
-    U, C = r.shape
+    U, W, C = r.shape
+    Dw = np.asarray(Dw, float)
     K = int(gidx.max()) + 1
+    members = [gidx == k for k in range(K)]
     pos_r = r[r > 0]
     h0 = np.log(max(np.median(pos_r) if pos_r.size else 0.1, 1e-3))
-    b0 = np.log(max(y.mean() / D, 1e-6))
-    logr = np.log(np.where(r > 0, r, 1.0))
+    b0 = np.log(max(y.sum() / (U * Dw.sum()), 1e-6))
     nz = r > 0
+    logr = np.log(np.where(nz, r, 1.0))
 
     def split(p):
         return p[:K], p[K], p[K + 1:K + 1 + 3 * C].reshape(C, 3), p[K + 1 + 3 * C:].reshape(K, C)
 
     def f(p):
         a, a1, q, gam = split(p)
-        H, kap = np.exp(q[:, 1]), np.exp(q[:, 2])
-        lx = np.where(nz, kap * (logr - q[:, 1]), -np.inf)
-        x = np.exp(lx)
+        kap = np.exp(q[:, 2])
+        t = kap * (logr - q[:, 1])                             # kappa log(r / H), (U, W, C)
+        x = np.where(nz, np.exp(np.minimum(t, 700.0)), 0.0)
         h = x / (1 + x)
-        dh = x / (1 + x) ** 2                                  # dh / d(kappa log(r/H))
-        B = np.exp(q[:, 0][None, :] + gam[gidx])
-        base = np.exp(a[gidx] + a1 * z)
-        mu = np.maximum(D * (base + (B * h).sum(1)), 1e-12)
-        w = D * (y / mu - 1.0)                                  # d loglik / d (mu / D)
+        dh = h / (1 + x)                                       # dh / dt
+        B = np.exp(q[:, 0][None, :] + gam[gidx])               # (U, C)
+        base = np.exp(a[gidx] + a1 * z)                        # (U,)
+        mu = np.maximum(Dw * (base[:, None] + np.einsum("uc,uwc->uw", B, h)), 1e-12)
+        w = Dw * (y / mu - 1.0)                                # d loglik / d (mu / Dw)
         ll = (y * np.log(mu) - mu).sum()
-        gb = w * base
-        Bh = B * h * w[:, None]
+        gb = w.sum(1) * base
+        Bh = B * np.einsum("uw,uwc->uc", w, h)
         g_a = np.bincount(gidx, weights=gb, minlength=K)
-        g_a1 = (gb * z).sum()
-        g_q0 = Bh.sum(0)
-        g_gam = np.zeros((K, C))
-        for k in range(K):
-            g_gam[k] = Bh[gidx == k].sum(0)
-        BdW = B * dh * w[:, None]
-        g_logH = -(BdW * kap).sum(0)
-        g_logk = (BdW * np.where(nz, kap * (logr - q[:, 1]), 0.0)).sum(0)
-        # priors
+        g_gam = np.stack([Bh[mk].sum(0) for mk in members])
+        BdW = B[:, None, :] * dh * w[:, :, None]
+        g_logH = -(BdW.sum((0, 1)) * kap)
+        g_logk = (BdW * np.where(nz, t, 0.0)).sum((0, 1))
         pr = (((q[:, 0] - (b0 - 1.0)) / 3.0) ** 2 + ((q[:, 1] - h0) / 1.5) ** 2 + ((q[:, 2] - 0.3) / 0.5) ** 2).sum() / 2
         pr += (gam ** 2).sum() / (2 * deviation_sd ** 2)
         gp_q = np.column_stack([(q[:, 0] - (b0 - 1.0)) / 9.0, (q[:, 1] - h0) / 2.25, (q[:, 2] - 0.3) / 0.25])
-        grad = np.r_[g_a, g_a1, (np.column_stack([g_q0, g_logH, g_logk]) - gp_q).ravel(),
+        grad = np.r_[g_a, (gb * z).sum(), (np.column_stack([Bh.sum(0), g_logH, g_logk]) - gp_q).ravel(),
                      (g_gam - gam / deviation_sd ** 2).ravel()]
         return -(ll - pr), -grad
 
@@ -268,7 +248,7 @@ def _fit_hierarchical(y, r, z, D, gidx, target: int = 0, deviation_sd: float = 0
     if _objective:
         return f, n_par
     best = None
-    for start_h in (h0, h0 - 1.0, h0 + 1.0):
+    for start_h in (h0, h0 - 1.0, h0 + 1.0)[:max(1, n_starts)]:
         p0 = np.zeros(n_par)
         p0[:K] = b0 - 0.3
         p0[K] = 0.5
@@ -285,18 +265,20 @@ def _fit_hierarchical(y, r, z, D, gidx, target: int = 0, deviation_sd: float = 0
         J[3 + 4 * c, K + 2 + 3 * c] = 1
         J[4 + 4 * c, K + 3 + 3 * c] = 1
     params = J @ best.x
-    params[5::4] = -30.0
+    params[5::4] = -30.0                                   # decay 0: folded into H
     cov = J @ np.asarray(best.hess_inv) @ J.T
     return params, cov, bool(best.success) or best.status == 2
 
 
 def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
-                 pooled: bool = True, deviation_sd: float = 0.5, groups: pd.Series | None = None
-                 ) -> ResponseModel:
+                 pooled: bool = True, deviation_sd: float = 0.5, groups: pd.Series | None = None,
+                 window_days: int | None = WINDOW_DAYS) -> ResponseModel:
     """Estimate CPMs, member exposure rates and the adstock/saturation response for an audience.
 
     ``md``: :class:`helpers.media.data.MediaData`. Audiences larger than ``max_users`` are subsampled for
-    the response fit (exposure rates use every member).
+    the response fit (exposure rates use every member). ``window_days``: length of the windows whose
+    impressions per day the curves are fitted on (``None``: the campaign average, which misjudges flighted
+    channels; kept for comparison).
     """
     E = exposures_module()
     channels = list(md.channels)
@@ -339,37 +321,55 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
         shapes[j] = r
         theta[:, j] = (n[:, j] + r) / (e[:, j] + b)
 
-    # member-level data for the response fit: campaign conversions and average daily impressions of the
-    # audience and (partial pooling) of everyone else in the run, each subsampled to max_users
+    # member-level data for the response fit: conversions and impressions per day in each window of
+    # window_days days, of the audience and (partial pooling) of everyone else in the run, each subsampled
+    # to max_users
     rng = np.random.default_rng(seed)
     others = all_users[~in_aud]
     pick = lambda ix: ix if len(ix) <= max_users else ix[np.sort(rng.choice(len(ix), max_users, replace=False))]
     pos = pd.Index(pick(audience)).append(pd.Index(pick(others)))
-    g = pos.isin(audience).astype(float)
-    r = per_user.loc[pos].to_numpy(dtype=np.float64) / D                                      # (U, C) impressions per day
-    y = np.zeros(len(pos))
+    g = pos.isin(audience)
+    wdays = int(window_days) if window_days else D
+    win_of = lambda d: np.minimum((pd.DatetimeIndex(d).normalize() - dates[0]).days.to_numpy() // wdays,
+                                  (D - 1) // wdays)
+    Dw = np.bincount(win_of(dates), minlength=(D - 1) // wdays + 1).astype(float)      # days per window
+    W = len(Dw)
+    sub = exp[exp["user_id"].astype(str).isin(pos)]
+    cube = sub.assign(w=win_of(sub["date"]), u=pos.get_indexer(sub["user_id"].astype(str)),
+                      c=pd.Index(channels).get_indexer(sub["channel"]))
+    cube = cube[cube["c"] >= 0]
+    r = np.zeros((len(pos), W, C))
+    np.add.at(r, (cube["u"].to_numpy(), cube["w"].to_numpy(), cube["c"].to_numpy()),
+              cube["impressions"].to_numpy(float))
+    r /= Dw[None, :, None]                                                   # impressions per day
+    y = np.zeros((len(pos), W))
     if md.conversions is not None:
         cv = md.conversions
-        y = cv.groupby(cv["user_id"].astype(str))["conversions"].sum().reindex(pos).fillna(0).to_numpy(float)
+        cv = cv.assign(u=pos.get_indexer(cv["user_id"].astype(str)), w=win_of(cv["date"]))
+        cv = cv[cv["u"] >= 0]
+        np.add.at(y, (cv["u"].to_numpy(), cv["w"].to_numpy()), cv["conversions"].to_numpy(float))
     prior_conv = np.zeros(len(pos))
     if getattr(md, "users", None) is not None and "monthly_conversions" in md.users.columns:
         mc = pd.to_numeric(md.users.set_index(md.users["user_id"].astype(str))["monthly_conversions"],
                            errors="coerce")
         prior_conv = mc.reindex(pos).fillna(mc.median()).to_numpy(float)
     z = np.log1p(prior_conv) - np.log1p(prior_conv).mean()
-    if pooled and groups is not None:
-        lab = pd.Series(groups).astype(str)
-        lab.index = lab.index.astype(str)
-        lab = lab.reindex(pos).fillna("(no segment)").to_numpy()
-        lab = np.where(g > 0, "(target audience)", lab)
+    if not pooled:                      # one group: the audience's curves are the run's
+        codes, target = np.zeros(len(pos), dtype=int), 0
+    else:
+        if groups is not None:
+            lab = pd.Series(groups).astype(str)
+            lab.index = lab.index.astype(str)
+            lab = lab.reindex(pos).fillna("(no segment)").to_numpy()
+        else:
+            lab = np.full(len(pos), "(everyone else)", dtype=object)
+        lab = np.where(g, "(target audience)", lab)
         codes, uniq = pd.factorize(lab, sort=False)
         target = int(np.flatnonzero(uniq == "(target audience)")[0])
-        params, cov, ok = _fit_hierarchical(y, r, z, D, codes, target, deviation_sd)
-    else:
-        params, cov, ok = _fit_steady_state(y, r, z, D, g if pooled else None, deviation_sd)
+    params, cov, ok = _fit_hierarchical(y, r, z, Dw, codes, target, deviation_sd)
     notes = [] if ok else ["the response fit did not fully converge; treat its intervals with care"]
     return ResponseModel(channels, audience, D, cpm, targetable, theta, shapes, params, cov, index,
-                         len(all_users), ok, notes)
+                         len(all_users), ok, notes, window_days=wdays if window_days else 0)
 
 
 # --- constraints and optimisation ----------------------------------------------------------------
