@@ -3,11 +3,11 @@
 The app runs in a thread on a free loopback port over stand-in artifacts built from planted truth; the
 test reads the first screen (sortable segment table), checks that the segment map's axis titles fit the chart,
 clicks a segment bubble, reads its card, compares two segments, switches the heatmap's attribute family, shows
-the lookalike stage's audience, compares it with its seed segment, uploads an id list, downloads an export, and saves a screenshot of each view into
-``<reports>/screenshots/<view>.png`` (reports = ``helpers.paths.resolve().reports``, i.e.
-``$AUDIENCE_REPORTS_DIR`` under ``make test``), which ``reports/index.html`` links.
-Skips (with the reason) only when ``/usr/bin/chromium`` is absent: ``scripts/install_browser.sh``
-installs it.
+the lookalike stage's audience, compares it with its seed segment, uploads an id list, downloads an export,
+and saves a screenshot of each view into ``<reports>/screenshots/<view>.png`` (reports =
+``helpers.paths.resolve().reports``, i.e. ``$AUDIENCE_REPORTS_DIR`` under ``make test``), which
+``reports/index.html`` links. Skips (with the reason) only when ``/usr/bin/chromium`` is absent:
+``scripts/install_browser.sh`` installs it.
 """
 
 from __future__ import annotations

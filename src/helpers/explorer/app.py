@@ -1,9 +1,9 @@
 """Flask app factory of the Audience Affinity Explorer: routes, input validation, export registry.
 
 The app serves one page (``templates/index.html`` with ``static/explorer.js``) and a small JSON API
-whose payloads come from :mod:`helpers.explorer.data` (which reads the run's artifacts and fits no model). Every script is served locally: plotly.js from
-the installed ``plotly`` Python package, the app's own JS/CSS from ``static/``; nothing is loaded from
-the network.
+whose payloads come from :mod:`helpers.explorer.data` (which reads the run's artifacts and fits no model).
+Every script is served locally: plotly.js from the installed ``plotly`` Python package, the app's own JS/CSS
+from ``static/``; nothing is loaded from the network. HTTP hardening is :mod:`helpers.explorer.http`.
 
 Browser input is validated: unknown parameters, malformed or out-of-range values and unknown segments
 get a 4xx JSON ``{"error": message}``; unexpected failures get a 500 JSON without a traceback (the

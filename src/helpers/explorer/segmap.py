@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..stats import core as stats_core
 from .common import MAKE_TARGET, jsonable, label_of
 from .loading import ExplorerData, _require_columns
 from .wstats import weighted_mean_sd
@@ -41,12 +42,16 @@ def standardised_features(panel: pd.DataFrame, features: Sequence[str], log: boo
 
 
 def segment_centroids(panel: pd.DataFrame, features: Sequence[str], log: bool = True) -> pd.DataFrame:
-    """Weighted centroid of every segment on the standardised features (rows: segments)."""
+    """Weighted centroid of every segment on the standardised features (rows: segments, ascending): each
+    segment's weighted mean from the statistics core's per-group sufficient statistics."""
     z = standardised_features(panel, features, log)
     w = panel["weight"].to_numpy(float)
-    z = z.mul(w, axis=0)
-    tot = pd.Series(w, index=panel.index).groupby(panel["segment"]).sum()
-    return z.groupby(panel["segment"]).sum().div(tot, axis=0).sort_index()
+    codes, labels = stats_core.check_codes(panel["segment"].to_numpy())
+    out = {}
+    for c in features:
+        mom = stats_core.moments(z[c].to_numpy(float), codes, w, len(labels))
+        out[c] = (mom["ty"] / mom["t"]).to_numpy()
+    return pd.DataFrame(out, index=pd.Index(labels, name="segment"))
 
 
 def pca_2d(centroids: pd.DataFrame, weights: Sequence[float] | None = None
