@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -95,7 +96,8 @@ def infer_specs(df: pd.DataFrame, multi_valued: Sequence[str] | None = None, sep
         has_missing = bool(s.isna().any())
         dtype = str(s.dtype)
         if name in multi:
-            found = {t for cell in s.dropna().astype(str) for t in cell.split(sep)} - {none_token}
+            # token sets repeat (a few hundred distinct cells in 1M rows): split each distinct cell once
+            found = {t for cell in s.dropna().astype(str).unique() for t in cell.split(sep)} - {none_token}
             known = S.BY_NAME[name].categories if name in S.BY_NAME else ()
             # the data dictionary's token order (the order cells are written in), else alphabetical
             tokens = [t for t in known if t in found] if found <= set(known) else sorted(found)
@@ -205,16 +207,20 @@ class TableEncoder:
                                      f"expected one of {list(sp.levels)}")
                 out[sp.name] = np.where(unknown, len(sp.levels), cat.codes).astype(float)
             elif sp.kind == "multi":
-                cells = s.fillna("").astype(str)
+                # string work on the distinct cells only (row-by-row string methods were most of the encoding
+                # time at 1M rows), mapped back to the rows by their codes; a missing set is the empty cell
+                codes, uniq = pd.factorize(s)
+                cells = [*map(str, uniq), ""]
+                codes = np.where(codes < 0, len(cells) - 1, codes)
                 known = set(sp.levels) | {self.none_token, ""}
-                toks = cells.str.split(self.sep, regex=False)
-                bad = sorted({t for ts in toks for t in ts} - known)
+                bad = sorted({t for cell in cells for t in cell.split(self.sep)} - known)
                 if bad:
                     raise ValueError(f"multi-valued column {sp.name!r} has tokens {bad[:5]} not seen at fit; "
                                      f"expected '{self.sep}'-separated tokens from {list(sp.levels)}")
-                padded = self.sep + cells + self.sep
+                padded = [self.sep + cell + self.sep for cell in cells]
                 for t in sp.levels:
-                    out[f"{sp.name}#{t}"] = padded.str.contains(self.sep + t + self.sep, regex=False).to_numpy(float)
+                    present = np.array([self.sep + t + self.sep in cell for cell in padded], dtype=float)
+                    out[f"{sp.name}#{t}"] = present[codes]
             elif sp.kind == "date":
                 v = pd.to_datetime(s).to_numpy("datetime64[ns]").astype("int64").astype(float) / _NS_PER_DAY
                 out[sp.name] = np.where(isna, np.nan, v)
@@ -418,14 +424,17 @@ class CARTSynthesizer(_BaseSynthesizer):
         then stops growing with the table (most of the time at 1M rows); the price is coarser leaves
         relative to the full table (trees see fewer rows, so they find fewer splits), measured in
         ``scripts/bench_synth.py --tree-sample``. None: trees grown on all rows.
+    n_jobs : threads that grow and apply the trees (None or -1: every core). The trees of a fit are
+        independent, so the synthetic rows are the same for any ``n_jobs``.
     """
 
     def __init__(self, min_samples_leaf: int = 5, max_depth: int | None = None,
                  visit_sequence: Sequence[str] | None = None, smoothing: bool = False,
                  id_columns: Sequence[str] = (), multi_valued: Sequence[str] | None = None,
                  reject_copies: bool = True, max_categories: int = 100, random_state: int = 0,
-                 tree_sample: int | None = None):
+                 tree_sample: int | None = None, n_jobs: int | None = None):
         super().__init__(id_columns, multi_valued, reject_copies, max_categories)
+        self.n_jobs = n_jobs
         if min_samples_leaf < 1:
             raise ValueError(f"min_samples_leaf must be >= 1, got {min_samples_leaf}")
         if tree_sample is not None and tree_sample < 2 * min_samples_leaf:
@@ -455,59 +464,98 @@ class CARTSynthesizer(_BaseSynthesizer):
         self.order_ = order
         self._kinds = {sp.name: sp.kind for sp in self.encoder_.specs_}
         self.X_train_ = X
-        self.steps_ = []
         sample_rng = np.random.default_rng([self.random_state, 7919])  # tree samples, apart from the tree seeds
-        X32 = X.astype(np.float32)
+        # the trees work in float32 on the columns in visiting order, so that the predictors of step k are the
+        # first k columns: a view when every row is used, no copy of the table per step
+        X32 = np.ascontiguousarray(X[:, order], dtype=np.float32)
         pos = {c.name: i for i, c in enumerate(self.encoder_.internal_)}
+        plans = []  # every random draw is made here, in visiting order, so that the fits can run in any order
         for k, j in enumerate(order):
             col = self.encoder_.internal_[j]
             rows = np.arange(len(X)) if col.parent_missing is None \
                 else np.flatnonzero(X[:, pos[col.parent_missing]] < 0.5)
-            prev = order[:k]
             y = X[rows, j]
-            if k == 0 or len(rows) < 2 * self.min_samples_leaf or np.unique(y).size < 2:
-                self.steps_.append((j, rows, prev, None, None))
+            if k == 0 or len(rows) < 2 * self.min_samples_leaf or not _varies(y):
+                plans.append((k, j, rows, None, None))
                 continue
-            Tree = DecisionTreeClassifier if col.discrete else DecisionTreeRegressor
-            tree = Tree(min_samples_leaf=self.min_samples_leaf, max_depth=self.max_depth,
-                        random_state=int(rng.integers(2**31)))
-            Xprev = X32[np.ix_(rows, prev)]  # the trees work in float32: one copy, not two
+            seed = int(rng.integers(2**31))
+            fit_rows = slice(None)
             if self.tree_sample is not None and rows.size > self.tree_sample:
                 fit_rows = np.sort(sample_rng.choice(rows.size, self.tree_sample, replace=False))
-                if np.unique(y[fit_rows]).size < 2:  # the sample lost the variation: grow on all rows
+                if not _varies(y[fit_rows]):  # the sample lost the variation: grow on all rows
                     fit_rows = slice(None)
-            else:
-                fit_rows = slice(None)
+            plans.append((k, j, rows, seed, fit_rows))
+
+        def fit_step(plan):
+            k, j, rows, seed, fit_rows = plan
+            if seed is None:
+                return j, rows, order[:k], None, None
+            col = self.encoder_.internal_[j]
+            Tree = DecisionTreeClassifier if col.discrete else DecisionTreeRegressor
+            tree = Tree(min_samples_leaf=self.min_samples_leaf, max_depth=self.max_depth, random_state=seed)
+            Xprev = X32[:, :k] if rows.size == len(X) else X32[rows, :k]
+            y = X[rows, j]
             tree.fit(Xprev[fit_rows], y[fit_rows])
             leaves = tree.apply(Xprev)  # every real row is a donor of its leaf
-            sort = np.argsort(leaves, kind="stable")
+            # leaf ids are small: a stable sort of 16-bit keys is numpy's radix sort (same order, linear time)
+            sort = np.argsort(leaves.astype(np.uint16) if tree.tree_.node_count <= 2**16 else leaves, kind="stable")
             start = np.searchsorted(leaves[sort], np.arange(tree.tree_.node_count))
             count = np.bincount(leaves, minlength=tree.tree_.node_count)
-            self.steps_.append((j, rows, prev, tree, (rows[sort], start, count)))
+            return j, rows, order[:k], tree, (rows[sort], start, count)
+
+        # the trees are independent of each other (each is grown on real columns only): scikit-learn grows and
+        # applies them without the GIL, so threads use every core; the result does not depend on n_jobs
+        with ThreadPoolExecutor(max_workers=_n_workers(self.n_jobs)) as pool:
+            self.steps_ = list(pool.map(fit_step, plans))
 
     def _sample_encoded(self, n: int, rng: np.random.Generator) -> np.ndarray:
         X, internal = self.X_train_, self.encoder_.internal_
         pos = {c.name: i for i, c in enumerate(internal)}
         Z = np.full((n, X.shape[1]), np.nan)
-        for j, rows, prev, tree, donors in self.steps_:
-            col = internal[j]
-            target = np.arange(n) if col.parent_missing is None \
-                else np.flatnonzero(Z[:, pos[col.parent_missing]] < 0.5)
-            if target.size == 0:
-                continue
-            if tree is None:
-                if rows.size == 0:  # a value column that is never observed
+        Z32 = np.full((n, X.shape[1]), np.nan, dtype=np.float32)  # Z in visiting order, what the trees read
+        with ThreadPoolExecutor(max_workers=_n_workers(self.n_jobs)) as pool:
+            for k, (j, rows, prev, tree, donors) in enumerate(self.steps_):
+                col = internal[j]
+                target = np.arange(n) if col.parent_missing is None \
+                    else np.flatnonzero(Z[:, pos[col.parent_missing]] < 0.5)
+                if target.size == 0:
                     continue
-                Z[target, j] = X[rows[rng.integers(0, rows.size, target.size)], j]
-                continue
-            donor_rows, start, count = donors
-            leaf = tree.apply(Z[np.ix_(target, prev)])
-            pick = donor_rows[start[leaf] + (rng.random(target.size) * count[leaf]).astype(np.int64)]
-            v = X[pick, j]
-            if self.smoothing and self._kinds[col.source] == "numeric":
-                v = v + rng.normal(size=v.size) * _leaf_bandwidth(X[donor_rows, j], start, count)[leaf]
-            Z[target, j] = v
+                if tree is None:
+                    if rows.size == 0:  # a value column that is never observed
+                        continue
+                    Z[target, j] = X[rows[rng.integers(0, rows.size, target.size)], j]
+                    Z32[target, k] = Z[target, j]
+                    continue
+                donor_rows, start, count = donors
+                Zprev = Z32[:, :k] if target.size == n else Z32[target, :k]
+                # the rows are put through the tree in chunks on every core (apply releases the GIL)
+                chunks = np.array_split(np.arange(target.size), _n_workers(self.n_jobs))
+                leaf = np.concatenate(list(pool.map(lambda c: tree.apply(Zprev[c[0]:c[-1] + 1]),
+                                                    [c for c in chunks if c.size])))
+                pick = donor_rows[start[leaf] + (rng.random(target.size) * count[leaf]).astype(np.int64)]
+                v = X[pick, j]
+                if self.smoothing and self._kinds[col.source] == "numeric":
+                    v = v + rng.normal(size=v.size) * _leaf_bandwidth(X[donor_rows, j], start, count)[leaf]
+                Z[target, j] = v
+                Z32[target, k] = v
         return Z
+
+
+def _varies(y: np.ndarray) -> bool:
+    """Whether ``y`` holds at least two distinct values (NaN counts as one value), without sorting it."""
+    if y.size == 0:
+        return False
+    nan = np.isnan(y)
+    if nan.all():
+        return False
+    return bool(nan.any() or np.nanmax(y) > np.nanmin(y))
+
+
+def _n_workers(n_jobs: int | None) -> int:
+    """Threads for ``n_jobs`` (None or -1: every core)."""
+    if n_jobs is None or n_jobs < 0:
+        return max(1, os.cpu_count() or 1)
+    return max(1, int(n_jobs))
 
 
 def _leaf_bandwidth(values_sorted_by_leaf: np.ndarray, start: np.ndarray, count: np.ndarray) -> np.ndarray:
