@@ -118,10 +118,19 @@ def markov(paths: pd.DataFrame, channels: list[str] | None = None, order: int = 
     return out
 
 
-def _first_last(paths: pd.DataFrame, channels, which: int, w) -> np.ndarray:
-    ch = paths["path"].str.split(">").str[which]
-    s = pd.Series(paths["conversions"].to_numpy() * w).groupby(ch.to_numpy()).sum()
-    v = s.reindex(channels).fillna(0).to_numpy()
+def _ends(paths: pd.DataFrame, channels) -> tuple[np.ndarray, np.ndarray]:
+    """Index in ``channels`` of every path's first and last channel (-1 when not listed), computed once:
+    splitting every path again on each bootstrap draw was most of the attribution's time."""
+    pos = pd.Index(channels)
+    first = pos.get_indexer(paths["path"].str.partition(">")[0])
+    last = pos.get_indexer(paths["path"].str.rpartition(">")[2])
+    return first, last
+
+
+def _touch_share(paths: pd.DataFrame, channels, end: np.ndarray, w) -> np.ndarray:
+    """Share of (weighted) conversions whose path starts (or ends) on each channel (``end`` from :func:`_ends`)."""
+    ok = end >= 0
+    v = np.bincount(end[ok], weights=(paths["conversions"].to_numpy() * w)[ok], minlength=len(channels))
     return v / v.sum() if v.sum() > 0 else v
 
 
@@ -172,13 +181,14 @@ def attribute(touch_paths: pd.DataFrame, channels: list[str], orders=(1, 2), n_b
     agg = aggregate_paths(tp)
     chains = {o: _Chain(agg["path"].tolist(), o) for o in orders}
     masks = _masks(agg, channels)
+    first, last = _ends(agg, channels)
 
     def shares(wt):
         res = {}
         for o in orders:
             res[f"markov_order{o}"] = markov(agg, channels, o, chains[o], wt)["share"].to_numpy()
-        res["first_touch"] = _first_last(agg, channels, 0, wt)
-        res["last_touch"] = _first_last(agg, channels, -1, wt)
+        res["first_touch"] = _touch_share(agg, channels, first, wt)
+        res["last_touch"] = _touch_share(agg, channels, last, wt)
         res["shapley"] = shapley(agg, channels, wt, masks)
         return res
 
