@@ -42,6 +42,14 @@ function actionList(actions) {
     (a.basis ? ` <span class="note">(${esc(a.basis)})</span>` : (a.ci_low !== undefined ? ` <span class="note">(95% interval ${fmt(a.ci_low)}&ndash;${fmt(a.ci_high)})</span>` : "")) + "</li>").join("") + "</ul>";
 }
 
+// Angle of segment names under a chart: slanted when each fits the room a category gets (about 6.5 px a
+// character at 12 px), else vertical, so that neighbouring names never overlap (ten long persona names do).
+function segTickAngle(names, elId, share = 0.8) {
+  const room = (document.getElementById(elId).clientWidth || 1000) * share / Math.max(1, names.length);
+  const longest = Math.max(...names.map(n => String(n).length)) * 6.5;
+  return longest * Math.cos(20 * Math.PI / 180) < room - 8 ? -20 : -90;
+}
+
 // ---- tabs ----
 function showView(name) {
   document.querySelectorAll(".view").forEach(v => v.classList.toggle("active", v.id === `view-${name}`));
@@ -207,7 +215,8 @@ async function drawSimilarity() {
       colorscale: "Blues", zmin: 0, zmax: 100, hovertemplate: "%{y} and %{x}: %{z:.0f} of 100<extra></extra>",
       colorbar: {title: {text: "how alike (0-100)"}}}],
       {title: {text: "How alike the segments behave (100 = identical, 0 = most different pair)", font: {size: 14}},
-       xaxis: {title: {text: "segment"}, automargin: true, tickangle: -20}, yaxis: {title: {text: "segment"}, automargin: true, autorange: "reversed"},
+       xaxis: {title: {text: "segment", standoff: 12}, automargin: true, tickangle: segTickAngle(s.names, "sim-chart", 0.6)},
+       yaxis: {title: {text: "segment"}, automargin: true, autorange: "reversed"},
        margin: {t: 40, l: 10, r: 10, b: 10}}, {displaylogo: false, responsive: true});
   } catch (e) { setStatus(e.message, true); }
 }
@@ -247,7 +256,7 @@ function drawHeatmap(h) {
     hovertext: h.hover, hoverinfo: "text", colorscale: colorscale, zmin: -2, zmax: 2, xgap: 2, ygap: 2,
     colorbar: {title: {text: "index<br>(100 = average)"}, tickvals: [-2, -1, lo, 0, hi, 1, 2], ticktext: ["25", "50", String(h.thresholds.low), "100", String(h.thresholds.high), "200", "400"]}};
   const layout = {title: {text: `${h.view_label}: index by segment (${INDEX_LABELS[h.index_type] || h.index_type})`, font: {size: 14}},
-    xaxis: {title: {text: "segment"}, automargin: true, showgrid: false, tickangle: -20},
+    xaxis: {title: {text: "segment", standoff: 12}, automargin: true, showgrid: false, tickangle: segTickAngle(h.segment_names, "heatmap", 0.7)},
     yaxis: {title: {text: h.view === "channels" ? "activity" : h.view_label}, automargin: true, autorange: "reversed", showgrid: false},
     plot_bgcolor: "#555", margin: {t: 50, l: 10, r: 10, b: 10}};
   Plotly.newPlot("heatmap", [trace], layout, {displaylogo: false, responsive: true});
@@ -268,15 +277,17 @@ async function runLookalike() {
     state.lastLookalike = r;
     fillAudienceSelects();
     const share = r.lift_share ? pct(r.lift_share, 0) : "";
+    const found = r.evaluation && r.evaluation.evaluation_task === "prospective"
+      ? "customers who reached the seed's outcome in the next period" : "seed customers hidden from its model";
     document.getElementById("la-result").innerHTML = `<h2 id="la-title">Customers like ${esc(r.seed_name)}</h2>
       <span class="kpi">customers in the seed<b>${fmt(r.seed_size)}</b></span>
       <span class="kpi">lookalikes<b id="la-out-size">${fmt(r.size)}</b></span>
       <span class="kpi">customers they stand for<b>${fmt(r.weighted_size)}</b></span>
       <span class="kpi">better than a random pick<b id="la-lift">${r.lift === null ? "not recorded" : fmt(r.lift, 2) + "x"}</b></span>
       <p class="note">The lookalike stage ranked ${fmt(r.max_size)} candidates by how much they resemble the seed; these are
-        its ${fmt(r.size)} best. "Better than a random pick": in the stage's test, seed customers hidden from its model
-        turned up this many times more often among the best ${share} of candidates than in a random draw (1x = no
-        better). Lookalikes never include the seed's own customers.</p>
+        its ${fmt(r.size)} best. "Better than a random pick": in the stage's test, ${found} turned up this many times
+        more often among the best ${share} of candidates than in a random draw (1x = no better). Lookalikes never
+        include the seed's own customers.</p>
       <p class="note">Which segments the lookalikes come from: ` + r.segment_mix.map(m => `${esc(m.segment_name)} ${pct(m.share, 0)}`).join(", ") + `</p>
       <p class="note">Compare them with a segment, or export them, in the next tabs.</p>`;
     const feats = r.profile.map(p => p.label);
