@@ -40,37 +40,35 @@ class _Chain:
     """Transitions of all paths as a sparse (path x transition) incidence, so bootstraps are one product."""
 
     def __init__(self, paths: list[str], order: int):
+        # vectorised over all touches (a loop over touches in Python took most of the stage at 50k users):
+        # a state is the tuple of the last ``order`` channels, encoded as an integer in base (channels + 1)
         self.order = order
-        states: dict[str, int] = {START: 0}
-        trans: dict[tuple[int, int], int] = {}
-        rows_c, cols_c, rows_n, cols_n = [], [], [], []
-
-        def sid(s):
-            if s not in states:
-                states[s] = len(states)
-            return states[s]
-
-        conv_t, null_t = [], []
-        for p, path in enumerate(paths):
-            ch = path.split(">")
-            seq = [START] + [">".join(ch[max(0, i - order + 1): i + 1]) for i in range(len(ch))]
-            ids = [sid(s) for s in seq]
-            for a, b in zip(ids[:-1], ids[1:]):
-                k = trans.setdefault((a, b), len(trans))
-                rows_c.append(p), cols_c.append(k)
-            conv_t.append((p, ids[-1]))
-        self.states = states
-        self.n_pair = len(trans)
-        # absorbing transitions: last state -> conversion / null, one column per last state per outcome
-        S = len(states)
-        pairs = np.array(list(trans.keys()), dtype=int).reshape(-1, 2)
-        self.pair_from, self.pair_to = pairs[:, 0], pairs[:, 1]
-        self.M = sparse.csr_matrix((np.ones(len(rows_c)), (rows_c, cols_c)), shape=(len(paths), len(trans)))
-        last = np.array([s for _, s in conv_t])
-        self.last = sparse.csr_matrix((np.ones(len(paths)), (np.arange(len(paths)), last)),
-                                      shape=(len(paths), S))
-        names = list(states)
-        self.members = [set(n.split(">")) if n != START else set() for n in names]
+        s = pd.Series(list(paths), dtype=object)
+        lens = s.str.count(">").to_numpy() + 1
+        chan, names = pd.factorize(s.str.split(">").explode().to_numpy())
+        n_touch = len(chan)
+        pid = np.repeat(np.arange(len(s)), lens)
+        start = np.repeat(np.cumsum(lens) - lens, lens)
+        pos = np.arange(n_touch) - start
+        base = len(names) + 1
+        key = np.zeros(n_touch, dtype=np.int64)
+        for k in range(order):                       # channel k touches back, 0 before the path starts
+            back = np.where(pos >= k, np.r_[np.zeros(k, dtype=np.int64), chan[:n_touch - k] + 1], 0)
+            key += back * base ** k
+        sid, uniq = pd.factorize(key)
+        sid = sid + 1                                # 0 is the start state
+        labels = [">".join(names[d - 1] for d in reversed([(u // base ** k) % base for k in range(order)]) if d)
+                  for u in uniq]
+        self.states = {START: 0, **{lab: i + 1 for i, lab in enumerate(labels)}}
+        S = len(self.states)
+        prev = np.where(pos == 0, 0, np.r_[0, sid[:-1]])
+        pair, pairs = pd.factorize(prev * S + sid)
+        self.n_pair = len(pairs)
+        self.pair_from, self.pair_to = pairs // S, pairs % S
+        self.M = sparse.csr_matrix((np.ones(n_touch), (pid, pair)), shape=(len(s), self.n_pair))
+        last = sid[np.cumsum(lens) - 1]
+        self.last = sparse.csr_matrix((np.ones(len(s)), (np.arange(len(s)), last)), shape=(len(s), S))
+        self.members = [set()] + [set(lab.split(">")) for lab in labels]
 
     def probabilities(self, conv_w: np.ndarray, null_w: np.ndarray, removed: list[str | None]) -> list[float]:
         """P(conversion from start) with each channel in ``removed`` removed (None = nothing removed)."""
