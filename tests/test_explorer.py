@@ -331,7 +331,7 @@ ESTIMATORS = [("sklearn.ensemble", "HistGradientBoostingClassifier"), ("sklearn.
 
 
 def test_explorer_fits_no_model_of_its_own(clean, monkeypatch):
-    """Every view and export of a run answers with every estimator class (and the lookalike module's fits)
+    """Every view and export of a run answers with every estimator's fit (and the lookalike module's fits)
     made to raise: the Explorer reads the stages' results, it fits nothing."""
     import importlib
 
@@ -346,9 +346,11 @@ def test_explorer_fits_no_model_of_its_own(clean, monkeypatch):
             raise AssertionError(f"the Explorer constructed or fitted {name}")
         return _raise
 
-    for module, cls in ESTIMATORS:
-        mod = importlib.import_module(module)
-        monkeypatch.setattr(mod, cls, type(cls, (getattr(mod, cls),), {"__init__": refuse(cls)}))
+    for module, cls in ESTIMATORS:  # on the classes themselves: every reference to them refuses
+        klass = getattr(importlib.import_module(module), cls)
+        for method in ("fit", "fit_predict", "fit_transform", "partial_fit"):
+            if hasattr(klass, method):
+                monkeypatch.setattr(klass, method, refuse(f"{cls}.{method}"))
     for fn in ("run_lookalike", "run_prospective", "build_features", "reason_codes"):
         monkeypatch.setattr(lookalike, fn, refuse(fn))
     for cls in (lookalike.PropensityLookalike, lookalike.CosineLookalike):
@@ -363,11 +365,14 @@ def test_explorer_fits_no_model_of_its_own(clean, monkeypatch):
         r = c.post("/api/export", json=body)
         assert r.status_code == 201, (body, r.get_json())
     assert calls == []
-    # the guard itself works: the estimators really refuse
+    # the guard itself works: the estimators (and the lookalike stage's fit) really refuse
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     with pytest.raises(AssertionError, match="constructed or fitted"):
-        HistGradientBoostingClassifier()
+        HistGradientBoostingClassifier().fit(np.zeros((4, 1)), [0, 1, 0, 1])
+    with pytest.raises(AssertionError, match="constructed or fitted"):
+        lookalike.run_lookalike(None, None)
+    assert calls == ["HistGradientBoostingClassifier.fit", "run_lookalike"]
 
 
 def test_persona_and_heatmap_cells_are_the_statistics_core_estimates(clean):
