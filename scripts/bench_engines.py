@@ -4,8 +4,11 @@ Stages, each in a fresh process whose peak memory is its own:
 
 * ``generate`` -- :func:`helpers.generate.write_sources_chunked`: Parquet parts, chunk by chunk (engine-free,
   run once per size);
-* ``ingest`` -- :func:`helpers.ingest.ingest_to_parquet` on the engine when it exists; otherwise an
-  engine-side read of the Parquet sources, typing and joins (no quarantine report) -- noted in the results;
+* ``ingest`` -- :func:`helpers.ingest.ingest_to_parquet` on the engine: validation, quarantine, the joins per
+  ``user_id`` range (``--rows-per-range``) and the engine's own sorted Parquet write, re-typed batch by batch;
+  ``AUDIENCE_DUCKDB_MEMORY_LIMIT`` (e.g. ``8GB``) caps DuckDB, which then spills under the output folder;
+* ``ingest_long`` -- the long tables (monthly activity, transactions) validated against the ingested users
+  and written by the engine (:func:`helpers.ingest.ingest_event_table` with ``stage_dir``);
 * ``score`` -- a GMM (:class:`helpers.segment.GMMSegmenter`) fitted on a seeded sample of ``--fit-sample``
   users collected to the driver, then every user scored by :func:`helpers.scoring.score` (DuckDB batch
   streaming / Spark ``mapInPandas`` with the model broadcast);
@@ -21,6 +24,8 @@ process tree (sampled every 0.2 s with psutil: includes Spark's JVM and Python w
 
     .venv/bin/python scripts/bench_engines.py                                  # 1M and 10M, both engines
     .venv/bin/python scripts/bench_engines.py --sizes 1000000 --engines duckdb
+    AUDIENCE_DUCKDB_MEMORY_LIMIT=8GB .venv/bin/python scripts/bench_engines.py --sizes 10000000 \
+        --engines duckdb --work /tmp/engine/10m --stages ingest ingest_long   # reuses generated sources
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "build" / "benchmark" / "engines.json"
-STAGES = ("generate", "ingest", "score", "affinity", "export")
+STAGES = ("generate", "ingest", "ingest_long", "score", "affinity", "export")
 SEED = 42
 
 
@@ -60,75 +65,48 @@ def stage_generate(n: int, work: Path, engine: str, args) -> dict:
     return {"chunk_size": args.chunk_size}
 
 
-def _fallback_ingest(con, raw: Path, out: Path) -> None:
-    """Engine-side read of the Parquet sources, typing and joins (no validation report, no quarantine)."""
-    import ibis
-
-    from helpers import engine as E
-    from helpers import schema as S
-
-    def src(stem):
-        return E.read_parquet(con, raw / stem, table_name=f"src_{stem}")
-
-    crm, eng, bill, act, sup = (src(s) for s in ("crm_users", "engagement", "billing", "activity", "support"))
-    pp, pm, tp, tm = (src(s) for s in ("partner_profiles", "partner_match", "third_party_enrichment",
-                                       "third_party_match"))
-    f64, i64 = "float64", "int64"
-    crm = crm.select("user_id", "age_group", "income_bracket",
-                     customer_since_date=crm.customer_since_date.try_cast("date"))
-    eng = eng.select("user_id", **{m: eng[m].try_cast(i64 if m == "monthly_conversions" else f64)
-                                  for m in S.CHANNEL_METRICS})
-    bill = bill.select("user_id", avg_monthly_spend=bill.avg_monthly_spend.try_cast(f64))
-    act = act.select("user_id", last_seen_days_ago=act.last_seen_days_ago.try_cast(i64))
-    sup = sup.select("user_id", support_tickets_raised=sup.support_tickets_raised.try_cast(i64))
-    partner = pm.join(pp, "partner_id").select("user_id", *S.SECOND_PARTY)
-    tp = tp.mutate(household_size=tp.household_size.try_cast(i64),
-                   presence_of_children=tp.presence_of_children.try_cast("boolean"))
-    third = tm.join(tp, "tp_id").select("user_id", *S.THIRD_PARTY)
-    t = crm.join(eng, "user_id").join(bill, "user_id").join(act, "user_id").join(sup, "user_id")
-    t = t.left_join(partner, "user_id").select(~ibis.selectors.endswith("_right"))
-    t = t.left_join(third, "user_id").select(~ibis.selectors.endswith("_right"))
-    ok = (t.age_group.isin(S.AGE_GROUPS) & t.customer_since_date.notnull() & t.avg_monthly_spend.notnull()
-          & (t.time_on_podcasts_min >= 0))
-    t = t.filter(ok).mutate(churned_in_last_90_days=t.last_seen_days_ago > S.CHURN_INACTIVE_DAYS)
-    t = t.select(*S.COLUMN_NAMES)
-    _write(con, t, out)
-
-
-def _write(con, expr, out: Path) -> None:
-    """Write an Ibis expression as Parquet with the engine itself (a file on DuckDB, parts on Spark)."""
-    from helpers import engine as E
-    from helpers.scoring import spark_frame
-
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    if E.engine_of(con) == "spark":
-        spark_frame(con, expr).write.parquet(str(out))
-    else:
-        out.mkdir(parents=True)
-        con.con.sql(f"COPY ({con.compile(expr)}) TO '{out / 'part-00000.parquet'}' (FORMAT parquet)")
-
-
 def stage_ingest(n: int, work: Path, engine: str, args) -> dict:
     from helpers import engine as E
     from helpers import ingest
 
     con = _connect(engine)
     out = _unified_path(work, engine)
-    if hasattr(ingest, "ingest_to_parquet"):
-        target = work / engine / "processed"
-        res = ingest.ingest_to_parquet(work / "raw", target, engine=engine, con=con)
-        found = _find_unified(res, target)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.symlink_to(found.resolve(), target_is_directory=found.is_dir())
-        how = "helpers.ingest.ingest_to_parquet (validation + quarantine on the engine)"
-    else:
-        _fallback_ingest(con, work / "raw", out)
-        how = "fallback: engine-side Parquet read + typing + joins (ingest_to_parquet absent; no quarantine)"
+    target = work / engine / "processed"
+    res = ingest.ingest_to_parquet(work / "raw", target, engine=engine, rows_per_range=args.rows_per_range)
+    found = _find_unified(res, target)
+    if out.exists() or out.is_symlink():
+        shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.symlink_to(found.resolve(), target_is_directory=found.is_dir())
     rows = int(E.read_parquet(con, out).count().execute())
-    return {"ingest": how, "n_unified": rows}
+    return {"ingest": "helpers.ingest.ingest_to_parquet (validation + quarantine on the engine, joins per "
+            f"user_id range of {args.rows_per_range:,})", "n_unified": rows,
+            "memory_limit": os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT", "none")}
+
+
+def stage_ingest_long(n: int, work: Path, engine: str, args) -> dict:
+    """The long tables (monthly activity, transactions) validated against the ingested users and written by
+    the engine (:func:`helpers.ingest.ingest_event_table` with ``stage_dir``)."""
+    import pyarrow.parquet as pq
+
+    from helpers import ingest
+    from helpers import schema as S
+
+    target = work / engine / "processed"
+    unified = _find_unified({}, target)
+    spine = ingest.IngestResult(None, {}, {}, (S.BY_NAME["user_id"],), staged=unified)
+    out = {}
+    for name in ("monthly_activity", "transactions"):
+        src = ingest.locate_event_source(work / "raw", name)
+        if src is None:
+            continue
+        t0 = time.perf_counter()
+        res = ingest.ingest_event_table(name, src, engine=engine, known_ids=spine, stage_dir=target / ".long")
+        ingest.write_event_table(res, target, target / "quarantine", name)
+        out[name] = {"s": round(time.perf_counter() - t0, 1), "n_input": res.report["n_input"],
+                     "n_rows": int(pq.ParquetFile(target / f"{name}.parquet").metadata.num_rows)}
+    shutil.rmtree(target / ".long", ignore_errors=True)
+    return {"long_tables": out, "memory_limit": os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT", "none")}
 
 
 def _find_unified(res, target: Path) -> Path:
@@ -210,8 +188,8 @@ def stage_export(n: int, work: Path, engine: str, args) -> dict:
     return {"exported": int(json.loads(paths["manifest"].read_text())["size"])}
 
 
-STAGE_FUNCS = {"generate": stage_generate, "ingest": stage_ingest, "score": stage_score,
-               "affinity": stage_affinity, "export": stage_export}
+STAGE_FUNCS = {"generate": stage_generate, "ingest": stage_ingest, "ingest_long": stage_ingest_long,
+               "score": stage_score, "affinity": stage_affinity, "export": stage_export}
 
 
 def child(args) -> int:
@@ -243,7 +221,8 @@ def run_stage(stage: str, n: int, engine: str, work: Path, args) -> dict:
     result.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--stage", stage, "--n", str(n), "--engine", engine, "--work", str(work),
            "--result", str(result), "--chunk-size", str(args.chunk_size), "--fit-sample", str(args.fit_sample),
-           "--batch-size", str(args.batch_size), "--covariance-types", *args.covariance_types]
+           "--batch-size", str(args.batch_size), "--rows-per-range", str(args.rows_per_range),
+           "--covariance-types", *args.covariance_types]
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd)
     proc, peak = psutil.Process(p.pid), 0
@@ -281,7 +260,8 @@ def markdown(results: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results["runs"]:
         notes = {k: v for k, v in r.items() if k in ("ingest", "affinity", "fit_s", "score_all_s", "gmm_k",
-                                                     "n_unified", "exported", "returncode", "load_avg")}
+                                                     "n_unified", "exported", "returncode", "load_avg",
+                                                     "long_tables", "memory_limit")}
         if r.get("returncode") == 0:
             notes.pop("returncode")
         lines.append(f"| {r['stage']} | {r['engine']} | {r['n_users']:,} | {r.get('stage_s', float('nan')):.1f} | "
@@ -300,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-sample", type=int, default=50_000)
     ap.add_argument("--batch-size", type=int, default=200_000)
     ap.add_argument("--covariance-types", nargs="+", default=["full"])
+    ap.add_argument("--rows-per-range", type=int, default=1_000_000,
+                    help="users per user_id range of the ingestion joins (memory follows the range)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="stages to run (generate is skipped when --work already holds raw/ sources)")
     ap.add_argument("--keep-data", action="store_true", help="keep the generated data (default: delete)")
     ap.add_argument("--append", action="store_true", help="add to the runs already in --out")
     # child mode
@@ -320,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         work = Path(args.work) if args.work else out.parent / f"engines_n{n}"
         work.mkdir(parents=True, exist_ok=True)
-        plan = [("generate", "-")] + [(s, e) for e in args.engines for s in STAGES[1:]]
+        have_raw = (work / "raw" / "crm_users").is_dir()
+        plan = ([("generate", "-")] if "generate" in args.stages and not have_raw else []) + [
+            (s, e) for e in args.engines for s in STAGES[1:] if s in args.stages]
         for stage, engine in plan:
             load = [round(x, 2) for x in os.getloadavg()]
             rec = run_stage(stage, n, engine, work, args)
@@ -329,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rec), flush=True)
             out.write_text(json.dumps(results, indent=2))
             out.with_suffix(".md").write_text(markdown(results))
-        if not args.keep_data:
+        if not args.keep_data and not have_raw:
             shutil.rmtree(work, ignore_errors=True)
     print(markdown(results))
     print(f"wrote {out} and {out.with_suffix('.md')}")

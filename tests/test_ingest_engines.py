@@ -292,3 +292,46 @@ def test_wrong_field_count_is_an_error_on_both_engines(engine_con, text, line, r
     (tmp_path / "fc.csv").write_text(text)
     with pytest.raises(IngestError, match=rf"fc.csv: a row has \d field\(s\), the header has 2; line\(s\) {line}"):
         ingest_table(tmp_path / "fc.csv", con=request.getfixturevalue(engine_con))
+
+
+# --- issue 20: the engine writes the table (ranges of user_id, spill), value for value the collected one -----
+def _written(df: pd.DataFrame, path) -> pd.DataFrame:
+    df.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    return pd.read_parquet(path)
+
+
+def test_engine_written_table_is_the_collected_table(raw_dir, on_duckdb, tmp_path):
+    from helpers.ingest import table_fingerprint, write_outputs
+
+    staged = ingest_sources(raw_dir, stage_dir=tmp_path / "stage", rows_per_range=700)  # 5 ranges of ids
+    assert staged.data is None and staged.staged.exists()
+    assert not list((tmp_path / "stage").glob("unified.engine-*"))  # the engine's range files are gone
+    got = pd.read_parquet(staged.staged)
+    pd.testing.assert_frame_equal(got, _written(on_duckdb.data, tmp_path / "a.parquet"), check_exact=True)
+    assert pq.read_schema(staged.staged).equals(pq.read_schema(tmp_path / "a.parquet"))
+    assert staged.report["panel_version"] == table_fingerprint(on_duckdb.data)
+    assert {k: v for k, v in staged.report.items() if k != "panel_version"} == on_duckdb.report
+    for name in on_duckdb.quarantine:
+        pd.testing.assert_frame_equal(staged.quarantine[name], on_duckdb.quarantine[name], obj=name)
+    out = write_outputs(staged, tmp_path / "processed", tmp_path / "quarantine")
+    assert staged.staged == out["parquet"] and staged.report["panel_version"] == table_fingerprint(on_duckdb.data)
+    csv = pd.read_csv(out["csv"], dtype=str)
+    assert csv["user_id"].tolist() == on_duckdb.data["user_id"].tolist()
+
+
+def test_engine_written_long_table_is_the_collected_one(raw_dir, on_duckdb, tmp_path):
+    from helpers.ingest import IngestResult, ingest_to_parquet
+
+    ingest_to_parquet(raw_dir, tmp_path / "u")
+    src = tmp_path / "activity.csv"  # a long table: several rows per user, one duplicate key, one orphan
+    src.write_text("user_id,month,engagement_state,minutes_social,minutes_video,minutes_podcasts,conversions,spend\n"
+                   + "".join(f"{u},2026-0{m}-01,active,1,2,3,0,4.5\n" for u in on_duckdb.data["user_id"][:40]
+                             for m in (2, 1))
+                   + "U99999999,2026-01-01,light,1,2,3,0,1\n"
+                   + f"{on_duckdb.data['user_id'][0]},2026-01-01,dormant,1,2,3,0,1\n")
+    spine = IngestResult(None, {}, {}, (S.BY_NAME["user_id"],), staged=tmp_path / "u" / "rich_audience_data.parquet")
+    a = ingest_event_table("monthly_activity", src, known_ids=on_duckdb.data["user_id"])
+    b = ingest_event_table("monthly_activity", src, known_ids=spine, stage_dir=tmp_path / "s")
+    assert b.data is None and a.report == b.report and a.report["n_rejected"] == 3
+    pd.testing.assert_frame_equal(pd.read_parquet(b.staged), _written(a.data, tmp_path / "e.parquet"), check_exact=True)
+    pd.testing.assert_frame_equal(a.quarantine[src.name], b.quarantine[src.name])

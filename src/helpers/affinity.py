@@ -36,13 +36,13 @@ the segment's estimate > 30 % caution, > 50 % suppressed, as NCHS / ABS publish)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import engine as E
 from . import schema as S
 from .stats import core as C
 from .stats.core import (MOMENTS, BaseSizeRule, assign_tier, fdr_qvalues, index_estimates,  # noqa: F401
@@ -217,24 +217,11 @@ def _family_values(table, column: str, engine: str, types: Mapping | None = None
         v = col.cast("float64")
         return _finite(v), ibis.least(v, 5.0).round().cast("int64").cast("string"), False
     if kind == "multi":
-        sep = re.escape(S.MULTI_SEP) if engine == "spark" else S.MULTI_SEP  # Spark's split takes a regex
-        return col.notnull(), _distinct_tokens(col.cast("string").split(sep), engine), True
+        return col.notnull(), E.distinct_list(E.split(col.cast("string"), S.MULTI_SEP, engine), engine), True
     if kind == "bool":
         b = col.cast("boolean")
         return b.notnull(), b.ifelse("yes", "no"), False
     return col.notnull(), col.cast("string"), False
-
-
-def _distinct_tokens(arr, engine: str):
-    """Distinct elements of a string array with the engine's own function (Ibis's ``unique`` compiles to a
-    lambda syntax that DuckDB 2 rejects)."""
-    import ibis
-    import ibis.expr.datatypes as dt
-
-    sig = ((dt.Array(dt.string),), dt.Array(dt.string))
-    name = "array_distinct" if engine == "spark" else "list_distinct"
-    distinct = ibis.udf.scalar.builtin(lambda a: None, name=name, signature=sig)
-    return distinct(arr)
 
 
 _ITEM, _FV, _TOT = "\x1e", "\x1f", "\x1d"  # separators of the long layout (control characters)
@@ -253,7 +240,7 @@ def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: st
     """
     import ibis
 
-    layout = layout or ("long" if engine == "spark" else "union")
+    layout = layout or ("long" if E.prefers_one_shuffle(engine) else "union")
     w, w2 = table[_W], table[_W2]
     cols = ["fam_", "tot_", "seg_", "val_", "n", "t", "t2"]
     if layout == "long":
@@ -267,7 +254,7 @@ def _attribute_query(table, segment_col: str, columns: Sequence[str], engine: st
             else:
                 item = pre + value
             items.append(ibis.ifelse(obs, item, ibis.null("string")))  # concat_ws skips missing items
-        arr = _distinct_tokens(ibis.literal(_ITEM).join(items).split(_ITEM), engine)
+        arr = E.distinct_list(E.split(ibis.literal(_ITEM).join(items), _ITEM, engine), engine)
         sub = table.select(seg_=table[segment_col], item_=arr, w_=w, w2_=w2)
         sub = sub.mutate(item_=sub.item_.unnest())
         expr = sub.group_by(["seg_", "item_"]).aggregate(n=sub.w_.count(where=sub.w_ > 0), t=sub.w_.sum(),

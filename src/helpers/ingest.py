@@ -35,12 +35,12 @@ import codecs
 import csv
 import hashlib
 import json
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
-import duckdb
 import ibis
 import pandas as pd
 
@@ -102,7 +102,7 @@ MAGIC = [
 ]
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: DuckDB's maximum line size (bytes); a longer line is refused with this as the cause.
-MAX_LINE_BYTES = 2_097_152
+MAX_LINE_BYTES = E.MAX_LINE_BYTES
 
 
 def _check_format(path: Path, encoding: str) -> None:
@@ -357,28 +357,53 @@ def _is_parquet(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() in (".parquet", ".pq")
 
 
-# --- engine-specific reading: text columns plus the line number ------------------------------------
+# --- reading: text columns plus the line number (the engine module reads) -------------------------
 class _Session:
     """Temporary tables/views and cached tables created during one ingestion, dropped at the end."""
 
-    def __init__(self, con: Any):
-        self.con, self.engine = con, E.engine_of(con)
-        self.tables: list[tuple[str, str]] = []
+    def __init__(self, con: Any, spill_dir: Path | None = None):
+        self.con, self.engine, self.spill_dir = con, E.engine_of(con), spill_dir
+        if spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+        self.tables: list[str] = []
         self.cached: list[ibis.Table] = []
+        self.files: list[Path] = []
 
-    def name(self, kind: str = "VIEW") -> str:
-        n = ibis.util.gen_name("ingest")
-        self.tables.append((n, kind))
+    def name(self) -> str:
+        n = E.temp_name("ingest")
+        self.tables.append(n)
         return n
+
+    def own(self, t: ibis.Table) -> ibis.Table:
+        """Drop the temporary table or view ``t`` (made by :mod:`helpers.engine`) at the end."""
+        self.tables.append(t.get_name())
+        return t
 
     def stage(self, t: ibis.Table) -> ibis.Table:
         """A temporary view of ``t``: later expressions refer to its columns instead of inlining them."""
         return self.con.create_view(self.name(), t)
 
     def cache(self, t: ibis.Table) -> ibis.Table:
-        c = t.cache()
-        self.cached.append(c)
-        return c
+        """``t`` computed once. With a spill folder: written there as Parquet and read back (compressed, on
+        disk, read again by column), so a 10M-row ingestion keeps its intermediate tables out of memory."""
+        if self.spill_dir is None:
+            c = t.cache()
+            self.cached.append(c)
+            return c
+        f = self.spill_file()
+        E.write_parquet(self.con, t, f)
+        return self.own(E.read_parquet(self.con, f, table_name=self.name()))
+
+    def spill_file(self) -> Path | None:
+        """A fresh Parquet file in the spill folder (removed at the end), or None without one."""
+        if self.spill_dir is None:
+            return None
+        f = self.spill_dir / f"{E.temp_name('cache')}.parquet"
+        self.files.append(f)
+        return f
+
+    def frame(self, df: pd.DataFrame) -> ibis.Table:
+        return self.own(E.register_frame(self.con, df))
 
     def close(self) -> None:
         for c in self.cached:
@@ -386,25 +411,13 @@ class _Session:
                 c.release()
             except Exception:  # noqa: BLE001 - best effort cleanup
                 pass
-        for n, kind in reversed(self.tables):
+        for n in reversed(self.tables):
             try:
-                if self.engine == "duckdb":
-                    self.con.raw_sql(f'DROP {kind} IF EXISTS "{n}"')
-                else:
-                    self.con._session.catalog.dropTempView(n)
+                E.drop_temp(self.con, n)
             except Exception:  # noqa: BLE001
                 pass
-
-
-def _sql_str(s: str) -> str:
-    return "'" + str(s).replace("'", "''") + "'"
-
-
-def _engine_encoding(encoding: str, engine: str) -> str:
-    name = codecs.lookup(encoding).name  # 'utf-8', 'iso8859-1', 'cp1252', ...
-    if engine == "duckdb":
-        return {"iso8859-1": "latin-1", "utf-8": "utf-8", "utf-16": "utf-16"}.get(name, name)
-    return {"iso8859-1": "ISO-8859-1", "cp1252": "windows-1252"}.get(name, name)
+        for f in self.files:
+            f.unlink(missing_ok=True)
 
 
 def read_text_source(con: Any, path: str | Path, required: list[str] | None = None, delimiter: str = ",",
@@ -412,8 +425,10 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
     """Read a CSV file or Parquet file/folder as an Ibis table of text columns plus ``_line``.
 
     Every value is text (``NULL`` for empty cells) so that validation, not the reader, judges it.
-    ``_line`` is the 1-based line of the row in the file (header = 1); see the module docstring for how
-    each engine derives it. Raises :class:`IngestError` from the file-level checks.
+    ``_line`` is the 1-based line of the row in the file (header = 1), carried from the reader as a column
+    (:func:`helpers.engine.read_csv_text`, :func:`helpers.engine.read_parquet_rows`), so that no result
+    depends on the order in which an engine stores rows. Raises :class:`IngestError` from the file-level
+    checks and when the engine cannot parse the file (naming its line).
     """
     path = Path(path)
     ses = _session or _Session(con)
@@ -421,26 +436,7 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
         names, rows = sniff_parquet(path, required)
         parts = _parquet_parts(path)
         offsets = dict(zip((p.name for p in parts), [0, *list(pd.Series(rows).cumsum())[:-1]]))
-        if ses.engine == "duckdb":
-            files, view = ", ".join(_sql_str(p) for p in parts), ses.name()
-            con.raw_sql(f'CREATE TEMP VIEW "{view}" AS SELECT * EXCLUDE (filename, file_row_number), '
-                        "parse_filename(filename) AS _file, file_row_number AS _row "
-                        f"FROM read_parquet([{files}], filename=true, file_row_number=true)")
-            t = con.table(view)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            view, spark = ses.name(), con._session
-            schema = pq.read_schema(parts[0])
-            nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
-            if nanos:  # pandas writes nanosecond timestamps, which Spark reads only as longs: their UTC day
-                spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-            cols = [f"CAST(date_from_unix_date(CAST(floor(`{c}` / 86400000000000) AS INT)) AS STRING) AS `{c}`"
-                    if c in nanos else f"`{c}`" for c in schema.names]
-            spark.read.parquet(*map(str, parts)).selectExpr(
-                *cols, "_metadata.file_name AS _file", "_metadata.row_index AS _row").createOrReplaceTempView(view)
-            t = con.table(view)
+        t = ses.own(E.read_parquet_rows(con, parts))
         t = t.rename({n.strip(): n for n in t.columns if n != n.strip()}) if any(
             n != n.strip() for n in t.columns) else t
         first = ibis.cases(*[(t._file == f, int(o)) for f, o in offsets.items()], else_=0)
@@ -451,72 +447,20 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
                        else t[c] if dt.is_string() else t[c].cast("string"))
         return t.select(_line=(first + t._row + 2).cast("int64"), **text)
     names = sniff_csv(path, required, delimiter, encoding)
-    enc = _engine_encoding(encoding, ses.engine)
     lines = physical_lines(path, delimiter, encoding)  # None: one record per line (the fast, usual case)
-    if ses.engine == "duckdb":
-        tmp = ses.name("TABLE")
-        cols = "{" + ", ".join(f"{_sql_str(n)}: 'VARCHAR'" for n in names) + "}"
-        try:
-            con.raw_sql(f'CREATE TEMP TABLE "{tmp}" AS SELECT * FROM read_csv({_sql_str(path)}, header=true, '
-                        f"delim={_sql_str(delimiter)}, quote='\"', escape='\"', columns={cols}, auto_detect=false, "
-                        f"encoding={_sql_str(enc)})")
-        except duckdb.Error as e:  # rows with another number of fields than the header, unclosed quotes, ...
-            raise _diagnose_csv(path, names, delimiter, encoding, e) from None
-        view = ses.name()
-        if lines is None:
-            con.raw_sql(f'CREATE TEMP VIEW "{view}" AS SELECT CAST(rowid + 2 AS BIGINT) AS _line, * FROM "{tmp}"')
-        else:
-            n = con.raw_sql(f'SELECT count(*) FROM "{tmp}"').fetchone()[0]
-            _check_line_map(path, n, lines)
-            lm = ses.name("TABLE")
-            con.create_table(lm, pd.DataFrame({"_idx": range(len(lines)), "_pl": lines}, dtype="int64"), temp=True)
-            con.raw_sql(f'CREATE TEMP VIEW "{view}" AS SELECT m._pl AS _line, t.* EXCLUDE (_rid) FROM '
-                        f'(SELECT rowid AS _rid, * FROM "{tmp}") t JOIN "{lm}" m ON t._rid = m._idx')
-        return con.table(view)
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
-
-    schema = StructType([StructField(n, StringType(), True) for n in names])
-    if lines is not None:  # quoted line breaks or blank lines: one partition in file order, mapped to lines
-        spark = con._session
-        df = spark.read.csv(str(path), schema=schema, header=True, sep=delimiter, encoding=enc, quote='"',
-                            escape='"', multiLine=True, enforceSchema=True, mode="FAILFAST").coalesce(1)
-        df = df.withColumn("_mid", F.monotonically_increasing_id())
-        try:  # every column hashed so that the parser checks every field (no column pruning)
-            n = int(df.agg(F.count(F.lit(1)).alias("n"),
-                           F.max(F.hash(*[F.col(f"`{c}`") for c in names])).alias("_h")).collect()[0]["n"])
-        except Exception as e:  # noqa: BLE001 - a malformed record under FAILFAST
-            raise _diagnose_csv(path, names, delimiter, encoding, e) from None
-        _check_line_map(path, n, lines)
-        lm = spark.createDataFrame(pd.DataFrame({"_mid": range(len(lines)), "_line": lines}, dtype="int64"))
-        view = ses.name()
-        df.join(F.broadcast(lm), "_mid").select("_line", *[F.col(f"`{c}`") for c in names]) \
-            .createOrReplaceTempView(view)
-        return con.table(view)
-    # FAILFAST: a row with more or fewer fields than the header is an error (as on DuckDB), not silently padded
-    df = con._session.read.csv(str(path), schema=schema, header=True, sep=delimiter, encoding=enc, quote='"',
-                               escape='"', multiLine=False, enforceSchema=True, mode="FAILFAST")
-    df = df.withColumn("_mid", F.monotonically_increasing_id())
-    try:  # one counting job: each partition's first line, and malformed rows surface here, not later
-        # hashing every column makes the CSV parser read all of them (column pruning would skip the check)
-        counts = sorted((int(r["p"]), int(r["n"])) for r in df.groupBy(F.shiftright("_mid", 33).alias("p")).agg(
-            F.count(F.lit(1)).alias("n"), F.max(F.hash(*[F.col(f"`{n}`") for n in names])).alias("_h")).collect())
-    except Exception as e:  # noqa: BLE001 - a malformed record under FAILFAST
-        raise _diagnose_csv(path, names, delimiter, encoding, e) from None
-    first, before = {}, 0
-    for p, n in counts:
-        first[int(p)], before = before, before + int(n)
-    lookup = F.create_map(*[F.lit(x) for kv in first.items() for x in kv]) if first else F.create_map()
-    line = F.lit(2) + F.col("_mid").bitwiseAND((1 << 33) - 1) + lookup[F.shiftright("_mid", 33)]
-    view = ses.name()
-    df.select(line.cast("long").alias("_line"), *[F.col(f"`{n}`") for n in names]).createOrReplaceTempView(view)
-    return con.table(view)
+    try:
+        return ses.own(E.read_csv_text(con, path, names, delimiter=delimiter, encoding=encoding, lines=lines,
+                                       spill_file=ses.spill_file()))
+    except E.ReadError as e:  # rows with another number of fields than the header, unclosed quotes, ...
+        if e.counts is not None:
+            _check_line_map(path, *e.counts)
+        raise _diagnose_csv(path, names, delimiter, encoding, e.cause) from None
 
 
-def _check_line_map(path: Path, n_engine: int, lines: list[int]) -> None:
-    if n_engine != len(lines):
+def _check_line_map(path: Path, n_engine: int, n_lines: int) -> None:
+    if n_engine != n_lines:
         raise IngestError(path, f"ambiguous quoting: the engine read {n_engine:,} rows, a strict CSV parse "
-                          f"{len(lines):,}", expected='values with quotes, delimiters or line breaks enclosed in '
+                          f"{n_lines:,}", expected='values with quotes, delimiters or line breaks enclosed in '
                           'double quotes, inner quotes doubled ("")')
 
 
@@ -683,6 +627,21 @@ class IngestPlan:
     rows_input: ibis.Table               # one row per source file: source, n (input rows)
     session: _Session
     columns: tuple = S.COLUMNS           # the unified table's columns (dictionary + CRM extension columns)
+    ids: ibis.Table | None = None        # accepted CRM identifiers (column _uid): the spine of the joins
+
+    def id_ranges(self, n: int, rows_per_range: int) -> list[ibis.Value | None]:
+        """Conditions on ``user_id`` splitting the spine into ranges of about ``rows_per_range`` identifiers
+        (``[None]``: one range), in ``user_id`` order, so ranges written one after the other are sorted."""
+        k = max(1, -(-int(n) // int(rows_per_range)))
+        if k == 1 or self.ids is None:
+            return [None]
+        step = -(-int(n) // k)
+        r = self.ids.mutate(_rn=ibis.row_number().over(order_by=self.ids._uid))
+        bounds = r.filter((r._rn % step == step - 1)).select("_uid").order_by("_uid").to_pandas()["_uid"].tolist()
+        u = self.unified.user_id
+        conds = [u < bounds[0]] if bounds else []
+        conds += [(u >= lo) & (u < hi) for lo, hi in zip(bounds, bounds[1:])]
+        return conds + [u >= bounds[-1]] if bounds else [None]
 
     def input_rows(self) -> dict[str, int]:
         """Input rows per source file, in the order the sources are read."""
@@ -715,7 +674,8 @@ class IngestPlan:
 
 
 def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8",
-                 observation_date: str | None = None, config: Any = None) -> IngestPlan:
+                 observation_date: str | None = None, config: Any = None,
+                 spill_dir: str | Path | None = None) -> IngestPlan:
     """Build the ingestion of :mod:`helpers.generate`'s source layout as Ibis expressions on ``con``.
 
     The CRM file is the spine: one input row per customer. A customer is accepted when their CRM row
@@ -725,14 +685,15 @@ def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: 
 
     Columns of the CRM file beyond the dictionary are kept: those the run configuration declares
     (``config``, default: ``state`` and ``gender``) are validated by their rule, others are kept as text.
-    Dates after ``observation_date`` (or before 1900) are quarantined.
+    Dates after ``observation_date`` (or before 1900) are quarantined. ``spill_dir``: intermediate tables
+    are kept there as Parquet instead of in the engine's memory.
     """
     from . import config as C
     from .generate import PARTNER_FILE, PARTNER_MATCH, SOURCE_FILES, THIRD_FILE, THIRD_MATCH
 
     cfg = C.load(config)
     spec = {c.name: c for c in S.columns_for(cfg)} if cfg.is_default else dict(S.BY_NAME)
-    ses = _Session(con)
+    ses = _Session(con, Path(spill_dir) if spill_dir is not None else None)
     try:
         def load(name: str, required: list[str], columns: list[str], key: str = "user_id",
                  extra: list[str] | None = None, keep_extra: bool = False) -> ibis.Table:
@@ -816,23 +777,32 @@ def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: 
             user_id=inc.user_id, _source=_text("unified"), _column=_text("first-party"),
             _reason="no valid row in " + why.substr(2))
         columns = (*S.COLUMNS, *[spec[c] for c in crm_extra])
-        return IngestPlan(unified, quarantine, ibis.union(*rows), ses, columns)
+        return IngestPlan(unified, quarantine, ibis.union(*rows), ses, columns, crm_ids)
     except BaseException:
         ses.close()
         raise
 
 
 @contextmanager
-def _connection(engine: str, con: Any) -> Iterator[Any]:
+def _connection(engine: str, con: Any, spill_dir: Path | None = None) -> Iterator[Any]:
+    """``con``, or a new backend for ``engine`` closed at the end. Ingestion orders every result explicitly and
+    carries line numbers as columns, so its own DuckDB connections drop insertion order and spill to
+    ``spill_dir`` (or ``$AUDIENCE_DUCKDB_TEMP_DIRECTORY``): what lets 10M users ingest within a memory limit."""
     if con is not None:
         yield con
         return
-    con = E.connect(engine)
+    # a database file (not :memory:) in the spill folder: cached tables then live in buffers DuckDB may evict
+    db = spill_dir / f"ingest-{uuid.uuid4().hex[:8]}.duckdb" if spill_dir is not None and E.check_engine(engine) == "duckdb" else None
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    con = E.connect(engine, db, temp_directory=spill_dir, preserve_insertion_order=False)
     try:
         yield con
     finally:
-        if E.engine_of(con) == "duckdb":
-            con.disconnect()
+        E.disconnect(con)
+        if db is not None:
+            for f in (db, db.with_suffix(".duckdb.wal")):
+                f.unlink(missing_ok=True)
 
 
 def _collect_quarantine(t: ibis.Table) -> pd.DataFrame:
@@ -847,14 +817,32 @@ def _collect_quarantine(t: ibis.Table) -> pd.DataFrame:
 class IngestResult:
     """The unified table, the quarantine and a report of rates and coverage."""
 
-    data: pd.DataFrame
+    data: pd.DataFrame | None  # None when the engine wrote the table (``staged``) instead of collecting it
     quarantine: dict[str, pd.DataFrame]
     report: dict = field(default_factory=dict)
     columns: tuple = S.COLUMNS  # the column rules of ``data`` (dictionary, configuration and extension columns)
+    #: the Parquet file holding the table when the engine wrote it (:func:`write_outputs` moves it into place)
+    staged: Path | None = None
 
     @property
     def n_rejected(self) -> int:
         return int(self.report["n_rejected"])
+
+    @property
+    def column_names(self) -> list[str]:
+        """The table's columns, in order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def key(self) -> str:
+        """The identifier column."""
+        return next((c.name for c in self.columns if c.kind == "id"), self.column_names[0])
+
+    def table(self, con: Any) -> ibis.Table:
+        """The accepted rows as an Ibis table on ``con`` (from the staged Parquet, or the collected frame)."""
+        if self.staged is not None:
+            return E.read_parquet(con, self.staged)
+        return E.register_frame(con, self.data)
 
 
 def coerce_dtypes(df: pd.DataFrame, columns: tuple | list | None = None) -> pd.DataFrame:
@@ -887,14 +875,18 @@ def _limits(missing_optional: list[str], columns: tuple) -> list[str]:
     return sorted(out)
 
 
-def _report(data: pd.DataFrame, n_input: int, quarantine: dict[str, pd.DataFrame],
+def _coverage(data: pd.DataFrame, columns: tuple) -> dict[str, float]:
+    """Share of rows with a value, per column."""
+    return {c.name: round(float(data[c.name].notna().mean()) if len(data) else 0.0, 6) for c in columns}
+
+
+def _report(n_users: int, coverage: dict[str, float], n_input: int, quarantine: dict[str, pd.DataFrame],
             missing_optional: list[str], extra: dict, columns: tuple | None = None) -> dict:
     columns = S.COLUMNS if columns is None else columns
-    coverage = {c.name: round(float(data[c.name].notna().mean()) if len(data) else 0.0, 6) for c in columns}
     rep = {
         "n_input": int(n_input),
-        "n_users": int(len(data)),
-        "n_rejected": int(n_input - len(data)),
+        "n_users": int(n_users),
+        "n_rejected": int(n_input - n_users),
         "quarantined_rows_by_source": {k: int(len(v)) for k, v in quarantine.items()},
         "coverage": coverage,
         "missing_optional_columns": missing_optional,
@@ -937,35 +929,141 @@ def _no_rows_error(file: str | Path, n_input: int, quarantine: Mapping[str, pd.D
 
 
 def ingest_sources(raw_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8", engine: str = "duckdb",
-                   con: Any = None, observation_date: str | None = None, config: Any = None) -> IngestResult:
+                   con: Any = None, observation_date: str | None = None, config: Any = None,
+                   stage_dir: str | Path | None = None, rows_per_range: int = 1_000_000) -> IngestResult:
     """Ingest the separate source files of :mod:`helpers.generate`'s layout into the unified table.
 
     Runs :func:`plan_sources` on ``engine`` (``duckdb`` or ``spark``; or on the Ibis backend ``con`` from
-    :func:`helpers.engine.connect`) and collects the unified table (sorted by ``user_id``) and the
-    quarantine as pandas. Both engines give the same table, quarantine and report. Raises
+    :func:`helpers.engine.connect`). Without ``stage_dir`` the unified table (sorted by ``user_id``) is
+    collected as pandas (``result.data``). With ``stage_dir`` nothing passes through one pandas frame: the
+    engine sorts and writes the table as Parquet (spilling to ``stage_dir/.spill`` on DuckDB), which is
+    re-typed batch by batch to the dictionary's dtypes into ``stage_dir/rich_audience_data.parquet``
+    (``result.staged``, put in place by :func:`write_outputs`); the report and the panel version are computed
+    in that pass. The joins run per range of about ``rows_per_range`` identifiers, written one after the
+    other in ``user_id`` order, so that memory follows the range, not the panel. Both engines and both
+    modes give the same table, quarantine and report. Raises
     :class:`IngestError` when no customer is accepted.
     """
-    with _connection(engine, con) as con:
-        plan = plan_sources(con, raw_dir, delimiter, encoding, observation_date, config)
+    from .artifacts import UNIFIED_PARQUET
+
+    spill = Path(stage_dir) / ".spill" if stage_dir is not None else None
+    with _connection(engine, con, spill) as con:
+        plan = plan_sources(con, raw_dir, delimiter, encoding, observation_date, config, spill)
         try:
             n_rows = plan.input_rows()
-            joined = plan.unified.to_pandas().sort_values("user_id", kind="stable").reset_index(drop=True)
             quarantine = plan.collect_quarantine()
+            flags = ["_partner_matched", "_third_matched"]
+            if stage_dir is None:
+                joined = plan.unified.to_pandas().sort_values("user_id", kind="stable").reset_index(drop=True)
+            else:
+                # one join per user_id range: the joins' hash tables hold one range at a time (10M users in 8 GB)
+                expr = plan.unified.select(*[c.name for c in plan.columns], *flags)
+                engine_files = []
+                for i, cond in enumerate(plan.id_ranges(n_rows["crm_users.csv"], rows_per_range)):
+                    engine_files.append(Path(stage_dir) / f"unified.engine-{i:04d}.parquet")
+                    E.write_parquet(con, expr if cond is None else expr.filter(cond), engine_files[-1],
+                                    order_by=["user_id"])
         finally:
             plan.close()
     n_input = n_rows["crm_users.csv"]
-    if len(joined) == 0:
-        raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_input, quarantine)
-    data = coerce_dtypes(joined, plan.columns)
-    S.pandera_schema(plan.columns).validate(data, lazy=True)
+    staged = None
+    if stage_dir is None:
+        if len(joined) == 0:
+            raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_input, quarantine)
+        data = coerce_dtypes(joined, plan.columns)
+        S.pandera_schema(plan.columns).validate(data, lazy=True)
+        n, coverage = len(data), _coverage(data, plan.columns)
+        matched = {f: float(joined[f].mean()) for f in flags}
+    else:
+        data, staged = None, Path(stage_dir) / UNIFIED_PARQUET
+        typed = retype_parquet(engine_files, staged, plan.columns, carry=flags)
+        n, coverage = typed.n, typed.coverage
+        matched = {f: typed.sums[f] / n if n else 0.0 for f in flags}
+        if n == 0:
+            staged.unlink(missing_ok=True)
+            raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_input, quarantine)
     extra = {
-        "match_rate_partner": round(float(joined["_partner_matched"].mean()), 6),
-        "match_rate_third_party": round(float(joined["_third_matched"].mean()), 6),
+        "match_rate_partner": round(matched["_partner_matched"], 6),
+        "match_rate_third_party": round(matched["_third_matched"], 6),
         "source_rows_input": n_rows,
         "extension_columns": [c.name for c in plan.columns[len(S.COLUMNS):] if c.kind == "text"],
         "observation_date": observation_date,
     }
-    return IngestResult(data, quarantine, _report(data, n_input, quarantine, [], extra, plan.columns), plan.columns)
+    rep = _report(n, coverage, n_input, quarantine, [], extra, plan.columns)
+    if staged is not None:
+        rep["panel_version"] = typed.fingerprint
+    return IngestResult(data, quarantine, rep, plan.columns, staged)
+
+
+@dataclass
+class Retyped:
+    """What :func:`retype_parquet` counted while rewriting: rows, coverage, sums of carried flags, fingerprint."""
+
+    n: int
+    coverage: dict[str, float]
+    sums: dict[str, float]
+    fingerprint: str
+    n_users: int | None = None
+
+
+def retype_parquet(src: Path | Sequence[Path], dest: Path, columns: tuple, *, carry: Sequence[str] = (), validate: bool = True,
+                   batch_size: int = 250_000, count_distinct: str | None = None) -> Retyped:
+    """Rewrite the engine's Parquet file(s) ``src`` (rows already in their final order) as ``dest`` with the
+    pandas dtypes of ``columns`` (categories, nullable integers, dates), batch by batch, then remove ``src``.
+
+    ``dest`` is then the same file, value for value and type for type, as pandas would write from the collected
+    table, so later stages read it unchanged; memory is bounded by ``batch_size``. Columns ``carry`` (flags
+    the engine computed, e.g. match indicators) are summed and left out. Each batch is checked against the
+    pandera schema of ``columns`` (``validate``). Returns the row count, the coverage per column, the sums,
+    :func:`table_fingerprint` of the whole table (row hashes are per row, so hashing batch by batch gives the
+    same digest), and the number of distinct values of ``count_distinct`` (rows sorted by it).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [c.name for c in columns]
+    hash_cols = S.COLUMN_NAMES if set(S.COLUMN_NAMES) <= set(names) else names
+    schema = S.pandera_schema(columns) if validate else None
+    n, notna, sums, digest = 0, dict.fromkeys(names, 0), dict.fromkeys(carry, 0.0), hashlib.sha256()
+    distinct, last = 0, None
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    sources = [Path(src)] if isinstance(src, (str, Path)) else [Path(p) for p in src]
+    batches = (b for f in sources for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size))
+    writer = None
+    try:
+        for batch in batches:
+            raw = batch.to_pandas()
+            df = coerce_dtypes(raw, columns)
+            if schema is not None:
+                schema.validate(df, lazy=True)
+            n += len(df)
+            for c in names:
+                notna[c] += int(df[c].notna().sum())
+            for c in carry:
+                sums[c] += float(raw[c].astype("float64").sum())
+            if count_distinct is not None and len(df):
+                ids = df[count_distinct].astype(str).to_numpy()
+                distinct += int((ids[1:] != ids[:-1]).sum()) + int(last != ids[0])
+                last = ids[-1]
+            digest.update(pd.util.hash_pandas_object(df[hash_cols], index=False).to_numpy().tobytes())
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, coerce_timestamps="us", allow_truncated_timestamps=True)
+            writer.write_table(table.cast(writer.schema))
+        if writer is None:  # no rows: an empty file with the right schema
+            empty = pa.Table.from_pandas(coerce_dtypes(pd.DataFrame(columns=names), columns), preserve_index=False)
+            writer = pq.ParquetWriter(tmp, empty.schema, coerce_timestamps="us", allow_truncated_timestamps=True)
+        writer.close()
+        writer = None
+        tmp.replace(dest)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        for f in sources:
+            f.unlink(missing_ok=True)
+    coverage = {c: round(notna[c] / n, 6) if n else 0.0 for c in names}
+    return Retyped(n, coverage, sums, digest.hexdigest()[:16], distinct if count_distinct else None)
 
 
 def _safe_name(name: str) -> str:
@@ -973,66 +1071,26 @@ def _safe_name(name: str) -> str:
 
 
 def ingest_to_parquet(raw_dir: str | Path, out_dir: str | Path, delimiter: str = ",", encoding: str = "utf-8",
-                      engine: str = "duckdb", con: Any = None, observation_date: str | None = None) -> dict:
-    """Ingest the sources and write the results straight from the engine to Parquet (nothing in pandas).
+                      engine: str = "duckdb", con: Any = None, observation_date: str | None = None,
+                      config: Any = None, rows_per_range: int = 1_000_000) -> dict:
+    """Ingest the sources and write the results from the engine to Parquet (nothing in one pandas frame).
 
     For panels larger than memory (e.g. 10M users from :func:`helpers.generate.write_sources_chunked`):
-    writes ``out_dir/rich_audience_data.parquet`` (the 22 columns and the CRM extension columns, sorted by
-    ``user_id``) and ``out_dir/quarantine/<source>.parquet`` (``_source, _line, _column, _reason`` + raw
-    text), and returns the report dict of :func:`ingest_sources` (counts, match rates, coverage) computed on
-    the engine. DuckDB writes single files; Spark writes each as a folder of parts (read both with
-    :func:`helpers.engine.read_parquet` or ``pandas.read_parquet``). Nothing is written when no customer is
-    accepted (:class:`IngestError`).
+    :func:`ingest_sources` with ``stage_dir=out_dir``, then ``out_dir/rich_audience_data.parquet`` (the 22
+    columns and the CRM extension columns, sorted by ``user_id``, one file on both engines),
+    ``out_dir/quarantine/<source>.parquet`` (``_source, _line, _column, _reason`` + raw text) and
+    ``out_dir/ingest_report.json`` (the report of :func:`ingest_sources`, with the panel version), which is
+    also returned. Nothing is written when no customer is accepted (:class:`IngestError`).
     """
-    import shutil
-
-    from .artifacts import UNIFIED_PARQUET
-
     out_dir = Path(out_dir)
+    res = ingest_sources(raw_dir, delimiter, encoding, engine, con, observation_date, config, stage_dir=out_dir,
+                         rows_per_range=rows_per_range)
     qdir = out_dir / "quarantine"
-    with _connection(engine, con) as con:
-        plan = plan_sources(con, raw_dir, delimiter, encoding, observation_date)
-        try:
-            n_rows = plan.input_rows()
-            names = [c.name for c in plan.columns]
-            u = plan.unified
-            stats = u.aggregate(n=u.count(), partner=u._partner_matched.cast("int64").sum(),
-                                third=u._third_matched.cast("int64").sum(),
-                                **{f"c_{c}": u[c].count() for c in names}).to_pandas().iloc[0]
-            if int(stats["n"]) == 0:
-                raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_rows["crm_users.csv"],
-                                     plan.collect_quarantine())
-            qdir.mkdir(parents=True, exist_ok=True)
-            targets = {UNIFIED_PARQUET: plan.unified.select(*names).order_by("user_id")}
-            targets.update({f"quarantine/{_safe_name(k)}.parquet": t.order_by("_line" if "_line" in t.columns
-                                                                              else "user_id")
-                            for k, t in plan.quarantine.items()})
-            for rel, t in targets.items():
-                p = out_dir / rel
-                if p.is_dir():
-                    shutil.rmtree(p)
-                p.unlink(missing_ok=True)
-                con.to_parquet(t, p)
-            counts = ibis.union(*[t.aggregate(source=_text(k), n=t.count())
-                                  for k, t in plan.quarantine.items()]).to_pandas()
-            got = dict(zip(counts["source"], counts["n"].astype(int)))
-            qn = {k: got[k] for k in plan.quarantine}
-        finally:
-            plan.close()
-    n = int(stats["n"])
-    rep = {
-        "n_input": n_rows["crm_users.csv"], "n_users": n, "n_rejected": n_rows["crm_users.csv"] - n,
-        "quarantined_rows_by_source": qn,
-        "coverage": {c: round(float(stats[f"c_{c}"]) / n, 6) if n else 0.0 for c in names},
-        "missing_optional_columns": [], "limits": [],
-        "match_rate_partner": round(float(stats["partner"]) / n, 6) if n else 0.0,
-        "match_rate_third_party": round(float(stats["third"]) / n, 6) if n else 0.0,
-        "source_rows_input": n_rows,
-        "extension_columns": [c.name for c in plan.columns[len(S.COLUMNS):] if c.kind == "text"],
-        "observation_date": observation_date,
-    }
-    (out_dir / "ingest_report.json").write_text(json.dumps(rep, indent=2))
-    return rep
+    qdir.mkdir(parents=True, exist_ok=True)
+    for name, q in res.quarantine.items():
+        q.to_parquet(qdir / f"{_safe_name(name)}.parquet", index=False)
+    (out_dir / "ingest_report.json").write_text(json.dumps(res.report, indent=2, default=str))
+    return dict(res.report, parquet=str(res.staged))
 
 
 # --- column mappings ----------------------------------------------------------------------------
@@ -1280,8 +1338,8 @@ def ingest_table(path: str | Path | None = None, mapping: str | Path | Mapping[s
         extra["match_rate_third_party"] = round(float(data[S.THIRD_PARTY].notna().any(axis=1).mean()), 6)
     if flag_rule:
         extra["churn_flag"] = "checked against last_seen_days_ago" if has_flag else "derived from last_seen_days_ago"
-    return IngestResult(data, quarantine, _report(data, n_input, quarantine, missing_optional, extra, out_cols),
-                        out_cols)
+    return IngestResult(data, quarantine, _report(len(data), _coverage(data, out_cols), n_input, quarantine,
+                                                  missing_optional, extra, out_cols), out_cols)
 
 
 # --- long tables (one row per user and month / transaction / exposure / post) ---------------------
@@ -1343,7 +1401,8 @@ def locate_event_source(raw_dir: str | Path, name: str) -> Path | None:
 
 def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = None, con: Any = None,
                        engine: str = "duckdb", known_ids: Any = None, observation_date: str | None = None,
-                       delimiter: str = ",", encoding: str = "utf-8", id_column: str | None = None) -> IngestResult:
+                       delimiter: str = ",", encoding: str = "utf-8", id_column: str | None = None,
+                       stage_dir: str | Path | None = None) -> IngestResult:
     """Validate a long table (many rows per user) with quarantine, on either engine.
 
     ``spec`` defaults to :data:`EVENT_SPECS` ``[name]`` (an unknown name: the id and every other column as
@@ -1353,6 +1412,11 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
     (the accepted customers of the unified table) is an orphan. Every rejected row is in the quarantine with
     the file, physical line, column and reason, so accepted + rejected = input. Columns not in the spec are
     kept as text. Raises :class:`IngestError` for unreadable files and when no row is accepted.
+
+    ``known_ids``: the identifiers (a sequence), or the :class:`IngestResult` of the unified table (read on
+    the engine when it is staged). Without ``stage_dir`` the accepted rows are collected as pandas
+    (``result.data``); with it the engine sorts and writes them (``stage_dir/<name>.parquet``, re-typed batch
+    by batch, ``result.staged``; :func:`write_event_table` puts it in place), for tables larger than memory.
     """
     path = Path(path)
     spec = spec or EVENT_SPECS.get(name) or EventSpec((), id=id_column or "user_id")
@@ -1361,8 +1425,9 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
                          description=spec.description)
     rules = {c.name: c for c in spec.columns}
     required = [spec.id] + [c.name for c in spec.columns if c.required]
-    with _connection(engine, con) as con:
-        ses = _Session(con)
+    spill = Path(stage_dir) / ".spill" if stage_dir is not None else None
+    with _connection(engine, con, spill) as con:
+        ses = _Session(con, spill)
         try:
             raw = read_text_source(con, path, required, delimiter, encoding, ses)
             found = [c for c in raw.columns if c != "_line"]
@@ -1383,7 +1448,7 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
                              _reason=ibis.ifelse(dup, _text(f"duplicate ({key_text}) (every copy is rejected)"),
                                                  v._reason)).drop("_copies")
             if known_ids is not None:
-                ids = known_ids if isinstance(known_ids, ibis.Table) else _id_table(con, ses, known_ids)
+                ids = known_ids if isinstance(known_ids, ibis.Table) else _id_table(ses, known_ids)
                 v = ses.stage(v.left_join(ids, v[f"_v_{spec.id}"] == ids._known).mutate(
                     _orphan=lambda t: t._known.isnull()))
                 orphan = v._reason.isnull() & v._orphan
@@ -1394,36 +1459,50 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
             v = ses.cache(v)
             ok = accepted(v, [spec.id, *cols])
             n_input = int(v.count().to_pandas())
-            data = ok.to_pandas()
             quarantine = {path.name: _collect_quarantine(rejected(v, path.name)).sort_values("_line")
                           .reset_index(drop=True)}
+            out_cols = (S.Column(spec.id, "id", "1st party", "identifier"), *[rules[c] for c in cols])
+            sort = [c for c in (spec.id, *[c.name for c in spec.columns if c.kind == "date"]) if c in ok.columns]
+            if stage_dir is None:
+                data = ok.to_pandas()
+            else:
+                engine_file = Path(stage_dir) / f"{name}.engine.parquet"
+                E.write_parquet(con, ok, engine_file, order_by=[*sort, "_line"])
         finally:
             ses.close()
-    if len(data) == 0:
-        raise _no_rows_error(path, n_input, quarantine)
-    out_cols = (S.Column(spec.id, "id", "1st party", "identifier"), *[rules[c] for c in cols])
-    sort = [c for c in (spec.id, *[c.name for c in spec.columns if c.kind == "date"]) if c in data.columns]
-    data = coerce_dtypes(data.drop(columns=["_line"]).assign(_order=data["_line"]), out_cols).assign(
-        _order=data["_line"].to_numpy()).sort_values([*sort, "_order"], kind="stable").drop(columns="_order") \
-        .reset_index(drop=True)
-    rep = {"name": name, "file": str(path), "n_input": n_input, "n_rows": int(len(data)),
-           "n_rejected": int(n_input - len(data)), "n_users": int(data[spec.id].nunique()),
+    staged = None
+    if stage_dir is None:
+        if len(data) == 0:
+            raise _no_rows_error(path, n_input, quarantine)
+        data = coerce_dtypes(data.drop(columns=["_line"]).assign(_order=data["_line"]), out_cols).assign(
+            _order=data["_line"].to_numpy()).sort_values([*sort, "_order"], kind="stable").drop(columns="_order") \
+            .reset_index(drop=True)
+        n_rows, n_users = len(data), int(data[spec.id].nunique())
+    else:
+        data, staged = None, Path(stage_dir) / f"{name}.parquet"
+        typed = retype_parquet(engine_file, staged, out_cols, validate=False, count_distinct=spec.id)
+        n_rows, n_users = typed.n, typed.n_users
+        if n_rows == 0:
+            staged.unlink(missing_ok=True)
+            raise _no_rows_error(path, n_input, quarantine)
+    rep = {"name": name, "file": str(path), "n_input": n_input, "n_rows": int(n_rows),
+           "n_rejected": int(n_input - n_rows), "n_users": n_users,
            "extension_columns": extension, "absent_optional_columns": absent,
            "observation_date": observation_date,
            "quarantined_rows_by_source": {path.name: int(len(quarantine[path.name]))}}
     assert rep["n_rows"] + rep["n_rejected"] == rep["n_input"]
-    return IngestResult(data, quarantine, rep, out_cols)
+    return IngestResult(data, quarantine, rep, out_cols, staged)
 
 
-def _id_table(con: Any, ses: _Session, ids: Any) -> ibis.Table:
-    name = ses.name("TABLE")
-    df = pd.DataFrame({"_known": pd.Series(pd.unique(pd.Series(ids).astype(str)), dtype=object)})
-    if ses.engine == "duckdb":
-        con.create_table(name, df, temp=True)
-        return con.table(name)
-    view = ses.name()
-    con._session.createDataFrame(df).createOrReplaceTempView(view)
-    return con.table(view)
+def _id_table(ses: _Session, ids: Any) -> ibis.Table:
+    """The known identifiers as a one-column table ``_known`` on the session's engine."""
+    if isinstance(ids, IngestResult):
+        if ids.staged is None:
+            ids = ids.data[ids.key]
+        else:
+            t = ses.own(E.read_parquet(ses.con, ids.staged, table_name=E.temp_name("ids")))
+            return t.select(_known=t[ids.key].cast("string")).distinct()
+    return ses.frame(pd.DataFrame({"_known": pd.Series(pd.unique(pd.Series(ids).astype(str)), dtype=object)}))
 
 
 def write_event_table(result: IngestResult, processed_dir: str | Path, quarantine_dir: str | Path,
@@ -1433,7 +1512,7 @@ def write_event_table(result: IngestResult, processed_dir: str | Path, quarantin
     processed_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     out = {"parquet": processed_dir / f"{name}.parquet", "quarantine": quarantine_dir / f"{name}.csv"}
-    result.data.to_parquet(out["parquet"], index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    _put_in_place(result, out["parquet"])
     q = next(iter(result.quarantine.values()))
     out["quarantine"].unlink(missing_ok=True)
     if len(q):
@@ -1521,6 +1600,27 @@ def read_ingest_meta(processed_dir: str | Path) -> dict:
 
 
 # --- writing ------------------------------------------------------------------------------------
+def _put_in_place(result: IngestResult, path: Path) -> None:
+    """The accepted rows at ``path``: the staged Parquet moved there, or the collected frame written."""
+    if result.staged is not None:
+        Path(result.staged).replace(path)
+        result.staged = path
+        return
+    # microsecond timestamps: Spark cannot read pandas' default nanoseconds (customer_since_date is a date anyway)
+    result.data.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+
+
+def _write_warehouse_and_csv(out: Mapping[str, Path], quarantine_summary: pd.DataFrame) -> None:
+    """The DuckDB warehouse (tables ``audience`` from the written Parquet, ``quarantine_summary``) and the CSV
+    copy of the unified table, both read from the Parquet file (already sorted by the identifier) by DuckDB."""
+    E.write_warehouse(out["duckdb"], {"audience": out["parquet"], "quarantine_summary": quarantine_summary})
+    con = E.connect("duckdb", out["duckdb"], read_only=True)
+    try:
+        E.write_csv(con, con.table("audience"), out["csv"])
+    finally:
+        E.disconnect(con)
+
+
 def table_fingerprint(df: pd.DataFrame) -> str:
     """A short content hash of the unified table (the 'panel version' recorded by exports and in
     ``processed/ingest_meta.json``): its 22 dictionary columns when it has them all (so columns joined on
@@ -1533,9 +1633,13 @@ def table_fingerprint(df: pd.DataFrame) -> str:
 def write_outputs(result: IngestResult, processed_dir: str | Path, quarantine_dir: str | Path) -> dict[str, Path]:
     """Write the unified table (CSV, Parquet, DuckDB table ``audience``), the quarantine and the report.
 
+    A table the engine wrote (``result.staged``) is moved into place; a collected one is written from pandas.
+    The warehouse and the CSV are then built by DuckDB from the Parquet file. ``result.report`` gains the
+    ``panel_version``.
+
     Raises :class:`IngestError` (and writes nothing) when the table has no rows.
     """
-    if len(result.data) == 0:
+    if int(result.report.get("n_users", 0)) == 0:
         raise _no_rows_error("unified table", int(result.report.get("n_input", 0)), result.quarantine)
     processed_dir, quarantine_dir = Path(processed_dir), Path(quarantine_dir)
     processed_dir.mkdir(parents=True, exist_ok=True)
@@ -1544,31 +1648,18 @@ def write_outputs(result: IngestResult, processed_dir: str | Path, quarantine_di
 
     out = {"parquet": processed_dir / UNIFIED_PARQUET, "csv": processed_dir / UNIFIED_CSV,
            "duckdb": processed_dir / "audience.duckdb", "report": processed_dir / "ingest_report.json"}
-    key = next((c.name for c in result.columns if c.kind == "id"), result.data.columns[0])
-    # microsecond timestamps: Spark cannot read pandas' default nanoseconds (customer_since_date is a date anyway)
-    result.data.to_parquet(out["parquet"], index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
-    db = out["duckdb"]
-    for f in (db, db.with_suffix(".duckdb.wal")):
-        f.unlink(missing_ok=True)
-    con = duckdb.connect(str(db))
-    con.execute("SET enable_progress_bar = false")
-    con.execute(f"CREATE TABLE audience AS SELECT * FROM read_parquet('{out['parquet']}') ORDER BY \"{key}\"")
-    dates = [c.name for c in result.columns if c.kind == "date" and c.name in result.data.columns]
-    rep_dates = (" REPLACE (" + ", ".join(f"strftime(\"{d}\", '%Y-%m-%d') AS \"{d}\"" for d in dates) + ")") if dates else ""
-    con.execute(f"""COPY (SELECT *{rep_dates} FROM audience ORDER BY "{key}") TO '{out['csv']}' (HEADER, DELIMITER ',')""")
+    _put_in_place(result, out["parquet"])
     for old in quarantine_dir.glob("*.csv"):
         if old.stem not in EVENT_SPECS:
             old.unlink()
     rows = []
     for name, q in result.quarantine.items():
-        safe = _safe_name(name)
         if len(q):
-            q.to_csv(quarantine_dir / f"{safe}.csv", index=False)
+            q.to_csv(quarantine_dir / f"{_safe_name(name)}.csv", index=False)
         rows.append({"source": name, "rejected_rows": len(q)})
-    qsum = pd.DataFrame(rows)
-    con.register("qsum", qsum)
-    con.execute("CREATE TABLE quarantine_summary AS SELECT * FROM qsum")
-    con.close()
-    rep = dict(result.report, panel_version=table_fingerprint(result.data))
+    _write_warehouse_and_csv(out, pd.DataFrame(rows))
+    if result.data is not None:
+        result.report["panel_version"] = table_fingerprint(result.data)
+    rep = dict(result.report)
     out["report"].write_text(json.dumps(rep, indent=2, default=str))
     return out

@@ -25,7 +25,6 @@ is known.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import engine as E
 from . import schema as S
 from .artifacts import SEGMENTS, WEIGHTS
 from .paths import Paths
@@ -147,17 +147,14 @@ class AudienceWarehouse:
 
     def __init__(self, db_path: str | Path, weights_path: str | Path | None = None,
                  segments_path: str | Path | None = None) -> None:
-        import ibis
-
         db_path = Path(db_path)
         if not db_path.exists():
             raise FileNotFoundError(f"{db_path} does not exist: it is written by notebook 01_ingest "
                                     "(run `make reports` or execute 01_ingest first).")
-        backend = ibis.duckdb.connect(str(db_path), read_only=True)
-        backend.raw_sql("SET enable_progress_bar = false")
-        tables = {r[0] for r in backend.con.execute("SHOW TABLES").fetchall()}
+        backend = E.connect("duckdb", db_path, read_only=True)
+        tables = set(E.tables(backend))
         if "audience" not in tables:
-            backend.disconnect()
+            E.disconnect(backend)
             raise ValueError(f"{db_path} has no table 'audience' (tables: {sorted(tables)}); "
                              "re-run ingestion to create it.")
         weights = backend.read_parquet(str(weights_path)) if _exists(weights_path) else None
@@ -185,8 +182,6 @@ class AudienceWarehouse:
         weights, segments : path, optional
             ``weights.parquet`` and ``segments.parquet``; ignored when None or absent.
         """
-        from . import engine as E
-
         if not Path(unified).exists():
             raise FileNotFoundError(f"{unified} does not exist: it is written by notebook 01_ingest "
                                     "(run `make reports` or execute 01_ingest first).")
@@ -210,11 +205,9 @@ class AudienceWarehouse:
     def _setup(self, backend: Any, audience: Any, weights: Any, segments: Any, owns: bool) -> None:
         import ibis
 
-        from . import engine as E
-
         self.backend, self._owns = backend, owns
         self.engine = E.engine_of(backend)
-        self.con = backend.con if self.engine == "duckdb" else getattr(backend, "_session", None)
+        self.con = E.native(backend)
         uid = _id_of(audience)
         panel = audience
         # weights and segments are keyed by their first column (user_id, holding the run's ids)
@@ -235,7 +228,7 @@ class AudienceWarehouse:
     def close(self) -> None:
         """Close the connection (only one this object opened: the DuckDB file's)."""
         if self._owns:
-            self.backend.disconnect()
+            E.disconnect(self.backend)
 
     def __enter__(self) -> "AudienceWarehouse":
         return self
@@ -330,8 +323,7 @@ class AudienceWarehouse:
         rows = rows.filter(rows["b"].notnull() & rows["y"].notnull())
         spec = S.BY_NAME.get(breakdown)
         if spec is not None and spec.kind == "multi":
-            sep = re.escape(S.MULTI_SEP) if self.engine == "spark" else S.MULTI_SEP  # Spark splits on a regex
-            levels = rows.mutate(level=rows["b"].cast("string").split(sep).unnest())
+            levels = rows.mutate(level=E.split(rows["b"].cast("string"), S.MULTI_SEP, self.engine).unnest())
         else:
             levels = rows.mutate(level=rows["b"].cast("string"))
         w, yy = levels["weight"], levels["y"]

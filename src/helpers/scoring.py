@@ -12,10 +12,12 @@ ranking quality saturates once the seed has a few thousand members. What grows w
 :func:`score` applies a :class:`Scorer` (a fitted model wrapped with its feature pipeline) to every row
 of an Ibis table and writes ``user_id`` + the scorer's output columns as Parquet:
 
-* DuckDB: the query result is streamed as Arrow record batches (:func:`duckdb_batches`) and each
-  batch is scored and appended to a Parquet file, so memory is bounded by the batch size;
+* DuckDB: the query result is streamed as Arrow record batches and each batch is scored and appended to
+  a Parquet file, so memory is bounded by the batch size;
 * Spark: the scorer is broadcast (``SparkContext.broadcast``) and applied with ``DataFrame.mapInPandas``
   under a declared output schema; the executors write the Parquet parts.
+
+Both are :func:`helpers.engine.map_batches`; this module never branches on the engine.
 
 The same input gives the same numbers on both engines (tests/test_scoring.py): scorers are row-wise by
 construction -- features depend only on the row and on constants fixed at fit (scales, imputation
@@ -30,18 +32,17 @@ and hands it to :func:`helpers.export.export_audience` (privacy guard, manifest)
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from functools import partial
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .engine import engine_of
+from . import engine as E
 
 #: rows per scored batch on DuckDB (and Arrow records per batch on Spark): ~100 MB of features at most
 DEFAULT_BATCH_SIZE = 200_000
@@ -144,11 +145,6 @@ def apply(scorer: Scorer, batch: pd.DataFrame, id_col: str = "user_id") -> pd.Da
 
 
 # --- scoring everyone ----------------------------------------------------------------------------
-def spark_frame(con: Any, table: ibis.Table):
-    """The PySpark DataFrame behind an Ibis table of the Spark backend."""
-    return con.raw_sql(con.compile(table))
-
-
 def score(con: Any, table: ibis.Table, scorer: Scorer, out_path: str | os.PathLike,
           columns: Sequence[str] | None = None, id_col: str = "user_id",
           batch_size: int = DEFAULT_BATCH_SIZE, sort: bool = True) -> Path:
@@ -191,61 +187,9 @@ def score(con: Any, table: ibis.Table, scorer: Scorer, out_path: str | os.PathLi
                          f"it has {list(table.columns)}")
     expr = table.select(cols)
     out = Path(out_path)
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    schema = arrow_schema(scorer, id_col)
-    if engine_of(con) == "spark":
-        _score_spark(con, expr, scorer, out, id_col, batch_size, sort)
-        return out
-    if sort:
-        expr = expr.order_by(id_col)
-    out.mkdir(parents=True)
-    with pq.ParquetWriter(out / "part-00000.parquet", schema) as writer:
-        for batch in duckdb_batches(con, expr, batch_size):
-            if batch.num_rows:
-                scored = apply(scorer, batch.to_pandas(), id_col)
-                writer.write_table(pa.Table.from_pandas(scored, schema=schema, preserve_index=False))
+    E.map_batches(con, expr, partial(apply, scorer, id_col=id_col), out, arrow_schema=arrow_schema(scorer, id_col),
+                  spark_schema=spark_ddl(scorer, id_col), batch_size=batch_size, order_by=[id_col] if sort else ())
     return out
-
-
-def duckdb_batches(con: Any, expr: ibis.Table, batch_size: int):
-    """Stream an Ibis expression's result from DuckDB as Arrow record batches (bounded memory).
-
-    Ibis 12's ``Table.to_pyarrow_batches`` calls ``DuckDBPyConnection.fetch_record_batch``, which DuckDB
-    2.0 removed; this runs the compiled SQL on the backend's connection and reads its Arrow stream.
-    """
-    try:
-        reader = con.con.sql(con.compile(expr)).to_arrow_reader(batch_size)
-    except AttributeError:  # older DuckDB: the Ibis path works
-        reader = expr.to_pyarrow_batches(chunk_size=batch_size)
-    yield from reader
-
-
-def _score_spark(con: Any, expr: ibis.Table, scorer: Scorer, out: Path, id_col: str, batch_size: int,
-                 sort: bool) -> None:
-    spark = con._session
-    shared = spark.sparkContext.broadcast(scorer)
-
-    def run(batches):
-        s = shared.value
-        for pdf in batches:
-            if len(pdf):
-                yield apply(s, pdf, id_col)
-
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, str(batch_size))
-    try:
-        scored = spark_frame(con, expr).mapInPandas(run, schema=spark_ddl(scorer, id_col))
-        if sort:
-            scored = scored.orderBy(id_col)
-        scored.write.mode("overwrite").parquet(str(out))
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
-        shared.unpersist()
 
 
 # --- activation audiences, selected by the engine ------------------------------------------------

@@ -64,13 +64,9 @@ def write_standin_run(paths: Paths, panel: SyntheticPanel, *, unified: bool = Tr
         artifacts.save(P, "truth_params", panel.params)
     users = artifacts.load(P, "unified", columns=["user_id", "age_group"])
     if warehouse:
-        import duckdb
+        from . import engine as E
 
-        f = artifacts.REGISTRY["warehouse"].path(P)
-        f.unlink(missing_ok=True)
-        con = duckdb.connect(str(f))
-        con.execute(f"CREATE TABLE audience AS SELECT * FROM read_parquet('{artifacts.REGISTRY['unified'].path(P)}')")
-        con.close()
+        E.write_warehouse(artifacts.REGISTRY["warehouse"].path(P), {"audience": artifacts.REGISTRY["unified"].path(P)})
     if weights:
         artifacts.save(P, "weights", pd.DataFrame({"user_id": users["user_id"],
                                                    "weight": design_weights(users["age_group"])}))
