@@ -831,6 +831,25 @@ def test_questions_view_audience_from_text(tmp_path):
         assert c.get("/api/questions" + bad).status_code == 400, bad
 
 
+def test_regions_follow_the_core_base_size_rule(clean):
+    """The Questions view's region table: each region's weighted share of the audience with its interval; the
+    statistics core's base-size rule leaves out regions under 31 customers and flags those under 61."""
+    data = clean[2]
+    sizes = {"AA": 20, "BB": 45, "CC": 200}
+    state = np.repeat(list(sizes), list(sizes.values()))
+    state = np.r_[state, np.full(len(data.panel) - len(state), "DD")]
+    d2 = dataclasses.replace(data, panel=data.panel.assign(state=np.random.default_rng(0).permutation(state)))
+    rows = np.flatnonzero(d2.panel["segment"].to_numpy() == 2)
+    got = {r["region"]: r for r in D.regions(d2, rows)}
+    assert set(got) == {"BB", "CC", "DD"}, "the 20-customer region is suppressed"
+    assert (got["BB"]["base_flag"], got["CC"]["base_flag"]) == ("caution", "ok")
+    for reg, r in got.items():
+        in_reg = (d2.panel["state"] == reg).to_numpy()
+        assert r["n_customers"] == int(in_reg.sum())
+        assert r["value"] == pytest.approx((d2.panel["segment"].to_numpy()[in_reg] == 2).mean())
+        assert r["low"] < r["value"] < r["high"]
+
+
 def test_questions_view_says_the_text_stage_has_not_run(client):
     r = client.get("/api/questions/options")
     assert r.status_code == 503 and "text-signals stage has not run" in r.get_json()["error"]

@@ -6,13 +6,15 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts
+from ..stats import core as stats_core
 from .common import MAKE_TARGET, file_name, jsonable, label_of, producer
 from .loading import ExplorerData
 from .wstats import weighted_share_ci
 
 QUESTION_FILTERS = ("age_group", "gender", "state", "income_bracket", "education_level")
-#: Base-size rule of the region table: a region with fewer customers gets no share (too few to report).
-MIN_REGION_CUSTOMERS = 20
+#: Base-size rule of the region table (the statistics core's counts): a region with too few customers gets no
+#: share, one with few is flagged "caution".
+REGION_RULE = stats_core.BaseSizeRule(rse_caution=None, rse_suppress=None)
 
 
 def _posts_with_topics(data: ExplorerData) -> pd.DataFrame | None:
@@ -88,7 +90,7 @@ def question_audience(data: ExplorerData, topic: str | None = None, keyword: str
 
 def regions(data: ExplorerData, rows: np.ndarray, column: str = "state", top: int = 12) -> list[dict]:
     """Share of each region's customers in the audience (weighted, 95% logit interval) with the region's
-    customer count, largest shares first."""
+    customer count and base-size flag (:data:`REGION_RULE`; suppressed regions are left out), largest first."""
     p = data.panel
     if column not in p.columns:
         return []
@@ -97,7 +99,9 @@ def regions(data: ExplorerData, rows: np.ndarray, column: str = "state", top: in
     member[rows] = True
     out = []
     for reg, idx in p.groupby(p[column].astype(str)).indices.items():
-        if len(idx) < MIN_REGION_CUSTOMERS:
+        flag = str(REGION_RULE.flag([len(idx)], [stats_core.kish_effective_n(w[idx])])[0])
+        if flag == "suppressed":
             continue
-        out.append({"region": reg, "n_customers": int(len(idx)), **weighted_share_ci(member[idx], w[idx])})
+        out.append({"region": reg, "n_customers": int(len(idx)), "base_flag": flag,
+                    **weighted_share_ci(member[idx], w[idx])})
     return sorted(out, key=lambda r: -r["value"])[:top]

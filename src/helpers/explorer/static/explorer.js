@@ -352,7 +352,8 @@ async function runQuestion() {
     state.lists.push({ref: p.ref, name: p.name, n_matched: p.n_users});
     fillAudienceSelects();
     const regions = p.regions.length ? "<h3>Where they live (share of each region's customers)</h3><table class='grid' id='q-regions'><tr><th>region</th><th>share talking about it</th><th>customers in the region</th></tr>" +
-      p.regions.map(r => `<tr><td class="l">${esc(r.region)}</td><td>${pct(r.value)} ${range(r.low, r.high, x => pct(x))}</td><td>${fmt(r.n_customers)}</td></tr>`).join("") + "</table>"
+      p.regions.map(r => `<tr><td class="l">${esc(r.region)}</td><td>${pct(r.value)} ${range(r.low, r.high, x => pct(x))}</td><td>${fmt(r.n_customers)}${r.base_flag === "caution" ? " \u2020" : ""}</td></tr>`).join("") +
+      "</table><p class='note'>\u2020 few customers in the region: read with caution; regions with too few are not shown.</p>"
       : "<p class='note'>This data has no region for its customers.</p>";
     document.getElementById("q-result").innerHTML = `<h3 id="q-title">${fmt(p.n_users)} customers ${esc(p.name)}</h3>
       <p>${pct(p.share.value)} of customers ${range(p.share.low, p.share.high, x => pct(x))}; ${esc(p.value.label)} ${valueText(p.value)}</p>
