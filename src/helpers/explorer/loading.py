@@ -11,7 +11,7 @@ import pandas as pd
 from .. import artifacts
 from .. import metrics as metrics_mod
 from ..paths import Paths
-from .common import MAKE_TARGET, file_name, ingest_meta, producer, run_config
+from .common import MAKE_TARGET, file_name, ingest_meta, jsonable, producer, run_config
 
 SEGMENT_COLUMNS = ("user_id", "segment")
 AFFINITY_COLUMNS = ("segment", "family", "attribute", "index_type", "index", "ci_low", "ci_high", "q_value",
@@ -212,8 +212,6 @@ def header_facts(data: ExplorerData) -> dict:
 
 def overview(data: ExplorerData) -> dict:
     """Run-level facts for the page header: users, segments, which optional artifacts exist, metrics."""
-    from .common import jsonable
-
     return jsonable({"n_users": len(data.panel), "n_segments": len(data.segment_ids),
                      "weighted": bool((data.panel["weight"] != 1.0).any()),
                      "has_churn": data.churn_risk is not None or data.segment_value is not None,

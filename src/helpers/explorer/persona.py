@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..audience import churned_mask
-from .common import check_segment, jsonable, label_of, unit_of
+from .common import TIER_HIGH, TIER_LOW, check_segment, jsonable, label_of, producer, unit_of
 from .heatmap import action_lines, defining_attributes, top_traits
 from .loading import ExplorerData, header_facts
 from .segmap import segment_sizes
@@ -139,8 +139,6 @@ def spend_metric(data: ExplorerData) -> str | None:
 def value_summary(data: ExplorerData, rows: np.ndarray) -> dict:
     """Value of an audience (rows of the panel): mean customer lifetime value where the value stage ran,
     else the mean of the run's money metric; with its interval, label and source."""
-    from .common import producer
-
     w = data.panel["weight"].to_numpy(float)
     cv = data.optional("customer_value")
     if cv is not None and "clv" in cv.columns:
@@ -207,8 +205,6 @@ def persona_card(data: ExplorerData, segment: Any, top: int = 5) -> dict:
 def segment_table(data: ExplorerData) -> dict:
     """The first screen: per segment its weighted size and share (with interval), value, churn risk and
     top three defining traits with their index; plus the run's facts for the header."""
-    from .common import TIER_HIGH, TIER_LOW
-
     p = data.panel
     w = p["weight"].to_numpy(float)
     seg = p["segment"].to_numpy()
