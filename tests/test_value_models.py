@@ -193,3 +193,20 @@ def test_bgnbd_homogeneous_dropout_stays_finite():
     # the implied mean dropout probability a/(a+b) is recovered
     p = m.params_["a"] / (m.params_["a"] + m.params_["b"])
     assert 0.0005 < p < 0.02
+
+
+def test_expected_purchases_of_an_alive_customer_factor_the_conditional_expectation():
+    # E[Y(t) | x, t_x, T] = E[Y(t) | alive, x, T] x P(alive): customer_value evaluates the first factor once per
+    # distinct (x, T) pair; over a short window an alive customer buys at the posterior mean rate (r+x)/(alpha+T)
+    d = simulate_bgnbd(2000, 0.5, 6.0, 0.8, 2.5, seed=3)
+    p = simulate_pnbd(2000, 0.6, 5.0, 0.9, 8.0, seed=4)
+    for model, data in [(V.BetaGeoFitter().fit(d), d), (V.ParetoNBDFitter().fit(p), p)]:
+        x, tx, T = data["frequency"].to_numpy(), data["recency"].to_numpy(), data["T"].to_numpy()
+        r, alpha = model.params_["r"], model.params_["alpha"]
+        alive = model.expected_purchases_if_alive(0.01, x, T)
+        assert np.allclose(alive / 0.01, (r + x) / (alpha + T), rtol=2e-2)
+        assert np.allclose(model.expected_purchases_if_alive(13.0, x, T) * model.conditional_probability_alive(x, tx, T),
+                           model.conditional_expected_number_of_purchases_up_to_time(13.0, x, tx, T), rtol=1e-12)
+        # the factor does not depend on the recency: a customer who just bought and one who bought long ago
+        # differ only in P(alive)
+        assert model.expected_purchases_if_alive(13.0, 3.0, 40.0) > model.conditional_expected_number_of_purchases_up_to_time(13.0, 3.0, 5.0, 40.0)

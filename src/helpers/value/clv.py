@@ -24,14 +24,25 @@ class CustomerValue:
     level: float
 
 
-def _clv_one(model, gg, params_m, params_g, x, tx, T_, m, horizon, discount_rate, steps):
+def _clv_one(model, params_m, x, tx, T_, pairs, horizon, discount_rate, steps):
+    """Discounted expected purchases over ``horizon`` and the undiscounted total, per distinct (x, t_x, T) row.
+
+    E[Y(t) | x, t_x, T] = E[Y(t) | alive, x, T] x P(alive | x, t_x, T): the first factor (the hypergeometric
+    function of BG/NBD, most of the cost) is evaluated once per distinct (x, T) pair in ``pairs``
+    (``(x, T, index of each row's pair)``), the second once per draw; the product is the model's own.
+    """
+    px, pT, ipair = pairs
+    alive = np.asarray(model.conditional_probability_alive(x, tx, T_, params=params_m), float)
+
+    def expected(t):
+        return np.asarray(model.expected_purchases_if_alive(t, px, pT, params=params_m), float)[ipair] * alive
+
     if discount_rate == 0 or steps <= 1:
-        ey = model.conditional_expected_number_of_purchases_up_to_time(horizon, x, tx, T_, params=params_m)
-        return np.asarray(ey, float), np.asarray(ey, float)
+        ey = expected(horizon)
+        return ey, ey
     total = np.zeros(len(x)); prev = np.zeros(len(x)); ey = None
     for k in range(1, steps + 1):
-        ey = np.asarray(model.conditional_expected_number_of_purchases_up_to_time(horizon * k / steps, x, tx, T_,
-                                                                                  params=params_m), float)
+        ey = expected(horizon * k / steps)
         total += (ey - prev) / (1 + discount_rate) ** k
         prev = ey
     return total, ey
@@ -47,14 +58,17 @@ def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer
     draws of both models' parameters (asymptotic normal of the log-parameters; seeded).
 
     ``summary`` has ``frequency, recency, T, monetary_value`` (see :func:`helpers.value.data.rfm_summary`).
-    Computed on the distinct (frequency, recency, T) rows, so large panels cost little.
+    Computed on the distinct (frequency, recency, T) rows, and the part that does not depend on the recency
+    on the distinct (frequency, T) pairs, so large panels cost little.
     """
     x = summary["frequency"].to_numpy(float); tx = summary["recency"].to_numpy(float)
     T_ = summary["T"].to_numpy(float); m = summary["monetary_value"].to_numpy(float)
     ux, utx, uT, _ = compress(x, tx, T_)
     key = pd.MultiIndex.from_arrays([ux, utx, uT])
     pos = key.get_indexer(pd.MultiIndex.from_arrays([x, tx, T_]))
-    disc, ey = _clv_one(model, gg, None, None, ux, utx, uT, None, horizon, discount_rate, steps)
+    pair_keys, ipair = np.unique(np.stack([ux, uT], axis=1), axis=0, return_inverse=True)
+    pairs = (pair_keys[:, 0], pair_keys[:, 1], ipair.ravel())
+    disc, ey = _clv_one(model, None, ux, utx, uT, pairs, horizon, discount_rate, steps)
     if next_period is not None:
         ey = np.asarray(model.conditional_expected_number_of_purchases_up_to_time(next_period, ux, utx, uT), float)
     pa = np.asarray(model.conditional_probability_alive(ux, utx, uT), float)
@@ -63,7 +77,7 @@ def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer
     pm = model.sample_params(n_draws, seed=seed); pg = gg.sample_params(n_draws, seed=seed + 1)
     draws = np.empty((len(x), n_draws), np.float32)
     for b in range(n_draws):
-        d_b, _ = _clv_one(model, gg, pm[b], None, ux, utx, uT, None, horizon, discount_rate, steps)
+        d_b, _ = _clv_one(model, pm[b], ux, utx, uT, pairs, horizon, discount_rate, steps)
         draws[:, b] = margin * d_b[pos] * np.asarray(gg.conditional_expected_average_profit(x, m, params=pg[b]))
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1) if n_draws > 1 else (clv, clv)
     frame = pd.DataFrame({customer: summary[customer].to_numpy() if customer in summary else np.arange(len(x)),

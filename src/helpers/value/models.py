@@ -103,6 +103,21 @@ class _CountModel(MLFitter):
         x, tx, T_, _ = rfm_arrays(frequency, recency, T)
         return _like(expit(-self._log_odds_dead(x, tx, T_, params)), frequency)
 
+    def expected_purchases_if_alive(self, t, frequency, T, params=None) -> np.ndarray:
+        """E[Y(t) | alive at T, x, T]: expected purchases in (T, T+t] of a customer still alive. It does not
+        depend on the recency, so a panel needs it only once per distinct (frequency, T) pair."""
+        self._check_fitted()
+        x, _, T_, _ = rfm_arrays(frequency, np.zeros(np.shape(frequency)), T)
+        p = self.params_.to_numpy() if params is None else params
+        return _like(self._expected_if_alive(t, x, T_, p), frequency)
+
+    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
+        """E[Y(t) | x, t_x, T] = E[Y(t) | alive, x, T] x P(alive | x, t_x, T): expected purchases in (T, T+t]."""
+        self._check_fitted()
+        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
+        p = self.params_.to_numpy() if params is None else params
+        return _like(self._expected_if_alive(t, x, T_, p) * expit(-self._log_odds_dead(x, tx, T_, p)), frequency)
+
     def expected_total(self, X, recency=None, T=None, t: float = 1.0, weights=None) -> float:
         """Sum over customers of the conditional expected purchases in the next ``t`` periods."""
         x, tx, T_, w = rfm_arrays(X, recency, T, weights)
@@ -180,17 +195,13 @@ class BetaGeoFitter(_CountModel):
         return np.where(x > 0, v, -np.inf)
 
 
-    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
-        """E[Y(t) | x, t_x, T]: expected purchases in (T, T+t]."""
-        self._check_fitted()
-        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
-        r, alpha, a, b = self.params_.to_numpy() if params is None else params
+    def _expected_if_alive(self, t, x, T_, p):
+        r, alpha, a, b = p
         t = np.asarray(t, float)
         z = t / (alpha + T_ + t)
         # Euler transform: (1-z)^(r+x) 2F1(r+x, b+x; a+b+x-1; z) = (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)
         core = 1 - np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-        return _like((a + b + x - 1) / (a - 1) * core * expit(-self._log_odds_dead(x, tx, T_, (r, alpha, a, b))),
-                     frequency)
+        return (a + b + x - 1) / (a - 1) * core
 
     def expected_number_of_purchases_up_to_time(self, t, params=None):
         """E[X(t)] for a new customer: (a+b-1)/(a-1) [1 - (alpha/(alpha+t))^r 2F1(r, b; a+b-1; t/(alpha+t))]."""
@@ -314,15 +325,12 @@ class ParetoNBDFitter(_CountModel):
                 + self._log_A0_any(r, alpha, s, beta, x, tx, T_))
 
 
-    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T, params=None):
-        """E[Y(t) | x, t_x, T] = (r+x)(beta+T)/((alpha+T)(s-1)) [1 - ((beta+T)/(beta+T+t))^(s-1)] P(alive)."""
-        self._check_fitted()
-        x, tx, T_, _ = rfm_arrays(frequency, recency, T)
-        r, alpha, s, beta = self.params_.to_numpy() if params is None else params
+    def _expected_if_alive(self, t, x, T_, p):
+        # E[Y(t) | alive, x, T] = (r+x)(beta+T)/((alpha+T)(s-1)) [1 - ((beta+T)/(beta+T+t))^(s-1)]
+        r, alpha, s, beta = p
         L = np.log((beta + T_ + t) / (beta + T_))
         g = L if abs(s - 1) < 1e-9 else -np.expm1(-(s - 1) * L) / (s - 1)
-        return _like((r + x) * (beta + T_) / (alpha + T_) * g
-                     * expit(-self._log_odds_dead(x, tx, T_, (r, alpha, s, beta))), frequency)
+        return (r + x) * (beta + T_) / (alpha + T_) * g
 
     def expected_number_of_purchases_up_to_time(self, t, params=None):
         """E[X(t)] = r beta / (alpha (s-1)) [1 - (beta/(beta+t))^(s-1)]."""
