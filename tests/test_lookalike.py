@@ -335,3 +335,63 @@ def test_training_sample_caps_and_costs_little(medium_panel):
     # the calibrator undoes the sampling: mean P(labelled) matches the labelled share of the panel
     train = samp.train
     assert abs(samp.proba.mean() - train.mean()) < 0.01
+
+
+# --- fast paths against their straightforward definitions -------------------------------------------
+def test_single_feature_auc_equals_roc_auc():
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(3)
+    y = rng.random(3000) < 0.2
+    cont = rng.normal(size=3000) + y
+    ties = np.round(cont)                      # few distinct values: ties count one half
+    flag = (rng.random(3000) < np.where(y, 0.6, 0.3)).astype(float)
+    for x in (cont, ties, flag, -cont):
+        assert L.single_feature_auc(y, x) == pytest.approx(roc_auc_score(y, x), abs=1e-12)
+    assert L.single_feature_auc(y, flag) > 0.6    # the flag is informative: the check can fail
+    with pytest.raises(ValueError, match="both labelled and unlabelled"):
+        L.single_feature_auc(np.ones(5, bool), cont[:5])
+
+
+def test_indicators_match_get_dummies(small_panel):
+    """Category and multi-valued indicators built once per distinct value equal pandas' get_dummies."""
+    from helpers.lookalike.features import MULTI_SEP, _tokens
+    df = small_panel.data
+    multi = [c for c in df.columns if df[c].astype("string").str.contains(MULTI_SEP, regex=False).any()]
+    assert multi, "the panel has multi-valued columns"
+    for col, is_multi in [(multi[0], True), ("age_group", False)]:
+        s = df[col].astype("string").mask(np.arange(len(df)) % 7 == 0)   # missing values -> all zero
+        ref = (s.fillna("").str.get_dummies(sep=MULTI_SEP) if is_multi else pd.get_dummies(s, dtype=float))
+        cats = sorted(ref.columns)[:-1] + ["never-seen"]                  # a declared value nobody has
+        ref = ref.reindex(columns=cats, fill_value=0).astype(float)
+        got = _tokens(s, cats, col, is_multi)
+        assert got.columns.tolist() == [f"{col}={c}" for c in cats]
+        np.testing.assert_array_equal(got.to_numpy(), ref.to_numpy())
+        assert got.iloc[::7].to_numpy().sum() == 0 and got.to_numpy().sum() > 0
+
+
+def test_reason_codes_match_a_sorted_reference(small_panel, features, affluent_run):
+    """Top-k by argmax passes and one text per combination give what sorting every row gives."""
+    seed = affluent_run.train
+    keep = [c for g, cols in features.groups.items() if features.source[g] == "1st party"
+            for c in cols if c in features.reason]
+    z = L.standardize(features.X[keep])
+    d = z[seed].mean(axis=0)
+    contrib = z * d
+    ind = np.array([features.reason[c][1] is None for c in keep])
+    contrib[:, ind] = np.where(z[:, ind] > 0, contrib[:, ind], 0.0)
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :3]
+    ref = ["; ".join(features.reason[keep[j]][0] if z[i, j] > 0 else
+                     (features.reason[keep[j]][1] or features.reason[keep[j]][0])
+                     for j in row if contrib[i, j] > 0.1) for i, row in enumerate(order)]
+    got = L.reason_codes(features, seed, top_k=3)
+    assert got.tolist() == ref
+    assert got.str.len().gt(0).mean() > 0.5     # most users get at least one reason
+    part = L.reason_codes(features, seed, rows=seed, top_k=1)
+    assert part.index.equals(features.X.index[seed]) and (part == got[seed].str.split("; ").str[0]).all()
+
+
+def test_column_major_prediction_is_identical(features, affluent_run):
+    from helpers.lookalike.model import _predict
+    m = affluent_run.model.fold_models_[0]
+    a = features.X.to_numpy(float)
+    np.testing.assert_array_equal(_predict(m, a), m.predict_proba(np.ascontiguousarray(a))[:, 1])

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from .. import audience as A
 from .seeds import CHURN_SCORE, defining_columns
@@ -41,6 +41,8 @@ class Features:
     source: dict[str, str]
     labels: dict[str, str]
     reason: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: columns being built (:func:`build_features`), joined into ``X`` once at the end
+    _parts: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False, compare=False)
 
 
 def _lower(label: str) -> str:
@@ -53,21 +55,32 @@ def _ordinal(s: pd.Series, cats: Sequence[str]) -> pd.Series:
 
 def _tokens(s: pd.Series, cats: Sequence[str], prefix: str, multi: bool) -> pd.DataFrame:
     """Multi-hot (multi-valued columns) or one-hot (categorical) indicators; missing -> all zero."""
-    text = s.astype("string")
-    if multi:
-        dummies = text.fillna("").str.get_dummies(sep=MULTI_SEP)
-    else:
-        dummies = pd.get_dummies(text, dtype=float)
-    dummies = dummies.reindex(columns=list(cats), fill_value=0).astype(float)
-    dummies.columns = [f"{prefix}={c}" for c in cats]
-    return dummies.set_axis(s.index)
+    # encode each distinct text once and index by its code: a table has few distinct values (or
+    # '|'-joined subsets) but up to millions of rows, and splitting every row's text cost 9 s per 200k users
+    codes, uniques = pd.factorize(s.astype("string"), use_na_sentinel=True)
+    col = {c: j for j, c in enumerate(cats)}
+    table = np.zeros((len(uniques) + 1, len(cats)))  # the last row: missing values (code -1)
+    for u, text in enumerate(uniques):
+        for token in (str(text).split(MULTI_SEP) if multi else [str(text)]):
+            if token in col:
+                table[u, col[token]] = 1.0
+    return pd.DataFrame(table[codes], index=s.index, columns=[f"{prefix}={c}" for c in cats])
 
 
 def _add(f: Features, group: str, source: str, label: str, cols: pd.DataFrame) -> None:
-    f.X = pd.concat([f.X, cols], axis=1)
+    # the columns are kept aside and joined once (_assemble): joining per group copied the growing matrix
+    f._parts.append(cols)
     f.groups[group] = list(cols.columns)
     f.source[group] = source
     f.labels[group] = label
+
+
+def _assemble(f: Features) -> None:
+    """Join the columns :func:`_add` collected into ``f.X`` (one float block, in the order added)."""
+    parts, f._parts = f._parts, []
+    if parts:
+        values = np.column_stack([p.to_numpy(float) for p in parts])
+        f.X = pd.DataFrame(values, index=f.X.index, columns=[c for p in parts for c in p.columns])
 
 
 def _numeric(s: pd.Series) -> np.ndarray:
@@ -187,6 +200,7 @@ def build_features(df: pd.DataFrame, churn_risk: pd.DataFrame | None = None,
         _add(f, g, src, f"known to the {src} data source", pd.DataFrame({g: m.astype(float)}, index=df.index))
     if churn_risk is not None and CHURN_SCORE not in skip:
         _churn_feature(f, df, churn_risk, id_col)
+    _assemble(f)
     if f.X.shape[1] == 0:
         raise ValueError("no features: the run configuration declares no metric or attribute present in the table")
     if f.X.isna().any().any():
@@ -231,11 +245,30 @@ def leak_check(features: Features, seed_mask: np.ndarray, max_auc: float = LEAK_
             x = features.X[c].to_numpy(float)
             if np.ptp(x) == 0:
                 continue
-            a = roc_auc_score(y, x)
+            a = single_feature_auc(y, x)
             best = max(best, a, 1 - a)
         rows.append({"group": g, "label": features.labels[g], "auc": float(best),
                      "defines_seed": bool(best >= max_auc)})
     return pd.DataFrame(rows).sort_values("auc", ascending=False, ignore_index=True)
+
+
+def single_feature_auc(y: np.ndarray, x: np.ndarray) -> float:
+    """ROC AUC of one feature against a binary label, ties counted one half (the Mann-Whitney statistic).
+
+    Equal to ``sklearn.metrics.roc_auc_score(y, x)``; computed in O(n) for 0/1 indicators and from average
+    ranks otherwise (scikit-learn's input validation cost 0.08 s per column at 200k rows, for ~100 columns).
+    """
+    y = np.asarray(y, bool)
+    x = np.asarray(x, float)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("the AUC needs both labelled and unlabelled rows")
+    if np.all((x == 0) | (x == 1)):
+        p1, p0 = float(x[y].mean()), float(x[~y].mean())
+        return p1 * (1 - p0) + 0.5 * (p1 * p0 + (1 - p1) * (1 - p0))
+    ranks = rankdata(x)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def seed_features(features: Features, seed_mask: np.ndarray, seed_columns: Sequence[str] = (),
