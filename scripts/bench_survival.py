@@ -6,12 +6,16 @@ Two modes (timings printed and, with ``--out``, written as JSON; nothing is asse
 * ``--n-users N`` (default 1,000,000): generates a synthetic panel and times, in the notebook's order,
   durations (``time_to_event``), covariates from the run configuration, the Cox fit on the training users,
   the PH remedy with Schoenfeld tests on a seeded sample of ``--ph-sample`` rows, the three AFT families
-  (fitted on a seeded sample of ``--fit-sample`` training rows, as the notebook's ``fit_max_rows``), held-out
-  C-index with bootstrap intervals, the recency-aware churn risk of every user (snapshot mixture) and, when
+  compared on a seeded sample of ``--compare-sample`` training rows (the notebook's ``compare_max_rows``),
+  held-out C-index with bootstrap intervals, the best family refitted on ``--fit-sample`` rows (the
+  notebook's ``fit_max_rows``), the recency-aware churn risk of every user (snapshot mixture) and, when
   the panel has a monthly history, the monthly-spell model.
 * ``--compare-ph N``: on a panel of N users (20k-50k), the Schoenfeld test on all training rows against the
   test on seeded samples of ``--ph-sample`` rows (several seeds): p-values side by side and how often the
   violated / not-violated decision agrees. The full test's cost grows with the square of the rows.
+* ``--compare-aft N``: on a panel of N users, the three AFT families fitted on every training row against a
+  seeded sample of ``--compare-sample`` rows: CPU seconds, AIC order, held-out C-index (with interval),
+  integrated Brier score and the best family's calibration error, side by side (what the sample costs).
 
 Run with ``OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_survival.py --n-users 1000000`` on a quiet machine.
 """
@@ -51,7 +55,8 @@ def _covariates(df: pd.DataFrame, tte: pd.DataFrame) -> pd.DataFrame:
         return sv.panel_covariates(df, groups=("demographic", "behavioural"))
 
 
-def main(n_users: int, fit_sample: int, seed: int, ph_sample: int = sv.PH_TEST_SAMPLE, n_boot: int = 100) -> dict:
+def main(n_users: int, fit_sample: int, seed: int, ph_sample: int = sv.PH_TEST_SAMPLE, n_boot: int = 100,
+         compare_sample: int = 50_000) -> dict:
     """Time the notebook's survival steps at ``n_users`` and return the timings (seconds) and sizes."""
     res: dict[str, object] = {"n_users": n_users, "fit_sample": fit_sample, "ph_sample": ph_sample}
     with timer(res, "generate_panel"):
@@ -70,21 +75,25 @@ def main(n_users: int, fit_sample: int, seed: int, ph_sample: int = sv.PH_TEST_S
     with timer(res, f"remedy_ph_schoenfeld_on_{min(ph_sample, len(train))}_rows"):
         rem = sv.remedy_ph(train, penalizer=0.01, ph_max_rows=ph_sample, seed=seed)
     res["ph_violations_before"], res["ph_strata"] = rem.n_violations_before, rem.strata
-    fit_rows = sv.ph_sample(train, fit_sample or None, seed)
-    res["n_aft_fit"] = len(fit_rows)
+    cmp_rows = sv.ph_sample(train, compare_sample or None, seed)
+    res["n_aft_compare"] = len(cmp_rows)
     afts = {}
     for fam in sv.AFT_FAMILIES:
-        with timer(res, f"aft_{fam}_on_{len(fit_rows)}_rows"):
-            afts[fam] = sv.fit_aft(fit_rows, fam, penalizer=0.01)
+        with timer(res, f"aft_{fam}_on_{len(cmp_rows)}_rows"):
+            afts[fam] = sv.fit_aft(cmp_rows, fam, penalizer=0.01)
     best = min(afts, key=lambda f: afts[f].AIC_)
     with timer(res, "c_index_intervals_cox_and_3_aft"):
         res["cox_c_index_test"] = sv.c_index_interval(cox, test, n_boot, seed)["c_index"]
         for fam, m in afts.items():
             sv.c_index_interval(m, test, n_boot, seed)
     with timer(res, "integrated_brier_best_aft"):
-        sv.integrated_brier_score(afts[best], fit_rows, test)
+        sv.integrated_brier_score(afts[best], cmp_rows, test)
+    fit_rows = sv.ph_sample(frame, fit_sample or None, seed)
+    res["n_aft_fit"] = len(fit_rows)
+    with timer(res, f"aft_{best}_refit_on_{len(fit_rows)}_rows"):
+        final = sv.fit_aft(fit_rows, best, penalizer=0.01)
     with timer(res, "churn_risk_all_users_recency_mixture"):
-        sv.churn_risk(afts[best], X, tte, df.get("avg_monthly_spend"))
+        sv.churn_risk(final, X, tte, df.get("avg_monthly_spend"))
     monthly = getattr(panel, "monthly", None)
     if monthly is not None and len(monthly):
         with timer(res, "monthly_spell_model_fit_and_score"):
@@ -126,23 +135,54 @@ def compare_ph(n_users: int, ph_sample: int, seed: int, n_seeds: int = 5) -> dic
     return out
 
 
+def compare_aft(n_users: int, compare_sample: int, seed: int, n_boot: int = 100) -> dict:
+    """The three AFT families on every training row vs on a seeded sample of ``compare_sample`` rows."""
+    panel = generate_panel(n_users, seed=seed)
+    df = panel.data
+    tte = sv.time_to_event(df, DEFAULT_OBSERVATION_DATE)
+    train, test = sv.split(sv.model_frame(tte, _covariates(df, tte)), 0.3, seed=seed)
+    out: dict[str, object] = {"n_users": n_users, "n_train": len(train), "n_test": len(test)}
+    for label, rows in (("all_training_rows", None), (f"sample_{compare_sample}", compare_sample)):
+        fit_rows = sv.ph_sample(train, rows, seed)
+        c0 = time.process_time()
+        afts = {f: sv.fit_aft(fit_rows, f, penalizer=0.01) for f in sv.AFT_FAMILIES}
+        res: dict[str, object] = {"n_fit": len(fit_rows), "cpu_s": round(time.process_time() - c0, 2),
+                                  "aic_order": sv.aic_table(afts)["model"].tolist()}
+        for f, m in afts.items():
+            ci = sv.c_index_interval(m, test, n_boot, seed)
+            res[f] = {"c_index": round(ci["c_index"], 5), "c_lower": round(ci["lower"], 5),
+                      "c_upper": round(ci["upper"], 5),
+                      "ibs": round(sv.integrated_brier_score(m, train, test), 5)}
+        cal = sv.calibration_table(afts[res["aic_order"][0]], test, 90)
+        res["best_calibration_abs_err_90d"] = round(float((cal.predicted - cal.observed).abs().mean()), 5)
+        out[label] = res
+        print(label, json.dumps(res), flush=True)
+    return out
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-users", type=int, default=1_000_000)
     ap.add_argument("--fit-sample", type=int, default=200_000,
-                    help="AFT models are fitted on a seeded sample of this many training rows (0 = all)")
+                    help="the best AFT family is refitted on a seeded sample of this many rows (0 = all)")
+    ap.add_argument("--compare-sample", type=int, default=50_000,
+                    help="the three AFT families are compared on a seeded sample of this many training rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ph-sample", type=int, default=sv.PH_TEST_SAMPLE,
                     help="rows of the Schoenfeld test (its cost grows with the square of the rows)")
     ap.add_argument("--n-boot", type=int, default=100)
     ap.add_argument("--compare-ph", type=int, default=0, metavar="N",
                     help="compare full vs sampled Schoenfeld tests on a panel of N users instead")
+    ap.add_argument("--compare-aft", type=int, default=0, metavar="N",
+                    help="compare AFT fits on all training rows vs on --compare-sample rows, panel of N users")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     a = ap.parse_args()
     if a.compare_ph:
         result = compare_ph(a.compare_ph, a.ph_sample, a.seed)
+    elif a.compare_aft:
+        result = compare_aft(a.compare_aft, a.compare_sample, a.seed, a.n_boot)
     else:
-        result = main(a.n_users, a.fit_sample, a.seed, a.ph_sample, a.n_boot)
+        result = main(a.n_users, a.fit_sample, a.seed, a.ph_sample, a.n_boot, a.compare_sample)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(result, f, indent=2, default=str)
