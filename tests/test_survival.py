@@ -513,6 +513,37 @@ def test_engagement_matrix_reads_long_table_and_masks_months_before_sign_up():
         sv.engagement_matrix(monthly.assign(engagement_state="gone"))
 
 
+def test_engagement_matrix_equals_the_row_by_row_reading():
+    """Factorizing each column first gives the matrix a per-row reading gives (text months, mixed case,
+    users absent from the history, history rows of users not asked for)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    monthly = pd.DataFrame({"user_id": [f"U{i}" for i in rng.integers(0, 400, n)],
+                            "month": rng.choice(["2026-01-01", "2026-03-01", "2026-02-01"], n),
+                            "engagement_state": rng.choice(["active", "Light", "DORMANT", "churned"], n)})
+    monthly = monthly.drop_duplicates(["user_id", "month"])
+    ids = [f"U{i}" for i in range(0, 450, 2)]
+
+    def by_rows(frame, ids):
+        st = frame["engagement_state"].str.lower()
+        months = np.sort(pd.to_datetime(frame["month"]).unique())
+        m_idx = np.searchsorted(months, pd.to_datetime(frame["month"]).to_numpy())
+        uid = frame["user_id"].astype(str).to_numpy()
+        order = pd.Index(pd.unique(uid) if ids is None else ids)
+        u_idx = order.get_indexer(uid)
+        out = np.full((len(order), len(months)), -1, dtype=np.int8)
+        code = st.map({s: i for i, s in enumerate(sv.ENGAGEMENT_STATES)}).to_numpy(dtype=np.int8)
+        out[u_idx[u_idx >= 0], m_idx[u_idx >= 0]] = code[u_idx >= 0]
+        return out, months
+
+    for which in (ids, None):
+        got, months = sv.engagement_matrix(monthly, which)
+        ref, ref_months = by_rows(monthly, which)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(months, ref_months)
+        assert (got >= 0).any() and (got == -1).any()
+
+
 # --- PH tests on a sample, strict "fixed" (issue 20 item 1, issue 15 item 7) ---------------------------
 def test_ph_test_on_a_seeded_sample_keeps_the_planted_decision():
     frame = _non_ph_frame(n=4000)

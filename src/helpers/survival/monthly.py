@@ -27,25 +27,48 @@ def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col
     if need:
         raise ValueError(f"monthly activity table lacks columns {sorted(need)}; expected "
                          f"{id_col}, {month_col}, {state_col} (one row per user and month)")
-    st = monthly[state_col].astype("string").str.lower()
-    bad = ~st.isin(ENGAGEMENT_STATES)
+    # every column is factorized first and its few distinct values converted (lower-cased, parsed, matched
+    # to ids) once: per-row string work on a 1M-user history (24M rows) cost most of this function
+    s_codes, s_uniq = pd.factorize(monthly[state_col], use_na_sentinel=False)
+    states = pd.Series(s_uniq, dtype=object).astype("string").str.lower()
+    s_map = states.map({s: i for i, s in enumerate(ENGAGEMENT_STATES)})
+    bad = s_map.isna().to_numpy()[s_codes]
     if bad.any():
         raise ValueError(f"column {state_col!r} has {int(bad.sum())} values outside {ENGAGEMENT_STATES} "
-                         f"(e.g. {list(st[bad].head(3))})")
-    months = np.sort(pd.to_datetime(monthly[month_col]).unique())
-    m_idx = np.searchsorted(months, pd.to_datetime(monthly[month_col]).to_numpy())
-    uid = monthly[id_col].astype(str).to_numpy()
-    order = pd.Index(pd.unique(uid) if ids is None else pd.Index(pd.Series(ids).astype(str)))
-    u_idx = order.get_indexer(uid)
+                         f"(e.g. {list(states.to_numpy()[s_codes[bad][:3]])})")
+    m_codes, m_uniq = pd.factorize(monthly[month_col], use_na_sentinel=False)
+    m_dates = pd.to_datetime(pd.Series(m_uniq)).to_numpy()
+    months = np.sort(np.unique(m_dates))
+    m_idx = np.searchsorted(months, m_dates)[m_codes]
+    u_codes, u_uniq = pd.factorize(monthly[id_col], use_na_sentinel=False)
+    u_text = pd.Index(pd.Series(u_uniq, dtype=object).astype(str))
+    order = pd.Index(pd.unique(u_text) if ids is None else pd.Index(pd.Series(ids).astype(str)))
+    u_idx = order.get_indexer(u_text)[u_codes]
     keep = u_idx >= 0
     out = np.full((len(order), len(months)), -1, dtype=np.int8)
-    code = st.map({s: i for i, s in enumerate(ENGAGEMENT_STATES)}).to_numpy(dtype=np.int8)
+    code = s_map.to_numpy(dtype=np.int8)[s_codes]
     out[u_idx[keep], m_idx[keep]] = code[keep]
     if customer_since is not None:
         since = pd.to_datetime(pd.Series(customer_since)).to_numpy()
         month_end = (pd.DatetimeIndex(months) + pd.offsets.MonthEnd(0)).to_numpy()
         out[since[:, None] > month_end[None, :]] = -1
     return out, months
+
+
+def read_monthly(path, id_col: str = "user_id", month_col: str = "month",
+                 state_col: str = "engagement_state") -> pd.DataFrame:
+    """The columns :func:`engagement_matrix` reads from a monthly activity Parquet file (or folder), with ids
+    and states as categoricals: 24M rows of Python strings (1M users x 24 months) cost more to build than
+    the matrix itself."""
+    import pyarrow.parquet as pq
+
+    need = [id_col, month_col, state_col]
+    names = pq.ParquetDataset(path).schema.names
+    missing = [c for c in need if c not in names]
+    if missing:
+        raise ValueError(f"{path}: monthly activity table lacks columns {missing}; expected {need} "
+                         f"(one row per user and month), found {names}")
+    return pd.read_parquet(path, columns=need, read_dictionary=[id_col, state_col])
 
 
 def spell_codes(labels: np.ndarray) -> np.ndarray:
