@@ -284,13 +284,15 @@ def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 
     return params, cov, bool(best.success) or best.status == 2
 
 
-def fit_response(md, audience_ids, seed: int = 0, max_users: int = 20_000,
+def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
                  pooled: bool = True, deviation_sd: float = 0.5, groups: pd.Series | None = None,
                  window_days: int | None = WINDOW_DAYS) -> ResponseModel:
     """Estimate CPMs, member exposure rates and the adstock/saturation response for an audience.
 
-    ``md``: :class:`helpers.media.data.MediaData`. Audiences larger than ``max_users`` are subsampled for
-    the response fit (exposure rates use every member). ``window_days``: length of the windows whose
+    ``md``: :class:`helpers.media.data.MediaData`. Audiences (and the rest of the run) larger than
+    ``max_users`` are subsampled for the response fit (exposure rates use every member); the default keeps
+    every member of a 50k run: with 20,000 of the others the 50k default target's budget share ranged
+    0.88-0.99 over subsample seeds, with all of them it is 0.969 whatever the seed. ``window_days``: length of the windows whose
     impressions per day the curves are fitted on (``None``: the campaign average, which misjudges flighted
     channels; kept for comparison).
     """
