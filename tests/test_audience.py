@@ -126,9 +126,3 @@ def test_unknown_kind_and_options_refused(run):
         A.select(P, "segment", segment=2, colour="red")
 
 
-def test_explorer_members_rule():
-    raw = np.array([0.1, 0.9, 0.5, 0.9, 0.3])
-    pool = np.array([True, True, False, True, True])
-    assert A.explorer_members(raw, pool, 2).tolist() == [1, 3]  # ties: first rows win
-    with pytest.raises(ValueError, match="between 1 and 4"):
-        A.explorer_members(raw, pool, 5)

@@ -503,19 +503,6 @@ def top_expr(scores: Any, *, top: int | None = None, share: float | None = None,
     return sel.order_by([ibis.desc("score"), "user_id"]).limit(n)
 
 
-def explorer_members(raw: np.ndarray, pool: np.ndarray, size: int) -> np.ndarray:
-    """Row positions of the ``size`` best-ranked rows of ``pool`` by ``raw`` score (ties: first rows win).
-
-    The rule behind :func:`select` for in-memory scores, kept as a function the Explorer can call.
-    """
-    n = int(size)
-    idx = np.flatnonzero(np.asarray(pool, bool))
-    if not 1 <= n <= len(idx):
-        raise ValueError(f"size must be between 1 and {len(idx)} (the candidates), got {n}")
-    order = np.argsort(-np.asarray(raw, float)[idx], kind="stable")
-    return idx[order[:n]]
-
-
 def seed_ids(P: Any, frame: pd.DataFrame, *, seed_outcome: str | None = None, seed_value: Any = None,
              seed_ids_path: str | None = None, config: Any = None) -> Audience | None:
     """The seed the notebook parameters ``seed_outcome``/``seed_value``/``seed_ids_path`` ask for (None

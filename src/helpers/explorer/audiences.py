@@ -43,8 +43,14 @@ def stage_scores(data: ExplorerData) -> pd.DataFrame:
     return data.lookalike_scores
 
 
-def stage_audience(data: ExplorerData, top: int, allow_third_party: bool = True) -> audience_mod.Audience:
-    """The ``top`` best-ranked candidates of the lookalike stage (:func:`helpers.audience.select`)."""
+def stage_audience(data: ExplorerData, top: int, allow_third_party: bool | None = None) -> audience_mod.Audience:
+    """The ``top`` best-ranked candidates of the lookalike stage (:func:`helpers.audience.select`); labels
+    derived from third-party data only where the run configuration's ``export.allow_third_party`` allows
+    them (``None``) or the caller says so."""
+    if allow_third_party is None:
+        from .. import export as export_mod  # local, as in export_audience: export imports the selector
+
+        allow_third_party = export_mod.allow_third_party(data.cfg)
     return audience_mod.select(None, "lookalike", frame=data.panel, scores=stage_scores(data), top=int(top),
                                config=data.cfg, id_col="user_id", churn_risk=data.churn_risk,
                                allow_third_party=allow_third_party)
