@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import questions as Q
@@ -106,3 +107,15 @@ def test_warehouse_is_read_only_and_errors_are_clear(run, tmp_path):
         Q.Condition("age_group", "in", "18-24")
     with pytest.raises(FileNotFoundError, match="01_ingest"):
         Q.AudienceWarehouse(tmp_path / "missing.duckdb")
+
+
+def test_run_warehouse_on_the_engine_answers_like_the_warehouse_file(run, duckdb_con):
+    """for_run reads the run's Parquet through the engine: the same answer as the DuckDB warehouse file."""
+    P, _ = run
+    q = dict(metric="avg_monthly_spend", where=[("homeowner_status", "==", "owner")])
+    with Q.AudienceWarehouse.from_paths(P) as wh:
+        a = wh.ask("traveler_type", **q).table
+    b = Q.AudienceWarehouse.for_run(duckdb_con, P).ask("traveler_type", **q).table
+    pd.testing.assert_frame_equal(a.sort_values("level").reset_index(drop=True),
+                                  b.sort_values("level").reset_index(drop=True), rtol=1e-12)
+    assert len(a) > 1

@@ -169,6 +169,15 @@ class AudienceWarehouse:
         return cls(paths.duckdb, paths.processed / WEIGHTS, paths.processed / SEGMENTS)
 
     @classmethod
+    def for_run(cls, con: Any, paths: Paths) -> "AudienceWarehouse":
+        """The warehouse of a pipeline run on the engine of ``con`` (either engine, no branch in the caller):
+        the run's unified, weights and segments Parquet files read by that engine (:meth:`from_parquet`)."""
+        from .artifacts import UNIFIED_PARQUET
+
+        return cls.from_parquet(con, paths.processed / UNIFIED_PARQUET, paths.processed / WEIGHTS,
+                                paths.processed / SEGMENTS)
+
+    @classmethod
     def from_parquet(cls, con: Any, unified: str | Path, weights: str | Path | None = None,
                      segments: str | Path | None = None) -> "AudienceWarehouse":
         """The warehouse on any engine, reading the processed Parquet artifacts.
