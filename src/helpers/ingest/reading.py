@@ -4,6 +4,8 @@ objects of one ingestion.
 
 from __future__ import annotations
 
+import warnings
+
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,13 +69,15 @@ class _Session:
         for c in self.cached:
             try:
                 c.release()
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
+            except Exception as e:  # noqa: BLE001 - cleanup must not hide the ingestion's own result or error
+                warnings.warn(f"ingestion cleanup: could not release a cached table ({e}); it lives until the "
+                              "connection closes", RuntimeWarning, stacklevel=2)
         for n in reversed(self.tables):
             try:
                 E.drop_temp(self.con, n)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as e:  # noqa: BLE001 - as above
+                warnings.warn(f"ingestion cleanup: could not drop temporary table {n} ({e}); it lives until "
+                              "the connection closes", RuntimeWarning, stacklevel=2)
         for f in self.files:
             f.unlink(missing_ok=True)
 

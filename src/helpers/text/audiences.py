@@ -28,12 +28,10 @@ from ..stats import core
 def load_posts(P: Any) -> pd.DataFrame | None:
     """Posts of the run (``user_id, platform, date, text``; ``post_id`` when present), or None."""
     from .. import artifacts
-    try:
-        if artifacts.exists(P, "posts"):
-            df = artifacts.load(P, "posts")
-            return _check(df, "processed/posts.parquet")
-    except Exception:  # noqa: BLE001 - fall back to the raw file
-        pass
+    # The validated table when ingestion wrote one; a stale or malformed one is an error, never silently
+    # replaced by the raw file (that would mix two runs).
+    if artifacts.exists(P, "posts"):
+        return _check(artifacts.load(P, "posts"), "processed/posts.parquet")
     raw = Path(P.raw) / "posts.parquet"
     if not raw.exists():
         return None
