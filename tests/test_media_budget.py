@@ -210,3 +210,46 @@ def test_budget_share_of_planted_optimum_largest_segment(medium_world):
     rule = BU.share_of_planted_optimum(BU.affinity_rule(m, B), u, B, truth["days"])
     assert s["share"] >= 0.95
     assert s["share"] >= rule["share"] - 0.01
+
+
+def _extrapolating_model(support=(0.1, 0.5)):
+    """Two channels: ``a``'s fitted curve is convex far beyond the rates seen in the data (half point 2 / day,
+    shape 3, support 0.1 / day), so only its extrapolated tail makes it look better than ``b``."""
+    n = 200
+    p = np.r_[np.log(0.01), 0.0, [np.log(0.05), np.log(2.0), np.log(3.0), -30.0],
+              [np.log(0.004), np.log(0.3), 0.0, -30.0]]
+    return BU.ResponseModel(["a", "b"], pd.Index(range(n)), 28, np.array([10.0, 10.0]), np.array([True, True]),
+                            np.ones((n, 2)), np.ones(2), p, None, pd.Series([120.0, 90.0], index=["a", "b"]), 1000,
+                            window_days=7, support_rate=np.array(support))
+
+
+def test_support_guard_keeps_the_plan_where_the_curves_were_fitted():
+    m = _extrapolating_model()
+    free = BU.optimise(m, 0.25, support_multiple=None)
+    assert free.spend_per_person[0] > 0.24          # unguarded: the whole budget on the extrapolated channel
+    assert m.daily_rates(free.spend_per_person).mean(0)[0] > 5 * m.support_rate[0]
+    guarded = BU.optimise(m, 0.25)                  # default guard
+    rate = m.daily_rates(guarded.spend_per_person).mean(0)
+    assert (rate <= BU.SUPPORT_MULTIPLE * m.support_rate + 1e-9).all(), rate
+    assert guarded.feasible and guarded.support_multiple == BU.SUPPORT_MULTIPLE
+    assert guarded.spend_per_person.sum() == pytest.approx(0.25)
+    # a budget the support cannot hold at the default multiple: widened just enough, and said so
+    big = BU.optimise(m, 1.0)
+    assert big.support_multiple > BU.SUPPORT_MULTIPLE and big.feasible
+    assert big.spend_per_person.sum() == pytest.approx(1.0)
+    need = 1.0 / m.support_spend(1.0).sum()          # smallest multiple whose caps add to the budget
+    assert big.support_multiple == pytest.approx(need, rel=1e-6)
+
+
+def test_fitted_support_is_the_largest_weekly_rate(world, model):
+    raw, truth, ut, md = world
+    assert model.support_rate is not None and (model.support_rate > 0).all()
+    a = BU.optimise(model, 0.25)
+    rate = model.daily_rates(a.spend_per_person).mean(0)
+    assert (rate <= a.support_multiple * model.support_rate * (1 + 1e-6)).all()
+    # the support is at least the campaign's average rate of the audience on every channel
+    ex = raw["exposures"]
+    aud = set(model.users)
+    mean_rate = ex[ex["user_id"].astype(str).isin(aud)].groupby("channel")["impressions"].sum().reindex(
+        model.channels) / (model.n * model.days)
+    assert (model.support_rate >= mean_rate.to_numpy() * 0.99).all()

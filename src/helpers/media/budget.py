@@ -49,6 +49,11 @@ from . import exposures_module
 #: long enough to hold every weekday once (the weekday profile then averages out of each window)
 WINDOW_DAYS = 7
 
+#: default support guard of :func:`optimise`: no channel may be planned at a mean daily rate above this
+#: multiple of the largest weekly rate the audience saw on it in the data (the fitted curve is only known
+#: there; beyond it the optimiser chases the extrapolated tail of a Hill curve)
+SUPPORT_MULTIPLE = 3.0
+
 
 # --- per-member exposure rates -------------------------------------------------------------------
 def _eligibility(md, users: pd.Index, dates: pd.DatetimeIndex) -> np.ndarray:
@@ -104,6 +109,11 @@ class ResponseModel:
     converged: bool = True
     notes: list = field(default_factory=list)
     window_days: int = 0                  # length of the fit's exposure windows (0: campaign averages)
+    #: (C,) largest impressions per eligible member per day the audience saw on each channel in one window
+    #: of the data (None: unknown, no support guard)
+    support_rate: np.ndarray | None = None
+    #: every group of the fit (label -> (params, cov)); the target audience is "(target audience)"
+    group_params: dict | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -123,6 +133,16 @@ class ResponseModel:
         inside = self.theta / self.theta.sum(0).clip(1e-12) * (1000.0 / self.cpm) * total
         national = self.theta * total
         return np.where(self.targetable, inside, national) / self.days
+
+    def support_spend(self, multiple: float) -> np.ndarray:
+        """(C,) spend per person at which each channel's mean daily rate is ``multiple`` x :attr:`support_rate`
+        (``inf`` where the support is unknown). Rates are linear in spend, so one unit of spend tells."""
+        C = len(self.channels)
+        if self.support_rate is None:
+            return np.full(C, np.inf)
+        per_usd = np.diag(np.stack([self.daily_rates(np.eye(C)[j]).mean(0) for j in range(C)]))
+        return np.where(per_usd > 0, multiple * np.asarray(self.support_rate, float) / np.where(
+            per_usd > 0, per_usd, 1.0), np.inf)
 
     def channel_conversions(self, spend_per_person, params=None) -> np.ndarray:
         """Expected incremental conversions per person over the campaign, per channel, at constant spend.
@@ -199,7 +219,7 @@ def _expected_window_hill(daily_rate: np.ndarray, window: int, half, shape) -> n
 
 
 def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 0.5, _objective=False,
-                      n_starts: int = 3):
+                      n_starts: int = 3, return_groups: bool = False):
     """Penalised Poisson MLE of members' conversions per window on their impressions per day in the window.
 
     ``y`` (users, W) conversions and ``r`` (users, W, C) realised impressions per day in each of ``W``
@@ -213,7 +233,8 @@ def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 
     Geometric adstock is folded into ``H`` (steady state within a window). Weak priors: log kappa ~ N(0.3,
     0.5), log H ~ N(log median r, 1.5), log beta ~ N(log(mean y / D) - 1, 3). Analytic gradient, BFGS from
     ``n_starts`` starting half points. Returns the target group's parameters (:class:`ResponseModel`
-    layout), their covariance and convergence.
+    layout), their covariance and convergence (and with ``return_groups`` every group's (params, cov), the
+    parameters 07c saves for the Explorer).
     """
     U, W, C = r.shape
     Dw = np.asarray(Dw, float)
@@ -270,32 +291,33 @@ def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 
         res = optimize.minimize(f, p0, jac=True, method="BFGS", options={"maxiter": 5000, "gtol": 1e-5})
         if best is None or res.fun < best.fun:
             best = res
-    J = np.zeros((2 + 4 * C, n_par))
-    J[0, target] = 1
-    J[1, K] = 1
-    for c in range(C):
-        J[2 + 4 * c, K + 1 + 3 * c] = 1
-        J[2 + 4 * c, K + 1 + 3 * C + target * C + c] = 1
-        J[3 + 4 * c, K + 2 + 3 * c] = 1
-        J[4 + 4 * c, K + 3 + 3 * c] = 1
-    params = J @ best.x
-    params[5::4] = -30.0                                   # decay 0: folded into H
-    cov = J @ np.asarray(best.hess_inv) @ J.T
-    return params, cov, bool(best.success) or best.status == 2
+    hinv = np.asarray(best.hess_inv)
+
+    def group(k):
+        J = np.zeros((2 + 4 * C, n_par))
+        J[0, k] = 1
+        J[1, K] = 1
+        for c in range(C):
+            J[2 + 4 * c, K + 1 + 3 * c] = 1
+            J[2 + 4 * c, K + 1 + 3 * C + k * C + c] = 1
+            J[3 + 4 * c, K + 2 + 3 * c] = 1
+            J[4 + 4 * c, K + 3 + 3 * c] = 1
+        params = J @ best.x
+        params[5::4] = -30.0                               # decay 0: folded into H
+        return params, J @ hinv @ J.T
+
+    params, cov = group(target)
+    ok = bool(best.success) or best.status == 2
+    if return_groups:
+        return params, cov, ok, [group(k) for k in range(K)]
+    return params, cov, ok
 
 
-def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
-                 pooled: bool = True, deviation_sd: float = 0.5, groups: pd.Series | None = None,
-                 window_days: int | None = WINDOW_DAYS) -> ResponseModel:
-    """Estimate CPMs, member exposure rates and the adstock/saturation response for an audience.
-
-    ``md``: :class:`helpers.media.data.MediaData`. Audiences (and the rest of the run) larger than
-    ``max_users`` are subsampled for the response fit (exposure rates use every member); the default keeps
-    every member of a 50k run: with 20,000 of the others the 50k default target's budget share ranged
-    0.88-0.99 over subsample seeds, with all of them it is 0.969 whatever the seed. ``window_days``: length of the windows whose
-    impressions per day the curves are fitted on (``None``: the campaign average, which misjudges flighted
-    channels; kept for comparison).
-    """
+def exposure_model(md, audience_ids, window_days: int | None = WINDOW_DAYS) -> tuple[ResponseModel, dict]:
+    """The cheap half of :func:`fit_response`: CPMs, members' exposure rates, channel index and the data's
+    support for an audience, as a :class:`ResponseModel` without response parameters (``params`` None),
+    and what the response fit needs next (a dict). The Explorer composes saved curves onto it
+    (:func:`model_from_table`)."""
     E = exposures_module()
     channels = list(md.channels)
     C = len(channels)
@@ -318,7 +340,7 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
         md.exposures["user_id"].astype(str).unique())
     audience = pd.Index(pd.Series(audience_ids).astype(str)).intersection(all_users)
     if len(audience) < 30:
-        raise ValueError(f"fit_response: the audience has {len(audience)} members with media data (need 30+).")
+        raise ValueError(f"exposure_model: the audience has {len(audience)} members with media data (need 30+).")
     exp = md.exposures
     ed = exp.assign(d=pd.DatetimeIndex(pd.to_datetime(exp["date"])).normalize())
     per_user = ed.groupby(["user_id", "channel"])["impressions"].sum().unstack().reindex(columns=channels)
@@ -337,6 +359,40 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
         shapes[j] = r
         theta[:, j] = (n[:, j] + r) / (e[:, j] + b)
 
+    # the support of the data: per channel, the largest impressions per eligible member per day of the
+    # audience in one window; a plan beyond a multiple of it extrapolates the fitted curve (see optimise)
+    ea = ed[ed["user_id"].astype(str).isin(audience) & ed["channel"].isin(channels)]
+    wdays0 = int(window_days) if window_days else D
+    wn = (D - 1) // wdays0 + 1
+    wi_d = np.minimum(np.arange(D) // wdays0, wn - 1)
+    elig_days = np.bincount(wi_d, weights=elig.sum(0), minlength=wn)               # member-days per window
+    aw = np.minimum((ea["d"] - dates[0]).dt.days.to_numpy() // wdays0, wn - 1)
+    imp_w = np.zeros((wn, C))
+    np.add.at(imp_w, (aw, pd.Index(channels).get_indexer(ea["channel"])), ea["impressions"].to_numpy(float))
+    support_rate = (imp_w / np.maximum(elig_days, 1.0)[:, None]).max(0)
+
+    model = ResponseModel(channels, audience, D, cpm, targetable, theta, shapes, None, None, index,
+                          len(all_users), True, [], window_days=wdays0 if window_days else 0,
+                          support_rate=support_rate)
+    return model, {"all_users": all_users, "audience": audience, "in_aud": in_aud, "exp": exp,
+                   "dates": dates, "D": D}
+
+
+def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
+                 pooled: bool = True, deviation_sd: float = 0.5, groups: pd.Series | None = None,
+                 window_days: int | None = WINDOW_DAYS) -> ResponseModel:
+    """Estimate CPMs, member exposure rates and the adstock/saturation response for an audience.
+
+    ``md``: :class:`helpers.media.data.MediaData`. Audiences (and the rest of the run) larger than
+    ``max_users`` are subsampled for the response fit (exposure rates use every member); the default keeps
+    every member of a 50k run: with 20,000 of the others the 50k default target's budget share ranged
+    0.88-0.99 over subsample seeds, with all of them it is 0.969 whatever the seed. ``window_days``: length of the windows whose
+    impressions per day the curves are fitted on (``None``: the campaign average, which misjudges flighted
+    channels; kept for comparison).
+    """
+    base, ctx = exposure_model(md, audience_ids, window_days)
+    channels, C, D, dates = base.channels, len(base.channels), ctx["D"], ctx["dates"]
+    all_users, audience, in_aud, exp = ctx["all_users"], ctx["audience"], ctx["in_aud"], ctx["exp"]
     # member-level data for the response fit: conversions and impressions per day in each window of
     # window_days days, of the audience and (partial pooling) of everyone else in the run, each subsampled
     # to max_users
@@ -382,10 +438,82 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
         lab = np.where(g, "(target audience)", lab)
         codes, uniq = pd.factorize(lab, sort=False)
         target = int(np.flatnonzero(uniq == "(target audience)")[0])
-    params, cov, ok = _fit_hierarchical(y, r, z, Dw, codes, target, deviation_sd)
-    notes = [] if ok else ["the response fit did not fully converge; treat its intervals with care"]
-    return ResponseModel(channels, audience, D, cpm, targetable, theta, shapes, params, cov, index,
-                         len(all_users), ok, notes, window_days=wdays if window_days else 0)
+    params, cov, ok, per_group = _fit_hierarchical(y, r, z, Dw, codes, target, deviation_sd, return_groups=True)
+    base.params, base.cov, base.converged = params, cov, ok
+    base.notes = [] if ok else ["the response fit did not fully converge; treat its intervals with care"]
+    labels = uniq if pooled else np.array(["(everyone)"], dtype=object)
+    base.group_params = {str(labels[k]): per_group[k] for k in range(len(per_group))}
+    return base
+
+
+#: columns of the saved response model (07c's ``media_response_model`` artifact), one row per group x channel
+RESPONSE_TABLE_COLUMNS = ("group", "channel", "baseline", "baseline_z", "beta", "half", "shape",
+                          "sd_log_beta", "sd_log_half", "sd_log_shape", "window_days")
+
+
+def response_table(model: ResponseModel, target_name: str) -> pd.DataFrame:
+    """Every group's fitted curves as a table (:data:`RESPONSE_TABLE_COLUMNS`), the target audience named
+    ``target_name``: what 07c saves so that the Explorer plans without fitting."""
+    if model.group_params is None:
+        raise ValueError("response_table: the model has no per-group parameters (fit it with fit_response)")
+    rows = []
+    for label, (p, cov) in model.group_params.items():
+        rp = model.response_params(p)
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        for j, c in enumerate(model.channels):
+            rows.append({"group": target_name if label == "(target audience)" else label, "channel": c,
+                         "baseline": p[0], "baseline_z": p[1], "beta": rp["beta"][j], "half": rp["half"][j],
+                         "shape": rp["shape"][j], "sd_log_beta": sd[2 + 4 * j], "sd_log_half": sd[3 + 4 * j],
+                         "sd_log_shape": sd[4 + 4 * j], "window_days": model.window_days})
+    return pd.DataFrame(rows, columns=list(RESPONSE_TABLE_COLUMNS))
+
+
+def model_from_table(md, audience_ids, table: pd.DataFrame, groups: pd.Series) -> ResponseModel:
+    """A :class:`ResponseModel` for any audience without fitting: its exposure side from the data
+    (:func:`exposure_model`), its curves composed from the saved groups' (``table``, see
+    :func:`response_table`) by the audience's mix of ``groups`` (group label by user_id): effects ``beta``
+    and baseline rates are the mix's weighted means (the response is linear in them), half points and
+    shapes the weighted geometric means (identical across groups up to the fit's target: they are shared);
+    the covariance is diagonal, each log-parameter's sd the weighted mean of the groups' (an audience
+    that is one group gets that group's curves exactly, with its marginal sds). Members whose group is not
+    in the table count as the table's "(no segment)" group if there is one, else are left out of the mix.
+    """
+    missing = [c for c in RESPONSE_TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"model_from_table: the saved response model lacks columns {missing}; re-run "
+                         "07c_media_planning")
+    wd = int(table["window_days"].iloc[0])
+    model, _ = exposure_model(md, audience_ids, wd if wd else None)
+    lab = pd.Series(groups).astype(str)
+    lab.index = lab.index.astype(str)
+    known = set(table["group"].astype(str))
+    mix = lab.reindex(model.users).fillna("(no segment)")
+    mix = mix.where(mix.isin(known), "(no segment)")
+    w = mix[mix.isin(known)].value_counts(normalize=True)
+    if w.empty:
+        raise ValueError("model_from_table: no member of the audience belongs to a group of the saved "
+                         "response model; re-run 07c_media_planning on this run")
+    t = table.assign(group=table["group"].astype(str))
+    t = t[t["group"].isin(w.index)].assign(w=lambda d: d["group"].map(w))
+    wsum = lambda v: (t["w"] * v).groupby(t["channel"]).sum().reindex(model.channels)
+    wmean = lambda col: wsum(t[col])
+    glog = lambda col: np.exp(wsum(np.log(t[col])))
+    if wmean("beta").isna().any():
+        raise ValueError("model_from_table: the saved response model does not cover channels "
+                         f"{list(wmean('beta')[wmean('beta').isna()].index)}; re-run 07c_media_planning")
+    one = t.drop_duplicates("group").set_index("group")
+    C = len(model.channels)
+    p = np.empty(2 + 4 * C)
+    p[0] = np.log((w * np.exp(one.loc[w.index, "baseline"])).sum())
+    p[1] = float((w * one.loc[w.index, "baseline_z"]).sum())
+    q = np.column_stack([np.log(wmean("beta")), np.log(glog("half")), np.log(glog("shape")), np.full(C, -30.0)])
+    p[2:] = q.ravel()
+    sd = np.zeros(2 + 4 * C)
+    sd[2::4], sd[3::4], sd[4::4] = wmean("sd_log_beta"), wmean("sd_log_half"), wmean("sd_log_shape")
+    model.params, model.cov = p, np.diag(sd ** 2)
+    model.notes = [f"curves from the saved response model of 07c_media_planning, composed by the audience's "
+                   f"segment mix ({len(w)} segment(s))"]
+    return model
 
 
 # --- constraints and optimisation ----------------------------------------------------------------
@@ -400,6 +528,8 @@ class Allocation:
     starts: int
     method: str
     bounds: np.ndarray
+    support_multiple: float | None = None   # the guard used (raised above the request when the budget needed it)
+    support_cap: np.ndarray | None = None   # (C,) spend per person allowed by the guard (inf: no guard)
 
     def shares(self) -> np.ndarray:
         s = self.spend_per_person.sum()
@@ -459,17 +589,36 @@ def check_constraints(x, budget, bounds, linear, model=None, overall_cap=None, t
 def optimise(model: ResponseModel, budget_per_person: float, objective: str = "conversions",
              effective_frequency: int = 1, min_spend: dict | None = None, max_spend: dict | None = None,
              frequency_cap: dict | float | None = None, linear_constraints: list | None = None,
-             n_starts: int = 8, seed: int = 0) -> Allocation:
+             n_starts: int = 8, seed: int = 0,
+             support_multiple: float | None = SUPPORT_MULTIPLE) -> Allocation:
     """Best allocation of ``budget_per_person`` (USD per audience member over the campaign).
 
     ``min_spend``/``max_spend``: {channel: USD for the whole audience}; ``frequency_cap``: a number (the
-    average frequency among reached, all channels) or {channel: cap} (per channel).
+    average frequency among reached, all channels) or {channel: cap} (per channel). ``support_multiple``:
+    each channel's spend is capped where its mean daily rate reaches this multiple of the largest weekly
+    rate seen in the data (:meth:`ResponseModel.support_spend`; ``None`` turns the guard off); when the caps
+    together cannot hold the budget the multiple is raised to the smallest that can (``Allocation``
+    records the one used).
     """
     ch = model.channels
     C, B, n = len(ch), float(budget_per_person), model.n
     lo = np.array([float((min_spend or {}).get(c, 0.0)) / n for c in ch])
     hi = np.array([float((max_spend or {}).get(c, np.inf)) / n for c in ch])
     hi = np.minimum(hi, B)
+    cap, used = np.full(C, np.inf), None
+    if support_multiple is not None and model.support_rate is not None:
+        # the guard never cuts below a minimum spend the user asked for
+        ceiling = lambda m: np.maximum(np.minimum(hi, model.support_spend(m)), lo)
+        used = float(support_multiple)
+        if ceiling(used).sum() < B:                 # budget beyond the support: widen it just enough
+            a, b = used, used * 2
+            while ceiling(b).sum() < B and b < 1e6:
+                a, b = b, b * 2
+            for _ in range(40):
+                a, b = (a, (a + b) / 2) if ceiling((a + b) / 2).sum() >= B else ((a + b) / 2, b)
+            used = b
+        cap = model.support_spend(used)
+        hi = ceiling(used)
     overall_cap = frequency_cap if isinstance(frequency_cap, (int, float)) else None
     if isinstance(frequency_cap, dict):
         for j, c in enumerate(ch):
@@ -516,7 +665,8 @@ def optimise(model: ResponseModel, budget_per_person: float, objective: str = "c
     viol = check_constraints(best_x, B, bounds, lin, model, overall_cap, tol=1e-5)
     eps = 1e-4 * max(B, 1e-3)
     marg = np.array([(f(best_x + eps * np.eye(C)[j]) - f(best_x)) / eps for j in range(C)])
-    return Allocation(best_x, objective, f(best_x), marg, not viol, viol, len(starts), method, bounds)
+    return Allocation(best_x, objective, f(best_x), marg, not viol, viol, len(starts), method, bounds,
+                      used, cap)
 
 
 def affinity_rule(model: ResponseModel, budget_per_person: float, bounds=None) -> np.ndarray:

@@ -7,10 +7,11 @@ The Explorer's "Plan" view calls::
                                     objective="conversions", effective_frequency=3,
                                     min_spend=None, max_spend=None, frequency_cap=None,
                                     linear_constraints=None, audience_name="...", n_draws=200, seed=0,
-                                    model=None, groups=None)
+                                    model=None, groups=None, support_multiple=3.0)
     result.table      # one row per channel + "Total": channel, channel_label, spend_usd, share,
                       # impressions, reach, reach_low, reach_high, frequency, conversions,
-                      # conversions_low, conversions_high, marginal_per_1000_usd, affinity_index
+                      # conversions_low, conversions_high, marginal_per_1000_usd, affinity_index,
+                      # supported_max_usd (the support guard's ceiling per channel)
     result.summary()  # a few plain sentences
     result.plot(ax)   # spend and expected conversions per channel, with intervals
     result.as_dict()  # JSON-ready (for the Explorer API)
@@ -19,7 +20,11 @@ The Explorer's "Plan" view calls::
 (a segment, an exported lookalike audience, an affinity tier). ``budget_total`` (USD for the audience)
 overrides ``budget_per_person``; ``groups`` (segment label by user_id, e.g. from
 ``artifacts.load_segments``) lets the response fit give every other segment its own baseline and effects
-(recommended); ``model`` reuses a fitted :class:`helpers.media.budget.ResponseModel`. Intervals (95%): conversions from the response model's parameter
+(recommended); ``model`` reuses a fitted :class:`helpers.media.budget.ResponseModel` (the Explorer builds
+one from 07c's saved curves, :func:`helpers.media.budget.model_from_table`, and never fits);
+``support_multiple`` (default :data:`helpers.media.budget.SUPPORT_MULTIPLE`, ``None`` = off) keeps each
+channel within that multiple of the largest weekly exposure rate the data saw for the audience, where the
+fitted curves are known; the plan says which multiple it used and each channel's ceiling. Intervals (95%): conversions from the response model's parameter
 uncertainty (draws from the normal approximation at the penalised MLE), reach from a bootstrap over members.
 """
 
@@ -95,6 +100,7 @@ class MediaPlan:
                 "effective_frequency": self.effective_frequency,
                 "table": self.table.replace({np.nan: None}).to_dict(orient="records"),
                 "feasible": self.allocation.feasible, "violations": self.allocation.violations,
+                "support_multiple": self.allocation.support_multiple,
                 "summary": self.summary()}
 
 
@@ -137,7 +143,10 @@ def plan_table(model: BU.ResponseModel, alloc: BU.Allocation, k: int, n_draws: i
                      "conversions_low": np.percentile(conv_draws[:, j], 2.5),
                      "conversions_high": np.percentile(conv_draws[:, j], 97.5),
                      "marginal_per_1000_usd": alloc.marginal[j] * 1000.0,
-                     "affinity_index": model.index.iloc[j]})
+                     "affinity_index": model.index.iloc[j],
+                     # no ceiling (guard off, or a channel without support data): NaN, JSON null
+                     "supported_max_usd": (alloc.support_cap[j] * n if alloc.support_cap is not None
+                                           and np.isfinite(alloc.support_cap[j]) else np.nan)})
     tot_conv = conv_draws.sum(1)
     r = reached.mean()
     rows.append({"channel": "Total", "spend_usd": x.sum() * n, "share": 1.0, "impressions": lam.sum(),
@@ -147,7 +156,7 @@ def plan_table(model: BU.ResponseModel, alloc: BU.Allocation, k: int, n_draws: i
                  f"reach_{k}plus": model.reach(x, k),
                  "conversions": point.sum(), "conversions_low": np.percentile(tot_conv, 2.5),
                  "conversions_high": np.percentile(tot_conv, 97.5), "marginal_per_1000_usd": np.nan,
-                 "affinity_index": np.nan})
+                 "affinity_index": np.nan, "supported_max_usd": np.nan})
     t = pd.DataFrame(rows)
     t.insert(1, "channel_label", _labels(ch) + ["Total"])
     return t
@@ -158,17 +167,24 @@ def plan_for_audience(md, audience_ids, budget_total: float | None = None, budge
                       min_spend: dict | None = None, max_spend: dict | None = None,
                       frequency_cap=None, linear_constraints: list | None = None,
                       audience_name: str = "the audience", n_draws: int = 200, seed: int = 0,
-                      model: BU.ResponseModel | None = None, groups=None) -> MediaPlan:
+                      model: BU.ResponseModel | None = None, groups=None,
+                      support_multiple: float | None = BU.SUPPORT_MULTIPLE) -> MediaPlan:
     """Fit (or reuse ``model``), optimise and tabulate the plan for ``audience_ids`` (see module doc)."""
     model = model or BU.fit_response(md, audience_ids, seed=seed, groups=groups)
     B = budget_total / model.n if budget_total is not None else float(budget_per_person)
     alloc = BU.optimise(model, B, objective, effective_frequency, min_spend, max_spend, frequency_cap,
-                        linear_constraints, seed=seed)
+                        linear_constraints, seed=seed, support_multiple=support_multiple)
     table = plan_table(model, alloc, effective_frequency, n_draws, seed)
     rule = BU.affinity_rule(model, B, alloc.bounds)
     rot = pd.DataFrame({"conversions": [model.conversions(rule) * model.n], "reach": [model.reach(rule)],
                         **{c: [rule[j] * model.n] for j, c in enumerate(model.channels)}})
     notes = list(model.notes)
+    if alloc.support_multiple is not None:
+        widened = (f" (raised from {support_multiple:g}: the budget does not fit inside the data's support at "
+                   "that multiple, so part of the plan extrapolates the curves)"
+                   if alloc.support_multiple > support_multiple * (1 + 1e-9) else "")
+        notes.append(f"Support guard: no channel is planned above {alloc.support_multiple:.3g} times the largest "
+                     f"weekly exposure rate the audience had on it in the data{widened} (column supported_max_usd).")
     if not alloc.feasible:
         notes.append("Warning: the optimiser could not satisfy every constraint: " + "; ".join(alloc.violations))
     return MediaPlan(audience_name, model.n, B * model.n, objective, effective_frequency, table, alloc, model,

@@ -99,13 +99,16 @@ def target_audience(S: Stage, segment=None) -> tuple[str, pd.Index]:
     return str(name), pd.Index(S.groups.index[S.groups == name])
 
 
-def budget_section(S: Stage, audience_ids, budget_per_person: float = 1.0, seed: int = 0) -> dict | None:
-    """Fit, optimise (conversions and reach), compare with the affinity rule and score against the truth."""
+def budget_section(S: Stage, audience_ids, budget_per_person: float = 1.0, seed: int = 0,
+                   support_multiple: float | None = BU.SUPPORT_MULTIPLE) -> dict | None:
+    """Fit, optimise (conversions and reach, within ``support_multiple`` of the data's exposure rates),
+    compare with the affinity rule and score against the truth."""
     if not S.ok:
         return None
     model = BU.fit_response(S.md, audience_ids, seed=seed, groups=S.groups)
-    alloc = BU.optimise(model, budget_per_person, "conversions", seed=seed)
-    alloc_reach = BU.optimise(model, budget_per_person, "reach", effective_frequency=3, seed=seed)
+    alloc = BU.optimise(model, budget_per_person, "conversions", seed=seed, support_multiple=support_multiple)
+    alloc_reach = BU.optimise(model, budget_per_person, "reach", effective_frequency=3, seed=seed,
+                              support_multiple=support_multiple)
     rule = BU.affinity_rule(model, budget_per_person)
     equal = np.full(len(model.channels), budget_per_person / len(model.channels))
     rows = {"optimised (conversions)": alloc.spend_per_person, "optimised (reach 3+)": alloc_reach.spend_per_person,
@@ -137,6 +140,52 @@ def budget_section(S: Stage, audience_ids, budget_per_person: float = 1.0, seed:
     out["comparison"] = pd.DataFrame(comp)
     out["score"] = score
     return out
+
+
+def save_response_model(S: Stage, model: BU.ResponseModel, target_name: str):
+    """Save every segment's fitted curves (artifact ``media_response_model``) for the Explorer's Plan view,
+    which then plans any audience without fitting (:func:`helpers.media.budget.model_from_table`)."""
+    if not S.ok:
+        return None
+    from helpers import artifacts
+
+    return artifacts.save(S.P, "media_response_model", BU.response_table(model, target_name))
+
+
+def segment_scores(S: Stage, table: pd.DataFrame, budget_per_person: float = 1.0, seed: int = 0,
+                   support_multiple: float | None = BU.SUPPORT_MULTIPLE) -> pd.DataFrame | None:
+    """Every segment's optimised plan from the saved curves (:func:`helpers.media.budget.model_from_table`,
+    as the Explorer plans it, no refit) scored against its planted optimum, beside the affinity rule of
+    thumb and the equal split (``None`` without planted truth)."""
+    if not S.ok or not S.has_truth:
+        return None
+    ut = S.md.users_truth.set_index(S.md.users_truth["user_id"].astype(str))
+    days = int(S.md.truth["days"])
+    rows = []
+    for name in S.groups.value_counts().index:
+        ids = S.groups.index[S.groups == name]
+        if len(ids) < 30:
+            continue
+        m = BU.model_from_table(S.md, ids, table, S.groups)
+        u = ut.loc[m.users].reset_index(drop=True)
+        a = BU.optimise(m, budget_per_person, seed=seed, support_multiple=support_multiple)
+        share = lambda x: BU.share_of_planted_optimum(x, u, budget_per_person, days, channels=m.channels)["share"]
+        rows.append({"segment": name, "n": m.n, "share_of_planted_optimum": share(a.spend_per_person),
+                     "rule_of_thumb_share": share(BU.affinity_rule(m, budget_per_person)),
+                     "equal_split_share": share(np.full(len(m.channels), budget_per_person / len(m.channels))),
+                     "support_multiple": a.support_multiple})
+    return pd.DataFrame(rows)
+
+
+def fit_and_save_response_model(P, segment=None, seed: int = 0):
+    """Prepare run ``P``, fit the response model (every segment's curves come out of the one pooled fit
+    whose target is ``segment``, default the largest) and save it: what 07c's budget step leaves for the
+    Explorer, in one call (stand-in runs of tests and demos). Returns the saved path or ``None``."""
+    S = prepare(P, seed=seed)
+    if not S.ok:
+        return None
+    name, ids = target_audience(S, segment)
+    return save_response_model(S, BU.fit_response(S.md, ids, seed=seed, groups=S.groups), name)
 
 
 # --- daypart, attribution, experiments -------------------------------------------------------------
