@@ -768,8 +768,11 @@ def test_customer_value_replaces_spend_when_the_value_stage_ran(clean, tmp_path)
 def test_plan_view_allocates_the_budget(tmp_path):
     P = paths.resolve(tmp_path / "data", tmp_path / "reports")
     write_demo_artifacts(P, n_users=2000, seed=3, with_churn=False, with_media=True)
+    from helpers.media import stage as media_stage
+
     c = create_app(P.data, P.reports, n_threads=1).test_client()
     with threadpool_limits(1):
+        media_stage.fit_and_save_response_model(P, seed=0)     # what 07c leaves for the Plan view
         r = c.get("/api/plan?audience=segment:2&budget=3000")
     assert r.status_code == 200, r.get_json()
     plan = r.get_json()
@@ -854,3 +857,70 @@ def test_questions_view_says_the_text_stage_has_not_run(client):
     r = client.get("/api/questions/options")
     assert r.status_code == 503 and "text-signals stage has not run" in r.get_json()["error"]
     assert client.get("/api/questions?keyword=watch").status_code == 503
+
+
+@pytest.fixture(scope="module")
+def media_run(tmp_path_factory):
+    """(paths, panel) of a 2,000-user run with the synthetic campaign and 07c's saved response model."""
+    from helpers.media import stage as media_stage
+
+    P = paths.resolve(tmp_path_factory.mktemp("explorer_media") / "data",
+                      tmp_path_factory.mktemp("explorer_media_reports"))
+    panel = write_demo_artifacts(P, n_users=2000, seed=3, with_media=True, lookalike_segment=2)
+    with threadpool_limits(1):
+        assert media_stage.fit_and_save_response_model(P, seed=0) is not None
+    return P, panel
+
+
+def test_plan_view_plans_from_the_saved_curves_without_fitting(media_run, monkeypatch):
+    from helpers.media import budget as BU
+    from helpers.media import data as MD
+    from helpers.media import plan as media_plan
+
+    P, panel = media_run
+
+    def refuse(*a, **k):
+        raise AssertionError("the Plan view fitted a response model")
+
+    monkeypatch.setattr(BU, "fit_response", refuse)
+    monkeypatch.setattr(BU, "_fit_hierarchical", refuse)
+    c = create_app(P.data, P.reports, min_export_size=50, n_threads=1).test_client()
+    r = c.get("/api/plan?audience=segment:1&budget=2000")
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    t = pd.DataFrame(body["table"]).set_index("channel")
+    assert t.drop("Total")["spend_usd"].sum() == pytest.approx(2000, rel=1e-4)
+    assert body["support_multiple"] >= BU.SUPPORT_MULTIPLE and "Support guard" in body["summary"]
+    # spend within the guard's ceiling on every channel
+    ch = t.drop("Total")
+    assert (ch["spend_usd"] <= ch["supported_max_usd"] * (1 + 1e-6) + 1e-6).all()
+    # a segment's plan is that segment's saved curves: the same plan as plan_for_audience on them
+    data = D.load_explorer_data(P)
+    names = data.segment_names()
+    groups = pd.Series(data.panel["segment"].map(names).astype(str).to_numpy(), index=data.panel["user_id"].astype(str))
+    ids = data.panel.loc[data.panel["segment"] == 1, "user_id"].astype(str)
+    curves = artifacts.load(P, "media_response_model")
+    m = BU.model_from_table(MD.load_media(P), ids, curves, groups)
+    saved = curves[curves["group"] == names[1]].set_index("channel").reindex(m.channels)
+    np.testing.assert_allclose(m.response_params()["beta"], saved["beta"], rtol=1e-9)
+    ref = media_plan.plan_for_audience(MD.load_media(P), ids, budget_total=2000, model=m, n_draws=20)
+    np.testing.assert_allclose(ch.loc[m.channels, "spend_usd"], ref.table.set_index("channel").loc[m.channels, "spend_usd"],
+                               rtol=1e-6, atol=1e-6)
+    # an audience across segments composes the curves by its segment mix (beta = mix-weighted mean)
+    both = data.panel.loc[data.panel["segment"].isin([1, 2]), "user_id"].astype(str)
+    mix = BU.model_from_table(MD.load_media(P), both, curves, groups)
+    w = groups.reindex(mix.users).value_counts(normalize=True)
+    want = sum(w[names[k]] * curves[curves["group"] == names[k]].set_index("channel")["beta"] for k in (1, 2))
+    np.testing.assert_allclose(mix.response_params()["beta"], want.reindex(mix.channels), rtol=1e-9)
+    assert c.get("/api/plan?audience=lookalike:200&budget=1500").status_code == 200
+
+
+def test_plan_view_without_the_saved_model_names_07c(media_run, tmp_path):
+    P0, _ = media_run
+    import shutil
+
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    shutil.copytree(P0.data, P.data, dirs_exist_ok=True)
+    artifacts.artifact("media_response_model").path(P).unlink()
+    r = create_app(P.data, P.reports, n_threads=1).test_client().get("/api/plan?audience=segment:1&budget=2000")
+    assert r.status_code == 503 and "07c_media_planning" in r.get_json()["error"]

@@ -117,6 +117,7 @@ REGISTRY: dict[str, Artifact] = dict([
     _a("text_audience_ids", "processed/text_audience_ids.csv", "07b_text_signals", ("user_id",), "ids of users talking about the watch brand: a lookalike seed (seed_ids_path / SEED_IDS)", False),
     _a("affinity_table", f"processed/{AFFINITY_TABLE}", "07_affinity", ("segment",),
        "tidy table of every index with CI, p, FDR q and base-size status"),
+    _a("media_response_model", "processed/media_response_model.parquet", "07c_media_planning", ("group", "channel", "beta", "half", "shape"), "fitted media response curves per segment x channel (helpers.media.budget.response_table): the Explorer's Plan view plans from them without fitting", False),
     _a("lookalike_scores", f"processed/{LOOKALIKE_SCORES}", "08_lookalike_activation", ("user_id",),
        "lookalike score per user"),
 ])

@@ -286,7 +286,9 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
     @app.get("/api/plan")
     def plan_view():
         """The media plan of an audience and a budget (helpers.media.plan.plan_for_audience), or 503 saying
-        that the media planning stage has not run."""
+        that the media planning stage has not run. No model is fitted here: the curves are 07c's saved
+        ``media_response_model`` (per segment), composed by the audience's segment mix
+        (helpers.media.budget.model_from_table); only the audience's exposure rates come from the data."""
         p = _params({"audience": True, "budget": True}, request.args)
         try:
             budget = float(p["budget"])
@@ -301,14 +303,24 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         if not media_data.available(P):
             raise ApiError(f"no media plan yet: {media_data.missing_reason(P)} (the media planning stage "
                            f"07c_media_planning writes its inputs; run `{D.MAKE_TARGET}`)", 503)
+        try:
+            curves = artifacts_mod.load(P, "media_response_model")
+        except artifacts_mod.MissingArtifact as e:
+            raise ApiError(f"no media plan yet: the response model of 07c_media_planning is missing or stale: "
+                           f"{e}", 503) from None
+        from ..media import budget as media_budget
+
         rows, name = resolve(p["audience"])
         data = _call(state.load)
         ids = data.panel["user_id"].to_numpy()[rows]
         with state.plan_lock, state.threads():
             md = _call(media_data.load_media, P)
-            groups = data.panel.set_index("user_id")["segment"]
+            names = data.segment_names()
+            groups = pd.Series(data.panel["segment"].map(names).astype(str).to_numpy(),
+                               index=data.panel["user_id"].astype(str))
+            model = _call(media_budget.model_from_table, md, ids, curves, groups)
             result = _call(media_plan.plan_for_audience, md, ids, budget_total=budget, audience_name=name,
-                           n_draws=100, seed=state.seed, groups=groups)
+                           n_draws=100, seed=state.seed, model=model)
         return jsonify(D.jsonable({"audience": name, "budget": budget, **result.as_dict(),
                                    "summary": result.summary()}))
 
