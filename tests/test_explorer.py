@@ -768,11 +768,8 @@ def test_customer_value_replaces_spend_when_the_value_stage_ran(clean, tmp_path)
 def test_plan_view_allocates_the_budget(tmp_path):
     P = paths.resolve(tmp_path / "data", tmp_path / "reports")
     write_demo_artifacts(P, n_users=2000, seed=3, with_churn=False, with_media=True)
-    from helpers.media import stage as media_stage
-
-    c = create_app(P.data, P.reports, n_threads=1).test_client()
+    c = create_app(P.data, P.reports, n_threads=1).test_client()   # the demo saved 07c's response model
     with threadpool_limits(1):
-        media_stage.fit_and_save_response_model(P, seed=0)     # what 07c leaves for the Plan view
         r = c.get("/api/plan?audience=segment:2&budget=3000")
     assert r.status_code == 200, r.get_json()
     plan = r.get_json()
@@ -862,13 +859,11 @@ def test_questions_view_says_the_text_stage_has_not_run(client):
 @pytest.fixture(scope="module")
 def media_run(tmp_path_factory):
     """(paths, panel) of a 2,000-user run with the synthetic campaign and 07c's saved response model."""
-    from helpers.media import stage as media_stage
-
     P = paths.resolve(tmp_path_factory.mktemp("explorer_media") / "data",
                       tmp_path_factory.mktemp("explorer_media_reports"))
-    panel = write_demo_artifacts(P, n_users=2000, seed=3, with_media=True, lookalike_segment=2)
     with threadpool_limits(1):
-        assert media_stage.fit_and_save_response_model(P, seed=0) is not None
+        panel = write_demo_artifacts(P, n_users=2000, seed=3, with_media=True, lookalike_segment=2)
+    assert artifacts.exists(P, "media_response_model"), "the demo run must leave 07c's response model"
     return P, panel
 
 

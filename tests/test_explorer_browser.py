@@ -24,7 +24,6 @@ from helpers.explorer import create_app
 from helpers.explorer.app import make_server
 from helpers.explorer.demo import write_demo_artifacts
 from helpers.explorer.screenshots import clipped_labels, overlapping_labels, raw_names, raw_names_in_text, visible_text
-from helpers.media import stage as media_stage
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +42,6 @@ def served(tmp_path_factory):
                     "(apt-get install chromium chromium-driver) to run the end-to-end browser test")
     P = paths.resolve(tmp_path_factory.mktemp("explorer_e2e") / "data", paths.resolve().reports)
     panel = write_demo_artifacts(P, n_users=N_USERS, seed=3, with_media=True, with_posts=True, lookalike_segment=2)
-    media_stage.fit_and_save_response_model(P, seed=0)   # 07c's saved curves, which the Plan view plans from
     app = create_app(P.data, P.reports, min_export_size=50, n_threads=1)
     server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

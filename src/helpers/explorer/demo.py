@@ -125,7 +125,8 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
         text stage's LDA labels, each post's *planted* topic as ``post_topics`` (the Questions view needs them).
     with_media : bool
         Also write the synthetic campaign's media files (:func:`helpers.sources.exposures.write_exposures`),
-        which the Plan view needs.
+        and the response model 07c saves (:func:`helpers.media.stage.fit_and_save_response_model`), which
+        the Plan view needs.
     lookalike_segment : int, optional
         Also stand in for the lookalike stage seeded with this segment (:func:`write_lookalike_stage`),
         which the Lookalikes view reads.
@@ -154,6 +155,10 @@ def write_demo_artifacts(paths: Paths, n_users: int = 3000, seed: int = 7, misla
         from ..sources.exposures import write_exposures
 
         write_exposures(panel, P.raw, P.data / "truth", seed=seed)
+        # What 07c leaves for the Plan view: the fitted response curves (the Explorer fits none itself).
+        from ..media.stage import fit_and_save_response_model
+
+        fit_and_save_response_model(P, seed=seed)
     if lookalike_segment is not None:
         write_lookalike_stage(P, lookalike_segment, seed=seed)
     return panel
