@@ -369,12 +369,6 @@ def _cramers_v_table(tab: np.ndarray) -> float:
     return float(np.sqrt(chi2 / n / (min(tab.shape) - 1)))
 
 
-def _outer(p: pd.Series, q: pd.Series) -> pd.Series:
-    """Joint distribution of two independent categorical variables with marginals ``p`` and ``q``."""
-    return pd.Series(np.outer(p.to_numpy(), q.to_numpy()).ravel(),
-                     index=pd.MultiIndex.from_product([p.index, q.index]))
-
-
 def quartile_bins(s: pd.Series) -> pd.Series:
     """Quartile band (``Q1``..``Q4``) of a numeric behaviour variable, for joint-distribution checks."""
     x = pd.to_numeric(s, errors="coerce").astype(float)
