@@ -32,7 +32,8 @@ uses the same weights, so estimate and truth refer to the same population):
 3. **co-engagement of two topics by region**: per state, lift = P(both) / (P(A) P(B)) among users
    (weighted), log-lift interval by linearisation (variance at least the binomial variance of log P(both)),
    p-value of lift = 1, BH FDR over states; Fay-Herriot (Li-Lahiri adjusted REML, so the area variance stays
-   > 0; Census-region means as covariates; :mod:`helpers.stats.small_area`) on the log lift. The *small*
+   > 0; Census-region means as covariates; EBLUP limited to one standard error of the direct estimate,
+   ``fh_limit_se``, see :mod:`helpers.stats.small_area` for why) on the log lift. The *small*
    states (:func:`small_areas`: effective n below ``small_n`` or among the smallest third by effective n, so
    the rule has small states at any panel size) report the EBLUP and its MSE interval, the others the
    direct estimate; a state with no co-engaged user has no direct estimate and gets the
@@ -327,21 +328,27 @@ def _region_design(labels: pd.Series, region: str, covariates: str | None, defin
     return None
 
 
-def fay_herriot_lift(t: pd.DataFrame, region: str = "state", covariates: str | None = "census_region"):
+def fay_herriot_lift(t: pd.DataFrame, region: str = "state", covariates: str | None = "census_region",
+                     limit_se: float | None = 1.0):
     """Fay-Herriot fit of the direct log lifts of :func:`direct_lift`; adds ``eblup_log_lift``/``mse_log_lift``.
 
-    Areas without a direct estimate get the regression-synthetic value with MSE ``A + g2``.
+    Areas without a direct estimate get the regression-synthetic value with MSE ``A + g2``. ``limit_se``:
+    the EBLUP stays within that many standard errors of the direct log lift (Fay & Herriot's limited
+    translation, :func:`helpers.stats.small_area.fay_herriot`); ``None`` = the plain EBLUP.
     """
     t = t.reset_index(drop=True).copy()
     defined = t["log_lift"].notna().to_numpy()
     X = _region_design(t["label"], region, covariates, defined)
     fit = fay_herriot(t.loc[defined, "log_lift"], t.loc[defined, "var_log_lift"],
-                      None if X is None else X[defined], area=t.loc[defined, "label"], method="adjusted")
+                      None if X is None else X[defined], area=t.loc[defined, "label"], method="adjusted",
+                      limit_se=limit_se)
     Xall = np.ones((len(t), 1)) if X is None else np.column_stack([np.ones(len(t)), X.to_numpy()])
     t["eblup_log_lift"] = Xall @ fit.beta
     t["mse_log_lift"] = fit.area_variance + np.einsum("ij,jk,ik->i", Xall, fit.beta_cov, Xall)
     t.loc[defined, "eblup_log_lift"] = fit.table["eblup"].to_numpy()
     t.loc[defined, "mse_log_lift"] = fit.table["mse"].to_numpy()
+    t["fh_limited"] = False
+    t.loc[defined, "fh_limited"] = fit.table["limited"].to_numpy()
     return t, fit, X is not None
 
 
@@ -353,7 +360,8 @@ def _coengaged(ctx: TextContext, topic_a: str, topic_b: str):
 
 def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region: str = "state",
                            small_n: float | None = 60, small_share: float = 1 / 3, alpha: float = 0.05,
-                           covariates: str | None = "census_region") -> QuestionResult:
+                           covariates: str | None = "census_region", fh_limit_se: float | None = 1.0
+                           ) -> QuestionResult:
     a, b, ta, tb = _coengaged(ctx, topic_a, topic_b)
     w = ctx.w
     t = direct_lift(ctx.users[region].to_numpy(), a, b, w, ta, tb)
@@ -362,7 +370,7 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
     t["p_value"] = 2 * st.norm.sf(np.abs(t["log_lift"] / se))
     t.loc[defined, "q_value"] = core.fdr_qvalues(t.loc[defined, "p_value"].to_numpy())
     t["significant"] = t["q_value"].lt(alpha)
-    t, fit, with_x = fay_herriot_lift(t, region, covariates)
+    t, fit, with_x = fay_herriot_lift(t, region, covariates, fh_limit_se)
     se = np.sqrt(t["var_log_lift"])
     small = small_areas(t["n_eff"].to_numpy(), small_n, small_share) | ~t["log_lift"].notna().to_numpy()
     t["small_area"] = small
@@ -378,7 +386,8 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
     met = {"regions": int(len(t)), "small_regions": int(small.sum()),
            "small_rule": f"effective n < {small_n} or the smallest {small_share:.0%} of regions by effective n",
            "small_max_n_eff": float(t.loc[t["small_area"], "n_eff"].max()), "area_variance": fit.area_variance,
-           "fh_model_mse_gain": fit.mse_gain(), "significant_regions": int(t["significant"].sum())}
+           "fh_model_mse_gain": fit.mse_gain(), "significant_regions": int(t["significant"].sum()),
+           "fh_limit_se": fh_limit_se, "fh_limited_small_regions": int((t["small_area"] & t["fh_limited"]).sum())}
     if t["truth"].notna().all():
         tl = np.log(t["truth"])
         t["truth_in_ci"] = (t["truth"] >= t["ci_low"]) & (t["truth"] <= t["ci_high"])
@@ -397,8 +406,8 @@ def coengagement_by_region(ctx: TextContext, topic_a: str, topic_b: str, region:
 
 def coengagement_subsample_design(ctx: TextContext, topic_a: str, topic_b: str, fraction: float = 0.1,
                                   reps: int = 40, seed: int = 0, region: str = "state", small_n: float | None = 60,
-                                  small_share: float = 1 / 3, covariates: str | None = "census_region"
-                                  ) -> QuestionResult:
+                                  small_share: float = 1 / 3, covariates: str | None = "census_region",
+                                  fh_limit_se: float | None = 1.0) -> QuestionResult:
     """Design-based small-area simulation: Fay-Herriot vs direct in repeated seeded subsamples of the panel.
 
     As in small-area simulation studies (e.g. Rao & Molina 2015, sec. 6.4 and 7.2.1), the panel is the finite
@@ -425,7 +434,7 @@ def coengagement_subsample_design(ctx: TextContext, topic_a: str, topic_b: str, 
         t = direct_lift(labels[idx], a[idx], b[idx], w[idx])
         if t["log_lift"].notna().sum() <= 5:
             continue
-        t, _, _ = fay_herriot_lift(t, region, covariates)
+        t, _, _ = fay_herriot_lift(t, region, covariates, fh_limit_se)
         t["truth_log"] = np.log(pop.reindex(t["label"]).to_numpy())
         t["small_area"] = small_areas(t["n_eff"].to_numpy(), small_n, small_share)
         t["rep"] = r
