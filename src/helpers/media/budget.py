@@ -511,8 +511,9 @@ def model_from_table(md, audience_ids, table: pd.DataFrame, groups: pd.Series) -
     sd = np.zeros(2 + 4 * C)
     sd[2::4], sd[3::4], sd[4::4] = wmean("sd_log_beta"), wmean("sd_log_half"), wmean("sd_log_shape")
     model.params, model.cov = p, np.diag(sd ** 2)
-    model.notes = [f"curves from the saved response model of 07c_media_planning, composed by the audience's "
-                   f"segment mix ({len(w)} segment(s))"]
+    parts = "one segment" if len(w) == 1 else f"a mix of {len(w)} segments"
+    model.notes = [f"Response curves come from the media planning stage's saved model, for {parts} (the "
+                   "audience's segment mix)."]
     return model
 
 

@@ -184,7 +184,7 @@ def plan_for_audience(md, audience_ids, budget_total: float | None = None, budge
                    "that multiple, so part of the plan extrapolates the curves)"
                    if alloc.support_multiple > support_multiple * (1 + 1e-9) else "")
         notes.append(f"Support guard: no channel is planned above {alloc.support_multiple:.3g} times the largest "
-                     f"weekly exposure rate the audience had on it in the data{widened} (column supported_max_usd).")
+                     f"weekly exposure rate the audience had on it in the data{widened}.")
     if not alloc.feasible:
         notes.append("Warning: the optimiser could not satisfy every constraint: " + "; ".join(alloc.violations))
     return MediaPlan(audience_name, model.n, B * model.n, objective, effective_frequency, table, alloc, model,
