@@ -356,14 +356,6 @@ def _atomic_write_text(f: Path, text: str) -> None:
 
 
 # --- the old loaders (kept; they go through the registry) ----------------------------------------------
-def _require(paths: Paths, name: str, made_by: str | None = None) -> pd.DataFrame:
-    """Read the artifact whose file name is ``name`` (old interface; ``made_by`` is ignored)."""
-    a = by_file(name)
-    if a is None:
-        raise ValueError(f"{name} is not a registered artifact (see helpers.artifacts.REGISTRY)")
-    return load(paths, a.name)
-
-
 def load_unified(paths: Paths) -> pd.DataFrame:
     """The validated unified table written by ingestion (01), with the dictionary's dtypes."""
     df = load(paths, "unified")
