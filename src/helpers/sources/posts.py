@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import schema as S
 from .places import STATE_CODES
@@ -131,9 +133,11 @@ def _users(users: Any) -> pd.DataFrame:
 
 
 def _index(values: pd.Series, levels: list, default: float) -> np.ndarray:
-    m = {v: i for i, v in enumerate(levels)}
-    return np.array([m.get(v, np.nan) for v in values.astype(object)], dtype=float) if len(values) else \
-        np.zeros(0) + default
+    """Position of each value in ``levels`` as float (NaN when absent or missing; vectorised lookup)."""
+    if not len(values):
+        return np.zeros(0) + default
+    idx = pd.Index(levels).get_indexer(pd.Index(values.astype(object)))
+    return np.where(idx >= 0, idx, np.nan).astype(float)
 
 
 def planted_effects(users: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -162,8 +166,8 @@ def interest_rates(users: pd.DataFrame, rng: np.random.Generator,
     st = _index(users.get("state", pd.Series([None] * n)), STATE_CODES, np.nan)
     activity = rng.normal(-ACTIVITY_SD ** 2 / 2, ACTIVITY_SD, n)
     trend = rng.normal(0, 1, n)
-    load = np.array([CO_STATES.get(STATE_CODES[int(s)], CO_DEFAULT) if np.isfinite(s) else CO_DEFAULT
-                     for s in st])
+    load_by_state = np.array([CO_STATES.get(code, CO_DEFAULT) for code in STATE_CODES])
+    load = np.where(np.isfinite(st), load_by_state[np.nan_to_num(st).astype(int)], CO_DEFAULT)
     out = {}
     for k, t in enumerate(TOPICS):
         lr = np.log(BASE_RATE[t]) + activity + seg_eff[k, seg]
@@ -185,18 +189,53 @@ def word_distributions() -> dict[str, np.ndarray]:
     return {t: (w := 1.0 / np.arange(1, len(VOCAB[t]) + 1) ** 0.8) / w.sum() for t in TOPICS}
 
 
+def _vocabulary() -> tuple[pa.Array, dict[str, int]]:
+    """Every word once (topic words, function words, positive, negative) and each list's first code."""
+    lists = {**{t: VOCAB[t] for t in TOPICS}, "_function": FUNCTION_WORDS, "_positive": POSITIVE,
+             "_negative": NEGATIVE}
+    words, first = [], {}
+    for name, ws in lists.items():
+        first[name] = len(words)
+        words += ws
+    return pa.array(words, pa.string()), first
+
+
+def _sort_by_group_then_key(group: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``np.lexsort((r, group))`` for integer groups and ``r`` in [0, 1), by one 64-bit key (several times faster).
+
+    The key holds the group in its top 24 bits and the first 40 bits of ``r`` below; the rare runs whose keys
+    tie (equal leading bits) are ordered by the full ``r``, so the order is exactly lexsort's.
+    """
+    if group.size == 0 or group.max() >= 2**24:
+        return np.lexsort((r, group))
+    key = (group.astype(np.uint64) << np.uint64(40)) | (r * 2.0**40).astype(np.uint64)
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    tie = np.flatnonzero(ks[1:] == ks[:-1])
+    if tie.size:
+        # runs of equal keys: [a, b] with a = first tied position; reorder each by the exact r (stable)
+        starts = tie[np.r_[True, np.diff(tie) != 1]]
+        ends = tie[np.r_[np.diff(tie) != 1, True]] + 2
+        for a, b in zip(starts, ends):
+            run = order[a:b]
+            order[a:b] = run[np.argsort(r[run], kind="stable")]
+    return order
+
+
 def post_texts(rng: np.random.Generator, topic: np.ndarray, sent: np.ndarray,
-               phis: dict[str, np.ndarray]) -> list[str]:
-    """Texts of all posts at once (vectorised draws; one string join per sentence).
+               phis: dict[str, np.ndarray]) -> pa.Array:
+    """Texts of all posts at once (an Arrow string array; vectorised draws, words joined by Arrow).
 
     Each post has 1-3 sentences; a sentence has 3-5 topic words (drawn from the topic's distribution),
     2-5 function words and the post's sentiment words, in random order, capitalised, ending in "." or "!".
     A post gets Binomial(3, min(1, 1.2 |s|)) sentiment words, each of the post's polarity with probability
-    0.9, spread over its sentences.
+    0.9, spread over its sentences. Words are drawn as codes into one vocabulary (the same draws as drawing
+    the words themselves) and joined by Arrow's string kernels, not one Python join per sentence.
     """
     n = topic.size
     if n == 0:
-        return []
+        return pa.array([], pa.string())
+    vocab, first = _vocabulary()
     n_sent = rng.choice(np.array([1, 1, 2, 2, 3]), n)
     post_of_sent = np.repeat(np.arange(n), n_sent)
     S_ = post_of_sent.size
@@ -206,28 +245,29 @@ def post_texts(rng: np.random.Generator, topic: np.ndarray, sent: np.ndarray,
     senti_post = np.repeat(np.arange(n), n_senti)
     first_sent = np.concatenate([[0], np.cumsum(n_sent)[:-1]])
     senti_sent = first_sent[senti_post] + (rng.random(senti_post.size) * n_sent[senti_post]).astype(int)
-    # topic words, drawn topic by topic
+    # topic words, drawn topic by topic (choice of an index draws exactly as choice of the word list)
     top_sent = np.repeat(np.arange(S_), n_top)
     top_topic = topic[post_of_sent][top_sent]
-    top_words = np.empty(top_sent.size, dtype=object)
+    top_words = np.empty(top_sent.size, dtype=np.int32)
     for k, t in enumerate(TOPICS):
         m = top_topic == k
         if m.any():
-            top_words[m] = rng.choice(np.array(VOCAB[t], dtype=object), int(m.sum()), p=phis[t])
+            top_words[m] = first[t] + rng.choice(len(VOCAB[t]), int(m.sum()), p=phis[t])
     fun_sent = np.repeat(np.arange(S_), n_fun)
-    fun_words = rng.choice(np.array(FUNCTION_WORDS, dtype=object), fun_sent.size)
+    fun_words = first["_function"] + rng.choice(len(FUNCTION_WORDS), fun_sent.size)
     polar = (sent[senti_post] > 0) == (rng.random(senti_post.size) < 0.9)
-    senti_words = np.where(polar, rng.choice(np.array(POSITIVE, dtype=object), senti_post.size),
-                           rng.choice(np.array(NEGATIVE, dtype=object), senti_post.size))
+    senti_words = np.where(polar, first["_positive"] + rng.choice(len(POSITIVE), senti_post.size),
+                           first["_negative"] + rng.choice(len(NEGATIVE), senti_post.size))
     sid = np.concatenate([top_sent, fun_sent, senti_sent])
-    words = np.concatenate([top_words, fun_words, senti_words.astype(object)])
-    order = np.lexsort((rng.random(sid.size), sid))
+    words = np.concatenate([top_words, fun_words, senti_words]).astype(np.int32)
+    order = _sort_by_group_then_key(sid, rng.random(sid.size))
     sid, words = sid[order], words[order]
-    bounds = np.searchsorted(sid, np.arange(S_ + 1))
-    ends = rng.choice(np.array([".", ".", "!"], dtype=object), S_)
-    sentences = [" ".join(words[bounds[i]:bounds[i + 1]]).capitalize() + ends[i] for i in range(S_)]
-    pb = np.concatenate([[0], np.cumsum(n_sent)])
-    return [" ".join(sentences[pb[i]:pb[i + 1]]) for i in range(n)]
+    bounds = np.searchsorted(sid, np.arange(S_ + 1)).astype(np.int32)
+    ends = pa.array(np.array([".", ".", "!"], dtype=object)[rng.choice(3, S_)], pa.string())
+    sentences = pc.binary_join(pa.ListArray.from_arrays(pa.array(bounds), vocab.take(pa.array(words))), " ")
+    sentences = pc.binary_join_element_wise(pc.utf8_capitalize(sentences), ends, "")
+    pb = np.concatenate([[0], np.cumsum(n_sent)]).astype(np.int32)
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(pb), sentences), " ")
 
 
 #: users per generation chunk: posts, truth and rates are drawn and written chunk by chunk, so a 1M-user
@@ -236,6 +276,12 @@ CHUNK_USERS = 100_000
 
 _RAW_SCHEMA = {"post_id": "string", "user_id": "string", "platform": "string", "date": "date32",
                "text": "string"}
+
+
+def _post_ids(first_post: int, n: int) -> np.ndarray:
+    """``P00000001``-style post ids ``first_post + 1 ... first_post + n`` (formatted by Arrow, not per row)."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(first_post + 1, first_post + n + 1)), pa.string()), 8, "0")
+    return pc.binary_join_element_wise("P", digits, "").to_numpy(zero_copy_only=False)
 
 
 def _chunk_posts(u: pd.DataFrame, rng: np.random.Generator, effects: dict[str, np.ndarray], end: pd.Timestamp,
@@ -258,17 +304,19 @@ def _chunk_posts(u: pd.DataFrame, rng: np.random.Generator, effects: dict[str, n
     mean_s = np.array([SENTIMENT_MEAN[t] for t in TOPICS])[topic] if n else np.zeros(0)
     sent = np.clip(mean_s + tendency[uid] + rng.normal(0, 0.35, n), -1, 1)
     texts = post_texts(rng, topic, sent, phis)
-    order = np.lexsort((-days, uid))
-    post_id = np.array([f"P{first_post + i + 1:08d}" for i in range(n)], dtype=object)
+    # newest post first within each user: np.lexsort((-days, uid)) as one integer key (exact, stable)
+    order = np.argsort(uid.astype(np.int64) * WINDOW_DAYS + (WINDOW_DAYS - 1 - days), kind="stable")
+    post_id = _post_ids(first_post, n)
     raw = pd.DataFrame({"post_id": post_id, "user_id": u["user_id"].astype(str).to_numpy()[uid][order],
                         "platform": np.array(PLATFORMS, dtype=object)[plat][order],
                         "date": pd.DatetimeIndex(date)[order].date if n else [],
-                        "text": np.array(texts, dtype=object)[order] if n else []})
+                        "text": texts.take(pa.array(order)).to_numpy(zero_copy_only=False) if n else []})
     tpc = np.array(TOPICS, dtype=object)[topic][order]
     brand = "|".join(rf"\b{b}\b" for b in BRANDS.values())
+    mentions = (pc.match_substring_regex(pc.utf8_lower(texts), brand).to_numpy(zero_copy_only=False)[order]
+                if n else np.zeros(0, bool))
     truth = pd.DataFrame({"post_id": post_id, "user_id": raw["user_id"].to_numpy(), "topic": tpc,
-                          "sentiment": sent[order].astype(float),
-                          "mentions_brand": raw["text"].str.lower().str.contains(brand, regex=True).to_numpy(bool)})
+                          "sentiment": sent[order].astype(float), "mentions_brand": mentions.astype(bool)})
     return raw, truth, rates
 
 
