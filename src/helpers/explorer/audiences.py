@@ -150,6 +150,8 @@ def comparison_indicators(data: ExplorerData) -> tuple[pd.DataFrame, dict]:
     per attribute value of the families the affinity table profiles; with plain labels."""
     from ..affinity import attribute_indicators
 
+    if "comparison_indicators" in data._cache:  # built once: 1M rows x every attribute value takes a while
+        return data._cache["comparison_indicators"]
     p = data.panel
     metrics = [m for m in (getattr(data.cfg, "metric_names", None) or []) if m in p.columns]
     a = data.affinity
@@ -161,6 +163,7 @@ def comparison_indicators(data: ExplorerData) -> tuple[pd.DataFrame, dict]:
         blocks.append(ind)
         labels.update({c: value_label(data, meta.at[c, "family"], meta.at[c, "attribute"]) for c in ind.columns})
     X = pd.concat(blocks, axis=1) if blocks else pd.DataFrame(index=p.index)
+    data._cache["comparison_indicators"] = (X, labels)
     return X, labels
 
 

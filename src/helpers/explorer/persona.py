@@ -83,17 +83,36 @@ def channel_minutes(data: ExplorerData, segment: int) -> list[dict]:
 def churned_rows(data: ExplorerData) -> np.ndarray:
     """Who already churned, by the run configuration's churn rule (:func:`helpers.audience.churned_mask`);
     without one, the churn stage's own ``churned`` column when it wrote it; else nobody."""
-    mask, rule = churned_mask(data.panel, data.cfg)
-    cr = data.churn_risk
-    if rule is None and cr is not None and "churned" in cr:
-        flag = data.panel["user_id"].map(cr.set_index(cr["user_id"].astype(str))["churned"])
-        return flag.astype("boolean").fillna(False).to_numpy(bool)
-    return mask
+    if "churned_rows" not in data._cache:  # every card and audience asks; at 1M users the rule costs seconds
+        mask, rule = churned_mask(data.panel, data.cfg)
+        cr = data.churn_risk
+        if rule is None and cr is not None and "churned" in cr:
+            pos = _positions(data, "churn_risk", cr)
+            flag = pd.Series(cr["churned"].to_numpy()[np.maximum(pos, 0)]).astype("boolean")
+            mask = flag.where(pos >= 0).fillna(False).to_numpy(bool)
+        data._cache["churned_rows"] = mask
+    return data._cache["churned_rows"]
 
 
-def _per_user(data: ExplorerData, frame: pd.DataFrame, column: str) -> np.ndarray:
-    """``column`` of a per-user artifact, aligned with the panel's rows (NaN for users it lacks)."""
-    return data.panel["user_id"].map(frame.set_index(frame["user_id"].astype(str))[column]).astype(float).to_numpy()
+def _positions(data: ExplorerData, name: str, frame: pd.DataFrame) -> np.ndarray:
+    """Row of artifact ``name`` (``frame``) holding each panel user (-1 when it lacks the user), computed once
+    per artifact: matching a million string ids is the slow part of every per-user figure."""
+    key = ("positions", name)
+    if key not in data._cache:
+        data._cache[key] = pd.Index(frame["user_id"].astype(str)).get_indexer(data.panel["user_id"])
+    return data._cache[key]
+
+
+def _per_user(data: ExplorerData, name: str, column: str) -> np.ndarray:
+    """``column`` of per-user artifact ``name`` (``churn_risk``, ``customer_value``...) aligned with the panel's
+    rows (NaN for users it lacks); read and aligned once."""
+    key = ("per_user", name, column)
+    if key not in data._cache:
+        frame = getattr(data, name) if hasattr(data, name) else data.optional(name)
+        pos = _positions(data, name, frame)
+        v = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)[np.maximum(pos, 0)]
+        data._cache[key] = np.where(pos >= 0, v, np.nan)
+    return data._cache[key]
 
 
 def churn_summary(data: ExplorerData, segment: int) -> dict | None:
@@ -110,14 +129,14 @@ def churn_summary(data: ExplorerData, segment: int) -> dict | None:
     in_seg = (data.panel["segment"] == segment).to_numpy()
     w = data.panel["weight"].to_numpy(float)
     if cr is not None and {"user_id", "churn_prob_90d"} <= set(cr.columns):
-        risk = _per_user(data, cr, "churn_prob_90d")
+        risk = _per_user(data, "churn_risk", "churn_prob_90d")
         churned = churned_rows(data)
         active = in_seg & ~churned & np.isfinite(risk)
         out["n_scored"] = int((in_seg & np.isfinite(risk)).sum())
         out["churn_prob_90d_active"] = weighted_mean_ci(risk[active], w[active])["value"]
         out["churned_share"] = weighted_share_ci(churned[in_seg], w[in_seg])["value"]
         if "expected_value" in cr:
-            out["expected_value_usd"] = weighted_mean_ci(_per_user(data, cr, "expected_value")[in_seg],
+            out["expected_value_usd"] = weighted_mean_ci(_per_user(data, "churn_risk", "expected_value")[in_seg],
                                                          w[in_seg])["value"]
     sv = data.segment_value
     if sv is not None and "segment" in sv.columns and (sv["segment"] == segment).any():
@@ -142,7 +161,7 @@ def value_summary(data: ExplorerData, rows: np.ndarray) -> dict:
     w = data.panel["weight"].to_numpy(float)
     cv = data.optional("customer_value")
     if cv is not None and "clv" in cv.columns:
-        v = _per_user(data, cv, "clv")
+        v = _per_user(data, "customer_value", "clv")
         return {**weighted_mean_ci(v[rows], w[rows]), "label": "Customer lifetime value", "unit": "USD",
                 "source": f"value stage ({producer('customer_value').split('_')[0]})"}
     m = spend_metric(data)
@@ -163,7 +182,7 @@ def churn_risk_summary(data: ExplorerData, rows: np.ndarray) -> dict | None:
     sel = np.zeros(len(data.panel), bool)
     sel[rows] = True
     sel &= ~churned_rows(data)
-    return {**weighted_mean_ci(_per_user(data, cr, "churn_prob_90d")[sel],
+    return {**weighted_mean_ci(_per_user(data, "churn_risk", "churn_prob_90d")[sel],
                                data.panel["weight"].to_numpy(float)[sel]),
             "label": "Chance of leaving in the next 90 days", "unit": "share"}
 

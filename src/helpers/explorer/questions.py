@@ -34,15 +34,40 @@ def _posts_with_topics(data: ExplorerData) -> pd.DataFrame | None:
     return raw
 
 
-def text_posts(data: ExplorerData) -> pd.DataFrame | None:
-    """The run's posts with their topic when the text stage labelled them (``post_topics``), else None."""
-    if "posts" not in data._cache:
+def _topics_only(data: ExplorerData) -> pd.DataFrame | None:
+    """``user_id``, ``topic`` (and ``platform``) of every labelled post, without the text: all that a topic
+    question needs, and a fraction of the memory and read time of the posts at a million users."""
+    import pyarrow.parquet as pq
+
+    if not artifacts.exists(data.paths, "post_topics"):
+        return None
+    have = pq.read_schema(artifacts.artifact("post_topics").path(data.paths)).names
+    if "platform" not in have and "text" in have:
+        return None  # the platform lives in the posts table: the joined read is needed
+    cols = [c for c in ("user_id", "topic", "platform") if c in have]
+    return artifacts.load(data.paths, "post_topics", columns=cols, allow_stale=True)
+
+
+def text_posts(data: ExplorerData, with_text: bool = False) -> pd.DataFrame | None:
+    """The run's posts with their topic when the text stage labelled them (``post_topics``), else None.
+
+    Without ``with_text`` (topic questions) the post texts are not read when the topics table has what the
+    view needs; a keyword question reads them once."""
+    if "posts" in data._cache:
+        return data._cache["posts"]
+    if not with_text and "posts_topics" in data._cache:
+        return data._cache["posts_topics"]
+    key = "posts"
+    posts = _topics_only(data) if not with_text else None
+    if posts is not None:
+        key = "posts_topics"
+    else:
         posts = _posts_with_topics(data)
-        if posts is not None:
-            posts = posts.copy()
-            posts["user_id"] = posts["user_id"].astype(str)
-        data._cache["posts"] = posts
-    return data._cache["posts"]
+    if posts is not None:
+        posts = posts.copy()
+        posts["user_id"] = posts["user_id"].astype(str)
+    data._cache[key] = posts
+    return posts
 
 
 def question_options(data: ExplorerData) -> dict:
@@ -66,7 +91,7 @@ def question_audience(data: ExplorerData, topic: str | None = None, keyword: str
     ``filters`` (column -> value): row positions of the panel, a plain name and its definition."""
     from ..text import audiences as text_aud
 
-    posts = text_posts(data)
+    posts = text_posts(data, with_text=bool(keyword))
     if posts is None:
         question_options(data)  # raises the stage-has-not-run error
     if not topic and not keyword:
