@@ -33,6 +33,7 @@ impressions``), ``media_spend.parquet`` (``date, campaign, channel, planned_spen
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -404,7 +405,27 @@ def _draw_hours(rng: np.random.Generator, key: np.ndarray, cdf: np.ndarray) -> n
 
 
 # --- truth: evaluator, response curves, planted optimum -----------------------------------------
-def _rates_for(users_truth: pd.DataFrame, spend_per_person: np.ndarray, days: int,
+@dataclass(frozen=True)
+class _Audience:
+    """The two arrays of an audience that :func:`true_outcome` reads (taken out of the frame once)."""
+
+    rates: np.ndarray      # (n, C) rate_per_dollar_<channel>
+    seg: np.ndarray        # (n,) true segment
+
+
+def _audience(users_truth) -> _Audience:
+    """``users_truth`` (rows of media_users_truth) as arrays; an :class:`_Audience` is returned as is.
+
+    The optimiser evaluates :func:`true_outcome` thousands of times on the same audience: selecting the
+    columns of the frame on every call cost more than the evaluation itself.
+    """
+    if isinstance(users_truth, _Audience):
+        return users_truth
+    return _Audience(users_truth[[f"rate_per_dollar_{c}" for c in CHANNELS]].to_numpy(),
+                     users_truth["true_segment"].to_numpy())
+
+
+def _rates_for(users_truth, spend_per_person: np.ndarray, days: int,
                n_population: int | None = None) -> np.ndarray:
     """Daily impressions per user ``(n, C)`` when spending ``spend_per_person`` USD per audience member.
 
@@ -412,8 +433,8 @@ def _rates_for(users_truth: pd.DataFrame, spend_per_person: np.ndarray, days: in
     the others are national buys: the audience receives only its share of the impressions.
     """
     x = np.asarray(spend_per_person, float)
-    r = users_truth[[f"rate_per_dollar_{c}" for c in CHANNELS]].to_numpy()
-    total = x * len(users_truth)                          # USD per channel for the audience
+    r = _audience(users_truth).rates
+    total = x * len(r)                                    # USD per channel for the audience
     inside = r / r.sum(0) * (1000.0 / CPM) * total        # targeted: all impressions in the audience
     national = r * total                                   # national: rate per planned USD
     return np.where(TARGETABLE, inside, national) / days
@@ -468,11 +489,12 @@ def true_outcome(spend_per_person, users_truth: pd.DataFrame, days: int = DEFAUL
     averaging to 1); ``"reach"``: share of the audience with at least
     ``effective_frequency`` impressions (Poisson given the planted propensities).
     """
-    lam = _rates_for(users_truth, spend_per_person, days)
+    aud = _audience(users_truth)
+    lam = _rates_for(aud, spend_per_person, days)
     if objective == "reach":
         from scipy import stats
         return float(stats.poisson.sf(effective_frequency - 1, lam.sum(1) * days).mean())
-    seg = users_truth["true_segment"].to_numpy()
+    seg = aud.seg
     return float((days * (BETA[seg] * expected_response(lam)).sum(1)).mean())
 
 
@@ -484,7 +506,8 @@ def planted_optimum(users_truth: pd.DataFrame, budget_per_person: float = DEFAUL
 
     lo = np.zeros(C) if lower is None else np.asarray(lower, float)
     hi = np.full(C, budget_per_person) if upper is None else np.asarray(upper, float)
-    f = lambda x: -true_outcome(x, users_truth, days, objective, effective_frequency) / budget_per_person
+    aud = _audience(users_truth)
+    f = lambda x: -true_outcome(x, aud, days, objective, effective_frequency) / budget_per_person
     cons = [{"type": "eq", "fun": lambda x: x.sum() / budget_per_person - 1.0}]
     rng = np.random.default_rng(seed)
     best = None
@@ -504,7 +527,7 @@ def _truth_document(users_truth, seed, D, dates, incr, geo_cf, geo_hold, user_ho
     grid = [0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0]
     curves, optimum = {}, {}
     for k in np.unique(seg):
-        ut = users_truth[seg == k]
+        ut = _audience(users_truth[seg == k])
         per = {}
         for j, c in enumerate(CHANNELS):
             vals = []
