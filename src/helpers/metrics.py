@@ -1,10 +1,14 @@
 """Headline figures of every notebook in ``reports/metrics.json``, keyed by notebook file stem.
 
 Each notebook's entry is a flat map of metric name to number or string, so two reruns can be diffed.
+Every read-modify-write holds an exclusive lock on ``<file>.lock``, so notebooks the runner executes side by
+side (``run_notebooks.py --jobs 2``) never lose each other's entries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -15,6 +19,18 @@ from typing import Mapping
 import numpy as np
 
 Scalar = int | float | str | bool | None
+
+
+@contextlib.contextmanager
+def _locked(p: Path):
+    """Hold an exclusive advisory lock for a read-modify-write of ``p`` (released when the block ends)."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.with_name(p.name + ".lock"), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lk, fcntl.LOCK_UN)
 
 
 def _clean(name: str, value: object) -> Scalar:
@@ -45,14 +61,10 @@ def record(path: str | os.PathLike, stem: str, metrics: Mapping[str, object]) ->
     """
     entry = {k: _clean(k, v) for k, v in metrics.items()}
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    data = read(p)
-    data[stem] = dict(sorted(entry.items()))
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(dict(sorted(data.items())), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, p)
+    with _locked(p):
+        data = read(p)
+        data[stem] = dict(sorted(entry.items()))
+        _write_json(p, data)
     return entry
 
 
@@ -86,10 +98,11 @@ def skipped(path: str | os.PathLike, stem: str, section: str, reason: str) -> di
     """
     entry = {"section": str(section), "reason": str(reason)}
     p = skipped_path(path)
-    data = read(p)
-    items = [e for e in data.get(stem, []) if e.get("section") != entry["section"]]
-    data[stem] = items + [entry]
-    _write_json(p, data)
+    with _locked(p):
+        data = read(p)
+        items = [e for e in data.get(stem, []) if e.get("section") != entry["section"]]
+        data[stem] = items + [entry]
+        _write_json(p, data)
     text = f"Skipped: {entry['section']} — {entry['reason']}"
     try:
         from IPython import get_ipython
@@ -107,10 +120,11 @@ def skipped(path: str | os.PathLike, stem: str, section: str, reason: str) -> di
 def clear_skipped(path: str | os.PathLike, stem: str) -> list[dict]:
     """Remove notebook ``stem``'s skipped sections (before it runs again) and return them."""
     p = skipped_path(path)
-    data = read(p)
-    old = data.pop(stem, [])
-    if old:
-        _write_json(p, data)
+    with _locked(p):
+        data = read(p)
+        old = data.pop(stem, [])
+        if old:
+            _write_json(p, data)
     return old
 
 
@@ -121,17 +135,19 @@ def restore(path: str | os.PathLike, stem: str, entry: Mapping[str, object] | No
     The runner calls it when a notebook fails, so that a failed stage leaves its previous figures, not a mix.
     """
     p = Path(path)
-    data = read(p)
-    if entry is None:
-        data.pop(stem, None)
-    else:
-        data[stem] = dict(entry)
-    _write_json(p, data)
+    with _locked(p):
+        data = read(p)
+        if entry is None:
+            data.pop(stem, None)
+        else:
+            data[stem] = dict(entry)
+        _write_json(p, data)
     sp = skipped_path(p)
-    sk = read(sp)
-    if skipped_entries:
-        sk[stem] = list(skipped_entries)
-    else:
-        sk.pop(stem, None)
-    if sk or sp.exists():
-        _write_json(sp, sk)
+    with _locked(sp):
+        sk = read(sp)
+        if skipped_entries:
+            sk[stem] = list(skipped_entries)
+        else:
+            sk.pop(stem, None)
+        if sk or sp.exists():
+            _write_json(sp, sk)
