@@ -27,7 +27,9 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,11 +95,31 @@ def scalar(text: str | None):
 
 
 # --- transactions --------------------------------------------------------------------------------------
+#: Earlier stages each stage reads (stem prefixes), from the files its kernel opened on a traced run
+#: (``strace -f -e trace=openat`` over ``--only 01 ... 08`` at 20k users). With ``--jobs 2`` a stage starts
+#: once these have finished (and every earlier stage has started, so the stage order, which staleness uses,
+#: stays the numeric order). A stage missing here waits for every earlier stage. Were a stage to read one
+#: that has not finished, the read would fail loudly: a running stage's previous outputs are moved aside.
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {}
+
+
+def stage_needs(stem: str, stems: list[str]) -> list[str]:
+    """The stages among ``stems`` (this run's, in order) that ``stem`` must wait for."""
+    earlier = stems[:stems.index(stem)]
+    prefix = stem.split("_", 1)[0]
+    if prefix not in STAGE_NEEDS:
+        return earlier
+    return [e for e in earlier if e.split("_", 1)[0] in STAGE_NEEDS[prefix]]
+
+
 def _snapshot(data: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file a stage may write, but the runner's own stage record."""
+    from helpers import artifacts
+
     out = {}
     for folder in DATA_FOLDERS:
         for p in (data / folder).rglob("*"):
-            if p.is_file():
+            if p.is_file() and p.name != artifacts.RUN_STATE:
                 s = p.stat()
                 out[str(p.relative_to(data))] = (s.st_size, s.st_mtime_ns)
     return out
@@ -121,11 +143,18 @@ class StageTransaction:
     before: dict = field(default_factory=dict)
     old_metrics: dict | None = None
     old_skipped: list = field(default_factory=list)
+    #: other stages may run at the same time (``--jobs``): a rollback then leaves their declared outputs alone
+    concurrent: bool = False
+    seq: int = 0
 
-    def begin(self) -> None:
+    def begin(self, state: dict | None = None) -> None:
+        """Move the stage's previous outputs aside; take its place in the stage order (``seq``) now, at the
+        start, so that stages run side by side keep the order they were started in (staleness needs it)."""
         from helpers import artifacts, metrics
 
         P = self.P
+        if state is not None:
+            state["seq"] = self.seq = int(state.get("seq", 0)) + 1
         self.outputs = artifacts.produced_by(self.stem)
         stage_dir = P.data / STAGING / self.stem
         _remove(stage_dir)
@@ -157,9 +186,10 @@ class StageTransaction:
 
         P = self.P
         self._clean()
-        state["seq"] = int(state.get("seq", 0)) + 1
+        if not self.seq:  # begun without the state: the stage takes its place in the order when it ends
+            state["seq"] = self.seq = int(state.get("seq", 0)) + 1
         state.setdefault("stages", {})[self.stem] = {
-            "seq": state["seq"], "run": state.get("run", 0),
+            "seq": self.seq, "run": state.get("run", 0),
             "outputs": {a.name: artifacts.signature(a.path(P)) for a in self.outputs if a.path(P).exists()}}
         artifacts.write_state(P, state)
 
@@ -172,6 +202,11 @@ class StageTransaction:
         for a in self.outputs:
             _remove(a.path(P))
         after = _snapshot(P.data)
+        if self.concurrent:  # what the stages running beside this one write is theirs, not this stage's
+            others = [a.file.rstrip("/") for a in _registry() if a.producer != self.stem]
+            theirs = lambda rel: any(rel == f or rel.startswith(f + "/") for f in others)  # noqa: E731
+            after = {k: v for k, v in after.items() if not theirs(k)}
+            self.before = {k: v for k, v in self.before.items() if not theirs(k)}
         for rel in sorted(set(after) - set(self.before)):
             _remove(P.data / rel)
         changed = sorted(rel for rel in set(after) & set(self.before) if after[rel] != self.before[rel])
@@ -186,6 +221,12 @@ class StageTransaction:
         self._clean()
         metrics.restore(P.metrics, self.stem, self.old_metrics, self.old_skipped)
         return warnings
+
+
+def _registry() -> list:
+    from helpers import artifacts
+
+    return list(artifacts.REGISTRY.values())
 
 
 def recover_staging(P) -> list[str]:
@@ -464,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-screenshots", action="store_true", help="do not screenshot the Explorer's views")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (plain log lines only)")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' printed output live")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("AUDIENCE_JOBS", "1")),
+                    help="stages run at once, each in its own kernel (make JOBS=); a stage waits for the "
+                         "stages it reads (STAGE_NEEDS). Default 1, or AUDIENCE_JOBS")
     ap.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)  # tests: another folder
     args = ap.parse_args(argv)
 
@@ -494,67 +538,112 @@ def main(argv: list[str] | None = None) -> int:
         tqdm.write(f"[run_notebooks] {msg}", file=sys.stdout)
         sys.stdout.flush()
 
-    failed = False
     # on a terminal the bars redraw in place; in a log (CI, `make ... > log`) a plain line every 30 s at most
     tty = {} if sys.stderr.isatty() else {"mininterval": 2.0, "ncols": 100}
     bar_file = sys.stderr if sys.stderr.isatty() else LogLines(sys.stderr)
-    bar = tqdm(selected, desc="notebooks", unit="nb", disable=args.no_progress, file=bar_file, position=0,
-               dynamic_ncols=not tty, **tty)
-    for i, nb in enumerate(bar, 1):
+    bar = tqdm(total=len(selected), desc="notebooks", unit="nb", disable=args.no_progress, file=bar_file,
+               position=0, dynamic_ncols=not tty, **tty)
+    jobs = max(1, int(args.jobs))
+    lock = threading.RLock()  # runs, state, index.html and the log are shared by the worker threads
+
+    def execute(i: int, nb: Path, tx: StageTransaction, slot: int) -> None:
+        """Run one stage (in a worker thread when --jobs > 1) and commit or roll back its transaction."""
         r = by_stem[nb.stem]
-        if failed and not args.keep_going:
-            r["status"] = "not run"
-            continue
-        bar.set_postfix_str(nb.stem)
-        if isinstance(bar_file, LogLines):
-            bar_file.prefix = f"{nb.stem}: "
-        passed, ignored = parameters_for(nb, params)
-        if ignored:
-            log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
+        passed, _ = parameters_for(nb, params)
         executed = out / nb.name
-        r.update(status="running", ipynb=executed.name)
-        write_index(out, runs, shown, P, state)
-        log(f"[{i}/{len(selected)}] {nb.name} ...")
-        tx = StageTransaction(P, nb.stem)
-        tx.begin()
+        cell_file = bar_file
+        if isinstance(bar_file, LogLines):
+            cell_file = LogLines(sys.stderr) if jobs > 1 else bar_file
+            cell_file.prefix = f"{nb.stem}: "
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(executed), parameters=passed, kernel_name=args.kernel,
                                 cwd=str(nb.parent), log_output=args.log_output, report_mode=False,
                                 progress_bar=False if args.no_progress else
-                                {"desc": f"  {nb.stem} cells", "position": 1, "leave": False,
-                                 "file": bar_file, "dynamic_ncols": not tty, **tty})
+                                {"desc": f"  {nb.stem} cells", "position": 1 + slot, "leave": False,
+                                 "file": cell_file, "dynamic_ncols": not tty, **tty})
         except KeyboardInterrupt:
-            tx.rollback()
-            r.update(status="failed", seconds=time.perf_counter() - t0, restored=True,
-                     failure={"ename": "KeyboardInterrupt", "evalue": "the run was interrupted",
-                              "cell_index": None, "exec_count": None, "source": "", "where": ""})
-            write_index(out, runs, shown, P, state)
+            with lock:
+                tx.rollback()
+                r.update(status="failed", seconds=time.perf_counter() - t0, restored=True,
+                         failure={"ename": "KeyboardInterrupt", "evalue": "the run was interrupted",
+                                  "cell_index": None, "exec_count": None, "source": "", "where": ""})
+                write_index(out, runs, shown, P, state)
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of a stage is reported, then rolled back
-            r["seconds"] = time.perf_counter() - t0
-            r.update(status="failed", failure=describe_failure(exc),
-                     restored=bool(tx.moved) or tx.old_metrics is not None)
-            if r["failure"]["source"]:
-                r["failure"].update(cell_number=locate_cell(nb, r["failure"]["source"]),
-                                    notebook=f"{nb.parent.name}/{nb.name}")
-            for w in tx.rollback():
-                log(f"warning: {w}")
+            with lock:
+                r["seconds"] = time.perf_counter() - t0
+                r.update(status="failed", failure=describe_failure(exc),
+                         restored=bool(tx.moved) or tx.old_metrics is not None)
+                if r["failure"]["source"]:
+                    r["failure"].update(cell_number=locate_cell(nb, r["failure"]["source"]),
+                                        notebook=f"{nb.parent.name}/{nb.name}")
+                for w in tx.rollback():
+                    log(f"warning: {w}")
             html_path = export_html(executed) if executed.exists() else None
-            r["html"] = html_path.name if html_path else None
-            f = r["failure"]
-            where = f" (raised in {f['where']})" if f["where"] else ""
-            log(f"FAILED {nb.name} at {cell_label(f)}{where}: {short_message(f)}")
-            log(f"  nothing it wrote was kept ({'its previous outputs were put back' if r['restored'] else 'it had no earlier outputs'}); "
-                f"see {executed} and {out / 'index.html'}")
-            failed = True
-            write_index(out, runs, shown, P, state)
-            continue
-        r["seconds"] = time.perf_counter() - t0
-        tx.commit(state)
+            with lock:
+                r["html"] = html_path.name if html_path else None
+                f = r["failure"]
+                where = f" (raised in {f['where']})" if f["where"] else ""
+                log(f"FAILED {nb.name} at {cell_label(f)}{where}: {short_message(f)}")
+                log(f"  nothing it wrote was kept ({'its previous outputs were put back' if r['restored'] else 'it had no earlier outputs'}); "
+                    f"see {executed} and {out / 'index.html'}")
+                write_index(out, runs, shown, P, state)
+            return
+        with lock:
+            r["seconds"] = time.perf_counter() - t0
+            tx.commit(state)
         html_path = export_html(executed)
-        r.update(status="ok", html=html_path.name if html_path else None)
-        log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s")
+        with lock:
+            r.update(status="ok", html=html_path.name if html_path else None)
+            log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s")
+            write_index(out, runs, shown, P, state)
+
+    def start(i: int, nb: Path, slot: int) -> StageTransaction:
+        """Begin stage ``nb`` in the main thread, in stage order (outputs moved aside, its place taken)."""
+        r = by_stem[nb.stem]
+        _, ignored = parameters_for(nb, params)
+        if ignored:
+            log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
+        with lock:
+            r.update(status="running", ipynb=nb.name)
+            write_index(out, runs, shown, P, state)
+            log(f"[{i}/{len(selected)}] {nb.name} ..." + (f" (beside {', '.join(sorted(running))})"
+                                                          if running else ""))
+            tx = StageTransaction(P, nb.stem, concurrent=jobs > 1)
+            tx.begin(state)
+            artifacts.write_state(P, state)
+        bar.set_postfix_str(", ".join(sorted([*running, nb.stem])))
+        if isinstance(bar_file, LogLines):
+            bar_file.prefix = f"{nb.stem}: "
+        return tx
+
+    # Stages start in numeric order. With --jobs N up to N run at once: a stage starts when a worker is free
+    # and the stages it reads (STAGE_NEEDS) have finished; a failure stops new starts (unless --keep-going).
+    running: dict[str, tuple[Future, int]] = {}  # stem -> (its future, its progress-bar slot)
+    stems = [nb.stem for nb in selected]
+
+    def reap(block: bool) -> None:
+        if block:
+            wait([f for f, _ in running.values()], return_when=FIRST_COMPLETED)
+        for stem in [k for k, (f, _) in running.items() if f.done()]:
+            running.pop(stem)[0].result()  # a KeyboardInterrupt or a runner bug surfaces here
+            bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for i, nb in enumerate(selected, 1):
+            needs = stage_needs(nb.stem, stems)
+            while running and (len(running) >= jobs or any(n in running for n in needs)):
+                reap(block=True)
+            if any(r["status"] == "failed" for r in runs) and not args.keep_going:
+                by_stem[nb.stem]["status"] = "not run"
+                continue
+            slot = min(set(range(jobs)) - {sl for _, sl in running.values()})
+            tx = start(i, nb, slot)
+            running[nb.stem] = (pool.submit(execute, i, nb, tx, slot), slot)
+        while running:
+            reap(block=True)
+    failed = any(r["status"] == "failed" for r in runs)
     bar.close()
     reasons = move_stale_figures(P, out, [nb.stem for nb in notebooks], state)
     for stem, why in reasons.items():

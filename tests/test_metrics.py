@@ -31,13 +31,3 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
     assert sorted(sk) == stems
     assert all(len(sk[s]) == 3 for s in stems)
 
-
-def test_restore_puts_back_the_previous_entry(tmp_path):
-    path = tmp_path / "metrics.json"
-    metrics.record(path, "02_x", {"a": 1})
-    old = metrics.read(path)["02_x"]
-    metrics.record(path, "02_x", {"a": 2})
-    metrics.restore(path, "02_x", old, None)
-    assert metrics.read(path)["02_x"] == {"a": 1}
-    metrics.restore(path, "02_x", None, None)
-    assert "02_x" not in metrics.read(path)

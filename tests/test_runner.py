@@ -176,3 +176,59 @@ def test_outputs_left_by_a_killed_run_are_put_back(tmp_path):
     assert notes == ["restored processed/weights.parquet of 02_panel_weighting_fusion from an interrupted run"]
     assert artifacts.load(P, "weights")["weight"].tolist() == [2.0]
     assert not (P.data / R.STAGING).exists()
+
+
+PARALLEL = {
+    "01_ingest": STAGES["01_ingest"],
+    # 04 and 05 both read only 01's table here, so with --jobs 2 they run side by side
+    "04_segment_gmm": '''import time
+(P.data / "04.start").write_text(str(time.time())); time.sleep(4)
+u = artifacts.load(P, "unified")
+artifacts.save(P, "segments", pd.DataFrame({"user_id": u["user_id"], "segment": 0, "segment_name": "all"}))
+metrics.record(P.metrics, "04_segment_gmm", {"run_marker": seed})
+(P.data / "04.end").write_text(str(time.time()))''',
+    "05_segment_hier": '''import time
+(P.data / "05.start").write_text(str(time.time()))
+u = artifacts.load(P, "unified")
+artifacts.save(P, "segments_hier", pd.DataFrame({"user_id": u["user_id"], "hier_segment": 1}))
+metrics.record(P.metrics, "05_segment_hier", {"run_marker": seed})
+if (P.data / "FAIL_05").exists():
+    (P.processed / "half_written.tmp").write_text("partial")
+    t0 = time.time()  # fail only after 04, beside it, has written its outputs
+    while float((P.data / "04.end").read_text()) < t0 and time.time() < t0 + 60:
+        time.sleep(0.2)
+    raise ValueError("planted failure in 05")
+(P.data / "05.end").write_text(str(time.time()))''',
+}
+
+
+def test_jobs_run_independent_stages_side_by_side(tmp_path, venv_kernel, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stem, body in PARALLEL.items():
+        write_notebook(folder / f"{stem}.ipynb", body)
+    monkeypatch.setattr(R, "STAGE_NEEDS", {"04": ("01",), "05": ("01",)})
+    assert R.stage_needs("05_segment_hier", list(PARALLEL)) == ["01_ingest"]
+    root = tmp_path / "run"
+    P = paths.resolve(root / "data", root / "reports")
+    assert run(folder, root, venv_kernel, 1, "--jobs", "2") == 0
+    t = {k: float((P.data / k).read_text()) for k in ("04.start", "04.end", "05.start", "05.end")}
+    assert t["05.start"] < t["04.end"]  # 05 began while 04 was still running
+    assert {k: v["run_marker"] for k, v in metrics.read(P.metrics).items()} == {
+        "01_ingest": 1, "04_segment_gmm": 1, "05_segment_hier": 1}
+    state = artifacts.read_state(P)["stages"]
+    assert state["01_ingest"]["seq"] < state["04_segment_gmm"]["seq"] < state["05_segment_hier"]["seq"]
+    assert not artifacts.status(P)["stale"].any()  # 05 finished first, but it started after 04
+
+    # 05 fails while 04 runs beside it: 05's files go, 04's new outputs stay, 05's previous ones come back
+    (P.data / "FAIL_05").write_text("")
+    assert run(folder, root, venv_kernel, 2, "--jobs", "2", "--only", "04", "05") == 1
+    assert not (P.processed / "half_written.tmp").exists()
+    assert artifacts.load(P, "segments")["segment_name"].tolist() == ["all"] * 3
+    assert metrics.read(P.metrics)["04_segment_gmm"]["run_marker"] == 2
+    # 05's previous figures and file are back, and stale: 04 re-ran after them
+    assert "05_segment_hier" not in metrics.read(P.metrics)
+    assert json.loads((P.reports / "metrics_stale.json").read_text())["05_segment_hier"]["run_marker"] == 1
+    assert pd.read_parquet(P.processed / artifacts.SEGMENTS_HIER)["hier_segment"].tolist() == [1] * 3
+    with pytest.raises(artifacts.StaleArtifact, match="05_segment_hier before 04_segment_gmm re-ran"):
+        artifacts.load(P, "segments_hier")
