@@ -49,15 +49,13 @@ def _numeric_values(s: pd.Series) -> np.ndarray:
 
 def _token_matrix(s: pd.Series, tokens: Sequence[str], sep: str) -> np.ndarray:
     """0/1 presence of each token (one column per token), NaN where the set itself is missing."""
-    cells = s.astype("string")
-    missing = cells.isna().to_numpy()
-    padded = (sep + cells.fillna("") + sep).to_numpy(object)
-    out = np.empty((len(s), len(tokens)))
-    for j, t in enumerate(tokens):
-        key = sep + t + sep
-        out[:, j] = [key in c for c in padded]
-    out[missing] = np.nan
-    return out
+    # string tests on the distinct cells only (a few hundred token sets in 1M rows), mapped back by their codes;
+    # a missing set takes the appended all-NaN row (code -1)
+    codes, uniq = pd.factorize(s)
+    padded = [sep + str(c) + sep for c in uniq]
+    table = np.array([[sep + t + sep in c for t in tokens] for c in padded], dtype=float).reshape(len(padded),
+                                                                                                   len(tokens))
+    return np.vstack([table, np.full((1, len(tokens)), np.nan)])[codes]
 
 
 def _is_continuous(sp: ColumnSpec) -> bool:
@@ -141,8 +139,14 @@ def _analysis_variables(df: pd.DataFrame, specs: list[ColumnSpec], sep: str) -> 
                                    else [False, True, "<NA>"]).codes
             out[sp.name] = ("cat", np.where(codes < 0, len(sp.levels) + 1, codes).astype(np.int64))
     # compact codes (levels that do not occur dropped) so that contingency tables have no empty margins
-    return {k: (kind, np.unique(v, return_inverse=True)[1].astype(np.int64) if kind == "cat" else v)
-            for k, (kind, v) in out.items()}
+    return {k: (kind, _compact_codes(v) if kind == "cat" else v) for k, (kind, v) in out.items()}
+
+
+def _compact_codes(v: np.ndarray) -> np.ndarray:
+    """Non-negative integer codes renumbered 0..k-1 over the codes that occur, keeping their order (what
+    ``np.unique(v, return_inverse=True)[1]`` gives, by counting instead of sorting)."""
+    present = np.bincount(v) > 0
+    return (np.cumsum(present) - 1)[v].astype(np.int64)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -160,18 +164,6 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _correlation_ratio(codes: np.ndarray, x: np.ndarray) -> float:
-    """eta = sqrt(between-group sum of squares / total sum of squares) of ``x`` grouped by ``codes``."""
-    ok = ~np.isnan(x)
-    c, v = codes[ok], x[ok]
-    if v.size < 3 or v.std() == 0:
-        return 0.0
-    n = np.bincount(c)
-    means = np.bincount(c, weights=v) / np.maximum(n, 1)
-    between = float((n * (means - v.mean()) ** 2).sum())
-    return float(np.sqrt(between / ((v - v.mean()) ** 2).sum()))
-
-
 def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
     """Cramer's V of two compact code vectors (every code 0..k-1 occurs)."""
     ka, kb = int(a.max()) + 1, int(b.max()) + 1
@@ -182,6 +174,38 @@ def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
     chi2 = float(((table - expected) ** 2 / expected).sum())
     return float(np.sqrt(chi2 / (n * (min(ka, kb) - 1))))
+
+
+@dataclass(frozen=True)
+class _Numeric:
+    """A numeric variable's observed values, their mean and total sum of squares, computed once for every
+    correlation ratio the variable enters (``total_ss`` None: fewer than 3 values or no spread, eta = 0)."""
+
+    values: np.ndarray
+    ok: np.ndarray | None  # rows observed (None: every row)
+    mean: float
+    total_ss: float | None
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> "_Numeric":
+        ok = ~np.isnan(x)
+        v = x if ok.all() else x[ok]
+        keep = None if ok.all() else ok
+        if v.size < 3 or v.std() == 0:
+            return cls(v, keep, 0.0, None)
+        mean = float(v.mean())
+        return cls(v, keep, mean, float(((v - mean) ** 2).sum()))
+
+
+def _correlation_ratio(codes: np.ndarray, x: np.ndarray | _Numeric) -> float:
+    """eta = sqrt(between-group sum of squares / total sum of squares) of ``x`` grouped by ``codes``."""
+    num = x if isinstance(x, _Numeric) else _Numeric.of(x)
+    if num.total_ss is None:
+        return 0.0
+    c = codes if num.ok is None else codes[num.ok]
+    n = np.bincount(c)
+    means = np.bincount(c, weights=num.values) / np.maximum(n, 1)
+    return float(np.sqrt(float((n * (means - num.mean) ** 2).sum()) / num.total_ss))
 
 
 def association_matrix(df: pd.DataFrame, columns: Sequence[str] | None = None,
@@ -198,6 +222,7 @@ def association_matrix(df: pd.DataFrame, columns: Sequence[str] | None = None,
     specs = specs or infer_specs(df[cols], multi_valued, sep, none_token, max_categories=10**9)
     var = _analysis_variables(df, specs, sep)
     names = list(var)
+    numeric = {k: _Numeric.of(v) for k, (kind, v) in var.items() if kind == "num"}  # shared by every eta
     m = np.eye(len(names))
     for i in range(len(names)):
         ki, vi = var[names[i]]
@@ -208,7 +233,8 @@ def association_matrix(df: pd.DataFrame, columns: Sequence[str] | None = None,
             elif ki == "cat" and kj == "cat":
                 a = _cramers_v(vi, vj)
             else:
-                a = _correlation_ratio(vi, vj) if ki == "cat" else _correlation_ratio(vj, vi)
+                a = _correlation_ratio(vi, numeric[names[j]]) if ki == "cat" \
+                    else _correlation_ratio(vj, numeric[names[i]])
             m[i, j] = m[j, i] = a
     return pd.DataFrame(m, index=names, columns=names)
 

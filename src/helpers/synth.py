@@ -199,13 +199,17 @@ class TableEncoder:
             if sp.has_missing and sp.kind not in ("category", "bool"):
                 out[f"{sp.name}#na"] = isna.astype(float)
             if sp.kind in ("category", "bool"):
-                cat = pd.Categorical(s, categories=list(sp.levels))
-                unknown = cat.codes == -1
+                # matched on the distinct values only (pd.Categorical on every row was most of the encoding time)
+                codes, uniq = pd.factorize(s)
+                lookup = np.append(pd.Index(list(sp.levels), dtype=object).get_indexer(
+                    np.asarray(uniq, dtype=object)), -1)
+                cat_codes = lookup[codes]  # code -1 (missing) takes the appended -1
+                unknown = cat_codes == -1
                 if (unknown & ~isna).any():
                     bad = sorted(map(str, pd.unique(s[unknown & ~isna])))[:5]
                     raise ValueError(f"column {sp.name!r} has values {bad} not seen at fit; "
                                      f"expected one of {list(sp.levels)}")
-                out[sp.name] = np.where(unknown, len(sp.levels), cat.codes).astype(float)
+                out[sp.name] = np.where(unknown, len(sp.levels), cat_codes).astype(float)
             elif sp.kind == "multi":
                 # string work on the distinct cells only (row-by-row string methods were most of the encoding
                 # time at 1M rows), mapped back to the rows by their codes; a missing set is the empty cell
@@ -293,7 +297,20 @@ def _canonical(s: pd.Series) -> pd.Series:
         return pd.Series(s.astype("Float64").to_numpy("float64", na_value=np.nan))
     if pd.api.types.is_datetime64_any_dtype(s):
         return pd.Series(pd.to_datetime(s).to_numpy("datetime64[ns]"))
-    return pd.Series(s.astype(object).where(s.notna(), "<NA>").astype(str).to_numpy(object))
+    # text is hashed once per distinct value (a few hundred in 1M rows) and mapped back to the rows by its code:
+    # the same per-value hash as hashing every row, without building a million Python strings
+    codes, uniq = pd.factorize(s)
+    text = np.asarray([*map(str, uniq), "<NA>"], dtype=object)  # a missing value hashes as "<NA>"
+    return pd.Series(pd.util.hash_array(text)[codes])
+
+
+def _in_sorted(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_unique)`` for a sorted array of distinct values, by binary search (np.isin
+    sorts both arrays together, which was a large part of sampling 1M rows)."""
+    if sorted_unique.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_unique, values), sorted_unique.size - 1)
+    return sorted_unique[at] == values
 
 
 class _BaseSynthesizer:
@@ -372,7 +389,7 @@ class _BaseSynthesizer:
         self.n_copies_left_ = 0
         if self.reject_copies:
             h = row_hashes(out)
-            copy = np.isin(h, self._train_hashes)
+            copy = _in_sorted(h, self._train_hashes)
             for _ in range(max_rounds):
                 k = int(copy.sum())
                 if k == 0:
@@ -381,7 +398,7 @@ class _BaseSynthesizer:
                 redraw = self.encoder_.inverse_transform(self._sample_encoded(k, rng))
                 out = pd.concat([out[~copy], redraw], ignore_index=True)
                 h = np.concatenate([h[~copy], row_hashes(redraw)])
-                copy = np.isin(h, self._train_hashes)
+                copy = _in_sorted(h, self._train_hashes)
             self.n_copies_left_ = int(copy.sum())
             if self.n_copies_left_:
                 warnings.warn(f"{self.n_copies_left_} of {n} synthetic rows still equal a training row after "
