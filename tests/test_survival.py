@@ -652,3 +652,100 @@ def test_resolve_observation_date_never_defaults_silently(tmp_path):
     assert sv.resolve_observation_date(None, cfg, tmp_path, {})[0] == pd.Timestamp("2014-03-31")
     assert sv.resolve_observation_date("2015-01-01", cfg, tmp_path, {})[0] == pd.Timestamp("2015-01-01")
     assert sv.resolve_observation_date(None, None, None, {"observation_date": "2026-06-30"})[1].startswith("the synthetic")
+
+
+# --- bounded-cost versions of the 1M-user steps (issue 20) ---------------------------------------------
+def _strata_frame(n: int = 3000, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    s1, s2 = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    t = np.ceil(rng.weibull(1.3, n) * 300 * np.exp(-0.5 * x1 + 0.3 * s1))
+    c = rng.integers(50, 900, n)
+    return pd.DataFrame({"duration": np.minimum(t, c).astype(float), "event": (t <= c).astype(int),
+                         "x1": x1, "x2": x2, "s1": s1, "s2": s2})
+
+
+@pytest.mark.parametrize("strata", [["s1"], ["s1", "s2"]])
+def test_stratified_cox_risk_is_lifelines_expectation_without_the_users_by_time_matrix(strata):
+    frame = _strata_frame()
+    model = sv.fit_cox(frame, strata=strata, penalizer=0.01)
+    test = frame.sample(800, random_state=1)
+    ref = -model.predict_expectation(test).reindex(test.index).to_numpy()
+    got = sv.risk_score(model, test)
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+    # the stratum effect is in the score: the strata's mean expected lifetimes differ
+    assert np.ptp(pd.Series(got).groupby(test["s1"].to_numpy()).mean()) > 10
+    with pytest.raises(ValueError, match="not in the training data"):
+        sv.risk_score(model, test.assign(s1=7))
+
+
+def test_drop_aliased_decides_each_column_like_a_rank_check_of_its_prefix():
+    rng = np.random.default_rng(4)
+    n = 500
+    cov = pd.DataFrame({"a": rng.normal(size=n), "rare": np.eye(n)[3], "d": rng.integers(0, 2, n) * 1.0})
+    cov["a_plus_d"] = cov["a"] + 3 * cov["d"]
+    cov["big"] = 1e4 * rng.normal(size=n)
+    cov["tiny_noise"] = cov["d"] + 1e-3 * rng.normal(size=n)  # not aliased: a real (small) difference
+    cov["const"] = 5.0
+    kept, dropped = sv.drop_aliased(cov)
+    basis, brute = [np.ones(n)], []
+    for c in cov:
+        trial = np.column_stack(basis + [cov[c].to_numpy()])
+        if np.linalg.matrix_rank(trial) == trial.shape[1]:
+            basis.append(cov[c].to_numpy()); brute.append(c)
+    assert list(kept.columns) == brute == ["a", "rare", "d", "big", "tiny_noise"]
+    assert set(dropped) == {"a_plus_d", "const"}
+
+
+def test_remedy_ph_fits_every_row_once_and_tests_the_sample():
+    frame = _non_ph_frame(n=4000)
+    rem = sv.remedy_ph(frame, ph_max_rows=1500, seed=2)
+    assert rem.strata == ["g__stratum"] and rem.before.attrs["n_tested"] == 1500
+    # the final model is the full-data fit with the chosen strata ...
+    full = sv.fit_cox(rem.frame, strata=rem.strata)
+    pd.testing.assert_series_equal(rem.model.params_, full.params_)
+    # ... and the tests are those of a model fitted on the seeded sample
+    sample = sv.ph_sample(frame, 1500, 2)
+    ref = sv.ph_test(sv.fit_cox(sample), sample, max_rows=None)
+    pd.testing.assert_frame_equal(rem.before.reset_index(drop=True), ref.reset_index(drop=True))
+    # a PH frame keeps the caller's unstratified fit as its final model
+    ph = frame.drop(columns="g")
+    given = sv.fit_cox(ph)
+    assert sv.remedy_ph(ph, ph_max_rows=1500, seed=2, model=given).model is given
+
+
+def test_read_monthly_and_read_last_month_read_only_what_they_need(tmp_path):
+    rng = np.random.default_rng(6)
+    months = pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01"])
+    long = pd.DataFrame({"user_id": np.repeat([f"U{i}" for i in range(300)], 3),
+                         "month": np.tile(months, 300),
+                         "engagement_state": rng.choice(list(sv.ENGAGEMENT_STATES), 900),
+                         "minutes": rng.random(900)}).sample(frac=1.0, random_state=0)
+    f = tmp_path / "monthly.parquet"
+    long.to_parquet(f, row_group_size=200)
+    got = sv.read_monthly(f)
+    assert list(got.columns) == ["user_id", "month", "engagement_state"]
+    assert all(isinstance(got[c].dtype, pd.CategoricalDtype) for c in got)
+    ids = [f"U{i}" for i in range(0, 320, 3)]
+    lab, m = sv.engagement_matrix(got, ids)
+    ref, m_ref = sv.engagement_matrix(long, ids)
+    np.testing.assert_array_equal(lab, ref)
+    np.testing.assert_array_equal(m, m_ref)
+    assert (lab[-1] == -1).all() and (lab[0] >= 0).all()  # U318 has no history, U0 has every month
+    paths = long.rename(columns={"engagement_state": "true_state"}).drop(columns="minutes")
+    p = tmp_path / "paths.parquet"
+    paths.to_parquet(p, row_group_size=200)
+    last = sv.read_last_month(p)
+    assert len(last) == 300 and (pd.to_datetime(last["month"]) == months[-1]).all()
+    exp = paths[paths["month"] == months[-1]].set_index("user_id")["true_state"]
+    assert (last.set_index("user_id")["true_state"] == exp.reindex(last["user_id"])).all()
+
+
+def test_churn_risk_without_value_gives_the_same_probabilities():
+    users, X, _ = _recency_world(3000)
+    tte = sv.time_to_event(users, OBS)
+    aft = sv.fit_aft(sv.model_frame(tte, X), "weibull")
+    full = sv.churn_risk(aft, X, tte, pd.Series(10.0, index=X.index), inactivity=None)
+    lean = sv.churn_risk(aft, X, tte, pd.Series(10.0, index=X.index), inactivity=None, with_value=False)
+    pd.testing.assert_series_equal(full["churn_prob_90d"], lean["churn_prob_90d"])
+    assert lean["expected_remaining_days"].isna().all() and (full.loc[~full.churned, "expected_remaining_days"] > 0).all()

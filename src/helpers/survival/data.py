@@ -137,19 +137,24 @@ def drop_aliased(covariates: pd.DataFrame, tol: float = 1e-8) -> tuple[pd.DataFr
     Cox and AFT models cannot separate aliased columns; a ridge penalty hides this by splitting the effect
     (the plotted intervals are then meaningless). Columns are kept greedily in order; the result says what
     each dropped column equals (``"= InternetService_No"``, ``"= 1 - PhoneService_Yes"``, or a combination).
+    One QR decomposition of ``[1, X]`` decides them all: ``|R_jj|`` is the distance of column ``j`` from the
+    span of the constant and the columns before it, and a column is aliased when that distance is below
+    ``tol x max(1, max |value| of the kept columns and it) x sqrt(n)`` (one SVD per column cost 8 s at 1M rows).
     """
+    cols = list(covariates.columns)
+    n = len(covariates)
+    x = np.column_stack([np.ones(n)] + [covariates[c].to_numpy(float) for c in cols])
+    resid = np.abs(np.diag(np.linalg.qr(x, mode="r")))[1:] if n else np.zeros(len(cols))
+    col_max = np.abs(x).max(axis=0)[1:] if n else np.zeros(len(cols))
     kept: list[str] = []
     dropped: dict[str, str] = {}
-    basis = np.ones((len(covariates), 1))
-    rank = 1
-    for c in covariates.columns:
-        v = covariates[c].to_numpy(float)
-        trial = np.column_stack([basis, v])
-        r = np.linalg.matrix_rank(trial, tol=tol * max(1.0, np.abs(trial).max()) * np.sqrt(len(v)))
-        if r > rank:
+    scale = 1.0
+    for j, c in enumerate(cols):
+        if resid[j] > tol * max(scale, col_max[j]) * np.sqrt(n):
             kept.append(c)
-            basis, rank = trial, r
+            scale = max(scale, col_max[j])
             continue
+        v = x[:, j + 1]
         same = [k for k in kept if np.allclose(covariates[k].to_numpy(float), v)]
         comp = [k for k in kept if np.allclose(1 - covariates[k].to_numpy(float), v)]
         dropped[c] = (f"= {same[0]}" if same else f"= 1 - {comp[0]}" if comp
@@ -195,14 +200,16 @@ def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
     for k in ("duration", "event"):
         roles.add(getattr(surv, k, None) if surv is not None else None)
     out = pd.DataFrame(index=df.index)
+    # Spearman's rho is Pearson's on average ranks: the duration is ranked once, not once per covariate
+    dur_rank = None if duration is None else pd.Series(np.asarray(duration, float)).rank().to_numpy()
 
     def add(name: str, values: pd.Series) -> None:
         v = pd.to_numeric(values, errors="coerce").astype(float)
         if v.isna().any():
             notes[name] = f"skipped: {int(v.isna().sum())} missing values"
             return
-        if duration is not None and v.nunique() > 2:
-            rho = pd.Series(v.to_numpy()).corr(pd.Series(np.asarray(duration, float)), method="spearman")
+        if dur_rank is not None and v.nunique() > 2:
+            rho = float(np.corrcoef(pd.Series(v.to_numpy()).rank().to_numpy(), dur_rank)[0, 1])
             if abs(rho) > leak_threshold:
                 notes[name] = f"skipped: rank correlation {rho:.2f} with the duration (leaks it)"
                 return

@@ -27,11 +27,45 @@ def survival_at(model, frame: pd.DataFrame, times: Iterable[float],
     return np.clip(out, 0.0, 1.0)
 
 
+def _stratified_cox_expectation(model: CoxPHFitter, frame: pd.DataFrame, n_grid: int = 513) -> np.ndarray:
+    """lifelines' ``predict_expectation`` of a stratified Cox model -- ``int S_0s(t)^ph dt`` over the training
+    timeline (trapezoid rule) -- without its users x timeline matrices (300k held-out users x 3,000 days
+    took 18 GB and most of a minute at 1M users). Within a stratum the expectation is a smooth decreasing
+    function of the log partial hazard ``g``: it and its derivative are evaluated exactly on ``n_grid``
+    points spanning the stratum's range and interpolated by cubic Hermite splines (relative error ~1e-12)."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    timeline = np.asarray(model.timeline, dtype=float)
+    log_ph = np.asarray(model.predict_log_partial_hazard(frame), dtype=float).ravel()
+    strata = [model.strata] if isinstance(model.strata, str) else list(model.strata)
+    keys = pd.MultiIndex.from_frame(frame[strata]) if len(strata) > 1 else pd.Index(frame[strata[0]])
+    out = np.full(len(frame), np.nan)
+    base = model.baseline_cumulative_hazard_
+    for stratum in pd.unique(keys):
+        m = np.asarray(keys == stratum)
+        if stratum not in base.columns:
+            raise ValueError(f"stratum {stratum!r} was not in the training data of the stratified Cox model")
+        h0 = np.interp(timeline, base.index.to_numpy(float), base[stratum].to_numpy(float))
+        lo, hi = log_ph[m].min(), log_ph[m].max()
+        grid = np.linspace(lo, hi, n_grid) if hi > lo else np.array([lo])
+        ph_h0 = np.exp(grid)[:, None] * h0[None, :]
+        surv = np.exp(-ph_h0)
+        e_grid = np.trapezoid(surv, timeline, axis=1)
+        if len(grid) == 1:
+            out[m] = e_grid[0]
+            continue
+        de_grid = np.trapezoid(-ph_h0 * surv, timeline, axis=1)  # d E / d g
+        out[m] = CubicHermiteSpline(grid, e_grid, de_grid)(log_ph[m])
+    return out
+
+
 def risk_score(model, frame: pd.DataFrame) -> np.ndarray:
     """A higher-is-riskier score: partial hazard for unstratified Cox, minus the (restricted) expected
     lifetime for stratified Cox and AFT models (their ranking then includes stratum/shape effects)."""
     if isinstance(model, CoxPHFitter) and not model.strata:
         return np.asarray(model.predict_partial_hazard(frame), dtype=float).ravel()
+    if isinstance(model, CoxPHFitter):
+        return -_stratified_cox_expectation(model, frame)
     expect = model.predict_expectation(frame)
     if isinstance(expect, pd.Series) and frame.index.is_unique and set(expect.index) == set(frame.index):
         expect = expect.reindex(frame.index)  # stratified Cox sorts users by index

@@ -16,6 +16,20 @@ ENGAGEMENT_STATES = ("active", "light", "dormant", "churned")
 SPELLS = ("active", "light", "dormant_1m", "dormant_2m", "dormant_3m_plus")
 
 
+def _factorize(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and distinct values of a column, missing values as a value of their own (a categorical's
+    codes are used as they are: hashing 20M rows again cost a second per column at 1M users)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy().astype(np.int64)
+        uniq = pd.Index(col.cat.categories)
+        if (codes < 0).any():
+            codes = np.where(codes < 0, len(uniq), codes)
+            uniq = uniq.append(pd.Index([None], dtype=object))
+        return codes, uniq
+    codes, uniq = pd.factorize(col, use_na_sentinel=False)
+    return codes, pd.Index(uniq)
+
+
 def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col: str = "user_id",
                       month_col: str = "month", state_col: str = "engagement_state",
                       customer_since=None) -> tuple[np.ndarray, np.ndarray]:
@@ -29,25 +43,25 @@ def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col
                          f"{id_col}, {month_col}, {state_col} (one row per user and month)")
     # every column is factorized first and its few distinct values converted (lower-cased, parsed, matched
     # to ids) once: per-row string work on a 1M-user history (24M rows) cost most of this function
-    s_codes, s_uniq = pd.factorize(monthly[state_col], use_na_sentinel=False)
+    s_codes, s_uniq = _factorize(monthly[state_col])
     states = pd.Series(s_uniq, dtype=object).astype("string").str.lower()
     s_map = states.map({s: i for i, s in enumerate(ENGAGEMENT_STATES)})
     bad = s_map.isna().to_numpy()[s_codes]
     if bad.any():
         raise ValueError(f"column {state_col!r} has {int(bad.sum())} values outside {ENGAGEMENT_STATES} "
                          f"(e.g. {list(states.to_numpy()[s_codes[bad][:3]])})")
-    m_codes, m_uniq = pd.factorize(monthly[month_col], use_na_sentinel=False)
+    m_codes, m_uniq = _factorize(monthly[month_col])
     m_dates = pd.to_datetime(pd.Series(m_uniq)).to_numpy()
     months = np.sort(np.unique(m_dates))
     m_idx = np.searchsorted(months, m_dates)[m_codes]
-    u_codes, u_uniq = pd.factorize(monthly[id_col], use_na_sentinel=False)
+    u_codes, u_uniq = _factorize(monthly[id_col])
     u_text = pd.Index(pd.Series(u_uniq, dtype=object).astype(str))
     order = pd.Index(pd.unique(u_text) if ids is None else pd.Index(pd.Series(ids).astype(str)))
     u_idx = order.get_indexer(u_text)[u_codes]
     keep = u_idx >= 0
     out = np.full((len(order), len(months)), -1, dtype=np.int8)
     code = s_map.to_numpy(dtype=np.int8)[s_codes]
-    out[u_idx[keep], m_idx[keep]] = code[keep]
+    out.reshape(-1)[(u_idx * len(months) + m_idx)[keep]] = code[keep]
     if customer_since is not None:
         since = pd.to_datetime(pd.Series(customer_since)).to_numpy()
         month_end = (pd.DatetimeIndex(months) + pd.offsets.MonthEnd(0)).to_numpy()
@@ -57,9 +71,10 @@ def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col
 
 def read_monthly(path, id_col: str = "user_id", month_col: str = "month",
                  state_col: str = "engagement_state") -> pd.DataFrame:
-    """The columns :func:`engagement_matrix` reads from a monthly activity Parquet file (or folder), with ids
-    and states as categoricals: 24M rows of Python strings (1M users x 24 months) cost more to build than
-    the matrix itself."""
+    """The columns :func:`engagement_matrix` reads from a monthly activity Parquet file (or folder), each as a
+    categorical (dictionary-encoded by pyarrow, so no row is turned into a Python object): 24M rows of
+    Python strings (1M users x 24 months) cost more to build than the matrix itself."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     need = [id_col, month_col, state_col]
@@ -68,7 +83,14 @@ def read_monthly(path, id_col: str = "user_id", month_col: str = "month",
     if missing:
         raise ValueError(f"{path}: monthly activity table lacks columns {missing}; expected {need} "
                          f"(one row per user and month), found {names}")
-    return pd.read_parquet(path, columns=need, read_dictionary=[id_col, state_col])
+    table = pq.read_table(path, columns=need, read_dictionary=[id_col, state_col]).unify_dictionaries()
+    cols = {}
+    for c in need:
+        arr = table[c].combine_chunks()
+        if c == month_col:
+            arr = pc.dictionary_encode(arr)
+        cols[c] = arr.to_pandas() if hasattr(arr, "dictionary") else pd.Series(arr.to_pandas())
+    return pd.DataFrame(cols)
 
 
 def spell_codes(labels: np.ndarray) -> np.ndarray:
@@ -176,11 +198,25 @@ def monthly_churn_risk(labels: np.ndarray, ids, observation_date, covariates: pd
     return (out, models) if return_models else out
 
 
+def read_last_month(path, id_col: str = "user_id", month_col: str = "month",
+                    columns: Sequence[str] = ("true_state",)) -> pd.DataFrame:
+    """The rows of the last month of a long per-user monthly Parquet table (file or folder, e.g. the truth's
+    ``user_paths``): ``id_col``, ``month_col`` and ``columns``. Only the month column is read in full; the
+    other columns are read for the last month's rows (1M users x 24 months of Python strings took 7 GB)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    last = pc.max(pq.read_table(path, columns=[month_col])[month_col])
+    table = pq.read_table(path, columns=[id_col, month_col, *columns], filters=pc.field(month_col) == last)
+    return table.to_pandas()
+
+
 def markov_oracle(truth: pd.DataFrame, paths: pd.DataFrame, params: dict, ids, observation_date,
                   horizons: Sequence[int] = (90, 180), id_col: str = "user_id") -> pd.DataFrame | None:
     """Oracle churn probability from the planted chain: ``P(closed within k months | true state at the
     observation month, true segment)`` with the planted transition matrices. None when the truth lacks
-    ``markov`` parameters, ``user_paths`` or ``true_segment``."""
+    ``markov`` parameters, ``user_paths`` or ``true_segment``. Only the last month of ``paths`` is used
+    (:func:`read_last_month` reads just that from the truth's file)."""
     mk = (params or {}).get("markov") or {}
     trans = mk.get("transition")
     states = [str(s) for s in mk.get("states", ENGAGEMENT_STATES)]
@@ -189,7 +225,8 @@ def markov_oracle(truth: pd.DataFrame, paths: pd.DataFrame, params: dict, ids, o
     mats = {str(k): np.asarray(v, float) for k, v in (trans.items() if isinstance(trans, dict)
                                                       else enumerate(trans))}
     ids = pd.Index(pd.Series(ids).astype(str))
-    last = paths[pd.to_datetime(paths["month"]) == pd.to_datetime(paths["month"]).max()]
+    month = pd.to_datetime(paths["month"])
+    last = paths[(month == month.max()).to_numpy()]
     st = last.assign(**{id_col: last[id_col].astype(str)}).set_index(id_col)["true_state"].reindex(ids)
     seg = truth.assign(**{id_col: truth[id_col].astype(str)}).set_index(id_col)["true_segment"].reindex(ids)
     names = truth.groupby("true_segment")["true_segment_name"].first().to_dict() if \

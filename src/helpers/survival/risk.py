@@ -158,7 +158,7 @@ def _no_recency(tte: pd.DataFrame) -> bool:
 def churn_risk(model, covariates: pd.DataFrame, tte: pd.DataFrame, spend: pd.Series | None = None,
                horizons: Sequence[int] = (90, 180), value_horizon_days: float = 3 * 365.0,
                id_col: str = "user_id", inactivity: "InactivityModel | str | None" = "fit",
-               time_unit_days: float = 1.0, n_value_points: int = 157) -> pd.DataFrame:
+               time_unit_days: float = 1.0, n_value_points: int = 157, with_value: bool = True) -> pd.DataFrame:
     """Per-user probability of churning within ``horizons`` days of the observation date, given everything
     known then (covariates, tenure ``C`` and the silence since the last activity ``l``), expected remaining
     lifetime and value.
@@ -178,6 +178,8 @@ def churn_risk(model, covariates: pd.DataFrame, tte: pd.DataFrame, spend: pd.Ser
     (a finite horizon keeps the fitted tail's extrapolation out of the value); ``expected_value`` = that x
     ``spend`` (per month) / 30.44. Flagged churners (``event == 1``) get probability 1 and value 0.
     ``time_unit_days`` is the length of the model's time unit in days (30.44 for a model in months).
+    ``with_value=False`` skips the remaining lifetime and value (NaN): they cost most of the time, as each
+    active user's survival curve is evaluated at ``n_value_points`` times.
     Columns: ``id_col``, ``churn_prob_<h>d``, ``prob_gone``, ``recency_days``, ``expected_remaining_days``,
     ``expected_value``, ``churned``. (:func:`inactivity_model` gives the fitted :class:`InactivityModel`.)
     """
@@ -207,8 +209,8 @@ def churn_risk(model, covariates: pd.DataFrame, tte: pd.DataFrame, spend: pd.Ser
     out["prob_gone"] = np.where(churned, 1.0, pi)
     out["recency_days"] = np.nan if no_rec else tte["last_seen_days_ago"].to_numpy(float)
     grid = np.linspace(0.0, value_horizon_days / u, n_value_points)
-    rem = np.zeros(len(tte))
-    act = np.flatnonzero(~churned)
+    rem = np.zeros(len(tte)) if with_value else np.full(len(tte), np.nan)
+    act = np.flatnonzero(~churned) if with_value else np.array([], dtype=int)
     for s in range(0, len(act), 100_000):
         idx = act[s:s + 100_000]
         hv = cumulative_hazard_at(model, covariates.iloc[idx], c[idx, None] + grid[None, :])
