@@ -14,6 +14,8 @@ MAPPING  ?=
 DATA     ?= $(CURDIR)/data
 OUT      ?= $(CURDIR)/reports
 ENGINE   ?= duckdb
+# Stages run at once, each in its own kernel (a stage waits for the stages it reads; see README)
+JOBS     ?= 1
 # Run configuration and input options (empty = the configuration's / notebook's default)
 CONFIG           ?=
 OBSERVATION_DATE ?=
@@ -36,7 +38,7 @@ help:
 	@echo "make reports  - set up and run every notebook into $(OUT) (N_USERS=$(N_USERS) SEED=$(SEED))"
 	@echo "make test     - set up and run the whole test suite (unit tests + nbval of every notebook)"
 	@echo "  options: CONFIG= INPUT= MAPPING= OBSERVATION_DATE= DELIMITER= ENCODING= SEED_OUTCOME= SEED_VALUE="
-	@echo "           SEED_IDS= RMST_TAU_DAYS= N_USERS= SEED= ENGINE= DATA= OUT= (see README)"
+	@echo "           SEED_IDS= RMST_TAU_DAYS= N_USERS= SEED= ENGINE= JOBS= DATA= OUT= (see README)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +51,7 @@ setup: $(VENV)/.installed
 
 reports: setup
 	$(PY) scripts/run_notebooks.py --kernel $(KERNEL) --data $(DATA) --out $(OUT) \
-		--n-users $(N_USERS) --seed $(SEED) --engine $(ENGINE) \
+		--n-users $(N_USERS) --seed $(SEED) --engine $(ENGINE) --jobs $(JOBS) \
 		$(if $(INPUT),--input '$(INPUT)') $(if $(MAPPING),--mapping '$(MAPPING)') \
 		$(if $(CONFIG),--config '$(CONFIG)') $(if $(OBSERVATION_DATE),--observation-date '$(OBSERVATION_DATE)') \
 		$(if $(DELIMITER),--delimiter '$(DELIMITER)') $(if $(ENCODING),--encoding '$(ENCODING)') \
