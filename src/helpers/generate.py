@@ -713,3 +713,263 @@ def _plain_strings(table: pa.Table) -> pa.Table:
         col = table[name]
         cols[name] = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
     return pa.table(cols)
+
+
+# --- every source, chunk by chunk, on both cores (what notebook 00 writes) ----------------------------
+#: users per chunk of :func:`write_world`: a multiple of the posts' chunk (so the posts are those of the whole
+#: panel) and small enough that each process stays near 1 GB; a panel of at most this many users is one chunk
+WORLD_CHUNK_USERS = 200_000
+#: the long sources and truth tables :func:`write_world` writes as Parquet: name -> (folder, file)
+_WORLD_PARQUET = {"monthly_activity": ("raw", LONG_SOURCES["monthly_activity"]),
+                  "transactions": ("raw", LONG_SOURCES["transactions"]),
+                  "user_paths": ("truth", TRUTH_TABLES["user_paths"]),
+                  "future_outcomes": ("truth", TRUTH_TABLES["future_outcomes"]),
+                  "users_truth": ("truth", "users_truth.parquet"),
+                  "posts": ("raw", "posts.parquet"), "posts_truth": ("truth", "posts_truth.parquet"),
+                  "posts_user_rates": ("truth", "posts_user_rates.parquet")}
+
+
+def world_chunk_seed(seed: int, c: int) -> int:
+    """Seed of chunk ``c`` of :func:`write_world`: ``seed`` itself for chunk 0 (a panel of one chunk is
+    ``generate_panel(n, seed)``), else child ``c`` of ``SeedSequence(seed)`` (as :func:`chunk_seeds`)."""
+    return seed if c == 0 else chunk_seeds(seed, c + 1)[c]
+
+
+def _pandas_schema(table: pa.Table) -> pa.Schema:
+    """The schema of ``pa.Table.from_pandas(_as_pandas(table))`` (plain strings, ns timestamps, pandas
+    metadata: what :func:`write_sources` writes), found from one row instead of converting every row."""
+    return pa.Schema.from_pandas(_as_pandas(table.slice(0, 1)), preserve_index=False)
+
+
+def _world_chunk(c: int, offset: int, m: int, seed: int, observation_date: str, cfg: WorldConfig,
+                 corrupt_share: float, pick: np.ndarray | None) -> dict:
+    """Chunk ``c`` of :func:`write_world` (users ``offset + 1 ... offset + m``): every table it writes, as
+    Arrow, plus the chunk's users for the posts and its rows of the media measurement panel."""
+    from .sources import posts as _PO
+
+    chunk_seed = world_chunk_seed(seed, c)
+    df, truth, ext, long, fut = _build(m, chunk_seed, observation_date, cfg, id_offset=offset)
+    panel = SyntheticPanel(df, truth, {}, extension=ext)
+    files, truth_c = _source_frames(panel, np.random.default_rng([chunk_seed, 1]), corrupt_share, offset)
+    tables = {name: _csv_ready(frame) for name, frame in files.items()}
+    tables.update({name: t.cast(_pandas_schema(t)) if t.num_rows else t for name, t in long.items()})
+    tables["users_truth"] = pa.Table.from_pandas(truth_c, preserve_index=False)
+    tables["future_outcomes"] = pa.Table.from_pandas(fut, preserve_index=False)
+    local = np.arange(m) if pick is None else pick[(pick >= offset) & (pick < offset + m)] - offset
+    media = (df.iloc[local].reset_index(drop=True), truth[["user_id", "true_segment"]].iloc[local])
+    return {"tables": tables, "posts_users": _PO._users(panel), "media": media}
+
+
+def _posts_chunks(users: pd.DataFrame, seed: int, first_chunk: int, observation_date: str) -> list[dict]:
+    """The posts of one world chunk's users, in chunks of the posts module (indices from ``first_chunk``);
+    post ids restart at 1 in each (the writer renumbers them)."""
+    from .sources import posts as _PO
+
+    out = []
+    for j, lo in enumerate(range(0, len(users), _PO.CHUNK_USERS)):
+        part = _PO.posts_chunk(users.iloc[lo:lo + _PO.CHUNK_USERS], seed, first_chunk + j, observation_date,
+                               n_segments=K)
+        out.append(_PO.posts_tables(*part))
+    return out
+
+
+def _write_exposures_job(users: pd.DataFrame, truth: pd.DataFrame, raw_dir: Path, truth_dir: Path, seed: int,
+                         observation_date: str, drawn_from: int | None) -> dict[str, Path]:
+    from .sources import exposures as _EX
+
+    return _EX.write_exposures({"users": users, "truth": truth, "params": {"observation_date": observation_date}},
+                               raw_dir, truth_dir, seed=seed, drawn_from=drawn_from)
+
+
+class _Sinks:
+    """Tables appended chunk by chunk to one CSV or Parquet file each, under a temporary name until closed."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Path] = {}
+        self._writers: dict[str, object] = {}
+        self._schemas: dict[str, pa.Schema] = {}
+
+    def _tmp(self, name: str) -> Path:
+        return self.paths[name].with_name(self.paths[name].name + ".part")
+
+    def write(self, name: str, path: Path, table: pa.Table) -> None:
+        if name not in self._writers:
+            self.paths[name] = path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cls = pacsv.CSVWriter if path.suffix == ".csv" else pq.ParquetWriter
+            self._writers[name] = cls(str(self._tmp(name)), table.schema)
+            self._schemas[name] = table.schema
+        schema = self._schemas[name]  # every chunk in the first chunk's types
+        self._writers[name].write_table(table if table.schema.equals(schema) else table.cast(schema))
+
+    def close(self) -> dict[str, Path]:
+        for name, writer in self._writers.items():
+            writer.close()
+            _clear(self.paths[name])  # a folder of parts from write_sources_chunked would block the rename
+            self._tmp(name).replace(self.paths[name])
+        self._writers = {}
+        return dict(self.paths)
+
+    def abort(self) -> None:
+        for name, writer in self._writers.items():
+            writer.close()
+            self._tmp(name).unlink(missing_ok=True)
+        self._writers = {}
+
+
+class _Inline:
+    """The executor interface run in this process (``n_jobs=1``): each job runs when submitted."""
+
+    def submit(self, fn, *args, **kw):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        fut.set_result(fn(*args, **kw))
+        return fut
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _executor(n_jobs: int):
+    if n_jobs <= 1:
+        return _Inline()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may be a Jupyter kernel whose Arrow and BLAS threads must not be forked
+    return ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
+                observation_date: str = DEFAULT_OBSERVATION_DATE, config: WorldConfig | None = None,
+                corrupt_share: float = 0.001, chunk_size: int = WORLD_CHUNK_USERS, n_jobs: int = 2,
+                media: bool = True, posts: bool = True) -> dict[str, Path]:
+    """Generate ``n_users`` customers and write every synthetic source, ``chunk_size`` users at a time.
+
+    Writes the files of :func:`write_sources` (the first-, second- and third-party CSVs, margins, long
+    sources, truth), :func:`~helpers.sources.exposures.write_exposures` (``media=True``) and
+    :func:`~helpers.sources.posts.write_posts` (``posts=True``), with the same names, columns and types, but
+    never holds more than one chunk per process: memory is set by ``chunk_size``, not by ``n_users``. Chunks
+    are generated in ``n_jobs`` processes and appended in order to one file per source (CSV files and
+    Parquet files with one row group or more per chunk, each under a temporary name until complete).
+
+    A panel of at most ``chunk_size`` users is one chunk and gives exactly what ``generate_panel(n, seed)``
+    followed by the three writers gives (the same files, value for value). Larger panels: chunk ``c`` holds
+    users ``c * chunk_size + 1 ...`` and is ``generate_panel`` with :func:`world_chunk_seed` (``seed`` for
+    chunk 0, an independent child seed for the others), split into sources with the generator
+    ``default_rng([that seed, 1])``; partner/enrichment identifiers are offset per chunk so they stay
+    unique, the planted defects are drawn per chunk and each provider file is shuffled within its chunk.
+    The media measurement panel is drawn among all ``n_users`` customers (:func:`~helpers.sources.exposures.measurement_panel`),
+    the posts chunk by chunk as :func:`~helpers.sources.posts.iter_posts` draws them. The files do not
+    depend on ``n_jobs``.
+
+    Returns
+    -------
+    dict
+        Name (file name for the CSVs, table name otherwise) -> path written.
+    """
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    from collections import deque
+
+    from .sources import exposures as _EX
+    from .sources import posts as _PO
+
+    raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
+    folders = {"raw": raw_dir, "truth": truth_dir}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    cfg = config or WorldConfig()
+    n_chunks = -(-n_users // chunk_size)
+    posts_per_chunk = -(-chunk_size // _PO.CHUNK_USERS)
+    pick = _EX.measurement_panel(n_users, seed) if media else None
+    sinks, paths = _Sinks(), {}
+    n_posts = 0
+    media_rows: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+
+    def put(name: str, table: pa.Table) -> None:
+        path = raw_dir / name if name.endswith(".csv") else folders[_WORLD_PARQUET[name][0]] / _WORLD_PARQUET[name][1]
+        sinks.write(name, path, table)
+
+    def put_posts(chunks: list[dict]) -> None:
+        nonlocal n_posts
+        for tables in chunks:
+            n = tables["posts"].num_rows
+            ids = pa.array(_PO._post_ids(n_posts, n), pa.string())
+            for key in ("posts", "posts_truth"):
+                t = tables[key]
+                put(key, t.set_column(t.schema.get_field_index("post_id"), "post_id", ids))
+            put("posts_user_rates", tables["posts_user_rates"])
+            n_posts += n
+
+    try:
+        with _executor(n_jobs) as pool:
+            params_job = pool.submit(model_parameters, observation_date, cfg)
+            world_jobs: deque = deque()
+            posts_jobs: deque = deque()
+            queued = 0
+
+            def submit_world() -> None:
+                nonlocal queued
+                offset = queued * chunk_size
+                world_jobs.append(pool.submit(_world_chunk, queued, offset, min(chunk_size, n_users - offset),
+                                              seed, observation_date, cfg, corrupt_share, pick))
+                queued += 1
+
+            for _ in range(min(max(n_jobs, 1), n_chunks)):
+                submit_world()
+            for c in range(n_chunks):
+                result = world_jobs.popleft().result()
+                # the chunk's posts go to the queue before the next chunk, so both processes stay busy
+                if posts:
+                    posts_jobs.append(pool.submit(_posts_chunks, result["posts_users"], seed, c * posts_per_chunk,
+                                                  observation_date))
+                if queued < n_chunks:
+                    submit_world()
+                for name, table in result["tables"].items():
+                    put(name, table)
+                if media:
+                    media_rows.append(result["media"])
+                del result
+                while posts_jobs and posts_jobs[0].done():
+                    put_posts(posts_jobs.popleft().result())
+            media_job = None
+            if media:
+                users = pd.concat([u for u, _ in media_rows], ignore_index=True)
+                truth = pd.concat([t for _, t in media_rows], ignore_index=True)
+                media_rows.clear()
+                media_job = pool.submit(_write_exposures_job, users, truth, raw_dir, truth_dir, seed,
+                                        observation_date, n_users if pick is not None else None)
+                del users, truth
+            while posts_jobs:
+                put_posts(posts_jobs.popleft().result())
+            params = params_job.result()
+            media_paths = media_job.result() if media_job is not None else {}
+    except BaseException:
+        sinks.abort()
+        raise
+    written = sinks.close()
+    paths.update({name: written[name] for name in written if name.endswith(".csv")})
+    paths[MARGINS_FILE] = raw_dir / MARGINS_FILE
+    population_margins(cfg).to_csv(paths[MARGINS_FILE], index=False)
+    paths[PLACES_MARGINS_FILE] = raw_dir / PLACES_MARGINS_FILE
+    population_margins(cfg, with_places=True).to_csv(paths[PLACES_MARGINS_FILE], index=False)
+    paths.update({name: written[name] for name in ("monthly_activity", "transactions", "user_paths",
+                                                   "future_outcomes")})
+    paths["truth"] = written["users_truth"]
+    paths["truth_params"] = truth_dir / "truth_params.json"
+    paths["truth_params"].write_text(json.dumps(params, indent=2))
+    paths.update(media_paths)
+    if posts:
+        paths.update({name: written[name] for name in ("posts", "posts_truth", "posts_user_rates")})
+        effects, _ = _PO._effects_stream(pd.DataFrame(), seed, K)
+        paths["text_truth"] = truth_dir / "text_truth.json"
+        paths["text_truth"].write_text(json.dumps(
+            _PO.posts_params(seed, observation_date, effects, n_posts, n_users, _PO.CHUNK_USERS), indent=1))
+    return paths

@@ -215,9 +215,20 @@ def _user_inputs(users: pd.DataFrame, truth: pd.DataFrame | None, rng: np.random
 
 
 # --- the generator ------------------------------------------------------------------------------
+def measurement_panel(n_customers: int, seed: int = 42, max_users: int | None = MAX_PANEL_USERS) -> np.ndarray | None:
+    """Sorted positions of the measurement panel among ``n_customers`` rows (None: everyone is measured).
+
+    Seeded by ``[seed, 1702]``; a writer that produces the customers chunk by chunk keeps these rows and
+    passes them with ``drawn_from=n_customers`` (the same panel as passing every customer).
+    """
+    if max_users is None or n_customers <= max_users:
+        return None
+    return np.sort(np.random.default_rng([seed, 1702]).choice(n_customers, max_users, replace=False))
+
+
 def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEEKS,
-                       start_date: str | None = None, max_users: int | None = MAX_PANEL_USERS
-                       ) -> tuple[dict[str, pd.DataFrame], dict, pd.DataFrame]:
+                       start_date: str | None = None, max_users: int | None = MAX_PANEL_USERS,
+                       drawn_from: int | None = None) -> tuple[dict[str, pd.DataFrame], dict, pd.DataFrame]:
     """Simulate the campaign for the users of ``panel_or_frames``.
 
     Returns ``(raw_frames, truth_json, users_truth)``: the raw tables by file stem, the truth document
@@ -225,11 +236,13 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
     Exposure logs are hour-level, so a customer base larger than ``max_users`` gets a random
     **measurement panel** of ``max_users`` customers (as a people meter or an ad-server panel would):
     every media table and the truth cover those customers only (``truth["measurement_panel"]``).
+    ``drawn_from``: the users given are already that panel (the rows :func:`measurement_panel` picks among
+    ``drawn_from`` customers, in order), as a chunked writer collects them.
     """
     users, truth_users, params = _frames(panel_or_frames)
-    n_base = len(users)
-    if max_users is not None and n_base > max_users:
-        pick = np.sort(np.random.default_rng([seed, 1702]).choice(n_base, max_users, replace=False))
+    n_base = len(users) if drawn_from is None else int(drawn_from)
+    pick = measurement_panel(n_base, seed, max_users) if drawn_from is None else None
+    if pick is not None:
         users = users.iloc[pick].reset_index(drop=True)
     rng = np.random.default_rng([seed, 1701])
     u = _user_inputs(users, truth_users, rng)
@@ -572,16 +585,19 @@ def _truth_document(users_truth, seed, D, dates, incr, geo_cf, geo_hold, user_ho
 
 
 def write_exposures(panel_or_frames, raw_dir: str | Path, truth_dir: str | Path, seed: int = 42,
-                    weeks: int = DEFAULT_WEEKS, max_users: int | None = MAX_PANEL_USERS) -> dict[str, Path]:
+                    weeks: int = DEFAULT_WEEKS, max_users: int | None = MAX_PANEL_USERS,
+                    drawn_from: int | None = None) -> dict[str, Path]:
     """Generate the campaign and write the raw media files into ``raw_dir`` and the truth into ``truth_dir``.
 
     Returns the written paths by name. ``panel_or_frames``: a ``SyntheticPanel`` (``.data``/``.truth``),
-    a ``(users, truth)`` pair or a dict ``{"users": ..., "truth": ...}``.
+    a ``(users, truth)`` pair or a dict ``{"users": ..., "truth": ..., "params": ...}``; ``drawn_from`` as in
+    :func:`generate_exposures`.
     """
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    raw, truth, users_truth = generate_exposures(panel_or_frames, seed=seed, weeks=weeks, max_users=max_users)
+    raw, truth, users_truth = generate_exposures(panel_or_frames, seed=seed, weeks=weeks, max_users=max_users,
+                                                 drawn_from=drawn_from)
     out = {}
     for name, df in raw.items():
         out[name] = raw_dir / f"{name}.parquet"

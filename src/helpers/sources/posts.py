@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .. import schema as S
 from .places import STATE_CODES
@@ -140,10 +141,14 @@ def _index(values: pd.Series, levels: list, default: float) -> np.ndarray:
     return np.where(idx >= 0, idx, np.nan).astype(float)
 
 
-def planted_effects(users: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Segment and state effects per topic (drawn once for the whole panel, before any chunk)."""
+def planted_effects(users: pd.DataFrame, rng: np.random.Generator,
+                    n_segments: int | None = None) -> dict[str, np.ndarray]:
+    """Segment and state effects per topic (drawn once for the whole panel, before any chunk).
+
+    ``n_segments`` (default: the users' largest segment + 1) sets the rows of the segment table (at least 6).
+    """
     seg = users["true_segment"].fillna(0).astype(int).to_numpy() if "true_segment" in users else np.zeros(0, int)
-    n_seg = int(seg.max()) + 1 if seg.size else 1
+    n_seg = n_segments if n_segments is not None else (int(seg.max()) + 1 if seg.size else 1)
     return {"segment": rng.normal(0, SEGMENT_SD, (len(TOPICS), max(n_seg, 6))),
             "state": rng.normal(0, STATE_SD, (len(TOPICS), len(STATE_CODES)))}
 
@@ -320,6 +325,49 @@ def _chunk_posts(u: pd.DataFrame, rng: np.random.Generator, effects: dict[str, n
     return raw, truth, rates
 
 
+def _effects_stream(users: pd.DataFrame, seed: int, n_segments: int | None = None
+                    ) -> tuple[dict[str, np.ndarray], np.random.Generator]:
+    """The planted effects (stream ``[seed, 18]``) and that stream after them (the stream of chunk 0)."""
+    rng = np.random.default_rng([seed, 18])
+    return planted_effects(users, rng, n_segments), rng
+
+
+def posts_chunk(users: pd.DataFrame, seed: int, c: int, observation_date: str | None = None,
+                first_post: int = 0, effects: dict[str, np.ndarray] | None = None,
+                n_segments: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Posts, post truth and rates of chunk ``c`` of the users (the users of that chunk only).
+
+    Chunk 0 continues the stream ``[seed, 18]`` after the effects were drawn, chunk ``c > 0`` uses its own
+    stream ``[seed, 18, c]``: any chunk can be drawn on its own (in another process) and gives the same rows
+    as :func:`iter_posts`. ``effects`` default to those drawn from ``[seed, 18]`` for ``n_segments``
+    segments (default: the chunk's largest segment + 1, at least 6).
+    """
+    if n_segments is None and effects is not None:
+        n_segments = effects["segment"].shape[1]  # the same draws before chunk 0's stream as the given effects
+    drawn, rng = _effects_stream(users, seed, n_segments)
+    r = rng if c == 0 else np.random.default_rng([seed, 18, c])
+    end = pd.Timestamp(observation_date or "2026-06-30")
+    return _chunk_posts(users.reset_index(drop=True), r, effects if effects is not None else drawn, end,
+                        word_distributions(), first_post)
+
+
+def posts_params(seed: int, observation_date: str | None, effects: dict[str, np.ndarray], n_posts: int,
+                 n_users: int, chunk_users: int) -> dict:
+    """The truth parameters of a posts run (``text_truth.json``)."""
+    phis = word_distributions()
+    end = pd.Timestamp(observation_date or "2026-06-30")
+    return {"topics": TOPICS, "topic_labels": TOPIC_LABELS, "brands": BRANDS, "vocab": VOCAB,
+            "topic_word": {t: phis[t].round(8).tolist() for t in TOPICS},
+            "function_words": FUNCTION_WORDS, "positive_words": POSITIVE, "negative_words": NEGATIVE,
+            "window_days": WINDOW_DAYS, "observation_date": str(end.date()), "platforms": PLATFORMS,
+            "base_rate": BASE_RATE, "age_effect": AGE_EFFECT, "female_effect": FEMALE_EFFECT,
+            "income_effect": INCOME_EFFECT, "education_effect": EDUCATION_EFFECT,
+            "sentiment_mean": SENTIMENT_MEAN, "co_topics": list(CO_TOPICS), "co_states": CO_STATES,
+            "co_default": CO_DEFAULT, "activity_sd": ACTIVITY_SD,
+            "effects": {k: v.round(6).tolist() for k, v in effects.items()}, "seed": seed,
+            "n_posts": int(n_posts), "n_users": int(n_users), "chunk_users": int(chunk_users)}
+
+
 def iter_posts(users: Any, seed: int = 42, observation_date: str | None = None,
                chunk_users: int = CHUNK_USERS):
     """Yield ``(raw, truth, rates)`` chunk by chunk, then return the truth parameters (``StopIteration.value``).
@@ -330,28 +378,22 @@ def iter_posts(users: Any, seed: int = 42, observation_date: str | None = None,
     """
     if chunk_users < 1:
         raise ValueError(f"iter_posts: chunk_users must be >= 1, got {chunk_users}")
-    rng = np.random.default_rng([seed, 18])
     u = _users(users)
-    effects = planted_effects(u, rng)
-    end = pd.Timestamp(observation_date or "2026-06-30")
-    phis = word_distributions()
+    effects, _ = _effects_stream(u, seed)
     n_posts = 0
     for c, lo in enumerate(range(0, max(len(u), 1), chunk_users)):
-        r = rng if c == 0 else np.random.default_rng([seed, 18, c])
-        raw, truth, rates = _chunk_posts(u.iloc[lo:lo + chunk_users].reset_index(drop=True), r, effects, end,
-                                         phis, n_posts)
+        raw, truth, rates = posts_chunk(u.iloc[lo:lo + chunk_users], seed, c, observation_date, n_posts, effects)
         n_posts += len(raw)
         yield raw, truth, rates
-    return {"topics": TOPICS, "topic_labels": TOPIC_LABELS, "brands": BRANDS, "vocab": VOCAB,
-            "topic_word": {t: phis[t].round(8).tolist() for t in TOPICS},
-            "function_words": FUNCTION_WORDS, "positive_words": POSITIVE, "negative_words": NEGATIVE,
-            "window_days": WINDOW_DAYS, "observation_date": str(end.date()), "platforms": PLATFORMS,
-            "base_rate": BASE_RATE, "age_effect": AGE_EFFECT, "female_effect": FEMALE_EFFECT,
-            "income_effect": INCOME_EFFECT, "education_effect": EDUCATION_EFFECT,
-            "sentiment_mean": SENTIMENT_MEAN, "co_topics": list(CO_TOPICS), "co_states": CO_STATES,
-            "co_default": CO_DEFAULT, "activity_sd": ACTIVITY_SD,
-            "effects": {k: v.round(6).tolist() for k, v in effects.items()}, "seed": seed,
-            "n_posts": int(n_posts), "n_users": int(len(u)), "chunk_users": int(chunk_users)}
+    return posts_params(seed, observation_date, effects, n_posts, len(u), chunk_users)
+
+
+def posts_tables(raw: pd.DataFrame, truth: pd.DataFrame, rates: pd.DataFrame) -> dict[str, pa.Table]:
+    """The Arrow tables :func:`write_posts` writes for one chunk (``posts``, ``posts_truth``, ``posts_user_rates``)."""
+    raw_schema = pa.schema([(c, getattr(pa, t)()) for c, t in _RAW_SCHEMA.items()])
+    return {"posts": pa.Table.from_pandas(raw, schema=raw_schema, preserve_index=False),
+            "posts_truth": pa.Table.from_pandas(truth, preserve_index=False),
+            "posts_user_rates": pa.Table.from_pandas(rates, preserve_index=False)}
 
 
 def simulate_posts(users: Any, seed: int = 42, observation_date: str | None = None,
@@ -377,15 +419,12 @@ def write_posts(users: Any, raw_dir: str | Path, truth_dir: str | Path, seed: in
     chunk's posts at a time; the files equal :func:`simulate_posts`'s frames. Files are written under a
     temporary name and renamed at the end, so a failure leaves no half-written table.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
     paths = {"posts": raw_dir / "posts.parquet", "posts_truth": truth_dir / "posts_truth.parquet",
              "posts_user_rates": truth_dir / "posts_user_rates.parquet", "text_truth": truth_dir / "text_truth.json"}
     tmp = {k: v.with_name(v.name + ".part") for k, v in paths.items()}
-    raw_schema = pa.schema([(c, getattr(pa, t)()) for c, t in _RAW_SCHEMA.items()])
     writers: dict[str, Any] = {}
     gen = iter_posts(users, seed, observation_date, chunk_users)
     try:
@@ -395,8 +434,7 @@ def write_posts(users: Any, raw_dir: str | Path, truth_dir: str | Path, seed: in
             except StopIteration as stop:
                 params = stop.value
                 break
-            for key, df in zip(("posts", "posts_truth", "posts_user_rates"), chunk):
-                table = pa.Table.from_pandas(df, schema=raw_schema if key == "posts" else None, preserve_index=False)
+            for key, table in posts_tables(*chunk).items():
                 if key not in writers:
                     writers[key] = pq.ParquetWriter(tmp[key], table.schema)
                 writers[key].write_table(table.cast(writers[key].schema))
