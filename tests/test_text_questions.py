@@ -182,3 +182,16 @@ def test_small_area_rule():
     assert Q.small_areas(n_eff, small_n=60, small_share=0).tolist() == [False, True, False, False, False, False]
     assert Q.small_areas(n_eff, small_n=None, small_share=1 / 3).tolist() == [False, True, False, False, False, True]
     assert Q.small_areas(n_eff, small_n=85, small_share=1 / 3).sum() == 2
+
+
+@pytest.mark.parametrize("keyword", ["aurelio", "Aurelio", "watch dial", "c++", "über", "k"])
+def test_keyword_mask_is_pythons_whole_word_search(keyword):
+    import re
+    texts = pd.Series(["The AURELIO watch", "aurelios are not it", "xaurelio", "aurelio_x", "(aurelio)", None,
+                       "über-aurelio", "Kelvin \u212a k", "a watch dial, a WATCH  dial", "c++ and c+++", "c++x", "naïveaurelio",
+                       "", "aurelio"] * 3, dtype=object)
+    want = np.array([t is not None and bool(re.search(r"\b" + re.escape(keyword.lower()) + r"\b", t.lower()))
+                     for t in texts])
+    for arg in (texts, texts.astype(pd.StringDtype("pyarrow")).iloc[1:], texts.iloc[5:]):
+        assert audiences.keyword_mask(arg, keyword).tolist() == want[len(texts) - len(arg):].tolist()
+    assert want.any() and not want.all()

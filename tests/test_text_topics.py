@@ -1,5 +1,6 @@
 """LDA: Griffiths-Steyvers bars recovered; k choice table; planted-topic recovery on the synthetic posts."""
 import numpy as np
+from scipy import sparse
 import pandas as pd
 import pytest
 
@@ -50,3 +51,85 @@ def test_planted_topics_recovered_from_posts(tmp_path):
     lda = topics.fit_lda(X, len(P.TOPICS), seed=0, max_iter=25, n_init=4)
     M, names = topics.planted_matrix(vocab, params["vocab"], params["topic_word"])
     assert topics.matched_cosine(topics.topic_word(lda), M).mean > 0.8
+
+
+# --- the batched paths give scikit-learn's answers ------------------------------------------------------------
+EDGE_TEXTS = ["Laptop laptop, CHIP! chip-chip", "abc1def laptop2 watch_dial dial", "don't stop; it's a dial.",
+              "", None, "   ", "Café naïve über laptop", "ÉCOLE chip Kelvin \u212a dial", "dial", "chip",
+              "tab\tseparated\nnew line dial_ dial", "x y z laptop!!!laptop...chip", "ünïcödé only", "LAPTOP"]
+
+
+def _edge_corpus(rng, n=400):
+    words = ["laptop", "chip", "dial", "watch", "puppy", "stadium", "recipe", "oled"]
+    body = [" ".join(rng.choice(words, rng.integers(0, 9))) + rng.choice([".", "!", "", "?"]) for _ in range(n)]
+    return pd.Series(body + EDGE_TEXTS, dtype=object)
+
+
+@pytest.mark.parametrize("kind", ["object", "arrow_series", "arrow_array"])
+def test_count_matrix_equals_the_vectorizer(kind):
+    import pyarrow as pa
+    texts = _edge_corpus(np.random.default_rng(0))
+    _, vocab, vec = topics.vectorize(texts.fillna(""), min_df=1)
+    assert {"laptop", "chip", "dial"} <= set(vocab)
+    ref = vec.transform(texts.fillna(""))
+    arg = {"object": texts, "arrow_series": texts.astype(pd.StringDtype("pyarrow")),
+           "arrow_array": pa.array(texts, type=pa.string())}[kind]
+    got = topics.count_matrix(arg, vec)
+    assert got.shape == ref.shape and (got != ref).nnz == 0
+    # the non-ASCII rows went through the vectorizer: "Café naïve über laptop" still counts its laptop
+    assert got[len(texts) - len(EDGE_TEXTS) + 6, vec.vocabulary_["laptop"]] == 1
+
+
+def test_ascii_runs_are_the_word_runs_of_each_text():
+    import pyarrow as pa
+    runs, doc = topics.ascii_runs(pa.array(["ab cd", "EF", "", "..gh_1 ij", "kl"], type=pa.large_string()))
+    assert runs.to_pylist() == ["ab", "cd", "ef", "gh_1", "ij", "kl"]
+    assert doc.tolist() == [0, 0, 1, 3, 3, 4]
+
+
+def _sparse_corpus(seed, n=300, v=40):
+    rng = np.random.default_rng(seed)
+    X = rng.poisson(0.15, (n, v))
+    X[:5] = 0                                  # documents with no word of the vocabulary
+    return sparse.csr_matrix(X)
+
+
+@pytest.mark.parametrize("corpus", ["bars", "sparse"])
+def test_batched_lda_gives_scikit_learns_fit_and_transform(corpus):
+    from sklearn.decomposition import LatentDirichletAllocation
+    X = topics.bars_corpus(n_docs=300, doc_len=40, seed=3)[0] if corpus == "bars" else _sparse_corpus(4)
+    kw = dict(n_components=6, learning_method="batch", max_iter=15, random_state=7)
+    ref = LatentDirichletAllocation(**kw).fit(X)
+    lda = topics.BatchedLDA(**kw)
+    lda.e_step_batch = 37                      # several batches, the last one short
+    lda.fit(X)
+    np.testing.assert_allclose(lda.components_, ref.components_, rtol=1e-6)
+    np.testing.assert_allclose(lda.transform(X), ref.transform(X), atol=1e-6)
+    assert lda.score(X) == pytest.approx(ref.score(X), rel=1e-9)
+    assert lda.perplexity(X[:50]) == pytest.approx(ref.perplexity(X[:50]), rel=1e-9)
+    assert lda.bound_ == pytest.approx(ref.bound_, rel=1e-9)
+
+
+def test_assign_topics_in_threads_equals_the_plain_transform():
+    from helpers.text import audiences
+    texts = _edge_corpus(np.random.default_rng(1), n=900).fillna("")
+    X, vocab, vec = topics.vectorize(texts, min_df=1)
+    lda = topics.fit_lda(X, 4, seed=0, max_iter=10)
+    posts = pd.DataFrame({"user_id": [f"U{i}" for i in range(len(texts))], "text": texts})
+    labels = np.array(["a", "b", "c", "d"], dtype=object)
+    out = audiences.assign_topics(posts, lda, vec, labels, batch_size=100, n_jobs=2)
+    theta = lda.transform(vec.transform(texts))
+    assert out["topic"].tolist() == labels[theta.argmax(1)].tolist()
+    np.testing.assert_allclose(out["topic_prob"], theta.max(1), atol=1e-9)
+    assert list(out.columns[:2]) == ["user_id", "text"] and "topic" not in posts
+
+
+def test_count_matrix_on_slices_whose_offsets_do_not_start_at_zero():
+    import pyarrow as pa
+    texts = _edge_corpus(np.random.default_rng(2))
+    _, _, vec = topics.vectorize(texts.fillna(""), min_df=1)
+    whole = pa.array(texts, type=pa.string())
+    for piece in (whole.slice(37, 200), whole.slice(37, 200).cast(pa.large_string()),
+                  pa.chunked_array([whole.slice(3, 50), whole.slice(301)])):
+        ref = vec.transform(["" if t is None else t for t in piece.to_pylist()])
+        assert (topics.count_matrix(piece, vec) != ref).nnz == 0

@@ -3,8 +3,12 @@
 * :func:`load_posts` - the run's posts: ``processed/posts.parquet`` (validated by notebook 01 through
   ``ingest.ingest_event_table("posts", ...)``) through :mod:`helpers.artifacts`, else ``raw/posts.parquet``
   with basic validation here (``user_id`` and ``text`` present, dates parse); None when the run has no posts.
+  Text columns are Arrow-backed strings (``string[pyarrow]``): at a million users the 5.6M posts then take
+  0.9 GB instead of 2 GB, read without creating a Python object per value, and reach the Arrow
+  tokeniser of :func:`helpers.text.topics.count_matrix` without a copy.
 * :func:`assign_topics` - each post's most probable LDA topic, labelled by the planted topic it matches
-  (when the synthetic truth exists) or by its top words.
+  (when the synthetic truth exists) or by its top words; in batches, on ``n_jobs`` threads.
+* :func:`keyword_mask` - which texts contain a whole word or phrase (case-insensitive), in Arrow for ASCII.
 * :func:`talking_about` - a :class:`TextAudience` (ids + definition) from a topic and/or keyword, platform
   and date window. ``.to_audience(P, frame)`` makes it a :class:`helpers.audience.Audience` of kind
   ``ids`` (usable by every stage, e.g. as the lookalike seed ``seed_ids_path`` after ``.write_ids(path)``).
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,19 +28,31 @@ import numpy as np
 import pandas as pd
 
 from ..stats import core
+from . import topics as _topics
+
+#: the string dtype of the posts' text columns (Arrow-backed)
+STRING = pd.StringDtype("pyarrow")
 
 
 def load_posts(P: Any) -> pd.DataFrame | None:
     """Posts of the run (``user_id, platform, date, text``; ``post_id`` when present), or None."""
     from .. import artifacts
     # The validated table when ingestion wrote one; a stale or malformed one is an error, never silently
-    # replaced by the raw file (that would mix two runs).
-    if artifacts.exists(P, "posts"):
-        return _check(artifacts.load(P, "posts"), "processed/posts.parquet")
-    raw = Path(P.raw) / "posts.parquet"
-    if not raw.exists():
-        return None
-    return _check(pd.read_parquet(raw), str(raw))
+    # replaced by the raw file (that would mix two runs). Strings are read straight into Arrow.
+    with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
+        if artifacts.exists(P, "posts"):
+            return _check(artifacts.load(P, "posts"), "processed/posts.parquet")
+        raw = Path(P.raw) / "posts.parquet"
+        if not raw.exists():
+            return None
+        return _check(pd.read_parquet(raw), str(raw))
+
+
+def _as_strings(s: pd.Series) -> pd.Series:
+    """``s`` as Arrow-backed strings; other values converted with ``str`` as before (a missing one to "nan")."""
+    if s.dtype == STRING and not s.isna().any():
+        return s
+    return s.astype(object).astype(str).astype(STRING)
 
 
 def _check(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -44,8 +61,8 @@ def _check(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise ValueError(f"{where}: the posts table has no column(s) {need}; it needs user_id, text "
                          "(and optionally platform, date)")
     df = df.copy()
-    df["user_id"] = df["user_id"].astype(str)
-    df["text"] = df["text"].fillna("").astype(str)
+    df["user_id"] = _as_strings(df["user_id"])
+    df["text"] = _as_strings(df["text"].fillna(""))
     if "date" in df:
         d = pd.to_datetime(df["date"], errors="coerce")
         bad = d.isna() & df["date"].notna()
@@ -59,14 +76,66 @@ def _check(df: pd.DataFrame, where: str) -> pd.DataFrame:
     return df
 
 
-def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str]) -> pd.DataFrame:
-    """Add ``topic`` (label of the argmax LDA topic) and ``topic_prob`` to a copy of ``posts``."""
-    theta = lda.transform(vectorizer.transform(posts["text"].astype(str)))
+def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], batch_size: int = 200_000,
+                  n_jobs: int = 2) -> pd.DataFrame:
+    """Add ``topic`` (label of the argmax LDA topic) and ``topic_prob`` to a copy of ``posts``.
+
+    The same topics as ``lda.transform(vectorizer.transform(texts))``: batches of ``batch_size`` posts are
+    counted by :func:`helpers.text.topics.count_matrix` and their topic distributions computed by the
+    model's E-step (:class:`helpers.text.topics.BatchedLDA` does it for many documents at once), on
+    ``n_jobs`` threads (Arrow and numpy release the GIL); memory stays at a few batches whatever the
+    number of posts.
+    """
+    import pyarrow as pa
+    texts = pa.array(posts["text"], from_pandas=True)     # chunked when Arrow-backed: each batch is joined alone
+    n = len(texts)
+    k = np.zeros(n, dtype=np.int64)
+    prob = np.zeros(n, dtype=np.float64)
+
+    def run(start: int) -> None:
+        theta = lda.transform(_topics.count_matrix(texts.slice(start, batch_size), vectorizer))
+        top = theta.argmax(1)
+        k[start:start + len(top)] = top
+        prob[start:start + len(top)] = theta[np.arange(len(top)), top]
+
+    starts = range(0, n, batch_size)
+    if n_jobs > 1 and n > batch_size:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            list(pool.map(run, starts))
+    else:
+        for start in starts:
+            run(start)
     out = posts.copy()
-    k = theta.argmax(1)
     out["topic"] = np.asarray(labels, dtype=object)[k]
-    out["topic_prob"] = theta[np.arange(len(k)), k]
+    out["topic_prob"] = prob
     return out
+
+
+def keyword_mask(texts: pd.Series, keyword: str) -> np.ndarray:
+    """Whether each text contains ``keyword`` as a whole word or phrase, case-insensitive.
+
+    The test is Python's ``re.search(r"\\b" + re.escape(keyword.lower()) + r"\\b", text.lower())``. For an
+    ASCII keyword and ASCII texts it runs in Arrow (RE2, case-insensitive: on ASCII text its ``\\b`` and
+    case folding are Python's); other texts, where Python's word boundary is Unicode-aware, are tested in
+    Python. A missing text contains nothing.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    kw = str(keyword).lower()
+    pat = re.compile(r"\b" + re.escape(kw) + r"\b")
+    arr = _topics.arrow_texts(texts)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if kw.isascii() and "\\E" not in kw:
+        plain = _topics.is_ascii(*_topics.text_bytes(arr))
+        hit = pc.match_substring_regex(arr, r"\b\Q" + kw + r"\E\b", ignore_case=True)
+        m = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) & plain & valid
+        other = np.flatnonzero(~plain & valid)
+    else:
+        m = np.zeros(len(arr), dtype=bool)
+        other = np.flatnonzero(valid)
+    if other.size:
+        m[other] = [bool(pat.search(t.lower())) for t in arr.take(pa.array(other)).to_pylist()]
+    return m
 
 
 @dataclass
@@ -122,8 +191,7 @@ def talking_about(posts: pd.DataFrame, *, topic: str | Sequence[str] | None = No
         topics = [topic] if isinstance(topic, str) else list(topic)
         m &= posts["topic"].isin(topics).to_numpy()
     if keyword:
-        pat = r"\b" + re.escape(str(keyword).lower()) + r"\b"
-        m &= posts["text"].str.lower().str.contains(pat, regex=True).to_numpy()
+        m &= keyword_mask(posts["text"], keyword)
     if platform is not None:
         plats = [platform] if isinstance(platform, str) else list(platform)
         m &= posts["platform"].isin(plats).to_numpy()

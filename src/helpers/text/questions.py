@@ -91,7 +91,8 @@ class TextContext:
         return 1.0 - np.exp(-self.rates[col].to_numpy(dtype=float))
 
     def user_flag(self, posts: pd.DataFrame) -> np.ndarray:
-        return self.users["user_id"].isin(set(posts["user_id"].astype(str))).to_numpy()
+        """Whether each user has a post in ``posts``."""
+        return self.users["user_id"].isin(pd.unique(posts["user_id"])).to_numpy()
 
 
 @dataclass

@@ -24,15 +24,42 @@ from . import audiences, topics
 from .questions import census_region
 
 
+def read_text_params(P: Any) -> dict | None:
+    """text_truth.json (the planted topics, vocabulary and observation date) when the generator wrote it."""
+    f = Path(P.truth) / "text_truth.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
 def read_text_truth(P: Any) -> tuple[dict | None, pd.DataFrame | None, pd.DataFrame | None]:
-    """(text_truth.json, posts_truth, posts_user_rates) when the generator wrote them, else Nones."""
-    t = Path(P.truth)
-    if not (t / "text_truth.json").exists():
+    """(text_truth.json, posts_truth, posts_user_rates) when the generator wrote them, else Nones.
+
+    Strings are read into Arrow (``string[pyarrow]``): posts_truth has a row per post (5.6M at 1M users).
+    """
+    params = read_text_params(P)
+    if params is None:
         return None, None, None
-    params = json.loads((t / "text_truth.json").read_text())
-    post = pd.read_parquet(t / "posts_truth.parquet") if (t / "posts_truth.parquet").exists() else None
-    rates = pd.read_parquet(t / "posts_user_rates.parquet") if (t / "posts_user_rates.parquet").exists() else None
+    t = Path(P.truth)
+    with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
+        post = pd.read_parquet(t / "posts_truth.parquet") if (t / "posts_truth.parquet").exists() else None
+        rates = pd.read_parquet(t / "posts_user_rates.parquet") if (t / "posts_user_rates.parquet").exists() else None
     return params, post, rates
+
+
+def truth_of(post_truth: pd.DataFrame, post_ids: pd.Series, column: str) -> pd.Series:
+    """``post_truth[column]`` of each of ``post_ids`` (missing where a post has no truth), by an Arrow hash join."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    keys = pa.array(post_truth["post_id"], type=pa.large_string(), from_pandas=True)
+    pos = pc.index_in(pa.array(post_ids, type=pa.large_string(), from_pandas=True), value_set=keys)
+    found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+    vals = post_truth[column].take(pc.fill_null(pos, 0).to_numpy(zero_copy_only=False))
+    return pd.Series(vals.array, index=post_ids.index, name=column).where(found)
+
+
+def post_topic_accuracy(posts: pd.DataFrame, post_truth: pd.DataFrame) -> float:
+    """Share of posts whose assigned ``topic`` is their planted topic (a post without truth counts as wrong)."""
+    truth = truth_of(post_truth, posts["post_id"], "topic")
+    return float((truth.to_numpy(dtype=object, na_value=None) == posts["topic"].to_numpy(dtype=object)).mean())
 
 
 def ensure_posts(P: Any, seed: int = 42, observation_date: str | None = None) -> tuple[pd.DataFrame | None, str]:
