@@ -18,6 +18,8 @@ ICL adds a penalty for overlapping components, so it prefers fewer, better separ
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -519,4 +521,10 @@ def oracle_posterior(X_sim: np.ndarray, y_sim: np.ndarray, X: np.ndarray, max_it
     with threadpool_limits(limits=EM_THREADS):
         clf = HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=True, validation_fraction=0.1,
                                              random_state=random_state).fit(X_sim, y_sim)
-        return clf.predict_proba(X)
+        # scoring every user (1M rows through a few hundred trees) was most of this step: row chunks on every
+        # core, one OpenMP thread each (the trees' prediction releases the GIL); rows are scored independently
+        # of each other, so the probabilities do not depend on the split
+        chunks = [c for c in np.array_split(np.arange(len(X)), max(1, os.cpu_count() or 1)) if c.size]
+        with ThreadPoolExecutor(max_workers=len(chunks) or 1) as pool:
+            parts = list(pool.map(lambda c: clf.predict_proba(X[c[0]:c[-1] + 1]), chunks))
+        return np.concatenate(parts) if parts else clf.predict_proba(X)
