@@ -286,6 +286,56 @@ def test_interval_coverage_study_is_vectorised_and_nominal_on_a_light_tailed_mod
     assert r90["coverage"] < 0.93
 
 
+def test_interval_coverage_counts_equal_the_draw_by_draw_study():
+    """The study sums each replicate's moments as draw counts x unit terms: the same coverage per cell as
+    drawing the replicate's units and computing every index from them (same random draws), with missing
+    values and weights; on a large panel a chunk holds fewer replicates (bounded memory), drawn in order."""
+    rng = np.random.default_rng(4)
+    N, n, reps = 3000, 2500, 40
+    lab = rng.choice(4, size=N, p=[0.4, 0.3, 0.2, 0.1])
+    y = pd.DataFrame({"a": np.exp(rng.normal(np.log([20.0, 30.0, 45.0, 60.0])[lab], 0.9)),
+                      "b": np.where(rng.random(N) < 0.1, np.nan, rng.poisson(2 + lab).astype(float))})
+    w = rng.lognormal(0, 0.5, N)
+    truth = {c: A.index_estimates(y[c].to_numpy(), lab, w)["index"].to_numpy() for c in y.columns}
+
+    def by_draws(per_chunk):
+        g = np.random.default_rng(9)
+        idx = np.concatenate([g.integers(0, N, size=(per_chunk, n)) for _ in range(reps // per_chunk)])
+        out = {}
+        for c in y.columns:
+            hits = []
+            for row in idx:
+                e = A.index_estimates(y[c].to_numpy()[row], lab[row], w[row])
+                hits.append((e["ci_low"] <= truth[c]) & (truth[c] <= e["ci_high"]))
+            for s in range(4):
+                out[s, c] = np.mean(np.array(hits)[:, s])
+        return out
+
+    for draws, per_chunk in ((A.COVERAGE_CHUNK_DRAWS, reps), (2 * n, 2)):
+        old = A.COVERAGE_CHUNK_DRAWS
+        A.COVERAGE_CHUNK_DRAWS = draws
+        try:
+            r = A.interval_coverage(y, lab, w, n=n, replicates=reps, seed=9, chunk=reps)
+        finally:
+            A.COVERAGE_CHUNK_DRAWS = old
+        got = r["per_cell"].set_index(["segment", "metric"])["coverage"]
+        want = by_draws(per_chunk)
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (per_chunk, key)
+        assert 0.5 < r["coverage"] < 1 and r["replicates"] == reps
+
+
+def test_truth_validation_frame_joins_in_the_engine_and_orders_by_user(duckdb_con):
+    import ibis
+
+    panel = ibis.memtable(pd.DataFrame({"user_id": ["u3", "u1", "u2", "u4"], "segment": [2, 0, 1, 1],
+                                        "weight": [1.0, 2.0, 3.0, 4.0]}))
+    truth = ibis.memtable(pd.DataFrame({"user_id": ["u2", "u3", "u1", "u9"], "true_segment": [5, 6, 7, 8]}))
+    out = A.truth_validation_frame(panel, truth, ["segment", "weight"], con=duckdb_con)
+    assert list(out.columns) == ["segment", "weight", "true_segment"]  # no ids handed over
+    assert out["weight"].tolist() == [2.0, 3.0, 1.0] and out["true_segment"].tolist() == [7, 5, 6]
+
+
 def test_misassignment_bias_is_zero_with_true_labels_and_grows_with_label_noise(small_panel):
     lab = small_panel.truth["true_segment"].to_numpy()
     vals = small_panel.data[S.CHANNEL_METRICS]

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import engine as E
 from helpers import questions as Q
 from helpers import schema as S
 from helpers.generate import P_EVENTS
@@ -119,3 +120,18 @@ def test_run_warehouse_on_the_engine_answers_like_the_warehouse_file(run, duckdb
     pd.testing.assert_frame_equal(a.sort_values("level").reset_index(drop=True),
                                   b.sort_values("level").reset_index(drop=True), rtol=1e-12)
     assert len(a) > 1
+
+
+def test_cached_run_warehouse_answers_the_same_and_releases_its_table(run, duckdb_con):
+    """cache=True joins the panel once into the engine: same answers as the joined files, and close() drops it."""
+    P, _ = run
+    q = dict(metric="share", where=[("time_on_podcasts_min", "above_mean")])
+    plain = Q.AudienceWarehouse.for_run(duckdb_con, P)
+    before = set(E.tables(duckdb_con))
+    wh = Q.AudienceWarehouse.for_run(duckdb_con, P, cache=True)
+    made = {t for t in set(E.tables(duckdb_con)) - before if "cache" in t}  # (besides the Parquet views)
+    assert len(made) == 1 and wh.columns == plain.columns
+    pd.testing.assert_frame_equal(wh.ask("income_bracket", **q).table, plain.ask("income_bracket", **q).table,
+                                  rtol=1e-12)
+    wh.close()
+    assert not made & set(E.tables(duckdb_con))

@@ -153,3 +153,57 @@ def test_question_index_equals_the_core_profile(warehouse_run):
         assert r.loc[lev, "index"] == pytest.approx(prof.loc[lev, "index"], rel=1e-9)
         assert r.loc[lev, "index_ci_low"] == pytest.approx(prof.loc[lev, "ci_low"], rel=1e-9)
         assert r.loc[lev, "p_value"] == pytest.approx(prof.loc[lev, "p_value"], rel=1e-6)
+
+
+# --- weighted mean with interval ---------------------------------------------------------------------------------
+def test_weighted_mean_ci_matches_statsmodels_descrstatsw_and_the_hc1_sandwich():
+    from statsmodels.regression.linear_model import WLS
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    aud, y, w = _two_groups(n=3000, seed=5)
+    # equal weights: the frequency-weight and the survey (linearised) standard errors coincide
+    r = C.weighted_mean_ci(y)
+    d = DescrStatsW(y, ddof=1)
+    lo, hi = d.zconfint_mean(alpha=0.05)
+    assert r.value == pytest.approx(d.mean, rel=1e-12)
+    assert (r.low, r.high) == (pytest.approx(lo, rel=1e-10), pytest.approx(hi, rel=1e-10))
+    assert r.sd == pytest.approx(DescrStatsW(y).std, rel=1e-10) and r.n == len(y) and r.n_eff == pytest.approx(len(y))
+    # unequal weights: DescrStatsW's mean and weighted SD, and the sandwich (HC1) SE of a weighted constant fit
+    r = C.weighted_mean_ci(y, w, confidence=0.9)
+    d = DescrStatsW(y, weights=w)
+    fit = WLS(y, np.ones(len(y)), weights=w).fit(cov_type="HC1")
+    assert r.value == pytest.approx(d.mean, rel=1e-12) and r.sd == pytest.approx(d.std, rel=1e-10)
+    assert r.se == pytest.approx(fit.bse[0], rel=1e-10)
+    assert r.high - r.value == pytest.approx(1.6448536 * fit.bse[0], rel=1e-6)
+    assert r.n_eff == pytest.approx(C.kish_effective_n(w), rel=1e-12) and r.n_eff < 0.9 * len(y)
+    # survey weights carry no sample size: scaling them leaves the interval alone (DescrStatsW's would shrink)
+    big = C.weighted_mean_ci(y, 1000 * w, confidence=0.9)
+    assert big.se == pytest.approx(r.se, rel=1e-10)
+    assert DescrStatsW(y, weights=1000 * w).std_mean < 0.1 * r.se
+    # the same standard error as the index core's group estimate (se_value), and mean/SD as the helper says
+    g = C.index_estimates(y, np.zeros(len(y), int), w).iloc[0]
+    assert r.se == pytest.approx(g["se_value"], rel=1e-8)
+    assert C.weighted_mean_sd(y, w) == (pytest.approx(d.mean, rel=1e-12), pytest.approx(d.std, rel=1e-10))
+
+
+def test_weighted_mean_ci_skips_unobserved_units_and_covers_the_population_mean():
+    y = np.array([1.0, np.nan, 3.0, 5.0, 7.0])
+    w = np.array([1.0, 5.0, 0.0, np.nan, 2.0])
+    r = C.weighted_mean_ci(y, w)
+    assert r.n == 2 and r.value == pytest.approx((1 + 14) / 3)
+    one = C.weighted_mean_ci([4.0], [2.0])
+    assert one.value == 4.0 and np.isnan(one.se) and np.isnan(one.low)
+    empty = C.weighted_mean_ci([np.nan, 2.0], [1.0, 0.0])
+    assert empty.n == 0 and np.isnan(empty.value)
+    with pytest.raises(ValueError, match="weights has 1 values for 2"):
+        C.weighted_mean_ci([1.0, 2.0], [1.0])
+    # unequal-probability samples of a skewed population: the 95% interval covers its mean ~95% of the time
+    rng = np.random.default_rng(11)
+    pop = rng.lognormal(3, 0.7, 200_000)
+    p = np.where(pop > np.median(pop), 0.004, 0.001)  # large values over-sampled, weights 1/p undo it
+    hits = []
+    for _ in range(400):
+        s = rng.random(len(pop)) < p
+        c = C.weighted_mean_ci(pop[s], 1 / p[s])
+        hits.append(c.low <= pop.mean() <= c.high)
+    assert 0.92 <= np.mean(hits) <= 0.98

@@ -833,6 +833,25 @@ def clustering_features(paths=None, cfg=None, segments_file=None) -> tuple[list[
 
 
 # --- Monte Carlo study of the interval with true labels; misassignment bias ------------------------------------
+#: draws per chunk of the coverage study (replicates x units): bounds its memory whatever the panel's size
+COVERAGE_CHUNK_DRAWS = 5_000_000
+
+
+def _unit_terms(Y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per unit and metric the six terms whose sums are the moments of :func:`helpers.stats.core.index_arrays`:
+    ``1_obs, w, w y, w^2, w^2 y, w^2 y^2`` (0 where ``y`` is not finite), shape ``(units, metrics * 6)``."""
+    fin = np.isfinite(Y)
+    y0 = np.where(fin, Y, 0.0)
+    G = np.empty(Y.shape + (6,))
+    G[..., 0] = fin
+    G[..., 1] = w[:, None] * fin
+    G[..., 2] = G[..., 1] * y0
+    G[..., 3] = G[..., 1] * w[:, None]
+    G[..., 4] = G[..., 3] * y0
+    G[..., 5] = G[..., 4] * y0
+    return G.reshape(len(Y), -1)
+
+
 def interval_coverage(values: pd.DataFrame, labels: np.ndarray, weights: np.ndarray | None = None, *,
                       n: int = 2000, replicates: int = 1000, seed: int = 0, confidence: float = 0.95,
                       chunk: int = 100, rule: BaseSizeRule | None = None) -> dict:
@@ -846,6 +865,13 @@ def interval_coverage(values: pd.DataFrame, labels: np.ndarray, weights: np.ndar
     interval, not the segmentation. Only cells the base-size ``rule`` reports (not suppressed) count, as only
     those are published.
 
+    A replicate's moments are sums over its draws, so they are computed as ``counts @ terms``: how often each
+    unit was drawn (one ``bincount`` per replicate) times the unit's six terms per metric (:func:`_unit_terms`),
+    one matrix product per segment over the units sorted by segment. That is the same sums as adding the
+    draws one by one (same random draws, equal to rounding), without materialising a value per draw and
+    metric; a chunk holds at most :data:`COVERAGE_CHUNK_DRAWS` draws (fewer replicates per chunk on large
+    panels), so memory stays bounded.
+
     Returns
     -------
     dict
@@ -855,43 +881,54 @@ def interval_coverage(values: pd.DataFrame, labels: np.ndarray, weights: np.ndar
         ``replicates``, ``n``, ``cells`` (cells per replicate), ``per_cell`` (DataFrame: segment, metric,
         true index, coverage among the replicates where the cell is reported, reported share).
     """
+    from threadpoolctl import threadpool_limits
+
     rule = rule or BaseSizeRule()
     Y = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     codes, labs = C.check_codes(np.asarray(labels))
-    k = labs.shape[0]
-    w = np.ones(len(Y)) if weights is None else C.check_weights(weights)
+    k, m, N = labs.shape[0], Y.shape[1], len(Y)
+    w = np.ones(N) if weights is None else C.check_weights(weights)
     truth = np.column_stack([C.index_table(C.moments(Y[:, j], codes, w, k))["index"].to_numpy()
-                             for j in range(Y.shape[1])])  # (k, metrics)
+                             for j in range(m)])  # (k, metrics)
+    order = np.argsort(codes, kind="stable")
+    # a unit's position once the units are sorted by segment (32-bit: the lookup table stays in cache)
+    rank = np.empty(N, np.int32 if N < 2**31 else np.int64)
+    rank[order] = np.arange(N)
+    bounds = np.searchsorted(codes[order], np.arange(k + 1))
+    G = _unit_terms(Y[order], w[order])
     rng = np.random.default_rng(seed)
+    # the same stream of draws as one (chunk, n) call per chunk; fewer replicates per chunk on large panels
+    chunk = max(1, min(int(chunk), COVERAGE_CHUNK_DRAWS // max(int(n), 1)))
     hits, reps = [], []
     done = 0
-    while done < replicates:
-        r = min(chunk, replicates - done)
-        idx = rng.integers(0, len(Y), size=(r, n))
-        g = codes[idx]
-        key = (np.arange(r)[:, None] * k + g).ravel()
-        ww = w[idx].ravel()
-        bc = lambda v: np.bincount(key, weights=v, minlength=r * k).reshape(r, k)  # noqa: E731
-        cov = np.empty((r, k, Y.shape[1]))
-        ok = np.empty((r, k, Y.shape[1]), dtype=bool)
-        rep = np.empty((r, k, Y.shape[1]), dtype=bool)
-        for j in range(Y.shape[1]):
-            y = Y[idx, j].ravel()
-            fin = np.isfinite(y)
-            y0 = np.where(fin, y, 0.0)
-            wj = ww * fin
-            n_obs = np.bincount(key, weights=fin.astype(float), minlength=r * k).reshape(r, k)
-            t, t2 = bc(wj), bc(wj * ww)
-            res = C.index_arrays(n_obs, t, bc(wj * y0), t2, bc(wj * ww * y0), bc(wj * ww * y0 * y0), confidence)
-            lo, hi = res["ci_low"], res["ci_high"]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                n_eff = np.where(t2 > 0, t**2 / np.where(t2 > 0, t2, 1), 0.0)
-            ok[:, :, j] = np.isfinite(lo) & np.isfinite(hi)
-            rep[:, :, j] = rule.flag(n_obs, n_eff, res["rse"]) != "suppressed"
-            cov[:, :, j] = (lo <= truth[None, :, j]) & (truth[None, :, j] <= hi)
-        hits.append(np.where(ok, cov, np.nan))
-        reps.append(rep & ok)
-        done += r
+    # one BLAS thread: multi-threaded OpenBLAS busy-waits on a loaded machine (50x slower measured) and
+    # single-threaded sums do not depend on the machine
+    with threadpool_limits(1):
+        while done < replicates:
+            r = min(chunk, replicates - done)
+            idx = rng.integers(0, N, size=(r, n))
+            counts = np.empty((r, N))
+            for i in range(r):
+                counts[i] = np.bincount(rank[idx[i]], minlength=N)
+            S = np.empty((r, k, G.shape[1]))
+            for s in range(k):
+                S[:, s, :] = counts[:, bounds[s]:bounds[s + 1]] @ G[bounds[s]:bounds[s + 1]]
+            S = S.reshape(r, k, m, 6)
+            cov = np.empty((r, k, m))
+            ok = np.empty((r, k, m), dtype=bool)
+            rep = np.empty((r, k, m), dtype=bool)
+            for j in range(m):
+                n_obs, t, t_y, t2, t2y, t2yy = (S[:, :, j, q] for q in range(6))
+                res = C.index_arrays(n_obs, t, t_y, t2, t2y, t2yy, confidence)
+                lo, hi = res["ci_low"], res["ci_high"]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    n_eff = np.where(t2 > 0, t**2 / np.where(t2 > 0, t2, 1), 0.0)
+                ok[:, :, j] = np.isfinite(lo) & np.isfinite(hi)
+                rep[:, :, j] = rule.flag(n_obs, n_eff, res["rse"]) != "suppressed"
+                cov[:, :, j] = (lo <= truth[None, :, j]) & (truth[None, :, j] <= hi)
+            hits.append(np.where(ok, cov, np.nan))
+            reps.append(rep & ok)
+            done += r
     H_all = np.concatenate(hits)  # (replicates, k, metrics): 1 covered, 0 missed, NaN no interval
     R = np.concatenate(reps)
     H = np.where(R, H_all, np.nan)
@@ -900,10 +937,26 @@ def interval_coverage(values: pd.DataFrame, labels: np.ndarray, weights: np.ndar
     per_cell = pd.DataFrame([{"segment": labs[s], "metric": values.columns[j], "true_index": truth[s, j],
                               "coverage": float(np.nanmean(H[:, s, j])) if R[:, s, j].any() else np.nan,
                               "reported_share": float(R[:, s, j].mean())}
-                             for s in range(k) for j in range(Y.shape[1])])
+                             for s in range(k) for j in range(m)])
     return {"coverage": float(np.nanmean(H)), "mc_se": float(np.std(per_rep, ddof=1) / np.sqrt(len(per_rep))),
             "coverage_all_cells": float(np.nanmean(H_all)), "reported_share": float(R.mean()),
-            "replicates": int(replicates), "n": int(n), "cells": int(k * Y.shape[1]), "per_cell": per_cell}
+            "replicates": int(replicates), "n": int(n), "cells": int(k * m), "per_cell": per_cell}
+
+
+def truth_validation_frame(table, truth, columns: Sequence[str], con=None) -> pd.DataFrame:
+    """The ``columns`` of the panel ``table`` with each user's planted ``true_segment``, for the validation.
+
+    ``truth`` is the generator's ``users_truth`` as an Ibis table of the same backend (``user_id``,
+    ``true_segment``). The engine joins the two on ``user_id`` (inner) and orders the rows by it, so every
+    engine returns the same rows in the same order (the coverage study's draws are reproducible); the ids
+    themselves are not returned.
+    """
+    import ibis
+
+    t = truth.select(uid_t_=truth["user_id"].cast("string"), true_segment=truth["true_segment"])
+    j = table.select(*columns, uid_=table["user_id"].cast("string"))
+    expr = j.join(t, j["uid_"] == t["uid_t_"]).order_by("uid_").drop("uid_", "uid_t_")
+    return (con if con is not None else ibis.get_backend(table)).execute(expr).reset_index(drop=True)
 
 
 def misassignment_bias(values: pd.DataFrame, estimated: np.ndarray, true: np.ndarray,
@@ -919,12 +972,14 @@ def misassignment_bias(values: pd.DataFrame, estimated: np.ndarray, true: np.nda
     """
     est, tru = np.asarray(estimated), np.asarray(true)
     m = match_segments(est, tru)
-    w = None if weights is None else np.asarray(weights, dtype=float)
+    w = np.ones(len(est)) if weights is None else C.check_weights(weights)
+    # each labelling encoded once (not once per metric: a sort of every user each time)
+    (e_codes, e_labs), (t_codes, t_labs) = C.check_codes(est), C.check_codes(tru)
     rows = []
     for col in values.columns:
         y = pd.to_numeric(values[col], errors="coerce").to_numpy(dtype=float)
-        a = index_estimates(y, est, w).set_index("segment")["index"]
-        b = index_estimates(y, tru, w).set_index("segment")["index"]
+        a = pd.Series(C.index_table(C.moments(y, e_codes, w, len(e_labs)))["index"].to_numpy(), index=e_labs)
+        b = pd.Series(C.index_table(C.moments(y, t_codes, w, len(t_labs)))["index"].to_numpy(), index=t_labs)
         for s, ts in m.items():
             if s in a.index and ts in b.index:
                 rows.append({"segment": s, "true_segment": ts, "metric": col, "index_estimated_labels": a[s],

@@ -169,17 +169,18 @@ class AudienceWarehouse:
         return cls(paths.duckdb, paths.processed / WEIGHTS, paths.processed / SEGMENTS)
 
     @classmethod
-    def for_run(cls, con: Any, paths: Paths) -> "AudienceWarehouse":
+    def for_run(cls, con: Any, paths: Paths, *, cache: bool = False) -> "AudienceWarehouse":
         """The warehouse of a pipeline run on the engine of ``con`` (either engine, no branch in the caller):
-        the run's unified, weights and segments Parquet files read by that engine (:meth:`from_parquet`)."""
+        the run's unified, weights and segments Parquet files read by that engine (:meth:`from_parquet`;
+        ``cache`` as there)."""
         from .artifacts import UNIFIED_PARQUET
 
         return cls.from_parquet(con, paths.processed / UNIFIED_PARQUET, paths.processed / WEIGHTS,
-                                paths.processed / SEGMENTS)
+                                paths.processed / SEGMENTS, cache=cache)
 
     @classmethod
     def from_parquet(cls, con: Any, unified: str | Path, weights: str | Path | None = None,
-                     segments: str | Path | None = None) -> "AudienceWarehouse":
+                     segments: str | Path | None = None, *, cache: bool = False) -> "AudienceWarehouse":
         """The warehouse on any engine, reading the processed Parquet artifacts.
 
         Parameters
@@ -190,28 +191,36 @@ class AudienceWarehouse:
             ``rich_audience_data.parquet`` (file or folder of parts) written by ingestion.
         weights, segments : path, optional
             ``weights.parquet`` and ``segments.parquet``; ignored when None or absent.
+        cache : bool
+            Compute the joined panel once and keep it in the engine (a temporary table on DuckDB, a persisted
+            frame on Spark) until :meth:`close`. Without it every query re-reads the files and re-joins weights
+            and segments: the affinity table alone sends about 25 scans (one per attribute family and metric
+            quantile), and at 1M users on DuckDB the fit took 13.3 s CPU on the joined files against 1.2 s to
+            cache plus 2.8 s on the cached table.
         """
         if not Path(unified).exists():
             raise FileNotFoundError(f"{unified} does not exist: it is written by notebook 01_ingest "
                                     "(run `make reports` or execute 01_ingest first).")
         w = E.read_parquet(con, weights) if _exists(weights) else None
         s = E.read_parquet(con, segments) if _exists(segments) else None
-        return cls.from_tables(E.read_parquet(con, unified), w, s, con=con)
+        return cls.from_tables(E.read_parquet(con, unified), w, s, con=con, cache=cache)
 
     @classmethod
-    def from_tables(cls, audience: Any, weights: Any = None, segments: Any = None, *, con: Any = None
-                    ) -> "AudienceWarehouse":
+    def from_tables(cls, audience: Any, weights: Any = None, segments: Any = None, *, con: Any = None,
+                    cache: bool = False) -> "AudienceWarehouse":
         """The warehouse over Ibis tables of one backend: ``audience`` (22 columns, ``user_id``), optional
-        ``weights`` (``user_id, weight``) and ``segments`` (``user_id, segment, segment_name``)."""
+        ``weights`` (``user_id, weight``) and ``segments`` (``user_id, segment, segment_name``); ``cache``: see
+        :meth:`from_parquet`."""
         import ibis
 
         self = cls.__new__(cls)
         self.weights_path = self.segments_path = None
         self._setup(con if con is not None else ibis.get_backend(audience), audience, weights, segments,
-                    owns=False)
+                    owns=False, cache=cache)
         return self
 
-    def _setup(self, backend: Any, audience: Any, weights: Any, segments: Any, owns: bool) -> None:
+    def _setup(self, backend: Any, audience: Any, weights: Any, segments: Any, owns: bool,
+               cache: bool = False) -> None:
         import ibis
 
         self.backend, self._owns = backend, owns
@@ -230,12 +239,17 @@ class AudienceWarehouse:
             s = segments.select(uid_s_=segments[segments.columns[0]], segment=segments["segment"],
                                 segment_name=segments["segment_name"])
             panel = panel.left_join(s, panel[uid] == s["uid_s_"]).drop("uid_s_")
-        self.panel = panel
+        self._cached = panel.cache() if cache else None
+        self.panel = self._cached if cache else panel
         self._schema = dict(panel.schema().items())
         self.columns: dict[str, str] = {k: str(v) for k, v in self._schema.items()}
 
     def close(self) -> None:
-        """Close the connection (only one this object opened: the DuckDB file's)."""
+        """Release the cached panel, if any, and close the connection (only one this object opened: the
+        DuckDB file's)."""
+        if getattr(self, "_cached", None) is not None:
+            self._cached.release()
+            self._cached = None
         if self._owns:
             E.disconnect(self.backend)
 

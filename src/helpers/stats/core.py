@@ -19,7 +19,8 @@ units of a base partitioned into groups (segments, or audience / rest):
   or ``"suppressed"`` as syndicated panels and statistical offices do;
 * the action tier (:func:`assign_tier`: index < 80 de-prioritise, 80-120 neutral, > 120 concentrate -- the
   data dictionary calls the last one "sweet spot", which is the label written in tables);
-* weighted quantiles and the Kish effective sample size.
+* weighted quantiles, a weighted mean with its interval (:func:`weighted_mean_ci`) and the Kish
+  effective sample size.
 
 Everything is a function of per-group *sufficient statistics* (:data:`MOMENTS`), so an execution engine
 (DuckDB, Spark) only returns one small group-by and the numbers are the same for every engine. Variances
@@ -93,6 +94,60 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray | None, q: float) 
     order = np.argsort(v, kind="stable")
     cdf = np.cumsum(w[order]) / w.sum()
     return float(v[order][min(np.searchsorted(cdf, q, side="left"), v.size - 1)])
+
+
+@dataclass(frozen=True)
+class WeightedMean:
+    """A weighted mean with its linearised standard error and interval, the weighted SD and the bases."""
+
+    value: float   # weighted mean of the observed values (NaN when none is observed)
+    se: float      # linearised (ratio-estimator) standard error of the mean
+    low: float     # normal interval value -/+ z se
+    high: float
+    sd: float      # weighted population standard deviation sqrt(sum w (y - mean)^2 / sum w)
+    n: int         # observed units (finite value, finite weight > 0)
+    n_eff: float   # Kish effective n of their weights
+
+
+def weighted_mean_ci(values: np.ndarray, weights: np.ndarray | None = None,
+                     confidence: float = 0.95) -> WeightedMean:
+    """Weighted mean of the observed values with its linearised interval, weighted SD and unweighted / Kish n.
+
+    Units with a non-finite value or a weight that is not a finite positive number are not observed. The
+    mean is the ratio ``sum w y / sum w``; its variance is the Taylor-linearised (sandwich) one that treats
+    the weights as fixed survey weights, ``n / (n - 1) sum w^2 (y - mean)^2 / (sum w)^2`` (the same as the
+    ``se_value`` of :func:`index_arrays` for a group, and as a weighted least-squares fit of a constant with
+    HC1 standard errors). It does not change when every weight is multiplied by a constant, unlike a
+    frequency-weight standard error (``statsmodels``' ``DescrStatsW.std_mean``), which agrees with it only
+    for equal weights. The interval is ``mean -/+ z se`` with the normal ``z`` of ``confidence``; with one
+    observed unit there is no variance estimate (``se``, ``low``, ``high`` NaN).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    y = np.asarray(values, dtype=float).reshape(-1)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    if w.shape != y.shape:
+        raise ValueError(f"weights has {w.shape[0]} values for {y.shape[0]} values")
+    ok = np.isfinite(y) & np.isfinite(w) & (w > 0)
+    y, w = y[ok], w[ok]
+    n = int(y.size)
+    if n == 0:
+        nan = float("nan")
+        return WeightedMean(nan, nan, nan, nan, nan, 0, 0.0)
+    t = float(w.sum())
+    mean = float((w * y).sum() / t)
+    e = y - mean  # residuals: no cancellation between sum w^2 y^2 and mean^2 sum w^2 for large means
+    se = float(np.sqrt(n / max(n - 1, 1) * ((w * e) ** 2).sum()) / t) if n > 1 else float("nan")
+    z = float(_st.norm.ppf(0.5 + confidence / 2))
+    return WeightedMean(mean, se, mean - z * se, mean + z * se, float(np.sqrt((w * e * e).sum() / t)), n,
+                        float(t * t / (w * w).sum()))
+
+
+def weighted_mean_sd(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """Weighted mean and weighted population standard deviation of the observed values (see
+    :func:`weighted_mean_ci`); ``(nan, nan)`` when none is observed."""
+    r = weighted_mean_ci(values, weights)
+    return r.value, r.sd
 
 
 def check_weights(w: np.ndarray, name: str = "weight") -> np.ndarray:
