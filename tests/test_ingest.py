@@ -620,3 +620,74 @@ def test_posts_and_exposures_specs(tmp_path):
     ex.to_parquet(tmp_path / "exposures.parquet", index=False)
     r = ingest_event_table("exposures", tmp_path / "exposures.parquet")
     assert r.report["n_rejected"] == 1 and "hour: out of range" in r.quarantine["exposures.parquet"]["_reason"].iloc[0]
+
+
+# --- issue 20: typed Parquet is judged as its text would be ---------------------------------------------
+def test_typed_parquet_is_judged_like_its_text(tmp_path, duckdb_con):
+    """``keep_types`` (numbers and dates read typed) gives the reasons and values of the text path, on the
+    edges where a typed value's text is special: NaN and infinity (not a number), a non-integer in an int
+    column, out of range, a timestamp with a time of day, dates before 1900, after the observation date and
+    beyond year 9999, missing values."""
+    from helpers.ingest import read_text_source, valid_values, validate
+
+    inf, nan = float("inf"), float("nan")
+    df = pd.DataFrame({
+        "user_id": ["U1", " U2 ", "U3", "U4", "U5", "U6", "U7", "U8", "U9", None],
+        "month": pd.to_datetime(["2026-01-01 13:45", "2026-02-01", "1850-01-01", "2027-01-01", "2026-03-01",
+                                 None, "2026-04-01", "2026-05-01", "2026-06-01", "2026-01-01"], format="ISO8601"),
+        "engagement_state": ["active", "light ", "dormant", "churned", "asleep", "active", "active", None,
+                             "active", "active"],
+        "minutes_social": [1.5, nan, 3.0, 4.0, 5.0, 6.0, -1.0, 8.0, 1e300, 1.0],
+        "minutes_video": [1.0, 2.0, inf, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 1.0],
+        "minutes_podcasts": [0.0, 2.0, 3.0, None, 5.0, 6.0, 7.0, 8.0, 9.0, 1.0],
+        "conversions": [1.0, 2.0, 3.0, 2.5, 5.0, 6.0, 7.0, 8.0, 9.0, 1.0],
+        "spend": pd.array([1, 2, 3, 4, 5, 6, 7, 20_000_000, 9, 1], dtype="Int64"),
+    })
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "monthly_activity.parquet"
+    table = pa.Table.from_pandas(df, preserve_index=False)  # pandas writes NaN as null: put the NaN back
+    col = table.schema.get_field_index("minutes_social")
+    pq.write_table(table.set_column(col, "minutes_social", pa.array(df["minutes_social"].tolist())), f)
+    spec = {c.name: c for c in EVENT_SPECS["monthly_activity"].columns}
+    cols = list(spec)
+    out = {}
+    for typed in (False, True):
+        raw = read_text_source(duckdb_con, f, keep_types=typed)
+        assert raw["minutes_video"].type().is_string() != typed and raw["month"].type().is_date() == typed
+        assert raw["minutes_social"].type().is_string()  # holds a NaN: read as text (see _columns_with_nan)
+        v = validate(raw, cols, spec=spec, observation_date="2026-06-30", key_unique=False).to_pandas()
+        out[typed] = v.sort_values("_line").reset_index(drop=True)
+        ok = v[v["_reason"].isna()].sort_values("_line")
+        got = valid_values(raw, cols, spec).to_pandas().set_index("_line").loc[ok["_line"]]
+        for c in ["user_id", *cols]:
+            pd.testing.assert_series_equal(got[c].reset_index(drop=True), ok[f"_v_{c}"].reset_index(drop=True),
+                                           check_names=False, check_dtype=False)
+    a, b = out[False], out[True]
+    pd.testing.assert_frame_equal(a[["_line", "_column", "_reason"]], b[["_line", "_column", "_reason"]])
+    for c in ["user_id", *cols]:
+        pd.testing.assert_series_equal(a[f"_v_{c}"], b[f"_v_{c}"], check_dtype=False)
+    reasons = b.set_index("_line")["_reason"]
+    assert reasons[2] is None  # a time of day: the month's day
+    assert reasons[3].startswith("minutes_social: not a number: nan; expected")
+    assert b.set_index("_line").loc[3, "_v_engagement_state"] == "light"  # padded text is still stripped
+    assert reasons[4].startswith("month: implausibly old date") and "not a number: inf" in reasons[4]
+    assert "after the observation date" in reasons[5] and "conversions: not an integer: 2.5" in reasons[5]
+    assert "minutes_podcasts: missing value" in reasons[5]
+    assert "unknown category asleep" in reasons[6] and "month: missing value" in reasons[7]
+    assert "minutes_social: out of range: -1.0" in reasons[8] and "engagement_state: missing" in reasons[9]
+    assert "spend: out of range: 20000000" in reasons[9] and "minutes_social: out of range" in reasons[10]
+    assert reasons[11] == "user_id: missing identifier" and len(reasons.dropna()) == 9
+    # dates beyond the text form YYYY-MM-DD (a Parquet date32 can hold year 10000 or 1 BC)
+    days = [20454, 2932897, -719162, -719528, None]  # 2026-01-01, 10000-01-01, 0001-01-01, 1 BC, missing
+    pq.write_table(pa.table({"user_id": ["U1", "U2", "U3", "U4", "U5"], "date": pa.array(days, pa.date32()),
+                             "amount": [1.0, 2.0, 3.0, 4.0, 5.0]}), tmp_path / "transactions.parquet")
+    spec = {c.name: c for c in EVENT_SPECS["transactions"].columns}
+    got = [validate(read_text_source(duckdb_con, tmp_path / "transactions.parquet", keep_types=t), list(spec),
+                    spec=spec, key_unique=False).select("_line", "_reason").to_pandas()
+           .sort_values("_line")["_reason"].tolist()
+           for t in (False, True)]
+    assert got[0] == got[1] and got[0][0] is None and got[0][4] == "date: missing value; expected ISO date YYYY-MM-DD"
+    assert got[0][1].startswith("date: unparseable date: 10000-01-01") and "implausibly old" in got[0][2]
+    assert got[0][3].startswith("date: unparseable date")

@@ -434,7 +434,8 @@ def _replace(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _write_file(con: Any, expr: ibis.Table, path: Path, fmt: str, single_file: bool = True) -> Path:
+def _write_file(con: Any, expr: ibis.Table, path: Path, fmt: str, single_file: bool = True,
+                metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``expr`` to ``path`` as ``parquet`` or ``csv`` with the engine, atomically (a staging name beside
     it, renamed into place: a failed write leaves the previous file). Spark writes a folder of parts; with
     ``single_file`` one part (coalesced) which becomes the file."""
@@ -443,6 +444,9 @@ def _write_file(con: Any, expr: ibis.Table, path: Path, fmt: str, single_file: b
     try:
         if engine_of(con) == "duckdb":
             options = "FORMAT parquet" if fmt == "parquet" else "HEADER, DELIMITER ','"
+            if metadata:
+                options += ", KV_METADATA {" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}"
+                                                         for k, v in metadata.items()) + "}"
             con.raw_sql(f"COPY ({con.compile(expr)}) TO {_sql_str(stage)} ({options})")
         else:
             df = spark_frame(con, expr)
@@ -467,16 +471,26 @@ def _write_file(con: Any, expr: ibis.Table, path: Path, fmt: str, single_file: b
 
 
 def write_parquet(con: Any, expr: ibis.Table, path: str | os.PathLike, *, order_by: Sequence[str] = (),
-                  single_file: bool = True) -> Path:
+                  single_file: bool = True, metadata: Mapping[str, str] | None = None) -> Path:
     """Write an expression as Parquet with the engine itself (nothing passes through pandas).
 
     ``order_by``: rows sorted by these columns (the engine's external sort spills when the table is larger
     than memory). ``single_file``: one file at ``path`` (Spark writes one part into a staging folder beside it
     and moves it); otherwise Spark writes a folder of parts at ``path`` (read it with :func:`read_parquet`).
-    The target is replaced atomically: a failed write leaves the previous file in place.
+    ``metadata``: key-value metadata of the file's footer (e.g. ``pandas``, the dtypes pandas restores on
+    reading), only where :func:`writes_file_metadata`. The target is replaced atomically: a failed write
+    leaves the previous file in place.
     """
+    if metadata and not writes_file_metadata(con):
+        raise EngineError(f"{engine_of(con)} cannot write Parquet key-value metadata (see writes_file_metadata)")
     expr = expr.order_by(list(order_by)) if order_by else expr
-    return _write_file(con, expr, Path(path), "parquet", single_file)
+    return _write_file(con, expr, Path(path), "parquet", single_file, metadata)
+
+
+def writes_file_metadata(con: Any) -> bool:
+    """Whether :func:`write_parquet` can put key-value metadata in the file it writes: DuckDB can
+    (``KV_METADATA``, written by its parallel writer); Spark's Parquet writer cannot."""
+    return engine_of(con) == "duckdb"
 
 
 def write_csv(con: Any, expr: ibis.Table, path: str | os.PathLike, *, order_by: Sequence[str] = (),

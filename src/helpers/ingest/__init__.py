@@ -47,10 +47,11 @@ from .reading import (  # noqa: F401
 from .rules import (  # noqa: F401
     TRUE_STRINGS, FALSE_STRINGS, NUMBER_PATTERN, DATE_PATTERN, EDGE_SPACE, CONTROL_CHARS, EARLIEST_DATE,
     QUARANTINE_META, _text, _parse, _problem, _key_problem, _combine, validate, accepted, _raw_columns, rejected,
+    valid_values, _typed, _strip, _as_text,
 )
 from .results import (  # noqa: F401
     IngestResult, coerce_dtypes, _limits, _coverage, _report, _REASON_KINDS, _short_reason, _no_rows_error, Retyped,
-    retype_parquet, _safe_name, _put_in_place, table_fingerprint,
+    retype_parquet, _safe_name, _put_in_place, table_fingerprint, pandas_metadata, write_typed,
 )
 from .sources import (  # noqa: F401
     ORPHAN_REASON, INCOMPLETE, IngestPlan, plan_sources, ingest_sources, ingest_to_parquet,

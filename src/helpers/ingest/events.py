@@ -14,8 +14,8 @@ import pandas as pd
 from .. import engine as E
 from .. import schema as S
 from .reading import _Session, _collect_quarantine, _connection, read_text_source
-from .rules import _text, accepted, rejected, validate
-from .results import IngestResult, _no_rows_error, _put_in_place, coerce_dtypes, retype_parquet
+from .rules import _text, rejected, valid_values, validate
+from .results import IngestResult, _no_rows_error, _put_in_place, coerce_dtypes, write_typed
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,14 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
 
     ``known_ids``: the identifiers (a sequence), or the :class:`IngestResult` of the unified table (read on
     the engine when it is staged). Without ``stage_dir`` the accepted rows are collected as pandas
-    (``result.data``); with it the engine sorts and writes them (``stage_dir/<name>.parquet``, re-typed batch
-    by batch, ``result.staged``; :func:`write_event_table` puts it in place), for tables larger than memory.
+    (``result.data``); with it the engine sorts and writes them (``stage_dir/<name>.parquet`` with the pandas
+    dtypes, :func:`helpers.ingest.write_typed`; ``result.staged``; :func:`write_event_table` puts it in
+    place), for tables larger than memory.
+
+    Two scans of the source, nothing materialised: the first judges every row and collects only the rejected
+    ones (the quarantine); the second takes the input less the quarantined lines, parses it (Parquet numbers
+    and dates are read typed, ``keep_types``) and writes it sorted. No pandas frame holds the table, and
+    memory stays bounded by the engine's limit (DuckDB spills the window of the ``unique`` check and the sort).
     """
     path = Path(path)
     spec = spec or EVENT_SPECS.get(name) or EventSpec((), id=id_column or "user_id")
@@ -106,7 +112,7 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
     with _connection(engine, con, spill) as con:
         ses = _Session(con, spill)
         try:
-            raw = read_text_source(con, path, required, delimiter, encoding, ses)
+            raw = read_text_source(con, path, required, delimiter, encoding, ses, keep_types=True)
             found = [c for c in raw.columns if c != "_line"]
             extension = [c for c in found if c != spec.id and c not in rules]
             absent = [c.name for c in spec.columns if c.name not in found]
@@ -114,41 +120,26 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
             for c in extension:
                 rules[c] = S.extension_column(c)
             cols = [c.name for c in spec.columns] + extension
-            v = validate(raw, cols, key=spec.id, stage=ses.stage, spec=rules, observation_date=observation_date,
-                         key_unique=False)
-            if spec.unique:
-                w = ibis.window(group_by=[v[f"_v_{c}"] for c in spec.unique])
-                v = ses.stage(v.mutate(_copies=v._line.count().over(w)))
-                dup = v._reason.isnull() & (v._copies > 1)
-                key_text = ", ".join(spec.unique)
-                v = v.mutate(_column=ibis.ifelse(dup, _text(spec.unique[-1]), v._column),
-                             _reason=ibis.ifelse(dup, _text(f"duplicate ({key_text}) (every copy is rejected)"),
-                                                 v._reason)).drop("_copies")
-            if known_ids is not None:
-                ids = known_ids if isinstance(known_ids, ibis.Table) else _id_table(ses, known_ids)
-                v = ses.stage(v.left_join(ids, v[f"_v_{spec.id}"] == ids._known).mutate(
-                    _orphan=lambda t: t._known.isnull()))
-                orphan = v._reason.isnull() & v._orphan
-                v = v.mutate(_column=ibis.ifelse(orphan, _text(spec.id), v._column),
-                             _reason=ibis.ifelse(orphan, _text(f"{spec.id} not in the unified table (unknown "
-                                                               "customer, or their row was rejected)"), v._reason))
-                v = v.drop("_known", "_orphan")
-            v = ses.cache(v)
-            ok = accepted(v, [spec.id, *cols])
-            n_input = int(v.count().to_pandas())
-            quarantine = {path.name: _collect_quarantine(rejected(v, path.name)).sort_values("_line")
-                          .reset_index(drop=True)}
+            n_input = int(raw.count().to_pandas())
+            quarantine = {path.name: _quarantine(ses, raw, spec, cols, rules, known_ids, observation_date,
+                                                 path.name)}
+            # accepted rows: the input less the quarantined lines, parsed again (cheap) rather than judged again
+            kept = raw
+            if len(quarantine[path.name]):
+                lines = ses.frame(pd.DataFrame({"_q": quarantine[path.name]["_line"].astype("int64")}))
+                kept = raw.anti_join(lines, raw._line == lines._q)
+            ok = valid_values(kept, cols, rules, key=spec.id)
             out_cols = (S.Column(spec.id, "id", "1st party", "identifier"), *[rules[c] for c in cols])
             sort = [c for c in (spec.id, *[c.name for c in spec.columns if c.kind == "date"]) if c in ok.columns]
             if stage_dir is None:
                 data = ok.to_pandas()
             else:
-                engine_file = Path(stage_dir) / f"{name}.engine.parquet"
-                E.write_parquet(con, ok, engine_file, order_by=[*sort, "_line"])
+                staged = Path(stage_dir) / f"{name}.parquet"
+                typed = write_typed(con, ok, staged, out_cols, order_by=[*sort, "_line"], count_distinct=spec.id)
         finally:
             ses.close()
-    staged = None
     if stage_dir is None:
+        staged = None
         if len(data) == 0:
             raise _no_rows_error(path, n_input, quarantine)
         data = coerce_dtypes(data.drop(columns=["_line"]).assign(_order=data["_line"]), out_cols).assign(
@@ -156,9 +147,7 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
             .reset_index(drop=True)
         n_rows, n_users = len(data), int(data[spec.id].nunique())
     else:
-        data, staged = None, Path(stage_dir) / f"{name}.parquet"
-        typed = retype_parquet(engine_file, staged, out_cols, validate=False, count_distinct=spec.id)
-        n_rows, n_users = typed.n, typed.n_users
+        data, n_rows, n_users = None, typed.n, typed.n_users
         if n_rows == 0:
             staged.unlink(missing_ok=True)
             raise _no_rows_error(path, n_input, quarantine)
@@ -169,6 +158,31 @@ def ingest_event_table(name: str, path: str | Path, spec: EventSpec | None = Non
            "quarantined_rows_by_source": {path.name: int(len(quarantine[path.name]))}}
     assert rep["n_rows"] + rep["n_rejected"] == rep["n_input"]
     return IngestResult(data, quarantine, rep, out_cols, staged)
+
+
+def _quarantine(ses: _Session, raw: ibis.Table, spec: EventSpec, cols: list[str], rules: dict[str, S.Column],
+                known_ids: Any, observation_date: str | None, source: str) -> pd.DataFrame:
+    """The rejected rows of a long table (value rules, duplicate keys, orphans), collected in line order."""
+    v = validate(raw, cols, key=spec.id, stage=ses.stage, spec=rules, observation_date=observation_date,
+                 key_unique=False)
+    if spec.unique:
+        w = ibis.window(group_by=[v[f"_v_{c}"] for c in spec.unique])
+        v = ses.stage(v.mutate(_copies=v._line.count().over(w)))
+        dup = v._reason.isnull() & (v._copies > 1)
+        key_text = ", ".join(spec.unique)
+        v = v.mutate(_column=ibis.ifelse(dup, _text(spec.unique[-1]), v._column),
+                     _reason=ibis.ifelse(dup, _text(f"duplicate ({key_text}) (every copy is rejected)"),
+                                         v._reason)).drop("_copies")
+    if known_ids is not None:
+        ids = known_ids if isinstance(known_ids, ibis.Table) else _id_table(ses, known_ids)
+        v = ses.stage(v.left_join(ids, v[f"_v_{spec.id}"] == ids._known).mutate(
+            _orphan=lambda t: t._known.isnull()))
+        orphan = v._reason.isnull() & v._orphan
+        v = v.mutate(_column=ibis.ifelse(orphan, _text(spec.id), v._column),
+                     _reason=ibis.ifelse(orphan, _text(f"{spec.id} not in the unified table (unknown "
+                                                       "customer, or their row was rejected)"), v._reason))
+        v = v.drop("_known", "_orphan")
+    return _collect_quarantine(rejected(v, source)).sort_values("_line").reset_index(drop=True)
 
 
 def _id_table(ses: _Session, ids: Any) -> ibis.Table:

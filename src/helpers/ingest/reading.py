@@ -83,10 +83,15 @@ class _Session:
 
 
 def read_text_source(con: Any, path: str | Path, required: list[str] | None = None, delimiter: str = ",",
-                     encoding: str = "utf-8", _session: _Session | None = None) -> ibis.Table:
+                     encoding: str = "utf-8", _session: _Session | None = None,
+                     keep_types: bool = False) -> ibis.Table:
     """Read a CSV file or Parquet file/folder as an Ibis table of text columns plus ``_line``.
 
     Every value is text (``NULL`` for empty cells) so that validation, not the reader, judges it.
+    ``keep_types``: Parquet numbers and dates keep their type (timestamps become their day), and
+    :func:`helpers.ingest.validate` judges them as it would judge their text, without casting every value
+    to text and parsing it back (what makes a 20M-row Parquet table several times faster to validate);
+    a floating-point column holding a NaN stays text (:func:`_columns_with_nan`).
     ``_line`` is the 1-based line of the row in the file (header = 1), carried from the reader as a column
     (:func:`helpers.engine.read_csv_text`, :func:`helpers.engine.read_parquet_rows`), so that no result
     depends on the order in which an engine stores rows. Raises :class:`IngestError` from the file-level
@@ -102,11 +107,15 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
         t = t.rename({n.strip(): n for n in t.columns if n != n.strip()}) if any(
             n != n.strip() for n in t.columns) else t
         first = ibis.cases(*[(t._file == f, int(o)) for f, o in offsets.items()], else_=0)
+        nan = _columns_with_nan(parts, [c for c in names if t[c].type().is_floating()]) if keep_types else set()
         text = {}
         for c in names:
             dt = t[c].type()
-            text[c] = (t[c].cast("date").cast("string") if dt.is_timestamp()
-                       else t[c] if dt.is_string() else t[c].cast("string"))
+            if keep_types and c not in nan and (dt.is_numeric() or dt.is_date() or dt.is_timestamp()):
+                text[c] = t[c].cast("date") if dt.is_timestamp() else t[c]
+            else:
+                text[c] = (t[c].cast("date").cast("string") if dt.is_timestamp()
+                           else t[c] if dt.is_string() else t[c].cast("string"))
         return t.select(_line=(first + t._row + 2).cast("int64"), **text)
     names = sniff_csv(path, required, delimiter, encoding)
     lines = physical_lines(path, delimiter, encoding)  # None: one record per line (the fast, usual case)
@@ -117,6 +126,24 @@ def read_text_source(con: Any, path: str | Path, required: list[str] | None = No
         if e.counts is not None:
             _check_line_map(path, *e.counts)
         raise _diagnose_csv(path, names, delimiter, encoding, e.cause) from None
+
+
+def _columns_with_nan(parts: list[Path], columns: list[str], batch_size: int = 1 << 20) -> set[str]:
+    """The floating-point columns that hold a NaN somewhere in the Parquet parts (a scan by pyarrow, batch by
+    batch). Such a column is read as text: pyarrow writes column statistics whose min/max leave NaN out, and
+    DuckDB's statistics propagation then folds ``isnan(x)`` (and ``x > max``) to false, so a typed NaN would
+    pass as a number; its text ``nan`` is judged right."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found: set[str] = set()
+    for part in parts:
+        todo = [c for c in columns if c not in found]
+        if not todo:
+            break
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=todo):
+            found |= {c for c in todo if c not in found and pc.any(pc.is_nan(batch[c])).as_py()}
+    return found
 
 
 def _check_line_map(path: Path, n_engine: int, n_lines: int) -> None:

@@ -203,6 +203,49 @@ def retype_parquet(src: Path | Sequence[Path], dest: Path, columns: tuple, *, ca
     return Retyped(n, coverage, sums, digest.hexdigest()[:16], distinct if count_distinct else None)
 
 
+def pandas_metadata(columns: tuple | list) -> str:
+    """The ``pandas`` key-value metadata of a Parquet file holding ``columns`` with their dtypes
+    (:func:`coerce_dtypes`), as pandas writes it: what restores ``string``, ``Int64``, ``boolean`` on reading."""
+    import pyarrow as pa
+
+    empty = coerce_dtypes(pd.DataFrame(columns=[c.name for c in columns]), columns)
+    return pa.Schema.from_pandas(empty, preserve_index=False).metadata[b"pandas"].decode()
+
+
+def _physical(v: ibis.Value, col: S.Column) -> ibis.Value:
+    """A value cast to the Parquet type pandas writes for the column's dtype (dates as timestamps), and
+    nullable: DuckDB marks a column ``required`` (not null) when its statistics show no null, pandas never."""
+    typ = {"date": "timestamp", "int": "int64", "float": "float64", "bool": "boolean"}.get(col.kind, "string")
+    return ibis.ifelse(v.isnull(), ibis.null(typ), v.cast(typ))
+
+
+def write_typed(con: Any, expr: ibis.Table, dest: Path, columns: tuple, order_by: Sequence[str] = (),
+                count_distinct: str | None = None) -> Retyped:
+    """Write the rows of ``expr`` sorted by ``order_by`` to ``dest`` with the pandas dtypes of ``columns``:
+    the same file, value for value and type for type, as pandas writes from the collected table.
+
+    Where the engine writes file metadata (DuckDB) it writes ``dest`` itself, in parallel, with the physical
+    types and the ``pandas`` metadata (:func:`pandas_metadata`); elsewhere (Spark) the engine's file is
+    re-typed by :func:`retype_parquet`. Returns the row count and the distinct values of ``count_distinct``
+    (coverage, sums and fingerprint are not computed: see :func:`retype_parquet` for those)."""
+    names = [c.name for c in columns]
+    if not E.writes_file_metadata(con):
+        engine_file = dest.with_name(f"{dest.stem}.engine.parquet")
+        E.write_parquet(con, expr, engine_file, order_by=order_by)
+        return retype_parquet(engine_file, dest, columns, validate=False, count_distinct=count_distinct)
+    by = {c.name: c for c in columns}
+    typed = expr.mutate(**{n: _physical(expr[n], by[n]) for n in names})
+    E.write_parquet(con, typed.order_by(list(order_by)).select(*names), dest,
+                    metadata={"pandas": pandas_metadata(columns)})
+    name = E.temp_name("typed")
+    t = E.read_parquet(con, dest, table_name=name)
+    try:
+        got = t.aggregate(n=t.count(), **({"d": t[count_distinct].nunique()} if count_distinct else {})).to_pandas()
+    finally:
+        E.drop_temp(con, name)
+    return Retyped(int(got["n"].iloc[0]), {}, {}, "", int(got["d"].iloc[0]) if count_distinct else None)
+
+
 def _safe_name(name: str) -> str:
     return name.replace(" ", "_").replace("(", "").replace(")", "").replace(".csv", "")
 

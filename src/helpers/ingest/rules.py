@@ -46,10 +46,29 @@ def _text(s: str) -> ibis.Value:
     return ibis.literal(s, type="string")
 
 
+def _typed(raw: ibis.Value, col: S.Column) -> bool:
+    """Whether a column arrives typed (from Parquet) in a form its rule can judge without text: numbers for
+    ``int``/``float`` columns, dates for ``date`` columns (timestamps are read as their day)."""
+    dt = raw.type()
+    return (col.kind in ("int", "float") and dt.is_numeric()) or (col.kind == "date" and dt.is_date())
+
+
 def _parse(s: ibis.Value, col: S.Column) -> dict[str, ibis.Value]:
     """Stage 2 of :func:`validate`: the parsed value ``v`` (before range checks) and, for numbers, ``m``
-    (the text has the form of a number)."""
+    (the text has the form of a number).
+
+    A typed value (:func:`_typed`) is judged as its text would be, without making the text: a number's text
+    (the engine's cast) has the form of a number unless it is NaN or infinite, and a date's text has the form
+    ``YYYY-MM-DD`` when its year is 1 to 9999."""
     null = ibis.null("string")
+    if _typed(s, col) and col.kind in ("int", "float"):
+        if s.type().is_floating():
+            m = ~(s.isnan() | s.isinf())
+            return {"v": ibis.ifelse(m, s.cast("float64"), ibis.null("float64")), "m": m}
+        return {"v": s.cast("float64"), "m": s.notnull()}
+    if _typed(s, col):
+        return {"v": ibis.ifelse(s.between(ibis.date("0001-01-01"), ibis.date("9999-12-31")), s,
+                                 ibis.null("date"))}
     if col.kind in ("int", "float"):
         m = s.re_search(NUMBER_PATTERN)
         return {"v": ibis.ifelse(m, s, null).try_cast("float64"), "m": m}
@@ -64,8 +83,10 @@ def _parse(s: ibis.Value, col: S.Column) -> dict[str, ibis.Value]:
 
 def _problem(s: ibis.Value, v: ibis.Value, m: ibis.Value | None, col: S.Column,
              observation_date: str | None = None) -> ibis.Value:
-    """Stage 3 of :func:`validate`: the problem text of a value (``NULL`` when valid)."""
+    """Stage 3 of :func:`validate`: the problem text of a value (``NULL`` when valid). A typed value's text
+    (the engine's cast) is made only inside the messages, i.e. only for rejected rows."""
     missing = s.isnull()
+    s = s.cast("string") if _typed(s, col) else s
     exp = f"; expected {col.allowed()}"
     null = ibis.null("string")
     if col.kind in ("category", "ordinal"):
@@ -146,7 +167,9 @@ def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_ke
     spec = S.BY_NAME if spec is None else spec
     keys = [key, *(extra_keys or [])]
     checked = keys + [c for c in columns if c not in keys]
-    t = raw.mutate(**{f"_s_{c}": raw[c].re_replace(EDGE_SPACE, "").nullif("") for c in checked})
+    raw = _as_text(raw, checked, spec, keys)
+    t = raw.mutate(**{f"_s_{c}": raw[c] if c not in keys and _typed(raw[c], spec[c]) else _strip(raw[c])
+                      for c in checked})
     t = stage(t.mutate(**{f"_n_{k}": t[f"_s_{k}"].count().over(ibis.window(group_by=t[f"_s_{k}"]))
                           if key_unique or k != key else ibis.literal(1, type="int64") for k in keys}))
     parsed = {}
@@ -172,6 +195,35 @@ def validate(raw: ibis.Table, columns: list[str], key: str = "user_id", extra_ke
         values[f"_v_{c}"] = v
     keep = [c for c in raw.columns]
     return t.select(*keep, _column=column, _reason=reason, **values)
+
+
+def valid_values(raw: ibis.Table, columns: list[str], spec: Mapping[str, S.Column], key: str = "user_id"
+                 ) -> ibis.Table:
+    """``_line`` and the parsed columns under their own names, for rows :func:`validate` accepted (the same
+    values as :func:`accepted` of the validated table, without judging the rows again): a long table's
+    accepted rows are its rows less the quarantined lines, parsed once more instead of validated twice."""
+    raw = _as_text(raw, [key, *columns], spec, [key])
+    out = {}
+    for c in dict.fromkeys([key, *columns]):
+        s = _strip(raw[c]) if not (c != key and _typed(raw[c], spec[c])) else raw[c]
+        if c == key:
+            out[c] = s
+            continue
+        v = _parse(s, spec[c])["v"]
+        out[c] = v.round().cast("int64") if spec[c].kind == "int" else v
+    return raw.select("_line", **out)
+
+
+def _as_text(raw: ibis.Table, columns: list[str], spec: Mapping[str, S.Column], keys: list[str]) -> ibis.Table:
+    """Typed columns (from Parquet read with ``keep_types``) that their rule does not judge typed, as text."""
+    cast = {c: raw[c].cast("string") for c in columns if not raw[c].type().is_string()
+            and (c in keys or not _typed(raw[c], spec[c]))}
+    return raw.mutate(**cast) if cast else raw
+
+
+def _strip(s: ibis.Value) -> ibis.Value:
+    """Surrounding whitespace removed; an empty value is missing."""
+    return s.re_replace(EDGE_SPACE, "").nullif("")
 
 
 def accepted(v: ibis.Table, columns: list[str]) -> ibis.Table:
