@@ -111,31 +111,35 @@ def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], b
     return out
 
 
-def keyword_mask(texts: pd.Series, keyword: str) -> np.ndarray:
+def keyword_mask(texts: pd.Series, keyword: str, batch_size: int = 200_000) -> np.ndarray:
     """Whether each text contains ``keyword`` as a whole word or phrase, case-insensitive.
 
     The test is Python's ``re.search(r"\\b" + re.escape(keyword.lower()) + r"\\b", text.lower())``. For an
     ASCII keyword and ASCII texts it runs in Arrow (RE2, case-insensitive: on ASCII text its ``\\b`` and
     case folding are Python's); other texts, where Python's word boundary is Unicode-aware, are tested in
-    Python. A missing text contains nothing.
+    Python. A missing text contains nothing. Texts are taken ``batch_size`` at a time (bounded memory).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     kw = str(keyword).lower()
     pat = re.compile(r"\b" + re.escape(kw) + r"\b")
-    arr = _topics.arrow_texts(texts)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    if kw.isascii() and "\\E" not in kw:
-        plain = _topics.is_ascii(*_topics.text_bytes(arr))
-        hit = pc.match_substring_regex(arr, r"\b\Q" + kw + r"\E\b", ignore_case=True)
-        m = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) & plain & valid
-        other = np.flatnonzero(~plain & valid)
-    else:
-        m = np.zeros(len(arr), dtype=bool)
-        other = np.flatnonzero(valid)
-    if other.size:
-        m[other] = [bool(pat.search(t.lower())) for t in arr.take(pa.array(other)).to_pylist()]
-    return m
+    whole = pa.array(texts, from_pandas=True)
+    out = np.zeros(len(whole), dtype=bool)
+    for start in range(0, len(whole), batch_size):
+        arr = _topics.arrow_texts(whole.slice(start, batch_size))
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        if kw.isascii() and "\\E" not in kw:
+            plain = _topics.is_ascii(*_topics.text_bytes(arr))
+            hit = pc.match_substring_regex(arr, r"\b\Q" + kw + r"\E\b", ignore_case=True)
+            m = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) & plain & valid
+            other = np.flatnonzero(~plain & valid)
+        else:
+            m = np.zeros(len(arr), dtype=bool)
+            other = np.flatnonzero(valid)
+        if other.size:
+            m[other] = [bool(pat.search(t.lower())) for t in arr.take(pa.array(other)).to_pylist()]
+        out[start:start + len(arr)] = m
+    return out
 
 
 @dataclass

@@ -98,8 +98,8 @@ def text_bytes(arr) -> tuple[np.ndarray, np.ndarray]:
 
 def is_ascii(data: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Whether each text (``bounds`` from :func:`text_bytes`) is plain ASCII (no byte >= 128)."""
-    high = np.concatenate([[0], np.cumsum(data >= 128, dtype=np.int64)])
-    return high[bounds[1]] == high[bounds[0]]
+    high = np.concatenate([[0], np.flatnonzero(data >= 128) + 1])      # positions (+1) of non-ASCII bytes
+    return np.searchsorted(high, bounds[1], side="right") == np.searchsorted(high, bounds[0], side="right")
 
 
 def ascii_runs(texts) -> tuple["pa.Array", np.ndarray]:
