@@ -26,7 +26,8 @@ from .data import (DURATION, EVENT, DAYS_PER_MONTH, time_to_event, panel_covaria
 from .cox import (km_by_group, logrank, rmst, rmst_table, fit_cox, coefficient_table, true_loghr_coverage,
     PH_TEST_SAMPLE, ph_sample, ph_test, PHRemedy, remedy_ph, apply_strata)
 from .aft import AFT_FAMILIES, Family, fit_aft, aic_table, weibull_log_hr
-from .evaluate import (survival_at, risk_score, c_index, concordance_interval, c_index_interval,
+from .evaluate import (survival_at, risk_score, harrell_c, c_index, concordance_interval,
+    c_index_interval,
     tenure_only_c_index, calibration_table, brier_scores, integrated_brier_score, KMBaseline)
 from .risk import (cumulative_hazard_at, recency_odds, InactivityModel, fit_inactivity, churn_risk,
     inactivity_model, true_churn_probability)
@@ -42,7 +43,7 @@ __all__ = ["DURATION", "EVENT", "DAYS_PER_MONTH", "time_to_event", "panel_covari
            "resolve_observation_date", "km_by_group", "logrank", "rmst", "rmst_table", "fit_cox",
            "coefficient_table", "true_loghr_coverage", "PH_TEST_SAMPLE", "ph_sample", "ph_test", "PHRemedy",
            "remedy_ph", "apply_strata", "AFT_FAMILIES", "Family", "fit_aft", "aic_table", "weibull_log_hr",
-           "survival_at", "risk_score", "c_index", "concordance_interval", "c_index_interval",
+           "survival_at", "risk_score", "harrell_c", "c_index", "concordance_interval", "c_index_interval",
            "tenure_only_c_index", "calibration_table", "brier_scores", "integrated_brier_score",
            "KMBaseline", "cumulative_hazard_at", "recency_odds", "InactivityModel", "fit_inactivity",
            "churn_risk", "inactivity_model", "true_churn_probability", "ENGAGEMENT_STATES", "SPELLS",

@@ -7,9 +7,39 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
-from lifelines.utils import concordance_index
 
 from .data import DURATION, EVENT
+
+
+def _strata_keys(model: CoxPHFitter, frame: pd.DataFrame) -> pd.Index:
+    strata = [model.strata] if isinstance(model.strata, str) else list(model.strata)
+    return pd.MultiIndex.from_frame(frame[strata]) if len(strata) > 1 else pd.Index(frame[strata[0]])
+
+
+def _cumulative_hazard(model, frame: pd.DataFrame, times: np.ndarray) -> np.ndarray | None:
+    """``H(t | x)`` (users x ``times``) as lifelines' ``predict_cumulative_hazard`` computes it, without its
+    data frames (merged per stratum, copied per call: most of the held-out evaluation's time at 1M users):
+    parametric models through their own hazard function, Cox models as partial hazard x the (stratum's)
+    Breslow baseline interpolated at ``times``. None for other models."""
+    from .risk import cumulative_hazard_at
+
+    if isinstance(model, CoxPHFitter):
+        base = model.baseline_cumulative_hazard_
+        bt = base.index.to_numpy(float)
+        ph = np.asarray(model.predict_partial_hazard(frame), dtype=float).ravel()
+        if not model.strata:
+            return ph[:, None] * np.interp(times, bt, base.iloc[:, 0].to_numpy(float))[None, :]
+        keys = _strata_keys(model, frame)
+        out = np.empty((len(frame), len(times)))
+        for stratum in pd.unique(keys):
+            if stratum not in base.columns:
+                raise ValueError(f"stratum {stratum!r} was not in the training data of the stratified Cox model")
+            m = np.asarray(keys == stratum)
+            out[m] = ph[m, None] * np.interp(times, bt, base[stratum].to_numpy(float))[None, :]
+        return out
+    if hasattr(model, "_cumulative_hazard") and hasattr(model, "regressors"):
+        return cumulative_hazard_at(model, frame, np.repeat(times[None, :], len(frame), axis=0))
+    return None
 
 
 def survival_at(model, frame: pd.DataFrame, times: Iterable[float],
@@ -17,6 +47,10 @@ def survival_at(model, frame: pd.DataFrame, times: Iterable[float],
     """Predicted survival ``S(t | x)`` (rows: users, columns: ``times``), optionally conditional on
     being alive at ``conditional_after`` (per-user times, then ``t`` counts from that time)."""
     times = np.asarray(list(times), dtype=float)
+    if conditional_after is None:
+        hz = _cumulative_hazard(model, frame, times)
+        if hz is not None:
+            return np.clip(np.exp(-hz), 0.0, 1.0)
     kw = {} if conditional_after is None else {"conditional_after": np.asarray(conditional_after, float)}
     sf = model.predict_survival_function(frame, times=times, **kw)
     if sf.shape[1] == len(frame) and frame.index.is_unique and set(sf.columns) == set(frame.index):
@@ -37,8 +71,7 @@ def _stratified_cox_expectation(model: CoxPHFitter, frame: pd.DataFrame, n_grid:
 
     timeline = np.asarray(model.timeline, dtype=float)
     log_ph = np.asarray(model.predict_log_partial_hazard(frame), dtype=float).ravel()
-    strata = [model.strata] if isinstance(model.strata, str) else list(model.strata)
-    keys = pd.MultiIndex.from_frame(frame[strata]) if len(strata) > 1 else pd.Index(frame[strata[0]])
+    keys = _strata_keys(model, frame)
     out = np.full(len(frame), np.nan)
     base = model.baseline_cumulative_hazard_
     for stratum in pd.unique(keys):
@@ -72,9 +105,62 @@ def risk_score(model, frame: pd.DataFrame) -> np.ndarray:
     return -np.asarray(expect, dtype=float).ravel()
 
 
+def _prefix_counts(values: np.ndarray, k: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query ``j``: how many of ``values[:k_j]`` are ``< q_j`` and ``<= q_j`` (integer ranks). The prefix
+    is split into dyadic blocks, one per set bit of ``k_j``; each level's sorted blocks come from a
+    bottom-up merge sort (the previous level's runs are sorted already), so the whole costs O(n log^2 n)
+    in numpy calls instead of one Python call per row."""
+    lt = np.zeros(len(q), dtype=np.int64)
+    le = np.zeros(len(q), dtype=np.int64)
+    if len(values) == 0 or len(q) == 0:
+        return lt, le
+    span = np.int64(max(values.max(), q.max())) + 2  # a query may rank above every value
+    perm = np.arange(len(values), dtype=np.int64)
+    level = 0
+    while (1 << level) <= len(values):
+        key = (perm >> level) * span + values[perm]
+        o = np.argsort(key, kind="stable")
+        perm, key = perm[o], key[o]
+        has = np.flatnonzero((k >> level) & 1)
+        if len(has):
+            block = (k[has] >> (level + 1)) << 1  # the block [start, start + 2^level) of this bit
+            first = np.searchsorted(key, block * span)
+            target = block * span + q[has]
+            lt[has] += np.searchsorted(key, target, side="left") - first
+            le[has] += np.searchsorted(key, target, side="right") - first
+        level += 1
+    return lt, le
+
+
+def harrell_c(durations, predicted, events) -> float:
+    """Harrell's C exactly as ``lifelines.utils.concordance_index(durations, predicted, events)`` counts it
+    (``predicted``: higher = longer survival; a subject's comparable pool is every death strictly before it,
+    or at or before it when censored; tied predictions count one half), vectorised: lifelines walks a
+    binary tree one row at a time, 1.8 s per 300k held-out users and five models plus 500 bootstrap
+    replicates per notebook run."""
+    t = np.asarray(durations, dtype=float)
+    s = np.asarray(predicted, dtype=float)
+    e = np.asarray(events).astype(bool)
+    if not (len(t) == len(s) == len(e)):
+        raise ValueError("durations, predicted and events must have the same length")
+    if np.isnan(t).any() or np.isnan(s).any():
+        raise ValueError("NaNs detected in durations or predictions")
+    order = np.argsort(t[e], kind="stable")
+    died_t, died_s = t[e][order], s[e][order]
+    _, ranks = np.unique(np.concatenate([died_s, s]), return_inverse=True)
+    ranks = ranks.astype(np.int64)
+    k = np.where(e, np.searchsorted(died_t, t, side="left"),
+                 np.searchsorted(died_t, t, side="right")).astype(np.int64)
+    lt, le = _prefix_counts(ranks[:len(died_s)], k, ranks[len(died_s):])
+    pairs = int(k.sum())
+    if pairs == 0:
+        raise ZeroDivisionError("No admissable pairs in the dataset.")
+    return (float(lt.sum()) + float((le - lt).sum()) / 2) / pairs
+
+
 def c_index(model, frame: pd.DataFrame) -> float:
     """Harrell's concordance index of :func:`risk_score` on ``frame`` (e.g. held-out users)."""
-    return float(concordance_index(frame[DURATION], -risk_score(model, frame), frame[EVENT]))
+    return harrell_c(frame[DURATION], -risk_score(model, frame), frame[EVENT])
 
 
 def concordance_interval(durations, risk, events, n_boot: int = 200, seed: int = 0,
@@ -83,14 +169,14 @@ def concordance_interval(durations, risk, events, n_boot: int = 200, seed: int =
     with replacement, ``n_boot`` times, seeded). Above ``max_rows`` rows each replicate resamples only
     ``max_rows`` rows (an m-out-of-n bootstrap) and its deviation from the estimate is rescaled by
     ``sqrt(m / n)``: C is a U-statistic, whose spread shrinks as 1/sqrt(n), and one C computation costs
-    O(n log n) (0.1 s at 6k rows), so 200 full-size replicates per model would dominate the notebook.
+    about a second at 300k rows (:func:`harrell_c`), so full-size replicates would dominate the notebook.
 
     Returns ``c_index``, ``lower``, ``upper``, ``n``, ``n_boot``.
     """
     d = np.asarray(durations, float)
     r = np.asarray(risk, float)
     e = np.asarray(events, int)
-    est = float(concordance_index(d, -r, e))
+    est = harrell_c(d, -r, e)
     rng = np.random.default_rng(seed)
     n = len(d)
     m = n if not max_rows or n <= max_rows else int(max_rows)
@@ -99,7 +185,7 @@ def concordance_interval(durations, risk, events, n_boot: int = 200, seed: int =
         i = rng.integers(0, n, m)
         if e[i].sum() == 0:
             continue
-        reps.append(concordance_index(d[i], -r[i], e[i]))
+        reps.append(harrell_c(d[i], -r[i], e[i]))
     reps = np.asarray(reps, float)
     if m < n:  # m-out-of-n bootstrap: rescale the spread to the full sample size
         reps = est + (reps - est) * np.sqrt(m / n)

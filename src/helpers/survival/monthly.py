@@ -20,7 +20,7 @@ def _factorize(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Integer codes and distinct values of a column, missing values as a value of their own (a categorical's
     codes are used as they are: hashing 20M rows again cost a second per column at 1M users)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy().astype(np.int64)
+        codes = col.cat.codes.to_numpy().astype(np.int32)  # not int64: 20M-row copies were a GB of the peak
         uniq = pd.Index(col.cat.categories)
         if (codes < 0).any():
             codes = np.where(codes < 0, len(uniq), codes)
@@ -53,15 +53,15 @@ def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col
     m_codes, m_uniq = _factorize(monthly[month_col])
     m_dates = pd.to_datetime(pd.Series(m_uniq)).to_numpy()
     months = np.sort(np.unique(m_dates))
-    m_idx = np.searchsorted(months, m_dates)[m_codes]
+    m_idx = np.searchsorted(months, m_dates).astype(np.int32)[m_codes]
     u_codes, u_uniq = _factorize(monthly[id_col])
     u_text = pd.Index(pd.Series(u_uniq, dtype=object).astype(str))
     order = pd.Index(pd.unique(u_text) if ids is None else pd.Index(pd.Series(ids).astype(str)))
-    u_idx = order.get_indexer(u_text)[u_codes]
+    u_idx = order.get_indexer(u_text).astype(np.int32)[u_codes]
     keep = u_idx >= 0
     out = np.full((len(order), len(months)), -1, dtype=np.int8)
     code = s_map.to_numpy(dtype=np.int8)[s_codes]
-    out.reshape(-1)[(u_idx * len(months) + m_idx)[keep]] = code[keep]
+    out.reshape(-1)[u_idx[keep].astype(np.int64) * len(months) + m_idx[keep]] = code[keep]
     if customer_since is not None:
         since = pd.to_datetime(pd.Series(customer_since)).to_numpy()
         month_end = (pd.DatetimeIndex(months) + pd.offsets.MonthEnd(0)).to_numpy()

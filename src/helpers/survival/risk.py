@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, utils as lifelines_utils
+from lifelines import CoxPHFitter
 from lifelines.fitters import ParametricRegressionFitter
 
 from .data import DAYS_PER_MONTH, EVENT
@@ -32,8 +32,9 @@ def cumulative_hazard_at(model, covariates: pd.DataFrame, times: np.ndarray, chu
         names = model._fitted_parameter_names
         params = {p: model.params_.loc[p].values for p in names}
         for s in range(0, len(covariates), chunk):
-            part = covariates.iloc[s:s + chunk]
-            xs = lifelines_utils.DataframeSlicer(model.regressors.transform_df(part))
+            part = model.regressors.transform_df(covariates.iloc[s:s + chunk])
+            # plain arrays per parameter: lifelines' DataframeSlicer indexes a pandas frame on every use
+            xs = {p: part[p].to_numpy(float) for p in names}
             out[s:s + chunk] = np.asarray(model._cumulative_hazard(params, times[s:s + chunk].T, xs)).T
         return np.clip(out, 0.0, None)
     if isinstance(model, CoxPHFitter):
