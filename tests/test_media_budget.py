@@ -253,3 +253,51 @@ def test_fitted_support_is_the_largest_weekly_rate(world, model):
     mean_rate = ex[ex["user_id"].astype(str).isin(aud)].groupby("channel")["impressions"].sum().reindex(
         model.channels) / (model.n * model.days)
     assert (model.support_rate >= mean_rate.to_numpy() * 0.99).all()
+
+
+def test_exposure_cells_equal_a_groupby_of_the_log(world):
+    """The once-per-run (user, week, channel) cells hold the same impressions and conversions as summing the
+    raw logs directly (a wrong window or user position would move conversions between weeks or people)."""
+    raw, truth, ut, md = world
+    cells = MD.exposure_cells(md, 7)
+    pos = np.arange(0, len(cells.users), 3)
+    cube = cells.impressions_by_window(pos)
+    ex = raw["exposures"].assign(w=lambda d: np.minimum((pd.to_datetime(d["date"]).dt.normalize()
+                                                         - cells.dates[0]).dt.days // 7, cells.n_windows - 1))
+    ids = cells.users[pos]
+    g = ex[ex["user_id"].astype(str).isin(set(ids))].groupby(["user_id", "w", "channel"])["impressions"].sum()
+    for (u, w, c), v in g.sample(200, random_state=0).items():
+        assert cube[ids.get_loc(str(u)), w, md.channels.index(c)] == pytest.approx(v)
+    assert cube.sum() == pytest.approx(g.sum())
+    conv = raw["campaign_conversions"]
+    y = cells.conversions_by_window(np.arange(len(cells.users)))
+    assert y.sum() == pytest.approx(conv.loc[conv["user_id"].astype(str).isin(set(cells.users)), "conversions"].sum())
+    assert (cells.per_user().sum(0) > 0).all()
+
+
+def test_optimiser_gradients_match_finite_differences(model):
+    """The optimiser's analytic gradients (conversions, reach at 3+, overall frequency): a wrong one makes
+    SLSQP stop at a point that is not the optimum."""
+    x = np.array([0.05, 0.04, 0.01, 0.02, 0.1, 0.03])[:len(model.channels)]
+    for objective in ("conversions", "reach"):
+        o = BU._Objective(model, objective, 3)
+        v, g = o.value_grad(x)
+        ref = model.conversions(x) if objective == "conversions" else model.reach(x, 3)
+        assert v == pytest.approx(ref, rel=1e-12)
+        num = np.array([(o(x + 1e-7 * e) - o(x - 1e-7 * e)) / 2e-7 for e in np.eye(len(x))])
+        np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-6 * np.abs(num).max())
+    F, dF = o.frequency_grad(x)
+    assert F == pytest.approx(model.frequency(x), rel=1e-12)
+    num = np.array([(o.frequency_grad(x + 1e-7 * e)[0] - o.frequency_grad(x - 1e-7 * e)[0]) / 2e-7
+                    for e in np.eye(len(x))])
+    np.testing.assert_allclose(dF, num, rtol=1e-4)
+
+
+def test_random_subsets_are_the_argsort_subsets():
+    """argpartition picks the same random treated set as a full argsort of the same uniforms (so the
+    simulated error rates did not change), with exactly n1 units per row."""
+    t = XP._random_subsets(np.random.default_rng(4), 6, 1000, 137)
+    u = np.random.default_rng(4).random((6, 1000))
+    ref = np.zeros_like(t)
+    np.put_along_axis(ref, np.argsort(u, axis=1)[:, :137], True, axis=1)
+    assert (t.sum(1) == 137).all() and np.array_equal(t, ref)

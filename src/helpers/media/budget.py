@@ -41,8 +41,10 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
+from threadpoolctl import threadpool_limits
 
 from . import exposures_module
+from .data import exposure_cells
 
 
 #: days per exposure window of the response fit: short enough to follow two-week flights and the geo test,
@@ -185,6 +187,13 @@ def _hill(a, half, shape):
     return x / (1.0 + x)
 
 
+def _hill_slope(a, half, shape):
+    """d S / d a of :func:`_hill` (0 at a = 0)."""
+    a = np.maximum(a, 0.0)
+    x = np.power(a / half, shape)
+    return np.where(a > 0, shape * x / np.where(a > 0, a, 1.0) / (1.0 + x) ** 2, 0.0)
+
+
 #: expected window counts on which the Poisson expectation is tabulated; above the grid the plug-in is used
 _MU_GRID = np.r_[0.0, np.geomspace(1e-3, 300.0, 200)]
 
@@ -204,8 +213,9 @@ def _window_table(window: int, half: tuple, shape: tuple) -> np.ndarray:
     return np.column_stack([pmf @ _hill(k / window, h, s) for h, s in zip(half, shape)])
 
 
-def _expected_window_hill(daily_rate: np.ndarray, window: int, half, shape) -> np.ndarray:
-    """E[S(N / window)] for N ~ Poisson(rate x window), per member and channel ((n, C) like ``daily_rate``)."""
+def _expected_window_hill(daily_rate: np.ndarray, window: int, half, shape, slope: bool = False):
+    """E[S(N / window)] for N ~ Poisson(rate x window), per member and channel ((n, C) like ``daily_rate``);
+    with ``slope`` also its derivative in the daily rate (that of the interpolation: the optimiser's gradient)."""
     mu = np.asarray(daily_rate, float) * window
     tab = _window_table(int(window), tuple(map(float, half)), tuple(map(float, shape)))
     out = np.empty_like(mu)
@@ -215,7 +225,14 @@ def _expected_window_hill(daily_rate: np.ndarray, window: int, half, shape) -> n
     if above.any():                     # plug-in above the grid (relative noise of the count < 6%)
         cols = np.nonzero(above)[1]
         out[above] = _hill(mu[above] / window, np.asarray(half)[cols], np.asarray(shape)[cols])
-    return out
+    if not slope:
+        return out
+    # the interpolation's slope on the segment right of mu (the one-sided derivative a step up would see)
+    seg = np.clip(np.searchsorted(_MU_GRID, mu, side="right") - 1, 0, len(_MU_GRID) - 2)
+    d = window * (np.diff(tab, axis=0) / np.diff(_MU_GRID)[:, None])[seg, np.arange(mu.shape[1])[None, :]]
+    if above.any():
+        d[above] = _hill_slope(mu[above] / window, np.asarray(half)[cols], np.asarray(shape)[cols])
+    return out, d
 
 
 def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 0.5, _objective=False,
@@ -239,14 +256,27 @@ def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 
     U, W, C = r.shape
     Dw = np.asarray(Dw, float)
     K = int(gidx.max()) + 1
-    members = [gidx == k for k in range(K)]
     pos_r = r[r > 0]
     h0 = np.log(max(np.median(pos_r) if pos_r.size else 0.1, 1e-3))
     b0 = np.log(max(y.sum() / (U * Dw.sum()), 1e-6))
-    # only the exposed (member, window, channel) cells carry a media term: work on those (most are zero)
+    # only the exposed (member, window, channel) cells carry a media term: work on those (most are zero).
+    # Impressions are counts, so a channel's rates take few distinct values (about 400 over 900k cells at
+    # 1M users): the Hill curve is evaluated once per (channel, rate) level, and a cell's media term and
+    # gradient weight depend only on its (group, level) key, so the gradient sums the cells' likelihood
+    # weights per key (one bincount) instead of per member and channel.
     ui, wi, ci = np.nonzero(r)
-    logr = np.log(r[ui, wi, ci])
-    uw, uc = ui * W + wi, ui * C + ci
+    uw = ui * W + wi
+    rates, rate_inv = np.unique(r[ui, wi, ci], return_inverse=True)
+    lev, lev_inv = np.unique(ci.astype(np.int64) * len(rates) + rate_inv.ravel(), return_inverse=True)
+    lev_inv = lev_inv.ravel()
+    lev_c, lev_logr = lev // len(rates), np.log(rates[lev % len(rates)])
+    L = len(lev)
+    keys, cell_key = np.unique(gidx[ui].astype(np.int64) * L + lev_inv, return_inverse=True)
+    cell_key = cell_key.ravel()
+    key_g, key_l = keys // L, keys % L
+    key_c = lev_c[key_l]
+    key_gc = key_g * C + key_c
+    n_key = len(keys)
 
     def split(p):
         return p[:K], p[K], p[K + 1:K + 1 + 3 * C].reshape(C, 3), p[K + 1 + 3 * C:].reshape(K, C)
@@ -254,28 +284,28 @@ def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 
     def f(p):
         a, a1, q, gam = split(p)
         kap = np.exp(q[:, 2])
-        t = kap[ci] * (logr - q[ci, 1])                        # kappa log(r / H) per exposed cell
+        t = kap[lev_c] * (lev_logr - q[lev_c, 1])                # kappa log(r / H) per exposure level
         x = np.exp(np.minimum(t, 700.0))
         h = x / (1 + x)
         dh = h / (1 + x)                                       # dh / dt
-        Bc = np.exp(q[:, 0][None, :] + gam[gidx]).ravel()[uc]  # the member's channel effect, per cell
+        Bk = np.exp(q[:, 0][None, :] + gam).ravel()[key_gc]    # the group's channel effect, per key
+        BH = Bk * h[key_l]
         base = np.exp(a[gidx] + a1 * z)                        # (U,)
-        media = np.bincount(uw, weights=Bc * h, minlength=U * W).reshape(U, W)
+        media = np.bincount(uw, weights=BH[cell_key], minlength=U * W).reshape(U, W)
         mu = np.maximum(Dw * (base[:, None] + media), 1e-12)
         w = Dw * (y / mu - 1.0)                                # d loglik / d (mu / Dw)
         ll = (y * np.log(mu) - mu).sum()
         gb = w.sum(1) * base
-        wc = w.ravel()[uw]
-        Bh = np.bincount(uc, weights=wc * Bc * h, minlength=U * C).reshape(U, C)
+        Sk = np.bincount(cell_key, weights=w.ravel()[uw], minlength=n_key)   # likelihood weight per key
         g_a = np.bincount(gidx, weights=gb, minlength=K)
-        g_gam = np.stack([Bh[mk].sum(0) for mk in members])
-        BdW = Bc * dh * wc
-        g_logH = -np.bincount(ci, weights=BdW, minlength=C) * kap
-        g_logk = np.bincount(ci, weights=BdW * t, minlength=C)
+        g_gam = np.bincount(key_gc, weights=Sk * BH, minlength=K * C).reshape(K, C)
+        BdW = Sk * Bk * dh[key_l]
+        g_logH = -np.bincount(key_c, weights=BdW, minlength=C) * kap
+        g_logk = np.bincount(key_c, weights=BdW * t[key_l], minlength=C)
         pr = (((q[:, 0] - (b0 - 1.0)) / 3.0) ** 2 + ((q[:, 1] - h0) / 1.5) ** 2 + ((q[:, 2] - 0.3) / 0.5) ** 2).sum() / 2
         pr += (gam ** 2).sum() / (2 * deviation_sd ** 2)
         gp_q = np.column_stack([(q[:, 0] - (b0 - 1.0)) / 9.0, (q[:, 1] - h0) / 2.25, (q[:, 2] - 0.3) / 0.25])
-        grad = np.r_[g_a, (gb * z).sum(), (np.column_stack([Bh.sum(0), g_logH, g_logk]) - gp_q).ravel(),
+        grad = np.r_[g_a, (gb * z).sum(), (np.column_stack([g_gam.sum(0), g_logH, g_logk]) - gp_q).ravel(),
                      (g_gam - gam / deviation_sd ** 2).ravel()]
         return -(ll - pr), -grad
 
@@ -288,7 +318,8 @@ def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 
         p0[:K] = b0 - 0.3
         p0[K] = 0.5
         p0[K + 1:K + 1 + 3 * C] = np.tile([b0 - 1.0, start_h, 0.3], C)
-        res = optimize.minimize(f, p0, jac=True, method="BFGS", options={"maxiter": 5000, "gtol": 1e-5})
+        with threadpool_limits(1):      # ~100 parameters: BLAS threads cost more than they save (3x CPU)
+            res = optimize.minimize(f, p0, jac=True, method="BFGS", options={"maxiter": 5000, "gtol": 1e-5})
         if best is None or res.fun < best.fun:
             best = res
     hinv = np.asarray(best.hess_inv)
@@ -336,22 +367,20 @@ def exposure_model(md, audience_ids, window_days: int | None = WINDOW_DAYS) -> t
                            for c in channels])
 
     # every user of the run, to know the audience's share of each channel's impressions
-    all_users = pd.Index(md.assignment["user_id"].astype(str)) if md.assignment is not None else pd.Index(
-        md.exposures["user_id"].astype(str).unique())
+    cells = exposure_cells(md, window_days)
+    all_users = cells.users
     audience = pd.Index(pd.Series(audience_ids).astype(str)).intersection(all_users)
     if len(audience) < 30:
         raise ValueError(f"exposure_model: the audience has {len(audience)} members with media data (need 30+).")
-    exp = md.exposures
-    ed = exp.assign(d=pd.DatetimeIndex(pd.to_datetime(exp["date"])).normalize())
-    per_user = ed.groupby(["user_id", "channel"])["impressions"].sum().unstack().reindex(columns=channels)
-    per_user = per_user.reindex(all_users).fillna(0.0)
+    per_user = cells.per_user()                                               # (users, C)
     in_aud = all_users.isin(audience)
-    imp_share = per_user[in_aud].sum(0) / per_user.sum(0).clip(lower=1)
-    index = pd.Series(100 * imp_share.to_numpy() / in_aud.mean(), index=channels)
+    imp_share = per_user[in_aud].sum(0) / per_user.sum(0).clip(min=1)
+    index = pd.Series(100 * imp_share / in_aud.mean(), index=channels)
 
     elig = _eligibility(md, audience, dates)                                  # (A, D)
     e = elig @ planned                                                        # (A, C) eligible planned USD
-    n = per_user.loc[audience].to_numpy(dtype=np.float64)
+    aud_pos = all_users.get_indexer(audience)
+    n = per_user[aud_pos]
     theta = np.zeros_like(n)
     shapes = np.zeros(C)
     for j in range(C):
@@ -361,20 +390,17 @@ def exposure_model(md, audience_ids, window_days: int | None = WINDOW_DAYS) -> t
 
     # the support of the data: per channel, the largest impressions per eligible member per day of the
     # audience in one window; a plan beyond a multiple of it extrapolates the fitted curve (see optimise)
-    ea = ed[ed["user_id"].astype(str).isin(audience) & ed["channel"].isin(channels)]
-    wdays0 = int(window_days) if window_days else D
-    wn = (D - 1) // wdays0 + 1
+    wdays0, wn = cells.window_days, cells.n_windows
     wi_d = np.minimum(np.arange(D) // wdays0, wn - 1)
     elig_days = np.bincount(wi_d, weights=elig.sum(0), minlength=wn)               # member-days per window
-    aw = np.minimum((ea["d"] - dates[0]).dt.days.to_numpy() // wdays0, wn - 1)
-    imp_w = np.zeros((wn, C))
-    np.add.at(imp_w, (aw, pd.Index(channels).get_indexer(ea["channel"])), ea["impressions"].to_numpy(float))
+    k = in_aud[cells.u]
+    imp_w = np.bincount(cells.w[k] * C + cells.c[k], weights=cells.impressions[k], minlength=wn * C).reshape(wn, C)
     support_rate = (imp_w / np.maximum(elig_days, 1.0)[:, None]).max(0)
 
     model = ResponseModel(channels, audience, D, cpm, targetable, theta, shapes, None, None, index,
                           len(all_users), True, [], window_days=wdays0 if window_days else 0,
                           support_rate=support_rate)
-    return model, {"all_users": all_users, "audience": audience, "in_aud": in_aud, "exp": exp,
+    return model, {"all_users": all_users, "audience": audience, "in_aud": in_aud, "cells": cells,
                    "dates": dates, "D": D}
 
 
@@ -391,8 +417,7 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
     channels; kept for comparison).
     """
     base, ctx = exposure_model(md, audience_ids, window_days)
-    channels, C, D, dates = base.channels, len(base.channels), ctx["D"], ctx["dates"]
-    all_users, audience, in_aud, exp = ctx["all_users"], ctx["audience"], ctx["in_aud"], ctx["exp"]
+    all_users, audience, in_aud, cells = ctx["all_users"], ctx["audience"], ctx["in_aud"], ctx["cells"]
     # member-level data for the response fit: conversions and impressions per day in each window of
     # window_days days, of the audience and (partial pooling) of everyone else in the run, each subsampled
     # to max_users
@@ -401,25 +426,10 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
     pick = lambda ix: ix if len(ix) <= max_users else ix[np.sort(rng.choice(len(ix), max_users, replace=False))]
     pos = pd.Index(pick(audience)).append(pd.Index(pick(others)))
     g = pos.isin(audience)
-    wdays = int(window_days) if window_days else D
-    win_of = lambda d: np.minimum((pd.DatetimeIndex(d).normalize() - dates[0]).days.to_numpy() // wdays,
-                                  (D - 1) // wdays)
-    Dw = np.bincount(win_of(dates), minlength=(D - 1) // wdays + 1).astype(float)      # days per window
-    W = len(Dw)
-    sub = exp[exp["user_id"].astype(str).isin(pos)]
-    cube = sub.assign(w=win_of(sub["date"]), u=pos.get_indexer(sub["user_id"].astype(str)),
-                      c=pd.Index(channels).get_indexer(sub["channel"]))
-    cube = cube[cube["c"] >= 0]
-    r = np.zeros((len(pos), W, C))
-    np.add.at(r, (cube["u"].to_numpy(), cube["w"].to_numpy(), cube["c"].to_numpy()),
-              cube["impressions"].to_numpy(float))
-    r /= Dw[None, :, None]                                                   # impressions per day
-    y = np.zeros((len(pos), W))
-    if md.conversions is not None:
-        cv = md.conversions
-        cv = cv.assign(u=pos.get_indexer(cv["user_id"].astype(str)), w=win_of(cv["date"]))
-        cv = cv[cv["u"] >= 0]
-        np.add.at(y, (cv["u"].to_numpy(), cv["w"].to_numpy()), cv["conversions"].to_numpy(float))
+    Dw = cells.days_per_window                                                 # days per window
+    rows = all_users.get_indexer(pos)
+    r = cells.impressions_by_window(rows) / Dw[None, :, None]                  # impressions per day
+    y = cells.conversions_by_window(rows)
     prior_conv = np.zeros(len(pos))
     if getattr(md, "users", None) is not None and "monthly_conversions" in md.users.columns:
         mc = pd.to_numeric(md.users.set_index(md.users["user_id"].astype(str))["monthly_conversions"],
@@ -537,12 +547,45 @@ class Allocation:
         return self.spend_per_person / s if s > 0 else self.spend_per_person
 
 
-def _objective(model: ResponseModel, objective: str, k: int):
-    if objective == "conversions":
-        return lambda x: model.conversions(x)
-    if objective == "reach":
-        return lambda x: model.reach(x, k)
-    raise ValueError(f"objective must be 'conversions' or 'reach', got {objective!r}")
+class _Objective:
+    """A model's objective (conversions or reach at ``k``+) and overall frequency, with their gradients in
+    spend per person: members' rates are linear in spend, so their rates per USD are computed once, and the
+    optimiser gets exact gradients instead of one more response evaluation per channel (finite differences)."""
+
+    def __init__(self, model: ResponseModel, objective: str, k: int):
+        if objective not in ("conversions", "reach"):
+            raise ValueError(f"objective must be 'conversions' or 'reach', got {objective!r}")
+        self.model, self.objective, self.k = model, objective, int(k)
+        self.per_usd = model.daily_rates(np.ones(len(model.channels)))      # (users, C) daily rate per USD
+        rp = model.response_params()
+        self.beta, self.half, self.shape = rp["beta"], rp["half"], rp["shape"]
+
+    def __call__(self, x) -> float:
+        return self.value_grad(x)[0]
+
+    def value_grad(self, x) -> tuple[float, np.ndarray]:
+        m, A = self.model, self.per_usd
+        lam = A * np.asarray(x, float)
+        if self.objective == "reach":
+            total = lam.sum(1) * m.days
+            v = float(stats.poisson.sf(self.k - 1, total).mean())
+            return v, m.days * (stats.poisson.pmf(self.k - 1, total) @ A) / len(A)
+        if m.window_days:
+            s, ds = _expected_window_hill(lam, m.window_days, self.half, self.shape, slope=True)
+        else:
+            s, ds = _hill(lam, self.half, self.shape), _hill_slope(lam, self.half, self.shape)
+        v = float(m.days * (self.beta * s).mean(0).sum())
+        return v, m.days * self.beta * (ds * A).mean(0)
+
+    def frequency_grad(self, x) -> tuple[float, np.ndarray]:
+        """Average impressions per reached member (:meth:`ResponseModel.frequency`) and its gradient."""
+        A = self.per_usd * self.model.days
+        L = A @ np.asarray(x, float)
+        e = np.exp(-L)
+        M, R = L.mean(), 1.0 - e.mean()
+        if R <= 0:
+            return 0.0, np.zeros(A.shape[1])
+        return float(M / R), A.mean(0) / R - M * (e @ A) / len(A) / R ** 2
 
 
 def _cap_bound(model: ResponseModel, j: int, cap: float, budget: float) -> float:
@@ -631,38 +674,46 @@ def optimise(model: ResponseModel, budget_per_person: float, objective: str = "c
                          f"USD, budget {B * n:.2f} USD. Loosen a bound or change the budget.")
     bounds = np.c_[lo, hi]
     lin = _linear(linear_constraints, ch, B, n)
-    f = _objective(model, objective, effective_frequency)
+    obj = _Objective(model, objective, effective_frequency)
+    f = lambda x: obj(x)
     scale = max(abs(f(np.full(C, B / C))), 1e-9)
-    fun = lambda x: -f(x) / scale
-    cons = [{"type": "eq", "fun": lambda x: (x.sum() - B) / B}]
+
+    def fun(x):
+        v, g = obj.value_grad(x)
+        return -v / scale, -g / scale
+
+    cons = [{"type": "eq", "fun": lambda x: (x.sum() - B) / B, "jac": lambda x: np.full(C, 1.0 / B)}]
     for a, op, rhs, _ in lin:
         if op == "<=":
-            cons.append({"type": "ineq", "fun": lambda x, a=a, r=rhs: r - a @ x})
+            cons.append({"type": "ineq", "fun": lambda x, a=a, r=rhs: r - a @ x, "jac": lambda x, a=a: -a})
         elif op == ">=":
-            cons.append({"type": "ineq", "fun": lambda x, a=a, r=rhs: a @ x - r})
+            cons.append({"type": "ineq", "fun": lambda x, a=a, r=rhs: a @ x - r, "jac": lambda x, a=a: a})
         else:
-            cons.append({"type": "eq", "fun": lambda x, a=a, r=rhs: a @ x - r})
+            cons.append({"type": "eq", "fun": lambda x, a=a, r=rhs: a @ x - r, "jac": lambda x, a=a: a})
     if overall_cap is not None:
-        cons.append({"type": "ineq", "fun": lambda x: overall_cap - model.frequency(x)})
+        cons.append({"type": "ineq", "fun": lambda x: overall_cap - obj.frequency_grad(x)[0],
+                     "jac": lambda x: -obj.frequency_grad(x)[1]})
 
     rng = np.random.default_rng(seed)
     starts = [np.full(C, B / C), affinity_rule(model, B, bounds)]
     starts += [rng.dirichlet(np.ones(C)) * B for _ in range(max(0, n_starts - 2))]
     best, best_x, method = None, None, "SLSQP"
-    for x0 in starts:
-        x0 = np.clip(x0, lo, hi)
-        r = optimize.minimize(fun, x0, method="SLSQP", bounds=list(map(tuple, bounds)), constraints=cons,
-                              options={"maxiter": 300, "ftol": 1e-10})
-        x = np.clip(r.x, lo, hi)
-        if not check_constraints(x, B, bounds, lin, model, overall_cap, tol=1e-5) and (
-                best is None or fun(x) < best):
-            best, best_x = fun(x), x
-    if best_x is None:   # fallback
-        method = "trust-constr"
-        nl = [optimize.NonlinearConstraint(c["fun"], 0, 0 if c["type"] == "eq" else np.inf) for c in cons]
-        r = optimize.minimize(fun, np.clip(starts[0], lo, hi), method="trust-constr",
-                              bounds=optimize.Bounds(lo, hi), constraints=nl, options={"maxiter": 2000})
-        best_x = np.clip(r.x, lo, hi)
+    with threadpool_limits(1):          # 6 variables: BLAS threads only wait on each other
+        for x0 in starts:
+            x0 = np.clip(x0, lo, hi)
+            r = optimize.minimize(fun, x0, jac=True, method="SLSQP", bounds=list(map(tuple, bounds)),
+                                  constraints=cons, options={"maxiter": 300, "ftol": 1e-10})
+            x = np.clip(r.x, lo, hi)
+            if not check_constraints(x, B, bounds, lin, model, overall_cap, tol=1e-5) and (
+                    best is None or fun(x)[0] < best):
+                best, best_x = fun(x)[0], x
+        if best_x is None:   # fallback
+            method = "trust-constr"
+            nl = [optimize.NonlinearConstraint(c["fun"], 0, 0 if c["type"] == "eq" else np.inf, jac=c["jac"])
+                  for c in cons]
+            r = optimize.minimize(fun, np.clip(starts[0], lo, hi), jac=True, method="trust-constr",
+                                  bounds=optimize.Bounds(lo, hi), constraints=nl, options={"maxiter": 2000})
+            best_x = np.clip(r.x, lo, hi)
     viol = check_constraints(best_x, B, bounds, lin, model, overall_cap, tol=1e-5)
     eps = 1e-4 * max(B, 1e-3)
     marg = np.array([(f(best_x + eps * np.eye(C)[j]) - f(best_x)) / eps for j in range(C)])
@@ -693,13 +744,19 @@ def _project(x, lo, hi, B):
 
 def share_of_planted_optimum(x, users_truth: pd.DataFrame, budget_per_person: float, days: int,
                              objective: str = "conversions", k: int = 1, lower=None, upper=None,
-                             channels=None) -> dict:
-    """Planted value of ``x`` over the planted optimum (same audience, budget and bounds)."""
+                             channels=None, optimum=None) -> dict:
+    """Planted value of ``x`` over the planted optimum (same audience, budget and bounds). ``optimum``: the
+    planted optimum of an earlier call for the same audience, budget and objective (its ``"optimum"``), to
+    score several allocations against one optimisation of the truth."""
     E = exposures_module()
     x = np.asarray(x, float)
     if channels is not None and list(channels) != E.CHANNELS:
         x = pd.Series(x, index=channels).reindex(E.CHANNELS).fillna(0.0).to_numpy()
-    opt = E.planted_optimum(users_truth, budget_per_person, days, objective, k, lower, upper)
+    if optimum is None:
+        with threadpool_limits(1):      # SLSQP on 6 variables: BLAS threads only wait on each other
+            opt = E.planted_optimum(users_truth, budget_per_person, days, objective, k, lower, upper)
+    else:
+        opt = np.asarray(optimum, float)
     v, v_opt = (E.true_outcome(x, users_truth, days, objective, k),
                 E.true_outcome(opt, users_truth, days, objective, k))
     return {"share": v / v_opt if v_opt > 0 else np.nan, "value": v, "optimum_value": v_opt,

@@ -84,6 +84,20 @@ def _welch_reject(s1, q1, n1, s0, q0, n0, alpha):
     return np.abs(z) > stats.norm.ppf(1 - alpha / 2)
 
 
+def _random_subsets(rng: np.random.Generator, b: int, n: int, n1: int) -> np.ndarray:
+    """(b, n) boolean rows, each marking a uniformly random subset of ``n1`` of ``n`` units: the ``n1``
+    smallest of n uniforms (argpartition finds the same set as a full argsort, in linear time)."""
+    t = np.zeros((b, n), bool)
+    if n1 <= 0:
+        return t
+    u = rng.random((b, n))
+    if n1 >= n:
+        t[:] = True
+        return t
+    np.put_along_axis(t, np.argpartition(u, n1 - 1, axis=1)[:, :n1], True, axis=1)
+    return t
+
+
 def simulate_rejection(mu_control, mu_treat=None, treat_share: float = 0.5, n_sims: int = 2000,
                        alpha: float = 0.05, seed: int = 0, family: str = "poisson",
                        batch: int = 250) -> float:
@@ -102,13 +116,12 @@ def simulate_rejection(mu_control, mu_treat=None, treat_share: float = 0.5, n_si
     done = 0
     while done < n_sims:
         b = min(batch, n_sims - done)
-        order = np.argsort(rng.random((b, n)), axis=1)
-        t = np.zeros((b, n), bool)
-        np.put_along_axis(t, order[:, :n1], True, axis=1)
+        t = _random_subsets(rng, b, n, n1)
         mu = np.where(t, mu1, mu0)
         y = rng.poisson(mu) if family == "poisson" else (rng.random((b, n)) < mu).astype(float)
-        s1, q1 = (y * t).sum(1), (y ** 2 * t).sum(1)
-        s0, q0 = (y * ~t).sum(1), (y ** 2 * ~t).sum(1)
+        y2 = y * y
+        s1, q1 = (y * t).sum(1), (y2 * t).sum(1)
+        s0, q0 = y.sum(1) - s1, y2.sum(1) - q1     # counts: the same sums as over ~t, in one pass less
         rejections += int(_welch_reject(s1, q1, n1, s0, q0, n - n1, alpha).sum())
         done += b
     return rejections / n_sims
@@ -124,9 +137,7 @@ def aa_false_positive_rate(y, n_sims: int = 2000, alpha: float = 0.05, seed: int
     rej = done = 0
     while done < n_sims:
         b = min(batch, n_sims - done)
-        order = np.argsort(rng.random((b, n)), axis=1)
-        t = np.zeros((b, n), bool)
-        np.put_along_axis(t, order[:, :n1], True, axis=1)
+        t = _random_subsets(rng, b, n, n1)
         s1, q1 = t @ y, t @ (y ** 2)
         s0, q0 = y.sum() - s1, (y ** 2).sum() - q1
         rej += int(_welch_reject(s1, q1, n1, s0, q0, n - n1, alpha).sum())

@@ -53,10 +53,12 @@ def prepare(P, seed: int = 42) -> Stage:
             generated = True
         else:
             return Stage(P, False, missing_reason(P))
-    users = artifacts.load_unified(P)
+    # only what the stage reads from the customer table and the segments (the pre-period covariate, the
+    # segment of each user): the full tables would be most of the stage's memory at scale
+    users = artifacts.load(P, "unified", columns=["user_id", "monthly_conversions"])
     md = load_media(P, users=users)
     try:
-        seg = artifacts.load_segments(P)
+        seg = artifacts.load(P, "segments", columns=["user_id", "segment", "segment_name"])
         groups = pd.Series(seg["segment_name"].astype(str).to_numpy(), index=seg["user_id"].astype(str))
         codes = pd.Series(seg["segment"].to_numpy(), index=seg["user_id"].astype(str))
     except FileNotFoundError:
@@ -169,8 +171,11 @@ def segment_scores(S: Stage, table: pd.DataFrame, budget_per_person: float = 1.0
         m = BU.model_from_table(S.md, ids, table, S.groups)
         u = ut.loc[m.users].reset_index(drop=True)
         a = BU.optimise(m, budget_per_person, seed=seed, support_multiple=support_multiple)
-        share = lambda x: BU.share_of_planted_optimum(x, u, budget_per_person, days, channels=m.channels)["share"]
-        rows.append({"segment": name, "n": m.n, "share_of_planted_optimum": share(a.spend_per_person),
+        first = BU.share_of_planted_optimum(a.spend_per_person, u, budget_per_person, days, channels=m.channels)
+        # the segment's planted optimum once: the rule of thumb and the equal split are scored against it
+        share = lambda x: BU.share_of_planted_optimum(x, u, budget_per_person, days, channels=m.channels,
+                                                      optimum=first["optimum"])["share"]
+        rows.append({"segment": name, "n": m.n, "share_of_planted_optimum": first["share"],
                      "rule_of_thumb_share": share(BU.affinity_rule(m, budget_per_person)),
                      "equal_split_share": share(np.full(len(m.channels), budget_per_person / len(m.channels))),
                      "support_multiple": a.support_multiple})
