@@ -718,7 +718,7 @@ def _plain_strings(table: pa.Table) -> pa.Table:
 # --- every source, chunk by chunk, on both cores (what notebook 00 writes) ----------------------------
 #: users per chunk of :func:`write_world`: a multiple of the posts' chunk (so the posts are those of the whole
 #: panel) and small enough that each process stays near 1 GB; a panel of at most this many users is one chunk
-WORLD_CHUNK_USERS = 200_000
+WORLD_CHUNK_USERS = 100_000
 #: the long sources and truth tables :func:`write_world` writes as Parquet: name -> (folder, file)
 _WORLD_PARQUET = {"monthly_activity": ("raw", LONG_SOURCES["monthly_activity"]),
                   "transactions": ("raw", LONG_SOURCES["transactions"]),
