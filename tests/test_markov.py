@@ -162,3 +162,44 @@ def test_current_state_value_weights_last_states(two_segment_fit):
     assert cur.loc["a", "chain_value"] == pytest.approx(a.map(va).mean())
     # churned customers are worth nothing, so the base is worth less than an all-active base
     assert cur.loc["a", "chain_value"] < va["active"]
+
+
+def test_sampled_bootstrap_keeps_the_estimate_and_rescales_the_spread(duckdb_con):
+    """Above ``sample`` customers the estimate still uses every customer and the bootstrap on the seeded
+    sample, rescaled by sqrt(sampled / all), gives intervals as wide as the bootstrap of every customer."""
+    w = mk.simulate_waves(12000, {"a": P_A, "b": P_B}, months=12, seed=21)
+    seg = w.groupby("user_id")["segment"].first()
+    tr = mk.transitions(w, con=duckdb_con)
+    full = mk.fit_chains(mk.chain_counts(tr, seg, sample=None, con=duckdb_con), n_boot=200, seed=0)
+    part_cc = mk.chain_counts(tr, seg, sample=3000, min_per_segment=500, seed=1, con=duckdb_con)
+    assert part_cc.sampled and part_cc.per_customer["user_id"].nunique() < 3100
+    part = mk.fit_chains(part_cc, n_boot=200, seed=0)
+    np.testing.assert_allclose(part.P, full.P, atol=1e-12)
+    assert part.n_customers == full.n_customers
+    lo_f, hi_f = full.interval(); lo_p, hi_p = part.interval()
+    width_f, width_p = (hi_f - lo_f)[:, :3], (hi_p - lo_p)[:, :3]
+    big = width_f > 1e-3
+    ratio = width_p[big] / width_f[big]
+    assert 0.7 < np.median(ratio) < 1.3  # without the rescaling it would be about 2 (12000 / 3000 customers)
+    # the same chain as the pandas path when nobody is left out
+    ref = mk.fit_chains(mk.customer_transition_counts(w), seg, n_boot=0)
+    np.testing.assert_allclose(full.P, ref.P, atol=1e-12)
+
+
+def test_engine_summaries_match_the_long_table(duckdb_con):
+    w = mk.simulate_waves(500, {"a": P_A, "b": P_B}, months=10, seed=4)
+    seg = w.groupby("user_id")["segment"].first()
+    wt = pd.Series(np.linspace(0.5, 2.0, len(seg)), index=seg.index)
+    s = mk.customer_summary(w, con=duckdb_con)
+    last = w.sort_values("month").groupby("user_id").tail(1)
+    got = mk.last_states(s, seg, wt, con=duckdb_con).groupby(["segment", "state"])["w"].sum()
+    ref = last.assign(w=last.user_id.map(wt)).groupby(["segment", "engagement_state"])["w"].sum()
+    np.testing.assert_allclose(got.sort_index().to_numpy(), ref.sort_index().to_numpy())
+    rt = mk.reward_table(s, seg, wt, con=duckdb_con).set_index(["segment", "state"])
+    ww = w.assign(w=w.user_id.map(wt))
+    ref_r = (ww.spend * ww.w).groupby([ww.segment, ww.engagement_state]).sum()
+    np.testing.assert_allclose(rt.loc[ref_r.index, "wr"].to_numpy(), ref_r.to_numpy())
+    e = mk.entry_states(s, con=duckdb_con)
+    assert e["customers"].sum() == 500 and (e["customers"] == e["weight"]).all()
+    conf = mk.label_confusion(w, w.rename(columns={"engagement_state": "true_state"}), con=duckdb_con)
+    np.testing.assert_allclose(np.diag(conf.to_numpy()), 1.0)

@@ -210,3 +210,17 @@ def test_expected_purchases_of_an_alive_customer_factor_the_conditional_expectat
         # the factor does not depend on the recency: a customer who just bought and one who bought long ago
         # differ only in P(alive)
         assert model.expected_purchases_if_alive(13.0, 3.0, 40.0) > model.conditional_expected_number_of_purchases_up_to_time(13.0, 3.0, 5.0, 40.0)
+
+
+def test_distinct_rows_match_numpy_unique_and_gamma_gamma_gradient():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 5, 3000).astype(float); tx = rng.integers(0, 4, 3000) / 7; T = rng.integers(3, 6, 3000) / 7
+    (ux, utx, uT), inv = V.models.distinct_rows(x, tx, T)
+    ref, rinv = np.unique(np.stack([x, tx, T], 1), axis=0, return_inverse=True)
+    np.testing.assert_array_equal(np.stack([ux, utx, uT], 1), ref)
+    np.testing.assert_array_equal(inv, rinv.ravel())
+    m = rng.gamma(4, 5, 3000); xx = x + 1
+    lp = np.log([3.0, 2.5, 7.0])
+    from scipy import optimize
+    num = optimize.approx_fprime(lp, lambda v: V.GammaGammaFitter._negll_vec(v, xx, m).sum(), 1e-7)
+    np.testing.assert_allclose(V.GammaGammaFitter._grad_vec(lp, xx, m).sum(axis=0), num, rtol=1e-4)

@@ -1,13 +1,15 @@
 """Discrete-time Markov chains of monthly engagement states, estimated from the monthly waves.
 
-* Transition counts are aggregated on the engine with Ibis (lagged state per customer over consecutive
-  months), so the same code runs on DuckDB or Spark at 1M customers x 24 months; only per-customer cell
-  counts (at most 16 per customer) come back to Python.
+* Transition counts are aggregated on the engine with Ibis (:mod:`helpers.dynamics.tables`: lagged state per
+  customer over consecutive months), so the same code runs on DuckDB or Spark at 1M customers x 24 months;
+  only per-segment totals and the per-customer counts of a seeded bootstrap sample come back to Python.
 * Per-segment matrices use the raking weights (normalised to mean 1, so counts stay on the sample scale) and
   Dirichlet shrinkage toward the pooled matrix, the prior strength chosen per origin state by empirical Bayes
   (Dirichlet-multinomial marginal likelihood across segments).
 * Intervals: percentile bootstrap over customers (a customer's whole path is resampled, not single
-  transitions, so dependence within a path is respected).
+  transitions, so dependence within a path is respected); above the sample size of
+  :func:`~helpers.dynamics.tables.chain_counts` it runs on a seeded sample and its spread is rescaled to the
+  full number of customers.
 * Absorbing churn: fundamental matrix N = (I - Q)^-1, expected months to churn N 1, absorption
   probabilities N R (Kemeny & Snell; R ``markovchain``'s ``fundamentalMatrix``/``meanAbsorptionTime``/
   ``absorptionProbabilities``).
@@ -27,7 +29,8 @@ import pandas as pd
 from scipy import optimize, stats
 from scipy.special import gammaln
 
-STATES = ("active", "light", "dormant", "churned")
+from .tables import (STATES, ChainCounts, chain_counts, customer_summary, customer_transition_counts,  # noqa: F401
+                     entry_states, label_confusion, last_states, reward_table, transitions)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -104,61 +107,6 @@ def pfeifer_carraway(P: np.ndarray, reward: np.ndarray, discount: float = 0.01, 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# counts on the engine
-# ----------------------------------------------------------------------------------------------------------
-def _to_ibis(waves, con):
-    import ibis
-    if isinstance(waves, pd.DataFrame):
-        if con is None:
-            from .. import engine
-            con = engine.connect("duckdb")
-        return ibis.memtable(waves), con
-    return waves, con
-
-
-def _month_index(col):
-    d = col.cast("date")
-    return d.year().cast("int64") * 12 + d.month().cast("int64")
-
-
-def customer_transition_counts(waves, *, customer: str = "user_id", month: str = "month",
-                               state: str = "engagement_state", states: Sequence[str] = STATES, order: int = 1,
-                               by_month: bool = False, con=None) -> pd.DataFrame:
-    """Per-customer transition counts between consecutive months, aggregated on the engine.
-
-    Returns columns ``<customer>, from_state, to_state, n`` (indices into ``states``) — with ``order=2`` also
-    ``prev_state`` (state two months before), with ``by_month=True`` also ``month_index`` of the *to* month.
-    Pairs separated by a missing month are not transitions and are dropped. ``waves`` is a pandas frame or
-    an Ibis table on ``con``.
-    """
-    import ibis
-
-    t, con = _to_ibis(waves, con)
-    code = ibis.cases(*[(t[state] == s, i) for i, s in enumerate(states)], else_=-1)
-    base = t.select(c=t[customer], m=_month_index(t[month]), s=code)
-    w = ibis.window(group_by=base.c, order_by=base.m)
-    lagged = base.mutate(f=base.s.lag().over(w), fm=base.m.lag().over(w),
-                         g=base.s.lag(2).over(w), gm=base.m.lag(2).over(w))
-    ok = lagged.f.notnull() & (lagged.m - lagged.fm == 1)
-    keys = ["c", "f", "s"]
-    if order == 2:
-        ok = ok & lagged.g.notnull() & (lagged.fm - lagged.gm == 1)
-        keys = ["c", "g", "f", "s"]
-    elif order != 1:
-        raise ValueError("order must be 1 or 2")
-    if by_month:
-        keys = keys + ["m"]
-    agg = lagged.filter(ok).group_by(keys).aggregate(n=ibis._.count())
-    df = con.execute(agg) if con is not None else agg.execute()
-    bad = (df[["f", "s"] + (["g"] if order == 2 else [])] < 0).any(axis=1)
-    if bad.any():
-        raise ValueError(f"column {state!r} has values outside {list(states)} (coded -1) in "
-                         f"{int(df.loc[bad, 'n'].sum())} transitions: map them to the listed states first")
-    return df.rename(columns={"c": customer, "f": "from_state", "s": "to_state", "g": "prev_state",
-                              "m": "month_index"})
-
-
-# ----------------------------------------------------------------------------------------------------------
 # estimation
 # ----------------------------------------------------------------------------------------------------------
 def _dirmult_loglik(counts: np.ndarray, alpha: np.ndarray) -> float:
@@ -208,6 +156,10 @@ class MarkovFit:
     level: float = 0.95
     absorbing: list = field(default_factory=list)
     n_customers: dict = field(default_factory=dict)
+    #: with a bootstrap sample (:class:`ChainCounts` ``sampled``): the sample's own estimate (its distance to
+    #: ``P`` is the sample's sampling error) and its customers per segment
+    P_sample: np.ndarray | None = None
+    boot_customers: dict | None = None
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         if self.boot is None:
@@ -246,16 +198,32 @@ class MarkovFit:
         return pd.DataFrame(rows)
 
 
-def fit_chains(counts: pd.DataFrame, segment: pd.Series | None = None, weight: pd.Series | None = None, *,
-               customer: str = "user_id", states: Sequence[str] = STATES, absorbing: Sequence[str] = ("churned",),
-               shrink: bool = True, n_boot: int = 200, level: float = 0.95, seed: int = 0) -> MarkovFit:
-    """Fit per-segment chains from :func:`customer_transition_counts` output.
+def fit_chains(counts: pd.DataFrame | ChainCounts, segment: pd.Series | None = None,
+               weight: pd.Series | None = None, *, customer: str = "user_id", states: Sequence[str] = STATES,
+               absorbing: Sequence[str] = ("churned",), shrink: bool = True, n_boot: int = 200,
+               level: float = 0.95, seed: int = 0) -> MarkovFit:
+    """Fit per-segment chains from per-customer counts (:func:`customer_transition_counts` output with
+    ``segment``/``weight``, or :func:`~helpers.dynamics.tables.chain_counts` output, which carries both).
 
     ``segment``/``weight`` are Series indexed by customer id (missing segment -> customer dropped; missing
     weight -> 1). Weights are normalised to mean 1 over the customers used. Bootstrap: ``n_boot`` resamples
     of customers within each segment (multinomial multiplicities), shrinkage strength fixed at its full-data
     value, percentile ``level`` intervals.
+
+    When the :class:`ChainCounts` hold a sample (more customers than its ``sample``), the estimate and the
+    shrinkage use the totals over every customer; the bootstrap resamples the sample (its counts scaled to the
+    segment's total) and each replicate's deviation from the sample's own estimate is scaled by
+    sqrt(sampled / all customers of the segment) — the spread of an estimate over all customers, under the
+    same square-root law the full bootstrap follows — then added to the full estimate (clipped to [0, 1],
+    rows renormalised).
     """
+    cc = counts if isinstance(counts, ChainCounts) else None
+    if cc is not None:
+        if segment is not None or weight is not None:
+            raise ValueError("fit_chains: the ChainCounts already carry segment and weight "
+                             "(pass them to chain_counts)")
+        first = cc.per_customer.drop_duplicates(cc.customer).set_index(cc.customer)
+        counts, segment, weight, customer = cc.per_customer, first["segment"], first["weight"], cc.customer
     k = len(states)
     ab = [list(states).index(a) for a in absorbing]
     cust = counts[customer].to_numpy()
@@ -274,12 +242,23 @@ def fit_chains(counts: pd.DataFrame, segment: pd.Series | None = None, weight: p
     rows_ok = keep_c[cidx]
     cidx, cell, n = cidx[rows_ok], cell[rows_ok], n[rows_ok]
     G = len(segments)
+    ncust = {s: int((g_c == g).sum()) for g, s in enumerate(segments)}
 
     def aggregate(mult: np.ndarray) -> np.ndarray:
         wt = (w_c * mult)[cidx] * n
         return np.bincount(g_c[cidx] * k * k + cell, weights=wt, minlength=G * k * k).reshape(G, k, k)
 
     C = aggregate(np.ones(len(uniq)))
+    sampled = cc is not None and cc.sampled
+    boot_customers = None
+    if sampled:
+        if segments != list(cc.segments):
+            raise ValueError(f"fit_chains: the bootstrap sample covers segments {segments}, the totals "
+                             f"{list(cc.segments)}: raise chain_counts' min_per_segment")
+        scale = (cc.totals.sum(axis=(1, 2)) / C.sum(axis=(1, 2)))[:, None, None]  # sample on the totals' scale
+        spread = np.sqrt(np.array([ncust[s] for s in segments]) / cc.customers)[:, None, None]
+        C_sample, C = C, cc.totals
+        boot_customers, ncust = ncust, {s: int(c) for s, c in zip(segments, cc.customers)}
     pooled = _fix_absorbing(_normalise(C.sum(axis=0)), ab)
     kappa = np.zeros(k)
     if shrink and G > 1:
@@ -293,6 +272,7 @@ def fit_chains(counts: pd.DataFrame, segment: pd.Series | None = None, weight: p
         return _fix_absorbing(_normalise(post), ab)
 
     P = estimate(C)
+    P_sample = estimate(scale * C_sample) if sampled else None
     boot = None
     if n_boot:
         rng = np.random.default_rng(seed)
@@ -302,9 +282,13 @@ def fit_chains(counts: pd.DataFrame, segment: pd.Series | None = None, weight: p
             mult = np.zeros(len(uniq))
             for m in members:
                 mult[m] = rng.multinomial(len(m), np.full(len(m), 1 / len(m)))
-            boot[b] = estimate(aggregate(mult))
-    ncust = {s: int((g_c == g).sum()) for g, s in enumerate(segments)}
-    return MarkovFit(list(states), segments, C, pooled, P, kappa, boot, level, ab, ncust)
+            if sampled:
+                rep = np.clip(P + spread * (estimate(scale * aggregate(mult)) - P_sample), 0.0, None)
+                boot[b] = _fix_absorbing(_normalise(rep), ab)
+            else:
+                boot[b] = estimate(aggregate(mult))
+    return MarkovFit(list(states), segments, C, pooled, P, kappa, boot, level, ab, ncust,
+                     P_sample, boot_customers)
 
 
 def truth_in_ci_share(fit: MarkovFit, truth: dict, segment_map: dict | None = None) -> tuple[float, pd.DataFrame]:
@@ -392,39 +376,6 @@ def order_test(second: pd.DataFrame, states: Sequence[str] = STATES, absorbing: 
 # ----------------------------------------------------------------------------------------------------------
 # survival and value
 # ----------------------------------------------------------------------------------------------------------
-def _customer_runs(waves: pd.DataFrame, customer: str, month: str) -> tuple[pd.Index, np.ndarray, np.ndarray,
-                                                                            np.ndarray, np.ndarray]:
-    """Rows ordered by customer then month, on integer codes (sorting 20M rows by a text id was most of the time
-    of the per-customer summaries at 1M users): sorted customer ids, the order, each ordered row's customer
-    code and month number (year * 12 + month), and the first ordered row of each customer."""
-    codes, ids = pd.factorize(waves[customer], sort=True)
-    mi = pd.to_datetime(waves[month])
-    m = (mi.dt.year * 12 + mi.dt.month).to_numpy()
-    order = np.lexsort((m, codes))
-    c = codes[order]
-    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-    return ids, order, c, m[order], starts
-
-
-def entry_states(waves: pd.DataFrame, *, customer: str = "user_id", month: str = "month",
-                 state: str = "engagement_state") -> pd.DataFrame:
-    """Per customer: first observed month's state, months observed, and months to the first churned month
-    (event) or to the last observed month (censored) — the Kaplan-Meier input on the chain's own clock."""
-    ids, order, c, mo, starts = _customer_runs(waves, customer, month)
-    ends = np.r_[starts[1:], len(c)] - 1
-    churned = np.flatnonzero((waves[state] == "churned").to_numpy(bool)[order])
-    first_churn = churned[np.r_[True, c[churned][1:] != c[churned][:-1]]] if churned.size else churned
-    churn_m = np.full(len(ids), np.nan)
-    churn_m[c[first_churn]] = mo[first_churn]
-    first = pd.DataFrame({"m0": mo[starts], "m_last": mo[ends],
-                          "s0": waves[state].iloc[order[starts]].to_numpy()}, index=ids.rename(customer))
-    first["s0"] = first["s0"].astype(waves[state].dtype)
-    first["churn_m"] = churn_m
-    first["event"] = first["churn_m"].notna()
-    first["duration"] = np.where(first["event"], first["churn_m"] - first["m0"], first["m_last"] - first["m0"])
-    return first.reset_index()
-
-
 def km_curve(duration: np.ndarray, event: np.ndarray, months: int, weights: np.ndarray | None = None) -> np.ndarray:
     """(Weighted) Kaplan-Meier S(k), k = 0..months, events at integer months (event at k: churned k months
     after entry; censored at k: still observed at k)."""
@@ -441,26 +392,25 @@ def km_curve(duration: np.ndarray, event: np.ndarray, months: int, weights: np.n
     return S
 
 
-def survival_comparison(fit: MarkovFit, entry: pd.DataFrame, months: int, *, customer: str = "user_id",
-                        weight: pd.Series | None = None) -> pd.DataFrame:
+def survival_comparison(fit: MarkovFit, entry: pd.DataFrame, months: int) -> pd.DataFrame:
     """Chain-implied survival (from the weighted entry-state distribution of customers not churned at entry,
-    pooled matrix) against Kaplan-Meier on the same customers; columns month, markov, km, gap."""
+    pooled matrix) against Kaplan-Meier on the same customers; ``entry`` is :func:`entry_states` output (its
+    ``weight`` column weights both); columns month, markov, km, gap."""
     e = entry[entry["s0"] != "churned"]
-    w = e[customer].map(weight).fillna(1.0).to_numpy(float) if weight is not None else np.ones(len(e))
+    w = e["weight"].to_numpy(float)
     start = np.array([w[(e["s0"] == s).to_numpy()].sum() for s in fit.states])
     sm = implied_survival(fit.pooled, start, months, churned=fit.states.index("churned"))
     km = km_curve(e["duration"].to_numpy(), e["event"].to_numpy(), months, w)
     return pd.DataFrame({"month": np.arange(months + 1), "markov": sm, "km": km, "gap": sm - km})
 
 
-def state_rewards(waves: pd.DataFrame, segment: pd.Series | None, weight: pd.Series | None, fit: MarkovFit, *,
-                  customer: str = "user_id", state: str = "engagement_state", reward: str = "spend") -> np.ndarray:
-    """Weighted mean monthly ``reward`` (e.g. spend) by segment x state, shape (segments, states)."""
-    w = waves[customer].map(weight).fillna(1.0).to_numpy(float) if weight is not None else np.ones(len(waves))
-    seg = waves[customer].map(segment) if segment is not None else pd.Series("all", index=waves.index)
-    d = pd.DataFrame({"g": seg.to_numpy(), "s": waves[state].to_numpy(), "w": w,
-                      "wr": w * waves[reward].to_numpy(float)})
-    t = d.groupby(["g", "s"])[["w", "wr"]].sum()
+def state_rewards(waves, segment: pd.Series | None, weight: pd.Series | None, fit: MarkovFit, *,
+                  customer: str = "user_id", state: str = "engagement_state", reward: str = "spend",
+                  con=None) -> np.ndarray:
+    """Weighted mean monthly ``reward`` (e.g. spend) by segment x state, shape (segments, states), aggregated
+    on the engine (``waves``: the long table or :func:`customer_summary` output)."""
+    t = reward_table(waves, segment, weight, customer=customer, state=state, reward=reward,
+                     states=fit.states, con=con).set_index(["segment", "state"])
     R = np.zeros((len(fit.segments), len(fit.states)))
     for gi, g in enumerate(fit.segments):
         for si, s in enumerate(fit.states):
@@ -517,22 +467,17 @@ def simulate_waves(n: int, P: np.ndarray | dict, months: int = 24, start: np.nda
                          "spend": sp[S.ravel()] * rng.gamma(4, 0.25, n * months)})
 
 
-def current_state_value(values: pd.DataFrame, waves: pd.DataFrame, segment: pd.Series | None = None,
+def current_state_value(values: pd.DataFrame, waves, segment: pd.Series | None = None,
                         weight: pd.Series | None = None, *, customer: str = "user_id", month: str = "month",
-                        state: str = "engagement_state") -> pd.DataFrame:
+                        state: str = "engagement_state", states: Sequence[str] = STATES, con=None) -> pd.DataFrame:
     """Per segment: weighted mean Pfeifer-Carraway value of the customers' *last observed* state (from
     :func:`value_by_state`), i.e. the chain's value of the base as it stands, comparable with a CLV model's
-    mean value per segment. Columns ``segment, customers, chain_value``."""
-    ids, order, c, _, starts = _customer_runs(waves, customer, month)
-    ends = np.r_[starts[1:], len(c)] - 1
-    last = pd.Series(waves[state].iloc[order[ends]].to_numpy(), index=ids.rename(customer), name=state)
-    seg = last.index.map(segment) if segment is not None else pd.Index(["all"] * len(last))
-    w = last.index.map(weight).fillna(1.0) if weight is not None else np.ones(len(last))
+    mean value per segment. ``waves``: the long table or :func:`customer_summary` output (aggregated on the
+    engine). Columns ``segment, customers, chain_value``."""
+    d = last_states(waves, segment, weight, customer=customer, month=month, state=state, states=states, con=con)
     v = values.set_index(["segment", "state"])["value"]
-    d = pd.DataFrame({"segment": np.asarray(seg), "state": last.to_numpy(), "w": np.asarray(w, float)})
-    d = d.dropna(subset=["segment"])
     d["value"] = v.reindex(pd.MultiIndex.from_arrays([d["segment"], d["state"]])).to_numpy()
     d["wv"] = d["w"] * d["value"]
-    g = d.groupby("segment").agg(customers=("w", "size"), w=("w", "sum"), wv=("wv", "sum"))
+    g = d.groupby("segment").agg(customers=("customers", "sum"), w=("w", "sum"), wv=("wv", "sum"))
     return pd.DataFrame({"segment": g.index, "customers": g["customers"].to_numpy(),
                          "chain_value": (g["wv"] / g["w"]).to_numpy()})

@@ -43,11 +43,20 @@ def maximise(negll: Callable[[np.ndarray], float], x0: np.ndarray, what: str,
     x = np.asarray(x0, float)
     k = len(x)
     if jac is not None:  # analytic gradient: L-BFGS-B to a tight tolerance, Nelder-Mead only if it fails
+        opts = {"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9}
         with np.errstate(all="ignore"):
-            res = optimize.minimize(negll, x, jac=jac, method="L-BFGS-B", bounds=bounds,
-                                    options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9})
+            res = optimize.minimize(negll, x, jac=jac, method="L-BFGS-B", bounds=bounds, options=opts)
         if res.success and np.isfinite(res.fun):
             return res
+        if np.isfinite(res.fun):
+            # an abnormal line-search stop: at the tolerance asked for, the summed log-likelihood of a large
+            # panel is below its own rounding (typically on the BG/NBD homogeneous-dropout ridge, a at its
+            # bound). A fresh start from that point that cannot lower the objective either certifies it as
+            # the optimum; the derivative-free fallback below took minutes there and ended no better.
+            with np.errstate(all="ignore"):
+                again = optimize.minimize(negll, res.x, jac=jac, method="L-BFGS-B", bounds=bounds, options=opts)
+            if np.isfinite(again.fun) and (again.success or again.fun >= res.fun - 1e-10 * max(1.0, abs(res.fun))):
+                return again if again.fun <= res.fun else res
     first = ("L-BFGS-B", {"maxiter": 500}) if bounds is not None else ("BFGS", {"gtol": 1e-8, "maxiter": 500})
     for method, opts in (first, ("Nelder-Mead", {"xatol": 1e-9, "fatol": 1e-11, "maxfev": 300 * k})):
         with np.errstate(all="ignore"):
@@ -121,22 +130,29 @@ class MLFitter:
     def _initial(self) -> np.ndarray:
         return np.zeros(len(self._param_names))
 
+    @staticmethod
+    def _prepare(*data) -> dict:
+        """What the per-row functions can compute once per fit instead of at every evaluation (passed to
+        them as keyword arguments)."""
+        return {}
+
     def _gradient(self, logp: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
-            g = np.sum(self._w[:, None] * self._grad_vec(logp, *self._data), axis=0)
+            g = np.sum(self._w[:, None] * self._grad_vec(logp, *self._data, **self._aux), axis=0)
         g = g + self.penalizer * 2 * np.exp(logp) ** 2
         return np.where(np.isfinite(g), g, 0.0)
 
     # --- shared -------------------------------------------------------------------------------------
     def _objective(self, logp: np.ndarray) -> float:
         with np.errstate(all="ignore"):
-            v = float(np.sum(self._w * self._negll_vec(logp, *self._data)))  # not np.dot: BLAS threads contend
+            v = float(np.sum(self._w * self._negll_vec(logp, *self._data, **self._aux)))  # not np.dot: BLAS threads contend
         if not np.isfinite(v):
             return np.inf
         return v + self.penalizer * float(np.sum(np.exp(logp) ** 2))
 
     def _finish_fit(self, data: tuple, weights, initial, what: str) -> "MLFitter":
         self._data = tuple(np.asarray(d, float) for d in data)
+        self._aux = self._prepare(*self._data)
         n = len(self._data[0])
         self._w = np.ones(n) if weights is None else np.asarray(weights, float)
         if len(self._w) != n:

@@ -4,53 +4,92 @@ bootstrap over customers."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from .models import compress
+from .models import distinct_rows
+
+
+def _discounted_if_alive(model, params, x, T_, horizon, discount_rate, steps) -> tuple[np.ndarray, np.ndarray]:
+    """On distinct (x, T) pairs: the discounted expected purchases of a customer still alive over ``horizon``,
+    sum over ``steps`` sub-periods k of (E_k - E_{k-1}) / (1 + discount_rate)^k with E_k = E[Y(horizon k /
+    steps) | alive, x, T] (the hypergeometric function of BG/NBD, most of the cost), and the undiscounted
+    E[Y(horizon) | alive, x, T]."""
+    def expected(t):
+        return np.asarray(model.expected_purchases_if_alive(t, x, T_, params=params), float)
+
+    if discount_rate == 0 or steps <= 1:
+        e = expected(horizon)
+        return e, e
+    total = np.zeros(len(x)); prev = np.zeros(len(x)); e = prev
+    for k in range(1, steps + 1):
+        e = expected(horizon * k / steps)
+        total += (e - prev) / (1 + discount_rate) ** k
+        prev = e
+    return total, e
 
 
 @dataclass
 class CustomerValue:
     """``frame``: one row per customer (``expected_purchases``, ``p_alive``, ``expected_spend``,
-    ``value_next_period``, ``clv``, ``clv_low``, ``clv_high``); ``draws``: customers x draws matrix of CLV
-    under parameter draws (float32)."""
+    ``value_next_period``, ``clv``, ``clv_low``, ``clv_high``). The CLV under each of ``n_draws`` parameter
+    draws is not stored (customers x draws would be 4 GB at 10M customers): :meth:`draw_block` computes it
+    for any set of customers from the per-pair discounted expectations of each draw."""
 
     frame: pd.DataFrame
-    draws: np.ndarray
     horizon: float
     level: float
+    model: object = None
+    spend_model: object = None
+    margin: float = 1.0
+    _rfm: tuple = ()                  # x, t_x, T, mean spend, index of each customer's (x, T) pair
+    _pair_draws: np.ndarray | None = None   # pairs x draws: discounted expected purchases if alive
+    _params: tuple = ()              # purchase-model and spend-model parameter draws
+    n_jobs: int = 2
 
+    def _map(self, fn, items):
+        """``fn`` over ``items`` on ``n_jobs`` threads (numpy and scipy.special release the GIL; every item
+        is computed on its own, so the result does not depend on the number of threads)."""
+        if self.n_jobs <= 1 or len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
+            return list(pool.map(fn, items))
 
-def _clv_one(model, params_m, x, tx, T_, pairs, horizon, discount_rate, steps):
-    """Discounted expected purchases over ``horizon`` and the undiscounted total, per distinct (x, t_x, T) row.
+    @property
+    def n_draws(self) -> int:
+        return 0 if self._pair_draws is None else self._pair_draws.shape[1]
 
-    E[Y(t) | x, t_x, T] = E[Y(t) | alive, x, T] x P(alive | x, t_x, T): the first factor (the hypergeometric
-    function of BG/NBD, most of the cost) is evaluated once per distinct (x, T) pair in ``pairs``
-    (``(x, T, index of each row's pair)``), the second once per draw; the product is the model's own.
-    """
-    px, pT, ipair = pairs
-    alive = np.asarray(model.conditional_probability_alive(x, tx, T_, params=params_m), float)
+    def draw_block(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """CLV of the customers at positions ``idx`` (all when None) under every parameter draw, a
+        ``len(idx) x n_draws`` float32 matrix: margin x E[discounted purchases | alive, x, T] x P(alive) x
+        expected spend, each factor at the draw's parameters."""
+        x, tx, T_, m, ipair = (v if idx is None else v[idx] for v in self._rfm)
+        pm, pg = self._params
+        out = np.empty((len(x), self.n_draws), np.float32)
 
-    def expected(t):
-        return np.asarray(model.expected_purchases_if_alive(t, px, pT, params=params_m), float)[ipair] * alive
+        def column(b):
+            alive = expit(-self.model._log_odds_dead(x, tx, T_, pm[b]))
+            out[:, b] = (self.margin * (self._pair_draws[ipair, b] * alive)
+                         * self.spend_model.conditional_expected_average_profit(x, m, params=pg[b]))
 
-    if discount_rate == 0 or steps <= 1:
-        ey = expected(horizon)
-        return ey, ey
-    total = np.zeros(len(x)); prev = np.zeros(len(x)); ey = None
-    for k in range(1, steps + 1):
-        ey = expected(horizon * k / steps)
-        total += (ey - prev) / (1 + discount_rate) ** k
-        prev = ey
-    return total, ey
+        self._map(column, list(range(self.n_draws)))
+        return out
+
+    @property
+    def draws(self) -> np.ndarray:
+        """Customers x draws matrix of CLV under the parameter draws (float32; memory customers x draws x 4
+        bytes: use :meth:`draw_block` on parts of a large panel)."""
+        return self.draw_block()
 
 
 def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer: str = "user_id",
                    discount_rate: float = 0.0, steps: int = 1, margin: float = 1.0, n_draws: int = 100,
-                   level: float = 0.95, seed: int = 0, next_period: float | None = None) -> CustomerValue:
+                   level: float = 0.95, seed: int = 0, next_period: float | None = None,
+                   chunk: int = 65_536, n_jobs: int = 2) -> CustomerValue:
     """Expected purchases in the next ``next_period`` (default ``horizon``) periods, probability alive,
     expected spend per transaction, their product ``value_next_period``, and CLV over ``horizon`` =
     margin x sum over ``steps`` sub-periods of (expected purchases in the sub-period) x (expected spend) /
@@ -58,33 +97,42 @@ def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer
     draws of both models' parameters (asymptotic normal of the log-parameters; seeded).
 
     ``summary`` has ``frequency, recency, T, monetary_value`` (see :func:`helpers.value.data.rfm_summary`).
-    Computed on the distinct (frequency, recency, T) rows, and the part that does not depend on the recency
-    on the distinct (frequency, T) pairs, so large panels cost little.
+    E[Y(t) | x, t_x, T] = E[Y(t) | alive, x, T] x P(alive | x, t_x, T): the first factor (the hypergeometric
+    function) is evaluated once per distinct (frequency, T) pair and draw, the second per customer; the
+    interval is computed ``chunk`` customers at a time, so memory stays at chunk x draws whatever the panel;
+    the draws run on ``n_jobs`` threads (same numbers whatever ``n_jobs``).
     """
     x = summary["frequency"].to_numpy(float); tx = summary["recency"].to_numpy(float)
     T_ = summary["T"].to_numpy(float); m = summary["monetary_value"].to_numpy(float)
-    ux, utx, uT, _ = compress(x, tx, T_)
-    key = pd.MultiIndex.from_arrays([ux, utx, uT])
-    pos = key.get_indexer(pd.MultiIndex.from_arrays([x, tx, T_]))
-    pair_keys, ipair = np.unique(np.stack([ux, uT], axis=1), axis=0, return_inverse=True)
-    pairs = (pair_keys[:, 0], pair_keys[:, 1], ipair.ravel())
-    disc, ey = _clv_one(model, None, ux, utx, uT, pairs, horizon, discount_rate, steps)
+    (px, pT), ipair = distinct_rows(x, T_)
+    disc, e_h = _discounted_if_alive(model, None, px, pT, horizon, discount_rate, steps)
+    pa = np.asarray(model.conditional_probability_alive(x, tx, T_), float)
     if next_period is not None:
-        ey = np.asarray(model.conditional_expected_number_of_purchases_up_to_time(next_period, ux, utx, uT), float)
-    pa = np.asarray(model.conditional_probability_alive(ux, utx, uT), float)
+        e_h = np.asarray(model.expected_purchases_if_alive(next_period, px, pT), float)
+    ey = e_h[ipair] * pa
     spend = np.asarray(gg.conditional_expected_average_profit(x, m), float)
-    clv = margin * disc[pos] * spend
+    clv = margin * (disc[ipair] * pa) * spend
     pm = model.sample_params(n_draws, seed=seed); pg = gg.sample_params(n_draws, seed=seed + 1)
-    draws = np.empty((len(x), n_draws), np.float32)
-    for b in range(n_draws):
-        d_b, _ = _clv_one(model, pm[b], ux, utx, uT, pairs, horizon, discount_rate, steps)
-        draws[:, b] = margin * d_b[pos] * np.asarray(gg.conditional_expected_average_profit(x, m, params=pg[b]))
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1) if n_draws > 1 else (clv, clv)
+    pair_draws = np.empty((len(px), n_draws))
     frame = pd.DataFrame({customer: summary[customer].to_numpy() if customer in summary else np.arange(len(x)),
-                          "expected_purchases": ey[pos], "p_alive": pa[pos], "expected_spend": spend,
-                          "value_next_period": margin * ey[pos] * spend,
-                          "clv": clv, "clv_low": lo, "clv_high": hi})
-    return CustomerValue(frame, draws, horizon, level)
+                          "expected_purchases": ey, "p_alive": pa, "expected_spend": spend,
+                          "value_next_period": margin * ey * spend, "clv": clv})
+    cv = CustomerValue(frame, horizon, level, model, gg, margin, (x, tx, T_, m, ipair), pair_draws, (pm, pg),
+                       n_jobs)
+
+    def pair_column(b):
+        pair_draws[:, b] = _discounted_if_alive(model, pm[b], px, pT, horizon, discount_rate, steps)[0]
+
+    cv._map(pair_column, list(range(n_draws)))
+    lo, hi = np.empty(len(x)), np.empty(len(x))
+    if n_draws > 1:
+        for s in range(0, len(x), chunk):
+            part = np.arange(s, min(s + chunk, len(x)))
+            lo[part], hi[part] = np.quantile(cv.draw_block(part), [(1 - level) / 2, (1 + level) / 2], axis=1)
+    else:
+        lo, hi = clv, clv
+    frame["clv_low"], frame["clv_high"] = lo, hi
+    return cv
 
 
 def segment_value(cv: CustomerValue, segment: pd.Series, weight: pd.Series | None = None, *,
@@ -104,10 +152,11 @@ def segment_value(cv: CustomerValue, segment: pd.Series, weight: pd.Series | Non
         ws = w[idx]
         est = float(np.average(f["clv"].to_numpy()[idx], weights=ws))
         reps = np.empty(n_boot)
-        nd = cv.draws.shape[1]
+        nd = cv.n_draws
+        block = cv.draw_block(idx)  # the segment's customers x draws (segment size x draws x 4 bytes)
         for b in range(n_boot):
-            j = rng.choice(idx, size=len(idx), replace=True)
-            reps[b] = np.average(cv.draws[j, b % nd], weights=w[j])
+            j = rng.integers(0, len(idx), size=len(idx))  # the positions rng.choice(idx, len(idx)) draws
+            reps[b] = np.average(block[j, b % nd], weights=ws[j])
         rows.append({"segment": s, "customers": len(idx), "weighted_customers": float(ws.sum()),
                      "clv_mean": est, "clv_low": float(np.quantile(reps, a)), "clv_high": float(np.quantile(reps, 1 - a)),
                      "expected_purchases_mean": float(np.average(f["expected_purchases"].to_numpy()[idx], weights=ws)),
@@ -117,16 +166,20 @@ def segment_value(cv: CustomerValue, segment: pd.Series, weight: pd.Series | Non
 
 
 def fit_by_segment(model_cls, summary: pd.DataFrame, segment: pd.Series, customer: str = "user_id",
-                   min_customers: int = 200) -> pd.DataFrame:
+                   min_customers: int = 200, n_jobs: int = 2) -> pd.DataFrame:
     """One model per segment (segments smaller than ``min_customers`` are skipped): parameters, Wald 95%
-    intervals, log-likelihood and customers — the segment effects on purchase and dropout behaviour."""
+    intervals, log-likelihood and customers — the segment effects on purchase and dropout behaviour. The
+    segments are fitted on ``n_jobs`` threads (each fit on its own: same numbers whatever ``n_jobs``)."""
     seg = summary[customer].map(segment)
+    subs = [(s, summary[(seg == s).to_numpy()]) for s in sorted(seg.dropna().unique())]
+    subs = [(s, sub) for s, sub in subs if len(sub) >= min_customers]
+    if n_jobs > 1 and len(subs) > 1:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            models = list(pool.map(lambda item: model_cls().fit(item[1]), subs))
+    else:
+        models = [model_cls().fit(sub) for _, sub in subs]
     rows = []
-    for s in sorted(seg.dropna().unique()):
-        sub = summary[(seg == s).to_numpy()]
-        if len(sub) < min_customers:
-            continue
-        m = model_cls().fit(sub)
+    for (s, sub), m in zip(subs, models):
         t = m.summary()
         row = {"segment": s, "customers": len(sub), "log_likelihood": m.log_likelihood_}
         for p in t.index:

@@ -68,14 +68,27 @@ def _like(v, like):
     return float(np.asarray(v).ravel()[0]) if np.ndim(like) == 0 and np.size(v) == 1 else v
 
 
+def distinct_rows(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Distinct rows of equal-length numeric columns, in lexicographic order (as ``np.unique(axis=0)``, by one
+    lexsort instead of a sort of row records: several times faster on a million rows), and each row's
+    position among them."""
+    cols = [np.asarray(c) for c in cols]
+    order = np.lexsort(cols[::-1])
+    srt = [c[order] for c in cols]
+    new = np.ones(len(order), bool)
+    if len(order) > 1:
+        new[1:] = np.any([c[1:] != c[:-1] for c in srt], axis=0)
+    inv = np.empty(len(order), np.intp)
+    inv[order] = np.cumsum(new) - 1
+    return [c[new] for c in srt], inv
+
+
 def compress(x, tx, T_, w=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Collapse identical (frequency, recency, T) rows into one row with a count weight (same likelihood,
     far fewer evaluations on large panels measured in days or weeks)."""
     w = np.ones(len(x)) if w is None else w
-    keys = np.stack([x, tx, T_], axis=1)
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    counts = np.bincount(inv.ravel(), weights=w)
-    return uniq[:, 0], uniq[:, 1], uniq[:, 2], counts
+    (ux, utx, uT), inv = distinct_rows(x, tx, T_)
+    return ux, utx, uT, np.bincount(inv, weights=w, minlength=len(ux))
 
 
 class _CountModel(MLFitter):
@@ -151,10 +164,15 @@ class BetaGeoFitter(_CountModel):
         return np.log([0.5, max(self._scale / 10, 0.1), 1.0, 2.0])
 
     @staticmethod
-    def _negll_vec(logp, x, tx, T_):
+    def _prepare(x, tx, T_) -> dict:
+        return {"xu_inv": np.unique(x, return_inverse=True)}
+
+    @staticmethod
+    def _negll_vec(logp, x, tx, T_, xu_inv=None):
         r, alpha, a, b = np.exp(logp)
-        # the special functions depend on x only: evaluate them once per distinct frequency
-        xu, inv = np.unique(x, return_inverse=True)
+        # the special functions depend on x only: evaluate them once per distinct frequency (the distinct
+        # values are found once per fit, not at every evaluation)
+        xu, inv = np.unique(x, return_inverse=True) if xu_inv is None else xu_inv
         inv = inv.reshape(np.shape(x))
         g = (gammaln(r + xu) - gammaln(r) + r * np.log(alpha))[inv]
         b1 = (betaln(a, b + xu) - betaln(a, b))[inv]
@@ -165,10 +183,10 @@ class BetaGeoFitter(_CountModel):
         return -(g + np.logaddexp(A2, A3))
 
     @staticmethod
-    def _grad_vec(logp, x, tx, T_):
+    def _grad_vec(logp, x, tx, T_, xu_inv=None):
         """Gradient of the per-row negative log-likelihood with respect to the log-parameters (n x 4)."""
         r, alpha, a, b = np.exp(logp)
-        xu, inv = np.unique(x, return_inverse=True)
+        xu, inv = np.unique(x, return_inverse=True) if xu_inv is None else xu_inv
         inv = inv.reshape(np.shape(x))
         lT, lt = np.log(alpha + T_), np.log(alpha + tx)
         b1 = (betaln(a, b + xu) - betaln(a, b))[inv]
@@ -361,11 +379,37 @@ class GammaGammaFitter(MLFitter):
         return np.log([2.0, 2.0, max(self._scale, 1e-3)])
 
     @staticmethod
-    def _negll_vec(logp, x, m):
+    def _prepare(x, m) -> dict:
+        return {"xu_inv": np.unique(x, return_inverse=True), "logm": np.log(m), "mx": m * x}
+
+    @staticmethod
+    def _negll_vec(logp, x, m, xu_inv=None, logm=None, mx=None):
         p, q, g = np.exp(logp)
+        # gammaln and log x depend on x only: once per distinct frequency (a million repeat buyers have a
+        # few hundred); log m and m x do not depend on the parameters
+        xu, inv = np.unique(x, return_inverse=True) if xu_inv is None else xu_inv
+        lm = np.log(m) if logm is None else logm
+        mx = m * x if mx is None else mx
+        pxu = p * xu
+        per_x = (gammaln(pxu + q) - gammaln(pxu) + pxu * np.log(xu))[inv.reshape(np.shape(x))]
         px = p * x
-        return -(gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(g) + (px - 1) * np.log(m)
-                 + px * np.log(x) - (px + q) * np.log(g + m * x))
+        return -(per_x - gammaln(q) + q * np.log(g) + (px - 1) * lm - (px + q) * np.log(g + mx))
+
+    @staticmethod
+    def _grad_vec(logp, x, m, xu_inv=None, logm=None, mx=None):
+        """Gradient of the per-row negative log-likelihood with respect to the log-parameters (n x 3)."""
+        p, q, g = np.exp(logp)
+        xu, inv = np.unique(x, return_inverse=True) if xu_inv is None else xu_inv
+        inv = inv.reshape(np.shape(x))
+        lm = np.log(m) if logm is None else logm
+        mx = m * x if mx is None else mx
+        pxu = p * xu
+        d_pq = digamma(pxu + q)
+        lgm = np.log(g + mx)
+        dp = x * ((d_pq - digamma(pxu) + np.log(xu))[inv] + lm - lgm)
+        dq = d_pq[inv] - digamma(q) + np.log(g) - lgm
+        dg = q / g - (p * x + q) / (g + mx)
+        return -np.stack([dp * p, dq * q, dg * g], axis=1)
 
     @staticmethod
     def _arrays(X, monetary_value=None, weights=None, what="GammaGammaFitter"):
