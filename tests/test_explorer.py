@@ -831,6 +831,22 @@ def test_questions_view_audience_from_text(tmp_path):
         assert c.get("/api/questions" + bad).status_code == 400, bad
 
 
+def test_topic_questions_read_topics_only_and_join_what_the_topics_lack(tmp_path):
+    """A topic question reads post_topics without the texts; when post_topics lacks the platform (and the
+    texts), the platform still comes from the posts table, joined in, as before."""
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    write_demo_artifacts(P, n_users=1500, seed=5, with_churn=False, with_posts=True)
+    full = create_app(P.data, P.reports, min_export_size=20).test_client()
+    want_opts = full.get("/api/questions/options").get_json()
+    want = full.get("/api/questions?topic=luxury_watch").get_json()["n_users"]
+    assert want_opts["platforms"], "the demo posts have platforms"
+    f = P.processed / "post_topics.parquet"
+    pd.read_parquet(f).drop(columns=[c for c in ("platform", "text") if c in pd.read_parquet(f)]).to_parquet(f)
+    c = create_app(P.data, P.reports, min_export_size=20).test_client()
+    assert c.get("/api/questions/options").get_json()["platforms"] == want_opts["platforms"]
+    assert c.get("/api/questions?topic=luxury_watch").get_json()["n_users"] == want
+
+
 def test_regions_follow_the_core_base_size_rule(clean):
     """The Questions view's region table: each region's weighted share of the audience with its interval; the
     statistics core's base-size rule leaves out regions under 31 customers and flags those under 61."""

@@ -42,8 +42,8 @@ def _topics_only(data: ExplorerData) -> pd.DataFrame | None:
     if not artifacts.exists(data.paths, "post_topics"):
         return None
     have = pq.read_schema(artifacts.artifact("post_topics").path(data.paths)).names
-    if "platform" not in have and "text" in have:
-        return None  # the platform lives in the posts table: the joined read is needed
+    if "platform" not in have and "text" not in have:
+        return None  # the platform then comes from the posts table, joined in (_posts_with_topics)
     cols = [c for c in ("user_id", "topic", "platform") if c in have]
     return artifacts.load(data.paths, "post_topics", columns=cols, allow_stale=True)
 
@@ -57,14 +57,12 @@ def text_posts(data: ExplorerData, with_text: bool = False) -> pd.DataFrame | No
         return data._cache["posts"]
     if not with_text and "posts_topics" in data._cache:
         return data._cache["posts_topics"]
-    key = "posts"
     posts = _topics_only(data) if not with_text else None
-    if posts is not None:
-        key = "posts_topics"
-    else:
+    key = "posts_topics" if posts is not None else "posts"
+    if posts is None:
         posts = _posts_with_topics(data)
+        posts = posts.copy() if posts is not None else None  # it may be the app's cached artifact
     if posts is not None:
-        posts = posts.copy()
         posts["user_id"] = posts["user_id"].astype(str)
     data._cache[key] = posts
     return posts
