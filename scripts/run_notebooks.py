@@ -95,11 +95,12 @@ def scalar(text: str | None):
 
 
 # --- transactions --------------------------------------------------------------------------------------
-#: Earlier stages each stage reads (stem prefixes), from the files its kernel opened on a traced run
-#: (``strace -f -e trace=openat`` over ``--only 01 ... 08`` at 20k users). With ``--jobs 2`` a stage starts
-#: once these have finished (and every earlier stage has started, so the stage order, which staleness uses,
-#: stays the numeric order). A stage missing here waits for every earlier stage. Were a stage to read one
-#: that has not finished, the read would fail loudly: a running stage's previous outputs are moved aside.
+#: Earlier stages each stage reads (stem prefixes). With ``--jobs 2`` a stage starts once these have finished
+#: (and every earlier stage has started, so the stage order, which staleness uses, stays the numeric order).
+#: A stage missing here waits for every earlier stage. No stage is listed yet, so ``--jobs`` runs the real
+#: notebooks one after another: each entry must come from the files its kernel opens on a traced run
+#: (``strace -f -e trace=openat``). Were a stage to read one that has not finished, the read would fail
+#: loudly: a running stage's previous outputs are moved aside.
 STAGE_NEEDS: dict[str, tuple[str, ...]] = {}
 
 
@@ -195,7 +196,7 @@ class StageTransaction:
 
     def rollback(self) -> list[str]:
         """Remove what the failed stage wrote and put its previous outputs back; returns warnings."""
-        from helpers import metrics
+        from helpers import artifacts, metrics
 
         P = self.P
         warnings = []
@@ -203,7 +204,7 @@ class StageTransaction:
             _remove(a.path(P))
         after = _snapshot(P.data)
         if self.concurrent:  # what the stages running beside this one write is theirs, not this stage's
-            others = [a.file.rstrip("/") for a in _registry() if a.producer != self.stem]
+            others = [a.file.rstrip("/") for a in artifacts.REGISTRY.values() if a.producer != self.stem]
             theirs = lambda rel: any(rel == f or rel.startswith(f + "/") for f in others)  # noqa: E731
             after = {k: v for k, v in after.items() if not theirs(k)}
             self.before = {k: v for k, v in self.before.items() if not theirs(k)}
@@ -221,12 +222,6 @@ class StageTransaction:
         self._clean()
         metrics.restore(P.metrics, self.stem, self.old_metrics, self.old_skipped)
         return warnings
-
-
-def _registry() -> list:
-    from helpers import artifacts
-
-    return list(artifacts.REGISTRY.values())
 
 
 def recover_staging(P) -> list[str]:
@@ -507,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' printed output live")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("AUDIENCE_JOBS", "1")),
                     help="stages run at once, each in its own kernel (make JOBS=); a stage waits for the "
-                         "stages it reads (STAGE_NEEDS). Default 1, or AUDIENCE_JOBS")
+                         "stages it reads (STAGE_NEEDS; one not listed waits for every earlier stage). "
+                         "Default 1, or AUDIENCE_JOBS")
     ap.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)  # tests: another folder
     args = ap.parse_args(argv)
 
@@ -546,10 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = max(1, int(args.jobs))
     lock = threading.RLock()  # runs, state, index.html and the log are shared by the worker threads
 
-    def execute(i: int, nb: Path, tx: StageTransaction, slot: int) -> None:
+    def execute(i: int, nb: Path, tx: StageTransaction, slot: int, passed: dict) -> None:
         """Run one stage (in a worker thread when --jobs > 1) and commit or roll back its transaction."""
         r = by_stem[nb.stem]
-        passed, _ = parameters_for(nb, params)
         executed = out / nb.name
         cell_file = bar_file
         if isinstance(bar_file, LogLines):
@@ -599,10 +594,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s")
             write_index(out, runs, shown, P, state)
 
-    def start(i: int, nb: Path, slot: int) -> StageTransaction:
-        """Begin stage ``nb`` in the main thread, in stage order (outputs moved aside, its place taken)."""
+    def start(i: int, nb: Path) -> tuple[StageTransaction, dict]:
+        """Begin stage ``nb`` in the main thread, in stage order (outputs moved aside, its place taken);
+        returns its transaction and the parameters it declares."""
         r = by_stem[nb.stem]
-        _, ignored = parameters_for(nb, params)
+        passed, ignored = parameters_for(nb, params)
         if ignored:
             log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
         with lock:
@@ -612,20 +608,19 @@ def main(argv: list[str] | None = None) -> int:
                                                           if running else ""))
             tx = StageTransaction(P, nb.stem, concurrent=jobs > 1)
             tx.begin(state)
-            artifacts.write_state(P, state)
         bar.set_postfix_str(", ".join(sorted([*running, nb.stem])))
         if isinstance(bar_file, LogLines):
             bar_file.prefix = f"{nb.stem}: "
-        return tx
+        return tx, passed
 
     # Stages start in numeric order. With --jobs N up to N run at once: a stage starts when a worker is free
     # and the stages it reads (STAGE_NEEDS) have finished; a failure stops new starts (unless --keep-going).
     running: dict[str, tuple[Future, int]] = {}  # stem -> (its future, its progress-bar slot)
     stems = [nb.stem for nb in selected]
 
-    def reap(block: bool) -> None:
-        if block:
-            wait([f for f, _ in running.values()], return_when=FIRST_COMPLETED)
+    def reap() -> None:
+        """Wait for a running stage to end; count every ended one."""
+        wait([f for f, _ in running.values()], return_when=FIRST_COMPLETED)
         for stem in [k for k, (f, _) in running.items() if f.done()]:
             running.pop(stem)[0].result()  # a KeyboardInterrupt or a runner bug surfaces here
             bar.update(1)
@@ -634,15 +629,15 @@ def main(argv: list[str] | None = None) -> int:
         for i, nb in enumerate(selected, 1):
             needs = stage_needs(nb.stem, stems)
             while running and (len(running) >= jobs or any(n in running for n in needs)):
-                reap(block=True)
+                reap()
             if any(r["status"] == "failed" for r in runs) and not args.keep_going:
                 by_stem[nb.stem]["status"] = "not run"
                 continue
             slot = min(set(range(jobs)) - {sl for _, sl in running.values()})
-            tx = start(i, nb, slot)
-            running[nb.stem] = (pool.submit(execute, i, nb, tx, slot), slot)
+            tx, passed = start(i, nb)
+            running[nb.stem] = (pool.submit(execute, i, nb, tx, slot, passed), slot)
         while running:
-            reap(block=True)
+            reap()
     failed = any(r["status"] == "failed" for r in runs)
     bar.close()
     reasons = move_stale_figures(P, out, [nb.stem for nb in notebooks], state)
