@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from ..paths import Paths
 
 
@@ -18,12 +16,3 @@ def long_path(P: Paths, name: str) -> Path | None:
             return f
     return None
 
-
-def load_long(P: Paths, name: str) -> pd.DataFrame | None:
-    """The long table as pandas (``user_id`` as str), or None when neither copy exists."""
-    f = long_path(P, name)
-    if f is None:
-        return None
-    df = pd.read_parquet(f)
-    df["user_id"] = df["user_id"].astype(str)
-    return df
