@@ -457,3 +457,50 @@ def test_a_real_table_through_its_own_configuration(external_data):
     assert two_year.loc[2, "index"] == pytest.approx(100 / (df["Contract"] == "Two year").mean())
     assert t.loc[t["family"] == "MonthlyCharges", "descriptive"].all()
     assert cols["labels"]["MonthlyCharges"] == "Monthly charges (USD/month)"
+
+
+def _indicators_row_by_row(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """Independent reference: every row's cell compared with every category in plain Python."""
+    out = {}
+    for column in columns:
+        spec = S.BY_NAME.get(column)
+        if spec is not None and spec.kind == "multi":
+            for c in spec.categories:
+                out[f"{column}={c}"] = [np.nan if pd.isna(v) else float(c in str(v).split(S.MULTI_SEP))
+                                        for v in df[column]]
+        elif column == "household_size":
+            for band in A.HOUSEHOLD_BANDS:
+                out[f"{column}={band}"] = [np.nan if pd.isna(v) else
+                                           float((str(int(round(min(v, 5)))) if v < 5 else "5+") == band)
+                                           for v in df[column]]
+        elif spec is not None and spec.kind == "bool":
+            out[f"{column}=yes"] = [np.nan if pd.isna(v) else float(bool(v)) for v in df[column]]
+        else:
+            for c in spec.categories:
+                out[f"{column}={c}"] = [np.nan if pd.isna(v) else float(v == c) for v in df[column]]
+    return pd.DataFrame(out, index=df.index)
+
+
+def test_attribute_indicators_equal_a_row_by_row_reference():
+    # cells are built from distinct values: check every kind against plain per-row comparisons, including
+    # tokens that are substrings of nothing, unknown tokens, empty and missing cells, NaN household sizes
+    rng = np.random.default_rng(5)
+    n = 3000
+    genres = list(S.BY_NAME["event_attendance_genres"].categories)
+    pool = genres + ["concert", "sports_extra", ""]  # near-misses of real tokens must not match
+    multi = [None if rng.random() < 0.1 else S.MULTI_SEP.join(rng.choice(pool, rng.integers(0, 4), replace=False))
+             for _ in range(n)]
+    ages = list(S.AGE_GROUPS) + ["unknown"]
+    df = pd.DataFrame({
+        "event_attendance_genres": multi,
+        "age_group": [None if rng.random() < 0.05 else ages[i] for i in rng.integers(0, len(ages), n)],
+        "household_size": np.where(rng.random(n) < 0.05, np.nan, rng.integers(1, 9, n).astype(float)),
+        "presence_of_children": pd.array([None if rng.random() < 0.05 else bool(b) for b in rng.integers(0, 2, n)],
+                                         dtype="boolean"),
+    })
+    cols = list(df.columns)
+    got, meta = A.attribute_indicators(df, cols)
+    ref = _indicators_row_by_row(df, cols)
+    assert list(got.columns) == list(ref.columns) == list(meta.index)
+    np.testing.assert_array_equal(got.to_numpy(), ref.to_numpy())
+    assert np.isnan(got.to_numpy()).any() and (got.to_numpy() == 1).any()
