@@ -350,6 +350,8 @@ def write_index(out: Path, runs: list[dict], params: dict, P=None, state: dict |
         if r.get("stale") and status != "failed":
             label = f"{label}; its outputs are stale: {r['stale']}"
         secs = f"{r['seconds']:.0f} s" if r.get("seconds") is not None else ""
+        if r.get("peak_gb"):
+            secs += f", {r['peak_gb']:.1f} GB"
         link = f"<a href='{e(r['html'])}'>{e(r['stem'])}</a>" if r.get("html") else e(r["stem"])
         sk = "".join(f"<li><b>{e(s['section'])}</b>: {e(s['reason'])}</li>" for s in skipped.get(r["stem"], []))
         colour = STATUS_COLOUR.get("stale" if r.get("stale") and status != "failed" else status, "#000")
@@ -388,7 +390,7 @@ padding:0 1em;margin-bottom:1em}}.fail .msg{{font-family:monospace;white-space:p
 <h1>Audience intelligence: executed notebooks{f' (run {run_no})' if run_no else ''}</h1>
 {top}
 <h2>Stages</h2>
-<table><tr><th>notebook</th><th>status</th><th>time</th><th>sections skipped (input absent)</th></tr>{''.join(rows)}</table>
+<table><tr><th>notebook</th><th>status</th><th>time, peak memory (process tree)</th><th>sections skipped (input absent)</th></tr>{''.join(rows)}</table>
 <h2>Stale artifacts</h2><ul>{stale_rows or '<li>none</li>'}</ul>
 <p>Parameters: {e(json.dumps(params))}. Headline figures are also in <a href="metrics.json">metrics.json</a>.</p>
 <h2>Headline figures</h2>{''.join(sections) or '<p>none</p>'}
@@ -438,6 +440,56 @@ def take_screenshots(data: Path, out: Path) -> None:
         print(f"[run_notebooks] Explorer screenshots failed: {type(exc).__name__}: {exc}", flush=True)
         return
     print(f"[run_notebooks] Explorer screenshots: {', '.join(p.name for p in shots)}", flush=True)
+
+
+class TreeMemory:
+    """Peak resident memory of this runner's process tree (the kernels and their workers), per stage.
+
+    A background thread sums the RSS of every descendant process every ``every`` seconds; each running stage
+    keeps the largest sum seen while it ran. With ``--jobs > 1`` that sum includes the stages beside it.
+    The figures are measurements for the log and index.html, never results (they go nowhere near metrics.json).
+    """
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every, self.peaks, self.running = every, {}, set()
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def begin(self, stem: str) -> None:
+        with self._lock:
+            self.running.add(stem)
+            self.peaks[stem] = 0
+
+    def end(self, stem: str) -> float:
+        """Stop tracking ``stem``; its peak in bytes (0 when psutil is missing or nothing was sampled)."""
+        with self._lock:
+            self.running.discard(stem)
+            return self.peaks.get(stem, 0)
+
+    def _loop(self) -> None:
+        try:
+            import psutil
+        except ImportError:  # psutil comes with ipykernel; without it the log simply shows no peaks
+            return
+        me = psutil.Process()
+        while not self._stop.wait(self.every):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # a process that ended between listing and reading
+                    continue
+            with self._lock:
+                for stem in self.running:
+                    self.peaks[stem] = max(self.peaks[stem], total)
 
 
 class LogLines:
@@ -558,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
                                 {"desc": f"  {nb.stem} cells", "position": 1 + slot, "leave": False,
                                  "file": cell_file, "dynamic_ncols": not tty, **tty})
         except KeyboardInterrupt:
+            memory.end(nb.stem)
             with lock:
                 tx.rollback()
                 r.update(status="failed", seconds=time.perf_counter() - t0, restored=True,
@@ -568,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - any failure of a stage is reported, then rolled back
             with lock:
                 r["seconds"] = time.perf_counter() - t0
+                r["peak_gb"] = memory.end(nb.stem) / 2**30
                 r.update(status="failed", failure=describe_failure(exc),
                          restored=bool(tx.moved) or tx.old_metrics is not None)
                 if r["failure"]["source"]:
@@ -587,11 +641,13 @@ def main(argv: list[str] | None = None) -> int:
             return
         with lock:
             r["seconds"] = time.perf_counter() - t0
+            r["peak_gb"] = memory.end(nb.stem) / 2**30
             tx.commit(state)
         html_path = export_html(executed)
         with lock:
             r.update(status="ok", html=html_path.name if html_path else None)
-            log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s")
+            beside = " (process tree, stages beside it included)" if jobs > 1 else " (process tree)"
+            log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB{beside}")
             write_index(out, runs, shown, P, state)
 
     def start(i: int, nb: Path) -> tuple[StageTransaction, dict]:
@@ -608,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           if running else ""))
             tx = StageTransaction(P, nb.stem, concurrent=jobs > 1)
             tx.begin(state)
+            memory.begin(nb.stem)
         bar.set_postfix_str(", ".join(sorted([*running, nb.stem])))
         if isinstance(bar_file, LogLines):
             bar_file.prefix = f"{nb.stem}: "
@@ -625,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
             running.pop(stem)[0].result()  # a KeyboardInterrupt or a runner bug surfaces here
             bar.update(1)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    t_run = time.perf_counter()
+    with TreeMemory() as memory, ThreadPoolExecutor(max_workers=jobs) as pool:
         for i, nb in enumerate(selected, 1):
             needs = stage_needs(nb.stem, stems)
             while running and (len(running) >= jobs or any(n in running for n in needs)):
@@ -638,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
             running[nb.stem] = (pool.submit(execute, i, nb, tx, slot, passed), slot)
         while running:
             reap()
+    peaks = [r["peak_gb"] for r in runs if r.get("peak_gb")]
+    log(f"{sum(r['status'] in ('ok', 'failed') for r in runs)} notebooks in {time.perf_counter() - t_run:.1f} s wall"
+        + (f", largest process-tree peak {max(peaks):.2f} GB" if peaks else ""))
     failed = any(r["status"] == "failed" for r in runs)
     bar.close()
     reasons = move_stale_figures(P, out, [nb.stem for nb in notebooks], state)
@@ -645,7 +706,9 @@ def main(argv: list[str] | None = None) -> int:
         if by_stem[stem]["status"] != "failed":
             by_stem[stem]["stale"] = why
     if not args.only and not args.no_screenshots and not failed:
+        t_shots = time.perf_counter()
         take_screenshots(data, out)
+        log(f"Explorer screenshots step: {time.perf_counter() - t_shots:.1f} s")
     index = write_index(out, runs, shown, P, state)
     if reasons:
         log(f"stale (older than an upstream re-run): {', '.join(sorted(reasons))}")

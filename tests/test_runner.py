@@ -232,3 +232,21 @@ def test_jobs_run_independent_stages_side_by_side(tmp_path, venv_kernel, monkeyp
     assert pd.read_parquet(P.processed / artifacts.SEGMENTS_HIER)["hier_segment"].tolist() == [1] * 3
     with pytest.raises(artifacts.StaleArtifact, match="05_segment_hier before 04_segment_gmm re-ran"):
         artifacts.load(P, "segments_hier")
+
+
+def test_each_stage_gets_the_peak_memory_of_its_kernel(tmp_path, venv_kernel):
+    # a stage that holds ~400 MB and one that holds nothing: the runner's per-stage peak tells them apart
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_ingest.ipynb", '''import numpy as np, time
+block = np.ones(50_000_000)  # 400 MB, touched
+time.sleep(1.5)
+artifacts.save(P, "unified", pd.DataFrame({"user_id": ["a"], "age_group": ["18-24"]}))''')
+    write_notebook(folder / "02_panel_weighting_fusion.ipynb", '''import time
+time.sleep(1.5)''')
+    root = tmp_path / "run"
+    assert run(folder, root, venv_kernel, 1) == 0
+    peak = {r["stem"]: r["peak_gb"] for r in R.last_runs}
+    assert peak["01_ingest"] > 0.37
+    assert peak["02_panel_weighting_fusion"] < peak["01_ingest"] - 0.3
+    assert "GB" in (root / "reports" / "index.html").read_text()
