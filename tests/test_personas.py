@@ -159,3 +159,24 @@ def test_persona_words_come_from_the_configuration_not_the_channel_columns(small
     assert set(t.loc[t["kind"] == "mean", "label"]) >= {"Catalogue spend, USD/month", "Store visits, visits/month"}
     default_adj, _ = behaviour_vocabulary(None)
     assert default_adj["time_on_streaming_video_min"] == "Binge-streaming"
+
+
+def test_share_moments_from_cell_codes_equal_the_core_moments(small_panel):
+    """The moments of category and token indicators counted from each column's cell codes are, bit for bit,
+    those of helpers.stats.core.moments on the indicator columns (uneven weights, zero weights, missing)."""
+    from helpers import personas as Pe
+    from helpers.stats import core as C
+
+    df = small_panel.data
+    seg = small_panel.truth["true_segment"].to_numpy()
+    w = np.random.default_rng(1).gamma(2.0, 0.5, len(df))
+    w[::97] = 0.0
+    k = int(seg.max()) + 1
+    values, meta, cells_of = Pe._profile(df)
+    assert {"partner_purchase_categories", "age_group"} <= set(cells_of)  # tokens and categories
+    checked = 0
+    for column, (codes, per_attribute) in cells_of.items():
+        for name, mom in Pe._share_moments(codes, per_attribute, seg, w, k).items():
+            pd.testing.assert_frame_equal(mom, C.moments(values[name], seg, w, k), check_exact=True)
+            checked += 1
+    assert checked == sum(a.kind == "share" and a.column in cells_of for a in meta)

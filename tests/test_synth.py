@@ -214,6 +214,34 @@ def test_association_matrix_recovers_known_dependence():
     assert m.loc["x", "g"] == pytest.approx(np.sqrt(3) / 2, abs=0.02)  # eta of ranks split at the median
 
 
+def test_association_matrix_equals_the_pairwise_statistics(panel, panel_synth, monkeypatch):
+    """The one-pass matrix (one-hot products for every contingency table and level sum) gives, bit for bit,
+    what the pairwise functions give pair by pair, on a panel with missing values, tokens, dates and ties,
+    in one block of rows or summed over several."""
+    from helpers import fidelity as F
+    from helpers.synth import infer_specs
+
+    for df in (panel.drop(columns="user_id"), panel_synth.drop(columns="user_id")):
+        var = F._analysis_variables(df, infer_specs(df, max_categories=10**9), "|")
+        assert {kind for kind, _ in var.values()} == {"num", "cat"}
+        numeric = {k: F._Numeric.of(v) for k, (kind, v) in var.items() if kind == "num"}
+        assert any(v.ok is not None for v in numeric.values())  # some numeric variable has missing values
+        names = list(var)
+        ref = np.eye(len(names))
+        for i, a in enumerate(names):
+            for j in range(i + 1, len(names)):
+                (ka, va), (kb, vb) = var[a], var[names[j]]
+                ref[i, j] = ref[j, i] = (
+                    F._spearman(va, vb) if ka == kb == "num" else F._cramers_v(va, vb) if ka == kb == "cat"
+                    else F._correlation_ratio(va, numeric[names[j]]) if ka == "cat"
+                    else F._correlation_ratio(vb, numeric[a]))
+        for chunk in (F._ONEHOT_CHUNK, 997):
+            monkeypatch.setattr(F, "_ONEHOT_CHUNK", chunk)
+            got = association_matrix(df)
+            assert list(got.index) == names
+            np.testing.assert_array_equal(got.to_numpy(), ref)
+
+
 def test_fidelity_score_ranks_synthesizers_on_the_panel(panel, panel_synth):
     data, syn = panel.drop(columns="user_id"), panel_synth.drop(columns="user_id")
     good = fidelity_report(data, syn)

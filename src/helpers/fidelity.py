@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import blas
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
@@ -80,20 +81,37 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def tv_distance(a: pd.Series, b: pd.Series) -> float:
     """Total variation distance ``0.5 * sum |p_a - p_b|`` between two categorical samples (NaN a level)."""
-    pa = a.astype(object).where(a.notna(), "<NA>").value_counts(normalize=True)
-    pb = b.astype(object).where(b.notna(), "<NA>").value_counts(normalize=True)
+    pa, pb = _value_shares(a), _value_shares(b)
     pa, pb = pa.align(pb, fill_value=0.0)
     return float(0.5 * np.abs(pa - pb).sum())
 
 
+def _value_shares(s: pd.Series) -> pd.Series:
+    """``s.astype(object).where(s.notna(), "<NA>").value_counts(normalize=True)`` (same labels, order and
+    values) counted on the codes of the distinct values: building and hashing an object array of every row
+    was most of :func:`tv_distance` at 1M rows."""
+    codes, uniq = pd.factorize(s, use_na_sentinel=False)  # missing is a value, in order of first appearance
+    counts = np.bincount(codes, minlength=len(uniq))
+    keys = np.array([NA_LABEL if pd.isna(u) else u for u in uniq], dtype=object)
+    idx = pd.Index(keys, name=s.name)
+    if idx.dtype in [bool, "string"]:  # as value_counts does for object keys
+        idx = idx.astype(object)
+    return pd.Series(counts, index=idx, name="proportion").sort_values(ascending=False) / counts.sum()
+
+
+NA_LABEL = "<NA>"
+
+
 def column_distances(real: pd.DataFrame, synth: pd.DataFrame, columns: Sequence[str] | None = None,
                      multi_valued: Sequence[str] | None = None, sep: str = "|",
-                     none_token: str = "none") -> pd.DataFrame:
+                     none_token: str = "none", specs: list[ColumnSpec] | None = None) -> pd.DataFrame:
     """Distance between the real and synthetic distribution of every column.
 
     ``numeric``/``integer``/``date`` columns: :func:`ks_distance`; ``category``/``bool``: :func:`tv_distance`;
     ``multi``: the mean over tokens of the total variation between the three-state variables
     (set missing / token present / token absent). Every distance is in [0, 1], 0 meaning identical.
+
+    ``specs`` (:func:`helpers.synth.infer_specs` of ``real[columns]``) saves inferring them again.
 
     Returns
     -------
@@ -101,7 +119,7 @@ def column_distances(real: pd.DataFrame, synth: pd.DataFrame, columns: Sequence[
     ``distance``.
     """
     cols = _check_same_columns(real, synth, columns)
-    specs = infer_specs(real[cols], multi_valued, sep, none_token, max_categories=10**9)
+    specs = specs or infer_specs(real[cols], multi_valued, sep, none_token, max_categories=10**9)
     rows = []
     for sp in specs:
         r, s = real[sp.name], synth[sp.name]
@@ -134,9 +152,12 @@ def _analysis_variables(df: pd.DataFrame, specs: list[ColumnSpec], sep: str) -> 
             for j, t in enumerate(sp.levels):
                 out[f"{sp.name}#{t}"] = ("cat", np.where(np.isnan(m[:, j]), 2, m[:, j]).astype(np.int64))
         else:
-            codes = pd.Categorical(s.astype(object).where(s.notna(), "<NA>"),
-                                   categories=[*map(str, sp.levels), "<NA>"] if sp.kind == "category"
-                                   else [False, True, "<NA>"]).codes
+            # the categories of the distinct values, mapped back to the rows by their codes (the same codes as
+            # pd.Categorical of every row, without an object array of 1M rows)
+            row_codes, uniq = pd.factorize(s, use_na_sentinel=False)
+            distinct = np.array([NA_LABEL if pd.isna(u) else u for u in uniq], dtype=object)
+            codes = pd.Categorical(distinct, categories=[*map(str, sp.levels), NA_LABEL] if sp.kind == "category"
+                                   else [False, True, NA_LABEL]).codes[row_codes]
             out[sp.name] = ("cat", np.where(codes < 0, len(sp.levels) + 1, codes).astype(np.int64))
     # compact codes (levels that do not occur dropped) so that contingency tables have no empty margins
     return {k: (kind, _compact_codes(v) if kind == "cat" else v) for k, (kind, v) in out.items()}
@@ -169,11 +190,54 @@ def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
     ka, kb = int(a.max()) + 1, int(b.max()) + 1
     if ka < 2 or kb < 2:
         return 0.0
-    table = np.bincount(a * kb + b, minlength=ka * kb).reshape(ka, kb).astype(float)
+    return _cramers_v_of_table(np.bincount(a * kb + b, minlength=ka * kb).reshape(ka, kb).astype(float))
+
+
+def _cramers_v_of_table(table: np.ndarray) -> float:
+    """Cramer's V of a C-contiguous float64 table of counts whose rows and columns all occur."""
+    ka, kb = table.shape
     n = table.sum()
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
     chi2 = float(((table - expected) ** 2 / expected).sum())
     return float(np.sqrt(chi2 / (n * (min(ka, kb) - 1))))
+
+
+#: rows per block of the one-hot products (float32 sums of 0/1 stay exact below 2**24; small blocks were
+#: fastest on one thread)
+_ONEHOT_CHUNK = 1 << 13
+
+
+def _level_counts(cats: list[np.ndarray], numeric: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                                        np.ndarray | None]:
+    """Every pairwise contingency table of the categorical variables, and each level's sums of ``numeric``.
+
+    ``cats`` are compact code vectors; with ``L`` levels in all, the one-hot matrix ``O`` (rows x L) gives
+    every table at once as ``O'O`` (the block of variables i, j is their contingency table) and the level
+    sums of the columns of ``numeric`` as ``O'numeric``. Counts are exact (float32 sums of 0/1 within a
+    block of :data:`_ONEHOT_CHUNK` rows); the sums are exact when ``numeric`` holds half-integers (ranks),
+    so the results equal one ``bincount`` per pair bit for bit, in one pass over the rows instead of one per
+    pair (1,190 passes over 1M rows for the panel).
+
+    Returns ``(counts, offsets, sums)``: ``counts[offsets[i]:offsets[i+1], offsets[j]:offsets[j+1]]`` is the
+    table of variables i < j (upper block triangle only); ``sums`` is L x numeric.shape[1] (None without ``numeric``).
+    """
+    k = np.array([int(c.max()) + 1 for c in cats], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(k)])
+    L, n = int(off[-1]), len(cats[0])
+    cols = np.column_stack([c.astype(np.int32) + np.int32(o) for c, o in zip(cats, off[:-1])])
+    counts = np.zeros((L, L))
+    sums = None if numeric is None else np.zeros((L, numeric.shape[1]))
+    rows = np.arange(min(_ONEHOT_CHUNK, n))[:, None]
+    # one BLAS thread: these thin products ran ~10x slower on two threads of the shared 2-core machine
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, n, _ONEHOT_CHUNK):
+            block = cols[start:start + _ONEHOT_CHUNK]
+            onehot = np.zeros((len(block), L), dtype=np.float32)
+            onehot[rows[:len(block)], block] = 1.0
+            counts += blas.ssyrk(1.0, onehot, trans=1)  # upper triangle of O'O: every block i < j lies in it
+            if sums is not None:
+                sums += onehot.T.astype(np.float64) @ numeric[start:start + _ONEHOT_CHUNK]
+    return counts, off, sums
 
 
 @dataclass(frozen=True)
@@ -208,6 +272,18 @@ def _correlation_ratio(codes: np.ndarray, x: np.ndarray | _Numeric) -> float:
     return float(np.sqrt(float((n * (means - num.mean) ** 2).sum()) / num.total_ss))
 
 
+def _eta_from_sums(level_n: np.ndarray, level_sum: np.ndarray, num: _Numeric) -> float:
+    """:func:`_correlation_ratio` from the per-level counts and sums of the observed values: the same
+    arrays as its ``bincount`` (trimmed after the last level that occurs), so the same result bit for bit."""
+    if num.total_ss is None:
+        return 0.0
+    present = np.flatnonzero(level_n)
+    size = int(present[-1]) + 1 if present.size else 0
+    n = np.rint(level_n[:size]).astype(np.int64)
+    means = level_sum[:size] / np.maximum(n, 1)
+    return float(np.sqrt(float((n * (means - num.mean) ** 2).sum()) / num.total_ss))
+
+
 def association_matrix(df: pd.DataFrame, columns: Sequence[str] | None = None,
                        multi_valued: Sequence[str] | None = None, sep: str = "|",
                        none_token: str = "none", specs: list[ColumnSpec] | None = None) -> pd.DataFrame:
@@ -222,20 +298,33 @@ def association_matrix(df: pd.DataFrame, columns: Sequence[str] | None = None,
     specs = specs or infer_specs(df[cols], multi_valued, sep, none_token, max_categories=10**9)
     var = _analysis_variables(df, specs, sep)
     names = list(var)
-    numeric = {k: _Numeric.of(v) for k, (kind, v) in var.items() if kind == "num"}  # shared by every eta
+    pos = {name: i for i, name in enumerate(names)}
+    cat = [k for k in names if var[k][0] == "cat"]
+    num = [k for k in names if var[k][0] == "num"]
+    numeric = {k: _Numeric.of(var[k][1]) for k in num}  # shared by every eta
     m = np.eye(len(names))
-    for i in range(len(names)):
-        ki, vi = var[names[i]]
-        for j in range(i + 1, len(names)):
-            kj, vj = var[names[j]]
-            if ki == "num" and kj == "num":
-                a = _spearman(vi, vj)
-            elif ki == "cat" and kj == "cat":
-                a = _cramers_v(vi, vj)
-            else:
-                a = _correlation_ratio(vi, numeric[names[j]]) if ki == "cat" \
-                    else _correlation_ratio(vj, numeric[names[i]])
-            m[i, j] = m[j, i] = a
+    for a in range(len(num)):
+        for b in range(a + 1, len(num)):
+            i, j = pos[num[a]], pos[num[b]]
+            m[i, j] = m[j, i] = _spearman(var[num[a]][1], var[num[b]][1])
+    if cat:
+        # eta needs, per level, the count and the sum of the observed values of each numeric variable: the
+        # columns "observed" (0/1) and "value where observed, else 0" of every numeric variable
+        obs = [np.isfinite(var[k][1]) for k in num]
+        numeric_cols = np.column_stack([c for k, ok in zip(num, obs) for c in (ok.astype(np.float64),
+                                                                               np.where(ok, var[k][1], 0.0))]) \
+            if num else None
+        counts, off, sums = _level_counts([var[k][1] for k in cat], numeric_cols)
+        for a in range(len(cat)):
+            ra = slice(off[a], off[a + 1])
+            for b in range(a + 1, len(cat)):
+                i, j = pos[cat[a]], pos[cat[b]]
+                ka, kb = off[a + 1] - off[a], off[b + 1] - off[b]
+                m[i, j] = m[j, i] = 0.0 if ka < 2 or kb < 2 else \
+                    _cramers_v_of_table(np.ascontiguousarray(counts[ra, off[b]:off[b + 1]]))
+            for t, name in enumerate(num):
+                i, j = pos[cat[a]], pos[name]
+                m[i, j] = m[j, i] = _eta_from_sums(sums[ra, 2 * t], sums[ra, 2 * t + 1], numeric[name])
     return pd.DataFrame(m, index=names, columns=names)
 
 
@@ -280,7 +369,7 @@ def fidelity_report(real: pd.DataFrame, synth: pd.DataFrame, columns: Sequence[s
     """
     cols = _check_same_columns(real, synth, columns)
     specs = infer_specs(real[cols], multi_valued, sep, none_token, max_categories=10**9)
-    dist = column_distances(real, synth, cols, multi_valued, sep, none_token)
+    dist = column_distances(real, synth, cols, multi_valued, sep, none_token, specs=specs)
     ar = association_matrix(real, cols, specs=specs, sep=sep)
     as_ = association_matrix(synth, cols, specs=specs, sep=sep)
     diff = (ar - as_).abs().clip(upper=1.0)

@@ -147,10 +147,19 @@ def profile_attributes(df: pd.DataFrame, cfg=None) -> tuple[pd.DataFrame, list[A
         flag indicators), same row order as ``df``.
     attributes : list of Attribute
     """
+    values, meta, _ = _profile(df, cfg)
+    return pd.DataFrame(values, index=df.index), meta
+
+
+def _profile(df: pd.DataFrame, cfg=None) -> tuple[dict[str, np.ndarray], list[Attribute],
+                                                  dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]]:
+    """:func:`profile_attributes` as a dict of columns, plus, for every category / ordinal / multi-valued
+    column, its cell codes (-1: not observed) and each of its attributes' 0/1 value per distinct cell."""
     if not isinstance(df, pd.DataFrame) or len(df) == 0:
         raise ValueError("profile_attributes expects the unified table as a non-empty DataFrame")
     cfg = _run_config(cfg)
     _, units = behaviour_vocabulary(cfg)
+    cells_of: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     cols: dict[str, np.ndarray] = {}
     meta: list[Attribute] = []
     numeric = [(m.name, "1st") for m in cfg.metrics] + [(a.name, a.party) for a in cfg.attributes
@@ -178,12 +187,49 @@ def profile_attributes(df: pd.DataFrame, cfg=None) -> tuple[pd.DataFrame, list[A
             cell_tokens = [set(c.split(S.MULTI_SEP)) for c in cells]
         cats = list(att.categories) or sorted(
             set().union(*cell_tokens) - {""} if att.type == "multi" else set(cells))
+        per_attribute = {}
         for v in cats:
             per_cell = [v in t for t in cell_tokens] if att.type == "multi" else [c == v for c in cells]
             hit = np.append(np.asarray(per_cell, dtype=float), np.nan)  # code -1 (not observed) -> NaN
             cols[f"{att.name}={v}"] = hit[codes]
+            per_attribute[f"{att.name}={v}"] = hit[:-1]
             meta.append(Attribute(f"{att.name}={v}", _label(att.name, v, cfg), att.name, source, "share"))
-    return pd.DataFrame(cols, index=df.index), meta
+        cells_of[att.name] = (codes, per_attribute)
+    return cols, meta, cells_of
+
+
+def _share_moments(cell_codes: np.ndarray, per_attribute: dict[str, np.ndarray], seg: np.ndarray,
+                   w: np.ndarray, k: int) -> dict[str, pd.DataFrame]:
+    """:func:`helpers.stats.core.moments` of every 0/1 attribute of one column, from its cell codes.
+
+    For ``y`` in {0, 1} every moment is a sum over the observed users (or those holding the attribute) of
+    1, ``w`` or ``w^2`` (``w y = w``, ``w^2 y^2 = w^2``), and a sum over the users holding a single-valued
+    category is one bin of a (segment, cell) count: each bin adds the same nonzero terms in the same row
+    order as ``moments``' ``bincount`` (its zero terms change nothing), so the frames are equal bit for bit,
+    from 6 passes over the rows per column instead of 9 per attribute.
+    """
+    obs = (cell_codes >= 0) & (w > 0)
+    g, c, wo = seg[obs], cell_codes[obs], w[obs]
+    w2 = wo * wo
+    n_cells = len(next(iter(per_attribute.values()))) if per_attribute else 0
+    n = np.bincount(g, minlength=k).astype(float)
+    t, t2 = np.bincount(g, weights=wo, minlength=k), np.bincount(g, weights=w2, minlength=k)
+    single = all(np.count_nonzero(h) <= 1 for h in zip(*per_attribute.values())) if per_attribute else True
+    if single:  # every cell holds at most one attribute (a category): one bin per (segment, cell)
+        key = g * n_cells + c
+        by_cell = [np.bincount(key, weights=v, minlength=k * n_cells).reshape(k, n_cells) for v in (None, wo, w2)]
+    out = {}
+    for name, hit_cell in per_attribute.items():
+        if single:
+            cell = np.flatnonzero(hit_cell)
+            hn, ht, ht2 = ((b[:, cell[0]].copy() if cell.size else np.zeros(k)) for b in by_cell)
+        else:
+            hit = hit_cell.astype(bool)[c]
+            hn = np.bincount(g[hit], minlength=k).astype(float)
+            ht, ht2 = (np.bincount(g[hit], weights=v[hit], minlength=k) for v in (wo, w2))
+        out[name] = pd.DataFrame({"n": n, "t": t, "ty": ht, "t2": t2, "t2y": ht2, "t2yy": ht2,
+                                  "n_nz": hn.astype(float), "t_nz": ht, "t2_nz": ht2})
+    return out
 
 
 def clustering_columns(cfg=None) -> list[str]:
@@ -245,12 +291,15 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
     cfg = _run_config(cfg)
     adjectives, _ = behaviour_vocabulary(cfg)
     k = int(seg.max()) + 1
-    values, meta = profile_attributes(df, cfg)
+    values, meta, cells_of = _profile(df, cfg)
     desc = set(clustering_columns(cfg) if descriptive is None else descriptive)
+    shares = {}  # the moments of every category and token indicator, column by column from the cell codes
+    for column, (codes, per_attribute) in cells_of.items():
+        shares.update(_share_moments(codes, per_attribute, seg, w, k))
     parts = []
     for a in meta:
-        est = C.index_table(C.moments(values[a.name].to_numpy(), seg, w, k), np.arange(k),
-                            count_cells=a.kind == "share")
+        mom = shares[a.name] if a.name in shares else C.moments(values[a.name], seg, w, k)
+        est = C.index_table(mom, np.arange(k), count_cells=a.kind == "share")
         parts.append(est.assign(attribute=a.name, label=a.label, column=a.column, source=a.source, kind=a.kind,
                                 descriptive_=a.column in desc,
                                 adjective=adjectives.get(a.name, "") if a.kind == "mean" else ""))

@@ -93,11 +93,18 @@ def infer_specs(df: pd.DataFrame, multi_valued: Sequence[str] | None = None, sep
     specs = []
     for name in df.columns:
         s = df[name]
-        has_missing = bool(s.isna().any())
         dtype = str(s.dtype)
+        text = not (pd.api.types.is_bool_dtype(s) or pd.api.types.is_datetime64_any_dtype(s)
+                    or pd.api.types.is_numeric_dtype(s))
+        if text:  # missing values and levels from the distinct values (isna and unique on 1M strings was slow)
+            codes, uniq = s.factorize()
+            has_missing = bool((codes < 0).any())
+        else:
+            has_missing = bool(s.isna().any())
         if name in multi:
             # token sets repeat (a few hundred distinct cells in 1M rows): split each distinct cell once
-            found = {t for cell in s.dropna().astype(str).unique() for t in cell.split(sep)} - {none_token}
+            found = {t for cell in map(str, s.dropna().unique() if not text else uniq)
+                     for t in cell.split(sep)} - {none_token}
             known = S.BY_NAME[name].categories if name in S.BY_NAME else ()
             # the data dictionary's token order (the order cells are written in), else alphabetical
             tokens = [t for t in known if t in found] if found <= set(known) else sorted(found)
@@ -111,7 +118,7 @@ def infer_specs(df: pd.DataFrame, multi_valued: Sequence[str] | None = None, sep
         elif pd.api.types.is_numeric_dtype(s):
             specs.append(ColumnSpec(name, "numeric", (), has_missing, dtype, _decimals(s)))
         else:
-            levels = pd.Series(s.dropna().unique()).sort_values().tolist()
+            levels = pd.Series(uniq).sort_values().tolist()
             if len(levels) > max_categories:
                 raise ValueError(
                     f"column {name!r} has {len(levels)} distinct text values (> max_categories="
