@@ -262,3 +262,23 @@ def test_estimators_keep_the_sklearn_parameter_contract(make):
     assert twin != est  # estimators compare by identity, not by their parameters
     assert repr(est).startswith(name + "(") and "random_state=4" in repr(est)
     assert not [k for k in vars(est) if k.endswith("_")]  # nothing fitted at construction
+
+
+def test_fits_side_by_side_equal_the_fits_one_after_the_other(small, monkeypatch):
+    """The sweep candidates and bootstrap refits run on two threads give the same table, models and ARIs as
+    one thread (each fit has its own seed and one BLAS thread)."""
+    import helpers.segment as G
+
+    X, _ = small
+    out = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(G, "FIT_WORKERS", workers)
+        table, models = G.sweep(X[:1500], k_range=range(2, 6), covariance_types=("full", "diag"), n_init=1,
+                                random_state=4)
+        boot = bootstrap_stability(X[:600], models[(3, "full")].predict(X[:600]), k=3, n_boot=4, random_state=4)
+        out[workers] = (table, {key: m.means_ for key, m in models.items()}, boot)
+    pd.testing.assert_frame_equal(out[1][0], out[2][0], check_exact=True)
+    assert list(out[1][0][["covariance_type", "k"]].itertuples(index=False)) == \
+        [(c, k) for c in ("full", "diag") for k in range(2, 6)]
+    assert all(np.array_equal(out[1][1][key], out[2][1][key]) for key in out[1][1])
+    np.testing.assert_array_equal(out[1][2], out[2][2])

@@ -316,3 +316,23 @@ def test_collapse_cells_round_trip():
         W.DENSE_CELL_LIMIT = limit
     np.testing.assert_array_equal(inv2, inverse)
     np.testing.assert_array_equal(counts2, counts)
+
+
+def test_panel_alignment_of_stage_outputs_equals_the_id_lookup():
+    """helpers.panel takes a stage's values as they are only when its ids are the table's, in order; any other
+    order, a missing id or a repeated one goes through the lookup, and every case equals uid.map(values)."""
+    from helpers.panel import _align
+
+    rng = np.random.default_rng(0)
+    uid = pd.Series([f"u{i}" for i in range(200)], name="user_id")
+    w = pd.Series(rng.gamma(2.0, 1.0, 200), index=uid.to_numpy())
+    w.iloc[7] = np.nan
+    cases = [w, w.sample(frac=1.0, random_state=1), w.iloc[:-1], w.rename(index={"u3": "zz"}),
+             pd.Series(np.arange(200), index=uid.to_numpy()), pd.Series(uid.to_numpy(), index=uid.to_numpy())]
+    for values in cases:
+        pd.testing.assert_series_equal(_align(uid, values), uid.map(values))
+    dup = pd.Series([1.0, 2.0], index=["u0", "u0"])
+    with pytest.raises(Exception):
+        uid.iloc[:2].map(dup)
+    with pytest.raises(Exception):
+        _align(uid.iloc[:2], dup)

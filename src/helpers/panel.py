@@ -64,15 +64,15 @@ class Panel:
         if self.weights_used:
             w = artifacts.load(paths, "weights")
             w = w.set_index(w[artifacts.key_column(w, paths)].astype(str))["weight"]
-            df["weight"] = uid.map(w).fillna(1.0).astype(float).to_numpy()
+            df["weight"] = _align(uid, w).fillna(1.0).astype(float).to_numpy()
         else:
             df["weight"] = 1.0
         if self.segments_used:
             s = artifacts.load(paths, "segments")
             s = s.set_index(s[artifacts.key_column(s, paths)].astype(str))
-            seg = uid.map(s["segment"])
+            seg = _align(uid, s["segment"])
             df["segment"] = seg.astype("int64").to_numpy() if seg.notna().all() else seg.to_numpy()
-            df["segment_name"] = uid.map(s["segment_name"].astype(str)).to_numpy()
+            df["segment_name"] = _align(uid, s["segment_name"].astype(str)).to_numpy()
         return df
 
     @property
@@ -115,3 +115,12 @@ class Panel:
             s = s.select(uid_s_=s[key(s)].cast("string"), segment=s["segment"], segment_name=s["segment_name"])
             panel = panel.left_join(s, panel[key(panel)].cast("string") == s["uid_s_"]).drop("uid_s_")
         return panel
+
+
+def _align(uid: pd.Series, values: pd.Series) -> pd.Series:
+    """``uid.map(values)``: the value of each identifier (NaN where absent). The stages write their outputs in
+    the unified table's row order, so when the identifiers are the same, in the same order, the values are
+    taken as they are (mapping 1M string identifiers through a hash index cost seconds per artifact)."""
+    if len(values) == len(uid) and values.index.is_unique and (values.index.to_numpy() == uid.to_numpy()).all():
+        return pd.Series(values.to_numpy(), index=uid.index, name=uid.name)
+    return uid.map(values)

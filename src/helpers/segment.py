@@ -101,10 +101,31 @@ def icl(model: GaussianMixture, X: np.ndarray) -> float:
 
 
 def _fit_gmm(X: np.ndarray, k: int, covariance_type: str, n_init: int, reg_covar: float,
-             max_iter: int, random_state: int) -> GaussianMixture:
+             max_iter: int, random_state: int, limit: bool = True) -> GaussianMixture:
+    """One EM fit on :data:`EM_THREADS` BLAS threads (``limit=False``: the caller has set the limit, as a
+    thread pool must: threadpoolctl's limit is process-wide, so nested limits in threads would race)."""
+    gm = GaussianMixture(n_components=k, covariance_type=covariance_type, n_init=n_init, reg_covar=reg_covar,
+                         max_iter=max_iter, random_state=random_state)
+    if not limit:
+        return gm.fit(X)
     with threadpool_limits(limits=EM_THREADS):
-        return GaussianMixture(n_components=k, covariance_type=covariance_type, n_init=n_init,
-                               reg_covar=reg_covar, max_iter=max_iter, random_state=random_state).fit(X)
+        return gm.fit(X)
+
+
+#: threads that run independent EM fits side by side (sweep candidates, bootstrap refits); each fit is seeded
+#: on its own and runs on one BLAS thread, so the results do not depend on this number
+FIT_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _in_threads(fn, items: list, workers: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on ``workers`` threads (EM spends most of its time in numpy, which releases
+    the GIL), under one process-wide BLAS limit of :data:`EM_THREADS`; results in the order of ``items``."""
+    workers = FIT_WORKERS if workers is None else workers
+    with threadpool_limits(limits=EM_THREADS):
+        if workers <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
 
 
 def sweep(X: np.ndarray, k_range: Sequence[int] = range(2, 11),
@@ -140,15 +161,18 @@ def sweep(X: np.ndarray, k_range: Sequence[int] = range(2, 11),
     unknown = [c for c in covariance_types if c not in COVARIANCE_TYPES]
     if unknown:
         raise ValueError(f"unknown covariance types {unknown}; expected some of {COVARIANCE_TYPES}")
-    rows, models = [], {}
-    for cov in covariance_types:
-        for k in ks:
-            m = _fit_gmm(X, k, cov, n_init, reg_covar, max_iter, random_state)
-            models[(k, cov)] = m
-            rows.append({"k": k, "covariance_type": cov, "log_likelihood": float(m.score(X) * len(X)),
-                         "n_parameters": int(m._n_parameters()), "bic": float(m.bic(X)),
-                         "icl": icl(m, X), "converged": bool(m.converged_)})
-    return pd.DataFrame(rows), models
+    def one(spec: tuple[str, int]) -> tuple[GaussianMixture, dict]:
+        cov, k = spec
+        m = _fit_gmm(X, k, cov, n_init, reg_covar, max_iter, random_state, limit=False)
+        return m, {"k": k, "covariance_type": cov, "log_likelihood": float(m.score(X) * len(X)),
+                   "n_parameters": int(m._n_parameters()), "bic": float(m.bic(X)),
+                   "icl": icl(m, X), "converged": bool(m.converged_)}
+
+    # the candidates are independent fits with their own seed: run side by side, tabulated in sweep order
+    specs = [(cov, k) for cov in covariance_types for k in ks]
+    fitted = _in_threads(one, specs)
+    models = {(k, cov): m for (cov, k), (m, _) in zip(specs, fitted)}
+    return pd.DataFrame([row for _, row in fitted]), models
 
 
 def choose_model(table: pd.DataFrame, criterion: str = "icl") -> tuple[int, str]:
@@ -306,13 +330,17 @@ def bootstrap_stability(X: np.ndarray, reference: np.ndarray, k: int, covariance
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(random_state)
     n_init = max(int(n_init), BOOTSTRAP_N_INIT)
-    aris = np.empty(n_boot)
-    for b in range(n_boot):
+    draws = []  # every resample and seed drawn first, in replicate order, so the refits can run side by side
+    for _ in range(n_boot):
         idx = rng.integers(0, len(X), len(X))
-        m = _fit_gmm(X[idx], k, covariance_type, n_init, reg_covar, max_iter, int(rng.integers(2**31)))
-        with threadpool_limits(limits=EM_THREADS):
-            aris[b] = adjusted_rand_score(ref, m.predict(X))
-    return aris
+        draws.append((idx, int(rng.integers(2**31))))
+
+    def one(draw: tuple[np.ndarray, int]) -> float:
+        idx, seed = draw
+        m = _fit_gmm(X[idx], k, covariance_type, n_init, reg_covar, max_iter, seed, limit=False)
+        return adjusted_rand_score(ref, m.predict(X))
+
+    return np.array(_in_threads(one, draws), dtype=float)
 
 
 def match_labels(found: np.ndarray, true: np.ndarray) -> dict[int, int]:
