@@ -203,3 +203,23 @@ def test_engine_summaries_match_the_long_table(duckdb_con):
     assert e["customers"].sum() == 500 and (e["customers"] == e["weight"]).all()
     conf = mk.label_confusion(w, w.rename(columns={"engagement_state": "true_state"}), con=duckdb_con)
     np.testing.assert_allclose(np.diag(conf.to_numpy()), 1.0)
+
+
+def test_segment_without_closings_gets_its_absorption_time_from_the_prior():
+    """A segment whose customers never close their account (as when segments are assigned from behaviour
+    after the closings: closed accounts all land in one segment) shows zero closings, and its expected time to
+    churn is the prior's pseudo-counts against its observed months: orders of magnitude above the pooled one."""
+    P_open = P_A.copy()
+    P_open[:3, 2] += P_open[:3, 3]; P_open[:3, 3] = 0.0  # no exit: closings moved to dormant
+    w = mk.simulate_waves(3000, {"open": P_open, "b": P_B}, months=24, seed=5)
+    c = mk.customer_transition_counts(w)
+    seg = w.groupby("user_id")["segment"].first()
+    fit = mk.fit_chains(c, seg, n_boot=0)
+    cl = fit.closings().set_index("segment")
+    closed_b = ((c.from_state < 3) & (c.to_state == 3) & c.user_id.map(seg).eq("b"))
+    assert cl.loc["open", "closings"] == 0
+    assert cl.loc["b", "closings"] == pytest.approx(float(c.n[closed_b].sum()))
+    assert cl.loc["b", "exposure"] == pytest.approx(float(c.n[(c.from_state < 3) & c.user_id.map(seg).eq("b")].sum()))
+    ab = fit.absorption().set_index(["segment", "from"])["expected_months_to_churn"]
+    pooled = mk.absorbing_analysis(fit.pooled).expected_steps[0]
+    assert ab[("open", "active")] > 20 * pooled and ab[("b", "active")] < 2 * pooled

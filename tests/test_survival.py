@@ -790,3 +790,43 @@ def test_survival_at_equals_lifelines_predictions_for_every_model_kind():
         ref = m.predict_survival_function(test, times=times)
         ref = ref.reindex(columns=test.index).to_numpy().T
         np.testing.assert_allclose(sv.survival_at(m, test, times), ref, rtol=1e-9, atol=1e-12)
+
+
+def _em_per_user(l, r, n_components=2, max_iter=300, tol=1e-9, seed=0):
+    """The inactivity EM written per user (n x K responsibilities), the reference for the per-day version."""
+    rng = np.random.default_rng(seed)
+    w = np.full(n_components, 1.0 / n_components)
+    p = np.sort(np.geomspace(0.5, 0.01, n_components) * rng.uniform(0.9, 1.1, n_components))[::-1]
+    prev = -np.inf
+    for it in range(1, max_iter + 1):
+        comp = w * p * (1 - p) ** l[:, None]
+        g = comp.sum(axis=1)
+        tot = r + g
+        ll = float(np.log(tot).sum())
+        resp = (g / tot)[:, None] * comp / g[:, None]
+        mass = resp.sum(axis=0)
+        w = mass / mass.sum()
+        p = np.clip(mass / (resp * (1 + l[:, None])).sum(axis=0), 1e-6, 1 - 1e-9)
+        if abs(ll - prev) < tol * max(1.0, abs(ll)):
+            break
+        prev = ll
+    order = np.argsort(-p)
+    return w[order], p[order], ll, it
+
+
+def test_inactivity_em_per_day_equals_the_per_user_em():
+    """fit_inactivity sums the posteriors per distinct recency; the fit must be the per-user EM's: same
+    iterations, weights, return probabilities and log-likelihood (recencies with many ties, two spell types,
+    odds that differ between users of the same recency)."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    short = rng.random(n) < 0.3
+    l = np.where(short, rng.geometric(0.4, n) - 1, rng.geometric(0.03, n) - 1).astype(float)
+    r = rng.exponential(0.02, n) * (l > 30)
+    fit = sv.fit_inactivity(l, r)
+    w, p, ll, it = _em_per_user(l, r)
+    assert fit.n_iter == it and fit.converged
+    np.testing.assert_allclose(fit.weights, w, rtol=1e-10)
+    np.testing.assert_allclose(fit.probs, p, rtol=1e-10)
+    assert fit.loglik == pytest.approx(ll, rel=1e-12)
+    assert fit.probs[0] > 0.2 and fit.probs[1] < 0.1  # a short and a long spell type (planted 0.4 and 0.03)

@@ -183,6 +183,16 @@ class MarkovFit:
         return pd.DataFrame(rows, columns=["segment", "from", "to", "probability", "ci_low", "ci_high",
                                            "weighted_count"])
 
+    def closings(self) -> pd.DataFrame:
+        """Per segment: weighted transitions from a transient into an absorbing state (``closings``, e.g.
+        accounts closed) and the transitions out of transient states (``exposure``). A segment without closings
+        has an absorption time set by the shrinkage prior alone (pseudo-counts against millions of observed
+        months: an expected time to churn of millions of months), not by any churn it showed."""
+        tr = [i for i in range(len(self.states)) if i not in self.absorbing]
+        into = self.counts[:, tr][:, :, self.absorbing].sum(axis=(1, 2))
+        return pd.DataFrame({"segment": self.segments, "closings": into,
+                             "exposure": self.counts[:, tr].sum(axis=(1, 2))})
+
     def absorption(self) -> pd.DataFrame:
         """Expected months to churn from each transient state, per segment, with bootstrap intervals."""
         rows = []
