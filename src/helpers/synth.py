@@ -237,7 +237,12 @@ class TableEncoder:
                 out[sp.name] = np.where(isna, np.nan, v)
             else:
                 out[sp.name] = pd.to_numeric(s).astype("float64").to_numpy(na_value=np.nan)
-        return np.column_stack([out[c] for c in self.columns_])
+        # column-major: every later step reads and writes whole encoded columns (the synthesizers gather donor
+        # values from one column at a time), which in a row-major 1M x 48 matrix were strided, cache-missing reads
+        X = np.empty((len(df), len(self.columns_)), order="F")
+        for j, c in enumerate(self.columns_):
+            X[:, j] = out[c]
+        return X
 
     def inverse_transform(self, X: np.ndarray) -> pd.DataFrame:
         """Decode a float matrix (columns :attr:`columns_`) back to a table with the fitted dtypes."""
@@ -540,7 +545,7 @@ class CARTSynthesizer(_BaseSynthesizer):
     def _sample_encoded(self, n: int, rng: np.random.Generator) -> np.ndarray:
         X, internal = self.X_train_, self.encoder_.internal_
         pos = {c.name: i for i, c in enumerate(internal)}
-        Z = np.full((n, X.shape[1]), np.nan)
+        Z = np.full((n, X.shape[1]), np.nan, order="F")  # column-major, as the encoded matrix (whole-column writes)
         Z32 = np.full((n, X.shape[1]), np.nan, dtype=np.float32)  # Z in visiting order, what the trees read
         with ThreadPoolExecutor(max_workers=_n_workers(self.n_jobs)) as pool:
             for k, (j, rows, prev, tree, donors) in enumerate(self.steps_):
