@@ -110,9 +110,30 @@ def test_batched_lda_gives_scikit_learns_fit_and_transform(corpus):
     assert lda.bound_ == pytest.approx(ref.bound_, rel=1e-9)
 
 
+def test_distinct_rows_codes_equal_rows_only():
+    rng = np.random.default_rng(3)
+    dense = rng.poisson(0.3, (400, 6))
+    dense[200:260] = dense[:60]                # exact duplicates far apart
+    dense[300] = dense[1] + 1                  # near misses: same columns, other counts; other columns
+    dense[301] = np.roll(dense[2], 1)
+    dense[302, 0] = 2 ** 33                    # a count beyond int32 (wide pairs)
+    X = sparse.csr_matrix(dense)
+    X.indices = X.indices.copy()
+    codes, first = topics.distinct_rows(X)
+    assert codes.shape == (400,) and first.size == len(np.unique(dense, axis=0))
+    same = (dense[:, None, :] == dense[None, :, :]).all(2)
+    assert np.array_equal(codes[:, None] == codes[None, :], same)
+    assert np.array_equal(dense[first][codes], dense)               # every row is its code's first row
+    assert (first == np.array([np.flatnonzero(codes == c)[0] for c in range(first.size)])).all()
+    with pytest.raises(TypeError):
+        topics.distinct_rows(X.astype(float))
+
+
 def test_assign_topics_in_threads_equals_the_plain_transform():
     from helpers.text import audiences
     texts = _edge_corpus(np.random.default_rng(1), n=900).fillna("")
+    texts = pd.concat([texts, texts.iloc[::3], pd.Series(["chip laptop", "laptop chip", "LAPTOP, chip!"])],
+                      ignore_index=True)          # duplicated texts and different texts with the same words
     X, vocab, vec = topics.vectorize(texts, min_df=1)
     lda = topics.fit_lda(X, 4, seed=0, max_iter=10)
     posts = pd.DataFrame({"user_id": [f"U{i}" for i in range(len(texts))], "text": texts})

@@ -7,7 +7,8 @@
   0.9 GB instead of 2 GB, read without creating a Python object per value, and reach the Arrow
   tokeniser of :func:`helpers.text.topics.count_matrix` without a copy.
 * :func:`assign_topics` - each post's most probable LDA topic, labelled by the planted topic it matches
-  (when the synthetic truth exists) or by its top words; in batches, on ``n_jobs`` threads.
+  (when the synthetic truth exists) or by its top words; in batches, on ``n_jobs`` threads, once per
+  distinct bag of words.
 * :func:`keyword_mask` - which texts contain a whole word or phrase (case-insensitive), in Arrow for ASCII.
 * :func:`talking_about` - a :class:`TextAudience` (ids + definition) from a topic and/or keyword, platform
   and date window. ``.to_audience(P, frame)`` makes it a :class:`helpers.audience.Audience` of kind
@@ -26,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from ..stats import core
 from . import topics as _topics
@@ -81,33 +83,42 @@ def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], b
     """Add ``topic`` (label of the argmax LDA topic) and ``topic_prob`` to a copy of ``posts``.
 
     The same topics as ``lda.transform(vectorizer.transform(texts))``: batches of ``batch_size`` posts are
-    counted by :func:`helpers.text.topics.count_matrix` and their topic distributions computed by the
-    model's E-step (:class:`helpers.text.topics.BatchedLDA` does it for many documents at once), on
-    ``n_jobs`` threads (Arrow and numpy release the GIL); memory stays at a few batches whatever the
-    number of posts.
+    counted by :func:`helpers.text.topics.count_matrix`, and the topic distribution of each *distinct*
+    word-count row is computed once by the model's E-step (:class:`helpers.text.topics.BatchedLDA` does it
+    for many documents at once, row by row, so a row's result does not depend on the rows beside it) and
+    given to every post with that row: short posts often share their bag of words (45 % of the 5.6M posts of
+    a million users do). Both steps run on ``n_jobs`` threads (Arrow and numpy release the GIL).
     """
     import pyarrow as pa
     texts = pa.array(posts["text"], from_pandas=True)     # chunked when Arrow-backed: each batch is joined alone
     n = len(texts)
-    k = np.zeros(n, dtype=np.int64)
-    prob = np.zeros(n, dtype=np.float64)
+    starts = list(range(0, n, batch_size))
+
+    def in_threads(f, items):
+        if n_jobs > 1 and len(items) > 1:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                return list(pool.map(f, items))
+        return [f(i) for i in items]
+
+    parts = in_threads(lambda start: _topics.count_matrix(texts.slice(start, batch_size), vectorizer), starts)
+    X = sparse.vstack(parts, format="csr") if len(parts) > 1 else (parts[0] if parts else
+                                                                     sparse.csr_matrix((0, len(vectorizer.vocabulary_))))
+    del parts
+    codes, first = _topics.distinct_rows(X)
+    X = X[first]                                           # one row per distinct bag of words
+    k_u = np.zeros(X.shape[0], dtype=np.int64)
+    prob_u = np.zeros(X.shape[0], dtype=np.float64)
 
     def run(start: int) -> None:
-        theta = lda.transform(_topics.count_matrix(texts.slice(start, batch_size), vectorizer))
+        theta = lda.transform(X[start:start + batch_size])
         top = theta.argmax(1)
-        k[start:start + len(top)] = top
-        prob[start:start + len(top)] = theta[np.arange(len(top)), top]
+        k_u[start:start + len(top)] = top
+        prob_u[start:start + len(top)] = theta[np.arange(len(top)), top]
 
-    starts = range(0, n, batch_size)
-    if n_jobs > 1 and n > batch_size:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            list(pool.map(run, starts))
-    else:
-        for start in starts:
-            run(start)
+    in_threads(run, list(range(0, X.shape[0], batch_size)))
     out = posts.copy()
-    out["topic"] = np.asarray(labels, dtype=object)[k]
-    out["topic_prob"] = prob
+    out["topic"] = np.asarray(labels, dtype=object)[k_u[codes]]
+    out["topic_prob"] = prob_u[codes]
     return out
 
 

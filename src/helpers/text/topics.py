@@ -15,6 +15,8 @@
 * :func:`count_matrix` - the fitted vectorizer's counts for many texts at once, tokenised on the bytes of the
   Arrow string array (equal to ``vectorizer.transform``; texts that are not plain ASCII go through the
   vectorizer itself).
+* :func:`distinct_rows` - which rows of a count matrix are equal (so a per-document computation runs once per
+  distinct row).
 * :func:`matched_cosine` - one-to-one matching (Hungarian, ``scipy.optimize.linear_sum_assignment``) of
   estimated to planted topic-word distributions on a common vocabulary; mean matched cosine = the
   planted-topic recovery.
@@ -102,6 +104,11 @@ def is_ascii(data: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.searchsorted(high, bounds[1], side="right") == np.searchsorted(high, bounds[0], side="right")
 
 
+#: byte -> the byte lower-cased (A-Z only); byte -> whether it is a word byte [a-z0-9_] after lower-casing
+_LOWER = np.arange(256, dtype=np.uint8) + ((np.arange(256) >= 65) & (np.arange(256) <= 90)).astype(np.uint8) * 32
+_WORD = np.isin(_LOWER, np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789_", dtype=np.uint8))
+
+
 def ascii_runs(texts) -> tuple["pa.Array", np.ndarray]:
     """The maximal runs of ``[a-z0-9_]`` in lower-cased texts: (the runs as an Arrow string array, text index).
 
@@ -113,11 +120,8 @@ def ascii_runs(texts) -> tuple["pa.Array", np.ndarray]:
     import pyarrow as pa
     data, bounds = text_bytes(arrow_texts(texts))
     n = bounds.shape[1]
-    upper = (data >= 65) & (data <= 90)
-    low = data + (upper * np.uint8(32))
-    word = (low >= 97) & (low <= 122)
-    word |= (low >= 48) & (low <= 57)
-    word |= low == 95
+    low = _LOWER.take(data)                                     # one table look-up per byte, not six passes
+    word = _WORD.take(data)
     if (bounds[1][:-1] != bounds[0][1:]).any():                 # bytes of no text (a null's) are ignored
         inside = np.zeros(data.size + 1, dtype=np.int64)
         np.add.at(inside, bounds[0], 1)
@@ -128,14 +132,16 @@ def ascii_runs(texts) -> tuple["pa.Array", np.ndarray]:
     first = bounds[0][bounds[0] < bounds[1]]
     start[first] = word[first]                                  # a run never continues across two texts
     s = np.flatnonzero(start)
-    packed_pos = np.cumsum(word, dtype=np.int64)
+    # positions instead of running sums: a cumulative sum of a boolean array (cast element by element) cost
+    # most of this function; the run starts are word bytes, so their places among the packed word bytes are
+    # where the start flag is set among the word bytes, and a text's runs are the starts inside its bounds
     packed = low[word]
     run_off = np.empty(s.size + 1, dtype=np.int64)
-    run_off[:-1] = packed_pos[s] - 1
+    run_off[:-1] = np.flatnonzero(start[word])
     run_off[-1] = packed.size
     runs = pa.LargeStringArray.from_buffers(s.size, pa.py_buffer(run_off), pa.py_buffer(packed.tobytes()))
-    before = np.concatenate([[0], np.cumsum(start, dtype=np.int64)])
-    return runs, np.repeat(np.arange(n), before[bounds[1]] - before[bounds[0]])
+    per_text = np.searchsorted(s, bounds[1]) - np.searchsorted(s, bounds[0])
+    return runs, np.repeat(np.arange(n), per_text)
 
 
 def count_matrix(texts, vectorizer: CountVectorizer) -> sparse.csr_matrix:
@@ -173,6 +179,31 @@ def count_matrix(texts, vectorizer: CountVectorizer) -> sparse.csr_matrix:
     return X
 
 
+def distinct_rows(X: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each row, first row of each code): rows with the same code have the same entries.
+
+    Each row's (column, value) pairs in column order are one binary string, and Arrow's hash table
+    (``dictionary_encode``, exact comparison of the strings, no hash collisions possible) numbers the
+    distinct ones in order of first appearance. Integer matrices only (counts).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    X = sparse.csr_matrix(X)
+    if not np.issubdtype(X.dtype, np.integer):
+        raise TypeError(f"distinct_rows: integer counts expected, got {X.dtype}")
+    X.sum_duplicates()                                      # canonical: sorted columns, no duplicates
+    wide = X.nnz and (X.data.min() < -2**31 or X.data.max() >= 2**31 or X.shape[1] >= 2**31)
+    pair = np.empty((X.nnz, 2), dtype=np.int64 if wide else np.int32)
+    pair[:, 0], pair[:, 1] = X.indices, X.data
+    keys = pa.Array.from_buffers(pa.large_binary(), X.shape[0],
+                                 [None, pa.py_buffer(X.indptr.astype(np.int64) * pair.itemsize * 2),
+                                  pa.py_buffer(pair)])
+    codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    first = np.full(int(codes.max()) + 1 if codes.size else 0, X.shape[0], dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size))
+    return codes, first
+
+
 def fit_lda(X, k: int, seed: int = 0, max_iter: int = 20, doc_topic_prior: float | None = None,
             topic_word_prior: float | None = None, n_init: int = 1) -> LatentDirichletAllocation:
     """Batch variational LDA with ``k`` topics (priors default to 1/k as in scikit-learn).
@@ -203,34 +234,44 @@ def _update_docs(X: sparse.csr_matrix, EbT: np.ndarray, alpha: float, tol: float
     beta)``, ``gamma = alpha + exp(E log theta) * sum_w n_w exp(E log beta_w) / norm_w``, stop when the mean
     absolute change of gamma is below ``tol`` or after ``cap`` iterations; but all still-moving documents
     are updated together, so the cost is a few numpy calls per iteration, not per document. The working set
-    is compacted when half of it has stopped (stopped documents in it are computed but never written).
-    Returns the statistics ``sum_d outer(n_d / norm_d, exp(E log theta_d))`` (words x topics, before the
-    multiplication by exp(E log beta)) when ``cal_sstats``.
+    (its own compact arrays, no gather from and scatter to the full ones per iteration) is compacted when
+    half of it has stopped; a document's gamma is written out in the iteration it stops, and the stopped
+    ones still in the working set are computed on but never written again. Every operation is row by row,
+    so a document's result does not depend on the others in ``X``. Returns the statistics
+    ``sum_d outer(n_d / norm_d, exp(E log theta_d))`` (words x topics, before the multiplication by
+    exp(E log beta)) when ``cal_sstats``.
     """
     eps = np.finfo(X.dtype).eps
-    e_theta = _exp_dirichlet_expectation(gamma)
-    moving = np.ones(X.shape[0], dtype=bool)
-    idx = None
-    for _ in range(cap):
-        if idx is None or 2 * moving[idx].sum() < idx.size:
-            idx = np.flatnonzero(moving)
+    idx = np.arange(X.shape[0])
+    g_w = gamma.copy()
+    e_w = _exp_dirichlet_expectation(g_w)
+    live = np.ones(X.shape[0], dtype=bool)
+    Xw = X
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    EbT_w = np.take(EbT, X.indices, axis=0)
+    for it in range(cap):
+        if 2 * live.sum() < idx.size:                           # compact the working set to the moving rows
+            keep = np.flatnonzero(live)
+            idx, g_w, e_w = idx[keep], g_w[keep], e_w[keep]
             Xw = X[idx]
             rows = np.repeat(np.arange(idx.size), np.diff(Xw.indptr))
             EbT_w = np.take(EbT, Xw.indices, axis=0)
-        Et = np.take(e_theta, idx, axis=0)
-        norm = np.einsum("ij,ij->i", np.take(Et, rows, axis=0), EbT_w) + eps
+            live = np.ones(idx.size, dtype=bool)
+        norm = np.einsum("ij,ij->i", np.take(e_w, rows, axis=0), EbT_w) + eps
         R = sparse.csr_matrix((Xw.data / norm, Xw.indices, Xw.indptr), shape=Xw.shape)
-        g = Et * (R @ EbT) + alpha
-        live = moving[idx]
-        upd = idx[live]
-        change = np.abs(g[live] - gamma[upd]).mean(axis=1)
-        gamma[upd] = g[live]
-        e_theta[upd] = _exp_dirichlet_expectation(g[live])
-        moving[upd] = change >= tol
-        if not moving.any():
+        g = e_w * (R @ EbT) + alpha
+        change = np.abs(g - g_w).mean(axis=1)
+        stop = live & (change < tol)
+        if it == cap - 1:
+            stop = live
+        gamma[idx[stop]] = g[stop]
+        live &= ~stop
+        g_w, e_w = g, _exp_dirichlet_expectation(g)
+        if not live.any():
             break
     if not cal_sstats:
         return None
+    e_theta = _exp_dirichlet_expectation(gamma)
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
     norm = np.einsum("ij,ij->i", e_theta[rows], EbT[X.indices]) + eps
     R = sparse.csr_matrix((X.data / norm, X.indices, X.indptr), shape=X.shape)
