@@ -830,3 +830,28 @@ def test_inactivity_em_per_day_equals_the_per_user_em():
     np.testing.assert_allclose(fit.probs, p, rtol=1e-10)
     assert fit.loglik == pytest.approx(ll, rel=1e-12)
     assert fit.probs[0] > 0.2 and fit.probs[1] < 0.1  # a short and a long spell type (planted 0.4 and 0.03)
+
+
+def test_weibull_cumulative_hazard_equals_lifelines_to_the_bit():
+    """The plain-numpy Weibull AFT cumulative hazard of cumulative_hazard_at is lifelines' own, bit for bit
+    (same operations; times at 0, tiny and far in the tail, where the clips act), and a log-normal model still
+    goes through lifelines."""
+    from lifelines import LogNormalAFTFitter, WeibullAFTFitter
+    from helpers.survival import risk
+
+    rng = np.random.default_rng(3)
+    n = 400
+    X = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.integers(0, 2, n).astype(float)})
+    t = rng.weibull(1.4, n) * np.exp(3 + 0.5 * X.x1 - 0.3 * X.x2)
+    frame = X.assign(duration=t, event=(rng.random(n) < 0.7).astype(int))
+    times = np.column_stack([np.zeros(n), np.full(n, 1e-120), rng.uniform(0, 100, n), np.full(n, 1e6)])
+    for cls in (WeibullAFTFitter, LogNormalAFTFitter):
+        m = cls(penalizer=0.01).fit(frame, "duration", "event")
+        got = sv.cumulative_hazard_at(m, X, times)
+        part = m.regressors.transform_df(X)
+        xs = {p: part[p].to_numpy(float) for p in m._fitted_parameter_names}
+        params = {p: m.params_.loc[p].values for p in m._fitted_parameter_names}
+        ref = np.clip(np.asarray(m._cumulative_hazard(params, times.T, xs)).T, 0.0, None)
+        np.testing.assert_array_equal(got, ref)
+        if cls is WeibullAFTFitter:
+            np.testing.assert_array_equal(risk._weibull_cumulative_hazard(params, times.T, xs).T, ref)
