@@ -738,7 +738,26 @@ def world_chunk_seed(seed: int, c: int) -> int:
 def _pandas_schema(table: pa.Table) -> pa.Schema:
     """The schema of ``pa.Table.from_pandas(_as_pandas(table))`` (plain strings, ns timestamps, pandas
     metadata: what :func:`write_sources` writes), found from one row instead of converting every row."""
-    return pa.Schema.from_pandas(_as_pandas(table.slice(0, 1)), preserve_index=False)
+    if not table.num_rows:
+        return pa.Schema.from_pandas(_as_pandas(table), preserve_index=False)
+    key = table.schema
+    if key not in _PANDAS_SCHEMAS:
+        # the first row with each dictionary cut to that row's value: slicing keeps the whole dictionary
+        # (100k ids), which to_pandas would convert for every table of every chunk
+        row = table.slice(0, 1)
+        cols = {}
+        for name in row.column_names:
+            col = row[name].combine_chunks()
+            if pa.types.is_dictionary(col.type):
+                col = pa.DictionaryArray.from_arrays(pa.array([0], col.type.index_type),
+                                                     col.dictionary.take(col.indices))
+            cols[name] = col
+        _PANDAS_SCHEMAS[key] = pa.Schema.from_pandas(_as_pandas(pa.table(cols)), preserve_index=False)
+    return _PANDAS_SCHEMAS[key]
+
+
+#: :func:`_pandas_schema` per Arrow schema (the pandas metadata depends on the types, not on the values)
+_PANDAS_SCHEMAS: dict[pa.Schema, pa.Schema] = {}
 
 
 def _world_chunk(c: int, offset: int, m: int, seed: int, observation_date: str, cfg: WorldConfig,
@@ -877,6 +896,7 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from .sources import exposures as _EX
     from .sources import posts as _PO
@@ -910,46 +930,69 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
 
     try:
         with _executor(n_jobs) as pool:
-            params_job = pool.submit(model_parameters, observation_date, cfg)
-            world_jobs: deque = deque()
-            posts_jobs: deque = deque()
-            queued = 0
+            slots = max(n_jobs, 1)
+            world_jobs: deque = deque()   # world chunks in order, submitted and not yet written
+            posts_jobs: deque = deque()   # posts of the world chunks, in order
+            posts_todo: deque = deque()   # (posts chunk index, users) of written world chunks
+            queued = written = 0
+            params_job = media_job = None
+            media_args = None
 
-            def submit_world() -> None:
-                nonlocal queued
-                offset = queued * chunk_size
-                world_jobs.append(pool.submit(_world_chunk, queued, offset, min(chunk_size, n_users - offset),
-                                              seed, observation_date, cfg, corrupt_share, pick))
-                queued += 1
+            def running() -> int:
+                jobs = [*world_jobs, *posts_jobs, media_job, params_job]
+                return sum(1 for job in jobs if job is not None and not job.done())
 
-            for _ in range(min(max(n_jobs, 1), n_chunks)):
-                submit_world()
-            for c in range(n_chunks):
-                result = world_jobs.popleft().result()
-                # the chunk's posts go to the queue before the next chunk, so both processes stay busy
-                if posts:
-                    posts_jobs.append(pool.submit(_posts_chunks, result["posts_users"], seed, c * posts_per_chunk,
-                                                  observation_date))
-                if queued < n_chunks:
-                    submit_world()
-                for name, table in result["tables"].items():
-                    put(name, table)
-                if media:
-                    media_rows.append(result["media"])
-                del result
+            def feed() -> None:
+                """Keep ``slots`` jobs running: the world chunks first (at most ``slots`` results held), then
+                the exposures (the longest job, which needs every chunk), the parameters, the posts."""
+                nonlocal queued, params_job, media_job
+                while running() < slots:
+                    if queued < n_chunks and len(world_jobs) < slots:
+                        offset = queued * chunk_size
+                        world_jobs.append(pool.submit(_world_chunk, queued, offset,
+                                                      min(chunk_size, n_users - offset), seed, observation_date,
+                                                      cfg, corrupt_share, pick))
+                        queued += 1
+                    elif media_args is not None and media_job is None:
+                        media_job = pool.submit(_write_exposures_job, *media_args)
+                    elif params_job is None and (written == n_chunks or not posts_todo):
+                        params_job = pool.submit(model_parameters, observation_date, cfg)
+                    elif posts_todo:
+                        first, users = posts_todo.popleft()
+                        posts_jobs.append(pool.submit(_posts_chunks, users, seed, first, observation_date))
+                    else:
+                        return
+
+            feed()
+            while written < n_chunks or posts_jobs or posts_todo:
+                progressed = False
+                if world_jobs and world_jobs[0].done():
+                    result = world_jobs.popleft().result()
+                    if posts:
+                        posts_todo.append((written * posts_per_chunk, result["posts_users"]))
+                    for name, table in result["tables"].items():
+                        put(name, table)
+                    if media:
+                        media_rows.append(result["media"])
+                    del result
+                    written += 1
+                    if media and written == n_chunks:
+                        users = pd.concat([u for u, _ in media_rows], ignore_index=True)
+                        truth = pd.concat([t for _, t in media_rows], ignore_index=True)
+                        media_rows.clear()
+                        media_args = (users, truth, raw_dir, truth_dir, seed, observation_date,
+                                      n_users if pick is not None else None)
+                        del users, truth
+                    progressed = True
                 while posts_jobs and posts_jobs[0].done():
                     put_posts(posts_jobs.popleft().result())
-            media_job = None
-            if media:
-                users = pd.concat([u for u, _ in media_rows], ignore_index=True)
-                truth = pd.concat([t for _, t in media_rows], ignore_index=True)
-                media_rows.clear()
-                media_job = pool.submit(_write_exposures_job, users, truth, raw_dir, truth_dir, seed,
-                                        observation_date, n_users if pick is not None else None)
-                del users, truth
-            while posts_jobs:
-                put_posts(posts_jobs.popleft().result())
-            params = params_job.result()
+                    progressed = True
+                feed()
+                if not progressed:
+                    wait([job for job in [*world_jobs, *posts_jobs, media_job, params_job]
+                          if job is not None and not job.done()], return_when=FIRST_COMPLETED)
+            feed()
+            params = (params_job or pool.submit(model_parameters, observation_date, cfg)).result()
             media_paths = media_job.result() if media_job is not None else {}
     except BaseException:
         sinks.abort()

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 CHANNELS = ["social", "video", "podcast", "search", "display", "linear_tv"]
@@ -339,49 +340,30 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
         ui, ci, di = np.repeat(ui, cnt), np.repeat(ci, cnt), np.repeat(di, cnt)
         K_ = hour_p.shape[0]
         hr = _draw_hours(crng, (ci * K_ + s[ui]) * 7 + weekday[di], imp_cdf)
-        ev = pd.DataFrame({"u": ui + sl.start, "c": ci, "d": di, "h": hr})
-        agg = ev.groupby(["u", "d", "h", "c"], sort=True).size().rename("impressions").reset_index()
-        exp_parts.append(agg)
+        exp_parts.append(_count_cells(ui + sl.start, di, hr, ci, D))
 
         # conversions with hours from the segment's profile
         yu, yd = np.nonzero(y)
         yc = y[yu, yd]
         yu, yd = np.repeat(yu, yc), np.repeat(yd, yc)
         yh = _draw_hours(crng, s[yu] * 7 + weekday[yd], conv_cdf)
-        cv = pd.DataFrame({"u": yu + sl.start, "d": yd, "h": yh}).groupby(
-            ["u", "d", "h"]).size().rename("conversions").reset_index()
+        cv = _count_cells(yu + sl.start, yd, yh, None, D)
         conv_parts.append(cv)
-
-        # touch paths: impressions in time order (random order within an hour) before the first conversion
-        first = cv.groupby("u")[["d", "h"]].first() if len(cv) else pd.DataFrame(columns=["d", "h"])
-        ev = ev.assign(r=crng.random(len(ev))).sort_values(["u", "d", "h", "r"])
-        fd = ev["u"].map(first["d"]).fillna(D + 1).to_numpy()
-        fh = ev["u"].map(first["h"]).fillna(0).to_numpy()
-        before = (ev["d"].to_numpy() * 24 + ev["h"].to_numpy()) <= (fd * 24 + fh)
-        ev = ev[before]
-        names = np.array(CHANNELS, dtype=object)
-        paths = ev.assign(name=names[ev["c"].to_numpy()]).groupby("u")["name"].agg(">".join)
-        nconv = cv.groupby("u")["conversions"].sum()
-        pth = pd.DataFrame({"u": paths.index, "path": paths.to_numpy()})
-        pth["n_touches"] = pth["path"].str.count(">") + 1
-        pth["conversions"] = pth["u"].map(nconv).fillna(0).astype(int)
-        pth["converted"] = pth["conversions"] > 0
-        path_parts.append(pth)
+        path_parts.append(_touch_paths(ui + sl.start, di, hr, ci, crng.random(ui.size), cv, sl.start, m, D))
 
     ids = u["ids"]
-    exp = pd.concat(exp_parts, ignore_index=True)
+    exp = {k: np.concatenate([part[k] for part in exp_parts]) for k in ("u", "d", "h", "c", "n")}
     exposures = pd.DataFrame({
-        "user_id": ids[exp["u"].to_numpy()], "date": dates.values[exp["d"].to_numpy()],
-        "hour": exp["h"].astype("int8").to_numpy(), "channel": np.array(CHANNELS)[exp["c"].to_numpy()],
-        "impressions": exp["impressions"].astype("int32").to_numpy()})
-    cv = pd.concat(conv_parts, ignore_index=True)
-    conversions = pd.DataFrame({"user_id": ids[cv["u"].to_numpy()], "date": dates.values[cv["d"].to_numpy()],
-                                "hour": cv["h"].astype("int8").to_numpy(),
-                                "conversions": cv["conversions"].astype("int32").to_numpy()})
-    pth = pd.concat(path_parts, ignore_index=True)
-    touch_paths = pd.DataFrame({"user_id": ids[pth["u"].to_numpy()], "path": pth["path"],
-                                "n_touches": pth["n_touches"].astype(int), "converted": pth["converted"],
-                                "conversions": pth["conversions"]})
+        "user_id": ids[exp["u"]], "date": dates.values[exp["d"]],
+        "hour": exp["h"].astype("int8"), "channel": np.array(CHANNELS)[exp["c"]],
+        "impressions": exp["n"].astype("int32")})
+    cv = {k: np.concatenate([part[k] for part in conv_parts]) for k in ("u", "d", "h", "n")}
+    conversions = pd.DataFrame({"user_id": ids[cv["u"]], "date": dates.values[cv["d"]],
+                                "hour": cv["h"].astype("int8"), "conversions": cv["n"].astype("int32")})
+    pth = {k: np.concatenate([part[k] for part in path_parts]) for k in ("u", "path", "n_touches", "conversions")}
+    touch_paths = pd.DataFrame({"user_id": ids[pth["u"]], "path": pth["path"].astype(object),
+                                "n_touches": pth["n_touches"].astype(np.int64),
+                                "converted": pth["conversions"] > 0, "conversions": pth["conversions"]})
     campaign = np.array([f"flight_{f + 1}" for f in flight])
     spend = pd.DataFrame({
         "date": np.repeat(dates.values, C), "campaign": np.repeat(campaign, C),
@@ -402,6 +384,46 @@ def generate_exposures(panel_or_frames, seed: int = 42, weeks: int = DEFAULT_WEE
     raw = {"exposures": exposures, "media_spend": spend, "touch_paths": touch_paths,
            "campaign_conversions": conversions, "media_assignment": assignment}
     return raw, truth, users_truth
+
+
+def _count_cells(u: np.ndarray, d: np.ndarray, h: np.ndarray, c: np.ndarray | None, D: int) -> dict:
+    """Events counted per (user, day, hour[, channel]) cell, cells in sorted order (one integer key, not a
+    pandas groupby: the same rows as ``groupby([...], sort=True).size()``)."""
+    key = (u.astype(np.int64) * D + d) * HOURS + h
+    if c is not None:
+        key = key * C + c
+    cells, counts = np.unique(key, return_counts=True)
+    out = {}
+    if c is not None:
+        out["c"] = cells % C
+        cells = cells // C
+    out["h"], cells = cells % HOURS, cells // HOURS
+    out["d"], out["u"] = cells % D, cells // D
+    out["n"] = counts
+    return out
+
+
+def _touch_paths(u: np.ndarray, d: np.ndarray, h: np.ndarray, c: np.ndarray, r: np.ndarray, cv: dict,
+                 start: int, m: int, D: int) -> dict:
+    """Touch paths of users ``start ... start + m - 1``: each user's impressions in time order (``r`` orders
+    those of one hour) up to the hour of the first conversion, channel names joined by ``>`` (Arrow's join
+    on list offsets instead of one Python join per user)."""
+    order = np.lexsort((r, h, d, u))
+    u, d, h, c = u[order], d[order], h[order], c[order]
+    # conversion cells are sorted by (user, day, hour): a user's first cell is their first conversion
+    cu = cv["u"] - start
+    firsts = np.r_[True, cu[1:] != cu[:-1]] if cu.size else np.zeros(0, bool)
+    fd, fh = np.full(m, D + 1), np.zeros(m, dtype=np.int64)
+    fd[cu[firsts]], fh[cu[firsts]] = cv["d"][firsts], cv["h"][firsts]
+    conv = np.bincount(cu, weights=cv["n"], minlength=m).astype(np.int64)
+    lu = u - start
+    before = d * 24 + h <= fd[lu] * 24 + fh[lu]
+    lu, c = lu[before], c[before]
+    users, first, n_touches = np.unique(lu, return_index=True, return_counts=True)
+    offsets = pa.array(np.r_[first, lu.size].astype(np.int32))
+    names = pa.array(CHANNELS, pa.string()).take(pa.array(c.astype(np.int32)))
+    path = pc.binary_join(pa.ListArray.from_arrays(offsets, names), ">").to_numpy(zero_copy_only=False)
+    return {"u": users + start, "path": path, "n_touches": n_touches, "conversions": conv[users]}
 
 
 def _draw_hours(rng: np.random.Generator, key: np.ndarray, cdf: np.ndarray) -> np.ndarray:
@@ -489,7 +511,10 @@ def expected_response(daily_rate: np.ndarray) -> np.ndarray:
     lam = np.asarray(daily_rate, float)
     out = np.empty_like(lam)
     for c in range(C):
-        out[..., c] = np.interp(lam[..., c], _LAMBDA_GRID, tab[c])
+        col = lam[..., c]
+        # a channel with no spend sits at the grid's first point (what interp returns for 0): the optimiser
+        # and the response curves evaluate many such allocations
+        out[..., c] = np.interp(col, _LAMBDA_GRID, tab[c]) if col.any() else tab[c, 0]
     return out
 
 
