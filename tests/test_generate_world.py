@@ -142,3 +142,45 @@ def test_rejects_bad_sizes(tmp_path):
         G.write_world(0, tmp_path / "raw", tmp_path / "truth")
     with pytest.raises(ValueError, match="chunk_size"):
         G.write_world(10, tmp_path / "raw", tmp_path / "truth", chunk_size=0)
+
+
+def test_exposure_cells_and_touch_paths_equal_the_pandas_groupby():
+    """The integer-key counts and the Arrow-joined paths against the pandas formulation they replaced."""
+    rng = np.random.default_rng(5)
+    n_ev, m, start, D = 4000, 150, 300, 42
+    u = start + rng.integers(0, m - 10, n_ev)  # the last 10 users have no impressions
+    d, h, c = rng.integers(0, D, n_ev), rng.integers(0, 24, n_ev), rng.integers(0, E.C, n_ev)
+    r = rng.random(n_ev)
+    yu, yd, yh = start + rng.integers(0, m, 300), rng.integers(0, D, 300), rng.integers(0, 24, 300)
+    ev = pd.DataFrame({"u": u, "c": c, "d": d, "h": h})
+    agg = ev.groupby(["u", "d", "h", "c"], sort=True).size().reset_index()
+    got = E._count_cells(u, d, h, c, D)
+    for k in ("u", "d", "h", "c"):
+        assert got[k].tolist() == agg[k].tolist(), k
+    assert got["n"].tolist() == agg[0].tolist() and got["n"].max() > 1
+    cv = pd.DataFrame({"u": yu, "d": yd, "h": yh}).groupby(["u", "d", "h"]).size().rename("conversions").reset_index()
+    cells = E._count_cells(yu, yd, yh, None, D)
+    assert cells["n"].tolist() == cv["conversions"].tolist() and cells["u"].tolist() == cv["u"].tolist()
+    # reference: impressions in (day, hour, r) order up to the first conversion's hour, joined per user
+    first = cv.groupby("u")[["d", "h"]].first()
+    ev = ev.assign(r=r).sort_values(["u", "d", "h", "r"])
+    fd = ev["u"].map(first["d"]).fillna(D + 1).to_numpy()
+    fh = ev["u"].map(first["h"]).fillna(0).to_numpy()
+    ev = ev[ev["d"].to_numpy() * 24 + ev["h"].to_numpy() <= fd * 24 + fh]
+    names = np.array(E.CHANNELS, dtype=object)
+    paths = ev.assign(name=names[ev["c"].to_numpy()]).groupby("u")["name"].agg(">".join)
+    nconv = cv.groupby("u")["conversions"].sum()
+    got = E._touch_paths(u, d, h, c, r, cells, start, m, D)
+    assert got["u"].tolist() == paths.index.tolist() and got["path"].tolist() == paths.tolist()
+    assert got["n_touches"].tolist() == [p.count(">") + 1 for p in paths]
+    assert got["conversions"].tolist() == paths.index.map(nconv).fillna(0).astype(int).tolist()
+    assert 0 < (got["conversions"] > 0).sum() < len(paths)  # converters and non-converters both present
+    assert (got["n_touches"] < pd.Series(u).value_counts().reindex(got["u"]).to_numpy()).any()  # paths cut
+
+
+def test_expected_response_of_a_zero_channel_is_interp_at_zero():
+    lam = np.random.default_rng(1).gamma(1.0, 1.0, (50, E.C))
+    lam[:, 2] = 0.0
+    tab = E._expected_hill_table()
+    full = np.column_stack([np.interp(lam[:, c], E._LAMBDA_GRID, tab[c]) for c in range(E.C)])
+    assert np.array_equal(E.expected_response(lam), full)
