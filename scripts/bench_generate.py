@@ -8,7 +8,7 @@ to one file each, on ``--n-jobs`` processes. ``--writer parts`` runs :func:`help
 peak resident memory (``ru_maxrss`` of that process and of its largest worker). Then checks, with DuckDB and
 without pandas, that the long tables read back (rows, users, months). Timings are never asserted.
 
-    .venv/bin/python scripts/bench_generate.py                          # 1M users, chunks of 200k, 2 processes
+    .venv/bin/python scripts/bench_generate.py                          # 1M users, chunks of 100k, 2 processes
     .venv/bin/python scripts/bench_generate.py --n-users 100000 --chunk-size 50000 --out /tmp/bench.json
     .venv/bin/python scripts/bench_generate.py --n-users 10000000 --folder /tmp/gen/d10m   # keeps the files
 """
@@ -73,7 +73,7 @@ def _check(folder: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-users", type=int, default=1_000_000)
-    ap.add_argument("--chunk-size", type=int, default=200_000)
+    ap.add_argument("--chunk-size", type=int, default=100_000)  # generate.WORLD_CHUNK_USERS (200k: ~3 GB per worker)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--writer", choices=["world", "parts"], default="world")
     ap.add_argument("--n-jobs", type=int, default=2)
