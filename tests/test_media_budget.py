@@ -301,3 +301,30 @@ def test_random_subsets_are_the_argsort_subsets():
     ref = np.zeros_like(t)
     np.put_along_axis(ref, np.argsort(u, axis=1)[:, :137], True, axis=1)
     assert (t.sum(1) == 137).all() and np.array_equal(t, ref)
+
+
+def test_window_hill_is_np_interp_on_the_grid_with_the_segment_slope():
+    """The expected window response is np.interp of the tabulated curve, bit for bit, and its slope that of
+    the segment right of each point (searchsorted's), at grid points, their neighbours, 0, the last grid
+    point and above it (plug-in Hill there)."""
+    G = BU._MU_GRID
+    rng = np.random.default_rng(11)
+    mu = np.r_[G, np.nextafter(G, np.inf), np.nextafter(G[1:], -np.inf), 0.0, G[-1], 350.0,
+               rng.uniform(0, 310, 3000), np.exp(rng.normal(-3, 3, 3000)).clip(0, 320)]
+    seg = np.clip(np.searchsorted(G, mu, side="right") - 1, 0, len(G) - 2)
+    assert np.array_equal(BU._grid_segment(mu), seg)
+    half, shape, window = np.array([0.7, 2.5]), np.array([1.3, 0.6]), 7
+    rate = np.column_stack([mu, mu[::-1]]) / window
+    out, d = BU._expected_window_hill(rate, window, half, shape, slope=True)
+    tab = BU._window_table(window, tuple(half), tuple(shape))
+    m = rate * window
+    for c in range(2):
+        ref = np.interp(m[:, c], G, tab[:, c])
+        above = m[:, c] > G[-1]
+        ref[above] = BU._hill(m[above, c] / window, half[c], shape[c])
+        assert np.array_equal(out[:, c], ref)
+        s = np.clip(np.searchsorted(G, m[:, c], side="right") - 1, 0, len(G) - 2)
+        dref = window * (np.diff(tab[:, c]) / np.diff(G))[s]
+        dref[above] = BU._hill_slope(m[above, c] / window, half[c], shape[c])
+        assert np.array_equal(d[:, c], dref)
+    assert np.array_equal(BU._expected_window_hill(rate, window, half, shape), out)

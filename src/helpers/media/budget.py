@@ -213,26 +213,74 @@ def _window_table(window: int, half: tuple, shape: tuple) -> np.ndarray:
     return np.column_stack([pmf @ _hill(k / window, h, s) for h, s in zip(half, shape)])
 
 
+#: log of the ratio of consecutive points of :data:`_MU_GRID` above 0 (a first guess of a point's segment)
+_MU_LOG_STEP = np.log(_MU_GRID[-1] / _MU_GRID[1]) / (len(_MU_GRID) - 2)
+
+
+def _grid_segment(mu: np.ndarray) -> np.ndarray:
+    """Index ``j`` of the grid segment holding each ``mu``: the largest ``j`` with ``_MU_GRID[j] <= mu``,
+    clipped to ``[0, len - 2]`` (``searchsorted(_MU_GRID, mu, "right") - 1``, clipped). The grid is
+    geometric above 0, so a logarithm guesses ``j`` and one comparison with each neighbour corrects a
+    rounding error (a binary search per value was most of the optimiser's time)."""
+    G = len(_MU_GRID)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        guess = np.log(np.maximum(mu, _MU_GRID[1] * 0.5) / _MU_GRID[1]) / _MU_LOG_STEP
+    j = np.clip(np.floor(guess) + 1, 0, G - 2).astype(np.intp)
+    j[np.isnan(mu)] = 0
+    for _ in range(2):                          # a guess is off by at most one; twice for certainty
+        j -= (_MU_GRID[j] > mu) & (j > 0)
+        j += (_MU_GRID[j + 1] <= mu) & (j < G - 2)
+    return j
+
+
 def _expected_window_hill(daily_rate: np.ndarray, window: int, half, shape, slope: bool = False):
     """E[S(N / window)] for N ~ Poisson(rate x window), per member and channel ((n, C) like ``daily_rate``);
-    with ``slope`` also its derivative in the daily rate (that of the interpolation: the optimiser's gradient)."""
+    with ``slope`` also its derivative in the daily rate (that of the interpolation: the optimiser's gradient).
+
+    The interpolation is ``np.interp``'s on the tabulated grid, computed as ``np.interp`` does (segment
+    slope times the distance from the segment's left point, plus its value; the table's first and last
+    values outside the grid) with the segment found once for value and slope (:func:`_grid_segment`).
+    """
     mu = np.asarray(daily_rate, float) * window
     tab = _window_table(int(window), tuple(map(float, half)), tuple(map(float, shape)))
-    out = np.empty_like(mu)
-    for c in range(mu.shape[1]):
-        out[:, c] = np.interp(mu[:, c], _MU_GRID, tab[:, c])
+    seg_slope = _table_slopes(tab)
+    j = _grid_segment(mu)
+    cols = np.arange(mu.shape[1])[None, :]
+    out = seg_slope[j, cols] * (mu - _MU_GRID[j]) + tab[j, cols]
+    edge = mu >= _MU_GRID[-1]                   # np.interp: the last value at and beyond the last point
+    if edge.any():
+        out[edge] = tab[-1, np.nonzero(edge)[1]]
+    low = mu < _MU_GRID[0]
+    if low.any():
+        out[low] = tab[0, np.nonzero(low)[1]]
     above = mu > _MU_GRID[-1]
     if above.any():                     # plug-in above the grid (relative noise of the count < 6%)
-        cols = np.nonzero(above)[1]
-        out[above] = _hill(mu[above] / window, np.asarray(half)[cols], np.asarray(shape)[cols])
+        acols = np.nonzero(above)[1]
+        out[above] = _hill(mu[above] / window, np.asarray(half)[acols], np.asarray(shape)[acols])
     if not slope:
         return out
     # the interpolation's slope on the segment right of mu (the one-sided derivative a step up would see)
-    seg = np.clip(np.searchsorted(_MU_GRID, mu, side="right") - 1, 0, len(_MU_GRID) - 2)
-    d = window * (np.diff(tab, axis=0) / np.diff(_MU_GRID)[:, None])[seg, np.arange(mu.shape[1])[None, :]]
+    d = window * seg_slope[j, cols]
     if above.any():
-        d[above] = _hill_slope(mu[above] / window, np.asarray(half)[cols], np.asarray(shape)[cols])
+        d[above] = _hill_slope(mu[above] / window, np.asarray(half)[acols], np.asarray(shape)[acols])
     return out, d
+
+
+def _table_slopes(tab: np.ndarray) -> np.ndarray:
+    """(grid - 1, C) slope of each segment of a :func:`_window_table` (as ``np.interp`` computes it)."""
+    key = id(tab)
+    hit = _SLOPES.get(key)
+    if hit is not None and hit[0] is tab:
+        return hit[1]
+    sl = (tab[1:] - tab[:-1]) / (_MU_GRID[1:] - _MU_GRID[:-1])[:, None]
+    if len(_SLOPES) > 64:
+        _SLOPES.clear()
+    _SLOPES[key] = (tab, sl)
+    return sl
+
+
+#: slopes of the cached window tables (keyed by the table object, which :func:`_window_table` caches)
+_SLOPES: dict = {}
 
 
 def _fit_hierarchical(y, r, z, Dw, gidx, target: int = 0, deviation_sd: float = 0.5, _objective=False,
