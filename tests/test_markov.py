@@ -223,3 +223,21 @@ def test_segment_without_closings_gets_its_absorption_time_from_the_prior():
     ab = fit.absorption().set_index(["segment", "from"])["expected_months_to_churn"]
     pooled = mk.absorbing_analysis(fit.pooled).expected_steps[0]
     assert ab[("open", "active")] > 20 * pooled and ab[("b", "active")] < 2 * pooled
+
+
+def test_latent_chain_on_a_sample_of_customers(duckdb_con):
+    """restrict cuts the long table to the given customers on the engine: its transitions and counts are those
+    of the pandas subset (whole paths kept), and the chain fitted there differs from the all-customer one."""
+    w = mk.simulate_waves(2000, {"a": P_A, "b": P_B}, months=12, seed=8)
+    seg = w.groupby("user_id")["segment"].first()
+    ids = seg.index.to_numpy()[np.random.default_rng(0).choice(len(seg), 300, replace=False)]
+    part = mk.transitions(mk.restrict(w, ids, con=duckdb_con), con=duckdb_con)
+    got = mk.customer_transition_counts(part, con=duckdb_con)
+    ref = mk.customer_transition_counts(w[w.user_id.isin(ids)])
+    key = ["user_id", "from_state", "to_state"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True)[key + ["n"]],
+                                  ref.sort_values(key).reset_index(drop=True)[key + ["n"]], check_dtype=False)
+    assert set(got.user_id) == set(ids)
+    sub = mk.fit_chains(mk.chain_counts(part, seg, sample=None, con=duckdb_con), n_boot=0)
+    full = mk.fit_chains(mk.chain_counts(mk.transitions(w, con=duckdb_con), seg, sample=None, con=duckdb_con), n_boot=0)
+    assert sum(sub.n_customers.values()) == 300 and np.abs(sub.P - full.P).max() > 1e-4

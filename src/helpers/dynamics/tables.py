@@ -69,6 +69,15 @@ def transitions(waves, *, customer: str = "user_id", month: str = "month", state
     return tr
 
 
+def restrict(table, customers, *, customer: str = "user_id", con=None) -> ibis.Table:
+    """The rows of ``table`` (pandas or Ibis) whose ``customer`` is one of ``customers`` (ids), on the engine:
+    a semi-join against the ids registered as a temporary table (it lives as long as ``con``), so a long
+    table is cut to a sample of customers before a window pass such as :func:`transitions`."""
+    t, con = _bind(table, con)
+    keep = eng.register_frame(con, pd.DataFrame({"_k": pd.unique(np.asarray(customers))}))
+    return t.semi_join(keep, t[customer] == keep._k)
+
+
 def customer_transition_counts(waves, *, customer: str = "user_id", month: str = "month",
                                state: str = "engagement_state", states: Sequence[str] = STATES, order: int = 1,
                                by_month: bool = False, per_customer: bool = True, con=None) -> pd.DataFrame:
