@@ -328,3 +328,21 @@ def test_window_hill_is_np_interp_on_the_grid_with_the_segment_slope():
         dref[above] = BU._hill_slope(m[above, c] / window, half[c], shape[c])
         assert np.array_equal(d[:, c], dref)
     assert np.array_equal(BU._expected_window_hill(rate, window, half, shape), out)
+
+
+def test_random_subsets_with_a_tied_threshold_keep_exactly_n1():
+    """A row whose n1-th smallest uniform is tied with another falls back to argpartition's n1 units."""
+    class Tied:
+        def __init__(self, u):
+            self.u = u
+
+        def random(self, shape):
+            return self.u.reshape(shape)
+
+    u = np.random.default_rng(5).random((3, 50))
+    u[1, 7] = np.sort(u[1])[9]                 # the 10th smallest value appears twice in row 1
+    t = XP._random_subsets(Tied(u.copy()), 3, 50, 10)
+    assert (t.sum(1) == 10).all()
+    for i in (0, 2):
+        assert set(np.flatnonzero(t[i])) == set(np.argsort(u[i])[:10])
+    assert set(np.flatnonzero(t[1])) <= set(np.flatnonzero(u[1] <= np.sort(u[1])[9]))

@@ -100,7 +100,12 @@ def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], b
                 return list(pool.map(f, items))
         return [f(i) for i in items]
 
-    parts = in_threads(lambda start: _topics.count_matrix(texts.slice(start, batch_size), vectorizer), starts)
+    def counts(start: int) -> sparse.csr_matrix:
+        X = _topics.count_matrix(texts.slice(start, batch_size), vectorizer)
+        # the whole corpus' counts are held at once (to find the distinct rows): 4-byte counts halve them
+        return X.astype(np.int32) if X.nnz == 0 or X.data.max() < 2 ** 31 else X
+
+    parts = in_threads(counts, starts)
     X = sparse.vstack(parts, format="csr") if len(parts) > 1 else (parts[0] if parts else
                                                                      sparse.csr_matrix((0, len(vectorizer.vocabulary_))))
     del parts
