@@ -786,9 +786,8 @@ def _posts_chunks(users: pd.DataFrame, seed: int, first_chunk: int, observation_
 
     out = []
     for j, lo in enumerate(range(0, len(users), _PO.CHUNK_USERS)):
-        part = _PO.posts_chunk(users.iloc[lo:lo + _PO.CHUNK_USERS], seed, first_chunk + j, observation_date,
-                               n_segments=K)
-        out.append(_PO.posts_tables(*part))
+        out.append(_PO.posts_chunk(users.iloc[lo:lo + _PO.CHUNK_USERS], seed, first_chunk + j, observation_date,
+                                   n_segments=K, arrow=True))
     return out
 
 

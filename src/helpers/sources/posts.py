@@ -290,8 +290,11 @@ def _post_ids(first_post: int, n: int) -> np.ndarray:
 
 
 def _chunk_posts(u: pd.DataFrame, rng: np.random.Generator, effects: dict[str, np.ndarray], end: pd.Timestamp,
-                 phis: dict[str, np.ndarray], first_post: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Posts, post truth and rates of one chunk of users (post ids numbered from ``first_post + 1``)."""
+                 phis: dict[str, np.ndarray], first_post: int, arrow: bool = False):
+    """Posts, post truth and rates of one chunk of users (post ids numbered from ``first_post + 1``).
+
+    ``arrow=True`` returns the tables of :func:`posts_tables` instead, built from the arrays (the same
+    values and schema, without a Python object per post and cell)."""
     rates, _ = interest_rates(u, rng, effects)
     R = rates[[f"rate_{t}" for t in TOPICS]].to_numpy()
     counts = rng.poisson(R)
@@ -312,16 +315,36 @@ def _chunk_posts(u: pd.DataFrame, rng: np.random.Generator, effects: dict[str, n
     # newest post first within each user: np.lexsort((-days, uid)) as one integer key (exact, stable)
     order = np.argsort(uid.astype(np.int64) * WINDOW_DAYS + (WINDOW_DAYS - 1 - days), kind="stable")
     post_id = _post_ids(first_post, n)
+    brand = "|".join(rf"\b{b}\b" for b in BRANDS.values())
+    if arrow and n:
+        take = pa.array(order)
+        pid = pa.array(post_id, pa.string())
+        user = pa.array(u["user_id"].astype(str).to_numpy(), pa.string()).take(pa.array(uid[order]))
+        raw = pa.table({"post_id": pid, "user_id": user,
+                        "platform": pa.array(PLATFORMS, pa.string()).take(pa.array(plat[order])),
+                        "date": pa.array(pd.DatetimeIndex(date).values[order].astype("datetime64[D]"), pa.date32()),
+                        "text": texts.take(take)})
+        truth = pa.table({"post_id": pid, "user_id": user,
+                          "topic": pa.array(TOPICS, pa.string()).take(pa.array(topic[order])),
+                          "sentiment": pa.array(sent[order].astype(float)),
+                          "mentions_brand": pc.match_substring_regex(pc.utf8_lower(texts), brand).take(take)})
+        tables = {"posts": raw, "posts_truth": truth}
+        # the pandas metadata of posts_tables' from_pandas, from the first row as the pandas frames hold it
+        like = posts_tables(*(t.slice(0, 1).to_pandas() for t in tables.values()), rates.iloc[:1])
+        out = {k: t.cast(like[k].schema) for k, t in tables.items()}
+        out["posts_user_rates"] = pa.Table.from_pandas(rates, preserve_index=False)
+        return out
     raw = pd.DataFrame({"post_id": post_id, "user_id": u["user_id"].astype(str).to_numpy()[uid][order],
                         "platform": np.array(PLATFORMS, dtype=object)[plat][order],
                         "date": pd.DatetimeIndex(date)[order].date if n else [],
                         "text": texts.take(pa.array(order)).to_numpy(zero_copy_only=False) if n else []})
     tpc = np.array(TOPICS, dtype=object)[topic][order]
-    brand = "|".join(rf"\b{b}\b" for b in BRANDS.values())
     mentions = (pc.match_substring_regex(pc.utf8_lower(texts), brand).to_numpy(zero_copy_only=False)[order]
                 if n else np.zeros(0, bool))
     truth = pd.DataFrame({"post_id": post_id, "user_id": raw["user_id"].to_numpy(), "topic": tpc,
                           "sentiment": sent[order].astype(float), "mentions_brand": mentions.astype(bool)})
+    if arrow:
+        return posts_tables(raw, truth, rates)
     return raw, truth, rates
 
 
@@ -334,13 +357,14 @@ def _effects_stream(users: pd.DataFrame, seed: int, n_segments: int | None = Non
 
 def posts_chunk(users: pd.DataFrame, seed: int, c: int, observation_date: str | None = None,
                 first_post: int = 0, effects: dict[str, np.ndarray] | None = None,
-                n_segments: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                n_segments: int | None = None, arrow: bool = False):
     """Posts, post truth and rates of chunk ``c`` of the users (the users of that chunk only).
 
     Chunk 0 continues the stream ``[seed, 18]`` after the effects were drawn, chunk ``c > 0`` uses its own
     stream ``[seed, 18, c]``: any chunk can be drawn on its own (in another process) and gives the same rows
     as :func:`iter_posts`. ``effects`` default to those drawn from ``[seed, 18]`` for ``n_segments``
-    segments (default: the chunk's largest segment + 1, at least 6).
+    segments (default: the chunk's largest segment + 1, at least 6). ``arrow=True``: the tables of
+    :func:`posts_tables` of those frames, built without the frames.
     """
     if n_segments is None and effects is not None:
         n_segments = effects["segment"].shape[1]  # the same draws before chunk 0's stream as the given effects
@@ -348,7 +372,7 @@ def posts_chunk(users: pd.DataFrame, seed: int, c: int, observation_date: str | 
     r = rng if c == 0 else np.random.default_rng([seed, 18, c])
     end = pd.Timestamp(observation_date or "2026-06-30")
     return _chunk_posts(users.reset_index(drop=True), r, effects if effects is not None else drawn, end,
-                        word_distributions(), first_post)
+                        word_distributions(), first_post, arrow)
 
 
 def posts_params(seed: int, observation_date: str | None, effects: dict[str, np.ndarray], n_posts: int,
