@@ -395,3 +395,106 @@ def test_column_major_prediction_is_identical(features, affluent_run):
     m = affluent_run.model.fold_models_[0]
     a = features.X.to_numpy(float)
     np.testing.assert_array_equal(_predict(m, a), m.predict_proba(np.ascontiguousarray(a))[:, 1])
+
+
+# --- issue 20: the same numbers with less work and memory ------------------------------------------
+def _hits_reference(y, s, k):
+    """hits_at as first written: one full sort per cut-off."""
+    thr = np.sort(s)[::-1][k - 1]
+    above, tied = s > thr, s == thr
+    return float(y[above].sum() + (k - above.sum()) * y[tied].mean())
+
+
+def test_one_sort_per_scorer_gives_the_per_cutoff_results():
+    """Gains, precision and lift from one sort per scorer equal a sort per cut-off, ties included."""
+    rng = np.random.default_rng(4)
+    for trial in range(30):
+        n = int(rng.integers(20, 2000))
+        y = rng.random(n) < rng.uniform(0.02, 0.4)
+        y[rng.integers(n)] = True
+        s = np.round(rng.normal(size=n), int(rng.integers(0, 3)))    # 0-2 decimals: many ties
+        g = L.gains_curve(y, s, n_points=50)
+        ks = np.maximum(1, np.round(np.linspace(0, 1, 51)[1:] * n).astype(int))
+        ref = np.array([_hits_reference(y, s, k) for k in ks]) / y.sum()
+        np.testing.assert_array_equal(g["share_captured"].to_numpy(), ref)
+        for k in (1, n // 7 + 1, n):
+            assert L.hits_at(y, s, k) == _hits_reference(y, s, k)
+        assert L.hits_at(y, s, 0) == 0.0
+
+
+def test_evaluate_matches_per_share_metrics(small_panel, affluent_run):
+    run = affluent_run
+    in_planted = small_panel.truth["true_segment"].to_numpy() == AFFLUENT
+    shares = (0.01, 0.05, 0.10)
+    ev = L.evaluate(run, shares, in_planted)
+    c = run.candidates
+    y = run.hold[c]
+    for name, s in [("propensity", run.raw), ("cosine", run.cosine)]:
+        for q in shares:
+            k = max(1, int(round(q * len(y))))
+            assert ev.loc[name, f"precision_top{q:.0%}"] == _hits_reference(y, s[c], k) / k
+            assert ev.loc[name, f"lift_top{q:.0%}"] == _hits_reference(y, s[c], k) / k / float(np.mean(y))
+            assert ev.loc[name, f"truth_precision_top{q:.0%}"] == _hits_reference(in_planted[c], s[c], k) / k
+
+
+def test_blockwise_passes_equal_one_block(monkeypatch, features, affluent_run):
+    """Column statistics, cosine scores, fold-mean scores and reason codes computed by blocks of rows
+    equal the one-block results bit for bit (what keeps the 50k reports unchanged at any block size)."""
+    from helpers.lookalike import features as F, model as M, reasons as R
+
+    seed = affluent_run.train
+    a = features.X.to_numpy(float)
+
+    def results():
+        cos = L.CosineLookalike().fit(features.X, seed).score(features.X)
+        pl = L.PropensityLookalike(n_folds=3, refit=False, random_state=0, max_unlabelled=800, n_jobs=2)
+        return cos, pl.fit(features.X, seed).oof_raw_, L.reason_codes(features, seed, top_k=3)
+
+    one = results()
+    for mod in (F, M, R):
+        monkeypatch.setattr(mod, "CHUNK_ROWS", 96)  # a multiple of 8, as CHUNK_ROWS (see there)
+    mean, sd = L.column_stats(a)
+    np.testing.assert_array_equal(mean, a.mean(axis=0))
+    np.testing.assert_array_equal(sd, a.std(axis=0))
+    cols = [7, 0, 3, 3]
+    b = np.ascontiguousarray(a[:, cols])
+    mean, sd = L.column_stats(a, cols)
+    np.testing.assert_array_equal(mean, b.mean(axis=0))
+    np.testing.assert_array_equal(sd, b.std(axis=0))
+    blocks = results()
+    np.testing.assert_array_equal(one[0], blocks[0])
+    np.testing.assert_array_equal(one[1], blocks[1])
+    assert one[2].equals(blocks[2])
+    # the seed profile of the explanations: seed rows standardized with the panel's statistics
+    prof = L.seed_profile(features, seed)
+    np.testing.assert_array_equal(prof.to_numpy(), L.standardize(features.X)[seed].mean(axis=0))
+
+
+def test_sample_rows_for_the_sanity_check():
+    """Every row up to the cap (the 50k report is unchanged); a seeded, sorted sample of the cap above it."""
+    np.testing.assert_array_equal(L.sample_rows(50_000, 200_000, seed=42), np.arange(50_000))
+    np.testing.assert_array_equal(L.sample_rows(1000, None), np.arange(1000))
+    r = L.sample_rows(1_000_000, 200_000, seed=42)
+    assert len(r) == 200_000 and len(np.unique(r)) == 200_000 and (np.diff(r) > 0).all()
+    assert r[0] < 100 and r[-1] > 999_900                        # spread over the whole panel
+    np.testing.assert_array_equal(r, L.sample_rows(1_000_000, 200_000, seed=42))
+    assert not np.array_equal(r, L.sample_rows(1_000_000, 200_000, seed=43))
+    with pytest.raises(ValueError):
+        L.sample_rows(10, 0)
+
+
+def test_seed_features_with_a_precomputed_leak_check(small_panel, features):
+    """Passing the full leak check gives the same features and dropped groups as computing it inside."""
+    df = small_panel.data
+    seed = L.seed_from_outcome(df, "monthly_conversions", at_least=8)
+    m = seed.mask(df["user_id"])
+    # a planted leak: a copy of the seed's own column under another name
+    leaky = L.Features(features.X.assign(copy=df["monthly_conversions"].to_numpy(float)),
+                       {**features.groups, "copy": ["copy"]}, {**features.source, "copy": "1st party"},
+                       {**features.labels, "copy": "a copy"}, dict(features.reason))
+    a, dropped_a = L.seed_features(leaky, m, seed.defined_by)
+    b, dropped_b = L.seed_features(leaky, m, seed.defined_by, leaks=L.leak_check(leaky, m))
+    assert dropped_a == dropped_b and "copy" in dropped_b and "monthly_conversions" in dropped_b
+    assert a.X.equals(b.X) and a.groups == b.groups
+    with pytest.raises(ValueError, match="leak_check"):
+        L.seed_features(leaky, m, seed.defined_by, leaks=L.leak_check(features, m))

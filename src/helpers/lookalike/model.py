@@ -12,6 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from .features import CHUNK_ROWS, column_stats
+
 
 Estimator = Literal["hgb", "rf"]
 
@@ -38,17 +40,24 @@ class CosineLookalike:
         """Store the panel's scaling and the centroid of the ``labelled`` rows (standardized)."""
         labelled = _check_labels(X, labelled)
         a = X.to_numpy(float)
-        self.mean_, sd = a.mean(axis=0), a.std(axis=0)
+        self.mean_, sd = column_stats(a)
         self.scale_ = np.where(sd > 0, sd, 1.0)
         self.centroid_ = ((a[labelled] - self.mean_) / self.scale_).mean(axis=0)
         return self
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Cosine similarity in [-1, 1] of every row to the centroid."""
-        z = (X.to_numpy(float) - self.mean_) / self.scale_
-        num = z @ self.centroid_
-        den = np.linalg.norm(z, axis=1) * np.linalg.norm(self.centroid_)
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        a = X.to_numpy(float)
+        out = np.empty(len(a))
+        norm_c = np.linalg.norm(self.centroid_)
+        # by blocks of rows: each row's similarity is its own, and the standardized copy of the whole
+        # panel (plus the squares of the norm) cost 1.7 GB at 1M users
+        for i in range(0, len(a), CHUNK_ROWS):
+            z = (a[i:i + CHUNK_ROWS] - self.mean_) / self.scale_
+            num = z @ self.centroid_
+            den = np.linalg.norm(z, axis=1) * norm_c
+            out[i:i + CHUNK_ROWS] = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        return out
 
 
 def _check_labels(X: pd.DataFrame, labelled: np.ndarray) -> np.ndarray:
@@ -159,13 +168,18 @@ class PropensityLookalike:
         self.sample_weight_ = np.where(ys, 1 / rate_l, 1 / rate_u)
         cv = StratifiedKFold(self.n_folds, shuffle=True, random_state=self.random_state)
         splits = list(cv.split(a[rows], ys))
-        # the rows every fold model scores, copied once and column-major (see _predict)
-        a_rest = np.asfortranarray(a[rest]) if len(rest) else None
 
         def fit_fold(k: int):
-            tr, te = splits[k]
-            m = make_estimator(self.estimator, self.random_state + k).fit(a[rows[tr]], ys[tr])
-            return m, _predict(m, a[rows[te]]), (_predict(m, a_rest) if a_rest is not None else None)
+            # OpenMP's thread count is per thread: the limit set around the pool does not reach this
+            # worker, whose boosting then ran on 2 OpenMP threads beside the other fold's (4 on 2 cores)
+            with threadpool_limits(1, user_api="openmp"):
+                tr, te = splits[k]
+                m = make_estimator(self.estimator, self.random_state + k).fit(a[rows[tr]], ys[tr])
+                # the other rows by blocks (each row's score is its own): a column-major copy of all of
+                # them at once was 0.8 GB at 1M users
+                p_rest = (np.concatenate([_predict(m, a[rest[i:i + CHUNK_ROWS]])
+                                          for i in range(0, len(rest), CHUNK_ROWS)]) if len(rest) else None)
+                return m, _predict(m, a[rows[te]]), p_rest
 
         # both cores: folds run in parallel Python threads (the boosting releases the GIL), each with ONE
         # OpenMP thread -- multi-threaded OpenMP on an oversubscribed machine is ~50x slower (busy waiting)
