@@ -408,7 +408,8 @@ def _touch_paths(u: np.ndarray, d: np.ndarray, h: np.ndarray, c: np.ndarray, r: 
     """Touch paths of users ``start ... start + m - 1``: each user's impressions in time order (``r`` orders
     those of one hour) up to the hour of the first conversion, channel names joined by ``>`` (Arrow's join
     on list offsets instead of one Python join per user)."""
-    order = np.lexsort((r, h, d, u))
+    # (user, day, hour) as one integer key: lexsort on two keys instead of four (the same order)
+    order = np.lexsort((r, (u.astype(np.int64) * D + d) * HOURS + h))
     u, d, h, c = u[order], d[order], h[order], c[order]
     # conversion cells are sorted by (user, day, hour): a user's first cell is their first conversion
     cu = cv["u"] - start
