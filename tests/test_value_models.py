@@ -147,6 +147,19 @@ def test_customer_value_intervals_and_segments():
     assert (t["clv_low"] < t["clv_mean"]).all() and (t["clv_mean"] < t["clv_high"]).all()
     assert t.set_index("segment").loc["frequent", "clv_mean"] > t.set_index("segment").loc["rare", "clv_mean"]
     assert abs(t["value_share"].sum() - 1) < 1e-9
+    # the interval is the percentile of replicates that each resample the segment's customers (seeded, in
+    # segment order) and take one parameter draw: recomputed here from the customers x draws matrix
+    w = pd.Series(rng.uniform(0.5, 2.0, len(d)), index=d["user_id"])
+    t = V.segment_value(cv, seg, w, n_boot=60, seed=4).set_index("segment")
+    draws, boot = cv.draws, np.random.default_rng(4)
+    for s in sorted(seg.unique()):
+        idx = np.flatnonzero((f["user_id"].map(seg) == s).to_numpy())
+        ws = f["user_id"].map(w).to_numpy()[idx]
+        reps = []
+        for b in range(60):
+            j = boot.integers(0, len(idx), size=len(idx))
+            reps.append(np.average(draws[idx[j], b % cv.n_draws], weights=ws[j]))
+        assert t.loc[s, "clv_low"] == np.quantile(reps, 0.025) and t.loc[s, "clv_high"] == np.quantile(reps, 0.975)
 
 
 def test_pareto_quadrature_agrees_with_hypergeometric_path():
