@@ -211,6 +211,13 @@ def test_grouped_permutation_importance_on_known_signal():
                                            n_repeats=3, seed=0)
     assert imp.loc[0, "group"] == "signal" and imp.loc[0, "importance"] > 0.3
     assert imp.set_index("group").loc["noise", "importance"] == 0.0
+    # two threads share the predictions: the same shuffles, the same frame
+    par = L.grouped_permutation_importance(lambda m: m[:, 0] + 0.1 * m[:, 1], X, y.to_numpy(),
+                                           {"signal": ["a"], "noise": ["b", "c"]}, n_repeats=3, seed=0, n_jobs=2)
+    seq = L.grouped_permutation_importance(lambda m: m[:, 0] + 0.1 * m[:, 1], X, y.to_numpy(),
+                                           {"signal": ["a"], "noise": ["b", "c"]}, n_repeats=3, seed=0)
+    pd.testing.assert_frame_equal(par, seq)
+    assert par.set_index("group").loc["noise", "importance"] != 0.0   # shuffling b now moves the scores
 
 
 def test_scores_frame_and_audience(small_panel, affluent_run):

@@ -17,27 +17,40 @@ from .seeds import Seed
 
 def grouped_permutation_importance(predict: Callable[[np.ndarray], np.ndarray], X: pd.DataFrame, y: np.ndarray,
                                    groups: dict[str, list[str]], n_repeats: int = 5,
-                                   seed: int = 0) -> pd.DataFrame:
+                                   seed: int = 0, n_jobs: int = 1) -> pd.DataFrame:
     """Drop in ROC AUC when all columns of a feature group are shuffled together across rows.
 
     Shuffling a group breaks its link with the label while keeping its distribution; the larger the
     AUC drop, the more the model relies on that group. Columns ``group``, ``importance`` (mean drop),
-    ``sd`` (over repeats), sorted by importance.
+    ``sd`` (over repeats), sorted by importance. ``n_jobs`` threads share the predictions (``predict``
+    must then be thread-safe); the shuffles are drawn in the same order whatever ``n_jobs``, so the
+    result does not depend on it.
     """
     y = np.asarray(y, bool)
     a = np.asfortranarray(X.to_numpy(float))  # column-major: what tree ensembles predict fastest from
     base = roc_auc_score(y, predict(a))
     rng = np.random.default_rng(seed)
     pos = {c: i for i, c in enumerate(X.columns)}
+    tasks = [(g, [pos[c] for c in cols], rng.permutation(len(a)))
+             for g, cols in groups.items() for _ in range(n_repeats)]
+
+    def drop(task) -> float:
+        _, idx, perm = task
+        b = a.copy(order="F")
+        b[:, idx] = a[perm][:, idx]
+        return base - roc_auc_score(y, predict(b))
+
+    if n_jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n_jobs) as pool:
+            drops = list(pool.map(drop, tasks))
+    else:
+        drops = [drop(t) for t in tasks]
     out = []
-    for g, cols in groups.items():
-        idx = [pos[c] for c in cols]
-        drops = []
-        for _ in range(n_repeats):
-            b = a.copy(order="F")
-            b[:, idx] = a[rng.permutation(len(a))][:, idx]
-            drops.append(base - roc_auc_score(y, predict(b)))
-        out.append({"group": g, "importance": float(np.mean(drops)), "sd": float(np.std(drops))})
+    for i, g in enumerate(groups):
+        d = drops[i * n_repeats:(i + 1) * n_repeats]
+        out.append({"group": g, "importance": float(np.mean(d)), "sd": float(np.std(d))})
     return pd.DataFrame(out).sort_values("importance", ascending=False, ignore_index=True)
 
 
@@ -51,9 +64,15 @@ def model_importance(model: PropensityLookalike, X: pd.DataFrame, features: Feat
     if len(te) > max_rows:
         te = np.sort(np.random.default_rng(seed).choice(te, size=max_rows, replace=False))
     m = model.fold_models_[0]
+
+    def predict(a: np.ndarray) -> np.ndarray:
+        # the OpenMP limit is per thread: set it in whichever thread predicts (see PropensityLookalike.fit)
+        with threadpool_limits(model.n_threads, user_api="openmp"):
+            return m.predict_proba(a)[:, 1]
+
     with threadpool_limits(model.n_threads):
-        imp = grouped_permutation_importance(lambda a: m.predict_proba(a)[:, 1], X.iloc[te],
-                                             model.labelled_[te], features.groups, n_repeats, seed)
+        imp = grouped_permutation_importance(predict, X.iloc[te], model.labelled_[te], features.groups,
+                                             n_repeats, seed, n_jobs=model.n_jobs)
     imp["label"] = imp["group"].map(features.labels)
     imp["source"] = imp["group"].map(features.source)
     return imp
