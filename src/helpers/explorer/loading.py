@@ -160,10 +160,15 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
     # the one panel (unified + weight + segment): helpers.panel.Panel, users without a segment dropped
     from ..panel import Panel
 
-    panel = as_user_id(Panel.load(paths).frame.copy(), idc)
+    # the frame is this function's own (the Panel object is not kept), so it is changed in place: at 1M users
+    # each copy would be one more whole unified table in memory (1M users: over a GB)
+    panel = Panel.load(paths).frame
+    if idc != "user_id" and idc in panel.columns and "user_id" not in panel.columns:
+        panel.columns = ["user_id" if c == idc else c for c in panel.columns]
     _require_columns(panel, ["user_id"], "the unified table")
     panel["user_id"] = panel["user_id"].astype(str)
-    panel = panel[panel["segment"].notna()].copy()
+    if panel["segment"].isna().any():
+        panel = panel[panel["segment"].notna()].copy()  # rare: users without a segment
     if panel.empty:
         raise ValueError(f"no user_id of {file_name('segments')} is in the unified table: the two artifacts come "
                          f"from different runs; re-create them with `{MAKE_TARGET}`")
@@ -178,7 +183,8 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
         raise ValueError(f"{aff_file} has segments {stray} that {file_name('segments')} does not: "
                          f"the two come from different segmentations; re-create them with `{MAKE_TARGET}`")
     affinity["segment"] = affinity["segment"].astype(int)
-    data = ExplorerData(paths=paths, panel=panel.reset_index(drop=True), affinity=affinity, segments=segments,
+    panel.index = pd.RangeIndex(len(panel))
+    data = ExplorerData(paths=paths, panel=panel, affinity=affinity, segments=segments,
                         metrics=metrics_mod.read(paths.metrics), cfg=run_config(paths, config_path))
     data.profiles = data.optional("segment_profiles")
     data.churn_risk = data.optional("churn_risk")
