@@ -873,7 +873,9 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
     :func:`~helpers.sources.posts.write_posts` (``posts=True``), with the same names, columns and types, but
     never holds more than one chunk per process: memory is set by ``chunk_size``, not by ``n_users``. Chunks
     are generated in ``n_jobs`` processes and appended in order to one file per source (CSV files and
-    Parquet files with one row group or more per chunk, each under a temporary name until complete).
+    Parquet files with one row group or more per chunk, each under a temporary name until complete). The
+    processes run the world chunks first (at most ``n_jobs`` results waiting to be written), then the media
+    exposures (the longest job, which needs every chunk's panel rows), the parameters and the posts.
 
     A panel of at most ``chunk_size`` users is one chunk and gives exactly what ``generate_panel(n, seed)``
     followed by the three writers gives (the same files, value for value). Larger panels: chunk ``c`` holds
