@@ -355,6 +355,10 @@ def test_single_feature_auc_equals_roc_auc():
     for x in (cont, ties, flag, -cont):
         assert L.single_feature_auc(y, x) == pytest.approx(roc_auc_score(y, x), abs=1e-12)
     assert L.single_feature_auc(y, flag) > 0.6    # the flag is informative: the check can fail
+    from scipy.stats import rankdata
+    n1, n0 = int(y.sum()), int((~y).sum())
+    for x in (cont, ties, -ties, np.round(cont * 3) ** 2):   # bit for bit the rank-sum formula it replaced
+        assert L.single_feature_auc(y, x) == float((rankdata(x)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
     with pytest.raises(ValueError, match="both labelled and unlabelled"):
         L.single_feature_auc(np.ones(5, bool), cont[:5])
 
