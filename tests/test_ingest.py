@@ -691,3 +691,29 @@ def test_typed_parquet_is_judged_like_its_text(tmp_path, duckdb_con):
     assert got[0] == got[1] and got[0][0] is None and got[0][4] == "date: missing value; expected ISO date YYYY-MM-DD"
     assert got[0][1].startswith("date: unparseable date: 10000-01-01") and "implausibly old" in got[0][2]
     assert got[0][3].startswith("date: unparseable date")
+
+
+def test_event_table_duplicates_count_rejected_copies_and_missing_keys(tmp_path):
+    """Every row holding a key counts as a copy, even one rejected for another value (the valid copy is then
+    rejected as a duplicate and the invalid one keeps its own reason); a nullable key part matches NULL to NULL."""
+    a = _activity(4, 3).astype(str)
+    a.loc[1, "month"] = a.loc[0, "month"]
+    a.loc[1, "spend"] = "-3"                         # line 3: out of range; line 2: duplicate of it
+    a.loc[5, "month"] = a.loc[4, "month"] = a.loc[3, "month"]  # three copies, lines 5-7
+    a.to_parquet(tmp_path / "monthly_activity.parquet", index=False)
+    r = ingest_event_table("monthly_activity", tmp_path / "monthly_activity.parquet", observation_date="2026-06-30")
+    q = r.quarantine["monthly_activity.parquet"].set_index("_line")
+    assert list(q.index) == [2, 3, 5, 6, 7]
+    assert "duplicate (user_id, month)" in q.loc[2, "_reason"] and q.loc[3, "_reason"].startswith("spend: out of range")
+    assert all("duplicate" in q.loc[i, "_reason"] for i in (5, 6, 7))
+    from helpers.ingest import EventSpec
+
+    spec = EVENT_SPECS["posts"]
+    loose = EventSpec(tuple(S.Column(c.name, c.kind, c.source, c.description, required=False, nullable=True)
+                            if c.name == "platform" else c for c in spec.columns),
+                      unique=("user_id", "platform"))
+    p = pd.DataFrame({"post_id": ["P1", "P2", "P3", "P4"], "user_id": ["U1", "U1", "U1", "U2"],
+                      "platform": [None, None, "x", None], "date": ["2026-01-01"] * 4, "text": ["a"] * 4})
+    p.to_parquet(tmp_path / "posts.parquet", index=False)
+    r = ingest_event_table("posts", tmp_path / "posts.parquet", spec=loose, observation_date="2026-06-30")
+    assert list(r.quarantine["posts.parquet"]["_line"]) == [2, 3]
