@@ -134,9 +134,12 @@ def reason_codes(features: Features, seed_mask: np.ndarray, rows: np.ndarray | N
     names = [(features.reason[c][0], features.reason[c][1] or features.reason[c][0]) for c in keep]
     rows_sel = np.flatnonzero(sel)
     slots = np.full((len(rows_sel), min(top_k, len(keep))), -1, dtype=np.int64)
+    every_row = len(rows_sel) == len(a)
     for start in range(0, len(rows_sel), CHUNK_ROWS):
         block = rows_sel[start:start + CHUNK_ROWS]
-        z = (np.ascontiguousarray(a[block][:, idx]) - mean) / sd
+        # only the kept columns of the block's rows are copied (a[block] copied every column first)
+        rows_of = slice(start, start + len(block)) if every_row else block
+        z = (np.ascontiguousarray(a[rows_of, :][:, idx]) - mean) / sd
         slots[start:start + len(block)] = _top_reasons(z, d, indicator, slots.shape[1], min_contribution)
     # a text per distinct combination of reasons (a few thousand), not per user; combinations are coded
     # as one integer each (np.unique over rows sorted the million rows as byte strings)
@@ -159,7 +162,8 @@ def _top_reasons(z: np.ndarray, d: np.ndarray, indicator: np.ndarray, top_k: int
     """Each row's ``top_k`` reasons (coded ``2 * column + (1 if above the panel mean)``, -1: none) from its
     standardized values ``z`` and the seed profile ``d``."""
     contrib = z * d
-    contrib[:, indicator] = np.where(z[:, indicator] > 0, contrib[:, indicator], 0.0)
+    # indicators count only when the user has the trait (z > 0), in place of a masked copy per column
+    np.copyto(contrib, 0.0, where=indicator & ~(z > 0))
     # the top_k largest contributions per row, ties to the first column (as a stable descending sort),
     # by top_k passes of argmax instead of sorting every row
     work = contrib  # consumed: the chosen entries are masked pass by pass
