@@ -15,7 +15,7 @@ DATA     ?= $(CURDIR)/data
 OUT      ?= $(CURDIR)/reports
 ENGINE   ?= duckdb
 # Stages run at once, each in its own kernel (a stage waits for the stages it reads: STAGE_NEEDS in
-# scripts/run_notebooks.py; none is listed yet, so every stage still waits for all earlier ones)
+# scripts/run_notebooks.py, from a traced run)
 JOBS     ?= 1
 # Run configuration and input options (empty = the configuration's / notebook's default)
 CONFIG           ?=

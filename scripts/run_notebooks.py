@@ -97,18 +97,36 @@ def scalar(text: str | None):
 # --- transactions --------------------------------------------------------------------------------------
 #: Earlier stages each stage reads (stem prefixes). With ``--jobs 2`` a stage starts once these have finished
 #: (and every earlier stage has started, so the stage order, which staleness uses, stays the numeric order).
-#: A stage missing here waits for every earlier stage. No stage is listed yet, so ``--jobs`` runs the real
-#: notebooks one after another: each entry must come from the files its kernel opens on a traced run
-#: (``strace -f -e trace=openat``). Were a stage to read one that has not finished, the read would fail
-#: loudly: a running stage's previous outputs are moved aside.
-STAGE_NEEDS: dict[str, tuple[str, ...]] = {}
+#: A stage missing here waits for every earlier stage. The entries are the producers (artifact registry) of
+#: every file under the data folder the stage's kernel opened on a traced 20k-user run of 2026-12-02
+#: (``strace -f -e trace=openat``, one stage at a time), which includes the files read only when they exist
+#: (08 reads churn risk and segments if present). tests/test_runner.py checks that every artifact a notebook
+#: names is produced by a stage listed here. Reading a stage that has not finished fails loudly: a running
+#: stage's previous outputs are moved aside. 03, 05, 07, 07b and 07c write nothing a later stage reads.
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {
+    "01": ("00",),
+    "02": ("00", "01"),
+    "03": ("00", "01"),
+    "04": ("00", "01", "02"),
+    "05": ("00", "01", "02", "04"),
+    "06": ("00", "01", "04"),
+    "06b": ("00", "01", "02", "04", "06"),
+    "07": ("00", "01", "02", "04"),
+    "07b": ("00", "01", "02", "04"),
+    "07c": ("00", "01", "04"),
+    "08": ("00", "01", "04", "06"),
+}
 
 
-def stage_needs(stem: str, stems: list[str]) -> list[str]:
-    """The stages among ``stems`` (this run's, in order) that ``stem`` must wait for."""
+def stage_needs(stem: str, stems: list[str], params: dict | None = None) -> list[str]:
+    """The stages among ``stems`` (this run's, in order) that ``stem`` must wait for.
+
+    A stage given a file by path (``seed_ids_path``, e.g. 06b's ``high_value_seed.csv``) waits for every
+    earlier stage: the file may be any stage's output.
+    """
     earlier = stems[:stems.index(stem)]
     prefix = stem.split("_", 1)[0]
-    if prefix not in STAGE_NEEDS:
+    if prefix not in STAGE_NEEDS or (params or {}).get("seed_ids_path"):
         return earlier
     return [e for e in earlier if e.split("_", 1)[0] in STAGE_NEEDS[prefix]]
 
@@ -685,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     t_run = time.perf_counter()
     with TreeMemory() as memory, ThreadPoolExecutor(max_workers=jobs) as pool:
         for i, nb in enumerate(selected, 1):
-            needs = stage_needs(nb.stem, stems)
+            needs = stage_needs(nb.stem, stems, parameters_for(nb, params)[0])
             while running and (len(running) >= jobs or any(n in running for n in needs)):
                 reap()
             if any(r["status"] == "failed" for r in runs) and not args.keep_going:

@@ -250,3 +250,30 @@ time.sleep(1.5)''')
     assert peak["01_ingest"] > 0.37
     assert peak["02_panel_weighting_fusion"] < peak["01_ingest"] - 0.3
     assert "GB" in (root / "reports" / "index.html").read_text()
+
+
+def test_stage_needs_cover_every_artifact_a_notebook_names():
+    # a stage started beside a producer it reads would see that producer's outputs missing (or, for files read
+    # only when present, silently go without them): every registered artifact named in a notebook's code and
+    # made by an earlier stage must be in that notebook's STAGE_NEEDS
+    import re
+
+    stems = [nb.stem for nb in R.numbered_notebooks()]
+    for nb in R.numbered_notebooks()[1:]:
+        prefix = nb.stem.split("_", 1)[0]
+        assert prefix in R.STAGE_NEEDS, f"{nb.name} has no STAGE_NEEDS entry (it would wait for every stage)"
+        code = "\n".join(c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
+        earlier = {s.split("_", 1)[0] for s in stems[:stems.index(nb.stem)]}
+        for name in set(re.findall(r"[\"']([a-z_]+)[\"']", code)) & set(artifacts.REGISTRY):
+            producer = artifacts.REGISTRY[name].producer.split("_", 1)[0]
+            if producer in earlier:
+                assert producer in R.STAGE_NEEDS[prefix], f"{nb.name} names {name!r} of {producer} but does not wait for it"
+        assert set(R.STAGE_NEEDS[prefix]) <= earlier
+
+
+def test_a_stage_given_a_file_waits_for_every_earlier_stage():
+    stems = [nb.stem for nb in R.numbered_notebooks()]
+    lookalike = next(s for s in stems if s.startswith("08_"))
+    assert "06b_engagement_value" not in R.stage_needs(lookalike, stems)
+    assert R.stage_needs(lookalike, stems, {"seed_ids_path": "data/processed/high_value_seed.csv"}) == \
+        stems[:stems.index(lookalike)]
