@@ -118,6 +118,12 @@ STAGE_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def selects(pattern: str, stem: str) -> bool:
+    """``--only`` matching: a stage number names that stage alone (``06`` is not ``06b``); a pattern with
+    ``_`` selects the stems it begins."""
+    return stem.split("_", 1)[0] == pattern if "_" not in pattern else stem.startswith(pattern)
+
+
 def stage_needs(stem: str, stems: list[str], params: dict | None = None) -> list[str]:
     """The stages among ``stems`` (this run's, in order) that ``stem`` must wait for.
 
@@ -565,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-value", default=None, help="value of that column meaning 'yes' (make SEED_VALUE=)")
     ap.add_argument("--seed-ids", default=None, help="file of seed user ids (make SEED_IDS=)")
     ap.add_argument("--rmst-tau-days", default=None, help="RMST horizon in days (make RMST_TAU_DAYS=)")
-    ap.add_argument("--only", nargs="*", help="run only notebooks whose stem starts with these prefixes")
+    ap.add_argument("--only", nargs="*", help="run only these notebooks: stage numbers (06 is 06_churn_survival "
+                                             "only, 06b is 06b_...) or stems / their beginnings with '_'")
     ap.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     ap.add_argument("--no-screenshots", action="store_true", help="do not screenshot the Explorer's views")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (plain log lines only)")
@@ -587,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     P = paths.resolve(data, out)
     params = build_params(args, data, out)
     notebooks = numbered_notebooks(Path(args.notebooks))
-    selected = [nb for nb in notebooks if not args.only or any(nb.stem.startswith(p) for p in args.only)]
+    selected = [nb for nb in notebooks if not args.only or any(selects(p, nb.stem) for p in args.only)]
     for note in recover_staging(P):
         print(f"[run_notebooks] {note}", flush=True)
     state = artifacts.read_state(P)

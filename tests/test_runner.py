@@ -277,3 +277,9 @@ def test_a_stage_given_a_file_waits_for_every_earlier_stage():
     assert "06b_engagement_value" not in R.stage_needs(lookalike, stems)
     assert R.stage_needs(lookalike, stems, {"seed_ids_path": "data/processed/high_value_seed.csv"}) == \
         stems[:stems.index(lookalike)]
+
+
+def test_only_takes_stage_numbers_exactly():
+    assert R.selects("06", "06_churn_survival") and not R.selects("06", "06b_engagement_value")
+    assert R.selects("06b", "06b_engagement_value") and not R.selects("0", "06_churn_survival")
+    assert R.selects("07_aff", "07_affinity") and R.selects("08_lookalike_activation", "08_lookalike_activation")
