@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import ibis
 import pandas as pd
@@ -143,12 +143,10 @@ class Retyped:
     n_users: int | None = None
 
 
-def retype_parquet(src: Path | Sequence[Path] | Iterable[Any], dest: Path, columns: tuple, *,
-                   carry: Sequence[str] = (), validate: bool = True, batch_size: int = 250_000,
-                   count_distinct: str | None = None) -> Retyped:
+def retype_parquet(src: Path | Sequence[Path], dest: Path, columns: tuple, *, carry: Sequence[str] = (),
+                   validate: bool = True, batch_size: int = 250_000, count_distinct: str | None = None) -> Retyped:
     """Rewrite the engine's Parquet file(s) ``src`` (rows already in their final order) as ``dest`` with the
     pandas dtypes of ``columns`` (categories, nullable integers, dates), batch by batch, then remove ``src``.
-    ``src`` may also be Arrow record batches streamed from the engine (nothing to remove then).
 
     ``dest`` is then the same file, value for value and type for type, as pandas would write from the collected
     table, so later stages read it unchanged; memory is bounded by ``batch_size``. Columns ``carry`` (flags
@@ -166,11 +164,8 @@ def retype_parquet(src: Path | Sequence[Path] | Iterable[Any], dest: Path, colum
     n, notna, sums, digest = 0, dict.fromkeys(names, 0), dict.fromkeys(carry, 0.0), hashlib.sha256()
     distinct, last = 0, None
     tmp = dest.with_name(f".{dest.name}.tmp")
-    if isinstance(src, (str, Path, list, tuple)):
-        sources = [Path(src)] if isinstance(src, (str, Path)) else [Path(p) for p in src]
-        batches = (b for f in sources for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size))
-    else:
-        sources, batches = [], src
+    sources = [Path(src)] if isinstance(src, (str, Path)) else [Path(p) for p in src]
+    batches = (b for f in sources for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size))
     writer = None
     try:
         for batch in batches:

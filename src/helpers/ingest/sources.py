@@ -26,10 +26,6 @@ ORPHAN_REASON = "user_id not in crm_users.csv (or its CRM row was rejected)"
 INCOMPLETE = "unified (incomplete customers)"
 
 
-#: Rows per batch when the unified table is re-typed to the dictionary's dtypes (bounds that pass's memory).
-RETYPE_BATCH = 250_000
-
-
 @dataclass
 class IngestPlan:
     """Ibis expressions of one ingestion, not yet executed (see :func:`plan_sources`)."""
@@ -174,10 +170,8 @@ def plan_sources(con: Any, raw_dir: str | Path, delimiter: str = ",", encoding: 
             r = r.rename({f"_uid_{k}": "_uid", **{f"_flag_{k}": c for c in r.columns if c in ("_has", "_matched")}})
             j = j.left_join(r, j.user_id == r[f"_uid_{k}"])
             flags[k] = f"_flag_{k}"
-        # computed once: the accepted table and the incomplete customers' quarantine both read the joined rows
-        j = ses.cache(j.select(*S.COLUMN_NAMES[:-1], **{c: j[c] if c in present_ext else ibis.null("string")
-                                                        for c in crm_extra},
-                               **{k: j[f].notnull() for k, f in flags.items()}))
+        j = j.select(*S.COLUMN_NAMES[:-1], **{c: j[c] if c in present_ext else ibis.null("string")
+                                              for c in crm_extra}, **{k: j[f].notnull() for k, f in flags.items()})
         complete = j.engagement & j.billing & j.activity & j.support
         out = {c: j[c] for c in S.COLUMN_NAMES[:-1]}
         unified = j.filter(complete).select(
@@ -206,9 +200,8 @@ def ingest_sources(raw_dir: str | Path, delimiter: str = ",", encoding: str = "u
     Runs :func:`plan_sources` on ``engine`` (``duckdb`` or ``spark``; or on the Ibis backend ``con`` from
     :func:`helpers.engine.connect`). Without ``stage_dir`` the unified table (sorted by ``user_id``) is
     collected as pandas (``result.data``). With ``stage_dir`` nothing passes through one pandas frame: the
-    engine sorts the table (spilling to ``stage_dir/.spill`` on DuckDB) and streams it as Arrow batches
-    (DuckDB) or writes it as Parquet (Spark), re-typed batch by batch to the dictionary's dtypes into
-    ``stage_dir/rich_audience_data.parquet``
+    engine sorts and writes the table as Parquet (spilling to ``stage_dir/.spill`` on DuckDB), which is
+    re-typed batch by batch to the dictionary's dtypes into ``stage_dir/rich_audience_data.parquet``
     (``result.staged``, put in place by :func:`write_outputs`); the report and the panel version are computed
     in that pass. The joins run per range of about ``rows_per_range`` identifiers, written one after the
     other in ``user_id`` order, so that memory follows the range, not the panel. Both engines and both
@@ -229,23 +222,16 @@ def ingest_sources(raw_dir: str | Path, delimiter: str = ",", encoding: str = "u
             else:
                 # one join per user_id range: the joins' hash tables hold one range at a time (10M users in 8 GB)
                 expr = plan.unified.select(*[c.name for c in plan.columns], *flags)
-                ranges = [expr if cond is None else expr.filter(cond)
-                          for cond in plan.id_ranges(n_rows["crm_users.csv"], rows_per_range)]
-                staged, engine_files = Path(stage_dir) / UNIFIED_PARQUET, None
-                if E.engine_of(con) == "duckdb":
-                    # streamed from the engine's sort into the re-typing: the table is written once, not twice
-                    batches = (b for r in ranges for b in E.arrow_batches(con, r.order_by("user_id"), RETYPE_BATCH))
-                    typed = retype_parquet(batches, staged, plan.columns, carry=flags, batch_size=RETYPE_BATCH)
-                else:
-                    engine_files = []
-                    for i, r in enumerate(ranges):
-                        engine_files.append(Path(stage_dir) / f"unified.engine-{i:04d}.parquet")
-                        E.write_parquet(con, r, engine_files[-1], order_by=["user_id"])
+                engine_files = []
+                for i, cond in enumerate(plan.id_ranges(n_rows["crm_users.csv"], rows_per_range)):
+                    engine_files.append(Path(stage_dir) / f"unified.engine-{i:04d}.parquet")
+                    E.write_parquet(con, expr if cond is None else expr.filter(cond), engine_files[-1],
+                                    order_by=["user_id"])
         finally:
             plan.close()
     n_input = n_rows["crm_users.csv"]
+    staged = None
     if stage_dir is None:
-        staged = None
         if len(joined) == 0:
             raise _no_rows_error(Path(raw_dir) / "crm_users.csv", n_input, quarantine)
         data = coerce_dtypes(joined, plan.columns)
@@ -253,9 +239,8 @@ def ingest_sources(raw_dir: str | Path, delimiter: str = ",", encoding: str = "u
         n, coverage = len(data), _coverage(data, plan.columns)
         matched = {f: float(joined[f].mean()) for f in flags}
     else:
-        data = None
-        if engine_files is not None:
-            typed = retype_parquet(engine_files, staged, plan.columns, carry=flags, batch_size=RETYPE_BATCH)
+        data, staged = None, Path(stage_dir) / UNIFIED_PARQUET
+        typed = retype_parquet(engine_files, staged, plan.columns, carry=flags)
         n, coverage = typed.n, typed.coverage
         matched = {f: typed.sums[f] / n if n else 0.0 for f in flags}
         if n == 0:
