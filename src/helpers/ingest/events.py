@@ -166,14 +166,9 @@ def _quarantine(ses: _Session, raw: ibis.Table, spec: EventSpec, cols: list[str]
     v = validate(raw, cols, key=spec.id, stage=ses.stage, spec=rules, observation_date=observation_date,
                  key_unique=False)
     if spec.unique:
-        # the keys held by several rows (valid or not), joined back: a hash aggregate where a window over every
-        # key would materialise and partition the whole table; NULLs match NULLs, as in a window's partition
-        keys = [f"_v_{c}" for c in spec.unique]
-        held = v.group_by(keys).aggregate(_copies=v._line.count())
-        held = held.filter(held._copies > 1).rename({f"_dup{i}": k for i, k in enumerate(keys)})
-        v = ses.stage(v.left_join(held, [v[k].identical_to(held[f"_dup{i}"]) for i, k in enumerate(keys)])
-                      .drop(*[f"_dup{i}" for i in range(len(keys))]))
-        dup = v._reason.isnull() & v._copies.notnull()
+        w = ibis.window(group_by=[v[f"_v_{c}"] for c in spec.unique])
+        v = ses.stage(v.mutate(_copies=v._line.count().over(w)))
+        dup = v._reason.isnull() & (v._copies > 1)
         key_text = ", ".join(spec.unique)
         v = v.mutate(_column=ibis.ifelse(dup, _text(spec.unique[-1]), v._column),
                      _reason=ibis.ifelse(dup, _text(f"duplicate ({key_text}) (every copy is rejected)"),
