@@ -59,7 +59,12 @@ class IngestPlan:
         return {k: n[k] for k in self.quarantine if k in n}
 
     def collect_quarantine(self) -> dict[str, pd.DataFrame]:
-        """All quarantine tables as pandas, fetched in one query (one job on Spark)."""
+        """All quarantine tables as pandas: in one query on Spark (one job), one table at a time on DuckDB.
+
+        DuckDB runs a union's branches at once, so the joins behind the incomplete-customer quarantine and
+        every source's validation held their memory together: at 10M users that query ran out of a 5 GB
+        limit. One table at a time, each join's memory is released before the next.
+        """
         cols = list(dict.fromkeys(c for t in self.quarantine.values() for c in t.columns))
         parts = []
         for i, t in enumerate(self.quarantine.values()):
@@ -67,7 +72,10 @@ class IngestPlan:
                                                            if c in t.columns else
                                                            ibis.null("int64" if c == "_line" else "string")
                                                            for c in cols}))
-        got = ibis.union(*parts).to_pandas()
+        if self.session.engine == "spark":
+            got = ibis.union(*parts).to_pandas()
+        else:
+            got = pd.concat([p.to_pandas() for p in parts], ignore_index=True)
         out = {}
         for i, (name, t) in enumerate(self.quarantine.items()):
             df = got[got["_q"] == i][list(t.columns)]
