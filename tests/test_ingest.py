@@ -717,3 +717,15 @@ def test_event_table_duplicates_count_rejected_copies_and_missing_keys(tmp_path)
     p.to_parquet(tmp_path / "posts.parquet", index=False)
     r = ingest_event_table("posts", tmp_path / "posts.parquet", spec=loose, observation_date="2026-06-30")
     assert list(r.quarantine["posts.parquet"]["_line"]) == [2, 3]
+
+
+def test_quarantine_fetched_one_at_a_time_equals_the_union(sources, ingested, monkeypatch):
+    # large panels fetch each quarantine table on its own (DuckDB memory); the tables must be the same
+    from helpers.ingest import sources as SRC
+
+    monkeypatch.setattr(SRC, "QUARANTINE_ONE_AT_A_TIME", 0)
+    one = ingest_sources(sources / "raw")
+    assert set(one.quarantine) == set(ingested.quarantine)
+    assert sum(len(t) for t in one.quarantine.values()) > 0
+    for name, t in ingested.quarantine.items():
+        pd.testing.assert_frame_equal(one.quarantine[name], t, check_dtype=True)
