@@ -675,11 +675,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB{beside}")
             write_index(out, runs, shown, P, state)
 
-    def start(i: int, nb: Path) -> tuple[StageTransaction, dict]:
-        """Begin stage ``nb`` in the main thread, in stage order (outputs moved aside, its place taken);
-        returns its transaction and the parameters it declares."""
+    def start(i: int, nb: Path, ignored: list[str]) -> StageTransaction:
+        """Begin stage ``nb`` in the main thread, in stage order (outputs moved aside, its place taken)."""
         r = by_stem[nb.stem]
-        passed, ignored = parameters_for(nb, params)
         if ignored:
             log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
         with lock:
@@ -693,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix_str(", ".join(sorted([*running, nb.stem])))
         if isinstance(bar_file, LogLines):
             bar_file.prefix = f"{nb.stem}: "
-        return tx, passed
+        return tx
 
     # Stages start in numeric order. With --jobs N up to N run at once: a stage starts when a worker is free
     # and the stages it reads (STAGE_NEEDS) have finished; a failure stops new starts (unless --keep-going).
@@ -710,14 +708,15 @@ def main(argv: list[str] | None = None) -> int:
     t_run = time.perf_counter()
     with TreeMemory() as memory, ThreadPoolExecutor(max_workers=jobs) as pool:
         for i, nb in enumerate(selected, 1):
-            needs = stage_needs(nb.stem, stems, parameters_for(nb, params)[0])
+            passed, ignored = parameters_for(nb, params)  # parsed once per stage: it reads the notebook
+            needs = stage_needs(nb.stem, stems, passed)
             while running and (len(running) >= jobs or any(n in running for n in needs)):
                 reap()
             if any(r["status"] == "failed" for r in runs) and not args.keep_going:
                 by_stem[nb.stem]["status"] = "not run"
                 continue
             slot = min(set(range(jobs)) - {sl for _, sl in running.values()})
-            tx, passed = start(i, nb)
+            tx = start(i, nb, ignored)
             running[nb.stem] = (pool.submit(execute, i, nb, tx, slot, passed), slot)
         while running:
             reap()
