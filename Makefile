@@ -17,6 +17,8 @@ ENGINE   ?= duckdb
 # Stages run at once, each in its own kernel (a stage waits for the stages it reads: STAGE_NEEDS in
 # scripts/run_notebooks.py, from a traced run)
 JOBS     ?= 1
+# GB the stages run at once may need together, by their estimated peaks (empty = 6, or 60% of the memory)
+MEMORY_BUDGET ?=
 # Run configuration and input options (empty = the configuration's / notebook's default)
 CONFIG           ?=
 OBSERVATION_DATE ?=
@@ -52,7 +54,7 @@ setup: $(VENV)/.installed
 
 reports: setup
 	$(PY) scripts/run_notebooks.py --kernel $(KERNEL) --data $(DATA) --out $(OUT) \
-		--n-users $(N_USERS) --seed $(SEED) --engine $(ENGINE) --jobs $(JOBS) \
+		--n-users $(N_USERS) --seed $(SEED) --engine $(ENGINE) --jobs $(JOBS) $(if $(MEMORY_BUDGET),--memory-budget $(MEMORY_BUDGET)) \
 		$(if $(INPUT),--input '$(INPUT)') $(if $(MAPPING),--mapping '$(MAPPING)') \
 		$(if $(CONFIG),--config '$(CONFIG)') $(if $(OBSERVATION_DATE),--observation-date '$(OBSERVATION_DATE)') \
 		$(if $(DELIMITER),--delimiter '$(DELIMITER)') $(if $(ENCODING),--encoding '$(ENCODING)') \

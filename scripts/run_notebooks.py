@@ -35,6 +35,8 @@ from pathlib import Path
 
 import nbformat
 
+from helpers import artifacts
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 STEM = re.compile(r"^\d{2}[a-z]?_[A-Za-z0-9_]+$")
@@ -95,27 +97,23 @@ def scalar(text: str | None):
 
 
 # --- transactions --------------------------------------------------------------------------------------
-#: Earlier stages each stage reads (stem prefixes). With ``--jobs 2`` a stage starts once these have finished
-#: (and every earlier stage has started, so the stage order, which staleness uses, stays the numeric order).
-#: A stage missing here waits for every earlier stage. The entries are the producers (artifact registry) of
-#: every file under the data folder the stage's kernel opened on a traced 20k-user run of 2026-12-02
-#: (``strace -f -e trace=openat``, one stage at a time), which includes the files read only when they exist
-#: (08 reads churn risk and segments if present). tests/test_runner.py checks that every artifact a notebook
-#: names is produced by a stage listed here. Reading a stage that has not finished fails loudly: a running
-#: stage's previous outputs are moved aside. 03, 05, 07, 07b and 07c write nothing a later stage reads.
-STAGE_NEEDS: dict[str, tuple[str, ...]] = {
-    "01": ("00",),
-    "02": ("00", "01"),
-    "03": ("00", "01"),
-    "04": ("00", "01", "02"),
-    "05": ("00", "01", "02", "04"),
-    "06": ("00", "01", "04"),
-    "06b": ("00", "01", "02", "04", "06"),
-    "07": ("00", "01", "02", "04"),
-    "07b": ("00", "01", "02", "04"),
-    "07c": ("00", "01", "04"),
-    "08": ("00", "01", "04", "06"),
-}
+#: Earlier stages each stage reads (stem prefixes): ``helpers.artifacts.STAGE_READS``, which staleness follows
+#: too. With ``--jobs 2`` a stage starts once these have finished; a stage missing there waits for every
+#: earlier stage. Reading a stage that has not finished fails loudly: a running stage's previous outputs are
+#: moved aside.
+STAGE_NEEDS: dict[str, tuple[str, ...]] = artifacts.STAGE_READS
+
+#: Peak resident memory (GB) of each stage's kernel, run alone on 1M synthetic users (``make reports
+#: N_USERS=1000000``, 2026-12-02). With ``--jobs`` > 1 a stage starts beside others only when the estimated
+#: peaks of all of them fit ``--memory-budget``; the estimate for a run of n users is
+#: ``KERNEL_GB + (peak - KERNEL_GB) * n / 1M`` unless this data folder recorded the stage's own peak at about
+#: that size (``_run_state.json``, ``peaks``), which then counts. A stage absent here counts as
+#: ``DEFAULT_PEAK_GB_1M``.
+STAGE_PEAK_GB_1M: dict[str, float] = {
+    "00": 4.4, "01": 3.5, "02": 2.4, "03": 3.7, "04": 2.9, "05": 2.2, "06": 4.5, "06b": 3.6, "07": 1.5,
+    "07b": 5.1, "07c": 2.4, "08": 3.2}
+DEFAULT_PEAK_GB_1M = 4.0
+KERNEL_GB = 0.35  # a kernel with the project imported and nothing loaded
 
 
 def selects(pattern: str, stem: str) -> bool:
@@ -374,8 +372,8 @@ def write_index(out: Path, runs: list[dict], params: dict, P=None, state: dict |
         if r.get("stale") and status != "failed":
             label = f"{label}; its outputs are stale: {r['stale']}"
         secs = f"{r['seconds']:.0f} s" if r.get("seconds") is not None else ""
-        if r.get("peak_gb"):
-            secs += f", {r['peak_gb']:.1f} GB"
+        if r.get("own_gb") or r.get("peak_gb"):
+            secs += f", {r.get('own_gb') or r['peak_gb']:.1f} GB"
         link = f"<a href='{e(r['html'])}'>{e(r['stem'])}</a>" if r.get("html") else e(r["stem"])
         sk = "".join(f"<li><b>{e(s['section'])}</b>: {e(s['reason'])}</li>" for s in skipped.get(r["stem"], []))
         colour = STATUS_COLOUR.get("stale" if r.get("stale") and status != "failed" else status, "#000")
@@ -467,19 +465,32 @@ def take_screenshots(data: Path, out: Path) -> None:
 
 
 class TreeMemory:
-    """Peak resident memory of this runner's process tree (the kernels and their workers), per stage.
+    """Peak resident memory per stage: of the whole process tree while it ran, and of its own kernel.
 
-    A background thread sums the RSS of every descendant process every ``every`` seconds; each running stage
-    keeps the largest sum seen while it ran. With ``--jobs > 1`` that sum includes the stages beside it.
-    The figures are measurements for the log and index.html, never results (they go nowhere near metrics.json).
+    A background thread sums the RSS of every descendant process every ``every`` seconds. Each running stage
+    keeps the largest sum seen while it ran (with ``--jobs > 1`` that includes the stages beside it), and the
+    largest RSS of its own kernel and that kernel's children: the first new direct child of the runner after
+    :meth:`begin` is the stage's kernel (:meth:`claimed` lets the caller wait for it before starting another).
+    The figures are measurements for the log, index.html and the scheduler's memory budget, never results.
     """
 
     def __init__(self, every: float = 0.5) -> None:
-        self.every, self.peaks, self.running = every, {}, set()
+        self.every, self.peaks, self.own, self.running = every, {}, {}, set()
+        self.kernel: dict[str, int] = {}  # stem -> pid of its kernel
+        self._unclaimed: list[str] = []  # stages begun whose kernel has not appeared yet
+        self._known: set[int] = set()
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.available = True
+        try:
+            import psutil  # noqa: F401
+        except ImportError:  # psutil comes with ipykernel; without it the log simply shows no peaks
+            self.available = False
 
     def __enter__(self) -> "TreeMemory":
+        if self.available:
+            import psutil
+            self._known = {c.pid for c in psutil.Process().children()}
         self._thread.start()
         return self
 
@@ -490,30 +501,100 @@ class TreeMemory:
     def begin(self, stem: str) -> None:
         with self._lock:
             self.running.add(stem)
-            self.peaks[stem] = 0
+            self.peaks[stem] = self.own[stem] = 0
+            self._unclaimed.append(stem)
+
+    def claimed(self, stem: str, timeout: float = 60.0) -> bool:
+        """Wait until ``stem``'s kernel has been seen (False after ``timeout`` s or without psutil)."""
+        t0 = time.monotonic()
+        while self.available and time.monotonic() - t0 < timeout:
+            with self._lock:
+                if stem in self.kernel or stem not in self.running:
+                    return stem in self.kernel
+            time.sleep(0.05)
+        return False
 
     def end(self, stem: str) -> float:
-        """Stop tracking ``stem``; its peak in bytes (0 when psutil is missing or nothing was sampled)."""
+        """Stop tracking ``stem``; its process-tree peak in bytes (0 when psutil is missing)."""
         with self._lock:
             self.running.discard(stem)
+            if stem in self._unclaimed:
+                self._unclaimed.remove(stem)
             return self.peaks.get(stem, 0)
 
+    def own_peak(self, stem: str) -> float:
+        """The peak RSS in bytes of ``stem``'s own kernel and its children (0 when its kernel was not seen)."""
+        with self._lock:
+            return self.own.get(stem, 0)
+
     def _loop(self) -> None:
-        try:
-            import psutil
-        except ImportError:  # psutil comes with ipykernel; without it the log simply shows no peaks
+        if not self.available:
             return
+        import psutil
+
         me = psutil.Process()
         while not self._stop.wait(self.every):
-            total = 0
-            for child in me.children(recursive=True):
+            total, by_top = 0, {}
+            for top in me.children():
                 try:
-                    total += child.memory_info().rss
+                    rss = top.memory_info().rss
+                    for child in top.children(recursive=True):
+                        try:
+                            rss += child.memory_info().rss
+                        except psutil.Error:
+                            continue
                 except psutil.Error:  # a process that ended between listing and reading
                     continue
+                by_top[top.pid] = rss
+                total += rss
             with self._lock:
+                for pid in sorted(set(by_top) - self._known):  # new kernels, in the order stages began
+                    self._known.add(pid)
+                    if self._unclaimed:
+                        self.kernel[self._unclaimed.pop(0)] = pid
                 for stem in self.running:
                     self.peaks[stem] = max(self.peaks[stem], total)
+                    if stem in self.kernel:
+                        self.own[stem] = max(self.own[stem], by_top.get(self.kernel[stem], 0))
+
+
+def estimate_peak_gb(stem: str, rows: int, state: dict | None = None) -> float:
+    """The peak memory (GB) stage ``stem`` is expected to need on ``rows`` users: its own peak recorded in this
+    data folder at about that size (within 25%), else :data:`STAGE_PEAK_GB_1M` scaled to ``rows``."""
+    rec = (state or {}).get("peaks", {}).get(stem)
+    if rec and rec.get("rows") and 0.8 <= rows / rec["rows"] <= 1.25:
+        return float(rec["gb"])
+    p1m = STAGE_PEAK_GB_1M.get(stem.split("_", 1)[0], DEFAULT_PEAK_GB_1M)
+    return KERNEL_GB + max(p1m - KERNEL_GB, 0.0) * rows / 1e6
+
+
+def run_rows(P, params: dict) -> int:
+    """The run's number of users: ``--n-users`` for the synthetic world; for the user's own table, the count
+    ingestion recorded once it has run (before that, ``--n-users``)."""
+    if params.get("input_path"):
+        try:
+            return int(json.loads((P.processed / "ingest_meta.json").read_text())["n_users"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return int(params.get("n_users") or 0)
+
+
+def runner_gb() -> float:
+    """This runner's own resident memory (GB); 0 without psutil."""
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss / 2**30
+    except ImportError:
+        return 0.0
+
+
+def default_memory_budget() -> float:
+    """6 GB, or 60% of this machine's memory when that is less (``--memory-budget``, AUDIENCE_MEMORY_BUDGET_GB)."""
+    try:
+        import psutil
+        return round(min(6.0, 0.6 * psutil.virtual_memory().total / 2**30), 1)
+    except ImportError:
+        return 6.0
 
 
 class LogLines:
@@ -581,6 +662,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="stages run at once, each in its own kernel (make JOBS=); a stage waits for the "
                          "stages it reads (STAGE_NEEDS; one not listed waits for every earlier stage). "
                          "Default 1, or AUDIENCE_JOBS")
+    ap.add_argument("--memory-budget", type=float,
+                    default=float(os.environ.get("AUDIENCE_MEMORY_BUDGET_GB") or default_memory_budget()),
+                    help="GB that the stages run at once (--jobs) may need together, by their estimated peaks "
+                         "(make MEMORY_BUDGET=; default 6, or 60%% of this machine's memory when less)")
     ap.add_argument("--notebooks", default=str(NOTEBOOKS), help=argparse.SUPPRESS)  # tests: another folder
     args = ap.parse_args(argv)
 
@@ -667,16 +752,20 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             r["seconds"] = time.perf_counter() - t0
             r["peak_gb"] = memory.end(nb.stem) / 2**30
+            r["own_gb"] = memory.own_peak(nb.stem) / 2**30
+            if r["own_gb"]:  # what the scheduler's memory budget counts for this stage next time
+                state.setdefault("peaks", {})[nb.stem] = {"rows": run_rows(P, params), "gb": round(r["own_gb"], 3)}
             tx.commit(state)
         html_path = export_html(executed)
         with lock:
             r.update(status="ok", html=html_path.name if html_path else None)
-            beside = " (process tree, stages beside it included)" if jobs > 1 else " (process tree)"
-            log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB{beside}")
+            own = f"{r['own_gb']:.2f} GB its kernel, " if r["own_gb"] else ""
+            tree = "process tree, stages beside it included" if jobs > 1 else "process tree"
+            log(f"[{i}/{len(selected)}] {nb.name} done in {r['seconds']:.1f} s, peak {own}{r['peak_gb']:.2f} GB {tree}")
             write_index(out, runs, shown, P, state)
 
     def start(i: int, nb: Path, ignored: list[str]) -> StageTransaction:
-        """Begin stage ``nb`` in the main thread, in stage order (outputs moved aside, its place taken)."""
+        """Begin stage ``nb`` in the main thread (outputs moved aside, its place in the stage order taken)."""
         r = by_stem[nb.stem]
         if ignored:
             log(f"{nb.name} does not declare {', '.join(ignored)}: not passed")
@@ -693,31 +782,65 @@ def main(argv: list[str] | None = None) -> int:
             bar_file.prefix = f"{nb.stem}: "
         return tx
 
-    # Stages start in numeric order. With --jobs N up to N run at once: a stage starts when a worker is free
-    # and the stages it reads (STAGE_NEEDS) have finished; a failure stops new starts (unless --keep-going).
+    # With --jobs N up to N stages run at once. The next stage to start is the first, in numeric order, whose
+    # inputs (STAGE_NEEDS) have all finished and whose estimated peak memory fits the budget beside the stages
+    # running (estimate_peak_gb); a stage that fits beside nothing runs alone. A failure stops new starts
+    # (unless --keep-going).
     running: dict[str, tuple[Future, int]] = {}  # stem -> (its future, its progress-bar slot)
     stems = [nb.stem for nb in selected]
+    prepared = {nb.stem: parameters_for(nb, params) for nb in selected}  # parsed once per stage: reads the notebook
+    needs_of = {stem: stage_needs(stem, stems, prepared[stem][0]) for stem in stems}
+    estimate: dict[str, float] = {}  # stem -> the peak (GB) it was admitted with
+    finished: set[str] = set()
+    waited: set[str] = set()
+    budget = args.memory_budget
 
     def reap() -> None:
         """Wait for a running stage to end; count every ended one."""
         wait([f for f, _ in running.values()], return_when=FIRST_COMPLETED)
         for stem in [k for k, (f, _) in running.items() if f.done()]:
             running.pop(stem)[0].result()  # a KeyboardInterrupt or a runner bug surfaces here
+            finished.add(stem)
             bar.update(1)
+
+    def next_stage(pending: list[tuple[int, Path]]) -> int | None:
+        """Index in ``pending`` of the stage to start now, or None (wait for a running stage to end)."""
+        if len(running) >= jobs:
+            return None
+        rows = run_rows(P, params)
+        in_use = sum(estimate[s] for s in running) + runner_gb()
+        for k, (_, nb) in enumerate(pending):
+            if not all(n in finished for n in needs_of[nb.stem]):
+                continue
+            need = estimate_peak_gb(nb.stem, rows, state)
+            if not running or in_use + need <= budget:
+                estimate[nb.stem] = need
+                return k
+            if nb.stem not in waited:
+                waited.add(nb.stem)
+                log(f"{nb.name} waits: estimated peak {need:.1f} GB beside {', '.join(sorted(running))} "
+                    f"({in_use:.1f} GB) exceeds the memory budget of {budget:.1f} GB")
+        return None
 
     t_run = time.perf_counter()
     with TreeMemory() as memory, ThreadPoolExecutor(max_workers=jobs) as pool:
-        for i, nb in enumerate(selected, 1):
-            passed, ignored = parameters_for(nb, params)  # parsed once per stage: it reads the notebook
-            needs = stage_needs(nb.stem, stems, passed)
-            while running and (len(running) >= jobs or any(n in running for n in needs)):
-                reap()
+        pending = list(enumerate(selected, 1))
+        while pending:
             if any(r["status"] == "failed" for r in runs) and not args.keep_going:
-                by_stem[nb.stem]["status"] = "not run"
+                for _, nb in pending:
+                    by_stem[nb.stem]["status"] = "not run"
+                break
+            k = next_stage(pending)
+            if k is None:
+                reap()
                 continue
+            i, nb = pending.pop(k)
+            passed, ignored = prepared[nb.stem]
             slot = min(set(range(jobs)) - {sl for _, sl in running.values()})
             tx = start(i, nb, ignored)
             running[nb.stem] = (pool.submit(execute, i, nb, tx, slot, passed), slot)
+            if jobs > 1:  # the next new process is this stage's kernel: let it appear before starting another
+                memory.claimed(nb.stem)
         while running:
             reap()
     peaks = [r["peak_gb"] for r in runs if r.get("peak_gb")]

@@ -249,6 +249,8 @@ time.sleep(1.5)''')
     peak = {r["stem"]: r["peak_gb"] for r in R.last_runs}
     assert peak["01_ingest"] > 0.37
     assert peak["02_panel_weighting_fusion"] < peak["01_ingest"] - 0.3
+    own = {r["stem"]: r["own_gb"] for r in R.last_runs}  # its kernel alone, without the runner
+    assert own["01_ingest"] > 0.37 and own["02_panel_weighting_fusion"] < own["01_ingest"] - 0.3
     assert "GB" in (root / "reports" / "index.html").read_text()
 
 
@@ -283,3 +285,59 @@ def test_only_takes_stage_numbers_exactly():
     assert R.selects("06", "06_churn_survival") and not R.selects("06", "06b_engagement_value")
     assert R.selects("06b", "06b_engagement_value") and not R.selects("0", "06_churn_survival")
     assert R.selects("07_aff", "07_affinity") and R.selects("08_lookalike_activation", "08_lookalike_activation")
+
+
+def test_staleness_follows_what_a_stage_reads_directly_or_through_another(tmp_path):
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    stems = artifacts.producers()
+    by = {s.split("_", 1)[0]: s for s in stems}
+    # 08 reads 04 and 06, which read 02: 02 is upstream of 08 although 08 does not list it
+    assert by["02"] in artifacts.upstream(by["08"], stems) and by["06b"] not in artifacts.upstream(by["08"], stems)
+    state = {"seq": 9, "stages": {by[p]: {"seq": n} for p, n in
+                                  [("00", 1), ("01", 2), ("02", 3), ("04", 4), ("06", 5), ("08", 6), ("06b", 7)]}}
+    state["stages"]["07_affinity"] = {"seq": 6}
+    # 06b re-ran after 07 and 08 (it started later, as --jobs may start it): neither reads it, neither is stale
+    assert artifacts.stage_stale_reason(P, "07_affinity", state) is None
+    assert artifacts.stage_stale_reason(P, by["08"], state) is None
+    state["stages"][by["02"]]["seq"] = 8  # 02 re-ran: 08 is stale through 04, and 07 directly
+    assert f"before {by['02']} re-ran" in artifacts.stage_stale_reason(P, by["08"], state)
+    assert f"before {by['02']} re-ran" in artifacts.stage_stale_reason(P, "07_affinity", state)
+    assert artifacts.stage_stale_reason(P, by["01"], state) is None
+
+
+def test_estimated_peaks_scale_with_users_and_prefer_the_recorded_one():
+    small, big = R.estimate_peak_gb("07b_text_signals", 50_000), R.estimate_peak_gb("07b_text_signals", 1_000_000)
+    assert R.KERNEL_GB < small < 0.7 and big == pytest.approx(R.STAGE_PEAK_GB_1M["07b"])
+    state = {"peaks": {"07b_text_signals": {"rows": 1_000_000, "gb": 2.2}}}
+    assert R.estimate_peak_gb("07b_text_signals", 950_000, state) == 2.2  # recorded at about this size
+    assert R.estimate_peak_gb("07b_text_signals", 10_000_000, state) > 2.2 * 5  # not at 10x: the table, scaled
+
+
+OUT_OF_ORDER = {**PARALLEL, "06_churn_survival": '''import time
+(P.data / "06.start").write_text(str(time.time()))'''}
+
+
+def test_jobs_start_a_later_ready_stage_and_keep_to_the_memory_budget(tmp_path, venv_kernel, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stem, body in OUT_OF_ORDER.items():
+        write_notebook(folder / f"{stem}.ipynb", body)
+    monkeypatch.setattr(R, "STAGE_NEEDS", {"04": ("01",), "05": ("04",), "06": ("01",)})
+    root = tmp_path / "run"
+    P = paths.resolve(root / "data", root / "reports")
+    assert run(folder, root, venv_kernel, 1, "--jobs", "2") == 0
+    t = {k: float((P.data / k).read_text()) for k in ("04.end", "05.start", "06.start")}
+    # 05 waits for 04; 06, later in the order but ready, starts beside 04 instead of waiting behind 05
+    assert t["06.start"] < t["04.end"] < t["05.start"]
+    state = artifacts.read_state(P)
+    assert state["stages"]["06_churn_survival"]["seq"] < state["stages"]["05_segment_hier"]["seq"]
+    assert not artifacts.status(P)["stale"].any()
+    # each stage's own kernel peak is recorded for the next run's estimates
+    assert set(state["peaks"]) == set(OUT_OF_ORDER) and all(0.03 < p["gb"] < 2 for p in state["peaks"].values())
+
+    # a budget below any stage's estimate: every stage runs alone, in order
+    for f in ("04.start", "04.end", "06.start"):
+        (P.data / f).unlink()
+    assert run(folder, root, venv_kernel, 2, "--jobs", "2", "--memory-budget", "0.01") == 0
+    t = {k: float((P.data / k).read_text()) for k in ("04.start", "04.end", "06.start")}
+    assert t["04.end"] < t["06.start"]

@@ -227,13 +227,54 @@ def signature(path: Path) -> list[int] | None:
     return [s.st_size, s.st_mtime_ns]
 
 
+#: The earlier stages (stem prefixes) whose artifacts each stage reads. The runner waits for them before it
+#: starts a stage (``scripts/run_notebooks.py``, ``--jobs``), and staleness follows them: a stage is stale when
+#: a stage it reads, directly or through another, re-ran after it. A stage missing here reads every earlier
+#: stage. The entries are the producers of every file under the data folder the stage's kernel opened on a
+#: traced 20k-user run of 2026-12-02 (``strace -f -e trace=openat``, one stage at a time), which includes the
+#: files read only when they exist (08 reads churn risk and segments if present); tests/test_runner.py checks
+#: that every artifact a notebook names is produced by a stage listed here. 03, 05, 07, 07b and 07c write
+#: nothing a later stage reads.
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    "01": ("00",),
+    "02": ("00", "01"),
+    "03": ("00", "01"),
+    "04": ("00", "01", "02"),
+    "05": ("00", "01", "02", "04"),
+    "06": ("00", "01", "04"),
+    "06b": ("00", "01", "02", "04", "06"),
+    "07": ("00", "01", "02", "04"),
+    "07b": ("00", "01", "02", "04"),
+    "07c": ("00", "01", "04"),
+    "08": ("00", "01", "04", "06"),
+}
+
+
+def upstream(stem: str, stems: list[str], reads: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """The stages among ``stems`` that ``stem`` depends on, directly or through another (in ``stems`` order).
+
+    ``reads`` defaults to :data:`STAGE_READS`; a stage it does not list depends on every earlier stage.
+    """
+    reads = STAGE_READS if reads is None else reads
+    prefix = lambda s: s.split("_", 1)[0]  # noqa: E731
+    found, todo = set(), [stem]
+    while todo:
+        s = todo.pop()
+        p = prefix(s)
+        direct = [e for e in stems if e < s] if p not in reads else [e for e in stems if prefix(e) in reads[p]]
+        todo += [e for e in direct if e not in found]
+        found.update(direct)
+    return [e for e in stems if e in found]
+
+
 def stage_stale_reason(paths: Paths, stem: str, state: dict | None = None) -> str | None:
-    """Why stage ``stem``'s last run (as recorded by the runner) is older than an upstream re-run, or None."""
+    """Why stage ``stem``'s last run (as recorded by the runner) is older than a re-run of a stage it depends
+    on (:func:`upstream`), or None."""
     state = read_state(paths) if state is None else state
     st = state.get("stages", {}).get(stem)
     if st is None:
         return None
-    newer = [x for x in producers() if x < stem and state["stages"].get(x, {}).get("seq", -1) > st["seq"]]
+    newer = [x for x in upstream(stem, producers()) if state["stages"].get(x, {}).get("seq", -1) > st["seq"]]
     if not newer:
         return None
     return (f"written by {stem} before {', '.join(newer)} re-ran; re-run {stem} "
