@@ -55,6 +55,25 @@ def test_planted_optimum_beats_every_single_channel(world):
     assert opt.sum() == pytest.approx(0.25, rel=1e-6)
 
 
+def test_planted_optimum_analytic_gradient_matches_the_generators(world):
+    """budget.planted_optimum (analytic gradient) reaches the generator's finite-difference optimum, and its
+    objective is true_outcome with a gradient equal to finite differences."""
+    from scipy.optimize import approx_fprime
+    _, truth, ut, _ = world
+    D = truth["days"]
+    for seg in sorted(ut["true_segment"].unique())[:3]:
+        u = ut[ut["true_segment"] == seg].reset_index(drop=True)
+        for obj, k in (("conversions", 1), ("reach", 3)):
+            f = BU._PlantedObjective(u, D, obj, k, 0.25)
+            x = np.random.default_rng(int(seg)).dirichlet(np.ones(len(E.CHANNELS))) * 0.25
+            v, g = f(x)
+            assert -v * 0.25 == pytest.approx(E.true_outcome(x, u, D, obj, k), rel=1e-12)
+            np.testing.assert_allclose(g, approx_fprime(x, lambda z: f(z)[0], 1e-7), rtol=1e-3, atol=1e-6)
+            a, b = E.planted_optimum(u, 0.25, D, obj, k), BU.planted_optimum(u, 0.25, D, obj, k)
+            assert b.sum() == pytest.approx(0.25, rel=1e-6)
+            assert E.true_outcome(b, u, D, obj, k) == pytest.approx(E.true_outcome(a, u, D, obj, k), rel=1e-6)
+
+
 def test_every_constraint_holds_at_the_solution(model):
     ch = model.channels
     n = model.n

@@ -27,7 +27,8 @@ Targetable channels (social, video, search, display) deliver an audience buy ins
 buys (linear TV, podcast host reads) reach the audience only in proportion to its share of the channel.
 The affinity rule of thumb (:func:`affinity_rule`) spends in proportion to the audience's channel index
 above 100, the way a planner reads an affinity table. On synthetic runs, :func:`share_of_planted_optimum`
-evaluates any allocation under the planted model (``budget_share_of_planted_optimum``).
+evaluates any allocation under the planted model (``budget_share_of_planted_optimum``) against the planted
+optimum of :func:`planted_optimum` (the generator's optimiser with an analytic gradient).
 
 Linear constraints are dicts ``{"coef": {channel: a}, "op": "<=" | ">=" | "==", "rhs": v,
 "unit": "share" | "usd"}``: ``share`` means sum a_c x_c / budget, ``usd`` the audience's total dollars.
@@ -802,10 +803,104 @@ def share_of_planted_optimum(x, users_truth: pd.DataFrame, budget_per_person: fl
         x = pd.Series(x, index=channels).reindex(E.CHANNELS).fillna(0.0).to_numpy()
     if optimum is None:
         with threadpool_limits(1):      # SLSQP on 6 variables: BLAS threads only wait on each other
-            opt = E.planted_optimum(users_truth, budget_per_person, days, objective, k, lower, upper)
+            opt = planted_optimum(users_truth, budget_per_person, days, objective, k, lower, upper)
     else:
         opt = np.asarray(optimum, float)
     v, v_opt = (E.true_outcome(x, users_truth, days, objective, k),
                 E.true_outcome(opt, users_truth, days, objective, k))
     return {"share": v / v_opt if v_opt > 0 else np.nan, "value": v, "optimum_value": v_opt,
             "optimum": opt}
+
+
+# --- the planted optimum with analytic gradients ------------------------------------------------------------
+class _PlantedObjective:
+    """``-true_outcome(x) / budget`` of :mod:`helpers.sources.exposures` and its exact gradient, for SLSQP.
+
+    The planted daily rates are linear in the spend, ``lam_uc = x_c A_uc`` (:func:`~helpers.sources.exposures.
+    _rates_for`), so ``A`` is computed once. Conversions: ``days * mean_u sum_c beta_{s(u)c} S_c(x_c A_uc)``
+    with ``S_c`` the planted steady-state response, piecewise linear on its lambda grid; its derivative in
+    ``x_c`` is ``days * mean_u beta_{s(u)c} A_uc S_c'(x_c A_uc)`` with ``S_c'`` the slope of the grid
+    segment holding the rate (the right derivative at a grid point, as a forward difference sees it; 0
+    beyond the grid, where the table is flat). Reach at frequency k: ``mean_u P(N_u >= k)``, ``N_u`` Poisson of
+    mean ``mu_u = days * sum_c x_c A_uc``, derivative ``days * mean_u P(N_u = k - 1) A_uc``. One call returns
+    value and gradient (the finite differences SLSQP takes without a gradient cost C + 1 evaluations).
+    """
+
+    def __init__(self, users_truth, days: int, objective: str, effective_frequency: int, budget: float):
+        E = exposures_module()
+        aud = E._audience(users_truth)
+        r = np.asarray(aud.rates, float)
+        n = len(r)
+        A = np.where(E.TARGETABLE, r / r.sum(0) * (1000.0 / E.CPM) * n, r * n) / days
+        self.AT = np.ascontiguousarray(A.T)                               # (C, n): one channel's rates contiguous
+        self.n, self.days, self.objective, self.k, self.B = n, days, objective, int(effective_frequency), float(budget)
+        if objective != "reach":
+            self.betaT = np.ascontiguousarray(E.BETA[aud.seg].T)         # (C, n)
+            self.bA = self.betaT * self.AT
+            self.grid = E._LAMBDA_GRID
+            self.tab = E._expected_hill_table()
+            # slope of each grid segment; 0 from the last grid point on (np.interp is flat there)
+            self.slope = np.hstack([np.diff(self.tab, axis=1) / np.diff(self.grid)[None, :],
+                                    np.zeros((len(self.tab), 1))])
+            # the grid is 0 then geometric: a rate's segment follows from its log (a binary search on random
+            # rates, np.searchsorted / np.interp, costs ~15x more), corrected by one step either way below
+            g = self.grid[1:]
+            self.log_g0, self.log_q = np.log(g[0]), np.log(g[1] / g[0])
+            self.geometric = self.grid[0] == 0 and g.size > 2 and np.allclose(np.diff(np.log(g)), self.log_q)
+
+    def _segment(self, lam: np.ndarray) -> np.ndarray:
+        """Index ``i`` of the grid segment holding each rate: ``grid[i] <= lam < grid[i + 1]`` (last: beyond)."""
+        G = len(self.grid)
+        if not self.geometric:
+            return np.searchsorted(self.grid, lam, side="right") - 1
+        with np.errstate(divide="ignore"):
+            f = np.floor((np.log(lam) - self.log_g0) / self.log_q) + 1
+        i = np.clip(np.nan_to_num(f, nan=0.0, neginf=0.0, posinf=G - 1), 0, G - 1).astype(np.intp)
+        i -= self.grid[i] > lam
+        j = np.minimum(i + 1, G - 1)
+        i += (i < G - 1) & (self.grid[j] <= lam)
+        return i
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        # dot products by einsum, not BLAS: a 1-D BLAS call on threads costs more than it computes here
+        x = np.asarray(x, float)
+        C, n = self.AT.shape
+        if self.objective == "reach":
+            mu = self.days * np.einsum("c,cn->n", x, self.AT)
+            val = special.pdtrc(self.k - 1, mu).mean()
+            pmf = np.exp(special.xlogy(self.k - 1, mu) - mu - special.gammaln(self.k))
+            grad = self.days * np.einsum("n,cn->c", pmf, self.AT) / n
+        else:
+            val, grad = 0.0, np.zeros(C)
+            for c in range(C):
+                lam = np.maximum(x[c] * self.AT[c], 0.0)
+                i = self._segment(lam)                                   # grid[i] <= lam < grid[i + 1]
+                d = self.slope[c][i]
+                s = self.tab[c][i] + d * (lam - self.grid[i])           # np.interp's value
+                val += np.einsum("n,n->", self.betaT[c], s)
+                grad[c] = np.einsum("n,n->", self.bA[c], d)
+            val, grad = self.days * val / n, self.days * grad / n
+        return -float(val) / self.B, -grad / self.B
+
+
+def planted_optimum(users_truth, budget_per_person: float, days: int, objective: str = "conversions",
+                    effective_frequency: int = 1, lower=None, upper=None, seed: int = 0) -> np.ndarray:
+    """:func:`helpers.sources.exposures.planted_optimum` (same starts, solver, tolerance and constraints) with
+    the analytic gradient of :class:`_PlantedObjective` instead of SLSQP's finite differences."""
+    E = exposures_module()
+    C = E.C
+    lo = np.zeros(C) if lower is None else np.asarray(lower, float)
+    hi = np.full(C, budget_per_person) if upper is None else np.asarray(upper, float)
+    f = _PlantedObjective(users_truth, days, objective, effective_frequency, budget_per_person)
+    cons = [{"type": "eq", "fun": lambda x: x.sum() / budget_per_person - 1.0,
+             "jac": lambda x: np.full(C, 1.0 / budget_per_person)}]
+    rng = np.random.default_rng(seed)
+    best = None
+    for s in range(6):
+        x0 = np.full(C, budget_per_person / C) if s == 0 else rng.dirichlet(np.ones(C)) * budget_per_person
+        x0 = np.clip(x0, lo, hi)
+        r = optimize.minimize(f, x0, jac=True, method="SLSQP", bounds=list(zip(lo, hi)), constraints=cons,
+                              options={"maxiter": 300, "ftol": 1e-10})
+        if best is None or r.fun < best.fun:
+            best = r
+    return np.clip(best.x, lo, hi)
