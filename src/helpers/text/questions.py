@@ -70,11 +70,16 @@ class TextContext:
     label: Callable[[str], str] = field(default=lambda c: c.replace("_", " ").capitalize())
 
     def __post_init__(self) -> None:
-        self.users = self.users.copy()
-        self.users["user_id"] = self.users["user_id"].astype(str)
-        if "weight" not in self.users:
-            self.users["weight"] = 1.0
-        self.users = self.users.reset_index(drop=True)
+        # a new frame only when something changes: at a million users a copy of the panel's frame is 0.5 GB
+        u = self.users
+        if not (u["user_id"].dtype == object and pd.api.types.is_string_dtype(u["user_id"])
+                and u["user_id"].map(type).eq(str).all()):
+            u = u.assign(user_id=u["user_id"].astype(str))
+        if "weight" not in u:
+            u = u.assign(weight=1.0)
+        if not isinstance(u.index, pd.RangeIndex) or u.index.start != 0 or u.index.step != 1:
+            u = u.reset_index(drop=True)
+        self.users = u
         if self.rates is not None:
             r = self.rates.copy()
             r["user_id"] = r["user_id"].astype(str)
@@ -165,20 +170,26 @@ def topic_shares(ctx: TextContext, filters: Mapping[str, Any] | None = None, fol
     posts = ctx.posts
     d = pd.to_datetime(posts["date"]) if "date" in posts else None
     m = _filter_mask(ctx.users, filters)
-    measured = posts
+    uid = ctx.users["user_id"].to_numpy()
+    # only the posts of the filtered users, and only the columns each step reads, are taken out of the posts
+    # (copies of the whole table's halves, text included, were 1 GB at a million users); the audience is the
+    # same: a user outside the filters is never in it, whatever they posted
+    of_filtered = posts["user_id"].isin(uid[m]).to_numpy() if filters else np.ones(len(posts), dtype=bool)
+    measured = of_filtered
     note = ""
     if follows or follows_topic:
         if d is None:
             raise ValueError("'follows' needs dated posts (first half of the window = following)")
         mid = d.min() + (d.max() - d.min()) / 2
-        first = posts.loc[(d <= mid).to_numpy()]
-        ta = audiences.talking_about(first, keyword=follows, topic=follows_topic)
+        early = (d <= mid).to_numpy()
+        cols = ["user_id"] + (["text"] if follows else []) + (["topic"] if follows_topic else [])
+        ta = audiences.talking_about(posts.loc[of_filtered & early, cols], keyword=follows, topic=follows_topic)
         m &= ta.mask(ctx.users["user_id"])
-        measured = posts.loc[(d > mid).to_numpy()]
+        measured = of_filtered & (d > mid).to_numpy()
         note = f"follows = mentioned {follows or follows_topic} up to {mid.date()}; shares of posts after it."
-    uid = ctx.users["user_id"].to_numpy()
     aud_ids = set(uid[m])
-    mp = measured[measured["user_id"].isin(aud_ids)]
+    mp = posts.loc[measured, ["user_id", "topic"]]
+    mp = mp[mp["user_id"].isin(aud_ids)]
     topics = sorted(posts["topic"].dropna().unique())
     cnt = pd.crosstab(mp["user_id"], mp["topic"]).reindex(index=uid[m], columns=topics, fill_value=0)
     w = ctx.w[m]
