@@ -52,6 +52,8 @@ def test_chunks_continue_ids_and_do_not_depend_on_the_number_of_processes(tmp_pa
     a = G.write_world(n, tmp_path / "a" / "raw", tmp_path / "a" / "truth", seed=SEED, chunk_size=chunk, n_jobs=1)
     G.write_world(n, tmp_path / "b" / "raw", tmp_path / "b" / "truth", seed=SEED, chunk_size=chunk, n_jobs=2)
     assert _same_files(tmp_path / "a", tmp_path / "b") == []
+    # the worker processes' tables went through Arrow files in the data folder: none is left behind
+    assert not list((tmp_path / "b" / "raw").glob(".world_spool*"))
     crm = pd.read_csv(a["crm_users.csv"])
     assert crm["user_id"].tolist() == [f"U{i:08d}" for i in range(1, n + 1)]
     for name, key in [("partner_profiles.csv", "partner_id"), ("third_party_enrichment.csv", "tp_id")]:
@@ -117,6 +119,10 @@ def test_readback_aggregates_equal_those_of_the_whole_tables(world, monkeypatch)
     pd.testing.assert_frame_equal(counts, expected, check_names=False, check_dtype=False, check_column_type=False)
     hist, edges = R.amount_histogram(paths["transactions"], bins=30)
     assert hist.sum() == len(tx) and np.isclose(edges[0], np.log10(tx["amount"].min()))
+    # the edges from the Parquet statistics are those of the scanned minimum and maximum, exactly
+    lo, hi = tx["amount"].min(), tx["amount"].max()
+    assert np.array_equal(edges, np.linspace(np.log10(lo), np.log10(hi), 31))
+    assert R._column_min_max(pq.ParquetFile(paths["transactions"]), "amount") == (lo, hi)
     per_user = R.purchases_per_customer(paths["monthly_activity"], N)
     by_log = tx.groupby("user_id").size().reindex([f"U{i:08d}" for i in range(1, N + 1)], fill_value=0)
     assert per_user.tolist() == by_log.tolist() and per_user.sum() > 0

@@ -24,6 +24,7 @@ observation date is a parameter, never the wall clock.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -760,10 +761,37 @@ def _pandas_schema(table: pa.Table) -> pa.Schema:
 _PANDAS_SCHEMAS: dict[pa.Schema, pa.Schema] = {}
 
 
+def _spool(tables: dict[str, pa.Table], spool: str | None, tag: str) -> dict:
+    """``tables`` as they are, or (``spool``: a folder) each written there as an Arrow IPC file and replaced by
+    its path. A worker process hands its tables to :func:`write_world` through such files instead of pickling
+    them through a pipe: the writer maps them (no copy, nothing unpickled) and the worker holds no pickled
+    copy of its result; the tables read back are the same tables (schema, metadata, chunks)."""
+    if spool is None:
+        return tables
+    out = {}
+    for name, table in tables.items():
+        path = str(Path(spool) / f"{tag}-{name}.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        out[name] = path
+    return out
+
+
+def _unspool(ref) -> pa.Table:
+    """The table of :func:`_spool` (read from its memory-mapped file, which is then removed), or ``ref`` itself."""
+    if not isinstance(ref, str):
+        return ref
+    table = pa.ipc.open_stream(pa.memory_map(ref)).read_all()
+    if os.name != "nt":  # POSIX: the mapping stays valid until the table is released (Windows refuses to
+        Path(ref).unlink()  # remove a mapped file: there write_world removes the spool folder at the end)
+    return table
+
+
 def _world_chunk(c: int, offset: int, m: int, seed: int, observation_date: str, cfg: WorldConfig,
-                 corrupt_share: float, pick: np.ndarray | None) -> dict:
+                 corrupt_share: float, pick: np.ndarray | None, spool: str | None = None) -> dict:
     """Chunk ``c`` of :func:`write_world` (users ``offset + 1 ... offset + m``): every table it writes, as
-    Arrow, plus the chunk's users for the posts and its rows of the media measurement panel."""
+    Arrow (or, with ``spool``, the paths of their files: :func:`_spool`), plus the chunk's users for the posts
+    and its rows of the media measurement panel."""
     from .sources import posts as _PO
 
     chunk_seed = world_chunk_seed(seed, c)
@@ -776,18 +804,20 @@ def _world_chunk(c: int, offset: int, m: int, seed: int, observation_date: str, 
     tables["future_outcomes"] = pa.Table.from_pandas(fut, preserve_index=False)
     local = np.arange(m) if pick is None else pick[(pick >= offset) & (pick < offset + m)] - offset
     media = (df.iloc[local].reset_index(drop=True), truth[["user_id", "true_segment"]].iloc[local])
-    return {"tables": tables, "posts_users": _PO._users(panel), "media": media}
+    return {"tables": _spool(tables, spool, f"world-{c:05d}"), "posts_users": _PO._users(panel), "media": media}
 
 
-def _posts_chunks(users: pd.DataFrame, seed: int, first_chunk: int, observation_date: str) -> list[dict]:
+def _posts_chunks(users: pd.DataFrame, seed: int, first_chunk: int, observation_date: str,
+                  spool: str | None = None) -> list[dict]:
     """The posts of one world chunk's users, in chunks of the posts module (indices from ``first_chunk``);
-    post ids restart at 1 in each (the writer renumbers them)."""
+    post ids restart at 1 in each (the writer renumbers them). ``spool``: the tables as files (:func:`_spool`)."""
     from .sources import posts as _PO
 
     out = []
     for j, lo in enumerate(range(0, len(users), _PO.CHUNK_USERS)):
-        out.append(_PO.posts_chunk(users.iloc[lo:lo + _PO.CHUNK_USERS], seed, first_chunk + j, observation_date,
-                                   n_segments=K, arrow=True))
+        tables = _PO.posts_chunk(users.iloc[lo:lo + _PO.CHUNK_USERS], seed, first_chunk + j, observation_date,
+                                 n_segments=K, arrow=True)
+        out.append(_spool(tables, spool, f"posts-{first_chunk + j:05d}"))
     return out
 
 
@@ -920,7 +950,8 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
 
     def put_posts(chunks: list[dict]) -> None:
         nonlocal n_posts
-        for tables in chunks:
+        for refs in chunks:
+            tables = {key: _unspool(ref) for key, ref in refs.items()}
             n = tables["posts"].num_rows
             ids = pa.array(_PO._post_ids(n_posts, n), pa.string())
             for key in ("posts", "posts_truth"):
@@ -928,7 +959,14 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
                 put(key, t.set_column(t.schema.get_field_index("post_id"), "post_id", ids))
             put("posts_user_rates", tables["posts_user_rates"])
             n_posts += n
+            del tables
 
+    # worker processes hand their tables over as files in the data folder (removed at the end), not pickled
+    spool = None
+    if n_jobs > 1:
+        spool = raw_dir / f".world_spool-{os.getpid()}"
+        _clear(spool)
+        spool.mkdir()
     try:
         with _executor(n_jobs) as pool:
             slots = max(n_jobs, 1)
@@ -952,7 +990,8 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
                         offset = queued * chunk_size
                         world_jobs.append(pool.submit(_world_chunk, queued, offset,
                                                       min(chunk_size, n_users - offset), seed, observation_date,
-                                                      cfg, corrupt_share, pick))
+                                                      cfg, corrupt_share, pick,
+                                                      None if spool is None else str(spool)))
                         queued += 1
                     elif media_args is not None and media_job is None:
                         media_job = pool.submit(_write_exposures_job, *media_args)
@@ -960,7 +999,8 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
                         params_job = pool.submit(model_parameters, observation_date, cfg)
                     elif posts_todo:
                         first, users = posts_todo.popleft()
-                        posts_jobs.append(pool.submit(_posts_chunks, users, seed, first, observation_date))
+                        posts_jobs.append(pool.submit(_posts_chunks, users, seed, first, observation_date,
+                                                      None if spool is None else str(spool)))
                     else:
                         return
 
@@ -971,8 +1011,8 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
                     result = world_jobs.popleft().result()
                     if posts:
                         posts_todo.append((written * posts_per_chunk, result["posts_users"]))
-                    for name, table in result["tables"].items():
-                        put(name, table)
+                    for name, ref in result["tables"].items():
+                        put(name, _unspool(ref))
                     if media:
                         media_rows.append(result["media"])
                     del result
@@ -998,6 +1038,9 @@ def write_world(n_users: int, raw_dir: str | Path, truth_dir: str | Path, seed: 
     except BaseException:
         sinks.abort()
         raise
+    finally:
+        if spool is not None:
+            _clear(spool)
     written = sinks.close()
     paths.update({name: written[name] for name in written if name.endswith(".csv")})
     paths[MARGINS_FILE] = raw_dir / MARGINS_FILE

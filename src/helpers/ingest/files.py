@@ -207,10 +207,11 @@ def _needs_line_map(path: Path, encoding: str) -> bool:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
             a = np.frombuffer(chunk, dtype=np.uint8)
-            q = np.cumsum(a == 34, dtype=np.int64) + parity
             nl = np.flatnonzero(a == 10)
+            # quotes before each line break: the quote positions searched, not a running count over every byte
+            quotes = np.flatnonzero(a == 34)
             if len(nl):
-                if (q[nl] % 2).any():
+                if ((np.searchsorted(quotes, nl) + parity) % 2).any():
                     return True
                 starts = np.concatenate([[prev_nl_end - offset], nl[:-1] + 1])
                 length = nl - starts  # bytes before each line break on its line
@@ -218,7 +219,7 @@ def _needs_line_map(path: Path, encoding: str) -> bool:
                 if blank[1:].any() or (blank[0] and prev_nl_end >= 0):
                     return True
                 prev_nl_end = offset + int(nl[-1]) + 1
-            parity = int(q[-1]) % 2 if len(q) else parity
+            parity = (parity + len(quotes)) % 2
             offset += len(chunk)
     return False
 

@@ -69,16 +69,34 @@ def counts_by_month(path: str | Path, column: str) -> pd.DataFrame:
     return both.groupby(["month", column])["count_all"].sum().unstack(fill_value=0)
 
 
+def _column_min_max(pf: pq.ParquetFile, column: str) -> tuple[float, float] | None:
+    """Minimum and maximum of a numeric column from the row groups' statistics (exact values, written by the
+    Parquet writer); None when a row group has no statistics for it (then the column is scanned)."""
+    i = pf.schema_arrow.get_field_index(column)
+    lo, hi = np.inf, -np.inf
+    for g in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(g).column(i).statistics
+        if st is None or not st.has_min_max:
+            return None
+        lo, hi = min(lo, float(st.min)), max(hi, float(st.max))
+    return lo, hi
+
+
 def amount_histogram(path: str | Path, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Histogram of ``log10(amount)`` of ``transactions.parquet`` (counts, edges): edges from the file's
-    minimum and maximum, counts summed batch by batch."""
+    minimum and maximum (from the Parquet statistics, or a first scan when absent), counts summed batch by
+    batch."""
     pf = pq.ParquetFile(path)
-    lo, hi = np.inf, -np.inf
-    for batch in _batches(path, ["amount"]):
-        a = batch.column(0)
-        lo, hi = min(lo, pc.min(a).as_py()), max(hi, pc.max(a).as_py())
     if pf.metadata.num_rows == 0:
         return np.zeros(bins, np.int64), np.linspace(0, 1, bins + 1)
+    found = _column_min_max(pf, "amount")
+    if found is None:
+        lo, hi = np.inf, -np.inf
+        for batch in _batches(path, ["amount"]):
+            a = batch.column(0)
+            lo, hi = min(lo, pc.min(a).as_py()), max(hi, pc.max(a).as_py())
+    else:
+        lo, hi = found
     edges = np.linspace(np.log10(lo), np.log10(hi), bins + 1)
     counts = np.zeros(bins, np.int64)
     for batch in _batches(path, ["amount"]):
@@ -90,9 +108,16 @@ def purchases_per_customer(monthly_path: str | Path, n_users: int) -> np.ndarray
     """Purchases per customer over the written months (the sum of ``conversions`` of the monthly waves, each a
     count of the transaction log's purchases), indexed by the customer's position (``U00000001`` is 0)."""
     total = np.zeros(n_users, np.int64)
-    for batch in _batches(monthly_path, ["user_id", "conversions"]):
-        # synthetic ids are "U" + 8 digits numbered from 1: the position without a join
-        pos = pc.cast(pc.utf8_slice_codeunits(batch.column(0), 1), pa.int64()).to_numpy() - 1
+    pf = pq.ParquetFile(monthly_path, read_dictionary=["user_id"])
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["user_id", "conversions"]):
+        ids = batch.column(0)
+        # synthetic ids are "U" + 8 digits numbered from 1: the position without a join, parsed once per
+        # distinct id (the column is read dictionary-encoded) instead of once per row
+        if pa.types.is_dictionary(ids.type):
+            codes = pc.cast(pc.utf8_slice_codeunits(ids.dictionary, 1), pa.int64()).to_numpy() - 1
+            pos = codes[ids.indices.to_numpy(zero_copy_only=False)]
+        else:
+            pos = pc.cast(pc.utf8_slice_codeunits(ids, 1), pa.int64()).to_numpy() - 1
         total += np.bincount(pos, weights=batch.column(1).to_numpy(), minlength=n_users).astype(np.int64)
     return total
 
