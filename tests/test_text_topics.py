@@ -129,6 +129,26 @@ def test_distinct_rows_codes_equal_rows_only():
         topics.distinct_rows(X.astype(float))
 
 
+def test_row_keys_in_batches_number_rows_as_distinct_rows():
+    """Batched row keys (2-byte pairs, one batch widened by a large count) give distinct_rows' codes, and the
+    distinct keys decode to the distinct rows in order of first appearance."""
+    rng = np.random.default_rng(4)
+    dense = rng.poisson(0.3, (400, 6))
+    dense[200:260] = dense[:60]
+    dense[301] = np.roll(dense[2], 1)
+    dense[150, 3] = 70_000                     # beyond int16: that batch is keyed at 4 bytes
+    X = sparse.csr_matrix(dense)
+    codes, first = topics.distinct_rows(X)
+    parts = [topics.row_keys(X[i:i + 120]) for i in range(0, 400, 120)]
+    assert [w for _, w in parts] == [2, 4, 2, 2]
+    c, uniq, width = topics.distinct_keys(parts, X.shape[1])
+    assert width == 4 and np.array_equal(c, codes)
+    assert np.array_equal(topics.keys_to_rows(uniq, X.shape[1], width).toarray(), dense[first])
+    assert np.array_equal(topics.keys_to_rows(uniq.slice(5, 30), X.shape[1], width).toarray(), dense[first][5:35])
+    with pytest.raises(TypeError):
+        topics.row_keys(X.astype(float))
+
+
 def test_assign_topics_in_threads_equals_the_plain_transform():
     from helpers.text import audiences
     texts = _edge_corpus(np.random.default_rng(1), n=900).fillna("")

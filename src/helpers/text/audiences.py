@@ -88,10 +88,17 @@ def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], b
     for many documents at once, row by row, so a row's result does not depend on the rows beside it) and
     given to every post with that row: short posts often share their bag of words (45 % of the 5.6M posts of
     a million users do). Both steps run on ``n_jobs`` threads (Arrow and numpy release the GIL).
+
+    Memory: a batch's counts are kept only as one binary key per row (its (column, count) pairs, 2 bytes
+    each when the vocabulary and counts allow, see :func:`helpers.text.topics.row_keys`); Arrow numbers the
+    distinct keys of the whole corpus exactly (:func:`helpers.text.topics.distinct_keys`) and each batch of
+    distinct rows is decoded back to counts for the E-step. At a million users the whole corpus' count
+    matrix with its key copy had raised the stage's peak by 1.3 GB.
     """
     import pyarrow as pa
     texts = pa.array(posts["text"], from_pandas=True)     # chunked when Arrow-backed: each batch is joined alone
     n = len(texts)
+    V = len(vectorizer.vocabulary_)
     starts = list(range(0, n, batch_size))
 
     def in_threads(f, items):
@@ -100,27 +107,23 @@ def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], b
                 return list(pool.map(f, items))
         return [f(i) for i in items]
 
-    def counts(start: int) -> sparse.csr_matrix:
-        X = _topics.count_matrix(texts.slice(start, batch_size), vectorizer)
-        # the whole corpus' counts are held at once (to find the distinct rows): 4-byte counts halve them
-        return X.astype(np.int32) if X.nnz == 0 or X.data.max() < 2 ** 31 else X
+    def keys(start: int):
+        return _topics.row_keys(_topics.count_matrix(texts.slice(start, batch_size), vectorizer))
 
-    parts = in_threads(counts, starts)
-    X = sparse.vstack(parts, format="csr") if len(parts) > 1 else (parts[0] if parts else
-                                                                     sparse.csr_matrix((0, len(vectorizer.vocabulary_))))
+    parts = in_threads(keys, starts)
+    codes, uniq, width = _topics.distinct_keys(parts, V)
     del parts
-    codes, first = _topics.distinct_rows(X)
-    X = X[first]                                           # one row per distinct bag of words
-    k_u = np.zeros(X.shape[0], dtype=np.int64)
-    prob_u = np.zeros(X.shape[0], dtype=np.float64)
+    n_u = len(uniq)
+    k_u = np.zeros(n_u, dtype=np.int64)
+    prob_u = np.zeros(n_u, dtype=np.float64)
 
     def run(start: int) -> None:
-        theta = lda.transform(X[start:start + batch_size])
+        theta = lda.transform(_topics.keys_to_rows(uniq.slice(start, batch_size), V, width))
         top = theta.argmax(1)
         k_u[start:start + len(top)] = top
         prob_u[start:start + len(top)] = theta[np.arange(len(top)), top]
 
-    in_threads(run, list(range(0, X.shape[0], batch_size)))
+    in_threads(run, list(range(0, n_u, batch_size)))
     out = posts.copy()
     out["topic"] = np.asarray(labels, dtype=object)[k_u[codes]]
     out["topic_prob"] = prob_u[codes]

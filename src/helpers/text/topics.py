@@ -204,6 +204,59 @@ def distinct_rows(X: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return codes, first
 
 
+def _pair_width(X: sparse.csr_matrix) -> int:
+    """Bytes per (column, count) value of :func:`row_keys`: 2 when columns and counts fit an int16, else 4 or 8."""
+    if X.nnz == 0 or (X.data.min() >= 0 and X.data.max() < 2 ** 15 and X.shape[1] <= 2 ** 15):
+        return 2
+    return 4 if X.data.min() >= -2 ** 31 and X.data.max() < 2 ** 31 and X.shape[1] < 2 ** 31 else 8
+
+
+def row_keys(X: sparse.csr_matrix, width: int | None = None) -> tuple["pa.Array", int]:
+    """(one binary key per row of an integer count matrix: its (column, count) pairs in column order, width).
+
+    Two rows have the same key exactly when they have the same entries (at the same ``width``: bytes per
+    value, 2, 4 or 8; default the smallest that holds every column and count of ``X``).
+    """
+    import pyarrow as pa
+    X = sparse.csr_matrix(X)
+    if not np.issubdtype(X.dtype, np.integer):
+        raise TypeError(f"row_keys: integer counts expected, got {X.dtype}")
+    X.sum_duplicates()                                      # canonical: sorted columns, no duplicates
+    width = _pair_width(X) if width is None else int(width)
+    pair = np.empty((X.nnz, 2), dtype={2: np.int16, 4: np.int32, 8: np.int64}[width])
+    pair[:, 0], pair[:, 1] = X.indices, X.data
+    keys = pa.Array.from_buffers(pa.large_binary(), X.shape[0],
+                                 [None, pa.py_buffer(X.indptr.astype(np.int64) * (2 * width)),
+                                  pa.py_buffer(pair)])
+    return keys, width
+
+
+def distinct_keys(parts: Sequence[tuple], n_cols: int) -> tuple[np.ndarray, "pa.Array", int]:
+    """(code of each row, the distinct keys in order of first appearance, width) of the ``(keys, width)`` of
+    :func:`row_keys` for consecutive batches ``parts``, by Arrow's hash table (exact comparison of the
+    keys); batches of a narrower width are re-encoded to the widest first."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    if not parts:
+        return np.zeros(0, dtype=np.int64), pa.array([], type=pa.large_binary()), 2
+    width = max(w for _, w in parts)
+    keys = [k if w == width else row_keys(keys_to_rows(k, n_cols, w), width)[0] for k, w in parts]
+    enc = pc.dictionary_encode(pa.chunked_array(keys, type=pa.large_binary()))
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks]).astype(np.int64)
+    return codes, enc.chunks[0].dictionary, width
+
+
+def keys_to_rows(keys: "pa.Array", n_cols: int, width: int) -> sparse.csr_matrix:
+    """The count matrix (int32 counts) whose rows have the keys ``keys`` of :func:`row_keys`."""
+    _, offsets, data = keys.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[keys.offset:keys.offset + len(keys) + 1]
+    dt = {2: np.int16, 4: np.int32, 8: np.int64}[width]
+    pair = np.frombuffer(data, dtype=dt)[off[0] // width:off[-1] // width].reshape(-1, 2)
+    indptr = (off - off[0]) // (2 * width)
+    return sparse.csr_matrix((pair[:, 1].astype(np.int32), pair[:, 0].astype(np.int32), indptr),
+                             shape=(len(keys), n_cols))
+
+
 def fit_lda(X, k: int, seed: int = 0, max_iter: int = 20, doc_topic_prior: float | None = None,
             topic_word_prior: float | None = None, n_init: int = 1) -> LatentDirichletAllocation:
     """Batch variational LDA with ``k`` topics (priors default to 1/k as in scikit-learn).
