@@ -282,3 +282,23 @@ def test_fits_side_by_side_equal_the_fits_one_after_the_other(small, monkeypatch
         [(c, k) for c in ("full", "diag") for k in range(2, 6)]
     assert all(np.array_equal(out[1][1][key], out[2][1][key]) for key in out[1][1])
     np.testing.assert_array_equal(out[1][2], out[2][2])
+
+
+def test_oracle_ari_scores_everyone_up_to_max_rows_and_a_seeded_sample_above():
+    # notebook 04's ceiling: the oracle labels every user up to max_rows (the 50k runs: unchanged), a seeded
+    # sample above, whose ARI is the ARI of those users exactly
+    from helpers.segment import oracle_ari, oracle_posterior
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    y_sim, y = rng.integers(0, 3, 3000), rng.integers(0, 3, 1500)
+    X_sim, X = centres[y_sim] + rng.normal(size=(3000, 2)), centres[y] + rng.normal(size=(1500, 2))
+    full, n_full = oracle_ari(X_sim, y_sim, X, y, max_rows=None, random_state=1)
+    post = oracle_posterior(X_sim, y_sim, X, random_state=1)
+    assert n_full == 1500 and full == adjusted_rand_score(y, post.argmax(axis=1))
+    assert oracle_ari(X_sim, y_sim, X, y, max_rows=1500, random_state=1) == (full, 1500)
+    part, n_part = oracle_ari(X_sim, y_sim, X, y, max_rows=600, random_state=1)
+    assert n_part == 600 and (part, n_part) == oracle_ari(X_sim, y_sim, X, y, max_rows=600, random_state=1)
+    assert abs(part - full) < 0.1
+    with pytest.raises(ValueError, match="y_true"):
+        oracle_ari(X_sim, y_sim, X, y[:10])

@@ -151,10 +151,14 @@ def profile_attributes(df: pd.DataFrame, cfg=None) -> tuple[pd.DataFrame, list[A
     return pd.DataFrame(values, index=df.index), meta
 
 
-def _profile(df: pd.DataFrame, cfg=None) -> tuple[dict[str, np.ndarray], list[Attribute],
-                                                  dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]]:
+def _profile(df: pd.DataFrame, cfg=None, share_rows: bool = True
+             ) -> tuple[dict[str, np.ndarray], list[Attribute], dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]]:
     """:func:`profile_attributes` as a dict of columns, plus, for every category / ordinal / multi-valued
-    column, its cell codes (-1: not observed) and each of its attributes' 0/1 value per distinct cell."""
+    column, its cell codes (-1: not observed) and each of its attributes' 0/1 value per distinct cell.
+
+    ``share_rows=False`` leaves the per-user 0/1 columns of those attributes out of the dict (their moments come
+    from the cell codes): at 1M users they were about 70 float columns, 0.6 GB, that :func:`attribute_index`
+    never read."""
     if not isinstance(df, pd.DataFrame) or len(df) == 0:
         raise ValueError("profile_attributes expects the unified table as a non-empty DataFrame")
     cfg = _run_config(cfg)
@@ -191,7 +195,8 @@ def _profile(df: pd.DataFrame, cfg=None) -> tuple[dict[str, np.ndarray], list[At
         for v in cats:
             per_cell = [v in t for t in cell_tokens] if att.type == "multi" else [c == v for c in cells]
             hit = np.append(np.asarray(per_cell, dtype=float), np.nan)  # code -1 (not observed) -> NaN
-            cols[f"{att.name}={v}"] = hit[codes]
+            if share_rows:
+                cols[f"{att.name}={v}"] = hit[codes]
             per_attribute[f"{att.name}={v}"] = hit[:-1]
             meta.append(Attribute(f"{att.name}={v}", _label(att.name, v, cfg), att.name, source, "share"))
         cells_of[att.name] = (codes, per_attribute)
@@ -291,7 +296,7 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
     cfg = _run_config(cfg)
     adjectives, _ = behaviour_vocabulary(cfg)
     k = int(seg.max()) + 1
-    values, meta, cells_of = _profile(df, cfg)
+    values, meta, cells_of = _profile(df, cfg, share_rows=False)
     desc = set(clustering_columns(cfg) if descriptive is None else descriptive)
     shares = {}  # the moments of every category and token indicator, column by column from the cell codes
     for column, (codes, per_attribute) in cells_of.items():
