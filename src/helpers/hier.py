@@ -468,14 +468,25 @@ def agreement(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("a", "b"),
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"labelings must be 1-D and of equal length, got shapes {a.shape} and {b.shape}")
-    tab = pd.crosstab(pd.Series(a, name=names[0]), pd.Series(b, name=names[1]))
+    # the cross-table counted on sorted codes (pd.crosstab groups 1M labels, strings for the truth, which was most
+    # of the comparison): the same table, and the ARI of the codes is the ARI of the labels bit for bit (the codes
+    # are in the order of np.unique's sorted classes, so sklearn builds the same contingency matrix)
+    ca, ua = pd.factorize(a, sort=True)
+    cb, ub = pd.factorize(b, sort=True)
+    if (ca < 0).any() or (cb < 0).any():  # missing labels: crosstab's rules (rows with a missing label dropped)
+        tab = pd.crosstab(pd.Series(a, name=names[0]), pd.Series(b, name=names[1]))
+        ari = float(adjusted_rand_score(a, b))
+    else:
+        counts = np.bincount(ca * len(ub) + cb, minlength=len(ua) * len(ub)).reshape(len(ua), len(ub))
+        tab = pd.DataFrame(counts, index=pd.Index(ua, name=names[0]), columns=pd.Index(ub, name=names[1]))
+        ari = float(adjusted_rand_score(ca, cb))
     r, c = linear_sum_assignment(-tab.to_numpy())
     matched = [tab.columns[j] for _, j in sorted(zip(r, c))]
     cols = matched + [col for col in tab.columns if col not in matched]
     tab = tab[cols]
     if normalize:
         tab = tab.div(tab.sum(axis=1), axis=0)
-    return float(adjusted_rand_score(a, b)), tab
+    return ari, tab
 
 
 # --- figure ---------------------------------------------------------------------------------------
