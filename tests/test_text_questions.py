@@ -195,3 +195,22 @@ def test_keyword_mask_is_pythons_whole_word_search(keyword):
     for arg in (texts, texts.astype(pd.StringDtype("pyarrow")).iloc[1:], texts.iloc[5:]):
         assert audiences.keyword_mask(arg, keyword).tolist() == want[len(texts) - len(arg):].tolist()
     assert want.any() and not want.all()
+
+
+def test_post_truth_is_read_lazily_and_gives_the_frames_answers(tmp_path, monkeypatch):
+    from helpers import paths
+    from helpers.text import stage
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    P.truth.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"user_id": [f"U{i}" for i in range(40)], "true_segment": np.arange(40) % 5,
+                  "state": "CA", "gender": "female"}).to_parquet(P.truth / "users_truth.parquet")
+    posts, _ = stage.ensure_posts(P, seed=3)
+    _, lazy, _ = stage.read_text_truth(P)
+    assert isinstance(lazy, stage.PostTruth)
+    full = pd.read_parquet(lazy.path)
+    ids = pd.concat([posts["post_id"].sample(15, random_state=1), pd.Series(["no such post"])], ignore_index=True)
+    for n_max in (100_000, 0):                 # rows filtered on read, and the whole column read
+        monkeypatch.setattr(stage, "TRUTH_FILTER_MAX", n_max)
+        pd.testing.assert_series_equal(stage.truth_of(lazy, ids, "sentiment"), stage.truth_of(full, ids, "sentiment"))
+    posts = posts.assign(topic=pd.Series(full["topic"].to_numpy()[:len(posts)]).sample(frac=1, random_state=2).to_numpy())
+    assert stage.post_topic_accuracy(posts, lazy) == stage.post_topic_accuracy(posts, full)

@@ -24,40 +24,54 @@ from . import audiences, topics
 from .questions import census_region
 
 
-#: the columns of posts_truth.parquet read by :func:`read_text_truth` (what :func:`truth_of` is asked for)
-POST_TRUTH_COLUMNS = ("post_id", "topic", "sentiment")
-
-
 def read_text_params(P: Any) -> dict | None:
     """text_truth.json (the planted topics, vocabulary and observation date) when the generator wrote it."""
     f = Path(P.truth) / "text_truth.json"
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def read_text_truth(P: Any) -> tuple[dict | None, pd.DataFrame | None, pd.DataFrame | None]:
-    """(text_truth.json, posts_truth, posts_user_rates) when the generator wrote them, else Nones.
+@dataclass(frozen=True)
+class PostTruth:
+    """The planted truth of every post (``posts_truth.parquet``), read only when and as far as a step needs it.
 
-    Strings are read into Arrow (``string[pyarrow]``): posts_truth has a row per post (5.6M at 1M users), and
-    only its columns :data:`POST_TRUTH_COLUMNS` that the stage reads (at 1M users the others took 0.1 GB).
+    At a million users the table has 5.6M rows (0.3 GB in memory for the columns the stage reads): held for
+    the whole notebook it sat under every later step's peak, while only :func:`post_topic_accuracy` (post_id,
+    topic) and :func:`truth_of` on a sample (a few thousand posts) read it.
     """
+    path: Path
+
+    def read(self, columns: Sequence[str], post_ids=None) -> pd.DataFrame:
+        """``columns`` of the table; with ``post_ids``, only the rows of those posts (in the file's order)."""
+        import pyarrow.parquet as pq
+        have = pq.read_schema(self.path).names
+        filters = None if post_ids is None else [("post_id", "in", sorted(set(map(str, post_ids))))]
+        with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
+            return pd.read_parquet(self.path, columns=[c for c in columns if c in have], filters=filters)
+
+
+def read_text_truth(P: Any) -> tuple[dict | None, PostTruth | None, pd.DataFrame | None]:
+    """(text_truth.json, posts_truth as a :class:`PostTruth`, posts_user_rates) when the generator wrote them,
+    else Nones. Strings are read into Arrow (``string[pyarrow]``)."""
     params = read_text_params(P)
     if params is None:
         return None, None, None
     t = Path(P.truth)
+    post = PostTruth(t / "posts_truth.parquet") if (t / "posts_truth.parquet").exists() else None
     with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
-        post = None
-        if (t / "posts_truth.parquet").exists():
-            import pyarrow.parquet as pq
-            have = pq.read_schema(t / "posts_truth.parquet").names
-            post = pd.read_parquet(t / "posts_truth.parquet", columns=[c for c in have if c in POST_TRUTH_COLUMNS])
         rates = pd.read_parquet(t / "posts_user_rates.parquet") if (t / "posts_user_rates.parquet").exists() else None
     return params, post, rates
 
 
-def truth_of(post_truth: pd.DataFrame, post_ids: pd.Series, column: str) -> pd.Series:
+#: below this many posts asked for, :func:`truth_of` reads only their rows of a :class:`PostTruth`
+TRUTH_FILTER_MAX = 100_000
+
+
+def truth_of(post_truth: pd.DataFrame | PostTruth, post_ids: pd.Series, column: str) -> pd.Series:
     """``post_truth[column]`` of each of ``post_ids`` (missing where a post has no truth), by an Arrow hash join."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    if isinstance(post_truth, PostTruth):
+        post_truth = post_truth.read(["post_id", column], post_ids if len(post_ids) <= TRUTH_FILTER_MAX else None)
     keys = pa.array(post_truth["post_id"], type=pa.large_string(), from_pandas=True)
     pos = pc.index_in(pa.array(post_ids, type=pa.large_string(), from_pandas=True), value_set=keys)
     found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
@@ -65,7 +79,7 @@ def truth_of(post_truth: pd.DataFrame, post_ids: pd.Series, column: str) -> pd.S
     return pd.Series(vals.array, index=post_ids.index, name=column).where(found)
 
 
-def post_topic_accuracy(posts: pd.DataFrame, post_truth: pd.DataFrame) -> float:
+def post_topic_accuracy(posts: pd.DataFrame, post_truth: pd.DataFrame | PostTruth) -> float:
     """Share of posts whose assigned ``topic`` is their planted topic (a post without truth counts as wrong)."""
     truth = truth_of(post_truth, posts["post_id"], "topic")
     return float((truth.to_numpy(dtype=object, na_value=None) == posts["topic"].to_numpy(dtype=object)).mean())
@@ -96,7 +110,8 @@ def users_frame(P: Any, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame
     """Users with attributes, weight, segment name, state/gender, Census region; and notes."""
     from ..panel import Panel
     notes = []
-    df = (frame if frame is not None else Panel.load(P).frame).copy()
+    # the panel loaded here is this function's own: changed in place (a copy was 0.5 GB at a million users)
+    df = frame.copy() if frame is not None else Panel.load(P).frame
     df["user_id"] = df["user_id"].astype(str)
     if "weight" not in df:
         df["weight"] = 1.0
@@ -105,7 +120,15 @@ def users_frame(P: Any, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame
     missing = [c for c in ("state", "gender") if c not in df]
     if missing and ut.exists():
         t = pd.read_parquet(ut, columns=["user_id"] + missing)
-        df = df.merge(t.assign(user_id=t["user_id"].astype(str)), on="user_id", how="left")
+        t_ids = pd.Index(t["user_id"].astype(str))
+        if t_ids.is_unique:    # the left merge's columns, set in place (a merge copies the whole frame)
+            pos = t_ids.get_indexer(df["user_id"])
+            df.index = pd.RangeIndex(len(df))                  # as the merge's result
+            for c in missing:
+                col = t[c].iloc[np.where(pos < 0, 0, pos)] if len(t) else pd.Series(np.nan, index=range(len(df)))
+                df[c] = pd.Series(col.array, index=df.index).where(pos >= 0)
+        else:
+            df = df.merge(t.assign(user_id=t["user_id"].astype(str)), on="user_id", how="left")
         notes.append(f"{', '.join(missing)} taken from the synthetic truth (not in the unified table)")
     if "state" in df:
         df["census_region"] = census_region(df["state"]).to_numpy()
