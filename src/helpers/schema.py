@@ -156,6 +156,12 @@ def _checks(col: Column) -> list[pa.Check]:
     return []
 
 
+#: text columns are pandas strings in either storage: ingestion builds them stored as Python objects,
+#: ``artifacts.load_unified`` reads them stored in Arrow (``string[pyarrow]``); values and methods are the same
+_STRING_CHECK = [pa.Check(lambda s: isinstance(s.dtype, pd.StringDtype),
+                          error="expected the pandas string dtype (string[python] or string[pyarrow])")]
+
+
 def pandera_schema(columns: "list[str] | list[Column] | tuple[Column, ...] | None" = None) -> pa.DataFrameSchema:
     """The pandera schema of the unified table (optionally restricted to ``columns``: names of the
     dictionary, or :class:`Column` objects such as :func:`columns_for` returns).
@@ -167,7 +173,8 @@ def pandera_schema(columns: "list[str] | list[Column] | tuple[Column, ...] | Non
     return pa.DataFrameSchema(
         {
             c.name: pa.Column(
-                c.dtype, checks=_checks(c), nullable=c.nullable,
+                None if c.dtype == "string" else c.dtype,
+                checks=(_STRING_CHECK if c.dtype == "string" else []) + _checks(c), nullable=c.nullable,
                 unique=c.kind == "id", description=c.description,
             )
             for c in cols
