@@ -14,9 +14,9 @@ MAPPING  ?=
 DATA     ?= $(CURDIR)/data
 OUT      ?= $(CURDIR)/reports
 ENGINE   ?= duckdb
-# Stages run at once, each in its own kernel (a stage waits for the stages it reads: STAGE_NEEDS in
+# Stages run at once, each in its own kernel, within MEMORY_BUDGET (a stage waits for the stages it reads: STAGE_NEEDS in
 # scripts/run_notebooks.py, from a traced run)
-JOBS     ?= 1
+JOBS     ?= 2
 # GB the stages run at once may need together, by their estimated peaks (empty = 6, or 60% of the memory)
 MEMORY_BUDGET ?=
 # Run configuration and input options (empty = the configuration's / notebook's default)
