@@ -234,6 +234,39 @@ def test_panel_version_tracks_content(small_panel):
     assert export.panel_version(own) == export.panel_version(own.copy()) != v
 
 
+@pytest.mark.parametrize("kind", ["synthetic sources", "telco"])
+def test_recorded_panel_version_is_the_hash_of_the_loaded_table(kind, small_panel, tmp_path):
+    """What ingestion records (``ingest_meta.json``, as notebook 01 writes it) is the hash of the unified table
+    later stages load, for the engine-staged synthetic sources (22 dictionary columns) and for a configured
+    table collected in pandas (Telco: every column): notebook 08 uses the record instead of hashing again."""
+    from helpers import config as C, generate as G, ingest, paths
+
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    if kind == "telco":
+        cfg = C.load("telco")
+        res = ingest.ingest_table(cfg.input.resolved_path(), config=cfg)
+    else:
+        cfg = C.load(None)
+        G.write_sources(small_panel, P.raw, P.truth, seed=5, corrupt_share=0.005)
+        res = ingest.ingest_sources(P.raw, config=cfg, stage_dir=tmp_path / "stage")
+    ingest.write_outputs(res, P.processed, P.quarantine)
+    rep = res.report
+    ingest.write_ingest_meta(P.processed, {"id": cfg.id, "panel_version": rep["panel_version"],
+                                           "n_users": rep["n_users"], "columns": res.column_names})
+    df = artifacts.load_unified(P)
+    hashed = export.panel_version(df)
+    assert export.recorded_panel_version(P, df) == rep["panel_version"] == hashed
+    assert export.panel_version(df, P) == hashed
+    # a column the notebook adds (user_id beside a configured id) is not part of the panel's record
+    assert export.panel_version(df.assign(extra=1), P) == hashed
+    # a record that does not describe the table is not used: the table is hashed
+    assert export.recorded_panel_version(P, df.head(10)) is None
+    assert export.panel_version(df.head(10), P) == export.panel_version(df.head(10))
+    assert export.recorded_panel_version(P, df.drop(columns=df.columns[1])) is None
+    ingest.write_ingest_meta(P.processed, {"id": cfg.id, "n_users": rep["n_users"]})  # e.g. the demo run
+    assert export.recorded_panel_version(P, df) is None and export.panel_version(df, P) == hashed
+
+
 def test_segment_audience(small_panel):
     segs = pd.DataFrame({"user_id": small_panel.data["user_id"].astype(str),
                          "segment": small_panel.truth["true_segment"].to_numpy(),

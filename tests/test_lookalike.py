@@ -464,6 +464,7 @@ def test_blockwise_passes_equal_one_block(monkeypatch, features, affluent_run):
     one = results()
     for mod in (F, M, R):
         monkeypatch.setattr(mod, "CHUNK_ROWS", 96)  # a multiple of 8, as CHUNK_ROWS (see there)
+    monkeypatch.setattr(M, "PREDICT_ROWS", 40)
     mean, sd = L.column_stats(a)
     np.testing.assert_array_equal(mean, a.mean(axis=0))
     np.testing.assert_array_equal(sd, a.std(axis=0))
@@ -509,3 +510,28 @@ def test_seed_features_with_a_precomputed_leak_check(small_panel, features):
     assert a.X.equals(b.X) and a.groups == b.groups
     with pytest.raises(ValueError, match="leak_check"):
         L.seed_features(leaky, m, seed.defined_by, leaks=L.leak_check(features, m))
+
+
+@pytest.mark.parametrize("column, rule", [("monthly_conversions", {"at_least": 8}),
+                                          ("churned_in_last_90_days", {"value": True})])
+def test_build_seed_features_equals_the_three_steps(small_panel, column, rule):
+    """One pass (encode, leak-check each group, join only the kept groups) gives the same matrix, groups,
+    labels, reasons, dropped groups and leak table as build_features + leak_check + seed_features, and the
+    rows of the full matrix for the sanity check."""
+    df = small_panel.data
+    churn = pd.DataFrame({"user_id": df["user_id"].astype(str), "churn_prob_90d": np.linspace(0, 1, len(df))})
+    seed = L.seed_from_outcome(df, column, **rule)
+    m = seed.mask(df["user_id"])
+    every = L.build_features(df, churn_risk=churn)
+    leaks = L.leak_check(every, m)
+    ref, dropped_ref = L.seed_features(every, m, seed.defined_by, leaks=leaks)
+    rows = L.sample_rows(len(df), 1000, seed=3)
+    got, dropped, leaks_got, X_rows = L.build_seed_features(df, m, seed.defined_by, churn_risk=churn, rows=rows)
+    assert dropped == dropped_ref and dropped
+    assert leaks_got.equals(leaks)
+    assert got.X.equals(ref.X) and got.X.to_numpy().flags.c_contiguous  # the layout the scorers sum in
+    assert (got.groups, got.source, got.labels, got.reason) == (ref.groups, ref.source, ref.labels, ref.reason)
+    assert X_rows.equals(every.X.iloc[rows])
+    assert L.build_seed_features(df, m, seed.defined_by, churn_risk=churn)[3] is None
+    with pytest.raises(ValueError, match="one entry per row"):
+        L.build_seed_features(df, m[:-1], seed.defined_by)

@@ -38,8 +38,8 @@ from __future__ import annotations
 from .seeds import (CHURN_SCORE, Seed, seed_from_audience, seed_from_segment, seed_from_outcome,
     seed_from_config_outcome, seed_from_ids, defining_columns)
 from .features import (LEAK_AUC, SOURCE_OF_PARTY, SOURCES, MULTI_SEP, Features, build_features, drop_groups,
-    leak_check, seed_features, standardize, single_feature_auc, column_stats, CHUNK_ROWS)
-from .model import (Estimator, Calibration, MAX_LABELLED, MAX_UNLABELLED, CosineLookalike, make_estimator,
+    leak_check, seed_features, build_seed_features, standardize, single_feature_auc, column_stats, CHUNK_ROWS)
+from .model import (Estimator, Calibration, MAX_LABELLED, MAX_UNLABELLED, PREDICT_ROWS, CosineLookalike, make_estimator,
     training_sample, PropensityLookalike, pu_adjust)
 from .evaluation import (PLANNER_SHARES, holdout_split, LookalikeRun, run_lookalike, run_prospective,
     FUTURE_COLUMNS, load_future_outcomes, future_target, hits_at, precision_at, lift_at, gains_curve,
@@ -51,8 +51,8 @@ from .reasons import (grouped_permutation_importance, model_importance, seed_pro
 __all__ = ["CHURN_SCORE", "Seed", "seed_from_audience", "seed_from_segment", "seed_from_outcome",
            "seed_from_config_outcome", "seed_from_ids", "defining_columns", "LEAK_AUC", "SOURCE_OF_PARTY",
            "SOURCES", "MULTI_SEP", "Features", "build_features", "drop_groups", "leak_check",
-           "seed_features", "single_feature_auc", "standardize", "column_stats", "CHUNK_ROWS",
-           "Estimator", "Calibration", "MAX_LABELLED", "MAX_UNLABELLED",
+           "seed_features", "build_seed_features", "single_feature_auc", "standardize", "column_stats", "CHUNK_ROWS",
+           "Estimator", "Calibration", "MAX_LABELLED", "MAX_UNLABELLED", "PREDICT_ROWS",
            "CosineLookalike", "make_estimator", "training_sample", "PropensityLookalike", "pu_adjust",
            "PLANNER_SHARES", "holdout_split", "LookalikeRun", "run_lookalike", "run_prospective",
            "FUTURE_COLUMNS", "load_future_outcomes", "future_target", "hits_at", "precision_at", "lift_at",

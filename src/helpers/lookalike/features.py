@@ -40,8 +40,9 @@ class Features:
     source: dict[str, str]
     labels: dict[str, str]
     reason: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-    #: columns being built (:func:`build_features`), joined into ``X`` once at the end
-    _parts: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False, compare=False)
+    #: columns being built (:func:`build_features`), ``(group, columns)`` in the order added, joined into
+    #: ``X`` once at the end
+    _parts: list[tuple[str, pd.DataFrame]] = field(default_factory=list, init=False, repr=False, compare=False)
 
 
 def _lower(label: str) -> str:
@@ -68,7 +69,7 @@ def _tokens(s: pd.Series, cats: Sequence[str], prefix: str, multi: bool) -> pd.D
 
 def _add(f: Features, group: str, source: str, label: str, cols: pd.DataFrame) -> None:
     # the columns are kept aside and joined once (_assemble): joining per group copied the growing matrix
-    f._parts.append(cols)
+    f._parts.append((group, cols))
     f.groups[group] = list(cols.columns)
     f.source[group] = source
     f.labels[group] = label
@@ -78,17 +79,29 @@ def _assemble(f: Features) -> None:
     """Join the columns :func:`_add` collected into ``f.X`` (one float block, in the order added)."""
     parts, f._parts = f._parts, []
     if parts:
-        columns = [c for p in parts for c in p.columns]
+        columns = [c for _, p in parts for c in p.columns]
         # filled part by part, each part released once copied: column_stack held every part and the
         # matrix at once (1.7 GB at 1M users); the same values in the same row-major layout
         values = np.empty((len(f.X.index), len(columns)))
         j = 0
         while parts:
-            p = parts.pop(0).to_numpy(float)
+            p = parts.pop(0)[1].to_numpy(float)
             values[:, j:j + p.shape[1]] = p
             j += p.shape[1]
             del p
         f.X = pd.DataFrame(values, index=f.X.index, columns=columns)
+
+
+def _rows_of_parts(f: Features, rows: np.ndarray) -> pd.DataFrame:
+    """The rows ``rows`` (positions) of every column :func:`_add` collected, as :func:`_assemble` would lay
+    them out (``_assemble(f); f.X.iloc[rows]``) without the matrix of every row."""
+    columns = [c for _, p in f._parts for c in p.columns]
+    values = np.empty((len(rows), len(columns)))
+    j = 0
+    for _, p in f._parts:
+        values[:, j:j + p.shape[1]] = p.to_numpy(float)[rows]
+        j += p.shape[1]
+    return pd.DataFrame(values, index=f.X.index[rows], columns=columns)
 
 
 def _numeric(s: pd.Series) -> np.ndarray:
@@ -126,6 +139,14 @@ def build_features(df: pd.DataFrame, churn_risk: pd.DataFrame | None = None,
         only for matched users: unmatched users get zeros plus a ``<party>_matched`` indicator, and
         missing numeric items the panel median.
     """
+    f = _collect(df, churn_risk, sources, reference_date, config, exclude)
+    _assemble(f)
+    return f
+
+
+def _collect(df: pd.DataFrame, churn_risk: pd.DataFrame | None, sources: Sequence[str],
+             reference_date: str | pd.Timestamp | None, config: Any, exclude: Sequence[str]) -> Features:
+    """:func:`build_features` with its columns collected per group (``f._parts``), not yet joined."""
     bad = set(sources) - set(SOURCES)
     if bad:
         raise ValueError(f"unknown sources {sorted(bad)}; use '1st party', '2nd party', '3rd party'")
@@ -208,11 +229,11 @@ def build_features(df: pd.DataFrame, churn_risk: pd.DataFrame | None = None,
         _add(f, g, src, f"known to the {src} data source", pd.DataFrame({g: m.astype(float)}, index=df.index))
     if churn_risk is not None and CHURN_SCORE not in skip:
         _churn_feature(f, df, churn_risk, id_col)
-    _assemble(f)
-    if f.X.shape[1] == 0:
+    if not sum(p.shape[1] for _, p in f._parts):
         raise ValueError("no features: the run configuration declares no metric or attribute present in the table")
-    if f.X.isna().any().any():
-        raise ValueError(f"features {f.X.columns[f.X.isna().any()].tolist()} have missing values")
+    nan = [c for _, p in f._parts for c in p.columns[p.isna().any().to_numpy()]]
+    if nan:
+        raise ValueError(f"features {nan} have missing values")
     return f
 
 
@@ -245,12 +266,17 @@ def leak_check(features: Features, seed_mask: np.ndarray, max_auc: float = LEAK_
     separates the seed almost perfectly is (a function of) the seed's definition, and a lookalike model
     that sees it merely re-learns the rule.
     """
+    return _leak_table(features, seed_mask, max_auc, lambda g, c: features.X[c].to_numpy(float))
+
+
+def _leak_table(features: Features, seed_mask: np.ndarray, max_auc: float, column) -> pd.DataFrame:
+    """:func:`leak_check` with the values of feature column ``c`` of group ``g`` from ``column(g, c)``."""
     y = np.asarray(seed_mask, bool)
     rows = []
     for g, cols in features.groups.items():
         best = 0.5
         for c in cols:
-            x = features.X[c].to_numpy(float)
+            x = column(g, c)
             if np.ptp(x) == 0:
                 continue
             a = single_feature_auc(y, x)
@@ -302,6 +328,57 @@ def seed_features(features: Features, seed_mask: np.ndarray, seed_columns: Seque
     leaks = leaks[leaks["group"].isin(f.groups)]
     extra = leaks.loc[leaks["auc"] >= max_auc, "group"].tolist()
     return (drop_groups(f, extra) if extra else f), rule + extra
+
+
+def build_seed_features(df: pd.DataFrame, seed_mask: np.ndarray, seed_columns: Sequence[str] = (),
+                        churn_risk: pd.DataFrame | None = None, config: Any = None,
+                        rows: np.ndarray | None = None, max_auc: float = LEAK_AUC,
+                        sources: Sequence[str] = SOURCES,
+                        reference_date: str | pd.Timestamp | None = None
+                        ) -> tuple[Features, list[str], pd.DataFrame, pd.DataFrame | None]:
+    """:func:`build_features`, :func:`leak_check` and :func:`seed_features` of a seed in one pass that never
+    holds the matrix of every feature for the whole panel beside the seed's matrix.
+
+    The columns are encoded group by group; each group's leak AUC is computed on its own columns; only the
+    groups the seed keeps are then joined into the model matrix (each group's columns released once
+    copied). The three calls held both matrices at once (0.85 GB each at 1M users).
+
+    Parameters
+    ----------
+    df, churn_risk, config, sources, reference_date
+        As :func:`build_features`.
+    seed_mask, seed_columns, max_auc
+        As :func:`seed_features` (``seed_columns``: the columns the seed is a rule on).
+    rows : array of int, optional
+        Row positions (e.g. :func:`helpers.lookalike.sample_rows`) at which every feature (the seed's
+        left-out ones too) is also returned, as ``build_features(...).X.iloc[rows]``.
+
+    Returns
+    -------
+    (features, dropped, leaks, X_rows)
+        Equal to ``seed_features(build_features(df, ...), seed_mask, seed_columns, config,
+        leaks=leak_check(...))``, the leak check of every group, and the rows ``rows`` of the matrix of
+        every feature (None without ``rows``).
+    """
+    f = _collect(df, churn_risk, sources, reference_date, config, ())
+    y = np.asarray(seed_mask, bool)
+    if y.shape != (len(df),):
+        raise ValueError(f"seed_mask must have one entry per row of the table ({len(df)}), got shape {y.shape}")
+    part = dict(f._parts)
+    leaks = _leak_table(f, y, max_auc, lambda g, c: part[g][c].to_numpy(float))
+    del part
+    X_rows = _rows_of_parts(f, np.asarray(rows)) if rows is not None else None
+    rule = [g for g in defining_columns(seed_columns, config) if g in f.groups]
+    rest = leaks[~leaks["group"].isin(rule)]
+    extra = rest.loc[rest["auc"] >= max_auc, "group"].tolist()
+    dropped = rule + extra
+    cols = {c for g in dropped for c in f.groups[g]}
+    f._parts = [(g, p) for g, p in f._parts if g not in dropped]
+    _assemble(f)
+    keep = {g: c for g, c in f.groups.items() if g not in dropped}
+    out = Features(f.X, keep, {g: f.source[g] for g in keep}, {g: f.labels[g] for g in keep},
+                   {c: r for c, r in f.reason.items() if c not in cols})
+    return out, dropped, leaks, X_rows
 
 
 #: rows per block of the block-wise passes over the panel (column statistics, cosine scores, fold-mean
