@@ -29,6 +29,13 @@ MAX_LABELLED = 20_000
 MAX_UNLABELLED = 40_000
 
 
+#: rows per block of the fold models' scoring of the rows outside the training sample. Each tree walks
+#: every row of a block, reading the columns its splits use: with 16k rows those columns (128 kB each)
+#: stay in the CPU caches from tree to tree, which made prediction 25-30 % faster than blocks of
+#: CHUNK_ROWS (190k rows x 100 features: 1.1 s instead of 1.5 s CPU per model), for identical scores
+PREDICT_ROWS = 16_384
+
+
 class CosineLookalike:
     """Baseline: cosine similarity of each user's standardized features to the seed's centroid.
 
@@ -181,9 +188,9 @@ class PropensityLookalike:
             # the other rows by blocks (each row's score is its own): a column-major copy of all of them
             # at once was 0.8 GB at 1M users, and blocks keep both cores busy beside the odd fifth fit
             with threadpool_limits(1, user_api="openmp"):
-                return _predict(m, a[rest[i:i + CHUNK_ROWS]])
+                return _predict(m, a[rest[i:i + PREDICT_ROWS]])
 
-        starts = range(0, len(rest), CHUNK_ROWS)
+        starts = range(0, len(rest), PREDICT_ROWS)
         # both cores: folds run in parallel Python threads (the boosting releases the GIL), each with ONE
         # OpenMP thread -- multi-threaded OpenMP on an oversubscribed machine is ~50x slower (busy waiting)
         with threadpool_limits(1):
