@@ -935,3 +935,40 @@ def test_plan_view_without_the_saved_model_names_07c(media_run, tmp_path):
     artifacts.artifact("media_response_model").path(P).unlink()
     r = create_app(P.data, P.reports, n_threads=1).test_client().get("/api/plan?audience=segment:1&budget=2000")
     assert r.status_code == 503 and "07c_media_planning" in r.get_json()["error"]
+
+
+def test_profiles_from_cell_sums_equal_the_core_profile_of_the_indicator_matrix(clean):
+    """The comparison and audience profiles come from per-cell sums (helpers.explorer.codes); they equal
+    helpers.stats.core.profile of the full rows x indicators matrix (comparison_indicators) to float rounding,
+    for an audience against everyone and for two overlapping audiences stacked (a row in both counts twice)."""
+    from helpers.explorer import codes
+    from helpers.stats import core
+
+    data = clean[2]
+    X, labels = D.comparison_indicators(data)
+    w = data.panel["weight"].to_numpy(float)
+    seg = data.panel["segment"].to_numpy()
+    mask = seg == 2
+    a = np.flatnonzero(seg == 1)
+    b = np.r_[np.flatnonzero(seg == 0), a[:40]]  # overlapping audiences
+    in_a = np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]
+    cases = [(None, mask, X, w), (np.r_[a, b], in_a, X.iloc[np.r_[a, b]].reset_index(drop=True), w[np.r_[a, b]])]
+    for rows, flag, Xs, ws in cases:
+        want = core.profile(Xs, flag, ws)
+        got, got_labels = codes.indicator_profile(data, rows, flag)
+        assert got_labels == labels
+        assert list(got.columns) == list(want.columns) and len(got) == len(want) > 20
+        num = [c for c in want.columns if pd.api.types.is_float_dtype(want[c])]
+        pd.testing.assert_frame_equal(got.drop(columns=num), want.drop(columns=num))
+        pd.testing.assert_frame_equal(got[num], want[num], rtol=1e-9, atol=1e-12)
+
+
+def test_demographics_and_regions_from_codes_follow_a_replaced_panel(clean):
+    """Codes are cached with the panel they come from: a copy of the data with another panel (as
+    dataclasses.replace makes) gets its own distribution, not the cached one."""
+    data = clean[2]
+    before = D.weighted_distribution(data, "age_group", 2)
+    d2 = dataclasses.replace(data, panel=data.panel.assign(age_group="65+"))
+    got = D.weighted_distribution(d2, "age_group", 2)
+    assert {r["category"]: r["pct_segment"] for r in got["rows"]}["65+"] == pytest.approx(100.0)
+    assert D.weighted_distribution(data, "age_group", 2) == before

@@ -83,6 +83,7 @@ class ExplorerState:
     exports: dict[str, ExportRecord] = field(default_factory=dict)
     uploads: dict[str, dict] = field(default_factory=dict)            # list id -> {"name", "rows", "n_given"}
     config_path: Any = None
+    media_data: Any = None
     lock: threading.RLock = field(default_factory=threading.RLock)       # data and export registry
     plan_lock: threading.Lock = field(default_factory=threading.Lock)   # one media plan at a time
 
@@ -100,6 +101,14 @@ class ExplorerState:
             self.uploads[list_id] = {"name": name, "rows": rows, "n_given": int(n_given),
                                      "ids": self.load().panel["user_id"].to_numpy()[rows]}
         return list_id
+
+    def media(self, media_data) -> Any:
+        """The run's media tables (:func:`helpers.media.data.load_media`), read once: each plan reuses them
+        and the exposure cells computed on them."""
+        with self.lock:
+            if self.media_data is None:
+                self.media_data = _call(media_data.load_media, self.paths)
+            return self.media_data
 
     def threads(self):
         """A cap on the BLAS / OpenMP threads of a request (``n_threads``), else no cap."""
@@ -314,10 +323,10 @@ def create_app(data_dir: str | os.PathLike | None = None, reports_dir: str | os.
         data = _call(state.load)
         ids = data.panel["user_id"].to_numpy()[rows]
         with state.plan_lock, state.threads():
-            md = _call(media_data.load_media, P)
+            md = state.media(media_data)
             names = data.segment_names()
-            groups = pd.Series(data.panel["segment"].map(names).astype(str).to_numpy(),
-                               index=data.panel["user_id"].astype(str))
+            # the segment of the audience's members (the mix of the curves looks up no one else)
+            groups = pd.Series(data.panel["segment"].to_numpy()[rows], index=ids).map(names).astype(str)
             model = _call(media_budget.model_from_table, md, ids, curves, groups)
             result = _call(media_plan.plan_for_audience, md, ids, budget_total=budget, audience_name=name,
                            n_draws=100, seed=state.seed, model=model)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import artifacts
 from .. import audience as audience_mod
-from ..stats import core as stats_core
+from .codes import indicator_profile
 from .common import (MAKE_TARGET, TIER_HIGH, TIER_LOW, check_segment, file_name, jsonable, label_of, producer,
                      unit_of, value_label)
 from .loading import ExplorerData
@@ -95,8 +95,11 @@ def seed_mask(data: ExplorerData) -> np.ndarray:
     s = stage_scores(data)
     if "in_seed" not in s:
         return np.zeros(len(data.panel), bool)
-    flag = s.set_index(s["user_id"].astype(str))["in_seed"].astype("boolean")
-    return data.panel["user_id"].map(flag).fillna(False).to_numpy(bool)
+    from .persona import _positions
+
+    pos = _positions(data, "lookalike_scores", s)  # each panel user's row of the scores (-1: none), once
+    flag = s["in_seed"].astype("boolean").fillna(False).to_numpy(bool)
+    return np.where(pos >= 0, flag[np.maximum(pos, 0)], False) if len(flag) else np.zeros(len(pos), bool)
 
 
 def stage_evaluation(data: ExplorerData) -> dict:
@@ -187,11 +190,10 @@ def compare(data: ExplorerData, rows_a: np.ndarray, name_a: str, rows_b: np.ndar
     rows_a, rows_b = np.asarray(rows_a, int), np.asarray(rows_b, int)
     if len(rows_a) == 0 or len(rows_b) == 0:
         raise ValueError("both audiences need at least one member")
-    X, labels = comparison_indicators(data)
-    w = data.panel["weight"].to_numpy(float)
-    stacked = pd.concat([X.iloc[rows_a], X.iloc[rows_b]], ignore_index=True)
+    # the core's profile of the two audiences' rows stacked (a row in both counts once on each side), from
+    # per-cell sums (equal to profile(comparison_indicators) of those rows, without the rows x values matrix)
     in_a = np.r_[np.ones(len(rows_a), bool), np.zeros(len(rows_b), bool)]
-    prof = stats_core.profile(stacked, in_a, np.r_[w[rows_a], w[rows_b]])
+    prof, labels = indicator_profile(data, np.r_[rows_a, rows_b], in_a)
     prof["label"] = prof["column"].map(labels)
     prof["ratio"] = 100 * prof["audience_mean"] / prof["rest_mean"]
     prof = prof[np.isfinite(prof["ratio"]) & prof["base_flag"].ne("suppressed")]
@@ -227,15 +229,14 @@ def audience_profile(data: ExplorerData, rows: np.ndarray, name: str, top: int =
     w = p["weight"].to_numpy(float)
     mask = np.zeros(len(p), bool)
     mask[rows] = True
-    X, labels = comparison_indicators(data)
-    prof = stats_core.profile(X, mask, w)
+    prof, labels = indicator_profile(data, None, mask)  # = stats_core.profile(comparison_indicators(data)...)
     prof["label"] = prof["column"].map(labels)
     ok = prof[prof["significant"] & prof["base_flag"].ne("suppressed") & prof["index"].notna()]
     over = ok[ok["index"] > TIER_HIGH].sort_values("index", ascending=False).head(top)
     under = ok[ok["index"] < TIER_LOW].sort_values("index").head(top)
     lines = ([_action_line(r, "concentrate") for _, r in over.iterrows()]
              + [_action_line(r, "de-prioritise") for _, r in under.iterrows()])
-    mix = p.loc[mask].groupby("segment_name")["weight"].sum()
+    mix = p["weight"][mask].groupby(p["segment_name"][mask]).sum()  # two columns, not the members' whole rows
     mix = (mix / mix.sum()).sort_values(ascending=False)
     return jsonable({**_side(data, rows, name), "n_users": int(mask.sum()), "share": weighted_share_ci(mask, w),
                      "actions": lines, "segment_mix": [{"name": k, "share": v} for k, v in mix.items()],

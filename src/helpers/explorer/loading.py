@@ -97,8 +97,13 @@ class ExplorerData:
 
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:
         """Row positions in the panel of ``ids`` (in their order; ids not in the panel are left out)."""
-        pos = pd.Series(np.arange(len(self.panel)), index=self.panel["user_id"].astype(str))
-        return pos.reindex(pd.Index(pd.Series(ids).astype(str))).dropna().astype(int).to_numpy()
+        if self._cache.get("user_index", (None,))[0] is not self.panel:  # hashed once, not per call
+            self._cache["user_index"] = (self.panel, pd.Index(self.panel["user_id"].astype(str)))
+        index = self._cache["user_index"][1]
+        if not index.is_unique:
+            raise ValueError("the panel lists a user_id more than once")
+        pos = index.get_indexer(pd.Index(pd.Series(ids).astype(str)))
+        return pos[pos >= 0].astype(int)
 
     def panel_version(self) -> str:
         """Content hash of the unified table (:func:`helpers.export.panel_version`), for export manifests."""

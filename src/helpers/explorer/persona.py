@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..audience import churned_mask
+from .codes import column_codes
 from .common import TIER_HIGH, TIER_LOW, check_segment, jsonable, label_of, producer, unit_of
 from .heatmap import action_lines, defining_attributes, top_traits
 from .loading import ExplorerData, header_facts
@@ -37,18 +38,20 @@ def weighted_distribution(data: ExplorerData, column: str, segment: int) -> dict
     """Weighted % of each category of ``column`` in ``segment`` and in the whole panel (known values only)."""
     panel = data.panel
     spec = _attribute(data, column)
-    known = panel[column].notna().to_numpy()
+    # each distinct cell's text compared with each category once, mapped back to the rows by their codes
+    codes, cells = column_codes(data, column)
+    known = codes >= 0
     if spec is not None and spec.type == "bool":
-        vals = panel[column].astype("boolean").map({True: "yes", False: "no"}).astype("string")
+        vals = cells.astype("boolean").map({True: "yes", False: "no"}).astype("string")
         cats = ["yes", "no"]
     else:
-        vals = panel[column].astype("string")
-        cats = list(spec.categories) if spec is not None and spec.categories else sorted(vals[known].unique())
+        vals = cells.astype("string")
+        cats = list(spec.categories) if spec is not None and spec.categories else sorted(vals.dropna().unique())
     in_seg = (panel["segment"] == segment).to_numpy()
     w = panel["weight"].to_numpy(float)
     rows = []
     for c in cats:
-        y = np.where(known, (vals == str(c)).fillna(False).to_numpy(float), np.nan)
+        y = np.where(known, (vals == str(c)).fillna(False).to_numpy(float)[codes], np.nan)
         e = audience_estimate(y, w, in_seg) if (in_seg & known).any() else None
         rows.append({"category": str(c), "pct_segment": 100 * e["mean"] if e else None,
                      "pct_base": 100 * e["base"] if e else None})
@@ -99,7 +102,11 @@ def _positions(data: ExplorerData, name: str, frame: pd.DataFrame) -> np.ndarray
     per artifact: matching a million string ids is the slow part of every per-user figure."""
     key = ("positions", name)
     if key not in data._cache:
-        data._cache[key] = pd.Index(frame["user_id"].astype(str)).get_indexer(data.panel["user_id"])
+        ids = frame["user_id"].astype(str)
+        if len(ids) == len(data.panel) and np.array_equal(ids.to_numpy(object), data.panel["user_id"].to_numpy(object)):
+            data._cache[key] = np.arange(len(ids))  # the artifact lists the panel's users in its order
+        else:
+            data._cache[key] = pd.Index(ids).get_indexer(data.panel["user_id"])
     return data._cache[key]
 
 

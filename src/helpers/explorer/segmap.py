@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import core as stats_core
+from .codes import panel_cached
 from .common import MAKE_TARGET, jsonable, label_of
 from .loading import ExplorerData, _require_columns
 from .wstats import weighted_mean_sd
@@ -52,6 +53,13 @@ def segment_centroids(panel: pd.DataFrame, features: Sequence[str], log: bool = 
         mom = stats_core.moments(z[c].to_numpy(float), codes, w, len(labels))
         out[c] = (mom["ty"] / mom["t"]).to_numpy()
     return pd.DataFrame(out, index=pd.Index(labels, name="segment"))
+
+
+def _centroids(data: ExplorerData, features: Sequence[str], log: bool) -> pd.DataFrame:
+    """:func:`segment_centroids` of the panel, computed once per feature list (the map and the similarity
+    view both ask)."""
+    return panel_cached(data, ("centroids", tuple(features), bool(log)),
+                        lambda: segment_centroids(data.panel, list(features), log))
 
 
 def pca_2d(centroids: pd.DataFrame, weights: Sequence[float] | None = None
@@ -147,7 +155,7 @@ def segment_map(data: ExplorerData, features: Sequence[str] | None = None, log: 
     """
     features = list(features or map_features(data))
     sizes = segment_sizes(data.panel)
-    cent = segment_centroids(data.panel, features, log)
+    cent = _centroids(data, features, log)
     coords, explained, load = pca_2d(cent, sizes["weighted_share"].to_numpy())
     labels = [label_of(data, c).lower() for c in features]
     bubbles = [{"segment": int(s), "name": sizes.at[s, "segment_name"], "n_users": int(sizes.at[s, "n_users"]),
@@ -178,7 +186,7 @@ def similarity(data: ExplorerData) -> dict:
     """How alike segments behave: 100 x (1 - distance / largest distance) between the segments' average
     profiles on the standardised map features (100 = identical averages, 0 = the two most different),
     and each segment's closest segment."""
-    cent = segment_centroids(data.panel, tuple(map_features(data)))
+    cent = _centroids(data, map_features(data), True)
     C = cent.to_numpy(float)
     d = np.linalg.norm(C[:, None] - C[None], axis=2)
     dmax = d.max() if d.max() > 0 else 1.0
