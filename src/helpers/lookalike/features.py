@@ -59,7 +59,9 @@ def _tokens(s: pd.Series, cats: Sequence[str], prefix: str, multi: bool) -> pd.D
     # '|'-joined subsets) but up to millions of rows, and splitting every row's text cost 9 s per 200k users
     codes, uniques = pd.factorize(s.astype("string"), use_na_sentinel=True)
     col = {c: j for j, c in enumerate(cats)}
-    table = np.zeros((len(uniques) + 1, len(cats)))  # the last row: missing values (code -1)
+    # 0/1 as one byte: the indicators are most of the columns (90 of 107 at the default configuration) and
+    # every group's columns are held together until joined (0.72 GB as float64 at 1M users, 0.09 GB so)
+    table = np.zeros((len(uniques) + 1, len(cats)), dtype=np.uint8)  # the last row: missing values (code -1)
     for u, text in enumerate(uniques):
         for token in (str(text).split(MULTI_SEP) if multi else [str(text)]):
             if token in col:
@@ -81,27 +83,17 @@ def _assemble(f: Features) -> None:
     if parts:
         columns = [c for _, p in parts for c in p.columns]
         # filled part by part, each part released once copied: column_stack held every part and the
-        # matrix at once (1.7 GB at 1M users); the same values in the same row-major layout
+        # matrix at once (1.7 GB at 1M users); the same values in the same row-major layout. (Writing the
+        # first column already touches every page of a row-major matrix, so the parts still held then
+        # count in full: hence the one-byte indicators of _tokens.)
         values = np.empty((len(f.X.index), len(columns)))
         j = 0
         while parts:
-            p = parts.pop(0)[1].to_numpy(float)
-            values[:, j:j + p.shape[1]] = p
+            p = parts.pop(0)[1].to_numpy()
+            values[:, j:j + p.shape[1]] = p  # cast to float64 as copied (0/1 indicators are one byte)
             j += p.shape[1]
             del p
         f.X = pd.DataFrame(values, index=f.X.index, columns=columns)
-
-
-def _rows_of_parts(f: Features, rows: np.ndarray) -> pd.DataFrame:
-    """The rows ``rows`` (positions) of every column :func:`_add` collected, as :func:`_assemble` would lay
-    them out (``_assemble(f); f.X.iloc[rows]``) without the matrix of every row."""
-    columns = [c for _, p in f._parts for c in p.columns]
-    values = np.empty((len(rows), len(columns)))
-    j = 0
-    for _, p in f._parts:
-        values[:, j:j + p.shape[1]] = p.to_numpy(float)[rows]
-        j += p.shape[1]
-    return pd.DataFrame(values, index=f.X.index[rows], columns=columns)
 
 
 def _numeric(s: pd.Series) -> np.ndarray:
@@ -367,14 +359,31 @@ def build_seed_features(df: pd.DataFrame, seed_mask: np.ndarray, seed_columns: S
     part = dict(f._parts)
     leaks = _leak_table(f, y, max_auc, lambda g, c: part[g][c].to_numpy(float))
     del part
-    X_rows = _rows_of_parts(f, np.asarray(rows)) if rows is not None else None
     rule = [g for g in defining_columns(seed_columns, config) if g in f.groups]
     rest = leaks[~leaks["group"].isin(rule)]
     extra = rest.loc[rest["auc"] >= max_auc, "group"].tolist()
     dropped = rule + extra
     cols = {c for g in dropped for c in f.groups[g]}
+    order = [(g, list(p.columns)) for g, p in f._parts]
+    left_out = {g: p for g, p in f._parts if g in dropped}
     f._parts = [(g, p) for g, p in f._parts if g not in dropped]
     _assemble(f)
+    X_rows = None
+    if rows is not None:
+        # the sample's rows once the matrix is joined: the kept groups' columns are then released, so the
+        # sample is never held beside every group's columns of the whole panel
+        r = np.asarray(rows)
+        kept = f.X.to_numpy()[r]
+        pos = {c: j for j, c in enumerate(f.X.columns)}
+        values = np.empty((len(r), sum(len(c) for _, c in order)))
+        j = 0
+        for g, cs in order:
+            values[:, j:j + len(cs)] = (left_out[g].to_numpy(float)[r] if g in left_out
+                                        else kept[:, [pos[c] for c in cs]])
+            j += len(cs)
+        X_rows = pd.DataFrame(values, index=f.X.index[r], columns=[c for _, cs in order for c in cs])
+        del kept
+    del left_out
     keep = {g: c for g, c in f.groups.items() if g not in dropped}
     out = Features(f.X, keep, {g: f.source[g] for g in keep}, {g: f.labels[g] for g in keep},
                    {c: r for c, r in f.reason.items() if c not in cols})
