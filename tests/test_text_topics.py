@@ -163,6 +163,16 @@ def test_assign_topics_in_threads_equals_the_plain_transform():
     assert out["topic"].tolist() == labels[theta.argmax(1)].tolist()
     np.testing.assert_allclose(out["topic_prob"], theta.max(1), atol=1e-9)
     assert list(out.columns[:2]) == ["user_id", "text"] and "topic" not in posts
+    # E-step sub-batches smaller than the batch give the same topics; the model's own setting is restored
+    small = audiences.E_STEP_BATCH
+    audiences.E_STEP_BATCH = 7
+    try:
+        again = audiences.assign_topics(posts, lda, vec, labels, batch_size=100, n_jobs=2)
+    finally:
+        audiences.E_STEP_BATCH = small
+    assert again["topic"].tolist() == out["topic"].tolist()
+    np.testing.assert_array_equal(again["topic_prob"].to_numpy(), out["topic_prob"].to_numpy())
+    assert "e_step_batch" not in vars(lda) and lda.e_step_batch == topics.BatchedLDA.e_step_batch
 
 
 def test_count_matrix_on_slices_whose_offsets_do_not_start_at_zero():

@@ -78,6 +78,11 @@ def _check(df: pd.DataFrame, where: str) -> pd.DataFrame:
     return df
 
 
+#: documents per E-step sub-batch in :func:`assign_topics` (BatchedLDA's default is 100,000: at a million users
+#: two threads' working arrays then took ~0.6 GB)
+E_STEP_BATCH = 25_000
+
+
 def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], batch_size: int = 200_000,
                   n_jobs: int = 2) -> pd.DataFrame:
     """Add ``topic`` (label of the argmax LDA topic) and ``topic_prob`` to a copy of ``posts``.
@@ -123,7 +128,20 @@ def assign_topics(posts: pd.DataFrame, lda, vectorizer, labels: Sequence[str], b
         k_u[start:start + len(top)] = top
         prob_u[start:start + len(top)] = theta[np.arange(len(top)), top]
 
-    in_threads(run, list(range(0, n_u, batch_size)))
+    # the E-step's working arrays are (words in the batch) x topics: smaller sub-batches than the model's
+    # default bound them on every thread (the same rows, each computed alone, so the same results)
+    own = "e_step_batch" in vars(lda)
+    saved = getattr(lda, "e_step_batch", None)
+    if isinstance(lda, _topics.BatchedLDA):
+        lda.e_step_batch = min(saved, E_STEP_BATCH)
+    try:
+        in_threads(run, list(range(0, n_u, batch_size)))
+    finally:
+        if isinstance(lda, _topics.BatchedLDA):
+            if own:
+                lda.e_step_batch = saved
+            else:
+                del lda.e_step_batch
     out = posts.copy()
     out["topic"] = np.asarray(labels, dtype=object)[k_u[codes]]
     out["topic_prob"] = prob_u[codes]
