@@ -86,6 +86,7 @@ class ExplorerState:
     media_data: Any = None
     lock: threading.RLock = field(default_factory=threading.RLock)       # data and export registry
     plan_lock: threading.Lock = field(default_factory=threading.Lock)   # one media plan at a time
+    media_lock: threading.Lock = field(default_factory=threading.Lock)  # the media tables, read once
 
     def load(self) -> D.ExplorerData:
         """The run's data, loaded on first use (so the app picks up artifacts created after it started)."""
@@ -105,10 +106,35 @@ class ExplorerState:
     def media(self, media_data) -> Any:
         """The run's media tables (:func:`helpers.media.data.load_media`), read once: each plan reuses them
         and the exposure cells computed on them."""
-        with self.lock:
+        with self.media_lock:
             if self.media_data is None:
                 self.media_data = _call(media_data.load_media, self.paths)
             return self.media_data
+
+    def warm(self) -> threading.Thread:
+        """Compute in a background thread what the views after the first screen read once (the comparison's
+        attribute codes, the lookalike stage's candidates, the posts' topics, the media tables and their
+        exposure cells), while the browser draws the first screen: the same values, cached earlier. A
+        failure is left to the view that needs the value (it recomputes and reports it)."""
+        def run() -> None:
+            try:
+                data = self.load()
+                D.comparison_variables(data)
+                if data.lookalike_scores is not None:
+                    D.stage_candidates(data)
+                D.topic_posts(data)
+                from ..media import data as media_data
+
+                if media_data.available(self.paths) and artifacts_mod.exists(self.paths, "media_response_model"):
+                    wd = int(artifacts_mod.load(self.paths, "media_response_model")["window_days"].iloc[0])
+                    with self.plan_lock, self.threads():
+                        media_data.exposure_cells(self.media(media_data), wd if wd else None)
+            except Exception:  # noqa: BLE001 - the view needing the value computes it again and reports it
+                log.info("Explorer warm-up stopped early; the views compute on request", exc_info=True)
+
+        t = threading.Thread(target=run, name="explorer-warm-up", daemon=True)
+        t.start()
+        return t
 
     def threads(self):
         """A cap on the BLAS / OpenMP threads of a request (``n_threads``), else no cap."""

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import artifacts
 from .. import audience as audience_mod
-from .codes import indicator_profile
+from .codes import indicator_profile, panel_cached
 from .common import (MAKE_TARGET, TIER_HIGH, TIER_LOW, check_segment, file_name, jsonable, label_of, producer,
                      unit_of, value_label)
 from .loading import ExplorerData
@@ -58,11 +58,10 @@ def stage_audience(data: ExplorerData, top: int, allow_third_party: bool | None 
 
 def stage_candidates(data: ExplorerData) -> int:
     """How many customers the lookalike stage ranked as candidates (churned customers are not)."""
-    if "n_candidates" not in data._cache:
-        data._cache["n_candidates"] = audience_mod.select(
-            None, "lookalike", frame=data.panel, scores=stage_scores(data), top_share=1.0, config=data.cfg,
-            id_col="user_id").size
-    return data._cache["n_candidates"]
+    scores = stage_scores(data)
+    return panel_cached(data, "n_candidates", lambda: audience_mod.select(
+        None, "lookalike", frame=data.panel, scores=scores, top_share=1.0, config=data.cfg,
+        id_col="user_id").size)
 
 
 def seed_name(data: ExplorerData) -> str:

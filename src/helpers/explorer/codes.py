@@ -12,6 +12,7 @@ rounding).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -21,14 +22,24 @@ from ..stats import core as stats_core
 from .common import TIER_HIGH, TIER_LOW, label_of, value_label
 
 
+_GUARD = threading.Lock()
+
+
 def panel_cached(data: Any, key: Any, fn: Callable[[], Any]) -> Any:
     """``fn()`` computed once per panel: cached on ``data._cache`` with the panel it was computed from (a
-    copy of the data with another panel, as ``dataclasses.replace`` makes, recomputes)."""
+    copy of the data with another panel, as ``dataclasses.replace`` makes, recomputes). One computation per
+    key at a time: a request asking for what the warm-up thread is computing waits for it."""
     hit = data._cache.get(key)
     if hit is not None and hit[0] is data.panel:
         return hit[1]
-    value = fn()
-    data._cache[key] = (data.panel, value)
+    with _GUARD:
+        lock = data._cache.setdefault(("lock", key), threading.RLock())
+    with lock:
+        hit = data._cache.get(key)
+        if hit is not None and hit[0] is data.panel:
+            return hit[1]
+        value = fn()
+        data._cache[key] = (data.panel, value)
     return value
 
 

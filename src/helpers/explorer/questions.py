@@ -7,7 +7,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..stats import core as stats_core
-from .codes import column_codes
+from .codes import column_codes, panel_cached
 from .common import MAKE_TARGET, file_name, jsonable, label_of, producer
 from .loading import ExplorerData
 from .wstats import weighted_share_ci
@@ -79,8 +79,14 @@ def topic_posts(data: ExplorerData) -> pd.DataFrame | None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if "topic_posts" in data._cache:
-        return data._cache["topic_posts"]
+    return panel_cached(data, "topic_posts", lambda: _read_topic_posts(data))
+
+
+def _read_topic_posts(data: ExplorerData) -> pd.DataFrame | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     out = None
     if artifacts.exists(data.paths, "post_topics"):
         f = artifacts.artifact("post_topics").path(data.paths)
@@ -99,7 +105,6 @@ def topic_posts(data: ExplorerData) -> pd.DataFrame | None:
                                                         categories=d.dictionary.to_pylist())
             del t
             out = pd.DataFrame(cols)
-    data._cache["topic_posts"] = out
     return out
 
 
