@@ -973,16 +973,3 @@ def test_demographics_and_regions_from_codes_follow_a_replaced_panel(clean):
     assert {r["category"]: r["pct_segment"] for r in got["rows"]}["65+"] == pytest.approx(100.0)
     assert D.weighted_distribution(data, "age_group", 2) == before
 
-
-def test_warm_up_computes_the_same_answers_earlier(clean):
-    """The screenshot step's warm-up thread (ExplorerState.warm) fills the once-per-run caches; the views
-    answer exactly as a cold app does."""
-    P = clean[0]
-    urls = ("/api/compare?a=segment:0&b=segment:1", "/api/lookalike?size=150", "/api/audience?ref=segment:2")
-    cold = create_app(P.data, P.reports, min_export_size=50, n_threads=1)
-    want = [cold.test_client().get(u).get_json() for u in urls]
-    warm = create_app(P.data, P.reports, min_export_size=50, n_threads=1)
-    warm.extensions["explorer"].warm().join(120)
-    data = warm.extensions["explorer"].data
-    assert "comparison_variables" in data._cache and "n_candidates" in data._cache
-    assert [warm.test_client().get(u).get_json() for u in urls] == want

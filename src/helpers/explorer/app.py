@@ -111,31 +111,6 @@ class ExplorerState:
                 self.media_data = _call(media_data.load_media, self.paths)
             return self.media_data
 
-    def warm(self) -> threading.Thread:
-        """Compute in a background thread what the views after the first screen read once (the comparison's
-        attribute codes, the lookalike stage's candidates, the posts' topics, the media tables and their
-        exposure cells), while the browser draws the first screen: the same values, cached earlier. A
-        failure is left to the view that needs the value (it recomputes and reports it)."""
-        def run() -> None:
-            try:
-                data = self.load()
-                D.comparison_variables(data)
-                if data.lookalike_scores is not None:
-                    D.stage_candidates(data)
-                D.topic_posts(data)
-                from ..media import data as media_data
-
-                if media_data.available(self.paths) and artifacts_mod.exists(self.paths, "media_response_model"):
-                    wd = int(artifacts_mod.load(self.paths, "media_response_model")["window_days"].iloc[0])
-                    with self.plan_lock, self.threads():
-                        media_data.exposure_cells(self.media(media_data), wd if wd else None)
-            except Exception:  # noqa: BLE001 - the view needing the value computes it again and reports it
-                log.info("Explorer warm-up stopped early; the views compute on request", exc_info=True)
-
-        t = threading.Thread(target=run, name="explorer-warm-up", daemon=True)
-        t.start()
-        return t
-
     def threads(self):
         """A cap on the BLAS / OpenMP threads of a request (``n_threads``), else no cap."""
         return threadpool_limits(self.n_threads) if self.n_threads else contextlib.nullcontext()

@@ -28,7 +28,7 @@ _GUARD = threading.Lock()
 def panel_cached(data: Any, key: Any, fn: Callable[[], Any]) -> Any:
     """``fn()`` computed once per panel: cached on ``data._cache`` with the panel it was computed from (a
     copy of the data with another panel, as ``dataclasses.replace`` makes, recomputes). One computation per
-    key at a time: a request asking for what the warm-up thread is computing waits for it."""
+    key at a time: a request asking for what another request is computing waits for it."""
     hit = data._cache.get(key)
     if hit is not None and hit[0] is data.panel:
         return hit[1]

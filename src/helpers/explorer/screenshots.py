@@ -126,7 +126,6 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
     out.mkdir(parents=True, exist_ok=True)
     app = create_app(data_dir, reports_dir, n_threads=1, config_path=config_path)
     names = raw_names(app.extensions["explorer"].load().cfg)
-    warm = app.extensions["explorer"].warm()  # later views' once-per-run inputs, computed while the first screen draws
     server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -181,5 +180,4 @@ def capture(data_dir: str | os.PathLike, reports_dir: str | os.PathLike, *, look
     finally:
         server.shutdown()
         thread.join(10)
-        warm.join(60)  # no computation left running after the step (the plan view normally waited for it)
     return written
