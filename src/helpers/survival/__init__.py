@@ -31,11 +31,11 @@ from .evaluate import (survival_at, risk_score, harrell_c, c_index, concordance_
     tenure_only_c_index, calibration_table, brier_scores, integrated_brier_score, KMBaseline)
 from .risk import (cumulative_hazard_at, recency_odds, InactivityModel, fit_inactivity, churn_risk,
     inactivity_model, true_churn_probability)
-from .monthly import (ENGAGEMENT_STATES, SPELLS, engagement_matrix, read_monthly, read_last_month, spell_codes,
-    months_in_horizon,
+from .monthly import (ENGAGEMENT_STATES, SPELLS, engagement_matrix, engagement_matrix_file, read_monthly,
+    read_last_month, spell_codes, months_in_horizon,
     MonthlyChurnModel, fit_monthly_churn, monthly_churn_risk, markov_oracle)
-from .report import (future_churn_truth, recency_calibration, plot_recency_calibration, segment_value,
-    plot_forest)
+from .report import (TRUTH_COLUMNS, truth_columns, future_churn_truth, recency_calibration,
+    plot_recency_calibration, segment_value, plot_forest)
 from .telco import TELCO_MAPPING, TELCO_CATEGORICAL, load_telco, TELCO_MTM_INTERACTIONS, telco_interactions
 
 __all__ = ["DURATION", "EVENT", "DAYS_PER_MONTH", "time_to_event", "panel_covariates", "drop_aliased",
@@ -47,8 +47,7 @@ __all__ = ["DURATION", "EVENT", "DAYS_PER_MONTH", "time_to_event", "panel_covari
            "tenure_only_c_index", "calibration_table", "brier_scores", "integrated_brier_score",
            "KMBaseline", "cumulative_hazard_at", "recency_odds", "InactivityModel", "fit_inactivity",
            "churn_risk", "inactivity_model", "true_churn_probability", "ENGAGEMENT_STATES", "SPELLS",
-           "engagement_matrix", "read_monthly", "read_last_month", "spell_codes", "months_in_horizon", "MonthlyChurnModel",
-           "fit_monthly_churn",
-           "monthly_churn_risk", "markov_oracle", "future_churn_truth", "recency_calibration",
-           "plot_recency_calibration", "segment_value", "plot_forest", "TELCO_MAPPING", "TELCO_CATEGORICAL",
+           "engagement_matrix", "engagement_matrix_file", "read_monthly", "read_last_month", "spell_codes",
+           "months_in_horizon", "MonthlyChurnModel", "fit_monthly_churn", "monthly_churn_risk", "markov_oracle",
+           "TRUTH_COLUMNS", "truth_columns", "future_churn_truth", "recency_calibration", "plot_recency_calibration", "segment_value", "plot_forest", "TELCO_MAPPING", "TELCO_CATEGORICAL",
            "load_telco", "TELCO_MTM_INTERACTIONS", "telco_interactions"]

@@ -233,24 +233,31 @@ def _censoring_km(durations: np.ndarray, events: np.ndarray) -> KaplanMeierFitte
     return KaplanMeierFitter().fit(durations, 1 - events)
 
 
-def brier_scores(model, train: pd.DataFrame, test: pd.DataFrame, times: Sequence[float]) -> np.ndarray:
+def brier_scores(model, train: pd.DataFrame, test: pd.DataFrame, times: Sequence[float],
+                 chunk: int = 50_000) -> np.ndarray:
     """IPCW Brier score at each of ``times`` on ``test`` (Graf et al. 1999).
 
     Censoring weights come from the Kaplan-Meier of the censoring distribution in ``train``; assumes
-    censoring independent of covariates (true here: it depends on tenure only).
+    censoring independent of covariates (true here: it depends on tenure only). Survival is predicted for
+    ``chunk`` test users at a time (the scores do not depend on it).
     """
     times = np.asarray(times, dtype=float)
     g = _censoring_km(train[DURATION].to_numpy(), train[EVENT].to_numpy())
     d, e = test[DURATION].to_numpy(), test[EVENT].to_numpy()
-    s = survival_at(model, test, times)
     g_t = np.clip(g.survival_function_at_times(times).to_numpy(), 1e-6, None)
     g_d = np.clip(g.survival_function_at_times(np.maximum(d - 1e-9, 0)).to_numpy(), 1e-6, None)
-    out = []
-    for j, t in enumerate(times):
-        died = (d <= t) & (e == 1)
-        alive = d > t
-        out.append(np.mean(died * s[:, j] ** 2 / g_d + alive * (1 - s[:, j]) ** 2 / g_t[j]))
-    return np.array(out)
+    # each user's term at every time, ``chunk`` users at a time: the survival predictions of 300k held-out users
+    # at 50 times and their temporaries took 0.8 GB at 1M users; the terms (times x users, one row per time)
+    # are the ones the mean over all users always summed, in the same order
+    terms = np.empty((len(times), len(d)))
+    for a in range(0, len(d), chunk):
+        b = min(a + chunk, len(d))
+        s = survival_at(model, test.iloc[a:b], times)
+        for j, t in enumerate(times):
+            died = (d[a:b] <= t) & (e[a:b] == 1)
+            alive = d[a:b] > t
+            terms[j, a:b] = died * s[:, j] ** 2 / g_d[a:b] + alive * (1 - s[:, j]) ** 2 / g_t[j]
+    return np.array([np.mean(terms[j]) for j in range(len(times))])
 
 
 def integrated_brier_score(model, train: pd.DataFrame, test: pd.DataFrame,

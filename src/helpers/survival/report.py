@@ -8,6 +8,21 @@ import pandas as pd
 from .data import DAYS_PER_MONTH
 
 
+#: Columns of the planted truth (``users_truth``) the churn notebook reads: the segment (planted-HR check and the
+#: Markov oracle), the true lifetime and tenure (future churn without future outcomes), the true log hazard
+#: (the Weibull-world oracle).
+TRUTH_COLUMNS = ("user_id", "true_segment", "true_segment_name", "true_event_time_days", "tenure_days",
+                 "true_log_hazard")
+
+
+def truth_columns(path) -> list[str]:
+    """The :data:`TRUTH_COLUMNS` that the truth file at ``path`` holds (read from its Parquet schema)."""
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    return [c for c in TRUTH_COLUMNS if c in names]
+
+
 def future_churn_truth(tte: pd.DataFrame, truth: pd.DataFrame, horizon: int = 90,
                        future: pd.DataFrame | None = None, id_col: str = "user_id") -> pd.Series:
     """What really happened in the ``horizon`` days after the observation date (planted truth only).
