@@ -103,15 +103,15 @@ def scalar(text: str | None):
 #: moved aside.
 STAGE_NEEDS: dict[str, tuple[str, ...]] = artifacts.STAGE_READS
 
-#: Peak resident memory (GB) of each stage's kernel, run alone on 1M synthetic users (``make reports
-#: N_USERS=1000000``, 2026-12-02). With ``--jobs`` > 1 a stage starts beside others only when the estimated
-#: peaks of all of them fit ``--memory-budget``; the estimate for a run of n users is
-#: ``KERNEL_GB + (peak - KERNEL_GB) * n / 1M`` unless this data folder recorded the stage's own peak at about
-#: that size (``_run_state.json``, ``peaks``), which then counts. A stage absent here counts as
-#: ``DEFAULT_PEAK_GB_1M``.
+#: Peak resident memory (GB) of each stage, run alone on 1M synthetic users (``make reports
+#: N_USERS=1000000``, 2026-12-02, process tree, as each stage's owner measured it after this session's changes).
+#: With ``--jobs`` > 1 a stage starts beside others only when the estimated peaks of all of them fit
+#: ``--memory-budget``; the estimate for a run of n users is ``KERNEL_GB + (peak - KERNEL_GB) * n / 1M`` unless
+#: this data folder recorded the stage's own kernel peak at about that size (``_run_state.json``, ``peaks``),
+#: which then counts. A stage absent here counts as ``DEFAULT_PEAK_GB_1M``.
 STAGE_PEAK_GB_1M: dict[str, float] = {
-    "00": 4.4, "01": 3.5, "02": 2.4, "03": 3.7, "04": 2.9, "05": 2.2, "06": 4.5, "06b": 3.6, "07": 1.5,
-    "07b": 5.1, "07c": 2.4, "08": 3.2}
+    "00": 3.3, "01": 3.5, "02": 2.4, "03": 2.8, "04": 2.5, "05": 2.2, "06": 2.8, "06b": 2.2, "07": 1.5,
+    "07b": 3.3, "07c": 2.4, "08": 2.9}
 DEFAULT_PEAK_GB_1M = 4.0
 KERNEL_GB = 0.35  # a kernel with the project imported and nothing loaded
 
