@@ -129,10 +129,9 @@ def stage_needs(stem: str, stems: list[str], params: dict | None = None) -> list
     earlier stage: the file may be any stage's output.
     """
     earlier = stems[:stems.index(stem)]
-    prefix = stem.split("_", 1)[0]
-    if prefix not in STAGE_NEEDS or (params or {}).get("seed_ids_path"):
+    if (params or {}).get("seed_ids_path"):
         return earlier
-    return [e for e in earlier if e.split("_", 1)[0] in STAGE_NEEDS[prefix]]
+    return artifacts.direct_reads(stem, earlier, STAGE_NEEDS)
 
 
 def _snapshot(data: Path) -> dict[str, tuple[int, int]]:

@@ -250,18 +250,24 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
 }
 
 
-def upstream(stem: str, stems: list[str], reads: dict[str, tuple[str, ...]] | None = None) -> list[str]:
-    """The stages among ``stems`` that ``stem`` depends on, directly or through another (in ``stems`` order).
+def direct_reads(stem: str, stems: list[str], reads: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """The stages among ``stems`` whose artifacts ``stem`` reads itself (in ``stems`` order).
 
-    ``reads`` defaults to :data:`STAGE_READS`; a stage it does not list depends on every earlier stage.
+    ``reads`` defaults to :data:`STAGE_READS`; a stage it does not list reads every earlier stage.
     """
     reads = STAGE_READS if reads is None else reads
-    prefix = lambda s: s.split("_", 1)[0]  # noqa: E731
+    prefix = stem.split("_", 1)[0]
+    if prefix not in reads:
+        return [e for e in stems if e < stem]
+    return [e for e in stems if e.split("_", 1)[0] in reads[prefix]]
+
+
+def upstream(stem: str, stems: list[str], reads: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """The stages among ``stems`` that ``stem`` depends on, directly or through another (in ``stems`` order)
+    (:func:`direct_reads`, followed)."""
     found, todo = set(), [stem]
     while todo:
-        s = todo.pop()
-        p = prefix(s)
-        direct = [e for e in stems if e < s] if p not in reads else [e for e in stems if prefix(e) in reads[p]]
+        direct = direct_reads(todo.pop(), stems, reads)
         todo += [e for e in direct if e not in found]
         found.update(direct)
     return [e for e in stems if e in found]
