@@ -106,11 +106,12 @@ class ExplorerData:
         return pos[pos >= 0].astype(int)
 
     def panel_version(self) -> str:
-        """Content hash of the unified table (:func:`helpers.export.panel_version`), for export manifests."""
+        """Content hash of the unified table (:func:`helpers.export.panel_version`), for export manifests:
+        the one ingestion recorded when it describes the table, else the table's hash."""
         if "version" not in self._cache:
             from .. import export as export_mod
 
-            self._cache["version"] = export_mod.panel_version(artifacts.load_unified(self.paths))
+            self._cache["version"] = export_mod.panel_version(artifacts.load_unified(self.paths), self.paths)
         return self._cache["version"]
 
     def optional(self, name: str) -> pd.DataFrame | None:
