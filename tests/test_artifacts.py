@@ -69,3 +69,30 @@ def test_identifier_column_follows_the_run(tmp_path):
     assert artifacts.load_weights(P).to_dict() == {"x3": 3.0, "x1": 1.5}
     artifacts.save(P, "ingest_meta", {"config": {"settings": {"id": "tenure"}}})  # as ingestion records it
     assert artifacts.id_column(P) == "tenure"  # the record wins over the guess
+
+
+def test_panel_reads_only_the_columns_asked_and_keeps_ids_as_arrow_text(small_panel, tmp_path):
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    full = write_standin_run(P, small_panel, seed=3).frame
+    some = Panel.load(P, columns=["age_group", "user_id"]).frame
+    assert list(some.columns) == ["user_id", "age_group", "weight", "segment", "segment_name"]
+    for c in some.columns:
+        assert some[c].tolist() == full[c].tolist(), c
+    assert isinstance(some["user_id"].dtype, pd.StringDtype) and some["user_id"].dtype.storage == "pyarrow"
+    assert some["segment_name"].dtype == object  # one shared Python object per distinct name
+    names = some["segment_name"].to_numpy()
+    assert len({id(x) for x in names}) == some["segment_name"].nunique()
+    assert list(artifacts.load_panel(P, columns=[])) == ["user_id", "weight"]
+    with pytest.raises(Exception, match="no_such_column"):
+        Panel.load(P, columns=["no_such_column"])
+
+
+def test_panel_aligns_integer_ids_and_ids_in_another_order(tmp_path):
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    artifacts.save(P, "unified", pd.DataFrame({"user_id": [10, 20, 30], "tenure": [1, 5, 9]}))
+    artifacts.save(P, "weights", pd.DataFrame({"user_id": [30, 10, 20], "weight": [3.0, 1.0, 2.0]}))
+    artifacts.save(P, "segments", pd.DataFrame({"user_id": ["10", "20", "30"], "segment": [0, 1, 1],
+                                                "segment_name": ["a", "b", "b"]}))
+    f = Panel.load(P).frame
+    assert f["weight"].tolist() == [1.0, 2.0, 3.0] and f["segment_name"].tolist() == ["a", "b", "b"]
+    assert f["tenure"].tolist() == [1, 5, 9]

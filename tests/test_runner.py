@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -341,3 +342,24 @@ def test_jobs_start_a_later_ready_stage_and_keep_to_the_memory_budget(tmp_path, 
     assert run(folder, root, venv_kernel, 2, "--jobs", "2", "--memory-budget", "0.01") == 0
     t = {k: float((P.data / k).read_text()) for k in ("04.start", "04.end", "06.start")}
     assert t["04.end"] < t["06.start"]
+
+
+def test_each_kernel_s_duckdb_is_capped_by_the_memory_budget_unless_the_user_set_a_cap(tmp_path, venv_kernel,
+                                                                                     monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_ingest.ipynb", '''import os
+from helpers import engine as E
+con = E.connect("duckdb")
+limit = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+(P.data / "cap.txt").write_text(f"{os.environ.get('AUDIENCE_DUCKDB_MEMORY_LIMIT')}|{limit}")''')
+    root = tmp_path / "run"
+    P = paths.resolve(root / "data", root / "reports")
+    monkeypatch.delenv("AUDIENCE_DUCKDB_MEMORY_LIMIT", raising=False)
+    assert run(folder, root, venv_kernel, 1, "--memory-budget", "5") == 0
+    env, limit = (P.data / "cap.txt").read_text().split("|")
+    assert env == "3.0GB" and limit.startswith("2.7")  # DuckDB reports 3 GB (10^9) as 2.7 GiB
+    assert "AUDIENCE_DUCKDB_MEMORY_LIMIT" not in os.environ  # the runner's own process is left as it was
+    monkeypatch.setenv("AUDIENCE_DUCKDB_MEMORY_LIMIT", "1GB")
+    assert run(folder, root, venv_kernel, 2, "--memory-budget", "5") == 0
+    assert (P.data / "cap.txt").read_text().startswith("1GB|")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import artifacts
@@ -28,26 +29,29 @@ class Panel:
     segments_used : True when ``segment``/``segment_name`` come from the segmentation stage.
     """
 
-    def __init__(self, paths: Paths, segments: bool = True) -> None:
+    def __init__(self, paths: Paths, segments: bool = True, columns: list[str] | None = None) -> None:
         self.paths = paths
+        self.columns = None if columns is None else list(columns)
         self.id = artifacts.id_column(paths)  # the run's identifier column (``user_id`` in the dictionary)
         self.weights_used = artifacts.exists(paths, "weights")
         self.segments_used = bool(segments) and artifacts.exists(paths, "segments")
         self._frame: pd.DataFrame | None = None
 
     @classmethod
-    def open(cls, paths: Paths, segments: bool = True) -> "Panel":
+    def open(cls, paths: Paths, segments: bool = True, columns: list[str] | None = None) -> "Panel":
         """The run's panel, not read yet (``.frame`` or ``.ibis(con)`` read it)."""
-        return cls(paths, segments)
+        return cls(paths, segments, columns)
 
     @classmethod
-    def load(cls, paths: Paths, segments: bool = True) -> "Panel":
-        """Read the run's panel as pandas. ``segments=False`` leaves segment columns out even when they exist.
+    def load(cls, paths: Paths, segments: bool = True, columns: list[str] | None = None) -> "Panel":
+        """Read the run's panel as pandas. ``segments=False`` leaves segment columns out even when they exist;
+        ``columns`` reads only those columns of the unified table (plus the identifier, ``weight`` and the
+        segment columns), which is what lets a stage hold 10M users in a few GB.
 
         Raises :class:`helpers.artifacts.MissingArtifact` when the unified table is absent and
         :class:`helpers.artifacts.StaleArtifact` when weights or segments belong to an older run.
         """
-        self = cls(paths, segments)
+        self = cls(paths, segments, columns)
         self.frame  # noqa: B018 - read now
         return self
 
@@ -59,20 +63,22 @@ class Panel:
 
     def _read(self) -> pd.DataFrame:
         paths = self.paths
-        df = artifacts.load_unified(paths)
-        uid = df[artifacts.key_column(df, paths)].astype(str)
+        df = artifacts.load_unified(paths, columns=self.columns)
+        uid = _ids(df[artifacts.key_column(df, paths)])
         if self.weights_used:
-            w = artifacts.load(paths, "weights")
-            w = w.set_index(w[artifacts.key_column(w, paths)].astype(str))["weight"]
+            w = artifacts.load(paths, "weights", arrow_strings=True)
+            w = w.set_index(_ids(w[artifacts.key_column(w, paths)]))["weight"]
             df["weight"] = _align(uid, w).fillna(1.0).astype(float).to_numpy()
         else:
             df["weight"] = 1.0
         if self.segments_used:
-            s = artifacts.load(paths, "segments")
-            s = s.set_index(s[artifacts.key_column(s, paths)].astype(str))
+            s = artifacts.load(paths, "segments", arrow_strings=True)
+            s = s.set_index(_ids(s[artifacts.key_column(s, paths)]))
             seg = _align(uid, s["segment"])
             df["segment"] = seg.astype("int64").to_numpy() if seg.notna().all() else seg.to_numpy()
-            df["segment_name"] = _align(uid, s["segment_name"].astype(str)).to_numpy()
+            names = s["segment_name"]
+            names = names if isinstance(names.dtype, pd.StringDtype) else names.astype(str)
+            df["segment_name"] = _shared_objects(_align(uid, names))
         return df
 
     @property
@@ -117,10 +123,30 @@ class Panel:
         return panel
 
 
+def _ids(s: pd.Series) -> pd.Series:
+    """Identifiers as text stored in Arrow: kept as they are when already text (10M ids as Python strings
+    would take ~0.7 GB), other types (e.g. integer ids) converted, so that every artifact's ids compare alike."""
+    return s if isinstance(s.dtype, pd.StringDtype) else s.astype(str).astype(pd.StringDtype("pyarrow"))
+
+
 def _align(uid: pd.Series, values: pd.Series) -> pd.Series:
     """``uid.map(values)``: the value of each identifier (NaN where absent). The stages write their outputs in
     the unified table's row order, so when the identifiers are the same, in the same order, the values are
     taken as they are (mapping 1M string identifiers through a hash index cost seconds per artifact)."""
-    if len(values) == len(uid) and values.index.is_unique and (values.index.to_numpy() == uid.to_numpy()).all():
+    if len(values) == len(uid) and _same(values.index, uid):
         return pd.Series(values.to_numpy(), index=uid.index, name=uid.name)
     return uid.map(values)
+
+
+def _same(index: pd.Index, uid: pd.Series) -> bool:
+    """Whether ``index`` holds the identifiers of ``uid`` in the same order, each once (compared in Arrow)."""
+    eq = pd.Series(index.array, copy=False).reset_index(drop=True) == uid.reset_index(drop=True)
+    return bool(eq.all()) and not eq.isna().any() and index.is_unique
+
+
+def _shared_objects(values: pd.Series) -> np.ndarray:
+    """``values`` as an object array whose equal strings are one Python object (8 bytes a row instead of a
+    string object each: 10M segment names would otherwise take ~0.6 GB); missing values stay NaN."""
+    codes, uniques = pd.factorize(values)
+    out = np.asarray(list(uniques) + [np.nan], dtype=object)
+    return out[codes]
