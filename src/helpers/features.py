@@ -231,10 +231,19 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
     return x
 
 
+#: ids hashed at a time by :func:`_uniform_from_ids`: the hash is per id, so the draws do not depend on it, while
+#: converting 10M Arrow ids to Python strings at once took ~0.7 GB
+HASH_CHUNK = 1_000_000
+
+
 def _uniform_from_ids(ids: pd.Series, seed: int) -> np.ndarray:
     """A U(0, 1) draw per user that depends only on (``user_id``, ``seed``): order- and batch-independent."""
-    h = pd.util.hash_pandas_object(ids.astype("string").reset_index(drop=True), index=False,
-                                   hash_key=f"seg{int(seed):013d}"[:16]).to_numpy(np.uint64)
+    key = f"seg{int(seed):013d}"[:16]
+    ids = ids.reset_index(drop=True)
+    h = np.empty(len(ids), dtype=np.uint64)
+    for s in range(0, len(ids), HASH_CHUNK):  # element-wise hash: same values whatever the chunk
+        h[s:s + HASH_CHUNK] = pd.util.hash_pandas_object(ids.iloc[s:s + HASH_CHUNK].astype("string"), index=False,
+                                                         hash_key=key).to_numpy(np.uint64)
     return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
@@ -362,30 +371,50 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
                 miss_names.append(f"{spec.column}__missing")
         return np.column_stack(blocks), names, miss, miss_names
 
-    def fit(self, df: pd.DataFrame, y=None) -> "FeatureBuilder":
-        """Fix categories, imputation means and scales on ``df`` (the unified table)."""
+    def _fit(self, df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Fit on ``df``; returns its encoded matrix and missingness indicators (for :meth:`fit_transform`)."""
         self._check_frame(df)
         specs = self._specs()
         self.categories_ = {f.column: _categories(f.column, df, f.transform == "multi_hot")
                             if f.transform in ("ordinal", "onehot", "multi_hot") else [] for f in specs}
         self.nullable_ = {f.column: (S.BY_NAME[f.column].nullable if f.column in S.BY_NAME
                                      else bool(df[f.column].isna().any())) for f in specs}
-        X, names, _, miss_names = self._encode_all(df)
+        X, names, miss, miss_names = self._encode_all(df)
         self.mean_ = np.nanmean(X, axis=0) if np.isfinite(X).any() else np.zeros(X.shape[1])
         self.mean_ = np.where(np.isnan(self.mean_), 0.0, self.mean_)
         sd = np.nanstd(X, axis=0)
         self.scale_ = np.where(~np.isfinite(sd) | (sd < 1e-12), 1.0, sd) if self.scale else np.ones(X.shape[1])
         self.feature_names_out_ = np.array(names + miss_names, dtype=object)
         self.n_features_in_ = len(specs)
+        return X, miss
+
+    def fit(self, df: pd.DataFrame, y=None) -> "FeatureBuilder":
+        """Fix categories, imputation means and scales on ``df`` (the unified table)."""
+        self._fit(df)
         return self
+
+    def fit_transform(self, df: pd.DataFrame, y=None) -> np.ndarray:
+        """``fit(df).transform(df)`` with ``df`` encoded once (the same matrix, bit for bit)."""
+        return self._finish(*self._fit(df))
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """Encode, impute (if allowed) and scale ``df``; returns a float64 array with no NaN."""
         check_is_fitted(self, "mean_")
         self._check_frame(df)
         X, _, miss, _ = self._encode_all(df)
-        X = np.where(np.isnan(X), self.mean_, X)
-        X = (X - self.mean_) / self.scale_ if self.scale else X
+        return self._finish(X, miss)
+
+    def _finish(self, X: np.ndarray, miss: list[np.ndarray]) -> np.ndarray:
+        """Impute and scale an encoded matrix in place (the same operations, element by element, as
+        ``(np.where(isnan, mean, X) - mean) / scale``, without two more matrices of its size)."""
+        X = np.asarray(X, dtype=np.float64, order="C")  # column_stack of the encoder: a fresh array of ours
+        nan = np.isnan(X)
+        if nan.any():
+            np.copyto(X, np.broadcast_to(self.mean_, X.shape), where=nan)
+        del nan
+        if self.scale:
+            np.subtract(X, self.mean_, out=X)
+            np.divide(X, self.scale_, out=X)
         if miss:
             X = np.column_stack([X, *miss])
         return np.ascontiguousarray(X, dtype=np.float64)
