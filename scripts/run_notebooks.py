@@ -595,6 +595,21 @@ def duckdb_memory_limit(budget_gb: float) -> str:
     return f"{max(0.6 * budget_gb, 0.5):.1f}GB"
 
 
+def arrow_allocator_env() -> dict[str, str]:
+    """Environment for the kernels' Arrow allocator: jemalloc returning freed pages at once (decay 0).
+
+    Arrow's default pool here (mimalloc) kept the pages freed after converting a Parquet table to pandas: reading
+    the 1M-user table left 0.51 GB of RSS for a 0.26 GB frame, with jemalloc and decay 0 0.27 GB (measured
+    2026-12-03); at 10M users that difference is GBs of an 8 GB limit. Empty when this pyarrow has no jemalloc."""
+    import pyarrow as pa
+
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:  # pyarrow.lib.ArrowNotImplementedError: built without jemalloc (e.g. Windows)
+        return {}
+    return {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "JE_ARROW_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+
+
 def default_memory_budget() -> float:
     """6 GB, or 60% of this machine's memory when that is less (``--memory-budget``, AUDIENCE_MEMORY_BUDGET_GB)."""
     try:
@@ -642,15 +657,18 @@ def build_params(args, data: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the notebooks (see the module docstring); the DuckDB cap set for the kernels is undone on return."""
-    before = os.environ.get(DUCKDB_LIMIT_ENV)
+    """Run the notebooks (see the module docstring); the environment set for the kernels (DuckDB cap, Arrow
+    allocator) is undone on return."""
+    names = [DUCKDB_LIMIT_ENV, *arrow_allocator_env()]
+    before = {k: os.environ.get(k) for k in names}
     try:
         return _main(argv)
     finally:
-        if before is None:
-            os.environ.pop(DUCKDB_LIMIT_ENV, None)
-        else:
-            os.environ[DUCKDB_LIMIT_ENV] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -818,6 +836,8 @@ def _main(argv: list[str] | None = None) -> int:
     # spills to disk within it instead of growing to 17 GB
     if not os.environ.get(DUCKDB_LIMIT_ENV):
         os.environ[DUCKDB_LIMIT_ENV] = duckdb_memory_limit(budget)
+    for k, v in arrow_allocator_env().items():  # the user's own setting wins
+        os.environ.setdefault(k, v)
 
     def reap() -> None:
         """Wait for a running stage to end; count every ended one."""

@@ -96,3 +96,23 @@ def test_panel_aligns_integer_ids_and_ids_in_another_order(tmp_path):
     f = Panel.load(P).frame
     assert f["weight"].tolist() == [1.0, 2.0, 3.0] and f["segment_name"].tolist() == ["a", "b", "b"]
     assert f["tenure"].tolist() == [1, 5, 9]
+
+
+def test_align_is_a_left_join_on_the_identifier_in_the_order_asked():
+    from helpers.panel import align
+
+    rng = np.random.default_rng(3)
+    ids = pd.Series([f"u{i}" for i in rng.permutation(50)], dtype="string[pyarrow]", index=np.arange(100, 150))
+    frame = pd.DataFrame({"uid": [f"u{i}" for i in range(45)], "x": np.arange(45) * 2.0,
+                          "label": [f"L{i % 4}" for i in range(45)]}).sample(frac=1.0, random_state=1)
+    got = align(ids, frame, "uid")
+    ref = pd.DataFrame({"uid": ids.astype(object)}).merge(frame, on="uid", how="left")
+    assert list(got.index) == list(ids.index) and list(got.columns) == ["x", "label"]
+    np.testing.assert_array_equal(got["x"].to_numpy(dtype=float), ref["x"].to_numpy(dtype=float))
+    assert got["label"].astype(object).where(got["label"].notna(), None).tolist() == \
+        ref["label"].where(ref["label"].notna(), None).tolist()
+    assert got["x"].isna().sum() == 5  # u45..u49 are absent from the frame
+    with pytest.raises(ValueError, match="not unique"):
+        align(ids, pd.concat([frame, frame.head(1)]), "uid")
+    with pytest.raises(ValueError, match="no identifier column"):
+        align(ids, frame, "user_id")

@@ -363,3 +363,22 @@ limit = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
     monkeypatch.setenv("AUDIENCE_DUCKDB_MEMORY_LIMIT", "1GB")
     assert run(folder, root, venv_kernel, 2, "--memory-budget", "5") == 0
     assert (P.data / "cap.txt").read_text().startswith("1GB|")
+
+
+def test_kernels_use_arrow_s_jemalloc_pool_returning_freed_memory_unless_the_user_chose_a_pool(tmp_path, venv_kernel,
+                                                                                              monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_ingest.ipynb", '''import os
+import pyarrow as pa
+(P.data / "pool.txt").write_text(f"{pa.default_memory_pool().backend_name}|{os.environ.get('JE_ARROW_MALLOC_CONF')}")''')
+    root = tmp_path / "run"
+    P = paths.resolve(root / "data", root / "reports")
+    for k in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF"):
+        monkeypatch.delenv(k, raising=False)
+    assert run(folder, root, venv_kernel, 1) == 0
+    assert (P.data / "pool.txt").read_text() == "jemalloc|dirty_decay_ms:0,muzzy_decay_ms:0"
+    assert "ARROW_DEFAULT_MEMORY_POOL" not in os.environ  # the runner's own process is left as it was
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+    assert run(folder, root, venv_kernel, 1) == 0
+    assert (P.data / "pool.txt").read_text().startswith("system|")

@@ -336,3 +336,24 @@ def test_panel_alignment_of_stage_outputs_equals_the_id_lookup():
         uid.iloc[:2].map(dup)
     with pytest.raises(Exception):
         _align(uid.iloc[:2], dup)
+
+
+def test_margin_table_counts_each_category_as_the_per_row_labels_do():
+    # the table is computed from category codes; the reference counts the per-row labels of raking_frame
+    rng = np.random.default_rng(5)
+    n = 3000
+    panel = pd.DataFrame({"age_group": rng.choice(["18-24", "25-34", "35-44"], n),
+                          "sex": pd.Series(rng.choice(["F", "M"], n), dtype="string[pyarrow]"),
+                          "household_size": pd.array(rng.integers(1, 8, n), dtype="Int64")})
+    panel.loc[rng.random(n) < 0.05, "sex"] = pd.NA  # missing: counted in no category
+    margins = pd.DataFrame({"variable": ["age_group:sex"] * 6 + ["household_size"] * 5,
+                            "category": [f"{a}:{s}" for a in ["18-24", "25-34", "35-44"] for s in "FM"]
+                            + ["1", "2", "3", "4", "5+"], "target": np.r_[np.full(6, 1 / 6), np.full(5, 0.2)]})
+    w = rng.gamma(2.0, 0.5, n)
+    got = W.margin_table(panel, margins, w)
+    frame = W.raking_frame(panel, ["age_group:sex", "household_size"])
+    for _, r in got.iterrows():
+        hit = (frame[r["variable"]] == r["category"]).fillna(False).to_numpy()
+        assert r["n_respondents"] == hit.sum() > 0
+        assert r["weighted_share"] == pytest.approx(w[hit].sum() / w.sum(), rel=1e-12)
+    assert got.loc[got["variable"] == "age_group:sex", "n_respondents"].sum() == panel["sex"].notna().sum()

@@ -472,10 +472,16 @@ def load_segments(paths: Paths) -> pd.DataFrame:
     return load(paths, "segments")
 
 
-def load_truth(paths: Paths) -> tuple[pd.DataFrame, dict]:
-    """The synthetic generator's planted truth (per-user frame, parameters), for self-scoring only."""
+def load_truth(paths: Paths, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """The synthetic generator's planted truth (per-user frame, parameters), for self-scoring only.
+
+    ``columns`` reads only those truth columns (``user_id`` always), text as ``string[pyarrow]``: the whole
+    truth frame with Python strings took ~0.6 GB per million users and a stage usually needs one column."""
     f = REGISTRY["users_truth"].path(paths)
     if not f.exists():
         raise MissingArtifact(f"{f} does not exist: planted truth exists only for the synthetic panel "
                               "(notebook 00_synthetic_sources).")
-    return load(paths, "users_truth"), load(paths, "truth_params")
+    if columns is None:
+        return load(paths, "users_truth"), load(paths, "truth_params")
+    cols = [ID] + [c for c in dict.fromkeys(columns) if c != ID]
+    return load(paths, "users_truth", columns=cols, arrow_strings=True), load(paths, "truth_params")

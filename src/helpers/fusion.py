@@ -34,6 +34,8 @@ DEFAULT_MATCH_ON: tuple[str, ...] = (
     "monthly_conversions", "avg_monthly_spend", "support_tickets_raised",
 )
 MAX_ROWS_IN_MESSAGE = 5
+#: recipients per k-d tree query (:meth:`StatisticalMatcher._draw`); the result does not depend on it
+QUERY_BLOCK = 2**19
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -45,7 +47,7 @@ def _numeric_feature(s: pd.Series) -> np.ndarray:
         raise ValueError(f"match_on column {s.name!r} is nominal ({col.kind}); a distance needs numbers or "
                          "ordered categories: put it in donor_classes instead")
     if col is not None and col.kind == "ordinal":
-        codes = pd.Categorical(s.astype("string").to_numpy(dtype=object), categories=col.categories).codes
+        codes = _ordinal_codes(s, col.categories)
         unknown = (codes < 0) & s.notna().to_numpy()
         if unknown.any():
             raise ValueError(f"match_on column {s.name!r} has values outside the data dictionary "
@@ -62,18 +64,27 @@ def _numeric_feature(s: pd.Series) -> np.ndarray:
     return np.log1p(np.clip(x, 0, None)) if (x[~np.isnan(x)] >= 0).all() else x
 
 
+def _ordinal_codes(s: pd.Series, categories) -> np.ndarray:
+    """``pd.Categorical(s, categories).codes`` (-1 for missing or unknown values) without a Python string per
+    row: the distinct values are coded once (10M text values as Python objects took ~0.6 GB)."""
+    codes, uniques = pd.factorize(s.astype(pd.StringDtype("pyarrow")))
+    rank = {str(c): i for i, c in enumerate(categories)}
+    lookup = np.array([rank.get(str(u), -1) for u in uniques] + [-1], dtype=np.int64)
+    return lookup[codes]  # code -1 (missing) picks the trailing -1
+
+
 def _require_complete(df: pd.DataFrame, columns: list[str], role: str, id_col: str = "user_id",
                       expected: str = "complete common variables (ingest/impute them first)") -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{role}: column(s) {missing} are absent; available columns: {list(df.columns)[:30]}")
-    na = df[columns].isna()
-    if na.any().any():
-        col = na.any()[lambda s: s].index[0]
-        rows = df.loc[na[col], id_col].head(MAX_ROWS_IN_MESSAGE).tolist() if id_col in df else \
-            df.index[na[col]][:MAX_ROWS_IN_MESSAGE].tolist()
-        raise ValueError(f"{role}: column {col!r} has {int(na[col].sum())} missing value(s) (e.g. {rows}); "
-                         f"expected {expected}")
+    for col in columns:  # one column at a time: df[columns].isna() copied them all (GBs at 10M rows)
+        na = df[col].isna().to_numpy()
+        if na.any():
+            rows = df.loc[na, id_col].head(MAX_ROWS_IN_MESSAGE).tolist() if id_col in df else \
+                df.index[na][:MAX_ROWS_IN_MESSAGE].tolist()
+            raise ValueError(f"{role}: column {col!r} has {int(na.sum())} missing value(s) (e.g. {rows}); "
+                             f"expected {expected}")
 
 
 def _used_columns(df: pd.DataFrame, *groups) -> list[str]:
@@ -83,11 +94,13 @@ def _used_columns(df: pd.DataFrame, *groups) -> list[str]:
 
 
 def _class_key(df: pd.DataFrame, classes: list[str]) -> pd.Series:
+    # text stored in Arrow: a Python string per row was ~0.6 GB per key at 10M rows
+    text = pd.StringDtype("pyarrow")
     if not classes:
-        return pd.Series("all", index=df.index)
-    key = df[classes[0]].astype("string")
+        return pd.Series("all", index=df.index, dtype=text)
+    key = df[classes[0]].astype(text)
     for c in classes[1:]:
-        key = key + "\x1f" + df[c].astype("string")
+        key = key + "\x1f" + df[c].astype(text)
     return key
 
 
@@ -146,6 +159,13 @@ class StatisticalMatcher:
             raise ValueError("no donors: every row misses some of the columns to fuse; expected matched rows")
         _require_complete(donors, self.columns, "donors", expected="donors with every column to fuse "
                           "observed (pass only the matched rows, e.g. df[df[columns].notna().all(axis=1)])")
+        return self._fit_common(donors)
+
+    def _fit_common(self, donors: pd.DataFrame) -> "StatisticalMatcher":
+        """:meth:`fit` on the donors' class and matching variables only: enough for :meth:`donor_positions`
+        (:func:`fuse` takes the donated values from the table itself instead of copying them)."""
+        if len(donors) == 0:
+            raise ValueError("no donors: every row misses some of the columns to fuse; expected matched rows")
         _require_complete(donors, self.donor_classes + self.match_on, "donors' common variables")
         self.donors_ = donors.reset_index(drop=True)
         if self.match_on:
@@ -168,16 +188,24 @@ class StatisticalMatcher:
         todo = np.arange(len(rec))
         for depth in range(len(self.donor_classes), -1, -1):
             classes = self.donor_classes[:depth]
-            dkey = _class_key(self.donors_, classes).to_numpy()
-            rkey = _class_key(rec.iloc[todo], classes).to_numpy()
-            counts = pd.Series(dkey).value_counts()
+            # the keys as integer codes, numbered in order of first appearance among the recipients (the
+            # order in which the classes draw from ``rng``), the donors' keys in the same numbering
+            rkey = _class_key(rec.iloc[todo], classes)
+            codes, uniques = pd.factorize(pd.concat([rkey, _class_key(self.donors_, classes)], ignore_index=True))
+            rcode, dcode = codes[:len(rkey)], codes[len(rkey):]
+            counts = np.bincount(dcode, minlength=len(uniques))
+            n_keys = len(pd.unique(rcode))
+            by_key = np.argsort(rcode, kind="stable")  # the recipients of each key, in their order
+            starts = np.searchsorted(rcode[by_key], np.arange(n_keys + 1))
+            dorder = np.argsort(dcode, kind="stable")
+            dstarts = np.searchsorted(dcode[dorder], np.arange(n_keys + 1))
             left = []
-            for key in pd.unique(rkey):
-                rows = todo[rkey == key]
-                if counts.get(key, 0) < self.min_donors and depth > 0:
+            for key in range(n_keys):
+                rows = todo[by_key[starts[key]:starts[key + 1]]]
+                if counts[key] < self.min_donors and depth > 0:
                     left.append(rows)
                     continue
-                pool = np.flatnonzero(dkey == key)
+                pool = dorder[dstarts[key]:dstarts[key + 1]]
                 if pool.size == 0:
                     raise ValueError("no donors at all; expected at least one matched row")
                 out[rows] = self._draw(pool, rows.size, None if X is None else X[rows], rng)
@@ -195,10 +223,14 @@ class StatisticalMatcher:
         # scipy's k-d tree: the same exact k nearest neighbours as scikit-learn's NearestNeighbors (up to the
         # order of ties), 2.5-3x faster per query in these 7 dimensions, which was most of fusion's time at 1M
         tree = cKDTree(self.donor_X_[pool], balanced_tree=False, compact_nodes=False)
-        # the queries run on every core (workers=-1): each recipient's neighbours do not depend on the split
-        _, idx = tree.query(Xr, k=k, workers=-1)
-        idx = np.asarray(idx).reshape(n, k)
-        pick = idx[np.arange(n), rng.integers(0, k, size=n)]
+        which = rng.integers(0, k, size=n)
+        pick = np.empty(n, dtype=np.int64)
+        # the queries run on every core (workers=-1) in blocks of recipients: each recipient's neighbours do not
+        # depend on the split, and the (n x k) distance and index arrays of 10M recipients were ~0.8 GB
+        for s in range(0, n, QUERY_BLOCK):
+            _, idx = tree.query(Xr[s:s + QUERY_BLOCK], k=k, workers=-1)
+            idx = np.asarray(idx).reshape(-1, k)
+            pick[s:s + QUERY_BLOCK] = idx[np.arange(len(idx)), which[s:s + QUERY_BLOCK]]
         return pool[pick]
 
     def transform(self, recipients: pd.DataFrame) -> pd.DataFrame:
@@ -235,6 +267,47 @@ class FusionResult:
         flags = [c for c in self.fused.columns if c.endswith("_imputed")]
         return self.fused[flags].mean().rename(lambda c: c.removesuffix("_imputed"))
 
+    @property
+    def columns(self) -> list[str]:
+        """The fused columns (without the identifier and the ``_imputed`` flags)."""
+        return [c for c in self.fused.columns[1:] if not c.endswith("_imputed")]
+
+    def apply(self, df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+        """``df`` (the frame :func:`fuse` was given, same rows in the same order) with its fused columns' values
+        replaced by the fused ones: missing values imputed, observed ones kept. ``columns`` keeps only those
+        columns of the result (e.g. the raking variables and the identifier), so that 10M rows are not copied
+        whole; the fused columns come last, as ``df.drop(columns=fused).join(fused)`` orders them."""
+        if len(df) != len(self.fused):
+            raise ValueError(f"df has {len(df)} rows, the fusion {len(self.fused)}: pass the frame fuse() was given")
+        fused = self.columns
+        keep = list(df.columns) if columns is None else [c for c in df.columns if c in columns]
+        own = {c: df[c] for c in keep if c not in fused}
+        new = {c: pd.Series(self.fused[c].array, index=df.index, name=c) for c in fused
+               if columns is None or c in columns}
+        return pd.DataFrame({**own, **new}, index=df.index)
+
+
+def diagnostic_sample(df: pd.DataFrame, max_rows: int | None, random_state: int = 0) -> pd.DataFrame:
+    """``df`` itself when it has at most ``max_rows`` rows (or ``max_rows`` is None), else a seeded random sample
+    of ``max_rows`` of its rows, in table order, index kept: the rows the fusion *diagnostics* (folding
+    validation, CIA cost, Fréchet bounds) run on, so that they do not copy 10M-row tables while fusion itself
+    still imputes every user."""
+    if max_rows is None or len(df) <= max_rows:
+        return df
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be a positive number of rows or None, got {max_rows}")
+    rows = np.sort(np.random.default_rng([random_state, 3]).choice(len(df), size=int(max_rows), replace=False))
+    return df.iloc[rows]
+
+
+def complete_rows(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Boolean mask of the rows where every one of ``columns`` is observed (``df[columns].notna().all(axis=1)``
+    one column at a time: selecting the columns first copied them, GBs of text at 10M rows)."""
+    ok = np.ones(len(df), dtype=bool)
+    for c in columns:
+        ok &= df[c].notna().to_numpy()
+    return ok
+
 
 def fuse(df: pd.DataFrame, groups: dict[str, list[str]] | None = None,
          donor_classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
@@ -266,29 +339,33 @@ def fuse(df: pd.DataFrame, groups: dict[str, list[str]] | None = None,
     if not groups:
         raise ValueError(f"none of the source groups' columns are in the panel; expected e.g. "
                          f"{SOURCE_GROUPS}")
-    out = df[[id_col]].copy()
+    n = len(df)
+    out = {id_col: pd.Series(df[id_col].array, name=id_col)}
     n_donors, n_recipients = {}, {}
+    common = _used_columns(df, donor_classes, match_on or [])
     for gi, (group, cols) in enumerate(groups.items()):
-        observed = df[cols].notna()
-        donor = observed.all(axis=1)
+        observed = {c: df[c].notna().to_numpy() for c in cols}
+        donor = complete_rows(df, cols)
         recip = ~donor
         n_donors[group], n_recipients[group] = int(donor.sum()), int(recip.sum())
-        filled = df[cols].copy()
+        recip_rows = donor_rows = np.array([], dtype=np.int64)
         if recip.any():
             if not donor.any():
                 raise ValueError(f"source group {group!r}: no row has all of {cols} observed, so there are "
                                  "no donors; fusion needs some matched users")
             seed = int(np.random.SeedSequence([random_state, gi]).generate_state(1)[0])
-            need = _used_columns(df, cols, donor_classes, match_on or [], [id_col])
-            matcher = StatisticalMatcher(cols, donor_classes, match_on, k, min_donors, seed).fit(df.loc[donor, need])
-            donated = matcher.transform(df.loc[recip, need])
-            for c in cols:
-                need = recip & ~observed[c]  # the missing mask computed once above (isna of 1M strings is slow)
-                filled.loc[need, c] = donated.loc[need[need].index, c].astype(df[c].dtype)
+            matcher = StatisticalMatcher(cols, donor_classes, match_on, k, min_donors, seed)
+            # donors are rows of df: only what the match reads is copied, and each recipient's donated value is
+            # the value of its donor's row (a take per column), not a copy of the donors' and recipients' columns
+            pos = matcher._fit_common(df.loc[donor, common]).donor_positions(df.loc[recip, common])
+            recip_rows, donor_rows = np.flatnonzero(recip), np.flatnonzero(donor)[pos]
         for c in cols:
-            out[c] = filled[c].astype(df[c].dtype)
-            out[f"{c}_imputed"] = ~observed[c].to_numpy()
-    return FusionResult(out.reset_index(drop=True), n_donors, n_recipients)
+            take = np.arange(n)
+            gap = ~observed[c][recip_rows]  # recipients keep their observed values, take only the missing ones
+            take[recip_rows[gap]] = donor_rows[gap]
+            out[c] = pd.Series(df[c].array.take(take), name=c)
+            out[f"{c}_imputed"] = ~observed[c]
+    return FusionResult(pd.DataFrame(out), n_donors, n_recipients)
 
 
 # --- comparing fused with actual values -------------------------------------------------------------------
@@ -442,7 +519,7 @@ def fold_validate(df: pd.DataFrame, columns: list[str], by: list[str] | None = N
                 "monthly_conversions"]
     need = _used_columns(df, columns, by, matcher_kwargs.get("donor_classes", DEFAULT_CLASSES),
                          matcher_kwargs.get("match_on", DEFAULT_MATCH_ON) or [], ["user_id"])
-    complete = df.loc[df[columns].notna().all(axis=1), need].reset_index(drop=True)
+    complete = df.loc[complete_rows(df, columns), need].reset_index(drop=True)
     if len(complete) < 20:
         raise ValueError(f"only {len(complete)} rows have all of {columns} observed; folding needs at least 20")
     rng = np.random.default_rng(random_state)

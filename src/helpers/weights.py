@@ -318,14 +318,16 @@ def margin_table(panel: pd.DataFrame, margins: pd.DataFrame,
         with weights, ``weighted_share, weighted_error`` (errors are share minus target, in share units).
     """
     margins = validate_margins(margins)
-    frame = raking_frame(panel, list(dict.fromkeys(margins["variable"])))
     w = None if weights is None else _check_weights(weights)
     rows = []
     for var, m in margins.groupby("variable", sort=False):
         target = m["target"].to_numpy() / m["target"].sum()
-        col = frame[var].to_numpy(dtype=object)
+        # each row's category as a code into the variable's labels (the labels raking_frame would write per row:
+        # 10M rows of text per variable were GBs of Python strings)
+        codes, labels = _variable_codes(panel, var)
+        labels = np.array([None if pd.isna(lab) else str(lab) for lab in labels] + [None], dtype=object)
         for cat, t in zip(m["category"], target):
-            hit = col == cat
+            hit = (labels == cat)[codes]  # code -1 (missing) picks the trailing None
             row = {"variable": var, "category": cat, "n_respondents": int(hit.sum()), "target_share": t,
                    "unweighted_share": float(hit.mean())}
             row["unweighted_error"] = row["unweighted_share"] - t
