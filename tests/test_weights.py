@@ -357,3 +357,11 @@ def test_margin_table_counts_each_category_as_the_per_row_labels_do():
         assert r["n_respondents"] == hit.sum() > 0
         assert r["weighted_share"] == pytest.approx(w[hit].sum() / w.sum(), rel=1e-12)
     assert got.loc[got["variable"] == "age_group:sex", "n_respondents"].sum() == panel["sex"].notna().sum()
+
+
+def test_margin_columns_are_the_parts_of_the_file_s_variables(tmp_path):
+    f = tmp_path / "m.csv"
+    pd.DataFrame({"variable": ["age_group:sex", "age_group:sex", "income_bracket", "income_bracket"],
+                  "category": ["18-24:F", "18-24:M", "low", "high"], "target": [0.5, 0.5, 0.4, 0.6]}).to_csv(f, index=False)
+    assert W.margin_columns(f) == ["age_group", "sex", "income_bracket"]
+    assert W.margin_columns(None) == [] and W.margin_columns(tmp_path / "absent.csv") == []

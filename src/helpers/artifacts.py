@@ -440,6 +440,12 @@ def load_unified(paths: Paths, columns: list[str] | None = None) -> pd.DataFrame
     return df
 
 
+def unified_columns(paths: Paths) -> list[str]:
+    """The columns of the run's unified table (from the Parquet footer, without reading it): what a stage may
+    pass to :func:`load_unified` ``columns=``."""
+    return _parquet_columns(_check(paths, artifact("unified")))
+
+
 def _parquet_columns(f: Path) -> list[str]:
     """The column names of Parquet file ``f`` (from its footer, without reading data)."""
     import pyarrow.parquet as pq

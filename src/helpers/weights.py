@@ -37,6 +37,15 @@ MAX_ROWS_IN_MESSAGE = 5
 
 
 # --- margins ---------------------------------------------------------------------------------------
+def margin_columns(path: str | Path | None) -> list[str]:
+    """The panel columns the margins file at ``path`` rakes on (the parts of interactions ``a:b`` included), in
+    file order; empty when there is no file (``None`` or absent), so a stage can read only those columns."""
+    if path is None or not Path(path).exists():
+        return []
+    parts = (p for v in dict.fromkeys(read_margins(path)["variable"]) for p in v.split(INTERACTION_SEP))
+    return list(dict.fromkeys(parts))
+
+
 def read_margins(path: str | Path) -> pd.DataFrame:
     """Read and validate a margins file (``variable, category, target``).
 
