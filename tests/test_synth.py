@@ -365,3 +365,45 @@ def test_trees_grown_on_threads_give_the_same_rows_as_one_thread(panel, panel_ca
             assert np.array_equal(a[4][0], b[4][0])  # the same donors, leaf by leaf
     pd.testing.assert_frame_equal(one.sample(2000, random_state=5), two.sample(2000, random_state=5))
     pd.testing.assert_frame_equal(two.sample(2000, random_state=5), panel_cart.sample(2000, random_state=5))
+
+
+# --- issue 20 item 2: panels above a size cap are fitted on a row sample and drawn in chunks ------------------
+def test_sample_chunks_one_chunk_is_sample_and_more_chunks_continue_the_ids(panel_cart):
+    one = list(panel_cart.sample_chunks(1500, 2000, random_state=5))
+    assert len(one) == 1
+    pd.testing.assert_frame_equal(one[0], panel_cart.sample(1500, random_state=5))
+    assert len(list(panel_cart.sample_chunks(1500, None, random_state=5))) == 1
+    parts = list(panel_cart.sample_chunks(2500, 1000, random_state=5))
+    assert [len(p) for p in parts] == [1000, 1000, 500]
+    pd.testing.assert_frame_equal(parts[0], panel_cart.sample(1000, random_state=5))  # the first chunk is sample()
+    ids = pd.concat(parts)["user_id"]
+    assert ids.tolist() == [f"S{i:08d}" for i in range(1, 2501)]
+    assert not parts[1].drop(columns="user_id").equals(parts[0].drop(columns="user_id"))  # own seed per chunk
+    again = list(panel_cart.sample_chunks(2500, 1000, random_state=5))
+    for a, b in zip(parts, again):
+        pd.testing.assert_frame_equal(a, b)
+    assert panel_cart.n_copies_left_ == 0 and panel_cart.n_copies_redrawn_ >= 0
+    with pytest.raises(ValueError, match="chunk_rows"):
+        next(panel_cart.sample_chunks(10, 0))
+
+
+def test_load_unified_rows_is_the_table_up_to_the_cap_and_a_seeded_row_sample_above(panel, tmp_path):
+    from helpers import artifacts, paths
+    from helpers.synth import load_unified_rows
+
+    P = paths.resolve(tmp_path / "d", tmp_path / "r")
+    artifacts.save(P, "unified", panel)
+    whole = artifacts.load_unified(P)
+    for cap in (None, len(panel), len(panel) + 1):
+        df, n = load_unified_rows(P, cap)
+        assert n == len(panel)
+        pd.testing.assert_frame_equal(df, whole)
+    df, n = load_unified_rows(P, 700, random_state=3, columns_per_read=5)
+    assert n == len(panel) and len(df) == 700 and list(df.columns) == list(whole.columns)
+    rows = whole.set_index("user_id").index.get_indexer(df["user_id"])
+    assert (np.diff(rows) > 0).all()  # distinct rows in table order
+    pd.testing.assert_frame_equal(df, whole.iloc[rows].reset_index(drop=True))  # values and dtypes as read
+    again, _ = load_unified_rows(P, 700, random_state=3)
+    pd.testing.assert_frame_equal(df, again)
+    other, _ = load_unified_rows(P, 700, random_state=4)
+    assert not other["user_id"].equals(df["user_id"])
