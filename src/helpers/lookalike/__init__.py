@@ -38,7 +38,8 @@ from __future__ import annotations
 from .seeds import (CHURN_SCORE, Seed, seed_from_audience, seed_from_segment, seed_from_outcome,
     seed_from_config_outcome, seed_from_ids, defining_columns)
 from .features import (LEAK_AUC, SOURCE_OF_PARTY, SOURCES, MULTI_SEP, Features, build_features, drop_groups,
-    leak_check, seed_features, build_seed_features, standardize, single_feature_auc, column_stats, CHUNK_ROWS)
+    leak_check, seed_features, build_seed_features, standardize, single_feature_auc, column_stats, CHUNK_ROWS,
+    rows_matrix, rows_mean)
 from .model import (Estimator, Calibration, MAX_LABELLED, MAX_UNLABELLED, PREDICT_ROWS, CosineLookalike, make_estimator,
     training_sample, PropensityLookalike, pu_adjust)
 from .evaluation import (PLANNER_SHARES, holdout_split, LookalikeRun, run_lookalike, run_prospective,
@@ -52,6 +53,7 @@ __all__ = ["CHURN_SCORE", "Seed", "seed_from_audience", "seed_from_segment", "se
            "seed_from_config_outcome", "seed_from_ids", "defining_columns", "LEAK_AUC", "SOURCE_OF_PARTY",
            "SOURCES", "MULTI_SEP", "Features", "build_features", "drop_groups", "leak_check",
            "seed_features", "build_seed_features", "single_feature_auc", "standardize", "column_stats", "CHUNK_ROWS",
+           "rows_matrix", "rows_mean",
            "Estimator", "Calibration", "MAX_LABELLED", "MAX_UNLABELLED", "PREDICT_ROWS",
            "CosineLookalike", "make_estimator", "training_sample", "PropensityLookalike", "pu_adjust",
            "PLANNER_SHARES", "holdout_split", "LookalikeRun", "run_lookalike", "run_prospective",

@@ -107,27 +107,42 @@ FUTURE_COLUMNS = {"conversion": "conversions_next_{h}d", "value": "spend_next_{h
                   "churn_event": "churn_next_{h}d", "response": "conversions_next_{h}d"}
 
 
-def load_future_outcomes(P: Any) -> tuple[pd.DataFrame | None, str]:
+def load_future_outcomes(P: Any, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame | None, str]:
     """The planted truth's next-period outcomes and where they came from.
 
     ``truth/future_outcomes.parquet`` when the generator wrote it; else, when ``users_truth.parquet`` has
     the planted event times, ``churn_next_90d`` / ``churn_next_180d`` derived from them (event within the
     next 90/180 days for users active today); else None (real data: no next period).
+
+    ``columns``: read only these outcome columns (those present; ``user_id`` always). Identifiers are Arrow
+    text (``string[pyarrow]``): 10M of them as Python strings would take 0.7 GB.
     """
     from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from ..artifacts import _arrow_strings
+
+    def read(f: Path, want: Sequence[str] | None) -> pd.DataFrame:
+        have = pq.read_schema(f).names
+        cols = None if want is None else ["user_id"] + [c for c in want if c in have and c != "user_id"]
+        t = pq.read_table(f, columns=cols)
+        df = t.to_pandas(types_mapper=_arrow_strings().get)
+        del t
+        if not isinstance(df["user_id"].dtype, pd.StringDtype):
+            df["user_id"] = df["user_id"].astype(str).astype("string[pyarrow]")
+        return df
 
     truth = Path(P.truth)
     f = truth / "future_outcomes.parquet"
     if f.exists():
-        fut = pd.read_parquet(f)
-        fut["user_id"] = fut["user_id"].astype(str)
-        return fut, "truth/future_outcomes.parquet"
+        return read(f, columns), "truth/future_outcomes.parquet"
     u = truth / "users_truth.parquet"
-    if u.exists():
-        t = pd.read_parquet(u)
+    if u.exists() and {"true_event_time_days", "tenure_days"} <= set(pq.read_schema(u).names):
+        t = read(u, ["true_event_time_days", "tenure_days"])
         if {"true_event_time_days", "tenure_days"} <= set(t.columns):
             ev, ten = t["true_event_time_days"].to_numpy(float), t["tenure_days"].to_numpy(float)
-            out = pd.DataFrame({"user_id": t["user_id"].astype(str)})
+            out = pd.DataFrame({"user_id": t["user_id"]})
             for h in (90, 180):
                 out[f"churn_next_{h}d"] = (ev >= ten) & (ev < ten + h)
             return out, "derived from users_truth.parquet (planted churn times; no future conversions)"
@@ -145,7 +160,11 @@ def future_target(future: pd.DataFrame, user_ids: pd.Series, kind: str, seed_sha
     col = FUTURE_COLUMNS.get(kind, "").format(h=horizon_days)
     if col not in future:
         return None
-    v = pd.Series(user_ids).astype(str).map(future.set_index("user_id")[col])
+    from ..panel import align
+
+    # looked up in Arrow (helpers.panel.align): the same values as a map over the ids as text (missing
+    # where the truth has no such user), without a Python string per id
+    v = align(pd.Series(user_ids), future[["user_id", col]], "user_id")[col]
     if kind == "churn_event":
         return A.matches(v, True), f"{col} is true"
     x = pd.to_numeric(v, errors="coerce").astype(float)

@@ -49,15 +49,24 @@ def _lower(label: str) -> str:
     return label[:1].lower() + label[1:] if label[:2] != label[:2].upper() else label
 
 
+def _text(s: pd.Series) -> pd.Series:
+    """``s.astype("string")`` unless it is text already (Arrow text stays in Arrow: no Python string per row)."""
+    return s if isinstance(s.dtype, pd.StringDtype) else s.astype("string")
+
+
 def _ordinal(s: pd.Series, cats: Sequence[str]) -> pd.Series:
-    return s.astype("string").map({c: float(i) for i, c in enumerate(cats)}).astype(float)
+    # each distinct text mapped once (the same values as ``.map`` of every row's text)
+    codes, uniques = pd.factorize(_text(s), use_na_sentinel=True)
+    score = {c: float(i) for i, c in enumerate(cats)}
+    table = np.array([score.get(str(u), np.nan) for u in uniques] + [np.nan], dtype=float)
+    return pd.Series(table[codes], index=s.index, name=s.name)
 
 
 def _tokens(s: pd.Series, cats: Sequence[str], prefix: str, multi: bool) -> pd.DataFrame:
     """Multi-hot (multi-valued columns) or one-hot (categorical) indicators; missing -> all zero."""
     # encode each distinct text once and index by its code: a table has few distinct values (or
     # '|'-joined subsets) but up to millions of rows, and splitting every row's text cost 9 s per 200k users
-    codes, uniques = pd.factorize(s.astype("string"), use_na_sentinel=True)
+    codes, uniques = pd.factorize(_text(s), use_na_sentinel=True)
     col = {c: j for j, c in enumerate(cats)}
     # 0/1 as one byte: the indicators are most of the columns (90 of 107 at the default configuration) and
     # every group's columns are held together until joined (0.72 GB as float64 at 1M users, 0.09 GB so)
@@ -78,22 +87,87 @@ def _add(f: Features, group: str, source: str, label: str, cols: pd.DataFrame) -
 
 
 def _assemble(f: Features) -> None:
-    """Join the columns :func:`_add` collected into ``f.X`` (one float block, in the order added)."""
+    """Join the columns :func:`_add` collected into ``f.X`` (in the order added), without copying them.
+
+    Every part keeps its own dtype: the 0/1 indicators of :func:`_tokens` stay one byte each (90 of the
+    106 columns of the default configuration), the other columns float64. The scorers read rows of the
+    matrix as float64 block by block (:func:`rows_matrix`: the same values as ``X.to_numpy(float)``), so the
+    float64 matrix of the whole panel (0.85 GB at 1M users, 8.5 GB at 10M) is never held: 0.22 GB per
+    million users instead.
+    """
     parts, f._parts = f._parts, []
     if parts:
-        columns = [c for _, p in parts for c in p.columns]
-        # filled part by part, each part released once copied: column_stack held every part and the
-        # matrix at once (1.7 GB at 1M users); the same values in the same row-major layout. (Writing the
-        # first column already touches every page of a row-major matrix, so the parts still held then
-        # count in full: hence the one-byte indicators of _tokens.)
-        values = np.empty((len(f.X.index), len(columns)))
-        j = 0
-        while parts:
-            p = parts.pop(0)[1].to_numpy()
-            values[:, j:j + p.shape[1]] = p  # cast to float64 as copied (0/1 indicators are one byte)
-            j += p.shape[1]
-            del p
-        f.X = pd.DataFrame(values, index=f.X.index, columns=columns)
+        frames = [p for _, p in parts]
+        del parts
+        # copy=False: the parts' arrays become the frame's blocks as they are (no consolidation)
+        f.X = pd.concat(frames, axis=1, copy=False)
+        del frames
+
+
+class _Rows:
+    """Reads rows of a feature frame as a C-contiguous float64 array, equal to ``X.to_numpy(float)[rows]``.
+
+    Each column's array (a view of the frame's block, any numeric dtype) is taken once; a block of rows is
+    then filled column by column and cast to float64 on the way (0/1 indicators exactly). Thread-safe:
+    only NumPy reads of the arrays taken at construction.
+    """
+
+    def __init__(self, X: pd.DataFrame | np.ndarray, cols: Sequence[int] | None = None) -> None:
+        if isinstance(X, np.ndarray):
+            a = np.asarray(X, float)
+            self.arrays = [a[:, j] for j in (range(a.shape[1]) if cols is None else cols)]
+            self.n = len(a)
+        else:
+            js = range(X.shape[1]) if cols is None else cols
+            self.arrays = [X.iloc[:, j].to_numpy() for j in js]
+            self.n = len(X)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __call__(self, rows: Any = None) -> np.ndarray:
+        """Rows ``rows`` (a slice, positions or a boolean mask; None: all) as float64, row-major."""
+        if rows is None:
+            rows = slice(None)
+        elif not isinstance(rows, slice):
+            rows = np.asarray(rows)
+            if rows.dtype == bool:
+                rows = np.flatnonzero(rows)
+        m = len(range(*rows.indices(self.n))) if isinstance(rows, slice) else len(rows)
+        out = np.empty((m, len(self.arrays)))
+        for j, col in enumerate(self.arrays):
+            out[:, j] = col[rows]
+        return out
+
+
+def rows_matrix(X: pd.DataFrame | np.ndarray, rows: Any = None, cols: Sequence[int] | None = None) -> np.ndarray:
+    """``X.to_numpy(float)[rows][:, cols]`` as a C-contiguous float64 array, without the whole matrix.
+
+    ``rows``: a slice, row positions or a boolean mask (None: every row); ``cols``: column positions
+    (None: every column). For many blocks of one frame, keep a reader: ``_Rows(X, cols)``.
+    """
+    return _Rows(X, cols)(rows)
+
+
+def rows_mean(read: Any, rows: np.ndarray | None = None, transform: Any = None,
+              chunk: int | None = None) -> np.ndarray:
+    """``transform(read(rows)).mean(axis=0)``, equal bit for bit, reading ``chunk`` rows at a time.
+
+    ``read``: a :class:`_Rows` reader (or anything called with row positions returning a row-major
+    float64 array). NumPy sums a row-major array down its rows one row after the other, so continuing each
+    block's sum from the previous blocks' total repeats its additions exactly (as :func:`column_stats`).
+    """
+    chunk = CHUNK_ROWS if chunk is None else int(chunk)
+    rows = np.arange(len(read)) if rows is None else np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    total = None
+    for i in range(0, max(len(rows), 1), chunk):
+        b = read(rows[i:i + chunk])
+        if transform is not None:
+            b = transform(b)
+        total = np.add.reduce(b if total is None else np.concatenate([total[None], b]), axis=0)
+    return total / len(rows)
 
 
 def _numeric(s: pd.Series) -> np.ndarray:
@@ -232,8 +306,12 @@ def _collect(df: pd.DataFrame, churn_risk: pd.DataFrame | None, sources: Sequenc
 def _churn_feature(f: Features, df: pd.DataFrame, churn_risk: pd.DataFrame, id_col: str) -> None:
     if not {"user_id", CHURN_SCORE} <= set(churn_risk.columns):
         raise ValueError("churn_risk needs columns user_id and churn_prob_90d (the output of 06_churn)")
-    p = df[id_col].astype(str).map(churn_risk.set_index(churn_risk["user_id"].astype(str))[CHURN_SCORE])
-    p = p.astype(float)
+    from ..panel import align
+
+    # each user's score looked up in Arrow (helpers.panel.align): a map over ids turned into Python
+    # strings held 2 x 0.7 GB of them at 10M users; the same values (missing where 06 has no score)
+    p = align(df[id_col], churn_risk[["user_id", CHURN_SCORE]], "user_id")[CHURN_SCORE]
+    p = pd.Series(p.to_numpy(float), index=df.index)
     _add(f, CHURN_SCORE, "model", "90-day churn risk (probability)",
          pd.DataFrame({CHURN_SCORE: p.fillna(p.median()).to_numpy()}, index=df.index))
     f.reason[CHURN_SCORE] = ("high churn risk", "low churn risk")
@@ -373,7 +451,7 @@ def build_seed_features(df: pd.DataFrame, seed_mask: np.ndarray, seed_columns: S
         # the sample's rows once the matrix is joined: the kept groups' columns are then released, so the
         # sample is never held beside every group's columns of the whole panel
         r = np.asarray(rows)
-        kept = f.X.to_numpy()[r]
+        kept = rows_matrix(f.X, r)
         pos = {c: j for j, c in enumerate(f.X.columns)}
         values = np.empty((len(r), sum(len(c) for _, c in order)))
         j = 0
@@ -396,39 +474,51 @@ def build_seed_features(df: pd.DataFrame, seed_mask: np.ndarray, seed_columns: S
 CHUNK_ROWS = 100_000
 
 
-def column_stats(a: np.ndarray, cols: Sequence[int] | None = None,
+def column_stats(a: np.ndarray | pd.DataFrame, cols: Sequence[int] | None = None,
                  chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(b.mean(axis=0), b.std(axis=0))`` of ``b = a[:, cols]`` (default ``a``), equal bit for bit,
     without a temporary copy of ``b``.
 
     NumPy sums a row-major array down its rows one row after the other, so continuing each block's sum
     from the previous blocks' total repeats its additions exactly; ``a.std`` needed a full-size copy of
-    the centred matrix (0.85 GB at 1M users). Other layouts fall back to NumPy's own calls.
+    the centred matrix (0.85 GB at 1M users). Other layouts fall back to NumPy's own calls. ``a`` may be
+    a feature frame (:attr:`Features.X`): its rows are read block by block as float64 (:func:`rows_matrix`),
+    the same numbers as for ``X.to_numpy(float)`` in row-major order, without that matrix.
     """
-    a = np.asarray(a, float)
     chunk = CHUNK_ROWS if chunk is None else int(chunk)
-    if a.ndim != 2 or not a.flags.c_contiguous or len(a) <= chunk:
-        b = a if cols is None else np.ascontiguousarray(a[:, list(cols)])
-        return b.mean(axis=0), b.std(axis=0)
+    if isinstance(a, pd.DataFrame):
+        read = _Rows(a, cols)
+        if len(read) <= chunk:
+            b = read()
+            return b.mean(axis=0), b.std(axis=0)
+        block_of_rows = lambda i: read(slice(i, i + chunk))  # noqa: E731
+    else:
+        a = np.asarray(a, float)
+        if a.ndim != 2 or not a.flags.c_contiguous or len(a) <= chunk:
+            b = a if cols is None else np.ascontiguousarray(a[:, list(cols)])
+            return b.mean(axis=0), b.std(axis=0)
+        block_of_rows = lambda i: (a[i:i + chunk] if cols is None  # noqa: E731
+                                   else np.ascontiguousarray(a[i:i + chunk][:, list(cols)]))
+    n = len(a)
 
     def blockwise_sum(block_of):
         total = None
-        for i in range(0, len(a), chunk):
-            b = block_of(a[i:i + chunk] if cols is None else np.ascontiguousarray(a[i:i + chunk][:, list(cols)]))
+        for i in range(0, n, chunk):
+            b = block_of(block_of_rows(i))
             total = np.add.reduce(b if total is None else np.concatenate([total[None], b]), axis=0)
         return total
 
-    mean = blockwise_sum(lambda b: b) / len(a)
+    mean = blockwise_sum(lambda b: b) / n
 
     def squares(b):
         x = b - mean
         return np.multiply(x, x, out=x)
 
-    return mean, np.sqrt(blockwise_sum(squares) / len(a))
+    return mean, np.sqrt(blockwise_sum(squares) / n)
 
 
 def standardize(X: pd.DataFrame) -> np.ndarray:
-    """Columns centred and scaled to unit variance over the whole panel (constant columns -> 0)."""
-    a = X.to_numpy(float)
+    """Columns centred and scaled to unit variance over the whole panel (constant columns -> 0); row-major."""
+    a = rows_matrix(X)
     mean, sd = column_stats(a)
     return (a - mean) / np.where(sd > 0, sd, 1.0)

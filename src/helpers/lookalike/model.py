@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from .features import CHUNK_ROWS, column_stats
+from .features import CHUNK_ROWS, _Rows, column_stats, rows_mean
 
 
 Estimator = Literal["hgb", "rf"]
@@ -46,21 +46,23 @@ class CosineLookalike:
     def fit(self, X: pd.DataFrame, labelled: np.ndarray) -> "CosineLookalike":
         """Store the panel's scaling and the centroid of the ``labelled`` rows (standardized)."""
         labelled = _check_labels(X, labelled)
-        a = X.to_numpy(float)
-        self.mean_, sd = column_stats(a)
+        # the rows are read as float64 block by block (features.rows_matrix): neither the float matrix of
+        # the panel nor the labelled rows' copy (1.1 GB for a seed of 1.3M users) is held at once
+        read = _Rows(X)
+        self.mean_, sd = column_stats(X)
         self.scale_ = np.where(sd > 0, sd, 1.0)
-        self.centroid_ = ((a[labelled] - self.mean_) / self.scale_).mean(axis=0)
+        self.centroid_ = rows_mean(read, np.flatnonzero(labelled), lambda b: (b - self.mean_) / self.scale_)
         return self
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Cosine similarity in [-1, 1] of every row to the centroid."""
-        a = X.to_numpy(float)
-        out = np.empty(len(a))
+        read = _Rows(X)
+        out = np.empty(len(read))
         norm_c = np.linalg.norm(self.centroid_)
         # by blocks of rows: each row's similarity is its own, and the standardized copy of the whole
         # panel (plus the squares of the norm) cost 1.7 GB at 1M users
-        for i in range(0, len(a), CHUNK_ROWS):
-            z = (a[i:i + CHUNK_ROWS] - self.mean_) / self.scale_
+        for i in range(0, len(read), CHUNK_ROWS):
+            z = (read(slice(i, i + CHUNK_ROWS)) - self.mean_) / self.scale_
             num = z @ self.centroid_
             den = np.linalg.norm(z, axis=1) * norm_c
             out[i:i + CHUNK_ROWS] = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
@@ -164,31 +166,34 @@ class PropensityLookalike:
         if y.sum() < self.n_folds:
             raise ValueError(f"{int(y.sum())} labelled rows is fewer than n_folds={self.n_folds}")
         self.columns_ = list(X.columns)
-        a = X.to_numpy(float)
+        # rows read as float64 when needed (features.rows_matrix): the training sample once, the other
+        # rows block by block -- never the float matrix of the whole panel (8.5 GB at 10M users)
+        read = _Rows(X)
         self.sample_ = training_sample(y, self.max_labelled, self.max_unlabelled, self.random_state)
         rows = np.flatnonzero(self.sample_)
         rest = np.flatnonzero(~self.sample_)
+        a_s = read(rows)  # = X.to_numpy(float)[rows]
         ys = y[rows]
         # inverse sampling rates: the calibrator sees the panel's mix, not the sample's
         rate_l = ys.sum() / max(1, y.sum())
         rate_u = (~ys).sum() / max(1, (~y).sum())
         self.sample_weight_ = np.where(ys, 1 / rate_l, 1 / rate_u)
         cv = StratifiedKFold(self.n_folds, shuffle=True, random_state=self.random_state)
-        splits = list(cv.split(a[rows], ys))
+        splits = list(cv.split(a_s, ys))
 
         def fit_fold(k: int):
             # OpenMP's thread count is per thread: the limit set around the pool does not reach this
             # worker, whose boosting then ran on 2 OpenMP threads beside the other fold's (4 on 2 cores)
             with threadpool_limits(1, user_api="openmp"):
                 tr, te = splits[k]
-                m = make_estimator(self.estimator, self.random_state + k).fit(a[rows[tr]], ys[tr])
-                return m, _predict(m, a[rows[te]])
+                m = make_estimator(self.estimator, self.random_state + k).fit(a_s[tr], ys[tr])
+                return m, _predict(m, a_s[te])
 
         def predict_block(m, i: int) -> np.ndarray:
             # the other rows by blocks (each row's score is its own): a column-major copy of all of them
             # at once was 0.8 GB at 1M users, and blocks keep both cores busy beside the odd fifth fit
             with threadpool_limits(1, user_api="openmp"):
-                return _predict(m, a[rest[i:i + PREDICT_ROWS]])
+                return _predict(m, read(rest[i:i + PREDICT_ROWS]))
 
         starts = range(0, len(rest), PREDICT_ROWS)
         # both cores: folds run in parallel Python threads (the boosting releases the GIL), each with ONE
@@ -215,7 +220,7 @@ class PropensityLookalike:
                     self.oof_raw_[rest] += np.concatenate(p_rest) / self.n_folds
                 self.folds_.append(rows[te])
                 self.fold_models_.append(m)
-            self.model_ = (make_estimator(self.estimator, self.random_state).fit(a[rows], ys)
+            self.model_ = (make_estimator(self.estimator, self.random_state).fit(a_s, ys)
                            if self.refit else None)
         # cross-fitted calibration on the training rows
         self.oof_proba_ = np.empty(len(y))
@@ -250,7 +255,7 @@ class PropensityLookalike:
         if list(X.columns) != self.columns_:
             raise ValueError("X must have the same feature columns, in the same order, as in fit")
         with threadpool_limits(self.n_threads):
-            return _predict(self.model_, X.to_numpy(float))
+            return _predict(self.model_, _Rows(X)())
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated ``P(s = 1 | x)`` (probability of being *labelled*) for new users."""

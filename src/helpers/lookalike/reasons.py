@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from .evaluation import LookalikeRun
-from .features import CHUNK_ROWS, Features, column_stats
+from .features import CHUNK_ROWS, Features, _Rows, column_stats, rows_mean
 from .model import PropensityLookalike
 from .seeds import Seed
 
@@ -80,11 +80,12 @@ def model_importance(model: PropensityLookalike, X: pd.DataFrame, features: Feat
 
 def seed_profile(features: Features, seed_mask: np.ndarray) -> pd.Series:
     """Standardized mean difference (seed minus panel, in panel SDs) of every feature column."""
-    # standardized seed rows only: the same numbers as standardizing the whole panel first
-    a = features.X.to_numpy(float)
-    mean, sd = column_stats(a)
-    z = (a[np.asarray(seed_mask, bool)] - mean) / np.where(sd > 0, sd, 1.0)
-    return pd.Series(z.mean(axis=0), index=features.X.columns)
+    # standardized seed rows only, block by block: the same numbers as standardizing the whole panel
+    # first, without the float matrix of the panel or of the seed's rows (1.1 GB for 1.3M seed members)
+    mean, sd = column_stats(features.X)
+    sd = np.where(sd > 0, sd, 1.0)
+    prof = rows_mean(_Rows(features.X), np.flatnonzero(np.asarray(seed_mask, bool)), lambda b: (b - mean) / sd)
+    return pd.Series(prof, index=features.X.columns)
 
 
 def explain_importance(importance: pd.DataFrame, profile: pd.Series, features: Features, top: int = 5) -> list[str]:
@@ -124,22 +125,22 @@ def reason_codes(features: Features, seed_mask: np.ndarray, rows: np.ndarray | N
     # standardization is per column, so the kept columns alone give the same z and seed profile; the
     # panel is standardized block by block (each row's reasons are its own): the standardized copy and
     # the contributions of every user at once were 1.5 GB at 1M users
-    a = features.X.to_numpy(float)
     pos = {c: i for i, c in enumerate(features.X.columns)}
     idx = np.array([pos[c] for c in keep])
-    mean, sd = column_stats(a, idx)
+    read = _Rows(features.X, idx)  # the kept columns of any rows, as float64 (never the panel's matrix)
+    mean, sd = column_stats(features.X, idx)
     sd = np.where(sd > 0, sd, 1.0)
-    d = ((np.ascontiguousarray(a[np.asarray(seed_mask, bool)][:, idx]) - mean) / sd).mean(axis=0)
+    d = rows_mean(read, np.flatnonzero(np.asarray(seed_mask, bool)), lambda b: (b - mean) / sd)
     indicator = np.array([features.reason[c][1] is None for c in keep], dtype=bool)
     names = [(features.reason[c][0], features.reason[c][1] or features.reason[c][0]) for c in keep]
     rows_sel = np.flatnonzero(sel)
     slots = np.full((len(rows_sel), min(top_k, len(keep))), -1, dtype=np.int64)
-    every_row = len(rows_sel) == len(a)
+    every_row = len(rows_sel) == len(read)
     for start in range(0, len(rows_sel), CHUNK_ROWS):
         block = rows_sel[start:start + CHUNK_ROWS]
-        # only the kept columns of the block's rows are copied (a[block] copied every column first)
+        # only the kept columns of the block's rows are read
         rows_of = slice(start, start + len(block)) if every_row else block
-        z = (np.ascontiguousarray(a[rows_of, :][:, idx]) - mean) / sd
+        z = (read(rows_of) - mean) / sd
         slots[start:start + len(block)] = _top_reasons(z, d, indicator, slots.shape[1], min_contribution)
     # a text per distinct combination of reasons (a few thousand), not per user; combinations are coded
     # as one integer each (np.unique over rows sorted the million rows as byte strings)
@@ -188,8 +189,12 @@ def scores_frame(user_ids: pd.Series, run: LookalikeRun, seed: Seed, reasons: pd
     score; seed members and ineligible users get no rank), ``seed_label_third_party`` (the seed's name may
     reveal 2nd/3rd-party traits), ``reason_codes`` and, when given, ``churn_prob_90d``.
     """
+    from ..panel import _ids, align
+
     cand = run.candidates
-    out = pd.DataFrame({"user_id": pd.Series(user_ids).astype(str).to_numpy(), "audience": seed.name,
+    # identifiers as Arrow text (10M ids as Python strings: 0.7 GB); written as the same text column
+    uid = _ids(pd.Series(user_ids).reset_index(drop=True))
+    out = pd.DataFrame({"user_id": uid.array, "audience": seed.name,
                         "in_seed": run.train, "eligible": cand | run.train if run.eligible is None
                         else np.asarray(run.eligible, bool),
                         "score": run.proba, "cosine_score": run.cosine,
@@ -199,8 +204,9 @@ def scores_frame(user_ids: pd.Series, run: LookalikeRun, seed: Seed, reasons: pd
     if reasons is not None:
         out["reason_codes"] = reasons.reindex(pd.Series(user_ids).index).to_numpy()
     if churn_risk is not None:
-        out["churn_prob_90d"] = out["user_id"].map(
-            churn_risk.set_index(churn_risk["user_id"].astype(str))["churn_prob_90d"]).astype(float)
+        # looked up in Arrow (helpers.panel.align), not through an index of Python strings
+        p = align(out["user_id"], churn_risk[["user_id", "churn_prob_90d"]], "user_id")["churn_prob_90d"]
+        out["churn_prob_90d"] = p.to_numpy(float)
     return out
 
 
