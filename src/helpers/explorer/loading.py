@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .. import artifacts
 from .. import metrics as metrics_mod
@@ -16,6 +17,10 @@ from .common import MAKE_TARGET, file_name, ingest_meta, jsonable, producer, run
 SEGMENT_COLUMNS = ("user_id", "segment")
 AFFINITY_COLUMNS = ("segment", "family", "attribute", "index_type", "index", "ci_low", "ci_high", "q_value",
                     "significant", "n_unweighted", "base_flag", "tier")
+#: text columns of per-user artifacts with few distinct values, held as categories (codes and one string per
+#: value): the lookalike stage's reason codes were 62 MB per million users as Arrow text, its seed name 27 MB
+#: as Python objects
+CODED_TEXT = {"lookalike_scores": ("reason_codes", "audience")}
 #: What the app reads: (key, registered artifact name, required); files and producers come from the registry.
 ARTIFACTS: tuple[tuple[str, str, bool], ...] = (
     ("unified", "unified", True), ("segments", "segments", True),
@@ -62,8 +67,15 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> Non
 
 
 def _optional(paths: Paths, name: str) -> pd.DataFrame | None:
-    """A registered artifact when the run has it (stale ones are shown: the header lists them), else None."""
-    return artifacts.load(paths, name, allow_stale=True) if artifacts.exists(paths, name) else None
+    """A registered artifact when the run has it (stale ones are shown: the header lists them), else None.
+    Text of a Parquet artifact stays Arrow text (``string[pyarrow]``): a Python string per id of each
+    per-user artifact took ~0.07 GB per million users and artifact."""
+    return artifacts.load(paths, name, allow_stale=True, arrow_strings=True) if artifacts.exists(paths, name) else None
+
+
+def _text_ids(ids: pd.Series) -> pd.Series:
+    """Identifiers as Arrow text (kept when they already are): no Python string per id."""
+    return ids if isinstance(ids.dtype, pd.StringDtype) else ids.astype(str).astype("string[pyarrow]")
 
 
 @dataclass
@@ -77,7 +89,6 @@ class ExplorerData:
     paths: Paths
     panel: pd.DataFrame
     affinity: pd.DataFrame
-    segments: pd.DataFrame | None = None
     profiles: pd.DataFrame | None = None
     churn_risk: pd.DataFrame | None = None
     segment_value: pd.DataFrame | None = None
@@ -85,6 +96,20 @@ class ExplorerData:
     metrics: dict = field(default_factory=dict)
     cfg: Any = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def segments(self) -> pd.DataFrame:
+        """``segments.parquet`` (posterior probabilities too), read when first asked and kept: only a segment
+        export needs it (its score is the posterior); the panel carries each user's ``segment`` and
+        ``segment_name``. Not held from the start: 0.14 GB per million users."""
+        if "segments" not in self._cache:
+            self._cache["segments"] = as_user_id(artifacts.load(self.paths, "segments", arrow_strings=True),
+                                                 artifacts.id_column(self.paths))
+        return self._cache["segments"]
+
+    @segments.setter
+    def segments(self, frame: pd.DataFrame | None) -> None:
+        self._cache["segments"] = frame
 
     @property
     def segment_ids(self) -> list[int]:
@@ -97,12 +122,23 @@ class ExplorerData:
 
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:
         """Row positions in the panel of ``ids`` (in their order; ids not in the panel are left out)."""
-        if self._cache.get("user_index", (None,))[0] is not self.panel:  # hashed once, not per call
-            self._cache["user_index"] = (self.panel, pd.Index(self.panel["user_id"].astype(str)))
+        if self._cache.get("user_index", (None,))[0] is not self.panel:  # checked once, not per call
+            uid = _text_ids(self.panel["user_id"])
+            self._cache["user_index"] = (self.panel, pa_text(uid) if not uid.duplicated().any() else None)
         index = self._cache["user_index"][1]
-        if not index.is_unique:
+        if index is None:
             raise ValueError("the panel lists a user_id more than once")
-        pos = index.get_indexer(pd.Index(pd.Series(ids).astype(str)))
+        import pyarrow.compute as pc
+
+        # looked up in Arrow, hashing only the ids asked for (an index of the panel's ids as Python strings
+        # was ~0.07 GB per million users): each distinct id's panel row, then the ids in their order
+        want = pa_text(_text_ids(ids if isinstance(ids, pd.Series) else pd.Series(list(ids), dtype=object)))
+        distinct = pc.unique(want)
+        hit = pc.index_in(index, value_set=distinct)
+        found = hit.is_valid().to_numpy(zero_copy_only=False)
+        row_of = np.full(len(distinct), -1, dtype=np.int64)
+        row_of[hit.filter(hit.is_valid()).to_numpy(zero_copy_only=False).astype(np.int64)] = np.flatnonzero(found)
+        pos = row_of[pc.index_in(want, value_set=distinct).to_numpy(zero_copy_only=False).astype(np.int64)]
         return pos[pos >= 0].astype(int)
 
     def panel_version(self) -> str:
@@ -115,10 +151,24 @@ class ExplorerData:
         return self._cache["version"]
 
     def optional(self, name: str) -> pd.DataFrame | None:
-        """Registered artifact ``name`` with ``user_id`` as its id column, read once (None when absent)."""
+        """Registered artifact ``name`` with ``user_id`` as its id column, read once (None when absent).
+        Text is Arrow text; the few-valued text of the lookalike scores (:data:`CODED_TEXT`) is categorical."""
         if name not in self._cache:
-            self._cache[name] = as_user_id(_optional(self.paths, name), artifacts.id_column(self.paths))
+            df = as_user_id(_optional(self.paths, name), artifacts.id_column(self.paths))
+            for c in CODED_TEXT.get(name, ()):
+                if df is not None and c in df.columns:
+                    df[c] = df[c].astype("category")
+            self._cache[name] = df
         return self._cache[name]
+
+
+def pa_text(ids: pd.Series):
+    """A text Series as one Arrow string array (no copy when it is Arrow text already)."""
+    import pyarrow as pa
+
+    arr = pa.array(ids.array) if isinstance(ids.dtype, pd.StringDtype) else pa.array(ids.astype(str).to_numpy(object))
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return arr.cast(pa.string()) if arr.type != pa.string() else arr
 
 
 def as_user_id(df: pd.DataFrame | None, idc: str) -> pd.DataFrame | None:
@@ -135,7 +185,7 @@ def _check_segments(segments: pd.DataFrame) -> None:
         rows = segments.index[segments["segment"].isna()][:5].tolist()
         raise ValueError(f"{seg_file} has missing segment labels (rows e.g. {rows}); "
                          f"re-create it with `{MAKE_TARGET}`")
-    dup = segments["user_id"].astype(str).duplicated()
+    dup = _text_ids(segments["user_id"]).duplicated()  # compared as Arrow text
     if dup.any():
         raise ValueError(f"{seg_file} lists {int(dup.sum())} user_id more than once (e.g. "
                          f"{segments.loc[dup, 'user_id'].iloc[0]!r}); each user needs exactly one segment")
@@ -161,8 +211,13 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
         if why:
             raise artifacts.StaleArtifact(f"{why}; re-run notebook {producer(name)} (`{MAKE_TARGET}`)")
     idc = artifacts.id_column(paths)
-    segments = as_user_id(artifacts.load(paths, "segments"), idc)
+    # checked on the columns the check reads, then released (the panel reads its segment columns itself;
+    # ExplorerData.segments reads the whole file when a segment export needs it)
+    have = pq.read_schema(artifacts.artifact("segments").path(paths)).names
+    cols = [c for c in dict.fromkeys((idc, "user_id", "segment", "segment_name")) if c in have]
+    segments = as_user_id(artifacts.load(paths, "segments", columns=cols, arrow_strings=True), idc)
     _check_segments(segments)
+    del segments
     # the one panel (unified + weight + segment): helpers.panel.Panel, users without a segment dropped
     from ..panel import Panel
 
@@ -172,14 +227,15 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
     if idc != "user_id" and idc in panel.columns and "user_id" not in panel.columns:
         panel.columns = ["user_id" if c == idc else c for c in panel.columns]
     _require_columns(panel, ["user_id"], "the unified table")
-    panel["user_id"] = panel["user_id"].astype(str)
+    # the ids stay Arrow text as the panel reads them (Python strings: ~0.07 GB per million users)
+    panel["user_id"] = _text_ids(panel["user_id"])
     if panel["segment"].isna().any():
         panel = panel[panel["segment"].notna()].copy()  # rare: users without a segment
     if panel.empty:
         raise ValueError(f"no user_id of {file_name('segments')} is in the unified table: the two artifacts come "
                          f"from different runs; re-create them with `{MAKE_TARGET}`")
     panel["segment"] = panel["segment"].astype(int)
-    panel["segment_name"] = panel["segment_name"].astype(str)
+    panel["segment_name"] = panel["segment_name"].astype(str)  # one shared str object per distinct name (Panel)
     aff_file = file_name("affinity_table")
     affinity = artifacts.load(paths, "affinity_table")
     _require_columns(affinity, AFFINITY_COLUMNS, aff_file)
@@ -190,7 +246,7 @@ def load_explorer_data(paths: Paths, config_path: Any = None) -> ExplorerData:
                          f"the two come from different segmentations; re-create them with `{MAKE_TARGET}`")
     affinity["segment"] = affinity["segment"].astype(int)
     panel.index = pd.RangeIndex(len(panel))
-    data = ExplorerData(paths=paths, panel=panel, affinity=affinity, segments=segments,
+    data = ExplorerData(paths=paths, panel=panel, affinity=affinity,
                         metrics=metrics_mod.read(paths.metrics), cfg=run_config(paths, config_path))
     data.profiles = data.optional("segment_profiles")
     data.churn_risk = data.optional("churn_risk")
