@@ -336,6 +336,22 @@ def test_truth_validation_frame_joins_in_the_engine_and_orders_by_user(duckdb_co
     assert out["weight"].tolist() == [2.0, 3.0, 1.0] and out["true_segment"].tolist() == [7, 5, 6]
 
 
+def test_truth_validation_frame_above_max_rows_hands_over_a_seeded_sample_in_user_order(duckdb_con):
+    import ibis
+
+    n = 50
+    ids = [f"u{i:03d}" for i in range(n)]
+    panel = ibis.memtable(pd.DataFrame({"user_id": ids[::-1], "segment": np.arange(n)[::-1] % 3,
+                                        "weight": np.arange(n, dtype=float)[::-1]}))
+    truth = ibis.memtable(pd.DataFrame({"user_id": ids, "true_segment": np.arange(n)}))
+    full = A.truth_validation_frame(panel, truth, ["segment", "weight"], con=duckdb_con, max_rows=n)
+    assert full.attrs["population"] == n and full["true_segment"].tolist() == list(range(n))  # the whole join
+    out = A.truth_validation_frame(panel, truth, ["segment", "weight"], con=duckdb_con, max_rows=10, seed=4)
+    keep = np.sort(np.random.default_rng(4).choice(n, 10, replace=False))
+    assert out.attrs["population"] == n and list(out.columns) == ["segment", "weight", "true_segment"]
+    assert out["true_segment"].tolist() == keep.tolist() and out["weight"].tolist() == keep.astype(float).tolist()
+
+
 def test_misassignment_bias_is_zero_with_true_labels_and_grows_with_label_noise(small_panel):
     lab = small_panel.truth["true_segment"].to_numpy()
     vals = small_panel.data[S.CHANNEL_METRICS]

@@ -952,20 +952,40 @@ def interval_coverage(values: pd.DataFrame, labels: np.ndarray, weights: np.ndar
             "replicates": int(replicates), "n": int(n), "cells": int(k * m), "per_cell": per_cell}
 
 
-def truth_validation_frame(table, truth, columns: Sequence[str], con=None) -> pd.DataFrame:
+def truth_validation_frame(table, truth, columns: Sequence[str], con=None, max_rows: int | None = None,
+                           seed: int = 0) -> pd.DataFrame:
     """The ``columns`` of the panel ``table`` with each user's planted ``true_segment``, for the validation.
 
     ``truth`` is the generator's ``users_truth`` as an Ibis table of the same backend (``user_id``,
     ``true_segment``). The engine joins the two on ``user_id`` (inner) and orders the rows by it, so every
     engine returns the same rows in the same order (the coverage study's draws are reproducible); the ids
     themselves are not returned.
+
+    ``max_rows``: when the join has more rows, only a seeded simple random sample of ``max_rows`` of them
+    (positions in the ``user_id`` order drawn by ``numpy.random.default_rng(seed)``, kept in that order) leaves
+    the engine, so the frame in memory stays bounded at any panel size (10M users: 1M rows instead of all);
+    ``frame.attrs["population"]`` is then the join's row count. At or below ``max_rows`` the frame is the
+    whole join, as without it.
     """
     import ibis
 
+    backend = con if con is not None else ibis.get_backend(table)
     t = truth.select(uid_t_=truth["user_id"].cast("string"), true_segment=truth["true_segment"])
     j = table.select(*columns, uid_=table["user_id"].cast("string"))
-    expr = j.join(t, j["uid_"] == t["uid_t_"]).order_by("uid_").drop("uid_", "uid_t_")
-    return (con if con is not None else ibis.get_backend(table)).execute(expr).reset_index(drop=True)
+    joined = j.join(t, j["uid_"] == t["uid_t_"]).drop("uid_t_")
+    n = None
+    if max_rows is not None:
+        n = int(backend.execute(joined.count()))
+    if n is not None and n > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(n, int(max_rows), replace=False))
+        ranked = joined.mutate(pos_=ibis.row_number().over(ibis.window(order_by=joined["uid_"])))
+        picks = ibis.memtable(pd.DataFrame({"pos_k_": keep.astype(np.int64)}))
+        expr = ranked.filter(ranked["pos_"].isin(picks["pos_k_"])).order_by("uid_").drop("uid_", "pos_")
+    else:
+        expr = joined.order_by("uid_").drop("uid_")
+    out = backend.execute(expr).reset_index(drop=True)
+    out.attrs["population"] = len(out) if n is None or n <= (max_rows or n) else n
+    return out
 
 
 def misassignment_bias(values: pd.DataFrame, estimated: np.ndarray, true: np.ndarray,
