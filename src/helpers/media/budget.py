@@ -483,7 +483,10 @@ def fit_response(md, audience_ids, seed: int = 0, max_users: int = 50_000,
     if getattr(md, "users", None) is not None and "monthly_conversions" in md.users.columns:
         mc = pd.to_numeric(md.users.set_index(md.users["user_id"].astype(str))["monthly_conversions"],
                            errors="coerce")
-        prior_conv = mc.reindex(pos).fillna(mc.median()).to_numpy(float)
+        # the fill value: the median over every customer (``md.cache`` holds it when ``md.users`` keeps only the
+        # media data's users, see helpers.media.stage.prepare)
+        prior_conv = mc.reindex(pos).fillna(md.cache.get("monthly_conversions_median", mc.median())
+                                            if isinstance(getattr(md, "cache", None), dict) else mc.median()).to_numpy(float)
     z = np.log1p(prior_conv) - np.log1p(prior_conv).mean()
     if not pooled:                      # one group: the audience's curves are the run's
         codes, target = np.zeros(len(pos), dtype=int), 0

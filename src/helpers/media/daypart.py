@@ -18,16 +18,18 @@ from statsmodels.base._penalties import L2
 WEEKDAY_LABELS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
-def cell_counts(conversions: pd.DataFrame, groups: pd.Series, dates) -> pd.DataFrame:
+def cell_counts(conversions: pd.DataFrame, groups: pd.Series, dates, sizes: pd.Series | None = None) -> pd.DataFrame:
     """Conversions per group x weekday x hour with the exposure (user-days) of each cell.
 
-    ``groups``: group label indexed by user_id (users absent from it are dropped).
+    ``groups``: group label indexed by user_id (users absent from it are dropped); ``sizes``: users per group
+    for the exposure (default ``groups.value_counts()``; a stage that keeps only some users' labels passes the
+    counts of the whole table).
     """
     c = conversions.assign(group=conversions["user_id"].map(groups)).dropna(subset=["group"])
     c["weekday"] = pd.to_datetime(c["date"]).dt.weekday
     g = c.groupby(["group", "weekday", "hour"])["conversions"].sum()
     days = pd.Series(pd.to_datetime(pd.Series(dates)).dt.weekday).value_counts()
-    sizes = groups.value_counts()
+    sizes = groups.value_counts() if sizes is None else sizes
     full = pd.MultiIndex.from_product([sorted(sizes.index), range(7), range(24)],
                                       names=["group", "weekday", "hour"])
     out = g.reindex(full, fill_value=0).reset_index()

@@ -28,11 +28,16 @@ class Stage:
     reason: str = ""
     md: MediaData | None = None
     users: pd.DataFrame | None = None
-    groups: pd.Series | None = None          # segment label (name) by user_id
-    group_codes: pd.Series | None = None     # segment code by user_id
+    groups: pd.Series | None = None          # segment label (name) by user_id, of the media data's users
+    group_codes: pd.Series | None = None     # segment code by user_id, of the media data's users
     dates: pd.DatetimeIndex | None = None
     generated_here: bool = False
     notes: list = field(default_factory=list)
+    #: customers per segment label over the whole customer table (``groups.value_counts()`` before the media
+    #: tables' users were kept), largest first
+    group_sizes: pd.Series | None = None
+    #: segment label of each segment code (whole customer table)
+    segment_names: dict = field(default_factory=dict)
 
     @property
     def has_truth(self) -> bool:
@@ -54,19 +59,65 @@ def prepare(P, seed: int = 42) -> Stage:
         else:
             return Stage(P, False, missing_reason(P))
     # only what the stage reads from the customer table and the segments (the pre-period covariate, the
-    # segment of each user): the full tables would be most of the stage's memory at scale
-    users = artifacts.load(P, "unified", columns=["user_id", "monthly_conversions"])
-    md = load_media(P, users=users)
+    # segment of each user), and only the rows of the users in the media tables (the measurement panel, at most
+    # 100k people) beyond the customer-wide counts: as whole tables of Python strings they were 1.2 GB at a
+    # million customers (12 GB at 10M); what the media steps read of them is the same
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    users = artifacts.load(P, "unified", columns=["user_id", "monthly_conversions"], arrow_strings=True)
+    md = load_media(P)
+    media_ids = _media_user_ids(md)
+    # the fill value of a missing pre-period covariate in the response fit: the median over every customer
+    md.cache["monthly_conversions_median"] = float(pd.to_numeric(users["monthly_conversions"], errors="coerce").median())
+    users = _rows_of(users, media_ids)
+    users["user_id"] = users["user_id"].astype(object)
+    users = users.reset_index(drop=True)
+    md.users = users
     try:
-        seg = artifacts.load(P, "segments", columns=["user_id", "segment", "segment_name"])
-        groups = pd.Series(seg["segment_name"].astype(str).to_numpy(), index=seg["user_id"].astype(str))
-        codes = pd.Series(seg["segment"].to_numpy(), index=seg["user_id"].astype(str))
+        seg = artifacts.load(P, "segments", columns=["user_id", "segment", "segment_name"], arrow_strings=True)
+        names = seg["segment_name"].astype(object).astype(str) if seg["segment_name"].hasnans else seg["segment_name"]
+        sizes = names.value_counts()
+        sizes = pd.Series(sizes.to_numpy(), index=pd.Index(sizes.index.astype(object).astype(str), dtype=object))
+        pairs = pd.DataFrame({"c": seg["segment"].to_numpy(), "n": names}).drop_duplicates("c")
+        seg_names = dict(zip(pairs["c"].tolist(), pairs["n"].astype(object).astype(str).tolist()))
+        del names, pairs
+        seg = _rows_of(seg, media_ids)
+        groups = pd.Series(seg["segment_name"].astype(object).astype(str).to_numpy(),
+                           index=seg["user_id"].astype(object).astype(str))
+        codes = pd.Series(seg["segment"].to_numpy(), index=seg["user_id"].astype(object).astype(str))
     except FileNotFoundError:
+        n_all = artifacts.load(P, "unified", columns=["user_id"], arrow_strings=True).shape[0]
         ids = users["user_id"].astype(str)
         groups = pd.Series("All customers", index=ids)
         codes = pd.Series(0, index=ids)
+        sizes = pd.Series([n_all], index=pd.Index(["All customers"], dtype=object))
+        seg_names = {0: "All customers"}
     dates = pd.DatetimeIndex(sorted(pd.to_datetime(md.spend["date"]).unique()))
-    return Stage(P, True, "", md, users, groups, codes, dates, generated)
+    S = Stage(P, True, "", md, users, groups, codes, dates, generated, group_sizes=sizes, segment_names=seg_names)
+    return S
+
+
+def _media_user_ids(md: MediaData):
+    """The distinct user ids of every media table (Arrow text)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = [pa.array(t["user_id"].astype(str), type=pa.large_string()) for t in
+             (md.assignment, md.exposures, md.conversions, md.touch_paths, md.users_truth)
+             if t is not None and "user_id" in t]
+    return pc.unique(pa.chunked_array(parts, type=pa.large_string())) if parts else pa.array([], pa.large_string())
+
+
+def _rows_of(frame: pd.DataFrame, ids) -> pd.DataFrame:
+    """The rows of ``frame`` whose ``user_id`` is one of ``ids`` (an Arrow membership test, in the frame's order)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = pa.array(frame["user_id"], from_pandas=True)
+    col = col.cast(pa.large_string()) if pa.types.is_string(col.type) else col
+    keep = pc.is_in(col.cast(pa.large_string()), value_set=ids).to_numpy(zero_copy_only=False)
+    return frame.loc[keep]
 
 
 # --- reach ----------------------------------------------------------------------------------------
@@ -91,11 +142,17 @@ def reach_section(S: Stage, seed: int = 0) -> dict | None:
 
 # --- budget ---------------------------------------------------------------------------------------
 def target_audience(S: Stage, segment=None) -> tuple[str, pd.Index]:
-    """(name, user ids) of the target segment: ``segment`` (code or name) or the largest one."""
+    """(name, user ids) of the target segment: ``segment`` (code or name) or the largest one (by customers).
+
+    The ids are those of the segment's users in the media data (the only ones the media models read);
+    ``S.group_sizes[name]`` is the segment's size over the whole customer table."""
+    sizes = S.group_sizes if S.group_sizes is not None else S.groups.value_counts()
     if segment is None:
-        name = S.groups.value_counts().index[0]
-    elif segment in set(S.groups):
+        name = sizes.index[0]
+    elif segment in set(sizes.index):
         name = segment
+    elif segment in S.segment_names:
+        name = S.segment_names[segment]
     else:
         name = S.groups[S.group_codes == segment].iloc[0]
     return str(name), pd.Index(S.groups.index[S.groups == name])
@@ -164,9 +221,10 @@ def segment_scores(S: Stage, table: pd.DataFrame, budget_per_person: float = 1.0
     ut = S.md.users_truth.set_index(S.md.users_truth["user_id"].astype(str))
     days = int(S.md.truth["days"])
     rows = []
-    for name in S.groups.value_counts().index:
+    sizes = S.group_sizes if S.group_sizes is not None else S.groups.value_counts()
+    for name in sizes.index:
         ids = S.groups.index[S.groups == name]
-        if len(ids) < 30:
+        if sizes[name] < 30:      # the segment's customers (whole table), as before the media users were kept
             continue
         m = BU.model_from_table(S.md, ids, table, S.groups)
         u = ut.loc[m.users].reset_index(drop=True)
@@ -197,7 +255,7 @@ def fit_and_save_response_model(P, segment=None, seed: int = 0):
 def daypart_section(S: Stage) -> dict | None:
     if not S.ok or S.md.conversions is None:
         return None
-    cells = DP.cell_counts(S.md.conversions, S.groups, S.dates)
+    cells = DP.cell_counts(S.md.conversions, S.groups, S.dates, sizes=S.group_sizes)
     fit = DP.fit_profile(cells)
     out = {"fit": fit, "best": DP.best_cells(fit, 3), "corr": None}
     if S.has_truth:
