@@ -214,3 +214,48 @@ def test_post_truth_is_read_lazily_and_gives_the_frames_answers(tmp_path, monkey
         pd.testing.assert_series_equal(stage.truth_of(lazy, ids, "sentiment"), stage.truth_of(full, ids, "sentiment"))
     posts = posts.assign(topic=pd.Series(full["topic"].to_numpy()[:len(posts)]).sample(frac=1, random_state=2).to_numpy())
     assert stage.post_topic_accuracy(posts, lazy) == stage.post_topic_accuracy(posts, full)
+
+
+def test_user_sample_reads_only_the_sampled_users_posts_rates_and_truth(tmp_path):
+    from helpers import paths
+    from helpers.text import stage
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    P.truth.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"user_id": [f"U{i}" for i in range(60)], "true_segment": np.arange(60) % 5,
+                  "state": "CA", "gender": "female"}).to_parquet(P.truth / "users_truth.parquet")
+    posts, _ = stage.ensure_posts(P, seed=3)
+    assert stage.sample_positions(60, 60, 1) is None and stage.sample_positions(60, None, 1) is None
+    pick = stage.sample_positions(60, 20, 1)
+    assert len(pick) == 20 and (np.diff(pick) > 0).all()
+    ids = pd.Series([f"U{i}" for i in pick])
+    mine, where = stage.ensure_posts(P, seed=3, user_ids=ids)
+    want = posts[posts["user_id"].isin(set(ids))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine.reset_index(drop=True), want)
+    assert "20 sampled users" in where
+    _, truth, rates = stage.read_text_truth(P, user_ids=ids)
+    all_rates = pd.read_parquet(P.truth / "posts_user_rates.parquet")
+    assert rates["user_id"].tolist() == all_rates.loc[all_rates["user_id"].isin(set(ids)), "user_id"].tolist()
+    full = pd.read_parquet(truth.path)
+    got = truth.read(["post_id", "topic"])
+    assert set(got["post_id"]) == set(full.loc[full["user_id"].isin(set(ids)), "post_id"])
+    assert stage.post_topic_accuracy(want.assign(topic=stage.truth_of(full, want["post_id"], "topic")), truth) == 1.0
+
+
+def test_write_post_topics_in_batches_equals_the_whole_table_saved(tmp_path):
+    from helpers import artifacts, paths
+    from helpers.text import stage
+    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
+    P.truth.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"user_id": [f"U{i}" for i in range(80)], "true_segment": np.arange(80) % 5,
+                  "state": "CA", "gender": "female"}).to_parquet(P.truth / "users_truth.parquet")
+    posts, _ = stage.ensure_posts(P, seed=5)
+    tm = stage.topic_model(posts, [3, 4], 0, 200, 5, 1, 1, stage.read_text_params(P))
+    whole = audiences.assign_topics(posts, tm.lda, tm.vectorizer, tm.labels)
+    f, n = stage.write_post_topics(P, tm, batch_size=37)
+    assert n == len(posts)
+    got = pd.read_parquet(f)
+    want = whole[[c for c in stage.POST_TOPIC_COLUMNS if c in whole]].reset_index(drop=True)
+    assert list(got.columns) == list(want.columns)
+    for c in want.columns:
+        assert got[c].astype(object).tolist() == want[c].astype(object).tolist(), c
+    assert artifacts.exists(P, "post_topics")

@@ -36,18 +36,41 @@ from . import topics as _topics
 STRING = pd.StringDtype("pyarrow")
 
 
-def load_posts(P: Any) -> pd.DataFrame | None:
-    """Posts of the run (``user_id, platform, date, text``; ``post_id`` when present), or None."""
+def posts_path(P: Any) -> Path | None:
+    """The file :func:`load_posts` reads (the validated table when ingestion wrote one, else the raw one)."""
     from .. import artifacts
+    if artifacts.exists(P, "posts"):
+        return artifacts.artifact("posts").path(P)
+    raw = Path(P.raw) / "posts.parquet"
+    return raw if raw.exists() else None
+
+
+def load_posts(P: Any, user_ids=None) -> pd.DataFrame | None:
+    """Posts of the run (``user_id, platform, date, text``; ``post_id`` when present), or None.
+
+    ``user_ids``: only the posts of those users (an Arrow filter while reading: the other users' posts are
+    never held), in the file's order."""
+    from .. import artifacts
+    filters = None
+    if user_ids is not None:
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+        filters = pads.field("user_id").isin(pa.array(pd.Series(user_ids).astype(str), type=pa.string()))
     # The validated table when ingestion wrote one; a stale or malformed one is an error, never silently
     # replaced by the raw file (that would mix two runs). Strings are read straight into Arrow.
     with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
         if artifacts.exists(P, "posts"):
-            return _check(artifacts.load(P, "posts"), "processed/posts.parquet")
+            if filters is None:
+                return _check(artifacts.load(P, "posts"), "processed/posts.parquet")
+            f = artifacts.artifact("posts").path(P)
+            why = artifacts.stale_reason(P, "posts")
+            if why:
+                raise artifacts.StaleArtifact(f"{f}: {why}")
+            return _check(pd.read_parquet(f, filters=filters), "processed/posts.parquet")
         raw = Path(P.raw) / "posts.parquet"
         if not raw.exists():
             return None
-        return _check(pd.read_parquet(raw), str(raw))
+        return _check(pd.read_parquet(raw, filters=filters), str(raw))
 
 
 def _as_strings(s: pd.Series) -> pd.Series:

@@ -39,27 +39,44 @@ class PostTruth:
     topic) and :func:`truth_of` on a sample (a few thousand posts) read it.
     """
     path: Path
+    #: when set (Arrow text), only the posts of these users are ever read (the user sample of a large panel)
+    user_ids: Any = None
 
     def read(self, columns: Sequence[str], post_ids=None) -> pd.DataFrame:
         """``columns`` of the table; with ``post_ids``, only the rows of those posts (in the file's order)."""
         import pyarrow.parquet as pq
         have = pq.read_schema(self.path).names
         filters = None if post_ids is None else [("post_id", "in", sorted(set(map(str, post_ids))))]
+        if self.user_ids is not None and post_ids is None:
+            import pyarrow.dataset as pads
+            filters = pads.field("user_id").isin(self.user_ids)
         with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
             return pd.read_parquet(self.path, columns=[c for c in columns if c in have], filters=filters)
 
 
-def read_text_truth(P: Any) -> tuple[dict | None, PostTruth | None, pd.DataFrame | None]:
+def read_text_truth(P: Any, user_ids=None) -> tuple[dict | None, PostTruth | None, pd.DataFrame | None]:
     """(text_truth.json, posts_truth as a :class:`PostTruth`, posts_user_rates) when the generator wrote them,
-    else Nones. Strings are read into Arrow (``string[pyarrow]``)."""
+    else Nones. Strings are read into Arrow (``string[pyarrow]``). ``user_ids`` (a user sample, see
+    :func:`sample_users`): only those users' rates and posts' truth are read."""
     params = read_text_params(P)
     if params is None:
         return None, None, None
     t = Path(P.truth)
-    post = PostTruth(t / "posts_truth.parquet") if (t / "posts_truth.parquet").exists() else None
+    ids = None if user_ids is None else _arrow_ids(user_ids)
+    post = PostTruth(t / "posts_truth.parquet", ids) if (t / "posts_truth.parquet").exists() else None
+    filters = None
+    if ids is not None:
+        import pyarrow.dataset as pads
+        filters = pads.field("user_id").isin(ids)
     with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
-        rates = pd.read_parquet(t / "posts_user_rates.parquet") if (t / "posts_user_rates.parquet").exists() else None
+        rates = pd.read_parquet(t / "posts_user_rates.parquet", filters=filters) \
+            if (t / "posts_user_rates.parquet").exists() else None
     return params, post, rates
+
+
+def _arrow_ids(ids):
+    import pyarrow as pa
+    return pa.array(pd.Series(ids).astype(str), type=pa.string())
 
 
 #: below this many posts asked for, :func:`truth_of` reads only their rows of a :class:`PostTruth`
@@ -85,11 +102,13 @@ def post_topic_accuracy(posts: pd.DataFrame, post_truth: pd.DataFrame | PostTrut
     return float((truth.to_numpy(dtype=object, na_value=None) == posts["topic"].to_numpy(dtype=object)).mean())
 
 
-def ensure_posts(P: Any, seed: int = 42, observation_date: str | None = None) -> tuple[pd.DataFrame | None, str]:
-    """(posts or None, a sentence saying where they came from)."""
-    posts = audiences.load_posts(P)
+def ensure_posts(P: Any, seed: int = 42, observation_date: str | None = None,
+                 user_ids=None) -> tuple[pd.DataFrame | None, str]:
+    """(posts or None, a sentence saying where they came from). ``user_ids``: only those users' posts."""
+    posts = audiences.load_posts(P, user_ids=user_ids)
     if posts is not None:
-        return posts, f"posts read from the run ({len(posts):,} rows)"
+        return posts, (f"posts read from the run ({len(posts):,} rows"
+                       + (f", those of the {len(user_ids):,} sampled users)" if user_ids is not None else ")"))
     from .. import artifacts
     users_truth = Path(P.truth) / "users_truth.parquet"
     if not users_truth.exists():
@@ -102,16 +121,50 @@ def ensure_posts(P: Any, seed: int = 42, observation_date: str | None = None) ->
         cols = [c for c in ("user_id", "age_group", "income_bracket", "education_level") if c in un]
         u = u.merge(un[cols].assign(user_id=un["user_id"].astype(str)), on="user_id", how="left")
     write_posts(u, P.raw, P.truth, seed=seed, observation_date=observation_date)
-    return audiences.load_posts(P), ("raw/posts.parquet was absent and the synthetic truth exists: the posts were "
+    return audiences.load_posts(P, user_ids=user_ids), ("raw/posts.parquet was absent and the synthetic truth exists: the posts were "
                                      "generated here by helpers.sources.posts.write_posts (until notebook 00 writes them)")
 
 
-def users_frame(P: Any, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Users with attributes, weight, segment name, state/gender, Census region; and notes."""
+#: above this many users the user-level sections of notebook 07b work on a seeded sample of this many users
+#: (:func:`users_frame` with ``max_users``); at or below it on every user, as always
+TEXT_MAX_USERS = 1_000_000
+
+
+def sample_positions(n: int, max_users: int | None, seed: int) -> np.ndarray | None:
+    """Sorted positions of a seeded simple random sample of ``max_users`` of ``n`` users (None when n <= max)."""
+    if max_users is None or n <= max_users:
+        return None
+    return np.sort(np.random.default_rng([seed, 707]).choice(n, int(max_users), replace=False))
+
+
+def users_frame(P: Any, frame: pd.DataFrame | None = None, max_users: int | None = None, seed: int = 0,
+                columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Users with attributes, weight, segment name, state/gender, Census region; and notes.
+
+    ``max_users``: on a panel with more users, a seeded simple random sample of that many (in the panel's
+    order, :func:`sample_positions`), read with only ``columns`` of the unified table (plus id, weight and
+    segment), so that 10M users are never held as a full frame; ``frame.attrs["sampled_from"]`` is then the
+    panel's size. At or below ``max_users`` the frame is the whole panel, as without it.
+    """
     from ..panel import Panel
     notes = []
-    # the panel loaded here is this function's own: changed in place (a copy was 0.5 GB at a million users)
-    df = frame.copy() if frame is not None else Panel.load(P).frame
+    n_panel = None
+    if frame is None and max_users is not None:
+        from .. import artifacts
+        import pyarrow.dataset as pads
+        n_panel = pads.dataset(Path(P.processed) / artifacts.UNIFIED_PARQUET).count_rows()
+    pick = sample_positions(n_panel, max_users, seed) if n_panel is not None else None
+    if pick is not None:
+        from .. import artifacts
+        have = set(artifacts.unified_columns(P))
+        cols = None if columns is None else [c for c in dict.fromkeys(columns) if c in have]
+        df = Panel.load(P, columns=cols).frame
+        df = df.take(pick).reset_index(drop=True)
+        notes.append(f"a seeded random sample of {len(df):,} of the {n_panel:,} users (text_max_users): the "
+                     "user-level sections describe it")
+    else:
+        # the panel loaded here is this function's own: changed in place (a copy was 0.5 GB at a million users)
+        df = frame.copy() if frame is not None else Panel.load(P).frame
     df["user_id"] = df["user_id"].astype(str)
     if "weight" not in df:
         df["weight"] = 1.0
@@ -119,7 +172,12 @@ def users_frame(P: Any, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame
     ut = Path(P.truth) / "users_truth.parquet"
     missing = [c for c in ("state", "gender") if c not in df]
     if missing and ut.exists():
-        t = pd.read_parquet(ut, columns=["user_id"] + missing)
+        if pick is not None:   # only the sampled users' rows of the truth (object text, as read below)
+            import pyarrow.dataset as pads
+            t = pd.read_parquet(ut, columns=["user_id"] + missing,
+                                filters=pads.field("user_id").isin(_arrow_ids(df["user_id"])))
+        else:
+            t = pd.read_parquet(ut, columns=["user_id"] + missing)
         t_ids = pd.Index(t["user_id"].astype(str))
         if t_ids.is_unique:    # the left merge's columns, set in place (a merge copies the whole frame)
             pos = t_ids.get_indexer(df["user_id"])
@@ -132,6 +190,8 @@ def users_frame(P: Any, frame: pd.DataFrame | None = None) -> tuple[pd.DataFrame
         notes.append(f"{', '.join(missing)} taken from the synthetic truth (not in the unified table)")
     if "state" in df:
         df["census_region"] = census_region(df["state"]).to_numpy()
+    if pick is not None:
+        df.attrs["sampled_from"] = int(n_panel)
     return df, notes
 
 
@@ -166,3 +226,60 @@ def topic_model(posts: pd.DataFrame, ks: Sequence[int], seed: int, max_docs: int
         matched = pd.DataFrame({"lda_topic": m.est, "planted_topic": np.array(names)[m.ref], "cosine": m.cosine,
                                 "top_words": [", ".join(words[i]) for i in m.est]})
     return TopicModel(k, table, lda, vec, vocab, labels, recovery, matched, len(sample))
+
+
+#: post_topics columns, in this order (those the posts have)
+POST_TOPIC_COLUMNS = ("post_id", "user_id", "platform", "date", "topic", "topic_prob")
+
+
+def write_post_topics(P: Any, tm: TopicModel, batch_size: int = 1_000_000) -> tuple[Path, int]:
+    """Assign every post of the run its topic (:func:`helpers.text.audiences.assign_topics` with ``tm``) and
+    write the ``post_topics`` artifact, ``batch_size`` posts at a time: the same rows as
+    ``artifacts.save(P, "post_topics", assign_topics(load_posts(P), ...)[POST_TOPIC_COLUMNS])`` (each post's
+    topic is computed alone), without holding the posts (56M at 10M users: ~9 GB with their text). Written to
+    a temporary file renamed into place, timestamps in microseconds as :func:`helpers.artifacts.save` does.
+    Returns (path, posts written)."""
+    import os
+    import tempfile
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from .. import artifacts
+    src = audiences.posts_path(P)
+    if src is None:
+        raise FileNotFoundError("the run has no posts table (processed/posts.parquet or raw/posts.parquet)")
+    have = pq.read_schema(src).names
+    a = artifacts.artifact("post_topics")
+    f = a.path(P)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".tmp")
+    os.close(fd)
+    writer, n = None, 0
+    try:
+        pf = pq.ParquetFile(src)
+        for batch in pf.iter_batches(batch_size=batch_size, columns=[c for c in ("post_id", "user_id", "platform",
+                                                                                  "date", "text") if c in have]):
+            with pd.option_context("future.infer_string", True, "mode.string_storage", "pyarrow"):
+                df = audiences._check(batch.to_pandas(types_mapper=artifacts._arrow_strings().get), str(src))
+            del batch
+            df = audiences.assign_topics(df, tm.lda, tm.vectorizer, tm.labels)
+            df = df[[c for c in POST_TOPIC_COLUMNS if c in df]]
+            df["topic"] = df["topic"].astype(object)
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
+            else:
+                table = table.cast(schema)
+            writer.write_table(table)
+            n += len(df)
+            del df, table
+        if writer is not None:
+            writer.close()
+            writer = None
+        os.replace(tmp, f)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return f, n
