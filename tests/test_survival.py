@@ -855,3 +855,65 @@ def test_weibull_cumulative_hazard_equals_lifelines_to_the_bit():
         np.testing.assert_array_equal(got, ref)
         if cls is WeibullAFTFitter:
             np.testing.assert_array_equal(risk._weibull_cumulative_hazard(params, times.T, xs).T, ref)
+
+
+def test_engagement_matrix_file_equals_the_frame_reading_with_arrow_ids(tmp_path):
+    rng = np.random.default_rng(11)
+    months = pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01"])
+    long = pd.DataFrame({"user_id": np.repeat([f"U{i}" for i in range(400)], 4),
+                         "month": np.tile(months, 400),
+                         "engagement_state": rng.choice(list(sv.ENGAGEMENT_STATES), 1600)}).sample(frac=1.0, random_state=1)
+    f = tmp_path / "monthly.parquet"
+    long.to_parquet(f, row_group_size=150)
+    ids = [f"U{i}" for i in range(410)][::-1]
+    since = pd.Series(pd.to_datetime("2025-12-01"), index=range(410)).where(np.arange(410) % 7 > 0,
+                                                                          pd.Timestamp("2026-02-15"))
+    ref, m_ref = sv.engagement_matrix(long, ids, customer_since=since)
+    for given in (ids, pd.Series(ids, dtype=pd.StringDtype("pyarrow"))):
+        got, m = sv.engagement_matrix_file(f, given, customer_since=since)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(m, m_ref)
+    assert (got[:10] == -1).all()  # U400..U409 have no history
+
+
+def test_last_spell_codes_and_chunked_monthly_risk_equal_the_whole_matrix():
+    rng = np.random.default_rng(12)
+    labels = rng.choice([-1, 0, 1, 2, 2, 2, 3], size=(3000, 9)).astype(np.int8)
+    np.testing.assert_array_equal(sv.last_spell_codes(labels), sv.spell_codes(labels)[:, -1])
+    ids = pd.Series([f"u{i}" for i in range(3000)], dtype=pd.StringDtype("pyarrow"))
+    x = pd.DataFrame({"a": rng.normal(size=3000)})
+    whole = sv.monthly_churn_risk(labels, ids, "2026-06-30", x, horizons=(90,), chunk=10**6)
+    parts = sv.monthly_churn_risk(labels, ids, "2026-06-30", x, horizons=(90,), chunk=700)
+    np.testing.assert_allclose(parts["churn_prob_90d"], whole["churn_prob_90d"], rtol=0, atol=1e-15)
+    assert isinstance(whole["user_id"].dtype, pd.StringDtype)
+
+
+def test_model_frame_sample_is_ph_sample_of_the_whole_frame():
+    users, X, _ = _recency_world(3000)
+    tte = sv.time_to_event(users, OBS)
+    whole = sv.model_frame(tte, X)
+    pd.testing.assert_frame_equal(sv.model_frame(tte, X, max_rows=500, seed=4), sv.ph_sample(whole, 500, 4))
+    pd.testing.assert_frame_equal(sv.model_frame(tte, X, max_rows=len(whole), seed=4), whole)
+
+
+def test_drop_aliased_in_blocks_decides_like_one_decomposition():
+    rng = np.random.default_rng(13)
+    a, b = rng.normal(size=5000), rng.integers(0, 2, 5000).astype(float)
+    cov = pd.DataFrame({"a": a, "b": b, "not_b": 1 - b, "c": 2 * a - b, "d": rng.normal(size=5000)})
+    one = sv.drop_aliased(cov)
+    blocks = sv.drop_aliased(cov, chunk=777)
+    assert list(blocks[0].columns) == list(one[0].columns) == ["a", "b", "d"]
+    assert blocks[1] == one[1]
+
+
+def test_survival_columns_reads_the_roles_metrics_and_first_party_attributes():
+    from helpers import config
+
+    cfg = config.load(None)
+    have = ["user_id", "age_group", "customer_since_date", "last_seen_days_ago", "avg_monthly_spend",
+            "support_tickets_raised", "traveler_type", "gender", "churned_in_last_90_days", "extra"]
+    cols = sv.survival_columns(cfg, have)
+    assert "traveler_type" not in cols and "extra" not in cols  # 2nd party / not in the configuration
+    assert {"user_id", "customer_since_date", "last_seen_days_ago", "avg_monthly_spend", "gender",
+            "age_group", "support_tickets_raised"} <= set(cols)
+    assert set(cols) <= set(have)

@@ -21,7 +21,7 @@ One module per concept (``from helpers import survival`` re-exports every public
 from __future__ import annotations
 
 from .data import (DURATION, EVENT, DAYS_PER_MONTH, time_to_event, panel_covariates, drop_aliased,
-    config_covariates, time_to_event_from_columns, truth_covariates, model_frame, split,
+    config_covariates, survival_columns, time_to_event_from_columns, truth_covariates, model_frame, split,
     resolve_observation_date)
 from .cox import (km_by_group, logrank, rmst, rmst_table, fit_cox, coefficient_table, true_loghr_coverage,
     PH_TEST_SAMPLE, ph_sample, ph_test, PHRemedy, remedy_ph, apply_strata)
@@ -32,14 +32,14 @@ from .evaluate import (survival_at, risk_score, harrell_c, c_index, concordance_
 from .risk import (cumulative_hazard_at, recency_odds, InactivityModel, fit_inactivity, churn_risk,
     inactivity_model, true_churn_probability)
 from .monthly import (ENGAGEMENT_STATES, SPELLS, engagement_matrix, engagement_matrix_file, read_monthly,
-    read_last_month, spell_codes, months_in_horizon,
+    read_last_month, spell_codes, last_spell_codes, months_in_horizon,
     MonthlyChurnModel, fit_monthly_churn, monthly_churn_risk, markov_oracle)
 from .report import (TRUTH_COLUMNS, truth_columns, future_churn_truth, recency_calibration,
     plot_recency_calibration, segment_value, plot_forest)
 from .telco import TELCO_MAPPING, TELCO_CATEGORICAL, load_telco, TELCO_MTM_INTERACTIONS, telco_interactions
 
 __all__ = ["DURATION", "EVENT", "DAYS_PER_MONTH", "time_to_event", "panel_covariates", "drop_aliased",
-           "config_covariates", "time_to_event_from_columns", "truth_covariates", "model_frame", "split",
+           "config_covariates", "survival_columns", "time_to_event_from_columns", "truth_covariates", "model_frame", "split",
            "resolve_observation_date", "km_by_group", "logrank", "rmst", "rmst_table", "fit_cox",
            "coefficient_table", "true_loghr_coverage", "PH_TEST_SAMPLE", "ph_sample", "ph_test", "PHRemedy",
            "remedy_ph", "apply_strata", "AFT_FAMILIES", "Family", "fit_aft", "aic_table", "weibull_log_hr",
@@ -47,7 +47,7 @@ __all__ = ["DURATION", "EVENT", "DAYS_PER_MONTH", "time_to_event", "panel_covari
            "tenure_only_c_index", "calibration_table", "brier_scores", "integrated_brier_score",
            "KMBaseline", "cumulative_hazard_at", "recency_odds", "InactivityModel", "fit_inactivity",
            "churn_risk", "inactivity_model", "true_churn_probability", "ENGAGEMENT_STATES", "SPELLS",
-           "engagement_matrix", "engagement_matrix_file", "read_monthly", "read_last_month", "spell_codes",
+           "engagement_matrix", "engagement_matrix_file", "read_monthly", "read_last_month", "spell_codes", "last_spell_codes",
            "months_in_horizon", "MonthlyChurnModel", "fit_monthly_churn", "monthly_churn_risk", "markov_oracle",
            "TRUTH_COLUMNS", "truth_columns", "future_churn_truth", "recency_calibration", "plot_recency_calibration", "segment_value", "plot_forest", "TELCO_MAPPING", "TELCO_CATEGORICAL",
            "load_telco", "TELCO_MTM_INTERACTIONS", "telco_interactions"]

@@ -80,7 +80,7 @@ def time_to_event(df: pd.DataFrame, observation_date: str | pd.Timestamp,
     duration = np.where(event, tenure - last, tenure - inactive_days - 1)
     duration = np.where(event & (duration <= 0), 0.5, duration)
     return pd.DataFrame({
-        id_col: df[id_col].to_numpy(),
+        id_col: _id_values(df[id_col]),
         "tenure_days": tenure.to_numpy(),
         "last_seen_days_ago": last.to_numpy(),
         DURATION: duration.astype(float),
@@ -88,6 +88,12 @@ def time_to_event(df: pd.DataFrame, observation_date: str | pd.Timestamp,
         "known_alive_days": (tenure - last).to_numpy(),
         "usable": (duration > 0),
     }, index=df.index)
+
+
+def _id_values(ids: pd.Series):
+    """The identifiers of a column for a new frame: text stored in Arrow stays so (``to_numpy`` would make a
+    Python string per id, ~0.7 GB at 10M users); other columns as their numpy values."""
+    return ids.array if isinstance(ids.dtype, pd.StringDtype) else ids.to_numpy()
 
 
 def panel_covariates(df: pd.DataFrame, segments: pd.Series | None = None,
@@ -131,7 +137,23 @@ def panel_covariates(df: pd.DataFrame, segments: pd.Series | None = None,
     return out
 
 
-def drop_aliased(covariates: pd.DataFrame, tol: float = 1e-8) -> tuple[pd.DataFrame, dict[str, str]]:
+def _tall_r(covariates: pd.DataFrame, cols: list[str], chunk: int) -> np.ndarray:
+    """``R`` of the QR decomposition of ``[1, X]``: in one call up to ``chunk`` rows, above that block by block
+    (the ``R`` of the previous blocks stacked on the next block's rows, a tall-skinny QR), so that only a block
+    of rows and its LAPACK copy are in memory (the whole matrix and its copy were 2 x 1.4 GB at 10M users x 17
+    covariates). ``|diag(R)|`` is the same up to rounding either way."""
+    n = len(covariates)
+    r = None
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        x = np.column_stack([np.ones(b - a)] + [covariates[c].to_numpy(float)[a:b] for c in cols])
+        r = np.linalg.qr(x if r is None else np.vstack([r, x]), mode="r")
+        del x
+    return r
+
+
+def drop_aliased(covariates: pd.DataFrame, tol: float = 1e-8, chunk: int = 1_000_000
+                 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Drop covariates that are exact linear combinations of earlier ones and the constant (aliased).
 
     Cox and AFT models cannot separate aliased columns; a ridge penalty hides this by splitting the effect
@@ -140,12 +162,13 @@ def drop_aliased(covariates: pd.DataFrame, tol: float = 1e-8) -> tuple[pd.DataFr
     One QR decomposition of ``[1, X]`` decides them all: ``|R_jj|`` is the distance of column ``j`` from the
     span of the constant and the columns before it, and a column is aliased when that distance is below
     ``tol x max(1, max |value| of the kept columns and it) x sqrt(n)`` (one SVD per column cost 8 s at 1M rows).
+    Above ``chunk`` rows the decomposition runs block by block (:func:`_tall_r`; one call up to ``chunk``).
     """
     cols = list(covariates.columns)
     n = len(covariates)
-    x = np.column_stack([np.ones(n)] + [covariates[c].to_numpy(float) for c in cols])
-    resid = np.abs(np.diag(np.linalg.qr(x, mode="r")))[1:] if n else np.zeros(len(cols))
-    col_max = np.abs(x).max(axis=0)[1:] if n else np.zeros(len(cols))
+    resid = np.abs(np.diag(_tall_r(covariates, cols, chunk)))[1:] if n else np.zeros(len(cols))
+    col_max = (np.array([np.abs(covariates[c].to_numpy(float)).max() for c in cols]) if n and cols
+               else np.zeros(len(cols)))
     kept: list[str] = []
     dropped: dict[str, str] = {}
     scale = 1.0
@@ -154,7 +177,7 @@ def drop_aliased(covariates: pd.DataFrame, tol: float = 1e-8) -> tuple[pd.DataFr
             kept.append(c)
             scale = max(scale, col_max[j])
             continue
-        v = x[:, j + 1]
+        v = covariates[c].to_numpy(float)
         same = [k for k in kept if np.allclose(covariates[k].to_numpy(float), v)]
         comp = [k for k in kept if np.allclose(1 - covariates[k].to_numpy(float), v)]
         dropped[c] = (f"= {same[0]}" if same else f"= 1 - {comp[0]}" if comp
@@ -167,8 +190,8 @@ _LOG_KINDS = {"minutes", "count", "money"}
 
 def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
                       duration: pd.Series | None = None, parties: Sequence[str] = ("1st",),
-                      max_levels: int = 12, leak_threshold: float = 0.8, include_metrics: bool = True
-                      ) -> pd.DataFrame:
+                      max_levels: int = 12, leak_threshold: float = 0.8, include_metrics: bool = True,
+                      columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Numeric survival covariates from the run configuration (``helpers.config``), not from column names.
 
     * behavioural metrics (``cfg.metrics``): ``log1p`` of kinds minutes / count / money, as-is otherwise;
@@ -186,7 +209,9 @@ def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
     column with missing values is skipped; one whose rank correlation with ``duration`` exceeds
     ``leak_threshold`` is skipped as leaking the duration (e.g. Telco's TotalCharges ~ tenure x charges);
     aliased dummies are dropped (:func:`drop_aliased`). ``.attrs["notes"]`` lists every column left out
-    and why.
+    and why. ``columns``: the names of the table's columns when ``df`` was read with only some of them
+    (:func:`survival_columns`): attributes of other parties that the table holds are noted as left out all the
+    same (default: ``df``'s columns).
     """
     notes: dict[str, str] = {}
     roles = {getattr(cfg, "id", None)}
@@ -223,12 +248,16 @@ def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
             add(f"log1p_{m.name}", np.log1p(x.clip(lower=0)))
         else:
             add(m.name, x)
+    present = set(df.columns) if columns is None else set(columns)
     for a in getattr(cfg, "attributes", []) or []:
-        if a.name in roles or a.name not in df:
+        if a.name in roles or a.name not in present:
             continue
         if getattr(a, "party", "1st") not in parties:
             notes[a.name] = f"skipped: {a.party}-party attribute (missing for unmatched users)"
             continue
+        if a.name not in df:
+            raise ValueError(f"config_covariates: the table has attribute {a.name!r} but df was read without it; "
+                             "read the columns of survival_columns(cfg, ...)")
         col = df[a.name]
         kind = getattr(a, "type", "category")
         if kind == "multi":
@@ -268,6 +297,32 @@ def config_covariates(df: pd.DataFrame, cfg, segments: pd.Series | None = None,
     return out
 
 
+def survival_columns(cfg, available: Sequence[str], id_col: str = "user_id",
+                     parties: Sequence[str] = ("1st",), group_attributes: bool = False) -> list[str]:
+    """The columns of the unified table (``available``) that the churn notebook reads when a run configuration
+    is given: the identifier, the date roles (customer-since, recency), the survival duration/event, the
+    behavioural metrics, the profile attributes of ``parties`` (covariates and the fallback grouping), and
+    ``age_group``/``support_tickets_raised`` (the planted-truth covariates). Other parties' attributes and other
+    columns are not read (the whole 1M-user table was 1 GB of the notebook; 10 GB at 10M users).
+    ``group_attributes``: also every categorical/ordinal attribute of any party (the grouping when there are
+    no segments takes the first complete one)."""
+    want = [getattr(cfg, "id", None) or id_col, id_col]
+    dates = getattr(cfg, "dates", None)
+    want += [getattr(dates, k, None) for k in ("customer_since", "recency")] if dates is not None else []
+    want += ["customer_since_date", "last_seen_days_ago"]
+    surv = getattr(cfg, "survival", None)
+    want += [getattr(surv, k, None) for k in ("duration", "event")] if surv is not None else []
+    want += [getattr(surv, "event", None) or "churned_in_last_90_days"] if surv is not None else []
+    want += [o.name for o in (getattr(cfg, "outcomes", []) or []) if getattr(o, "kind", None) == "churn_event"]
+    want += [m.name for m in (getattr(cfg, "metrics", []) or [])]
+    want += [a.name for a in (getattr(cfg, "attributes", []) or []) if getattr(a, "party", "1st") in parties]
+    if group_attributes:
+        want += [a.name for a in (getattr(cfg, "attributes", []) or []) if a.type in ("category", "ordinal")]
+    want += ["age_group", "support_tickets_raised"]
+    have = set(available)
+    return [c for c in dict.fromkeys(w for w in want if w) if c in have]
+
+
 def time_to_event_from_columns(df: pd.DataFrame, duration_col: str, event_col: str,
                                positive: object = None, duration_unit_days: float = 1.0,
                                id_col: str = "user_id") -> pd.DataFrame:
@@ -292,7 +347,7 @@ def time_to_event_from_columns(df: pd.DataFrame, duration_col: str, event_col: s
         yes |= {"true", "1", "1.0"}
     event = raw.isin(yes).fillna(False).to_numpy()
     return pd.DataFrame({
-        id_col: df[id_col].to_numpy(), "tenure_days": (dur * duration_unit_days).to_numpy(),
+        id_col: _id_values(df[id_col]), "tenure_days": (dur * duration_unit_days).to_numpy(),
         "last_seen_days_ago": np.nan, DURATION: dur.to_numpy(), EVENT: event.astype(int),
         "known_alive_days": (dur * duration_unit_days).to_numpy(), "usable": (dur > 0).to_numpy(),
     }, index=df.index)
@@ -310,16 +365,22 @@ def truth_covariates(df: pd.DataFrame, true_segment: pd.Series, n_segments: int)
 
 
 def model_frame(tte: pd.DataFrame, covariates: pd.DataFrame,
-                extra: pd.DataFrame | None = None) -> pd.DataFrame:
+                extra: pd.DataFrame | None = None, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Join durations/events with covariates (and e.g. strata columns), keeping only usable rows.
 
     Each part is cut to the usable rows before the join (one copy of the usable rows, not three of every row:
-    the join, the selection and its copy were 0.7 GB at 1M users)."""
+    the join, the selection and its copy were 0.7 GB at 1M users). ``max_rows``: when there are more usable
+    rows, a seeded sample of that many of them, in row order (the rows ``ph_sample(frame, max_rows, seed)``
+    would keep of the whole frame, without building it: 10M users' frame was 1.5 GB)."""
     parts = [tte[[DURATION, EVENT]], covariates] + ([extra] if extra is not None else [])
     keep = tte["usable"].to_numpy()
-    if not all(p.index.equals(tte.index) for p in parts[1:]):  # concat aligns the parts on their index first
-        return pd.concat(parts, axis=1).loc[keep].copy()
     rows = np.flatnonzero(keep)
+    if max_rows and len(rows) > max_rows:
+        rng = np.random.default_rng(seed)
+        rows = rows[np.sort(rng.choice(len(rows), int(max_rows), replace=False))]
+    if not all(p.index.equals(tte.index) for p in parts[1:]):  # concat aligns the parts on their index first
+        out = pd.concat(parts, axis=1).loc[keep].copy()
+        return out if len(out) == len(rows) else out.loc[tte.index[rows]]
     return pd.concat([p.iloc[rows] for p in parts], axis=1)
 
 

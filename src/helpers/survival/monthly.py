@@ -69,6 +69,40 @@ def engagement_matrix(monthly: pd.DataFrame, ids: Sequence | None = None, id_col
     return out, months
 
 
+def _id_array(ids):
+    """Identifiers as an Arrow string array (text kept in Arrow; other types through ``str``), for lookups."""
+    import pyarrow as pa
+
+    s = pd.Series(ids)
+    if isinstance(s.dtype, pd.StringDtype):
+        arr = pa.array(s.array)
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return pa.array(s.astype(str).to_numpy(dtype=object), type=pa.string())
+
+
+def _dictionary_positions(order, dicts: list) -> list[np.ndarray]:
+    """For each Arrow string array in ``dicts`` (the row groups' id dictionaries), the position of each value in
+    ``order`` (first occurrence; -1 when absent). All of them are encoded together with ``order`` in one
+    ``dictionary_encode``: one hash pass over the ids, where a lookup per row group (``index_in``) rebuilt a hash
+    of every id each time (161 row groups x 1M ids: a minute at 1M users)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not dicts:
+        return []
+    big = pa.chunked_array([order, *(d if d.type == order.type else pc.cast(d, order.type) for d in dicts)],
+                           type=order.type)
+    codes = pc.dictionary_encode(big).combine_chunks().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(order)
+    inv = np.full(int(codes.max()) + 1 if len(codes) else 0, -1, dtype=np.int64)
+    inv[codes[:n][::-1]] = np.arange(n, dtype=np.int64)[::-1]  # the first of equal ids wins
+    out, a = [], n
+    for d in dicts:
+        out.append(inv[codes[a:a + len(d)]])
+        a += len(d)
+    return out
+
+
 def engagement_matrix_file(path, ids: Sequence, id_col: str = "user_id", month_col: str = "month",
                            state_col: str = "engagement_state", customer_since=None
                            ) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +110,7 @@ def engagement_matrix_file(path, ids: Sequence, id_col: str = "user_id", month_c
     the matrix is filled group by group from each group's dictionary-encoded ids and states, so the long
     table is never in memory (:func:`read_monthly` + :func:`engagement_matrix` held the 20M-row table and
     its integer codes, 1.4 GB at 1M users). Same matrix and months; rows follow ``ids`` (required)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -98,15 +133,23 @@ def engagement_matrix_file(path, ids: Sequence, id_col: str = "user_id", month_c
                 yield pf.read_row_group(i, columns=columns)
 
     # months first (one narrow pass): the matrix's columns are every month of the table, in calendar order
-    uniq = [pc.unique(t.column(0).combine_chunks()) for t in row_groups([month_col])]
+    uniq, id_dicts = [], []
+    for t in row_groups([month_col, id_col]):
+        uniq.append(pc.unique(t.column(0).combine_chunks()))
+        d = t.column(1).combine_chunks().dictionary
+        id_dicts.append(d if pa.types.is_string(d.type) else pc.cast(d, pa.string()))
     m_all = pd.concat([pd.Series(u.to_pandas()) for u in uniq]) if uniq else pd.Series([], dtype="datetime64[ns]")
     months = np.sort(np.unique(pd.to_datetime(m_all).to_numpy()))
-    order = pd.Index(pd.Series(ids).astype(str))
+    # the matrix rows' ids as Arrow text: each row group's id dictionary is looked up in them (index_in), so no
+    # id becomes a Python string (a pandas index of 10M string ids took ~0.7 GB)
+    order = _id_array(ids)
+    rg_pos = _dictionary_positions(order, id_dicts)  # per row group: its id dictionary's matrix rows
+    del id_dicts
     out = np.full((len(order), len(months)), -1, dtype=np.int8)
     flat = out.reshape(-1)
     known = {s: i for i, s in enumerate(ENGAGEMENT_STATES)}
     n_bad, bad_examples = 0, []
-    for t in row_groups(need):
+    for rg, t in enumerate(row_groups(need)):
         ids_b, mon_b, st_b = (t.column(c).combine_chunks() for c in need)
         # states: the row group dictionary's few values, lower-cased and matched once; nulls are outside the states
         st_null = np.asarray(st_b.is_null())
@@ -126,8 +169,7 @@ def engagement_matrix_file(path, ids: Sequence, id_col: str = "user_id", month_c
                 bad_examples += list(vals[sidx[bad][:3 - len(bad_examples)]])
             continue
         m_idx = np.searchsorted(months, mon_b.to_numpy(zero_copy_only=False).astype(months.dtype)).astype(np.int64)
-        u_pos = order.get_indexer(pd.Index(pd.Series(ids_b.dictionary.to_pandas(), dtype=object).astype(str)))
-        u_pos = np.append(u_pos, -1)  # null ids: not a row of the matrix
+        u_pos = np.append(rg_pos[rg], -1)  # null ids: not a row of the matrix
         u_idx = u_pos[np.where(np.asarray(ids_b.is_null()), len(u_pos) - 1,
                                pc.fill_null(ids_b.indices, 0).to_numpy())]
         keep = u_idx >= 0
@@ -175,6 +217,17 @@ def spell_codes(labels: np.ndarray) -> np.ndarray:
         run[:, m] = np.where(labels[:, m] == 2, prev + 1, 0)
     code = np.where(labels == 0, 0, np.where(labels == 1, 1, 1 + np.minimum(run, 3)))
     return np.where((labels < 0) | (labels == 3), -1, code).astype(np.int8)
+
+
+def last_spell_codes(labels: np.ndarray) -> np.ndarray:
+    """``spell_codes(labels)[:, -1]`` -- the last month's spell code of every user -- with one column of
+    temporaries instead of the users x months run lengths and codes (int64 copies: ~4 GB at 10M users)."""
+    run = np.zeros(labels.shape[0], dtype=np.int16)
+    for m in range(labels.shape[1]):
+        run = np.where(labels[:, m] == 2, run + 1, 0).astype(np.int16)
+    last = labels[:, -1] if labels.shape[1] else np.full(labels.shape[0], -1, dtype=np.int8)
+    code = np.where(last == 0, 0, np.where(last == 1, 1, 1 + np.minimum(run, 3)))
+    return np.where((last < 0) | (last == 3), -1, code).astype(np.int8)
 
 
 def months_in_horizon(observation_date, horizon_days: int) -> int:
@@ -247,23 +300,28 @@ def fit_monthly_churn(labels: np.ndarray, horizon_months: int, covariates: pd.Da
 
 def monthly_churn_risk(labels: np.ndarray, ids, observation_date, covariates: pd.DataFrame | None = None,
                        horizons: Sequence[int] = (90, 180), max_users: int = 30_000, seed: int = 0,
-                       id_col: str = "user_id", return_models: bool = False):
+                       id_col: str = "user_id", return_models: bool = False, chunk: int = 1_000_000):
     """Churn (account closing) probability within each horizon after the observation date, from the
     engagement spell of the last observed month (the observation month) and covariates.
 
     Accounts already closed (label ``churned`` in the last month) get probability 1 and ``closed=True``.
     With ``return_models`` the fitted :class:`MonthlyChurnModel` per horizon is returned too.
     """
-    code = spell_codes(labels)[:, -1]
+    code = last_spell_codes(labels)
     closed = labels[:, -1] == 3
-    out = pd.DataFrame({id_col: np.asarray(ids)})
+    ids_s = pd.Series(ids)
+    out = pd.DataFrame({id_col: ids_s.array if isinstance(ids_s.dtype, pd.StringDtype) else np.asarray(ids)})
     x_all = None if covariates is None else covariates.to_numpy(float)
     models = {}
+    ok_rows = np.flatnonzero(code >= 0)
     for h in horizons:
         mdl = fit_monthly_churn(labels, months_in_horizon(observation_date, h), covariates, max_users, seed)
         p = np.ones(len(out))
-        ok = code >= 0
-        p[ok] = mdl.predict(code[ok], None if x_all is None else x_all[ok])
+        # ``chunk`` users at a time: the design matrix of every user (and its one-hot temporaries) was 1.5 GB at
+        # 10M users; a row's probability is its own (one call up to ``chunk`` users)
+        for a in range(0, len(ok_rows), chunk):
+            r = ok_rows[a:a + chunk]
+            p[r] = mdl.predict(code[r], None if x_all is None else x_all[r])
         out[f"churn_prob_{h}d"] = np.where(closed, 1.0, p)
         models[h] = mdl
     out["spell"] = np.where(code >= 0, np.array(SPELLS, dtype=object)[np.maximum(code, 0)], "closed")
@@ -272,12 +330,13 @@ def monthly_churn_risk(labels: np.ndarray, ids, observation_date, covariates: pd
 
 
 def read_last_month(path, id_col: str = "user_id", month_col: str = "month",
-                    columns: Sequence[str] = ("true_state",)) -> pd.DataFrame:
+                    columns: Sequence[str] = ("true_state",), arrow_strings: bool = False) -> pd.DataFrame:
     """The rows of the last month of a long per-user monthly Parquet table (file or folder, e.g. the truth's
     ``user_paths``): ``id_col``, ``month_col`` and ``columns``. Only the month column is read in full; the
     other columns are read one row group at a time, text as dictionary codes, and cut to the last month's rows
     before any text is decoded (1M users x 24 months of Python strings took 7 GB; decoding every row's id to
-    filter it cost 1.9 s at 1M users). Same frame as ``read_table(..., filters=month == last).to_pandas()``."""
+    filter it cost 1.9 s at 1M users). Same frame as ``read_table(..., filters=month == last).to_pandas()``;
+    ``arrow_strings`` keeps text as ``string[pyarrow]`` (10M ids and states as Python strings: ~1.3 GB)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -302,6 +361,9 @@ def read_last_month(path, id_col: str = "user_id", month_col: str = "month",
         if pc.any(keep).as_py():
             pieces.append(pf.read_row_group(i, columns=cols).filter(keep).cast(target))
     table = pa.concat_tables(pieces) if pieces else target.empty_table()
+    if arrow_strings:
+        from ..artifacts import _arrow_strings
+        return table.to_pandas(types_mapper=_arrow_strings().get)
     return table.to_pandas()
 
 
@@ -318,15 +380,17 @@ def markov_oracle(truth: pd.DataFrame, paths: pd.DataFrame, params: dict, ids, o
         return None
     mats = {str(k): np.asarray(v, float) for k, v in (trans.items() if isinstance(trans, dict)
                                                       else enumerate(trans))}
-    ids = pd.Index(pd.Series(ids).astype(str))
+    from ..panel import align  # ids compared as text in Arrow (no Python string per user: 0.7 GB at 10M)
+
+    ids = pd.Series(ids).reset_index(drop=True)
     month = pd.to_datetime(paths["month"])
     last = paths[(month == month.max()).to_numpy()]
-    st = last.assign(**{id_col: last[id_col].astype(str)}).set_index(id_col)["true_state"].reindex(ids)
-    seg = truth.assign(**{id_col: truth[id_col].astype(str)}).set_index(id_col)["true_segment"].reindex(ids)
+    st = align(ids, last[[id_col, "true_state"]], id_col)["true_state"]
+    seg = align(ids, truth[[id_col, "true_segment"]], id_col)["true_segment"]
     names = truth.groupby("true_segment")["true_segment_name"].first().to_dict() if \
         "true_segment_name" in truth else {}
     ch = states.index("churned")
-    out = pd.DataFrame({id_col: ids.to_numpy()})
+    out = pd.DataFrame({id_col: ids.array if isinstance(ids.dtype, pd.StringDtype) else ids.to_numpy()})
     for h in horizons:
         k = months_in_horizon(observation_date, h)
         p = np.full(len(ids), np.nan)

@@ -269,8 +269,10 @@ def true_churn_probability(tte: pd.DataFrame, truth: pd.DataFrame, params: dict,
     hm = params.get("hazard_model", {}) if params else {}
     if hm.get("family") != "weibull_ph" or "true_log_hazard" not in truth:
         return None
-    t = truth.assign(**{id_col: truth[id_col].astype(str)}).set_index(id_col).reindex(
-        tte[id_col].astype(str).to_numpy())
+    from ..panel import align  # ids compared as text in Arrow (no Python string per user)
+
+    t = align(tte[id_col].reset_index(drop=True),
+              truth[[id_col, "true_log_hazard", "true_event_time_days", "tenure_days"]], id_col)
     lin = t["true_log_hazard"].to_numpy(float)
     rho, lam = float(hm["shape"]), float(hm["scale_days"])
 
