@@ -137,6 +137,47 @@ def sample_positions(n: int, max_users: int | None, seed: int) -> np.ndarray | N
     return np.sort(np.random.default_rng([seed, 707]).choice(n, int(max_users), replace=False))
 
 
+def _panel_rows(P: Any, pick: np.ndarray, columns: Sequence[str] | None) -> pd.DataFrame:
+    """``Panel.load(P, columns=columns).frame.take(pick)`` without reading the other rows: the identifiers of
+    the rows at ``pick`` come from the unified table's id column, then the unified table, weights and segments
+    are read filtered to them (Arrow) and aligned (:func:`helpers.panel.align`). At 10M users the whole frame
+    (and its loading transients) would be several GB; this holds the sample and one id column."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+    from .. import artifacts
+    from ..panel import align
+    f = Path(P.processed) / artifacts.UNIFIED_PARQUET
+    have = artifacts.unified_columns(P)
+    key = artifacts.id_column(P)
+    key = key if key in have else artifacts.ID
+    ids = pq.read_table(f, columns=[key]).column(key).take(pa.array(pick)).combine_chunks()
+    text_ids = ids.cast(pa.string())
+    cols = [key] + [c for c in (have if columns is None else columns) if c != key and c in have]
+    df = pq.read_table(f, columns=cols, filters=pads.field(key).isin(ids)).to_pandas(
+        types_mapper=artifacts._arrow_strings().get)
+    if "customer_since_date" in df.columns:
+        df["customer_since_date"] = df["customer_since_date"].astype("datetime64[ns]")
+    if len(df) != len(pick):
+        raise ValueError(f"{f}: {len(pick)} sampled users, {len(df)} rows read (are the identifiers unique?)")
+
+    def rows_of(name: str, wanted: list[str]) -> pd.DataFrame:
+        g = artifacts.artifact(name).path(P)
+        k = artifacts.key_column(pd.DataFrame(columns=pq.read_schema(g).names), P)
+        t = pq.read_table(g, columns=[k] + wanted, filters=pads.field(k).cast(pa.string()).isin(text_ids))
+        return align(df[key], t.to_pandas(types_mapper=artifacts._arrow_strings().get), k)
+
+    if artifacts.exists(P, "weights"):
+        df["weight"] = rows_of("weights", ["weight"])["weight"].fillna(1.0).astype(float).to_numpy()
+    else:
+        df["weight"] = 1.0
+    if artifacts.exists(P, "segments"):
+        s = rows_of("segments", ["segment", "segment_name"])
+        df["segment"] = s["segment"].astype("int64").to_numpy() if s["segment"].notna().all() else s["segment"].to_numpy()
+        df["segment_name"] = s["segment_name"].astype(object).to_numpy()
+    return df
+
+
 def users_frame(P: Any, frame: pd.DataFrame | None = None, max_users: int | None = None, seed: int = 0,
                 columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Users with attributes, weight, segment name, state/gender, Census region; and notes.
@@ -158,8 +199,7 @@ def users_frame(P: Any, frame: pd.DataFrame | None = None, max_users: int | None
         from .. import artifacts
         have = set(artifacts.unified_columns(P))
         cols = None if columns is None else [c for c in dict.fromkeys(columns) if c in have]
-        df = Panel.load(P, columns=cols).frame
-        df = df.take(pick).reset_index(drop=True)
+        df = _panel_rows(P, pick, cols)
         notes.append(f"a seeded random sample of {len(df):,} of the {n_panel:,} users (text_max_users): the "
                      "user-level sections describe it")
     else:
