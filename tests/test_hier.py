@@ -203,3 +203,37 @@ def test_bad_inputs_raise_errors_that_say_what_to_do():
         HierarchicalSegmenter().predict(X)
     with pytest.raises(ValueError, match="sizes must be finite and > 0"):
         weighted_ward_linkage(X[:5], np.array([1, 2, 0, 1, 1]))
+
+
+def test_sums_of_squares_in_blocks_equal_the_whole_matrix_expression(features, monkeypatch):
+    from helpers import hier
+
+    X = features[1]
+    w = np.random.default_rng(5).uniform(0.5, 2.0, len(X))
+    mean = np.average(X, axis=0, weights=w)
+    whole = float((w * ((X - mean) ** 2).sum(axis=1)).sum())
+    assert float((w * hier._row_ss(X, lambda s, e: mean, chunk=333)).sum()) == whole
+    labels, C, _ = micro_clusters(X, 40, sample_weight=w, random_state=0)
+    assert np.array_equal(hier._row_ss(X, lambda s, e: C[labels[s:e]], chunk=100), ((X - C[labels]) ** 2).sum(axis=1))
+    ref = HierarchicalSegmenter(method="two_stage", n_micro=200, random_state=3).fit(X, sample_weight=w)
+    monkeypatch.setattr(hier, "SS_CHUNK", 257)
+    got = HierarchicalSegmenter(method="two_stage", n_micro=200, random_state=3).fit(X, sample_weight=w)
+    assert got.cut_table_.equals(ref.cut_table_)
+
+
+def test_pair_labels_are_the_string_expression_with_shared_objects():
+    import pandas as pd
+
+    from helpers.hier import pair_labels
+
+    a = pd.Series([3, 1, 3, 2, 1, 3])
+    b = pd.Series(["x", "y", "x", "z", "y", "x"], dtype="string[pyarrow]")
+    got = pair_labels(a, b)
+    assert list(got) == list((a.astype(str) + " " + b).to_numpy())
+    assert got.dtype == object and got[0] is got[2]  # one object per distinct label
+    a2, b2 = pd.Series([3.0, np.nan, 3.0]), pd.Series(["x", None, "x"], dtype=object)
+    ref = (a2.astype(str) + " " + b2).to_numpy()
+    got2 = pair_labels(a2, b2)
+    assert got2[0] == ref[0] == "3.0 x" and pd.isna(got2[1]) and pd.isna(ref[1])
+    with pytest.raises(ValueError, match="same length"):
+        pair_labels(a, b[:-1])

@@ -180,3 +180,43 @@ def test_share_moments_from_cell_codes_equal_the_core_moments(small_panel):
             pd.testing.assert_frame_equal(mom, C.moments(values[name], seg, w, k), check_exact=True)
             checked += 1
     assert checked == sum(a.kind == "share" and a.column in cells_of for a in meta)
+
+
+def test_attribute_index_from_a_column_reader_equals_the_frame(small_panel, truth_index):
+    """Read one column at a time (each profiled and dropped in turn), the index is the frame's, bit for bit."""
+    from helpers.personas import ColumnReader
+
+    df = small_panel.data
+    seg = small_panel.truth["true_segment"].to_numpy()
+    reads = []
+
+    def read(c):
+        reads.append(c)
+        return df[c].copy()
+
+    reader = ColumnReader(read, list(df.columns), len(df))
+    pd.testing.assert_frame_equal(attribute_index(reader, seg, descriptive=()), truth_index, check_exact=True)
+    assert len(reads) == len(set(reads))  # every column read once
+    assert "user_id" not in reads  # nor one that is not profiled
+    w = np.random.default_rng(2).gamma(2.0, 0.5, len(df))
+    pd.testing.assert_frame_equal(attribute_index(reader, seg, weights=w), attribute_index(df, seg, weights=w),
+                                  check_exact=True)
+    with pytest.raises(ValueError, match="rows"):
+        attribute_index(ColumnReader(lambda c: df[c].iloc[:-1], list(df.columns), len(df)), seg)
+    with pytest.raises(KeyError):
+        reader["no such column"]
+
+
+def test_column_reader_of_the_unified_artifact(small_panel, tmp_path):
+    from helpers import artifacts, paths
+    from helpers.personas import ColumnReader
+
+    P = paths.resolve(tmp_path / "data", tmp_path / "rep")
+    P.processed.mkdir(parents=True, exist_ok=True)
+    small_panel.data.to_parquet(P.processed / artifacts.UNIFIED_PARQUET, index=False)
+    df = artifacts.load_unified(P)
+    reader = ColumnReader.of_unified(P, len(df))
+    assert reader.columns == list(df.columns) and len(reader) == len(df) and "age_group" in reader
+    pd.testing.assert_series_equal(reader["age_group"], df["age_group"])
+    seg = small_panel.truth["true_segment"].to_numpy()
+    pd.testing.assert_frame_equal(attribute_index(reader, seg), attribute_index(df, seg), check_exact=True)

@@ -302,3 +302,95 @@ def test_oracle_ari_scores_everyone_up_to_max_rows_and_a_seeded_sample_above():
     assert abs(part - full) < 0.1
     with pytest.raises(ValueError, match="y_true"):
         oracle_ari(X_sim, y_sim, X, y[:10])
+
+
+def test_write_segments_is_the_segments_frame_parquet_block_by_block(small, small_fit, tmp_path):
+    import pyarrow.parquet as pq
+
+    from helpers.segment import write_segments
+
+    X, _ = small
+    proba = small_fit.predict_proba(X)
+    ids = pd.Series([f"U{i:08d}" for i in range(len(X))], dtype="string[pyarrow]")
+    names = [f"name {j}" for j in range(proba.shape[1])]
+    segments_frame(ids, proba, names).to_parquet(tmp_path / "whole.parquet", index=False)
+    assert write_segments(tmp_path / "blocks.parquet", ids, proba, names, chunk=97) == len(X)
+    a, b = pq.read_table(tmp_path / "whole.parquet"), pq.read_table(tmp_path / "blocks.parquet")
+    assert a.schema.equals(b.schema, check_metadata=True) and a.equals(b)
+    assert not (tmp_path / "blocks.parquet.tmp").exists()
+    with pytest.raises(ValueError, match="same length"):
+        write_segments(tmp_path / "bad.parquet", ids[:-1], proba)
+
+
+def test_compare_scored_matches_rows_by_identifier_in_any_order(small, small_fit, tmp_path, monkeypatch):
+    from helpers import segment
+
+    X, _ = small
+    proba = small_fit.predict_proba(X)
+    ids = pd.Series([f"U{i:08d}" for i in range(len(X))], dtype="string[pyarrow]")
+    out = tmp_path / "scored"
+    out.mkdir()
+    frame = segments_frame(ids, proba)
+    monkeypatch.setattr(segment, "ROW_CHUNK", 64)  # several batches
+    frame.to_parquet(out / "part-00000.parquet", index=False)
+    assert segment.compare_scored(out, ids, proba) == (True, 0.0, len(X))
+    shuffled = frame.sample(frac=1.0, random_state=1)  # the engine's own order: matched by id
+    shuffled.to_parquet(out / "part-00000.parquet", index=False)
+    assert segment.compare_scored(out, ids, proba) == (True, 0.0, len(X))
+    changed = frame.copy()
+    changed.loc[3, "prob_0"] += 0.25
+    changed.loc[5, "segment"] = (changed.loc[5, "segment"] + 1) % proba.shape[1]
+    changed.to_parquet(out / "part-00000.parquet", index=False)
+    same, diff, n = segment.compare_scored(out, ids, proba)
+    assert not same and diff == pytest.approx(0.25) and n == len(X)
+    frame.assign(user_id="nobody").head(3).to_parquet(out / "part-00000.parquet", index=False)
+    with pytest.raises(ValueError, match="not in the panel"):
+        segment.compare_scored(out, ids, proba)
+
+
+def test_refit_labels_in_blocks_equal_one_predict(small, small_fit, monkeypatch):
+    from helpers import segment
+
+    X, _ = small
+    whole = segment.refit_labels(X, 4, "diag", random_state=3)
+    monkeypatch.setattr(segment, "PREDICT_CHUNK", 101)
+    assert np.array_equal(segment.refit_labels(X, 4, "diag", random_state=3), whole)
+    assert np.array_equal(segment.refit_labels(X[:500], 4, "diag", random_state=3, X_score=X),
+                          segment._fit_gmm(X[:500], 4, "diag", 2, 1e-4, 200, 3).predict(X))
+
+
+def test_entropy_in_blocks_and_truth_scores_mapping(monkeypatch):
+    from helpers import segment
+
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(4), size=1000)
+    P[0] = [1, 0, 0, 0]
+    whole = entropy(P)
+    monkeypatch.setattr(segment, "ROW_CHUNK", 7)
+    assert np.array_equal(entropy(P), whole)
+    found, true = rng.integers(0, 5, 300), rng.integers(0, 3, 300)
+    mapping = match_labels(found, true)
+    expected = np.mean(np.array([mapping[int(f)] for f in found]) == true)
+    assert truth_scores(found, true)["matched_accuracy"] == expected
+
+
+def test_entropy_boxes_draw_the_boxplot_statistics_of_each_segment():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import cbook
+
+    from helpers.segment import plot_entropy_boxes
+
+    rng = np.random.default_rng(0)
+    labels, ent = rng.integers(0, 3, 2000), rng.exponential(0.2, 2000)
+    fig, ax = plt.subplots()
+    plot_entropy_boxes(labels, ent, 4, ax)  # segment 3 is empty
+    levels = {float(y) for ln in ax.lines for y in np.atleast_1d(ln.get_ydata())}
+    for j in range(3):
+        st = cbook.boxplot_stats(ent[labels == j])[0]
+        assert {float(st["med"]), float(st["whishi"]), float(st["whislo"])} <= levels
+    assert len(ax.patches) == 4
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "3"]
+    plt.close(fig)

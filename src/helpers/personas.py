@@ -159,19 +159,32 @@ def _profile(df: pd.DataFrame, cfg=None, share_rows: bool = True
     ``share_rows=False`` leaves the per-user 0/1 columns of those attributes out of the dict (their moments come
     from the cell codes): at 1M users they were about 70 float columns, 0.6 GB, that :func:`attribute_index`
     never read."""
-    if not isinstance(df, pd.DataFrame) or len(df) == 0:
-        raise ValueError("profile_attributes expects the unified table as a non-empty DataFrame")
-    cfg = _run_config(cfg)
-    _, units = behaviour_vocabulary(cfg)
-    cells_of: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     cols: dict[str, np.ndarray] = {}
     meta: list[Attribute] = []
+    cells_of: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+    for c_cols, c_meta, c_cells in _profile_columns(df, cfg, share_rows):
+        cols.update(c_cols)
+        meta += c_meta
+        if c_cells is not None:
+            cells_of[c_meta[0].column] = c_cells
+    return cols, meta, cells_of
+
+
+def _profile_columns(df, cfg=None, share_rows: bool = True):
+    """:func:`_profile` one source column at a time: yields ``(columns, attributes, cells)`` per column of the
+    table that is profiled (``cells`` = its cell codes and per-cell 0/1 values, None for a numeric or flag
+    column), in the order of :func:`_profile`'s attributes. :func:`attribute_index` consumes each column's
+    moments before the next is read, so with a :class:`ColumnReader` only one column is held at a time."""
+    if not isinstance(df, (pd.DataFrame, ColumnReader)) or len(df) == 0:
+        raise ValueError("profile_attributes expects the unified table as a non-empty DataFrame (or a ColumnReader)")
+    cfg = _run_config(cfg)
+    _, units = behaviour_vocabulary(cfg)
     numeric = [(m.name, "1st") for m in cfg.metrics] + [(a.name, a.party) for a in cfg.attributes
                                                          if a.type == "int"]
     for c, party in numeric:
         if c in df:
-            cols[c] = pd.to_numeric(df[c], errors="coerce").astype("float64").to_numpy()
-            meta.append(Attribute(c, units.get(c, cfg.label(c)), c, _party(party), "mean"))
+            yield ({c: pd.to_numeric(df[c], errors="coerce").astype("float64").to_numpy()},
+                   [Attribute(c, units.get(c, cfg.label(c)), c, _party(party), "mean")], None)
     for att in cfg.attributes:
         if att.name not in df or att.type not in ("category", "ordinal", "multi", "bool"):
             continue
@@ -179,19 +192,19 @@ def _profile(df: pd.DataFrame, cfg=None, share_rows: bool = True
         source = _party(att.party)
         if att.type == "bool":
             b = s.astype("boolean")
-            cols[f"{att.name}=True"] = b.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-            meta.append(Attribute(f"{att.name}=True", _label(att.name, "True", cfg), att.name, source, "share"))
+            yield ({f"{att.name}=True": b.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)},
+                   [Attribute(f"{att.name}=True", _label(att.name, "True", cfg), att.name, source, "share")], None)
             continue
         # string work on the distinct cells only (a few hundred in 1M rows), mapped back to the rows by their
         # codes: splitting and comparing every row was most of the persona step at 1M users
         codes, uniq = pd.factorize(s.astype("string"))
+        del s
         cells = [str(u) for u in uniq]
-        observed = codes >= 0
         if att.type == "multi":
             cell_tokens = [set(c.split(S.MULTI_SEP)) for c in cells]
         cats = list(att.categories) or sorted(
             set().union(*cell_tokens) - {""} if att.type == "multi" else set(cells))
-        per_attribute = {}
+        cols, meta, per_attribute = {}, [], {}
         for v in cats:
             per_cell = [v in t for t in cell_tokens] if att.type == "multi" else [c == v for c in cells]
             hit = np.append(np.asarray(per_cell, dtype=float), np.nan)  # code -1 (not observed) -> NaN
@@ -199,8 +212,43 @@ def _profile(df: pd.DataFrame, cfg=None, share_rows: bool = True
                 cols[f"{att.name}={v}"] = hit[codes]
             per_attribute[f"{att.name}={v}"] = hit[:-1]
             meta.append(Attribute(f"{att.name}={v}", _label(att.name, v, cfg), att.name, source, "share"))
-        cells_of[att.name] = (codes, per_attribute)
-    return cols, meta, cells_of
+        yield cols, meta, (codes, per_attribute)
+
+
+class ColumnReader:
+    """The unified table seen one column at a time: ``reader[c]`` reads column ``c`` when asked.
+
+    :func:`attribute_index` uses one column at a time (a numeric mean, or one category's cell codes), so at
+    10M users it need not hold the whole table: every text column as Arrow strings was several GB. ``read``
+    maps a column name to the pandas Series the loaded table would hold (e.g.
+    ``lambda c: artifacts.load(P, "unified", columns=[c], arrow_strings=True)[c]``, the reader of
+    ``load_unified``), in the table's row order; ``columns`` are the names it can read, ``n_rows`` its rows.
+    """
+
+    def __init__(self, read, columns: Sequence[str], n_rows: int) -> None:
+        self._read, self.columns, self._n = read, list(columns), int(n_rows)
+
+    def __contains__(self, column: str) -> bool:
+        return column in self.columns
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, column: str) -> pd.Series:
+        if column not in self.columns:
+            raise KeyError(column)
+        s = self._read(column)
+        if len(s) != self._n:
+            raise ValueError(f"column {column!r} has {len(s)} rows, the table {self._n}")
+        return s
+
+    @classmethod
+    def of_unified(cls, paths, n_rows: int) -> "ColumnReader":
+        """The run's unified table (``helpers.artifacts``), read column by column as ``load_unified`` reads it."""
+        from . import artifacts
+
+        return cls(lambda c: artifacts.load(paths, "unified", columns=[c], arrow_strings=True)[c],
+                   artifacts.unified_columns(paths), n_rows)
 
 
 def _share_moments(cell_codes: np.ndarray, per_attribute: dict[str, np.ndarray], seg: np.ndarray,
@@ -253,8 +301,9 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
 
     Parameters
     ----------
-    df : pandas.DataFrame
-        The unified table.
+    df : pandas.DataFrame or ColumnReader
+        The unified table, or a :class:`ColumnReader` of it (each column is read, profiled and dropped in
+        turn, so the whole table is never held: the same numbers).
     segments : ndarray of int, shape (n_users,)
         Segment label 0..k-1 of each row of ``df``.
     weights : ndarray, optional
@@ -296,18 +345,19 @@ def attribute_index(df: pd.DataFrame, segments: np.ndarray, weights: np.ndarray 
     cfg = _run_config(cfg)
     adjectives, _ = behaviour_vocabulary(cfg)
     k = int(seg.max()) + 1
-    values, meta, cells_of = _profile(df, cfg, share_rows=False)
     desc = set(clustering_columns(cfg) if descriptive is None else descriptive)
-    shares = {}  # the moments of every category and token indicator, column by column from the cell codes
-    for column, (codes, per_attribute) in cells_of.items():
-        shares.update(_share_moments(codes, per_attribute, seg, w, k))
     parts = []
-    for a in meta:
-        mom = shares[a.name] if a.name in shares else C.moments(values[a.name], seg, w, k)
-        est = C.index_table(mom, np.arange(k), count_cells=a.kind == "share")
-        parts.append(est.assign(attribute=a.name, label=a.label, column=a.column, source=a.source, kind=a.kind,
-                                descriptive_=a.column in desc,
-                                adjective=adjectives.get(a.name, "") if a.kind == "mean" else ""))
+    # one source column at a time (its values or cell codes are dropped before the next is read): the moments of
+    # a category's or token's indicators come from the column's cell codes, those of a number or flag from its values
+    for values, meta, cells in _profile_columns(df, cfg, share_rows=False):
+        shares = {} if cells is None else _share_moments(*cells, seg, w, k)
+        for a in meta:
+            mom = shares[a.name] if a.name in shares else C.moments(values[a.name], seg, w, k)
+            est = C.index_table(mom, np.arange(k), count_cells=a.kind == "share")
+            parts.append(est.assign(attribute=a.name, label=a.label, column=a.column, source=a.source, kind=a.kind,
+                                    descriptive_=a.column in desc,
+                                    adjective=adjectives.get(a.name, "") if a.kind == "mean" else ""))
+        del values, shares, cells
     out = pd.concat(parts, ignore_index=True)
     out = C.finalize(out, rule, alpha, descriptive=out.pop("descriptive_").to_numpy())
     out = out.rename(columns={"base_value": "panel_value", "n_segment": "n_observed"})
