@@ -223,7 +223,9 @@ def churn_risk(model, covariates: pd.DataFrame, tte: pd.DataFrame, spend: pd.Ser
     start = hz[:, 2] if use_recency else hz[:, 1]   # condition on alive at C (recency) or at a (baseline)
     hs = np.asarray(horizons, dtype=float) / u
     hh = cumulative_hazard_at(model, covariates, c[:, None] + hs[None, :])
-    out = pd.DataFrame({id_col: tte[id_col].to_numpy()}, index=tte.index)
+    ids = tte[id_col]  # text stored in Arrow stays so (no Python string per user)
+    out = pd.DataFrame({id_col: ids.array if isinstance(ids.dtype, pd.StringDtype) else ids.to_numpy()},
+                       index=tte.index)
     for j, h in enumerate(horizons):
         surv = np.exp(-np.clip(hh[:, j] - start, 0, None))
         out[f"churn_prob_{h}d"] = np.where(churned, 1.0, pi + (1 - pi) * (1 - surv))
