@@ -160,6 +160,12 @@ def test_customer_value_intervals_and_segments():
             j = boot.integers(0, len(idx), size=len(idx))
             reps.append(np.average(draws[idx[j], b % cv.n_draws], weights=ws[j]))
         assert t.loc[s, "clv_low"] == np.quantile(reps, 0.025) and t.loc[s, "clv_high"] == np.quantile(reps, 0.975)
+    # one row per draw, written directly: the same values as the customers x draws block
+    part = np.arange(10, 500, 3)
+    np.testing.assert_array_equal(cv.draw_block(part, by_draw=True), cv.draw_block(part).T)
+    # ids as Arrow text in the segment and weight indexes: the same table
+    arrow = lambda v: pd.Series(v.to_numpy(), index=pd.Index(v.index.astype(str).astype(pd.StringDtype("pyarrow")).array))
+    pd.testing.assert_frame_equal(V.segment_value(cv, arrow(seg), arrow(w), n_boot=60, seed=4).set_index("segment"), t)
 
 
 def test_pareto_quadrature_agrees_with_hypergeometric_path():
