@@ -259,3 +259,8 @@ def test_write_post_topics_in_batches_equals_the_whole_table_saved(tmp_path):
     for c in want.columns:
         assert got[c].astype(object).tolist() == want[c].astype(object).tolist(), c
     assert artifacts.exists(P, "post_topics")
+
+
+def test_segment_mix_without_segments_is_an_empty_profile_table():
+    t = audiences.segment_mix(pd.DataFrame({"user_id": ["a", "b"]}), np.array([True, False]), np.ones(2))
+    assert t.empty and {"value_label", "audience_mean", "base_mean", "index", "ci_low", "ci_high", "base_flag"} <= set(t)

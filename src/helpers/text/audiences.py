@@ -301,5 +301,7 @@ def segment_mix(frame: pd.DataFrame, in_audience: np.ndarray, weights: np.ndarra
                 column: str = "segment_name") -> pd.DataFrame:
     """Weighted segment shares of the audience vs the base (index and interval from the core)."""
     if column not in frame:
-        return pd.DataFrame(columns=["attribute", "value_label", "audience_mean", "base_mean", "index"])
+        # no segmentation in the run: an empty table with the columns of a profile
+        return pd.DataFrame(columns=["attribute", "value_label", "audience_mean", "base_mean", "index", "ci_low",
+                                     "ci_high", "base_flag"])
     return profile(frame, in_audience, [column], weights)
