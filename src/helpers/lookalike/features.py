@@ -97,8 +97,9 @@ def _assemble(f: Features) -> None:
     """
     parts, f._parts = f._parts, []
     if parts:
-        f.X = _frame_of_parts([p for _, p in parts], f.X.index)
-        del parts
+        frames = [p for _, p in parts]
+        del parts  # the parts are held by ``frames`` alone, which the join consumes part by part
+        f.X = _frame_of_parts(frames, f.X.index)
 
 
 def _frame_of_parts(frames: list[pd.DataFrame], index: pd.Index) -> pd.DataFrame:
