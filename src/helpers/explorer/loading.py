@@ -124,7 +124,7 @@ class ExplorerData:
         """Row positions in the panel of ``ids`` (in their order; ids not in the panel are left out)."""
         if self._cache.get("user_index", (None,))[0] is not self.panel:  # checked once, not per call
             uid = _text_ids(self.panel["user_id"])
-            self._cache["user_index"] = (self.panel, pa_text(uid) if not uid.duplicated().any() else None)
+            self._cache["user_index"] = (self.panel, pa_text(uid) if not _duplicated(uid).any() else None)
         index = self._cache["user_index"][1]
         if index is None:
             raise ValueError("the panel lists a user_id more than once")
@@ -171,6 +171,17 @@ def pa_text(ids: pd.Series):
     return arr.cast(pa.string()) if arr.type != pa.string() else arr
 
 
+def _duplicated(ids: pd.Series) -> pd.Series:
+    """``ids.duplicated()`` (as text), counted in Arrow first: pandas' duplicated of Arrow text made a Python
+    string per id (0.15 GB per million users at its peak); only a table with duplicates takes that path."""
+    import pyarrow.compute as pc
+
+    text = _text_ids(ids)
+    if len(pc.unique(pa_text(text))) == len(text):
+        return pd.Series(False, index=ids.index)
+    return text.astype(object).duplicated()
+
+
 def as_user_id(df: pd.DataFrame | None, idc: str) -> pd.DataFrame | None:
     """The run's id column (``cfg.id``, e.g. ``customerID``) as ``user_id``, the app's internal name."""
     if df is not None and idc != "user_id" and idc in df.columns and "user_id" not in df.columns:
@@ -185,7 +196,7 @@ def _check_segments(segments: pd.DataFrame) -> None:
         rows = segments.index[segments["segment"].isna()][:5].tolist()
         raise ValueError(f"{seg_file} has missing segment labels (rows e.g. {rows}); "
                          f"re-create it with `{MAKE_TARGET}`")
-    dup = _text_ids(segments["user_id"]).duplicated()  # compared as Arrow text
+    dup = _duplicated(segments["user_id"])
     if dup.any():
         raise ValueError(f"{seg_file} lists {int(dup.sum())} user_id more than once (e.g. "
                          f"{segments.loc[dup, 'user_id'].iloc[0]!r}); each user needs exactly one segment")
