@@ -243,3 +243,22 @@ def test_distinct_rows_match_numpy_unique_and_gamma_gamma_gradient():
     from scipy import optimize
     num = optimize.approx_fprime(lp, lambda v: V.GammaGammaFitter._negll_vec(v, xx, m).sum(), 1e-7)
     np.testing.assert_allclose(V.GammaGammaFitter._grad_vec(lp, xx, m).sum(axis=0), num, rtol=1e-4)
+
+
+def test_rfm_summary_repeats_exactly_whatever_order_the_engine_s_threads_add_amounts():
+    # a sum of doubles depends on the order of addition; DuckDB's parallel aggregation varies it between runs
+    # (4 runs of this table differed by up to 5e-13 before amounts were summed as exact decimals)
+    from helpers import engine
+    from helpers.value.data import rfm_summary
+
+    rng = np.random.default_rng(0)
+    n = 3_000_000
+    tx = pd.DataFrame({"user_id": rng.integers(0, 50, n).astype(str),
+                       "date": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 700, n), unit="D"),
+                       "amount": np.round(rng.gamma(2.0, 30.0, n), 2)})
+    con = engine.connect("duckdb")
+    runs = [rfm_summary(tx, "2025-06-30", "2025-12-01", con=con, merge_same_day=False) for _ in range(4)]
+    assert all(r.equals(runs[0]) for r in runs[1:])
+    first = tx[tx["user_id"] == runs[0]["user_id"].iloc[0]]
+    assert runs[0]["amount_holdout"].iloc[0] == pytest.approx(
+        first.loc[(first["date"] > "2025-06-30") & (first["date"] <= "2025-12-01"), "amount"].sum(), rel=1e-12)

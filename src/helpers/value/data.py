@@ -104,8 +104,11 @@ def rfm_summary(transactions, calibration_end, observation_end=None, *, customer
     obs = _days(observation_end) if observation_end is not None else None
     # two grouped passes over the log and one join, no per-day table: each customer's first purchase day,
     # then every row against it (the per-day grouping of 38M rows took most of the time at 1M customers)
+    # amounts as exact decimals (micro-units): a sum of doubles depends on the order the engine's threads add
+    # them, so a customer's total moved in the 14th digit between two runs of the same data; decimal sums are exact
+    money = "decimal(38, 6)"
     b = t.select(c=t[customer], d=t[date].cast("date").epoch_days(),
-                 a=t[amount].cast("float64") if amount else ibis.literal(0.0))
+                 a=t[amount].cast(money) if amount else ibis.literal(0).cast(money))
     # the first purchase from the log itself, not from ``b``: SQL that reads ``b`` twice holds it in a common
     # table expression, which DuckDB materialises (the 38M-row log: 1.2 GB of the 1M-user peak)
     first = t.group_by(t[customer].name("c")).aggregate(first=t[date].cast("date").epoch_days().min())
@@ -113,16 +116,16 @@ def rfm_summary(transactions, calibration_end, observation_end=None, *, customer
     j = b.inner_join(first, "c")
     in_cal, on_first = j.d <= cal, j.d == j["first"]
     agg = {"first": j["first"].min(), "last_cal": j.d.max(where=in_cal),
-           "amt_rep": j.a.sum(where=in_cal & (j.d > j["first"])).fill_null(0.0)}
+           "amt_rep": j.a.sum(where=in_cal & (j.d > j["first"])).cast("float64").fill_null(0.0)}
     if merge_same_day:  # purchases on one day are one transaction
         agg["n_cal"] = j.d.nunique(where=in_cal)
     else:  # every row counts; the first day's extra rows are repeats at time 0 with the day's mean amount
         agg.update(n_cal=j.d.count(where=in_cal), k1=j.d.count(where=on_first),
-                   a1=j.a.sum(where=on_first).fill_null(0.0))
+                   a1=j.a.sum(where=on_first).cast("float64").fill_null(0.0))
     if obs is not None:
         hold = (j.d > cal) & (j.d <= obs)
         agg["frequency_holdout"] = j.d.nunique(where=hold) if merge_same_day else j.d.count(where=hold)
-        agg["amount_holdout"] = j.a.sum(where=hold).fill_null(0.0)
+        agg["amount_holdout"] = j.a.sum(where=hold).cast("float64").fill_null(0.0)
     g = j.group_by(j.c.name(customer)).aggregate(**agg)
     df = (con.execute(g) if con is not None else g.execute()).sort_values(customer).reset_index(drop=True)
     if not merge_same_day:
