@@ -197,13 +197,19 @@ def test_keyword_mask_is_pythons_whole_word_search(keyword):
     assert want.any() and not want.all()
 
 
-def test_post_truth_is_read_lazily_and_gives_the_frames_answers(tmp_path, monkeypatch):
+def _truth_world(tmp_path, n_users: int):
+    """A run folder holding only a planted-truth user table of ``n_users`` users (what ensure_posts draws from)."""
     from helpers import paths
-    from helpers.text import stage
     P = paths.resolve(tmp_path / "data", tmp_path / "reports")
     P.truth.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"user_id": [f"U{i}" for i in range(40)], "true_segment": np.arange(40) % 5,
+    pd.DataFrame({"user_id": [f"U{i}" for i in range(n_users)], "true_segment": np.arange(n_users) % 5,
                   "state": "CA", "gender": "female"}).to_parquet(P.truth / "users_truth.parquet")
+    return P
+
+
+def test_post_truth_is_read_lazily_and_gives_the_frames_answers(tmp_path, monkeypatch):
+    from helpers.text import stage
+    P = _truth_world(tmp_path, 40)
     posts, _ = stage.ensure_posts(P, seed=3)
     _, lazy, _ = stage.read_text_truth(P)
     assert isinstance(lazy, stage.PostTruth)
@@ -217,12 +223,8 @@ def test_post_truth_is_read_lazily_and_gives_the_frames_answers(tmp_path, monkey
 
 
 def test_user_sample_reads_only_the_sampled_users_posts_rates_and_truth(tmp_path):
-    from helpers import paths
     from helpers.text import stage
-    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
-    P.truth.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"user_id": [f"U{i}" for i in range(60)], "true_segment": np.arange(60) % 5,
-                  "state": "CA", "gender": "female"}).to_parquet(P.truth / "users_truth.parquet")
+    P = _truth_world(tmp_path, 60)
     posts, _ = stage.ensure_posts(P, seed=3)
     assert stage.sample_positions(60, 60, 1) is None and stage.sample_positions(60, None, 1) is None
     pick = stage.sample_positions(60, 20, 1)
@@ -242,12 +244,9 @@ def test_user_sample_reads_only_the_sampled_users_posts_rates_and_truth(tmp_path
 
 
 def test_write_post_topics_in_batches_equals_the_whole_table_saved(tmp_path):
-    from helpers import artifacts, paths
+    from helpers import artifacts
     from helpers.text import stage
-    P = paths.resolve(tmp_path / "data", tmp_path / "reports")
-    P.truth.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"user_id": [f"U{i}" for i in range(80)], "true_segment": np.arange(80) % 5,
-                  "state": "CA", "gender": "female"}).to_parquet(P.truth / "users_truth.parquet")
+    P = _truth_world(tmp_path, 80)
     posts, _ = stage.ensure_posts(P, seed=5)
     tm = stage.topic_model(posts, [3, 4], 0, 200, 5, 1, 1, stage.read_text_params(P))
     whole = audiences.assign_topics(posts, tm.lda, tm.vectorizer, tm.labels)
