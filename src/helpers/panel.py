@@ -143,6 +143,12 @@ def align(ids: pd.Series, frame: pd.DataFrame, id_col: str = artifacts.ID) -> pd
                          for c in frame.columns if c != id_col}, index=pd.Series(ids).index)
 
 
+def lookup(ids: pd.Series | pd.Index, values: pd.Series) -> pd.Series:
+    """``ids.map(values)`` for ``values`` indexed by identifier (missing where an id is absent), with the index of
+    ``ids``: the one-column form of :func:`align`, identifiers matched as Arrow text."""
+    return _align(_ids(pd.Series(ids)), values)
+
+
 def _align(uid: pd.Series, values: pd.Series) -> pd.Series:
     """``uid.map(values)``: the value of each identifier (NaN where absent). The stages write their outputs in
     the unified table's row order, so when the identifiers are the same, in the same order, the values are

@@ -127,10 +127,9 @@ def weights_of(idx: pd.Index, weight: pd.Series | None) -> np.ndarray:
     (:func:`helpers.panel.align`): a reindex builds a hash index of Python strings of every id."""
     if weight is None:
         return np.ones(len(idx))
-    from ..panel import align
+    from ..panel import lookup
 
-    frame = pd.DataFrame({"_id": _id_values(weight.index), "w": weight.to_numpy(float)})
-    return align(pd.Series(_id_values(idx)), frame, "_id")["w"].fillna(1.0).to_numpy(float)
+    return lookup(pd.Series(_id_values(idx)), weight.astype(float)).fillna(1.0).to_numpy(float)
 
 
 def _label_sort(values) -> list:
