@@ -186,6 +186,39 @@ def test_sampled_bootstrap_keeps_the_estimate_and_rescales_the_spread(duckdb_con
     np.testing.assert_allclose(full.P, ref.P, atol=1e-12)
 
 
+def test_disk_cached_transitions_give_the_same_chain_and_leave_no_file(duckdb_con, tmp_path, monkeypatch):
+    """cache='disk' writes the transitions once to a temporary Parquet file: the same counts, chain and
+    second-order counts as the in-memory cache, and the file is gone once no expression uses it."""
+    import gc
+
+    monkeypatch.setenv("AUDIENCE_DUCKDB_TEMP_DIRECTORY", str(tmp_path))
+    w = mk.simulate_waves(3000, {"a": P_A, "b": P_B}, months=12, seed=5)
+    seg = w.groupby("user_id")["segment"].first()
+    mem = mk.transitions(w, con=duckdb_con)
+    disk = mk.transitions(w, cache="disk", con=duckdb_con)
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1
+    key = ["user_id", "month_index", "from_state", "to_state"]
+    a = duckdb_con.execute(mem).sort_values(key).reset_index(drop=True)
+    b = duckdb_con.execute(disk).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)  # Parquet stores the int8 states as int32
+    for kw in (dict(order=2, per_customer=False), dict(by_month=True, per_customer=False)):
+        ka, kb = (mk.customer_transition_counts(t, con=duckdb_con, **kw) for t in (mem, disk))
+        cols = list(ka.columns)
+        pd.testing.assert_frame_equal(ka.sort_values(cols).reset_index(drop=True),
+                                      kb.sort_values(cols).reset_index(drop=True), check_dtype=False)
+    fa, fb = (mk.fit_chains(mk.chain_counts(t, seg, sample=None, con=duckdb_con), n_boot=0) for t in (mem, disk))
+    np.testing.assert_allclose(fa.P, fb.P, atol=1e-12)
+    sm, sd = mk.customer_summary(w, con=duckdb_con), mk.customer_summary(w, cache="disk", con=duckdb_con)
+    pd.testing.assert_frame_equal(mk.entry_states(sm, con=duckdb_con), mk.entry_states(sd, con=duckdb_con),
+                                  check_dtype=False)
+    mem.release(); sm.release()
+    del disk, kb, fb, sd
+    gc.collect()
+    assert not list(tmp_path.rglob("*.parquet"))
+    with pytest.raises(ValueError, match="cache must be"):
+        mk.transitions(w, cache="memory", con=duckdb_con)
+
+
 def test_engine_summaries_match_the_long_table(duckdb_con):
     w = mk.simulate_waves(500, {"a": P_A, "b": P_B}, months=10, seed=4)
     seg = w.groupby("user_id")["segment"].first()

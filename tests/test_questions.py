@@ -135,3 +135,28 @@ def test_cached_run_warehouse_answers_the_same_and_releases_its_table(run, duckd
                                   rtol=1e-12)
     wh.close()
     assert not made & set(E.tables(duckdb_con))
+
+
+def test_disk_cached_run_warehouse_scans_one_file_answers_the_same_and_removes_it(run, duckdb_con, tmp_path,
+                                                                                    monkeypatch):
+    """cache='disk' writes the joined panel once to a temporary Parquet file (no join left in the queries):
+    the same answers as the joined files, weights and segments included, and close() deletes the file."""
+    P, _ = run
+    monkeypatch.setenv("AUDIENCE_DUCKDB_TEMP_DIRECTORY", str(tmp_path / "spill"))
+    q = dict(metric="avg_monthly_spend", where=[("homeowner_status", "==", "owner")])
+    plain = Q.AudienceWarehouse.for_run(duckdb_con, P)
+    wh = Q.AudienceWarehouse.for_run(duckdb_con, P, cache="disk")
+    files = list((tmp_path / "spill").rglob("*.parquet"))
+    assert len(files) == 1 and wh.columns == plain.columns
+    assert "JOIN" not in str(duckdb_con.compile(wh.panel)).upper()  # the queries scan the file alone
+    assert "JOIN" in str(duckdb_con.compile(plain.panel)).upper()
+    for a, b in [(wh.ask("traveler_type", **q).table, plain.ask("traveler_type", **q).table),
+                 (wh.ask("income_bracket", metric="share").table, plain.ask("income_bracket", metric="share").table)]:
+        pd.testing.assert_frame_equal(a.sort_values("level").reset_index(drop=True),
+                                      b.sort_values("level").reset_index(drop=True), rtol=1e-12)
+    tot = lambda w: duckdb_con.execute(w.panel.aggregate(s=w.panel.weight.sum(), g=w.panel.segment.nunique()))  # noqa: E731
+    pd.testing.assert_frame_equal(tot(wh), tot(plain))
+    wh.close()
+    assert not (tmp_path / "spill").exists() or not any((tmp_path / "spill").iterdir())
+    with pytest.raises(ValueError, match="cache must be"):
+        Q.AudienceWarehouse.for_run(duckdb_con, P, cache="memory")

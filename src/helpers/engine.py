@@ -11,7 +11,8 @@ multi-valued string (:func:`split`), distinct list elements (:func:`distinct_lis
 each record's physical line (:func:`read_csv_text`), reading Parquet parts with file and row number
 (:func:`read_parquet_rows`), registering a pandas frame (:func:`register_frame`), streaming a result as Arrow
 batches (:func:`arrow_batches`), mapping batches through a Python function into Parquet (:func:`map_batches`),
-writing Parquet/CSV (:func:`write_parquet`, :func:`write_csv`), running SQL (:func:`sql`) and building the
+writing Parquet/CSV (:func:`write_parquet`, :func:`write_csv`), keeping a result on disk instead of in memory
+(:func:`disk_cache`), running SQL (:func:`sql`) and building the
 DuckDB warehouse file (:func:`write_warehouse`). Other modules never branch on the engine nor touch a
 backend's private connection.
 """
@@ -22,7 +23,9 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -485,6 +488,27 @@ def write_parquet(con: Any, expr: ibis.Table, path: str | os.PathLike, *, order_
         raise EngineError(f"{engine_of(con)} cannot write Parquet key-value metadata (see writes_file_metadata)")
     expr = expr.order_by(list(order_by)) if order_by else expr
     return _write_file(con, expr, Path(path), "parquet", single_file, metadata)
+
+
+def disk_cache(con: Any, expr: ibis.Table) -> tuple[ibis.Table, Callable[[], Any]]:
+    """``expr`` computed once by the engine into a temporary Parquet file, and a table that scans it: what
+    ``expr.cache()`` would hold in the engine's memory goes to disk (bounded memory for a result of hundreds of
+    millions of rows; the engine's write spills). The file is in a new folder under
+    ``$AUDIENCE_DUCKDB_TEMP_DIRECTORY`` (else the system's temporary folder) and is deleted by the returned
+    ``release()``, or else once no expression built on the returned table is left (or at exit). Returns
+    ``(table, release)``."""
+    base = os.environ.get("AUDIENCE_DUCKDB_TEMP_DIRECTORY") or None
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="audience-cache-", dir=base))
+    try:
+        table = read_parquet(con, write_parquet(con, expr, folder / "cache.parquet", single_file=False))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    # tied to the operation node, which every expression derived from the table references (not to this
+    # wrapper object, which may go while a filtered or joined expression on it is still in use)
+    return table, weakref.finalize(table.op(), shutil.rmtree, folder, True)
 
 
 def writes_file_metadata(con: Any) -> bool:

@@ -169,7 +169,7 @@ class AudienceWarehouse:
         return cls(paths.duckdb, paths.processed / WEIGHTS, paths.processed / SEGMENTS)
 
     @classmethod
-    def for_run(cls, con: Any, paths: Paths, *, cache: bool = False) -> "AudienceWarehouse":
+    def for_run(cls, con: Any, paths: Paths, *, cache: bool | str = False) -> "AudienceWarehouse":
         """The warehouse of a pipeline run on the engine of ``con`` (either engine, no branch in the caller):
         the run's unified, weights and segments Parquet files read by that engine (:meth:`from_parquet`;
         ``cache`` as there)."""
@@ -180,7 +180,7 @@ class AudienceWarehouse:
 
     @classmethod
     def from_parquet(cls, con: Any, unified: str | Path, weights: str | Path | None = None,
-                     segments: str | Path | None = None, *, cache: bool = False) -> "AudienceWarehouse":
+                     segments: str | Path | None = None, *, cache: bool | str = False) -> "AudienceWarehouse":
         """The warehouse on any engine, reading the processed Parquet artifacts.
 
         Parameters
@@ -191,12 +191,15 @@ class AudienceWarehouse:
             ``rich_audience_data.parquet`` (file or folder of parts) written by ingestion.
         weights, segments : path, optional
             ``weights.parquet`` and ``segments.parquet``; ignored when None or absent.
-        cache : bool
-            Compute the joined panel once and keep it in the engine (a temporary table on DuckDB, a persisted
-            frame on Spark) until :meth:`close`. Without it every query re-reads the files and re-joins weights
-            and segments: the affinity table alone sends about 25 scans (one per attribute family and metric
-            quantile), and at 1M users on DuckDB the fit took 13.3 s CPU on the joined files against 1.2 s to
-            cache plus 2.8 s on the cached table.
+        cache : bool or "disk"
+            ``True``: compute the joined panel once and keep it in the engine (a temporary table on DuckDB, a
+            persisted frame on Spark) until :meth:`close`. ``"disk"``: compute it once into a temporary Parquet
+            file (deleted by :meth:`close`) that every query scans: bounded memory for a panel too large to keep
+            in the engine (at 10M users the ~12 branches of the affinity query, each re-joining 10M weights and
+            segments, ran DuckDB out of its 5 GB). ``False``: every query re-reads the files and re-joins
+            weights and segments: the affinity table alone sends about 25 scans (one per attribute family and
+            metric quantile), and at 1M users on DuckDB the fit took 13.3 s CPU on the joined files against
+            1.2 s to cache plus 2.8 s on the cached table.
         """
         if not Path(unified).exists():
             raise FileNotFoundError(f"{unified} does not exist: it is written by notebook 01_ingest "
@@ -207,7 +210,7 @@ class AudienceWarehouse:
 
     @classmethod
     def from_tables(cls, audience: Any, weights: Any = None, segments: Any = None, *, con: Any = None,
-                    cache: bool = False) -> "AudienceWarehouse":
+                    cache: bool | str = False) -> "AudienceWarehouse":
         """The warehouse over Ibis tables of one backend: ``audience`` (22 columns, ``user_id``), optional
         ``weights`` (``user_id, weight``) and ``segments`` (``user_id, segment, segment_name``); ``cache``: see
         :meth:`from_parquet`."""
@@ -220,7 +223,7 @@ class AudienceWarehouse:
         return self
 
     def _setup(self, backend: Any, audience: Any, weights: Any, segments: Any, owns: bool,
-               cache: bool = False) -> None:
+               cache: bool | str = False) -> None:
         import ibis
 
         self.backend, self._owns = backend, owns
@@ -239,8 +242,14 @@ class AudienceWarehouse:
             s = segments.select(uid_s_=segments[segments.columns[0]], segment=segments["segment"],
                                 segment_name=segments["segment_name"])
             panel = panel.left_join(s, panel[uid] == s["uid_s_"]).drop("uid_s_")
-        self._cached = panel.cache() if cache else None
-        self.panel = self._cached if cache else panel
+        if cache not in (True, False, "disk"):
+            raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
+        self._cached = self._release_disk = None
+        if cache == "disk":
+            self.panel, self._release_disk = E.disk_cache(backend, panel)
+        else:
+            self._cached = panel.cache() if cache else None
+            self.panel = self._cached if cache else panel
         self._schema = dict(panel.schema().items())
         self.columns: dict[str, str] = {k: str(v) for k, v in self._schema.items()}
 
@@ -250,6 +259,9 @@ class AudienceWarehouse:
         if getattr(self, "_cached", None) is not None:
             self._cached.release()
             self._cached = None
+        if getattr(self, "_release_disk", None) is not None:  # the disk-cached panel's file
+            self._release_disk()
+            self._release_disk = None
         if self._owns:
             E.disconnect(self.backend)
 

@@ -30,7 +30,8 @@ from scipy import optimize, stats
 from scipy.special import gammaln
 
 from .tables import (STATES, ChainCounts, chain_counts, customer_summary, customer_transition_counts,  # noqa: F401
-                     entry_states, label_confusion, last_states, restrict, reward_table, transitions)
+                     entry_states, label_confusion, last_states, release, restrict, reward_table,
+                     transitions)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def _has(table, columns: set) -> bool:
 
 
 def transitions(waves, *, customer: str = "user_id", month: str = "month", state: str = "engagement_state",
-                states: Sequence[str] = STATES, con=None) -> ibis.Table:
+                states: Sequence[str] = STATES, cache: bool | str = True, con=None) -> ibis.Table:
     """One row per transition between consecutive months, cached on the engine: ``<customer>, month_index``
     (year * 12 + month of the *to* month), ``prev_state`` (the state two months before, null unless that month
     is consecutive too), ``from_state``, ``to_state`` (indices into ``states``).
@@ -52,7 +52,13 @@ def transitions(waves, *, customer: str = "user_id", month: str = "month", state
     One window pass over the long table serves the per-customer counts, the per-wave counts (stationarity) and
     the second-order counts. Pairs separated by a missing month are not transitions. ``waves`` is a pandas
     frame or an Ibis table; a label outside ``states`` raises ``ValueError`` with the number of transitions.
+    ``cache``: ``True`` keeps the result in the engine's memory (``release()`` frees it), ``"disk"`` in a
+    temporary Parquet file that every later query scans (:func:`helpers.engine.disk_cache`; for long tables
+    whose transitions do not fit beside the rest: 10M customers x 24 months are ~190M transitions, ~4 GB in
+    DuckDB), ``False`` recomputes the window pass in every query.
     """
+    if cache not in (True, False, "disk"):
+        raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
     t, con = _bind(waves, con)
     base = t.select(c=t[customer], m=_month_index(t[month]), s=_codes(t[state], states))
     w = ibis.window(group_by=base.c, order_by=base.m)
@@ -61,12 +67,23 @@ def transitions(waves, *, customer: str = "user_id", month: str = "month", state
     ok = lag.f.notnull() & (lag.m - lag.fm == 1)
     tr = lag.filter(ok).select(**{customer: lag.c, "month_index": lag.m,
                                   "prev_state": ibis.ifelse(lag.fm - lag.gm == 1, lag.g, ibis.null("int8")),
-                                  "from_state": lag.f, "to_state": lag.s}).cache()
+                                  "from_state": lag.f, "to_state": lag.s})
+    if cache == "disk":
+        tr, _ = eng.disk_cache(con, tr)  # the file goes with the last expression built on tr
+    elif cache:
+        tr = tr.cache()
     bad = int(con.execute(tr.filter((tr.from_state < 0) | (tr.to_state < 0)).count()))
     if bad:
         raise ValueError(f"column {state!r} has values outside {list(states)} (coded -1) in {bad} transitions: "
                          "map them to the listed states first")
     return tr
+
+
+def release(table) -> None:
+    """Free what :func:`transitions` or :func:`customer_summary` keep: an in-memory cache at once; a disk cache
+    (``cache="disk"``) is a file on disk, not memory, and is deleted with the last expression built on it."""
+    if hasattr(table, "release"):
+        table.release()
 
 
 def restrict(table, customers, *, customer: str = "user_id", con=None) -> ibis.Table:
@@ -238,11 +255,14 @@ def _stratified_sample(codes: np.ndarray, labels: list, pos: dict, n_g: np.ndarr
 # ----------------------------------------------------------------------------------------------------------
 def customer_summary(waves, *, customer: str = "user_id", month: str = "month", state: str = "engagement_state",
                      reward: str | None = "spend", states: Sequence[str] = STATES, churned: str = "churned",
-                     con=None) -> ibis.Table:
+                     cache: bool | str = True, con=None) -> ibis.Table:
     """One row per customer, cached on the engine: ``m0``/``m_last`` (first/last observed month index),
     ``s0``/``s_last`` (their states, indices into ``states``), ``churn_m`` (first ``churned`` month, null if
     none), and per state i ``months_i`` and ``reward_i`` (months in that state and the sum of ``reward`` over
-    them). One grouped pass over the long table serves the entry states, the rewards and the last states."""
+    them). One grouped pass over the long table serves the entry states, the rewards and the last states.
+    ``cache``: as in :func:`transitions` (``"disk"``: a temporary Parquet file instead of the engine's memory)."""
+    if cache not in (True, False, "disk"):
+        raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
     t, con = _bind(waves, con)
     r = t[reward].cast("float64") if reward else ibis.literal(0.0)
     b = t.select(c=t[customer], m=_month_index(t[month]), s=_codes(t[state], states), r=r)
@@ -251,7 +271,10 @@ def customer_summary(waves, *, customer: str = "user_id", month: str = "month", 
     for i in range(len(states)):
         agg[f"months_{i}"] = b.m.count(where=b.s == i)
         agg[f"reward_{i}"] = b.r.sum(where=b.s == i).fill_null(0.0)
-    return b.group_by(b.c.name(customer)).aggregate(**agg).cache()
+    out = b.group_by(b.c.name(customer)).aggregate(**agg)
+    if cache == "disk":
+        return eng.disk_cache(con, out)[0]
+    return out.cache() if cache else out
 
 
 def _summary(waves, customer, month, state, states, con, reward="spend"):

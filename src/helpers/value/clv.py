@@ -120,7 +120,8 @@ def customer_value(model, gg, summary: pd.DataFrame, horizon: float, *, customer
     clv = margin * (disc[ipair] * pa) * spend
     pm = model.sample_params(n_draws, seed=seed); pg = gg.sample_params(n_draws, seed=seed + 1)
     pair_draws = np.empty((len(px), n_draws))
-    frame = pd.DataFrame({customer: summary[customer].to_numpy() if customer in summary else np.arange(len(x)),
+    # ids keep their dtype (Arrow text stays Arrow: to_numpy would make a Python string per customer)
+    frame = pd.DataFrame({customer: summary[customer].array if customer in summary else np.arange(len(x)),
                           "expected_purchases": ey, "p_alive": pa, "expected_spend": spend,
                           "value_next_period": margin * ey * spend, "clv": clv})
     cv = CustomerValue(frame, horizon, level, model, gg, margin, (x, tx, T_, m, ipair), pair_draws, (pm, pg),
