@@ -156,7 +156,8 @@ def _align(uid: pd.Series, values: pd.Series) -> pd.Series:
     otherwise each identifier is looked up in Arrow (``pyarrow.compute.index_in``) instead of a pandas index
     of Python strings (~0.7 GB at 10M ids)."""
     if len(values) == len(uid) and _same(values.index, uid):
-        return pd.Series(values.to_numpy(), index=uid.index, name=uid.name)
+        # the values' own array, as the lookup below returns it (to_numpy made Arrow text Python strings)
+        return pd.Series(values.array, index=uid.index, name=uid.name)
     import pyarrow as pa
     import pyarrow.compute as pc
 
