@@ -262,3 +262,24 @@ def test_rfm_summary_repeats_exactly_whatever_order_the_engine_s_threads_add_amo
     first = tx[tx["user_id"] == runs[0]["user_id"].iloc[0]]
     assert runs[0]["amount_holdout"].iloc[0] == pytest.approx(
         first.loc[(first["date"] > "2025-06-30") & (first["date"] <= "2025-12-01"), "amount"].sum(), rel=1e-12)
+
+
+def test_fit_by_segment_fits_each_segment_alone_and_skips_small_ones():
+    """Each segment's row is the model fitted on that segment's customers alone (ids matched, not positions),
+    segments below min_customers get no row, and the threads do not change the numbers."""
+    a = simulate_bgnbd(3000, 0.25, 4.0, 0.8, 2.5, seed=1)
+    b = simulate_bgnbd(2000, 0.6, 2.0, 0.3, 3.0, seed=2)
+    c = simulate_bgnbd(100, 0.4, 3.0, 0.5, 2.0, seed=3)
+    summ = pd.concat([a, b, c], ignore_index=True)
+    summ["user_id"] = [f"u{i}" for i in range(len(summ))]
+    seg = pd.Series(["a"] * 3000 + ["b"] * 2000 + ["c"] * 100, index=summ["user_id"]).sample(frac=1, random_state=0)
+    got = V.fit_by_segment(V.BetaGeoFitter, summ, seg, min_customers=200)
+    assert list(got["segment"]) == ["a", "b"] and list(got["customers"]) == [3000, 2000]
+    for name, part in (("a", a), ("b", b)):
+        ref = V.BetaGeoFitter().fit(part).params_
+        row = got.set_index("segment").loc[name]
+        for p in ("r", "alpha", "a", "b"):
+            assert row[p] == pytest.approx(ref[p], rel=1e-9)
+    # the two segments' parameters differ (a fit of everyone would give both the same numbers)
+    assert abs(got.loc[0, "r"] - got.loc[1, "r"]) > 0.1
+    pd.testing.assert_frame_equal(got, V.fit_by_segment(V.BetaGeoFitter, summ, seg, min_customers=200, n_jobs=1))

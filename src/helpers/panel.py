@@ -161,7 +161,7 @@ def _align(uid: pd.Series, values: pd.Series) -> pd.Series:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not values.index.is_unique:
+    if not _unique(values.index):
         raise ValueError(f"{values.name or 'the values'}: identifiers are not unique, so a user's value is ambiguous")
     keys = pa.array(_ids(pd.Series(values.index.array)).array)
     pos = pc.index_in(pa.array(uid.array), value_set=keys)
@@ -176,7 +176,19 @@ def _align(uid: pd.Series, values: pd.Series) -> pd.Series:
 def _same(index: pd.Index, uid: pd.Series) -> bool:
     """Whether ``index`` holds the identifiers of ``uid`` in the same order, each once (compared in Arrow)."""
     eq = pd.Series(index.array, copy=False).reset_index(drop=True) == uid.reset_index(drop=True)
-    return bool(eq.all()) and not eq.isna().any() and index.is_unique
+    return bool(eq.all()) and not eq.isna().any() and _unique(index)
+
+
+def _unique(index: pd.Index) -> bool:
+    """``index.is_unique``, counted in Arrow for Arrow text: pandas answers it with a hash table of a Python
+    string per identifier, which it then keeps with the index (~0.2 GB per million ids, 2 GB at 10M)."""
+    if not isinstance(index.dtype, pd.StringDtype) or getattr(index.dtype, "storage", None) != "pyarrow":
+        return bool(index.is_unique)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(index.array)
+    return pc.count_distinct(arr, mode="all").as_py() == len(arr)
 
 
 def _shared_objects(values: pd.Series) -> np.ndarray:
