@@ -189,8 +189,8 @@ def fit_by_segment(model_cls, summary: pd.DataFrame, segment: pd.Series, custome
     intervals, log-likelihood and customers — the segment effects on purchase and dropout behaviour. The
     segments are fitted on ``n_jobs`` threads (each fit on its own: same numbers whatever ``n_jobs``); a
     segment's rows are taken when its fit starts and its model is dropped once its row is read, so only the
-    segments being fitted are in memory (all of them at once, with each model's copy of its data, were 1.5 GB
-    of the 10M-customer peak)."""
+    segments being fitted are in memory (before, every segment's rows and every fitted model with its data were
+    held together: a second copy of the whole summary; 06b was killed at 8 GB in this step at 10M customers)."""
     seg = lookup(summary[customer], segment)
     codes, labels = pd.factorize(seg, sort=True)  # missing segments get code -1 and no fit
     sizes = np.bincount(codes[codes >= 0], minlength=len(labels))
