@@ -126,3 +126,14 @@ def test_unknown_kind_and_options_refused(run):
         A.select(P, "segment", segment=2, colour="red")
 
 
+
+
+def test_lookalike_candidate_count_is_the_size_of_the_whole_candidate_audience(run):
+    """lookalike_candidates counts what select(top_share=1.0) returns: ranked users that have not churned."""
+    P, df = run
+    scores = pd.read_parquet(P.processed / artifacts.LOOKALIKE_SCORES)
+    full = A.select(None, "lookalike", frame=df, scores=scores, top_share=1.0)
+    n = A.lookalike_candidates(scores, df)
+    assert n == full.size
+    ranked = set(scores.loc[scores["rank"].notna(), "user_id"].astype(str))
+    assert n == len(ranked - _churned(df)) < len(ranked)  # churned users are not counted

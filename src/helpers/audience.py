@@ -289,6 +289,22 @@ def _is_in(ids: pd.Series, value_set: Any) -> np.ndarray:
     return pc.is_in(_text_ids(ids), value_set=value_set).to_numpy(zero_copy_only=False)
 
 
+def _candidates(scores: pd.DataFrame, gone: Any) -> np.ndarray:
+    """Rows of the lookalike scores that are candidates: ranked by the stage and not churned (``gone``)."""
+    return scores["rank"].notna().to_numpy() & ~_is_in(scores["user_id"], gone)
+
+
+def lookalike_candidates(scores: pd.DataFrame, frame: pd.DataFrame, config: Any = None,
+                         id_col: str | None = None) -> int:
+    """How many users ``select(None, "lookalike", frame=frame, scores=scores, top_share=1.0)`` would return,
+    counted without building that audience (at 10M users it is every candidate's row)."""
+    cfg = load_config(config)
+    id_col = id_col or getattr(cfg, "id", None) or "user_id"
+    mask, _ = churned_mask(frame, cfg)
+    gone = _text_ids(frame.loc[mask, id_col]) if id_col in frame else _text_ids([])
+    return int(_candidates(scores, gone).sum())
+
+
 def _lookalike(P: Any, spec: dict, allow_third_party: bool, gone: Any) -> tuple[pd.DataFrame, dict]:
     top, share = spec.pop("top", None), spec.pop("top_share", None)
     if top is None and share is None:
@@ -301,7 +317,7 @@ def _lookalike(P: Any, spec: dict, allow_third_party: bool, gone: Any) -> tuple[
     need = {"user_id", "rank", "score"} - set(scores.columns)
     if need:
         raise ValueError(f"lookalike scores lack columns {sorted(need)}; expected lookalike_scores.parquet (08)")
-    cand = scores[scores["rank"].notna().to_numpy() & ~_is_in(scores["user_id"], gone)]
+    cand = scores[_candidates(scores, gone)]
     cand = cand.sort_values("rank", kind="mergesort")
     n = check_count(top, share, len(cand))
     best = cand.head(n)

@@ -59,9 +59,8 @@ def stage_audience(data: ExplorerData, top: int, allow_third_party: bool | None 
 def stage_candidates(data: ExplorerData) -> int:
     """How many customers the lookalike stage ranked as candidates (churned customers are not)."""
     scores = stage_scores(data)
-    return panel_cached(data, "n_candidates", lambda: audience_mod.select(
-        None, "lookalike", frame=data.panel, scores=scores, top_share=1.0, config=data.cfg,
-        id_col="user_id").size)
+    return panel_cached(data, "n_candidates", lambda: audience_mod.lookalike_candidates(
+        scores, data.panel, data.cfg, id_col="user_id"))
 
 
 def seed_name(data: ExplorerData) -> str:
