@@ -973,3 +973,27 @@ def test_demographics_and_regions_from_codes_follow_a_replaced_panel(clean):
     assert {r["category"]: r["pct_segment"] for r in got["rows"]}["65+"] == pytest.approx(100.0)
     assert D.weighted_distribution(data, "age_group", 2) == before
 
+
+
+def test_per_user_positions_match_a_pandas_index_lookup_in_any_order():
+    """Each panel user's row in a per-user artifact (Arrow match): the pandas get_indexer answer for a shuffled
+    subset with missing users and for integer ids, the identity for the panel's own order, and a clear error for
+    an artifact listing a user twice."""
+    import types
+
+    from helpers.explorer.persona import _positions
+
+    ids = pd.Series([f"u{i}" for i in range(500)], dtype="string[pyarrow]")
+    panel = pd.DataFrame({"user_id": ids})
+    sub = pd.DataFrame({"user_id": ids.sample(frac=0.7, random_state=1).reset_index(drop=True)})
+    got = _positions(types.SimpleNamespace(panel=panel, _cache={}), "churn_risk", sub)
+    np.testing.assert_array_equal(got, pd.Index(sub["user_id"].astype(str)).get_indexer(panel["user_id"]))
+    assert (got == -1).sum() == 150
+    np.testing.assert_array_equal(_positions(types.SimpleNamespace(panel=panel, _cache={}), "churn_risk", panel),
+                                  np.arange(500))
+    num = pd.DataFrame({"user_id": np.arange(500)[::-1]})
+    panel_num = pd.DataFrame({"user_id": pd.Series([str(i) for i in range(500)], dtype="string[pyarrow]")})
+    np.testing.assert_array_equal(_positions(types.SimpleNamespace(panel=panel_num, _cache={}), "churn_risk", num),
+                                  np.arange(500)[::-1])
+    with pytest.raises(ValueError, match="more than once"):
+        _positions(types.SimpleNamespace(panel=panel, _cache={}), "churn_risk", pd.concat([sub, sub.head(1)]))

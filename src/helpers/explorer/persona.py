@@ -16,7 +16,7 @@ from ..audience import churned_mask
 from .codes import column_codes
 from .common import TIER_HIGH, TIER_LOW, check_segment, jsonable, label_of, producer, unit_of
 from .heatmap import action_lines, defining_attributes, top_traits
-from .loading import ExplorerData, header_facts
+from .loading import ExplorerData, header_facts, pa_text
 from .segmap import segment_sizes
 from .wstats import audience_estimate, weighted_mean_ci, weighted_median, weighted_share_ci
 
@@ -102,11 +102,18 @@ def _positions(data: ExplorerData, name: str, frame: pd.DataFrame) -> np.ndarray
     per artifact: matching a million string ids is the slow part of every per-user figure."""
     key = ("positions", name)
     if key not in data._cache:
-        ids = frame["user_id"].astype(str)
-        if len(ids) == len(data.panel) and np.array_equal(ids.to_numpy(object), data.panel["user_id"].to_numpy(object)):
+        import pyarrow.compute as pc
+
+        # matched as Arrow text: Python strings of both id columns and a pandas index of them were ~2 GB at 10M
+        ids, panel_ids = pa_text(frame["user_id"]), pa_text(data.panel["user_id"])
+        if len(ids) == len(panel_ids) and pc.all(pc.equal(ids, panel_ids)).as_py():
             data._cache[key] = np.arange(len(ids))  # the artifact lists the panel's users in its order
         else:
-            data._cache[key] = pd.Index(ids).get_indexer(data.panel["user_id"])
+            if len(pc.unique(ids)) != len(ids):
+                raise ValueError(f"{name} lists a user_id more than once; re-create it with its notebook "
+                                 f"{producer(name)}")
+            pos = pc.index_in(panel_ids, value_set=ids)
+            data._cache[key] = pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     return data._cache[key]
 
 
