@@ -272,13 +272,13 @@ def _segment(P: Any, spec: dict, allow_third_party: bool) -> tuple[pd.DataFrame,
 
 
 def _text_ids(ids) -> Any:
-    """Identifiers as an Arrow text array (numbers as their text), without a Python string per id."""
+    """Identifiers as an Arrow text array (numbers as their text, as :mod:`helpers.panel` compares them),
+    without a Python string per id."""
     import pyarrow as pa
 
-    s = pd.Series(ids)
-    if not isinstance(s.dtype, pd.StringDtype):
-        s = s.astype(str)
-    return pa.array(s.astype(pd.StringDtype("pyarrow")).array)
+    from .panel import _ids
+
+    return pa.array(_ids(pd.Series(ids, dtype=object) if not isinstance(ids, pd.Series) else ids).array)
 
 
 def _is_in(ids: pd.Series, value_set: Any) -> np.ndarray:

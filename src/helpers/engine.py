@@ -495,6 +495,20 @@ def write_parquet(con: Any, expr: ibis.Table, path: str | os.PathLike, *, order_
     return _write_file(con, expr, Path(path), "parquet", single_file, metadata)
 
 
+def keep(con: Any, expr: ibis.Table, cache: bool | str) -> tuple[ibis.Table, Callable[[], Any] | None]:
+    """``expr`` kept as ``cache`` says: ``True`` in the engine's memory (``expr.cache()``), ``"disk"`` in a
+    temporary Parquet file (:func:`disk_cache`), ``False`` not at all (every query recomputes it). Returns
+    ``(table, release)``; ``release`` frees what is kept (None when nothing is)."""
+    if cache not in (True, False, "disk"):
+        raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
+    if cache == "disk":
+        return disk_cache(con, expr)
+    if cache:
+        table = expr.cache()
+        return table, table.release
+    return expr, None
+
+
 def disk_cache(con: Any, expr: ibis.Table) -> tuple[ibis.Table, Callable[[], Any]]:
     """``expr`` computed once by the engine into a temporary Parquet file, and a table that scans it: what
     ``expr.cache()`` would hold in the engine's memory goes to disk (bounded memory for a result of hundreds of

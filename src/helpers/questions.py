@@ -242,26 +242,16 @@ class AudienceWarehouse:
             s = segments.select(uid_s_=segments[segments.columns[0]], segment=segments["segment"],
                                 segment_name=segments["segment_name"])
             panel = panel.left_join(s, panel[uid] == s["uid_s_"]).drop("uid_s_")
-        if cache not in (True, False, "disk"):
-            raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
-        self._cached = self._release_disk = None
-        if cache == "disk":
-            self.panel, self._release_disk = E.disk_cache(backend, panel)
-        else:
-            self._cached = panel.cache() if cache else None
-            self.panel = self._cached if cache else panel
+        self.panel, self._release = E.keep(backend, panel, cache)
         self._schema = dict(panel.schema().items())
         self.columns: dict[str, str] = {k: str(v) for k, v in self._schema.items()}
 
     def close(self) -> None:
         """Release the cached panel, if any, and close the connection (only one this object opened: the
         DuckDB file's)."""
-        if getattr(self, "_cached", None) is not None:
-            self._cached.release()
-            self._cached = None
-        if getattr(self, "_release_disk", None) is not None:  # the disk-cached panel's file
-            self._release_disk()
-            self._release_disk = None
+        if getattr(self, "_release", None) is not None:  # the cached panel: engine memory or temporary file
+            self._release()
+            self._release = None
         if self._owns:
             E.disconnect(self.backend)
 

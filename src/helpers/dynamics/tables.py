@@ -55,10 +55,8 @@ def transitions(waves, *, customer: str = "user_id", month: str = "month", state
     ``cache``: ``True`` keeps the result in the engine's memory (``release()`` frees it), ``"disk"`` in a
     temporary Parquet file that every later query scans (:func:`helpers.engine.disk_cache`; for long tables
     whose transitions do not fit beside the rest: 10M customers x 24 months are ~190M transitions, ~4 GB in
-    DuckDB), ``False`` recomputes the window pass in every query.
+    DuckDB), ``False`` recomputes the window pass in every query (:func:`helpers.engine.keep`).
     """
-    if cache not in (True, False, "disk"):
-        raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
     t, con = _bind(waves, con)
     base = t.select(c=t[customer], m=_month_index(t[month]), s=_codes(t[state], states))
     w = ibis.window(group_by=base.c, order_by=base.m)
@@ -68,10 +66,7 @@ def transitions(waves, *, customer: str = "user_id", month: str = "month", state
     tr = lag.filter(ok).select(**{customer: lag.c, "month_index": lag.m,
                                   "prev_state": ibis.ifelse(lag.fm - lag.gm == 1, lag.g, ibis.null("int8")),
                                   "from_state": lag.f, "to_state": lag.s})
-    if cache == "disk":
-        tr, _ = eng.disk_cache(con, tr)  # the file goes with the last expression built on tr
-    elif cache:
-        tr = tr.cache()
+    tr, _ = eng.keep(con, tr, cache)  # freed by release(tr); a disk file also goes with the last expression on tr
     bad = int(con.execute(tr.filter((tr.from_state < 0) | (tr.to_state < 0)).count()))
     if bad:
         raise ValueError(f"column {state!r} has values outside {list(states)} (coded -1) in {bad} transitions: "
@@ -261,8 +256,6 @@ def customer_summary(waves, *, customer: str = "user_id", month: str = "month", 
     none), and per state i ``months_i`` and ``reward_i`` (months in that state and the sum of ``reward`` over
     them). One grouped pass over the long table serves the entry states, the rewards and the last states.
     ``cache``: as in :func:`transitions` (``"disk"``: a temporary Parquet file instead of the engine's memory)."""
-    if cache not in (True, False, "disk"):
-        raise ValueError(f"cache must be True, False or 'disk', got {cache!r}")
     t, con = _bind(waves, con)
     r = t[reward].cast("float64") if reward else ibis.literal(0.0)
     b = t.select(c=t[customer], m=_month_index(t[month]), s=_codes(t[state], states), r=r)
@@ -271,10 +264,7 @@ def customer_summary(waves, *, customer: str = "user_id", month: str = "month", 
     for i in range(len(states)):
         agg[f"months_{i}"] = b.m.count(where=b.s == i)
         agg[f"reward_{i}"] = b.r.sum(where=b.s == i).fill_null(0.0)
-    out = b.group_by(b.c.name(customer)).aggregate(**agg)
-    if cache == "disk":
-        return eng.disk_cache(con, out)[0]
-    return out.cache() if cache else out
+    return eng.keep(con, b.group_by(b.c.name(customer)).aggregate(**agg), cache)[0]
 
 
 def _summary(waves, customer, month, state, states, con, reward="spend"):

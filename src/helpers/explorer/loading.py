@@ -75,7 +75,9 @@ def _optional(paths: Paths, name: str) -> pd.DataFrame | None:
 
 def _text_ids(ids: pd.Series) -> pd.Series:
     """Identifiers as Arrow text (kept when they already are): no Python string per id."""
-    return ids if isinstance(ids.dtype, pd.StringDtype) else ids.astype(str).astype("string[pyarrow]")
+    from ..panel import _ids
+
+    return _ids(ids)
 
 
 @dataclass

@@ -70,12 +70,6 @@ def _days(ts) -> int:
     return int((pd.Timestamp(ts) - EPOCH).days)
 
 
-def _arrow_text(t):
-    import pyarrow as pa
-
-    return pd.StringDtype("pyarrow") if t in (pa.string(), pa.large_string()) else None
-
-
 def rfm_summary(transactions, calibration_end, observation_end=None, *, customer: str = "user_id",
                 date: str = "date", amount: str | None = "amount", unit_days: float = 7.0,
                 merge_same_day: bool = True, con=None) -> pd.DataFrame:
@@ -136,7 +130,9 @@ def rfm_summary(transactions, calibration_end, observation_end=None, *, customer
     # ordered by the engine and handed over as Arrow, text ids staying Arrow text: a pandas sort of 10M ids as
     # Python strings held ~0.7 GB of string objects (and the frame twice) for the order alone
     tbl = con.to_pyarrow(g) if con is not None else g.to_pyarrow()
-    df = tbl.to_pandas(types_mapper=_arrow_text)
+    from ..artifacts import _arrow_strings
+
+    df = tbl.to_pandas(types_mapper=_arrow_strings().get)
     del tbl
     if not merge_same_day:
         df["amt_rep"] = df["amt_rep"] + df["a1"] * (df["k1"] - 1) / df["k1"]
